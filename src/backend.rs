@@ -1,0 +1,205 @@
+//! The op interface. Every backend (CPU reference, CUDA kernels) implements [`Backend`]; the autograd ops in
+//! [`crate::ops`] call it through `tensor.backend()`, so models and the tape never name a device.
+//!
+//! Conventions: images are NCHW, row-major, f32. Every method checks its shapes and returns an error (never
+//! panics) on a mismatch. Outputs are freshly allocated unless the method takes `&mut`.
+
+use anyhow::Result;
+
+use crate::tensor::Tensor;
+
+/// Stride and zero padding of a 2-D convolution, as (height, width). The kernel size comes from the weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+}
+
+impl Conv2dParams {
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Conv2dParams {
+            stride: (stride, stride),
+            padding: (padding, padding),
+        }
+    }
+
+    /// Output size of a convolution over an input of `h`×`w` with a `kh`×`kw` kernel; None if the kernel
+    /// does not fit in the padded input.
+    pub fn output_size(&self, h: usize, w: usize, kh: usize, kw: usize) -> Option<(usize, usize)> {
+        let (ph, pw) = (h + 2 * self.padding.0, w + 2 * self.padding.1);
+        if ph < kh || pw < kw || self.stride.0 == 0 || self.stride.1 == 0 {
+            return None;
+        }
+        Some(((ph - kh) / self.stride.0 + 1, (pw - kw) / self.stride.1 + 1))
+    }
+}
+
+/// Pointwise nonlinearities. Backward passes take the forward *output* `y` (enough for all four:
+/// ReLU / LeakyReLU with a positive slope have `y > 0` exactly where `x > 0`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Relu,
+    LeakyRelu(f32),
+    Tanh,
+    Sigmoid,
+}
+
+/// Result of a training-mode batch norm forward: the output and what backward needs.
+pub struct BatchNormOut {
+    pub y: Tensor,
+    /// Per-channel batch mean, shape [C].
+    pub mean: Tensor,
+    /// Per-channel 1 / sqrt(biased batch variance + eps), shape [C].
+    pub invstd: Tensor,
+}
+
+pub struct BatchNormGrads {
+    pub dx: Tensor,
+    pub dgamma: Tensor,
+    pub dbeta: Tensor,
+}
+
+pub struct LinearGrads {
+    pub dx: Option<Tensor>,
+    pub dw: Option<Tensor>,
+    pub db: Option<Tensor>,
+}
+
+/// Adam hyper-parameters for one step. `step` is 1-based (bias correction uses β^step).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamHyper {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub step: u64,
+}
+
+/// One parameter's slot in a multi-tensor Adam update.
+pub struct AdamSlot<'a> {
+    pub param: &'a mut Tensor,
+    pub grad: &'a Tensor,
+    pub m: &'a mut Tensor,
+    pub v: &'a mut Tensor,
+}
+
+pub trait Backend: Send + Sync {
+    /// Human-readable device name, e.g. "cpu (2 threads)" or "cuda:0 NVIDIA H200 (sm_90)".
+    fn name(&self) -> String;
+
+    // ---- memory -------------------------------------------------------------------------------------------
+    fn zeros(&self, shape: &[usize]) -> Result<Tensor>;
+    fn from_host(&self, data: &[f32], shape: &[usize]) -> Result<Tensor>;
+    fn to_host(&self, x: &Tensor) -> Result<Vec<f32>>;
+
+    // ---- random fill (counter-based Philox4x32-10, so every backend draws the same numbers) -------------
+    /// Normal(mean, std) samples; element i uses Philox counter (offset + i/4 ... ) — see `cpu::random`.
+    fn randn(&self, shape: &[usize], mean: f32, std: f32, seed: u64, offset: u64)
+        -> Result<Tensor>;
+    /// Uniform [lo, hi) samples from the same generator.
+    fn rand_uniform(
+        &self,
+        shape: &[usize],
+        lo: f32,
+        hi: f32,
+        seed: u64,
+        offset: u64,
+    ) -> Result<Tensor>;
+
+    // ---- elementwise and reductions -----------------------------------------------------------------------
+    /// a + b (same shape).
+    fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
+    /// a += b in place (gradient accumulation).
+    fn add_assign(&self, a: &mut Tensor, b: &Tensor) -> Result<()>;
+    /// a * b elementwise (same shape).
+    fn mul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
+    /// alpha * a + beta.
+    fn affine(&self, a: &Tensor, alpha: f32, beta: f32) -> Result<Tensor>;
+    /// Sum of all elements, shape [1].
+    fn sum(&self, a: &Tensor) -> Result<Tensor>;
+    fn activation(&self, x: &Tensor, act: Activation) -> Result<Tensor>;
+    /// dx from the forward output `y` and the upstream gradient `dy`.
+    fn activation_backward(&self, y: &Tensor, dy: &Tensor, act: Activation) -> Result<Tensor>;
+
+    // ---- convolution (no bias; DCGAN and Inception follow every conv with batch norm) ------------------------
+    /// x [N, C, H, W], w [O, C, kh, kw] -> y [N, O, Ho, Wo].
+    fn conv2d(&self, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor>;
+    /// dx [x_shape] from dy [N, O, Ho, Wo] and w. This is also conv_transpose2d's forward.
+    fn conv2d_backward_data(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        x_shape: [usize; 4],
+        p: Conv2dParams,
+    ) -> Result<Tensor>;
+    /// dw [w_shape] from x and dy.
+    fn conv2d_backward_weight(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        w_shape: [usize; 4],
+        p: Conv2dParams,
+    ) -> Result<Tensor>;
+
+    // ---- batch norm over [N, C, H, W] (BatchNorm2d) or [N, C] (BatchNorm1d) --------------------------------
+    /// Batch statistics; updates the running stats in place with PyTorch's convention
+    /// (running = (1 - momentum) * running + momentum * batch, unbiased variance for the running var).
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        momentum: f32,
+        eps: f32,
+    ) -> Result<BatchNormOut>;
+    fn batch_norm_eval(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        eps: f32,
+    ) -> Result<Tensor>;
+    fn batch_norm_backward(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        gamma: &Tensor,
+        mean: &Tensor,
+        invstd: &Tensor,
+    ) -> Result<BatchNormGrads>;
+
+    // ---- linear: y = x wᵀ + b, x [N, in], w [out, in], b [out] ----------------------------------------------
+    fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor>;
+    /// Gradients of `linear`; only the requested ones are computed (`db` when `need_db`).
+    fn linear_backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        need_dx: bool,
+        need_dw: bool,
+        need_db: bool,
+    ) -> Result<LinearGrads>;
+
+    // ---- loss -------------------------------------------------------------------------------------------------
+    /// Mean binary cross-entropy of `logits` against a constant `target` in [0, 1], numerically stable, and
+    /// d(loss)/d(logits) from the same pass. Returns (loss [1], grad [same shape as logits]).
+    fn bce_with_logits(&self, logits: &Tensor, target: f32) -> Result<(Tensor, Tensor)>;
+
+    // ---- shape --------------------------------------------------------------------------------------------------
+    /// Concatenates NCHW (or [N, F]) tensors along dim 1.
+    fn concat_channels(&self, xs: &[&Tensor]) -> Result<Tensor>;
+    /// Channels [start, start + len) of x along dim 1.
+    fn slice_channels(&self, x: &Tensor, start: usize, len: usize) -> Result<Tensor>;
+
+    // ---- optimizer ----------------------------------------------------------------------------------------------
+    /// One Adam step over all slots (multi-tensor). PyTorch's formulation (eps added after the bias-corrected
+    /// sqrt(v̂)); `weight_decay` is L2 added to the gradient, as torch.optim.Adam does.
+    fn adam_step(&self, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()>;
+}

@@ -1,0 +1,222 @@
+//! The CPU backend: the reference every CUDA kernel is checked against, and a real fallback.
+//! Convolutions and linear layers run on a packed SIMD GEMM (`gemm` crate); loops over the batch or channels
+//! are spread over threads with rayon.
+//!
+//! Each op family has its own file; this one only routes the [`Backend`] trait to them.
+
+pub mod activation;
+pub mod adam;
+pub mod batchnorm;
+pub mod conv;
+pub mod elementwise;
+pub mod linear;
+pub mod loss;
+pub mod random;
+pub mod shape;
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+
+use crate::backend::*;
+use crate::tensor::{numel, Storage, Tensor};
+
+pub struct CpuBackend;
+
+/// The one CPU backend instance.
+pub static CPU: CpuBackend = CpuBackend;
+
+/// Host slice of a tensor that must be on the CPU.
+pub fn data(t: &Tensor) -> Result<&[f32]> {
+    match t.cpu_data() {
+        Some(d) => Ok(d),
+        None => bail!("CPU backend was given a tensor on {}", t.device().name()),
+    }
+}
+
+/// Mutable host data of a tensor that must be on the CPU.
+pub fn data_mut(t: &mut Tensor) -> Result<&mut Vec<f32>> {
+    let dev = t.device().name();
+    match t.cpu_data_mut() {
+        Some(d) => Ok(d),
+        None => bail!("CPU backend was given a tensor on {dev}"),
+    }
+}
+
+/// Wraps a host vector as a CPU tensor.
+pub fn tensor(v: Vec<f32>, shape: &[usize]) -> Tensor {
+    debug_assert_eq!(v.len(), numel(shape));
+    Tensor::from_storage(Storage::Cpu(Arc::new(v)), shape)
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        Ok(tensor(vec![0.0; numel(shape)], shape))
+    }
+
+    fn from_host(&self, d: &[f32], shape: &[usize]) -> Result<Tensor> {
+        anyhow::ensure!(
+            d.len() == numel(shape),
+            "{} values for shape {:?}",
+            d.len(),
+            shape
+        );
+        Ok(tensor(d.to_vec(), shape))
+    }
+
+    fn to_host(&self, x: &Tensor) -> Result<Vec<f32>> {
+        Ok(data(x)?.to_vec())
+    }
+
+    fn randn(
+        &self,
+        shape: &[usize],
+        mean: f32,
+        std: f32,
+        seed: u64,
+        offset: u64,
+    ) -> Result<Tensor> {
+        Ok(tensor(
+            random::normal(numel(shape), mean, std, seed, offset),
+            shape,
+        ))
+    }
+
+    fn rand_uniform(
+        &self,
+        shape: &[usize],
+        lo: f32,
+        hi: f32,
+        seed: u64,
+        offset: u64,
+    ) -> Result<Tensor> {
+        Ok(tensor(
+            random::uniform(numel(shape), lo, hi, seed, offset),
+            shape,
+        ))
+    }
+
+    fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        elementwise::add(a, b)
+    }
+
+    fn add_assign(&self, a: &mut Tensor, b: &Tensor) -> Result<()> {
+        elementwise::add_assign(a, b)
+    }
+
+    fn mul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        elementwise::mul(a, b)
+    }
+
+    fn affine(&self, a: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
+        elementwise::affine(a, alpha, beta)
+    }
+
+    fn sum(&self, a: &Tensor) -> Result<Tensor> {
+        elementwise::sum(a)
+    }
+
+    fn activation(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        activation::forward(x, act)
+    }
+
+    fn activation_backward(&self, y: &Tensor, dy: &Tensor, act: Activation) -> Result<Tensor> {
+        activation::backward(y, dy, act)
+    }
+
+    fn conv2d(&self, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+        conv::forward(x, w, p)
+    }
+
+    fn conv2d_backward_data(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        x_shape: [usize; 4],
+        p: Conv2dParams,
+    ) -> Result<Tensor> {
+        conv::backward_data(dy, w, x_shape, p)
+    }
+
+    fn conv2d_backward_weight(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        w_shape: [usize; 4],
+        p: Conv2dParams,
+    ) -> Result<Tensor> {
+        conv::backward_weight(x, dy, w_shape, p)
+    }
+
+    fn batch_norm_train(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        momentum: f32,
+        eps: f32,
+    ) -> Result<BatchNormOut> {
+        batchnorm::train_forward(x, gamma, beta, running_mean, running_var, momentum, eps)
+    }
+
+    fn batch_norm_eval(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        eps: f32,
+    ) -> Result<Tensor> {
+        batchnorm::eval_forward(x, gamma, beta, running_mean, running_var, eps)
+    }
+
+    fn batch_norm_backward(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        gamma: &Tensor,
+        mean: &Tensor,
+        invstd: &Tensor,
+    ) -> Result<BatchNormGrads> {
+        batchnorm::backward(x, dy, gamma, mean, invstd)
+    }
+
+    fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        linear::forward(x, w, b)
+    }
+
+    fn linear_backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        need_dx: bool,
+        need_dw: bool,
+        need_db: bool,
+    ) -> Result<LinearGrads> {
+        linear::backward(x, w, dy, need_dx, need_dw, need_db)
+    }
+
+    fn bce_with_logits(&self, logits: &Tensor, target: f32) -> Result<(Tensor, Tensor)> {
+        loss::bce_with_logits(logits, target)
+    }
+
+    fn concat_channels(&self, xs: &[&Tensor]) -> Result<Tensor> {
+        shape::concat_channels(xs)
+    }
+
+    fn slice_channels(&self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+        shape::slice_channels(x, start, len)
+    }
+
+    fn adam_step(&self, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
+        adam::step(slots, h)
+    }
+}

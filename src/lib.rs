@@ -1,0 +1,29 @@
+//! gan-engine: a GAN training engine with hand-written CUDA kernels and a CPU reference backend.
+//!
+//! Layers, from the bottom up:
+//! - [`tensor`] / [`device`]: f32 NCHW tensors that live on a device.
+//! - [`backend`]: the op interface (`Backend` trait). [`cpu`] implements it on the host; [`cuda`] implements it
+//!   with our kernels, on a real GPU (cudarc + NVRTC) or on the CPU emulation of the CUDA execution model.
+//! - [`autograd`]: the tape; [`ops`]: differentiable ops on the tape (forward + backward wiring per op).
+//! - [`nn`], [`optim`]: parameters, layers, DCGAN / MLP models, Adam.
+//! - [`data`], [`io`], [`checkpoint`], [`train`]: datasets, image grids / .npy, safetensors checkpoints, the GAN loop.
+
+pub mod autograd;
+pub mod backend;
+pub mod checkpoint;
+pub mod cpu;
+pub mod cuda;
+pub mod data;
+pub mod device;
+pub mod io;
+pub mod nn;
+pub mod ops;
+pub mod optim;
+pub mod tensor;
+pub mod train;
+
+pub use anyhow::{Error, Result};
+pub use autograd::{Tape, Var};
+pub use backend::Backend;
+pub use device::Device;
+pub use tensor::Tensor;

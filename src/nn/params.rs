@@ -1,0 +1,188 @@
+//! Named parameters and buffers of one model, with their gradients.
+//!
+//! Names follow PyTorch's `state_dict` keys (e.g. `main.0.weight`) so checkpoints load into PyTorch models.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{bail, Result};
+
+use crate::autograd::{Gradients, ParamKey, Tape, Var};
+use crate::device::Device;
+use crate::tensor::Tensor;
+
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Index of a parameter in its store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParamId(pub usize);
+
+/// Index of a buffer (BN running stats) in its store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BufferId(pub usize);
+
+pub struct ParamStore {
+    id: u64,
+    pub device: Device,
+    names: Vec<String>,
+    values: Vec<Tensor>,
+    grads: Vec<Option<Tensor>>,
+    buffer_names: Vec<String>,
+    buffers: Vec<Tensor>,
+    /// When false (G step through D), parameters enter the tape as constants: no weight gradients computed.
+    pub requires_grad: bool,
+}
+
+impl ParamStore {
+    pub fn new(device: &Device) -> ParamStore {
+        ParamStore {
+            id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+            device: device.clone(),
+            names: vec![],
+            values: vec![],
+            grads: vec![],
+            buffer_names: vec![],
+            buffers: vec![],
+            requires_grad: true,
+        }
+    }
+
+    pub fn add(&mut self, name: &str, value: Tensor) -> ParamId {
+        self.names.push(name.to_string());
+        self.values.push(value);
+        self.grads.push(None);
+        ParamId(self.values.len() - 1)
+    }
+
+    pub fn add_buffer(&mut self, name: &str, value: Tensor) -> BufferId {
+        self.buffer_names.push(name.to_string());
+        self.buffers.push(value);
+        BufferId(self.buffers.len() - 1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub fn num_elements(&self) -> usize {
+        self.values.iter().map(|t| t.numel()).sum()
+    }
+
+    pub fn name(&self, id: ParamId) -> &str {
+        &self.names[id.0]
+    }
+
+    pub fn value(&self, id: ParamId) -> &Tensor {
+        &self.values[id.0]
+    }
+
+    pub fn value_mut(&mut self, id: ParamId) -> &mut Tensor {
+        &mut self.values[id.0]
+    }
+
+    pub fn grad(&self, id: ParamId) -> Option<&Tensor> {
+        self.grads[id.0].as_ref()
+    }
+
+    pub fn buffer(&self, id: BufferId) -> &Tensor {
+        &self.buffers[id.0]
+    }
+
+    pub fn buffer_mut(&mut self, id: BufferId) -> &mut Tensor {
+        &mut self.buffers[id.0]
+    }
+
+    /// Two buffers mutably at once (BN running mean and var).
+    pub fn buffer_pair_mut(&mut self, a: BufferId, b: BufferId) -> (&mut Tensor, &mut Tensor) {
+        assert_ne!(a.0, b.0);
+        if a.0 < b.0 {
+            let (l, r) = self.buffers.split_at_mut(b.0);
+            (&mut l[a.0], &mut r[0])
+        } else {
+            let (l, r) = self.buffers.split_at_mut(a.0);
+            (&mut r[0], &mut l[b.0])
+        }
+    }
+
+    /// Puts parameter `id` on the tape as a leaf.
+    pub fn var(&self, tape: &mut Tape, id: ParamId) -> Var {
+        tape.param(
+            self.values[id.0].clone(),
+            ParamKey {
+                store: self.id,
+                index: id.0,
+            },
+            self.requires_grad,
+        )
+    }
+
+    /// Adds the gradients of this store's parameters found in `grads`.
+    pub fn accumulate_grads(&mut self, grads: &Gradients) -> Result<()> {
+        for (k, g) in grads.params() {
+            if k.store != self.id {
+                continue;
+            }
+            match &mut self.grads[k.index] {
+                Some(acc) => {
+                    let b = g.backend();
+                    b.add_assign(acc, g)?
+                }
+                slot @ None => *slot = Some(g.clone()),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn zero_grad(&mut self) {
+        self.grads.iter_mut().for_each(|g| *g = None);
+    }
+
+    /// (name, value) of every parameter, then every buffer, in registration order.
+    pub fn named_tensors(&self) -> Vec<(&str, &Tensor)> {
+        let p = self
+            .names
+            .iter()
+            .map(|s| s.as_str())
+            .zip(self.values.iter());
+        let b = self
+            .buffer_names
+            .iter()
+            .map(|s| s.as_str())
+            .zip(self.buffers.iter());
+        p.chain(b).collect()
+    }
+
+    /// Parameter ids with their values, grads (for the optimizer).
+    pub fn params_and_grads_mut(
+        &mut self,
+    ) -> impl Iterator<Item = (ParamId, &mut Tensor, Option<&Tensor>)> {
+        self.values
+            .iter_mut()
+            .zip(self.grads.iter())
+            .enumerate()
+            .map(|(i, (v, g))| (ParamId(i), v, g.as_ref()))
+    }
+
+    /// Replaces a parameter's or buffer's value by name, checking the shape.
+    pub fn set_by_name(&mut self, name: &str, value: Tensor) -> Result<()> {
+        let slot = if let Some(i) = self.names.iter().position(|n| n == name) {
+            &mut self.values[i]
+        } else if let Some(i) = self.buffer_names.iter().position(|n| n == name) {
+            &mut self.buffers[i]
+        } else {
+            bail!("no parameter or buffer named '{name}'")
+        };
+        if slot.shape() != value.shape() {
+            bail!(
+                "'{name}': expected shape {:?}, got {:?}",
+                slot.shape(),
+                value.shape()
+            );
+        }
+        *slot = value.to_device(&self.device)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,23 @@
+//! Differentiable ops on the [`Tape`](crate::autograd::Tape).
+//!
+//! One file per op family. Each file holds the op's public function (forward through `tensor.backend()`, then
+//! the backward closure recorded on the tape) and its tests (finite-difference gradient checks). The numerical
+//! work lives in the backends: `src/cpu/<family>.rs` and `src/cuda/<family>.rs` + `kernels/<family>.cu`.
+
+pub mod activation;
+pub mod batchnorm;
+pub mod conv;
+pub mod elementwise;
+pub mod gradcheck;
+pub mod linear;
+pub mod loss;
+pub mod random;
+pub mod shape;
+
+pub use activation::{leaky_relu, relu, sigmoid, tanh};
+pub use batchnorm::batch_norm;
+pub use conv::{conv2d, conv_transpose2d};
+pub use elementwise::{add, mean, mul, scale, sum};
+pub use linear::linear;
+pub use loss::bce_with_logits;
+pub use shape::{concat_channels, flatten, reshape};
