@@ -1,0 +1,1 @@
+//! NVRTC compilation of kernels/*.cu with an on-disk cache. (being written)
