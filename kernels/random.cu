@@ -4,8 +4,8 @@
 //   output lane i % 4. Uniform: ((x >> 8) + 0.5) * 2^-24 in (0, 1). Normal: Box–Muller on the lane pairs
 //   (u0, u1) and (u2, u3): r = sqrt(-2 ln u_even), θ = 2π u_odd; the even lane gets r cos θ, the odd lane r sin θ.
 //
-// One thread per counter block (four outputs). Precise logf / sincosf (not the fast intrinsics) so the values match
-// the CPU to a few ulps. No inline PTX.
+// One thread per counter block (four outputs). Precise logf / sincospif (not the fast intrinsics) so the values
+// match the CPU to a few ulps. No inline PTX.
 #include "common.cuh"
 
 __device__ __forceinline__ Philox4 philox_block(unsigned long long seed, unsigned long long ctr) {
@@ -24,8 +24,10 @@ extern "C" __global__ void philox_normal_f32(float* __restrict__ y, int n, float
             const float u_even = philox_uniform(r.v[2 * pair]);
             const float u_odd = philox_uniform(r.v[2 * pair + 1]);
             const float radius = sqrtf(-2.0f * logf(u_even));
+            // sincospif(2u) = (sin 2πu, cos 2πu) without the large-argument reduction path of sincosf (which
+            // would put a local array on the stack).
             float s, c;
-            sincosf(6.28318530717958647692f * u_odd, &s, &c);
+            sincospif(2.0f * u_odd, &s, &c);
             z[2 * pair] = radius * c;
             z[2 * pair + 1] = radius * s;
         }
