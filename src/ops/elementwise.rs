@@ -129,7 +129,8 @@ mod tests {
             .unwrap();
         gc.run(&[a.clone(), b.clone()], |t, v| mul(t, v[0], v[1]))
             .unwrap();
-        gc.run(&[a.clone()], |t, v| scale(t, v[0], -2.5)).unwrap();
+        gc.run(std::slice::from_ref(&a), |t, v| scale(t, v[0], -2.5))
+            .unwrap();
         // The same var on both sides: gradients from both uses must accumulate.
         gc.run(&[a], |t, v| mul(t, v[0], v[0])).unwrap();
     }
@@ -138,8 +139,10 @@ mod tests {
     fn gradcheck_sum_mean() {
         let x = test_tensor(&[3, 5, 3, 7], 3);
         let gc = GradCheck::default();
-        gc.run(&[x.clone()], |t, v| sum(t, v[0])).unwrap();
-        gc.run(&[x.clone()], |t, v| mean(t, v[0])).unwrap();
+        gc.run(std::slice::from_ref(&x), |t, v| sum(t, v[0]))
+            .unwrap();
+        gc.run(std::slice::from_ref(&x), |t, v| mean(t, v[0]))
+            .unwrap();
         // Reduction of a product, then a scale: a small chain.
         gc.run(&[x.clone(), test_tensor(&[3, 5, 3, 7], 4)], |t, v| {
             let p = mul(t, v[0], v[1])?;

@@ -61,7 +61,7 @@ mod tests {
     fn gradcheck_reshape_flatten() {
         let x = test_tensor(&[3, 5, 3, 7], 1);
         let gc = GradCheck::default();
-        gc.run(&[x.clone()], |t, v| reshape(t, v[0], &[15, 21]))
+        gc.run(std::slice::from_ref(&x), |t, v| reshape(t, v[0], &[15, 21]))
             .unwrap();
         gc.run(&[x], |t, v| {
             let f = flatten(t, v[0])?;
