@@ -104,7 +104,6 @@ mod tests {
     use crate::tensor::Tensor;
 
     /// The textbook formulation in f64, independent of the implementation's operation order.
-    #[allow(clippy::too_many_arguments)]
     fn reference(p: &mut [f64], m: &mut [f64], v: &mut [f64], g: &[f64], h: AdamHyper) {
         let (b1, b2) = (h.beta1 as f64, h.beta2 as f64);
         for i in 0..p.len() {
