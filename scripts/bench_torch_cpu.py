@@ -69,14 +69,18 @@ def dcgan28(nz=100, ngf=64, ndf=64, nc=1):
 
 
 def timeit(fn, warmup, runs):
+    """Wall time, plus the process's CPU time (all threads): on a shared machine the wall time grows with other
+    processes' load while the CPU time stays close to the work done, so the pair shows how much load skewed a row."""
     for _ in range(warmup):
         fn()
-    ts = []
+    ts, cs = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
-    return {"median_ms": statistics.median(ts) * 1e3, "min_ms": min(ts) * 1e3, "runs": runs}
+        cs.append(time.process_time() - c0)
+    return {"median_ms": statistics.median(ts) * 1e3, "min_ms": min(ts) * 1e3,
+            "median_cpu_ms": statistics.median(cs) * 1e3, "runs": runs}
 
 
 def train_iteration_fn(model, batch):
@@ -156,8 +160,8 @@ def main():
     def record(kind, name, batch, r, extra=None):
         row = {"kind": kind, "name": name, "batch": batch, **r, **(extra or {})}
         results.append(row)
-        print(f"{kind:16s} {name:22s} batch {batch:4d}  median {r['median_ms']:10.2f} ms  min {r['min_ms']:10.2f} ms",
-              flush=True)
+        print(f"{kind:16s} {name:22s} batch {batch:4d}  median {r['median_ms']:9.1f} ms  min {r['min_ms']:9.1f} ms"
+              f"  cpu {r['median_cpu_ms']:9.1f} ms", flush=True)
 
     for batch in (16, 64, 128):
         record("train_iter", "dcgan64", batch, timeit(train_iteration_fn(dcgan64(), batch), args.warmup, args.runs))
