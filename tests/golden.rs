@@ -122,6 +122,11 @@ fn assert_close(what: &str, got: &Tensor, want: &Ref, rel: f64, floor: f64) {
         }
     }
     let i = worst.1;
+    // Visible with --nocapture: how much of each tolerance is used.
+    eprintln!(
+        "golden: {what}: worst error {:.2e} of limit {rel:.1e}",
+        worst.0
+    );
     assert!(
         worst.0 <= rel,
         "{what}: element {i} is {} but PyTorch has {} (error {:.3e} of the allowed scale, limit {rel:.1e})",
