@@ -3,6 +3,9 @@
 //! run). Outputs come from the backend's allocator, which fills them with NaN in test builds, so an element a
 //! kernel forgets to write fails the comparison. (Convolution, batch norm and linear are in emu_parity_conv.rs.)
 //!
+//! With `GAN_ENGINE_TEST_DEVICE=cuda` the same tests run on the real GPU (cuda:0) instead of the emulation
+//! (scripts/gpu_run.sh does this).
+//!
 //! Tolerances: ops that are one IEEE operation per element (add, mul, affine, relu, copies, uniform draws) must
 //! match bit for bit; transcendental ones (tanh, sigmoid, normal draws, BCE) and reductions (whose summation order
 //! differs from the CPU's f64 accumulation) get small relative tolerances.
@@ -13,7 +16,7 @@ use std::sync::Arc;
 use gan_engine::backend::{Activation, AdamHyper, AdamSlot, Backend};
 use gan_engine::cpu::CPU;
 use gan_engine::cuda::runtime::kernels;
-use gan_engine::cuda::{emu, emulated_backend, CudaBackend};
+use gan_engine::cuda::{cuda_backend, emu, emulated_backend, CudaBackend};
 use gan_engine::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +24,12 @@ use rand_chacha::ChaCha8Rng;
 const SIZES: &[usize] = &[1, 3, 4, 5, 31, 127, 1000, 4099, 70_001];
 
 fn be() -> Arc<CudaBackend> {
-    emulated_backend().expect("the emulated CUDA backend must open")
+    match std::env::var("GAN_ENGINE_TEST_DEVICE").as_deref() {
+        Ok("cuda") => {
+            cuda_backend(0).expect("GAN_ENGINE_TEST_DEVICE=cuda but cuda:0 does not open")
+        }
+        _ => emulated_backend().expect("the emulated CUDA backend must open"),
+    }
 }
 
 fn random(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
@@ -353,7 +361,7 @@ fn allocator_reuses_blocks_after_warm_up() {
 #[test]
 fn tensors_from_another_device_are_errors() {
     let be = be();
-    let other = emulated_backend().unwrap();
+    let other = emulated_backend().unwrap(); // a different backend instance, whichever `be` is
     let cpu = CPU.from_host(&[1.0, 2.0], &[2]).unwrap();
     let mine = be.from_host(&[1.0, 2.0], &[2]).unwrap();
     let theirs = other.from_host(&[1.0, 2.0], &[2]).unwrap();
