@@ -473,14 +473,10 @@ fn rewrite_for_emulation(path: &Path, text: &str) -> String {
                     ));
                 }
                 let mut j = i + 2;
-                let mut align = None;
+                // The emulation's buffer is 256-byte aligned, which covers any __align__(N).
                 if toks.get(j).map(|t| &t.1) == Some(&Tok::Ident("__align__".into())) {
-                    let end = skip_parens(&toks, j + 1)
+                    j = skip_parens(&toks, j + 1)
                         .unwrap_or_else(|| fail(&format!("{at}: bad __align__")));
-                    if let Some(Tok::Ident(n)) = toks.get(j + 2).map(|t| &t.1) {
-                        align = Some(n.clone());
-                    }
-                    j = end;
                 }
                 let mut words = Vec::new();
                 while let Some(Tok::Ident(w)) = toks.get(j).map(|t| &t.1) {
@@ -498,7 +494,6 @@ fn rewrite_for_emulation(path: &Path, text: &str) -> String {
                 let name = words.pop().unwrap();
                 let ty = words.join(" ");
                 let end = toks[j + 2].0 + 1;
-                let _ = align; // the emulation's buffer is 256-byte aligned, which covers any __align__
                 edits.push((
                     start,
                     end,

@@ -456,3 +456,25 @@ fn kernel_coverage() {
         "kernels never launched by their Backend methods: {missing:?}"
     );
 }
+
+/// The comparisons above only catch unwritten elements because fresh outputs start as NaN in test builds.
+#[test]
+fn fresh_outputs_are_poisoned() {
+    let be = be();
+    for n in [1usize, 5, 4099] {
+        assert!(be
+            .alloc(&[n])
+            .unwrap()
+            .to_vec()
+            .unwrap()
+            .iter()
+            .all(|v| v.is_nan()));
+        assert!(be
+            .alloc_zeros(&[n])
+            .unwrap()
+            .to_vec()
+            .unwrap()
+            .iter()
+            .all(|&v| v == 0.0));
+    }
+}

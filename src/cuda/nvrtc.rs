@@ -18,7 +18,7 @@ use cudarc::nvrtc::{result as nrt, sys};
 use super::runtime::kernel_sources;
 
 /// Options every compilation uses. No --use_fast_math: the kernels must match the CPU reference closely.
-const BASE_OPTIONS: &[&str] = &["--std=c++17", "-lineinfo", "-default-device"];
+const BASE_OPTIONS: &[&str] = &["--std=c++17", "-lineinfo"];
 
 /// Checks that libnvrtc can be loaded (cudarc panics on first use otherwise).
 pub fn ensure_available() -> Result<()> {
