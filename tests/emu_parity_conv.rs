@@ -483,6 +483,23 @@ fn linear_matches_reference() {
         assert_close(&format!("{name} dw"), &g.dw.unwrap().to_vec().unwrap(), &dw_ref);
         assert_close(&format!("{name} db"), &g.db.unwrap().to_vec().unwrap(), &db_ref);
 
+        // Against the CPU backend too.
+        let cpu = Device::Cpu;
+        let c = |v: &[f32], s: &[usize]| Tensor::from_vec(v.to_vec(), s, &cpu).unwrap();
+        let (xc, wc, bc, dyc) = (c(&x, &[n, inp]), c(&w, &[out, inp]), c(&bias, &[out]), c(&dy, &[n, out]));
+        let y_cpu = cpu.backend().linear(&xc, &wc, Some(&bc)).unwrap().to_vec().unwrap();
+        let gc = cpu
+            .backend()
+            .linear_backward(&xc, &wc, &dyc, true, true, true)
+            .unwrap();
+        let host = |t: Option<Tensor>| to_f64(&t.unwrap().to_vec().unwrap());
+        let y = b.linear(&xg, &wg, Some(&bg)).unwrap().to_vec().unwrap();
+        assert_close(&format!("{name} y vs cpu"), &y, &to_f64(&y_cpu));
+        let g = b.linear_backward(&xg, &wg, &dyg, true, true, true).unwrap();
+        assert_close(&format!("{name} dx vs cpu"), &g.dx.unwrap().to_vec().unwrap(), &host(gc.dx));
+        assert_close(&format!("{name} dw vs cpu"), &g.dw.unwrap().to_vec().unwrap(), &host(gc.dw));
+        assert_close(&format!("{name} db vs cpu"), &g.db.unwrap().to_vec().unwrap(), &host(gc.db));
+
         let g = b.linear_backward(&xg, &wg, &dyg, false, true, false).unwrap();
         assert!(g.dx.is_none() && g.db.is_none() && g.dw.is_some());
     }
