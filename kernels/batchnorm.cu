@@ -21,20 +21,17 @@
 
 namespace bn {
 
-// Sum of v over the block, returned to every thread. The xor butterfly gives every lane the same bits
-// (each step adds the same two values, only commuted), so the result is deterministic and uniform.
+// Sum of v over the block, returned to *every* thread (common.cuh's block_sum only informs thread 0, but the
+// statistics pass needs the chunk mean in all threads). warp_sum's xor butterfly gives every lane the same bits,
+// so every warp computes the identical total from the per-warp partials: deterministic and uniform.
 // `scratch` is a __shared__ float[32] owned by the caller.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+__device__ __forceinline__ float block_sum_all(float v, float* scratch) {
+    v = warp_sum(v);
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     __syncthreads();  // a previous call may still be reading scratch
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
-    float t = lane < (int)(blockDim.x / 32) ? scratch[lane] : 0.0f;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffff, t, o);
-    return t;
+    return warp_sum(lane < (int)(blockDim.x / 32) ? scratch[lane] : 0.0f);
 }
 
 // Address of element j (0 <= j < N*HW) of channel c.
@@ -56,14 +53,14 @@ extern "C" __global__ void bn_train_stats_f32(const float* __restrict__ x, float
 
     float sum = 0.0f;
     for (int j = begin + threadIdx.x; j < end; j += blockDim.x) sum += __ldg(x + bn::chan_index(j, c, C, HW));
-    const float mean = bn::block_sum(sum, scratch) / (float)(end - begin);
+    const float mean = bn::block_sum_all(sum, scratch) / (float)(end - begin);
 
     float sq = 0.0f;
     for (int j = begin + threadIdx.x; j < end; j += blockDim.x) {
         const float d = __ldg(x + bn::chan_index(j, c, C, HW)) - mean;
         sq = fmaf(d, d, sq);
     }
-    const float m2 = bn::block_sum(sq, scratch);
+    const float m2 = bn::block_sum_all(sq, scratch);
     if (threadIdx.x == 0) {
         part[((size_t)c * gridDim.y + s) * 2] = mean;
         part[((size_t)c * gridDim.y + s) * 2 + 1] = m2;
@@ -141,8 +138,8 @@ extern "C" __global__ void bn_bwd_reduce_f32(const float* __restrict__ x, const 
         sdy += g;
         sdyx = fmaf(g, (__ldg(x + idx) - mu) * is, sdyx);
     }
-    sdy = bn::block_sum(sdy, scratch);
-    sdyx = bn::block_sum(sdyx, scratch);
+    sdy = bn::block_sum_all(sdy, scratch);
+    sdyx = bn::block_sum_all(sdyx, scratch);
     if (threadIdx.x == 0) {
         part[((size_t)c * gridDim.y + s) * 2] = sdy;
         part[((size_t)c * gridDim.y + s) * 2 + 1] = sdyx;

@@ -130,7 +130,9 @@ fn tile_for(m: usize) -> ((usize, usize), &'static str) {
 pub(crate) fn split_k(tiles: usize, k: usize) -> (usize, usize) {
     let slices = k.div_ceil(BK).max(1);
     let wanted = TARGET_BLOCKS.div_ceil(tiles.max(1));
-    let splits = wanted.min(slices / MIN_SLICES_PER_SPLIT).clamp(1, MAX_SPLITS);
+    let splits = wanted
+        .min(slices / MIN_SLICES_PER_SPLIT)
+        .clamp(1, MAX_SPLITS);
     let per_split = slices.div_ceil(splits);
     (slices.div_ceil(per_split), per_split * BK)
 }
@@ -310,9 +312,12 @@ mod tests {
         for tiles in [1, 3, 17, 100, 263, 264, 1000] {
             for k in [1, 15, 16, 17, 48, 100, 1600, 8192, 131072] {
                 let (splits, chunk) = split_k(tiles, k);
-                assert!(splits >= 1 && splits <= MAX_SPLITS);
+                assert!((1..=MAX_SPLITS).contains(&splits));
                 assert_eq!(chunk % BK, 0);
-                assert!(splits * chunk >= k, "tiles {tiles} k {k}: {splits} x {chunk}");
+                assert!(
+                    splits * chunk >= k,
+                    "tiles {tiles} k {k}: {splits} x {chunk}"
+                );
                 assert!((splits - 1) * chunk < k, "tiles {tiles} k {k}: empty split");
                 if tiles >= TARGET_BLOCKS {
                     assert_eq!(splits, 1);
