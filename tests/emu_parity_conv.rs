@@ -178,6 +178,11 @@ fn conv_cases() -> Vec<(&'static str, ConvCase)> {
             "C=3 4x4 s2 p1",
             case(2, 3, 10, 9, 5, (4, 4), p((2, 2), (1, 1))),
         ),
+        // A DCGAN-sized stride-2 layer: two 64-row tiles in backward data (C = 67) and in forward (O = 65).
+        (
+            "DCGAN-like 4x4 s2 p1",
+            case(2, 67, 8, 8, 65, (4, 4), p((2, 2), (1, 1))),
+        ),
         // More than one 64-row tile and more than one K split in the forward pass.
         ("O=70 3x3", case(2, 20, 5, 6, 70, (3, 3), p((1, 1), (1, 1)))),
     ]
