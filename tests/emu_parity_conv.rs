@@ -288,6 +288,11 @@ fn conv2d_rejects_bad_shapes() {
         .to_string();
     assert!(err.contains("does not fit"), "{err}");
     let w = Tensor::zeros(&[4, 3, 3, 3], &dev).unwrap();
+    let err = b
+        .conv2d(&x, &w, Conv2dParams::new(0, 1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("stride"), "{err}");
     let dy = Tensor::zeros(&[2, 4, 7, 8], &dev).unwrap();
     let err = b
         .conv2d_backward_data(&dy, &w, [2, 3, 8, 8], Conv2dParams::new(1, 1))
@@ -645,4 +650,36 @@ fn linear_rejects_bad_shapes() {
         .unwrap()
         .to_string();
     assert!(err.contains("dy"), "{err}");
+}
+
+#[test]
+fn empty_batch_gives_empty_outputs() {
+    let dev = emu();
+    let b = dev.backend();
+    let z = |s: &[usize]| Tensor::zeros(s, &dev).unwrap();
+    let p = Conv2dParams::new(2, 1);
+    let x = z(&[0, 3, 8, 8]);
+    let w = z(&[4, 3, 4, 4]);
+    let dy = z(&[0, 4, 4, 4]);
+    assert_eq!(b.conv2d(&x, &w, p).unwrap().shape(), [0, 4, 4, 4]);
+    assert_eq!(
+        b.conv2d_backward_data(&dy, &w, [0, 3, 8, 8], p)
+            .unwrap()
+            .shape(),
+        [0, 3, 8, 8]
+    );
+    // No pixels: the weight gradient is an empty sum, i.e. zeros.
+    let dw = b.conv2d_backward_weight(&x, &dy, [4, 3, 4, 4], p).unwrap();
+    assert_eq!(dw.to_vec().unwrap(), vec![0.0; 4 * 3 * 16]);
+
+    let g = b
+        .linear_backward(&z(&[0, 5]), &z(&[6, 5]), &z(&[0, 6]), true, true, true)
+        .unwrap();
+    assert_eq!(g.dx.unwrap().shape(), [0, 5]);
+    assert_eq!(g.dw.unwrap().to_vec().unwrap(), vec![0.0; 30]);
+    assert_eq!(g.db.unwrap().to_vec().unwrap(), vec![0.0; 6]);
+    assert_eq!(
+        b.linear(&z(&[0, 5]), &z(&[6, 5]), None).unwrap().shape(),
+        [0, 6]
+    );
 }

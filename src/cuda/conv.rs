@@ -56,14 +56,17 @@ impl Geom {
             c > 0 && h > 0 && wd > 0 && o > 0 && kh > 0 && kw > 0,
             "{what}: empty dimension in input {x:?} or weight {w:?}"
         );
+        ensure!(
+            p.stride.0 > 0 && p.stride.1 > 0,
+            "{what}: stride must be positive, got {:?}",
+            p.stride
+        );
         let Some((ho, wo)) = p.output_size(h, wd, kh, kw) else {
             bail!(
-                "{what}: kernel {kh}x{kw} does not fit the padded input {}x{} (input {h}x{wd}, padding {:?}, \
-                 stride {:?})",
+                "{what}: kernel {kh}x{kw} does not fit the padded input {}x{} (input {h}x{wd}, padding {:?})",
                 h + 2 * p.padding.0,
                 wd + 2 * p.padding.1,
-                p.padding,
-                p.stride
+                p.padding
             );
         };
         let g = Geom {
