@@ -1,6 +1,6 @@
 // activation.cu — ReLU, LeakyReLU, tanh, sigmoid: forward y = f(x) and backward dx = dy * f'(x), where f' is
 // written in terms of the forward output y (what the autograd op keeps):
-//   relu:    dy * (y > 0)            leaky: dy * (y > 0 ? 1 : slope)    (slope > 0, so y > 0 <=> x > 0)
+//   relu:    dy * (y > 0)            leaky: dy * (y > 0 ? 1 : slope)    (slope >= 0, so y > 0 <=> x > 0)
 //   tanh:    dy * (1 - y^2)          sigmoid: dy * y * (1 - y)
 //
 // One templated grid-stride loop per direction; the entry points only pick the function. float4 vectorised

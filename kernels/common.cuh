@@ -105,8 +105,8 @@ __device__ __forceinline__ Philox4 philox4x32_10(unsigned int c0, unsigned int c
     return out;
 }
 
-// Uniform in (0, 1): the top 24 bits, centred in their interval so neither 0 nor 1 is ever produced
-// (Box–Muller takes the log of it).
+// Uniform in (0, 1]: the top 24 bits, centred in their interval, so 0 is never produced (Box–Muller takes the log
+// of it). In f32 the + 0.5 rounds to even above 2^23, so the very top bucket gives exactly 1 (as on the CPU).
 __device__ __forceinline__ float philox_uniform(unsigned int x) {
     return ((float)(x >> 8) + 0.5f) * (1.0f / 16777216.0f);
 }

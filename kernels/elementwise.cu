@@ -46,7 +46,12 @@ extern "C" __global__ void mul_f32(float* __restrict__ y, const float* __restric
     binary_map(y, a, b, n, MulOp());
 }
 
-// y = alpha * a + beta.
+// y = alpha * a + beta, rounded after the multiply and after the add like the CPU backend: the _rn intrinsics
+// stop the compiler from contracting the two into one fma (which rounds once and so differs in the last bit).
+__device__ __forceinline__ float affine1(float alpha, float x, float beta) {
+    return __fadd_rn(__fmul_rn(alpha, x), beta);
+}
+
 extern "C" __global__ void affine_f32(float* __restrict__ y, const float* __restrict__ a, float alpha,
                                       float beta, int n) {
     const long long n4 = n >> 2;
@@ -54,10 +59,10 @@ extern "C" __global__ void affine_f32(float* __restrict__ y, const float* __rest
     float4* y4 = reinterpret_cast<float4*>(y);
     for (long long i = global_thread_id(); i < n4; i += grid_stride()) {
         const float4 u = a4[i];
-        y4[i] = make_float4(fmaf(alpha, u.x, beta), fmaf(alpha, u.y, beta), fmaf(alpha, u.z, beta),
-                            fmaf(alpha, u.w, beta));
+        y4[i] = make_float4(affine1(alpha, u.x, beta), affine1(alpha, u.y, beta), affine1(alpha, u.z, beta),
+                            affine1(alpha, u.w, beta));
     }
-    for (long long i = n4 * 4 + global_thread_id(); i < n; i += grid_stride()) y[i] = fmaf(alpha, a[i], beta);
+    for (long long i = n4 * 4 + global_thread_id(); i < n; i += grid_stride()) y[i] = affine1(alpha, a[i], beta);
 }
 
 // *y = sum of x[0..n). One launch: every block sums a grid-stride slice, the last block to finish adds the

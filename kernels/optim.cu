@@ -4,11 +4,18 @@
 // and its element count, and a chunk table that cuts every tensor into pieces of `chunk_len` elements. Block b
 // updates chunk b. PyTorch's formulation (torch.optim.Adam, L2 weight decay added to the gradient):
 //
-//   g = grad + wd * p;  m = β1 m + (1 - β1) g;  v = β2 v + (1 - β2) g²
+//   g = grad + wd * p;  m = torch_lerp(m, g, 1 - β1) (= β1 m + (1 - β1) g);  v = β2 v + (1 - β2) g²
 //   p -= step_size * m / (sqrt(v) / sqrt(1 - β2^t) + eps),   step_size = lr / (1 - β1^t)
 //
-// The bias corrections are computed on the host in double precision. No inline PTX.
+// in PyTorch's operation order (as src/cpu/adam.rs). The bias corrections are computed on the host in double
+// precision. No inline PTX.
 #include "common.cuh"
+
+// a + w (b - a) computed from the nearer end, as PyTorch's lerp (m = torch_lerp(m, g, 1 - β1) is its Adam's first
+// moment update), exact at both ends.
+__device__ __forceinline__ float torch_lerp(float a, float b, float w) {
+    return fabsf(w) < 0.5f ? a + w * (b - a) : b - (b - a) * (1.0f - w);
+}
 
 // ptrs: 4 addresses per tensor (param, grad, m, v); sizes: elements per tensor;
 // chunk_tensor / chunk_start: tensor index and first element of each block's chunk.
@@ -27,11 +34,11 @@ extern "C" __global__ void adam_step_f32(const unsigned long long* __restrict__ 
     for (int i = start + (int)threadIdx.x; i < end; i += blockDim.x) {
         float gi = g[i];
         if (weight_decay != 0.0f) gi += weight_decay * p[i];
-        const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
-        const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        const float mi = torch_lerp(m[i], gi, 1.0f - beta1);
+        const float vi = v[i] * beta2 + (1.0f - beta2) * gi * gi;
         m[i] = mi;
         v[i] = vi;
         const float denom = sqrtf(vi) / bias_correction2_sqrt + eps;
-        p[i] -= step_size * mi / denom;
+        p[i] += -step_size * (mi / denom);
     }
 }

@@ -1,10 +1,11 @@
 // random.cu — normal and uniform fills from Philox4x32-10, the same stream as the CPU backend (src/cpu/random.rs):
 //
 //   element i uses counter (offset + i / 4) split into words [lo32, hi32, 0, 0], key [seed lo32, seed hi32], and
-//   output lane i % 4. Uniform: ((x >> 8) + 0.5) * 2^-24 in (0, 1). Normal: Box–Muller on the lane pairs
+//   output lane i % 4. Uniform: ((x >> 8) + 0.5) * 2^-24 in (0, 1] (f32 rounding makes the top bucket 1). Normal: Box–Muller on the lane pairs
 //   (u0, u1) and (u2, u3): r = sqrt(-2 ln u_even), θ = 2π u_odd; the even lane gets r cos θ, the odd lane r sin θ.
 //
-// One thread per counter block (four outputs). Precise logf / sincospif (not the fast intrinsics) so the values
+// The final scale-and-shift uses __fmul_rn / __fadd_rn so no fma contraction makes it differ from the CPU: uniform
+// draws are bit-identical to the CPU backend. One thread per counter block (four outputs). Precise logf / sincospif (not the fast intrinsics) so the values
 // match the CPU to a few ulps. No inline PTX.
 #include "common.cuh"
 
@@ -34,7 +35,7 @@ extern "C" __global__ void philox_normal_f32(float* __restrict__ y, int n, float
 #pragma unroll
         for (int lane = 0; lane < 4; ++lane) {
             const long long i = 4 * j + lane;
-            if (i < n) y[i] = mean + std * z[lane];
+            if (i < n) y[i] = __fadd_rn(mean, __fmul_rn(std, z[lane]));
         }
     }
 }
@@ -47,7 +48,7 @@ extern "C" __global__ void philox_uniform_f32(float* __restrict__ y, int n, floa
 #pragma unroll
         for (int lane = 0; lane < 4; ++lane) {
             const long long i = 4 * j + lane;
-            if (i < n) y[i] = lo + (hi - lo) * philox_uniform(r.v[lane]);
+            if (i < n) y[i] = __fadd_rn(lo, __fmul_rn(hi - lo, philox_uniform(r.v[lane])));
         }
     }
 }

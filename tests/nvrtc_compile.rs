@@ -97,7 +97,10 @@ fn every_kernel_compiles_without_spills() {
                 }
             }
             if arch == "sm_90" {
-                compiled += report.iter().filter(|r| want.contains(&r.name.as_str())).count();
+                compiled += report
+                    .iter()
+                    .filter(|r| want.contains(&r.name.as_str()))
+                    .count();
             }
         }
     }
@@ -106,7 +109,11 @@ fn every_kernel_compiles_without_spills() {
         "{compiled} kernels compiled (of {total} in the signature table) from {} files",
         files.len()
     );
-    assert!(failures.is_empty(), "NVRTC failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "NVRTC failures:\n{}",
+        failures.join("\n")
+    );
     assert_eq!(compiled, total);
 }
 
@@ -120,7 +127,10 @@ fn disk_cache_round_trip() {
     let first = nvrtc::compile_cached("elementwise.cu", "sm_90").unwrap();
     assert!(!first.from_cache && first.is_cubin && !first.image.is_empty());
     let second = nvrtc::compile_cached("elementwise.cu", "sm_90").unwrap();
-    assert!(second.from_cache, "second compile should come from the cache");
+    assert!(
+        second.from_cache,
+        "second compile should come from the cache"
+    );
     assert_eq!(first.image, second.image);
     let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(files.len(), 1, "exactly one cache file: {files:?}");

@@ -15,8 +15,8 @@ fn kernel(act: Activation) -> Result<(&'static str, Option<f32>)> {
         Activation::Relu => ("relu", None),
         Activation::LeakyRelu(s) => {
             ensure!(
-                s > 0.0 && s.is_finite(),
-                "leaky_relu: the slope must be positive (backward uses y > 0 <=> x > 0), got {s}"
+                s >= 0.0 && s.is_finite(),
+                "LeakyReLU slope must be a finite value >= 0 (backward uses y > 0 <=> x > 0), got {s}"
             );
             ("leaky_relu", Some(s))
         }

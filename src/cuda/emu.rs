@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
-use super::runtime::{check_args, kernel_sig, GpuRuntime, KernelArg, LaunchCfg};
+use super::runtime::{check_args, kernel_sig, GpuRuntime, KernelArg, LaunchCfg, LaunchCounter};
 
 type Wrapper = unsafe extern "C" fn(*mut *mut c_void);
 
@@ -34,6 +34,7 @@ pub struct EmuRuntime {
     /// Live allocations: address -> size (needed to free with the right layout).
     allocs: Mutex<BTreeMap<u64, usize>>,
     wrappers: Mutex<HashMap<String, Wrapper>>,
+    counts: LaunchCounter,
 }
 
 impl Default for EmuRuntime {
@@ -42,11 +43,21 @@ impl Default for EmuRuntime {
     }
 }
 
+/// True if the emulation build contains a wrapper for `kernel`.
+pub fn has_kernel(kernel: &str) -> bool {
+    let Ok(c) = CString::new(kernel) else {
+        return false;
+    };
+    // SAFETY: emu_lookup only reads the NUL-terminated name.
+    unsafe { emu_lookup(c.as_ptr()) }.is_some()
+}
+
 impl EmuRuntime {
     pub fn new() -> EmuRuntime {
         EmuRuntime {
             allocs: Mutex::new(BTreeMap::new()),
             wrappers: Mutex::new(HashMap::new()),
+            counts: LaunchCounter::default(),
         }
     }
 
@@ -151,6 +162,7 @@ impl GpuRuntime for EmuRuntime {
             cfg.shared_bytes
         );
         let f = self.wrapper(kernel)?;
+        self.counts.record(sig.name);
         let mut slots: Vec<[u8; 8]> = args.iter().map(|a| a.bytes()).collect();
         let ptrs = ArgPtrs(
             slots
@@ -205,6 +217,10 @@ impl GpuRuntime for EmuRuntime {
 
     fn is_emulated(&self) -> bool {
         true
+    }
+
+    fn launch_counts(&self) -> Vec<(&'static str, u64)> {
+        self.counts.snapshot()
     }
 }
 

@@ -245,7 +245,8 @@ pub fn compile_cached(file: &str, target: &str) -> Result<Compiled> {
     let nv = version()?;
     let key = cache_key(file, target, nv)?;
     let is_cubin = target.starts_with("sm_");
-    let path = cache_dir().map(|d| d.join(format!("{key}.{}", if is_cubin { "cubin" } else { "ptx" })));
+    let path =
+        cache_dir().map(|d| d.join(format!("{key}.{}", if is_cubin { "cubin" } else { "ptx" })));
     if let Some(p) = &path {
         if let Ok(image) = std::fs::read(p) {
             if !image.is_empty() {
@@ -348,7 +349,10 @@ ptxas info    : Used 10 registers, 380 bytes cmem[0]\n";
                 spill_loads: 4
             }
         );
-        assert_eq!((r[1].registers, r[1].shared_bytes, r[1].spill_stores), (10, 0, 0));
+        assert_eq!(
+            (r[1].registers, r[1].shared_bytes, r[1].spill_stores),
+            (10, 0, 0)
+        );
     }
 
     #[test]

@@ -31,6 +31,19 @@ pub struct AdamCache {
 
 pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
     ensure!(h.step >= 1, "adam: step is 1-based, got {}", h.step);
+    ensure!(h.lr.is_finite() && h.lr >= 0.0, "adam: invalid lr {}", h.lr);
+    for (name, b) in [("beta1", h.beta1), ("beta2", h.beta2)] {
+        ensure!(
+            (0.0..1.0).contains(&b),
+            "adam: {name} must be in [0, 1), got {b}"
+        );
+    }
+    ensure!(
+        h.eps.is_finite() && h.eps >= 0.0 && h.weight_decay.is_finite() && h.weight_decay >= 0.0,
+        "adam: invalid eps {} or weight_decay {}",
+        h.eps,
+        h.weight_decay
+    );
     if slots.is_empty() {
         return Ok(());
     }
@@ -93,8 +106,8 @@ pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> 
         chunks + ntensors * 4,
         chunks + (ntensors + nchunks as u64) * 4,
     );
-    let bc1 = 1.0 - (h.beta1 as f64).powf(h.step as f64);
-    let bc2 = 1.0 - (h.beta2 as f64).powf(h.step as f64);
+    let bc1 = 1.0 - (h.beta1 as f64).powi(h.step as i32);
+    let bc2 = 1.0 - (h.beta2 as f64).powi(h.step as i32);
     be.launch(
         "adam_step_f32",
         LaunchCfg::blocks(nchunks as u32, BLOCK),

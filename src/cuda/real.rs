@@ -16,7 +16,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{result as drv, sys, CudaContext, CudaStream};
 
 use super::nvrtc;
-use super::runtime::{check_args, kernel_sig, kernels, GpuRuntime, KernelArg, LaunchCfg};
+use super::runtime::{
+    check_args, kernel_sig, kernels, GpuRuntime, KernelArg, LaunchCfg, LaunchCounter,
+};
 
 /// Raw driver handles are plain pointers; the driver API is thread-safe once the context is current.
 #[derive(Clone, Copy)]
@@ -46,6 +48,7 @@ pub struct RealRuntime {
     loaded: Mutex<Loaded>,
     sync_each_launch: bool,
     last_kernel: Mutex<&'static str>,
+    counts: LaunchCounter,
 }
 
 impl RealRuntime {
@@ -87,6 +90,7 @@ impl RealRuntime {
             }),
             sync_each_launch: std::env::var("GAN_ENGINE_CUDA_SYNC").is_ok_and(|v| v != "0"),
             last_kernel: Mutex::new("(none)"),
+            counts: LaunchCounter::default(),
         };
         rt.load_all()?;
         Ok(rt)
@@ -230,6 +234,7 @@ impl GpuRuntime for RealRuntime {
             .map(|s| s.as_mut_ptr() as *mut c_void)
             .collect();
         *self.last_kernel.lock().unwrap() = sig.name;
+        self.counts.record(sig.name);
         // SAFETY: argument kinds and count were checked against the kernel's parsed signature; pointer
         // arguments are device addresses owned by live tensors (the caller's contract).
         unsafe {
@@ -261,6 +266,10 @@ impl GpuRuntime for RealRuntime {
 
     fn is_emulated(&self) -> bool {
         false
+    }
+
+    fn launch_counts(&self) -> Vec<(&'static str, u64)> {
+        self.counts.snapshot()
     }
 }
 

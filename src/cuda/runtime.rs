@@ -183,4 +183,29 @@ pub trait GpuRuntime: Send + Sync {
     fn synchronize(&self) -> Result<()>;
     /// True for the CPU emulation (tests use this to pick tolerances / sizes).
     fn is_emulated(&self) -> bool;
+    /// Launches per kernel name since the runtime was created (tests check coverage; benchmarks count launches).
+    fn launch_counts(&self) -> Vec<(&'static str, u64)>;
+}
+
+/// Per-kernel launch counter shared by the runtimes.
+#[derive(Default)]
+pub struct LaunchCounter(std::sync::Mutex<std::collections::HashMap<&'static str, u64>>);
+
+impl LaunchCounter {
+    pub fn record(&self, kernel: &'static str) {
+        *self.0.lock().unwrap().entry(kernel).or_insert(0) += 1;
+    }
+
+    /// Sorted by kernel name.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let mut v: Vec<_> = self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, n)| (*k, *n))
+            .collect();
+        v.sort();
+        v
+    }
 }
