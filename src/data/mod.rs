@@ -39,7 +39,10 @@ pub trait Dataset: Send + Sync {
     fn get(&self, i: usize) -> Result<(Vec<f32>, Option<u32>)>;
 
     /// One line for logs, e.g. `mnist train (/data/mnist, 60000 images, 1x28x28)`.
-    fn describe(&self) -> String;
+    fn describe(&self) -> String {
+        let (c, h, w) = self.image_shape();
+        format!("dataset of {} images, {c}x{h}x{w}", self.len())
+    }
 }
 
 /// Settings [`open_dataset`] needs beyond the image geometry.
