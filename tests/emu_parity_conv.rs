@@ -4,14 +4,24 @@
 //! so that every kernel variant runs: the 64x64 and the narrow 16x128 tiles, split-K with one and with several
 //! splits, stride phases without taps, multi-chunk batch-norm reductions. Outputs come from the backend's
 //! allocator, which poisons them with NaN in test builds, so an element a kernel forgets fails the comparison.
+//!
+//! With `GAN_ENGINE_TEST_DEVICE=cuda` the same tests run on the real GPU (cuda:0) instead of the emulation
+//! (scripts/gpu_run.sh does this).
+#![cfg(feature = "emulation")]
 
 use gan_engine::backend::Conv2dParams;
 use gan_engine::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// The device under test: the emulated CUDA backend, or the real GPU when GAN_ENGINE_TEST_DEVICE=cuda.
 fn emu() -> Device {
-    Device::parse("emu").expect("the emulated CUDA backend must open")
+    match std::env::var("GAN_ENGINE_TEST_DEVICE").as_deref() {
+        Ok("cuda") => {
+            Device::parse("cuda").expect("GAN_ENGINE_TEST_DEVICE=cuda but cuda:0 does not open")
+        }
+        _ => Device::parse("emu").expect("the emulated CUDA backend must open"),
+    }
 }
 
 fn random(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
