@@ -20,12 +20,40 @@ use super::runtime::kernel_sources;
 /// Options every compilation uses. No --use_fast_math: the kernels must match the CPU reference closely.
 const BASE_OPTIONS: &[&str] = &["--std=c++17", "-lineinfo"];
 
+/// Loads libnvrtc from `$GAN_ENGINE_NVRTC_LIB_DIR` if that is set, so LD_LIBRARY_PATH is not needed: cudarc
+/// opens the library by name (`libnvrtc.so.12`, ...) and the dynamic loader answers such a request with an
+/// already-loaded library of that soname.
+fn preload_from_env() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Some(dir) = std::env::var_os("GAN_ENGINE_NVRTC_LIB_DIR") else {
+            return;
+        };
+        extern "C" {
+            fn dlopen(filename: *const c_char, flags: c_int) -> *mut std::ffi::c_void;
+        }
+        const RTLD_NOW: c_int = 2;
+        const RTLD_GLOBAL: c_int = 0x100;
+        for name in ["libnvrtc.so.12", "libnvrtc.so", "libnvrtc.so.13"] {
+            let path = PathBuf::from(&dir).join(name);
+            let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+                continue;
+            };
+            // SAFETY: dlopen of a shared library by path; the handle is deliberately kept for the process.
+            if path.exists() && !unsafe { dlopen(c.as_ptr(), RTLD_NOW | RTLD_GLOBAL) }.is_null() {
+                return;
+            }
+        }
+    });
+}
+
 /// Checks that libnvrtc can be loaded (cudarc panics on first use otherwise).
 pub fn ensure_available() -> Result<()> {
+    preload_from_env();
     // SAFETY: only probes dlopen with the candidate library names.
     if !unsafe { sys::is_culib_present() } {
         bail!(
-            "NVRTC (libnvrtc.so.12) not found: pip install nvidia-cuda-nvrtc-cu12 and put its lib dir on LD_LIBRARY_PATH"
+            "NVRTC (libnvrtc.so.12) not found: pip install nvidia-cuda-nvrtc-cu12 and put its lib dir on LD_LIBRARY_PATH (or in GAN_ENGINE_NVRTC_LIB_DIR)"
         );
     }
     Ok(())
@@ -120,6 +148,10 @@ pub fn compile(file: &str, target: &str, extra: &[&str]) -> Result<Compiled> {
 
     let mut opts: Vec<String> = BASE_OPTIONS.iter().map(|s| s.to_string()).collect();
     opts.push(format!("--gpu-architecture={target}"));
+    // CUDA's own headers (cuda_fp16.h, ...) for kernels that need them: pip's nvidia-cuda-runtime-cu12 has them.
+    if let Some(inc) = std::env::var_os("GAN_ENGINE_CUDA_INCLUDE") {
+        opts.push(format!("--include-path={}", inc.to_string_lossy()));
+    }
     opts.extend(extra.iter().map(|s| s.to_string()));
 
     let mut prog: sys::nvrtcProgram = std::ptr::null_mut();
