@@ -218,7 +218,7 @@ fn matmul(
         return;
     }
     if k == 0 {
-        // An empty sum (an empty batch in backward_weight); the GEMM need not be asked.
+        // An empty sum (an empty batch in backward_weight) is zero; the GEMM need not be asked.
         if !accumulate {
             for r in 0..m {
                 dst[r * dst_rs..r * dst_rs + n].fill(0.0);
@@ -477,34 +477,18 @@ fn forward_planned(g: &Geom, x: &[f32], w: &[f32], plan: Plan) -> Tensor {
                 scratch(&mut s.packed, g.o * cols)
             };
             if g.pointwise() && nbc == 1 {
-                let wm = Mat {
-                    data: w,
-                    rs: k,
-                    cs: 1,
-                };
-                let xm = Mat {
-                    data: xc,
-                    rs: p,
-                    cs: 1,
-                };
+                let wm = Mat::row_major(w, k);
+                let xm = Mat::row_major(xc, p);
                 matmul((g.o, p, k), out, p, false, wm, xm, par);
             } else {
                 for (bi, chans) in g.channel_blocks(plan).enumerate() {
                     let rows = chans.len() * taps;
-                    let wb = Mat {
-                        data: &w[chans.start * taps..],
-                        rs: k,
-                        cs: 1,
-                    };
+                    let wb = Mat::row_major(&w[chans.start * taps..], k);
                     let col = scratch(&mut s.col, rows * cols);
                     for img in 0..nbc {
                         im2col(g, &xc[img * g.x_len()..], chans.clone(), col, cols, img * p);
                     }
-                    let colm = Mat {
-                        data: col,
-                        rs: cols,
-                        cs: 1,
-                    };
+                    let colm = Mat::row_major(col, cols);
                     matmul((g.o, cols, rows), out, cols, bi > 0, wb, colm, par);
                 }
             }
@@ -574,38 +558,22 @@ fn backward_data_planned(g: &Geom, dy: &[f32], w: &[f32], plan: Plan) -> Tensor 
             let nbc = dxc.len() / g.x_len();
             let cols = nbc * p;
             let dym = if nbc == 1 {
-                Mat {
-                    data: dyc,
-                    rs: p,
-                    cs: 1,
-                }
+                Mat::row_major(dyc, p)
             } else {
                 let packed = scratch(&mut s.packed, g.o * cols);
                 pack_chunk(dyc, g.o, p, nbc, packed);
-                Mat {
-                    data: packed,
-                    rs: cols,
-                    cs: 1,
-                }
+                Mat::row_major(packed, cols)
             };
             // Wᵀ without a copy: element (r, o) of Wᵀ is w[o·K + r].
             if g.pointwise() && nbc == 1 {
-                let wt = Mat {
-                    data: w,
-                    rs: 1,
-                    cs: k,
-                };
+                let wt = Mat::col_major(w, k);
                 matmul((k, p, g.o), dxc, p, false, wt, dym, par);
                 return;
             }
             dxc.fill(0.0);
             for chans in g.channel_blocks(plan) {
                 let rows = chans.len() * taps;
-                let wt = Mat {
-                    data: &w[chans.start * taps..],
-                    rs: 1,
-                    cs: k,
-                };
+                let wt = Mat::col_major(&w[chans.start * taps..], k);
                 let col = scratch(&mut s.col, rows * cols);
                 matmul((rows, cols, g.o), col, cols, false, wt, dym, par);
                 for img in 0..nbc {
@@ -635,8 +603,8 @@ pub fn backward_weight(
     check_dy(what, &g, dy.dims4("conv2d_backward_weight dy")?, "x")?;
     let (x, dy) = (data(x)?, data(dy)?);
     if g.dense() {
-        // dW [O, K] = dYᵀ [O, N] · X [N, K]; an empty batch gives zeros.
-        let mut dw = vec![0.0; g.o * g.k()];
+        // dW [O, K] = dYᵀ [O, N] · X [N, K] (an empty batch gives zeros: see `matmul`).
+        let mut dw = output_buffer(g.o * g.k());
         let (dyt, xm) = (Mat::col_major(dy, g.o), Mat::row_major(x, g.k()));
         matmul(
             (g.o, g.k(), g.n),
@@ -677,27 +645,15 @@ fn backward_weight_planned(g: &Geom, x: &[f32], dy: &[f32], plan: Plan) -> Tenso
                 let nbc = xc.len() / g.x_len();
                 let cols = nbc * p;
                 let dym = if nbc == 1 {
-                    Mat {
-                        data: dyc,
-                        rs: p,
-                        cs: 1,
-                    }
+                    Mat::row_major(dyc, p)
                 } else {
                     let packed = scratch(&mut s.packed, g.o * cols);
                     pack_chunk(dyc, g.o, p, nbc, packed);
-                    Mat {
-                        data: packed,
-                        rs: cols,
-                        cs: 1,
-                    }
+                    Mat::row_major(packed, cols)
                 };
                 // colᵀ without a copy: element (j, r) of colᵀ is col[r·cols + j].
                 if g.pointwise() && nbc == 1 {
-                    let xt = Mat {
-                        data: xc,
-                        rs: 1,
-                        cs: p,
-                    };
+                    let xt = Mat::col_major(xc, p);
                     matmul((g.o, k, cols), &mut dw, k, ci > 0, dym, xt, par);
                     continue;
                 }
@@ -707,11 +663,7 @@ fn backward_weight_planned(g: &Geom, x: &[f32], dy: &[f32], plan: Plan) -> Tenso
                     for img in 0..nbc {
                         im2col(g, &xc[img * g.x_len()..], chans.clone(), col, cols, img * p);
                     }
-                    let colt = Mat {
-                        data: col,
-                        rs: 1,
-                        cs: cols,
-                    };
+                    let colt = Mat::col_major(col, cols);
                     let dwb = &mut dw[chans.start * taps..];
                     matmul((g.o, rows, cols), dwb, k, ci > 0, dym, colt, par);
                 }
