@@ -21,8 +21,8 @@ __device__ __forceinline__ float torch_lerp(float a, float b, float w) {
 // chunk_tensor / chunk_start: tensor index and first element of each block's chunk.
 extern "C" __global__ void adam_step_f32(const unsigned long long* __restrict__ ptrs,
                                          const int* __restrict__ sizes, const int* __restrict__ chunk_tensor,
-                                         const int* __restrict__ chunk_start, int chunk_len, float beta1,
-                                         float beta2, float eps, float weight_decay, float step_size,
+                                         const int* __restrict__ chunk_start, int chunk_len,
+                                         float one_minus_beta1, float beta2, float one_minus_beta2, float eps, float weight_decay, float step_size,
                                          float bias_correction2_sqrt) {
     const int t = chunk_tensor[blockIdx.x];
     const int start = chunk_start[blockIdx.x];
@@ -34,8 +34,8 @@ extern "C" __global__ void adam_step_f32(const unsigned long long* __restrict__ 
     for (int i = start + (int)threadIdx.x; i < end; i += blockDim.x) {
         float gi = g[i];
         if (weight_decay != 0.0f) gi += weight_decay * p[i];
-        const float mi = torch_lerp(m[i], gi, 1.0f - beta1);
-        const float vi = v[i] * beta2 + (1.0f - beta2) * gi * gi;
+        const float mi = torch_lerp(m[i], gi, one_minus_beta1);
+        const float vi = v[i] * beta2 + one_minus_beta2 * gi * gi;
         m[i] = mi;
         v[i] = vi;
         const float denom = sqrtf(vi) / bias_correction2_sqrt + eps;

@@ -68,11 +68,15 @@ pub fn step(slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
         data(s.v)?;
     }
     let t = h.step as i32;
-    let bc1 = 1.0 - (h.beta1 as f64).powi(t);
-    let bc2 = 1.0 - (h.beta2 as f64).powi(t);
+    let bc1 = 1.0 - h.beta1.powi(t);
+    let bc2 = 1.0 - h.beta2.powi(t);
     let step_size = (h.lr as f64 / bc1) as f32;
     let bc2_sqrt = bc2.sqrt() as f32;
-    let (b1w, b2, b2w) = (1.0 - h.beta1, h.beta2, 1.0 - h.beta2);
+    let (b1w, b2, b2w) = (
+        (1.0 - h.beta1) as f32,
+        h.beta2 as f32,
+        (1.0 - h.beta2) as f32,
+    );
     let (wd, eps) = (h.weight_decay, h.eps);
     for s in slots.iter_mut() {
         let g = data(s.grad)?;
@@ -105,7 +109,7 @@ mod tests {
 
     /// The textbook formulation in f64, independent of the implementation's operation order.
     fn reference(p: &mut [f64], m: &mut [f64], v: &mut [f64], g: &[f64], h: AdamHyper) {
-        let (b1, b2) = (h.beta1 as f64, h.beta2 as f64);
+        let (b1, b2) = (h.beta1, h.beta2);
         for i in 0..p.len() {
             let g = g[i] + h.weight_decay as f64 * p[i];
             m[i] = b1 * m[i] + (1.0 - b1) * g;
@@ -204,7 +208,7 @@ mod tests {
         assert!((pv[0] - 0.9).abs() < 1e-6 && (pv[1] + 1.9).abs() < 1e-6 && pv[2] == 0.5);
         assert!((m[0].to_vec().unwrap()[1] + 0.3).abs() < 1e-7);
         // (1 - β2) is formed in f32 (as in PyTorch): 0.999f32 is not 0.999.
-        assert!((v[0].to_vec().unwrap()[1] - (1.0 - 0.999f32) * 9.0).abs() < 1e-9);
+        assert!((v[0].to_vec().unwrap()[1] - 0.001f32 * 9.0).abs() < 1e-9);
         // Step 2 with the same gradient: m = 0.19 g, v = 0.001999 g², m̂ = g, v̂ = g²: another lr·sign(g).
         run(&mut p, &g, &mut m, &mut v, AdamHyper { step: 2, ..h }).unwrap();
         let pv = p[0].to_vec().unwrap();

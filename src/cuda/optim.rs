@@ -106,8 +106,8 @@ pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> 
         chunks + ntensors * 4,
         chunks + (ntensors + nchunks as u64) * 4,
     );
-    let bc1 = 1.0 - (h.beta1 as f64).powi(h.step as i32);
-    let bc2 = 1.0 - (h.beta2 as f64).powi(h.step as i32);
+    let bc1 = 1.0 - h.beta1.powi(h.step as i32);
+    let bc2 = 1.0 - h.beta2.powi(h.step as i32);
     be.launch(
         "adam_step_f32",
         LaunchCfg::blocks(nchunks as u32, BLOCK),
@@ -117,8 +117,10 @@ pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> 
             A::Ptr(tensor_p),
             A::Ptr(start_p),
             A::I32(CHUNK as i32),
-            A::F32(h.beta1),
-            A::F32(h.beta2),
+            // 1 − β in f64, then rounded: PyTorch's order (see AdamHyper).
+            A::F32((1.0 - h.beta1) as f32),
+            A::F32(h.beta2 as f32),
+            A::F32((1.0 - h.beta2) as f32),
             A::F32(h.eps),
             A::F32(h.weight_decay),
             A::F32((h.lr as f64 / bc1) as f32),

@@ -12,8 +12,8 @@ use crate::tensor::Tensor;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
     pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
+    pub beta1: f64,
+    pub beta2: f64,
     pub eps: f32,
     /// L2 penalty added to the gradient (torch.optim.Adam's `weight_decay`, not AdamW's decoupled decay).
     pub weight_decay: f32,
