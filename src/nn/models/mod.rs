@@ -244,3 +244,223 @@ impl Discriminator {
         ops::reshape(tape, y, &[n])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(kind: ModelKind, size: usize, nc: usize) -> ModelConfig {
+        ModelConfig {
+            kind,
+            image_size: size,
+            channels: nc,
+            ..ModelConfig::default()
+        }
+    }
+
+    fn shapes(store: &ParamStore) -> Vec<(String, Vec<usize>)> {
+        store
+            .named_tensors()
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.shape().to_vec()))
+            .collect()
+    }
+
+    fn shape_of(store: &ParamStore, name: &str) -> Vec<usize> {
+        shapes(store)
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no tensor {name}"))
+            .1
+    }
+
+    #[test]
+    fn dcgan64_matches_pytorch_example() {
+        let c = cfg(ModelKind::Dcgan, 64, 3);
+        let mut rng = RngStream::new(1);
+        let g = Generator::new(&c, &Device::Cpu, &mut rng).unwrap();
+        let d = Discriminator::new(&c, &Device::Cpu, &mut rng).unwrap();
+        // Parameter counts of the PyTorch DCGAN example's netG / netD (nz 100, ngf = ndf = 64, nc 3).
+        assert_eq!(g.store.num_elements(), 3_576_704);
+        assert_eq!(d.store.num_elements(), 2_765_568);
+        assert_eq!(shape_of(&g.store, "main.0.weight"), [100, 512, 4, 4]);
+        assert_eq!(shape_of(&g.store, "main.3.weight"), [512, 256, 4, 4]);
+        assert_eq!(shape_of(&g.store, "main.10.running_var"), [64]);
+        assert_eq!(
+            shape_of(&g.store, "main.10.num_batches_tracked"),
+            Vec::<usize>::new()
+        );
+        assert_eq!(shape_of(&g.store, "main.12.weight"), [64, 3, 4, 4]);
+        assert_eq!(shape_of(&d.store, "main.0.weight"), [64, 3, 4, 4]);
+        assert_eq!(shape_of(&d.store, "main.3.bias"), [128]);
+        assert_eq!(shape_of(&d.store, "main.8.weight"), [512, 256, 4, 4]);
+        assert_eq!(shape_of(&d.store, "main.11.weight"), [1, 512, 4, 4]);
+        // Exactly PyTorch's state_dict keys: params and the three BN buffers per BN layer.
+        let g_names: Vec<String> = shapes(&g.store).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(g_names.len(), 5 + 4 * 4 + 4 * 3);
+        let d_names: Vec<String> = shapes(&d.store).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(d_names.len(), 5 + 3 * 2 + 3 * 3);
+    }
+
+    #[test]
+    fn small_dcgans_have_the_documented_layers() {
+        let mut rng = RngStream::new(2);
+        let c32 = ModelConfig {
+            ngf: 8,
+            ndf: 8,
+            nz: 16,
+            ..cfg(ModelKind::Dcgan, 32, 3)
+        };
+        let g = Generator::new(&c32, &Device::Cpu, &mut rng).unwrap();
+        let d = Discriminator::new(&c32, &Device::Cpu, &mut rng).unwrap();
+        assert_eq!(shape_of(&g.store, "main.0.weight"), [16, 32, 4, 4]);
+        assert_eq!(shape_of(&g.store, "main.9.weight"), [8, 3, 4, 4]);
+        assert_eq!(shape_of(&d.store, "main.6.weight"), [32]);
+        assert_eq!(shape_of(&d.store, "main.8.weight"), [1, 32, 4, 4]);
+
+        let c28 = ModelConfig {
+            ngf: 8,
+            ndf: 8,
+            nz: 16,
+            ..cfg(ModelKind::Dcgan, 28, 1)
+        };
+        let g = Generator::new(&c28, &Device::Cpu, &mut rng).unwrap();
+        let d = Discriminator::new(&c28, &Device::Cpu, &mut rng).unwrap();
+        assert_eq!(shape_of(&g.store, "main.0.weight"), [16, 32, 7, 7]);
+        assert_eq!(shape_of(&g.store, "main.3.weight"), [32, 16, 4, 4]);
+        assert_eq!(shape_of(&g.store, "main.6.weight"), [16, 1, 4, 4]);
+        assert_eq!(shape_of(&d.store, "main.0.weight"), [8, 1, 4, 4]);
+        assert_eq!(shape_of(&d.store, "main.2.weight"), [16, 8, 4, 4]);
+        assert_eq!(shape_of(&d.store, "main.5.weight"), [1, 16, 7, 7]);
+    }
+
+    #[test]
+    fn mlp_has_the_documented_layers() {
+        let c = ModelConfig {
+            hidden: 8,
+            nz: 5,
+            ..cfg(ModelKind::Mlp, 7, 1)
+        };
+        let mut rng = RngStream::new(3);
+        let g = Generator::new(&c, &Device::Cpu, &mut rng).unwrap();
+        let d = Discriminator::new(&c, &Device::Cpu, &mut rng).unwrap();
+        assert_eq!(shape_of(&g.store, "main.0.weight"), [8, 5]);
+        assert_eq!(shape_of(&g.store, "main.4.running_mean"), [16]);
+        assert_eq!(shape_of(&g.store, "main.9.weight"), [49, 32]);
+        assert_eq!(shape_of(&g.store, "main.9.bias"), [49]);
+        assert_eq!(shape_of(&d.store, "main.0.weight"), [32, 49]);
+        assert_eq!(shape_of(&d.store, "main.4.weight"), [1, 16]);
+    }
+
+    #[test]
+    fn forward_shapes_for_every_variant() {
+        let variants = [
+            cfg(ModelKind::Dcgan, 64, 3),
+            cfg(ModelKind::Dcgan, 32, 3),
+            cfg(ModelKind::Dcgan, 28, 1),
+            ModelConfig {
+                hidden: 8,
+                ..cfg(ModelKind::Mlp, 13, 3)
+            },
+        ];
+        for c in variants {
+            let c = ModelConfig {
+                nz: 6,
+                ngf: 4,
+                ndf: 4,
+                ..c
+            };
+            let mut rng = RngStream::new(4);
+            let mut g = Generator::new(&c, &Device::Cpu, &mut rng).unwrap();
+            let mut d = Discriminator::new(&c, &Device::Cpu, &mut rng).unwrap();
+            let mut tape = Tape::new();
+            let z = rng.normal(&[3, 6], 0.0, 1.0, &Device::Cpu).unwrap();
+            let z = tape.constant(z);
+            let x = g.forward(&mut tape, z, true).unwrap();
+            let s = c.image_size;
+            assert_eq!(
+                tape.value(x).shape(),
+                [3, c.channels, s, s],
+                "{}",
+                c.describe()
+            );
+            let v = tape.value(x).to_vec().unwrap();
+            assert!(v.iter().all(|x| x.abs() <= 1.0), "tanh output in [-1, 1]");
+            let y = d.forward(&mut tape, x, true).unwrap();
+            assert_eq!(tape.value(y).shape(), [3], "{}", c.describe());
+            // Training-mode forwards count their batch.
+            let nbt = g
+                .store
+                .named_tensors()
+                .iter()
+                .find(|(n, _)| n.ends_with("num_batches_tracked"))
+                .map(|(_, t)| t.scalar().unwrap())
+                .unwrap();
+            assert_eq!(nbt, 1.0);
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let c = ModelConfig {
+            nz: 6,
+            ngf: 4,
+            ndf: 4,
+            ..cfg(ModelKind::Dcgan, 32, 3)
+        };
+        let mut rng = RngStream::new(5);
+        let mut g = Generator::new(&c, &Device::Cpu, &mut rng).unwrap();
+        let mut d = Discriminator::new(&c, &Device::Cpu, &mut rng).unwrap();
+        let mut tape = Tape::new();
+        let z = tape.constant(Tensor::zeros(&[2, 7], &Device::Cpu).unwrap());
+        let e = g.forward(&mut tape, z, true).unwrap_err().to_string();
+        assert!(e.contains("expected [N, 6]"), "{e}");
+        let x = tape.constant(Tensor::zeros(&[2, 3, 28, 28], &Device::Cpu).unwrap());
+        let e = d.forward(&mut tape, x, true).unwrap_err().to_string();
+        assert!(e.contains("expected images [N, 3, 32, 32]"), "{e}");
+        let bad = ModelConfig {
+            image_size: 48,
+            ..c
+        };
+        let e = Generator::new(&bad, &Device::Cpu, &mut rng)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("64, 32 and 28"), "{e}");
+    }
+
+    #[test]
+    fn init_is_seeded_and_dcgan_distributed() {
+        let c = ModelConfig {
+            ngf: 16,
+            ..cfg(ModelKind::Dcgan, 32, 3)
+        };
+        let a = Generator::new(&c, &Device::Cpu, &mut RngStream::new(9)).unwrap();
+        let b = Generator::new(&c, &Device::Cpu, &mut RngStream::new(9)).unwrap();
+        let other = Generator::new(&c, &Device::Cpu, &mut RngStream::new(10)).unwrap();
+        let w = |g: &Generator, name: &str| {
+            g.store
+                .named_tensors()
+                .iter()
+                .find(|(n, _)| *n == name)
+                .unwrap()
+                .1
+                .to_vec()
+                .unwrap()
+        };
+        assert_eq!(w(&a, "main.0.weight"), w(&b, "main.0.weight"));
+        assert_ne!(w(&a, "main.0.weight"), w(&other, "main.0.weight"));
+        let conv = w(&a, "main.0.weight");
+        let mean = conv.iter().sum::<f32>() / conv.len() as f32;
+        let std = (conv.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / conv.len() as f32).sqrt();
+        assert!(
+            mean.abs() < 0.002 && (std - 0.02).abs() < 0.002,
+            "{mean} {std}"
+        );
+        let gamma = w(&a, "main.1.weight");
+        let gm = gamma.iter().sum::<f32>() / gamma.len() as f32;
+        assert!((gm - 1.0).abs() < 0.01, "{gm}");
+        assert!(w(&a, "main.1.bias").iter().all(|&x| x == 0.0));
+        assert!(w(&a, "main.1.running_var").iter().all(|&x| x == 1.0));
+    }
+}

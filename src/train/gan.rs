@@ -1,0 +1,219 @@
+//! One GAN iteration, step for step as in PyTorch's DCGAN example (`examples/dcgan/main.py`):
+//!
+//! 1. D step (k times): D(x) on a real batch → BCE(·, 1); z ~ N(0, 1); fake = G(z); D(fake.detach()) →
+//!    BCE(·, 0); backward through their sum; Adam on D.
+//! 2. G step: D(fake) with D's parameters frozen (no weight gradients computed for them) → BCE(·, 1) for the
+//!    non-saturating loss, or −BCE(·, 0) for minimax; backward into G; Adam on G.
+//!
+//! Both networks stay in training mode throughout, so their BN layers normalise with batch statistics and
+//! update their running stats on every forward, exactly as PyTorch does in that script.
+
+use anyhow::{bail, Result};
+
+use crate::autograd::{Gradients, Tape, Var};
+use crate::device::Device;
+use crate::nn::models::{Discriminator, Generator, ModelConfig};
+use crate::ops;
+use crate::ops::random::RngStream;
+use crate::optim::Adam;
+use crate::tensor::Tensor;
+
+use super::config::{AdamSettings, LossKind};
+
+/// What one iteration measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepMetrics {
+    /// The iteration number, 1-based (the number of G updates done when it finished).
+    pub step: u64,
+    /// errD = errD_real + errD_fake of the last D step.
+    pub loss_d: f32,
+    pub loss_g: f32,
+    /// Mean D(x) (as a probability) on the last real batch.
+    pub d_x: f32,
+    /// Mean D(G(z)) before the last D update.
+    pub d_g_z1: f32,
+    /// Mean D(G(z)) after it (in the G step).
+    pub d_g_z2: f32,
+    /// Real images consumed.
+    pub images: usize,
+}
+
+/// Result of one D step. The gradients are returned for inspection (tests check which parameters got one).
+pub struct DStep {
+    pub loss_d: f32,
+    pub d_x: f32,
+    pub d_g_z1: f32,
+    /// G(z) on the tape, still connected to G's parameters, for the G step.
+    pub fake: Var,
+    pub grads: Gradients,
+}
+
+pub struct GStep {
+    pub loss_g: f32,
+    pub d_g_z2: f32,
+    pub grads: Gradients,
+}
+
+/// Mean of sigmoid(logits): the average probability D gives.
+fn mean_prob(logits: &Tensor) -> Result<f32> {
+    let l = logits.to_vec()?;
+    let s: f64 = l.iter().map(|&x| 1.0 / (1.0 + (-x as f64).exp())).sum();
+    Ok((s / l.len().max(1) as f64) as f32)
+}
+
+/// Both networks, their optimisers and the latent-noise stream: the whole mutable state of training except
+/// the data position.
+pub struct Gan {
+    pub g: Generator,
+    pub d: Discriminator,
+    pub opt_g: Adam,
+    pub opt_d: Adam,
+    /// Source of the training z (never of the fixed sample z).
+    pub noise: RngStream,
+    pub loss: LossKind,
+    pub device: Device,
+}
+
+/// The seed of each of the run's independent Philox streams (distinct keys give independent streams).
+pub fn stream_seed(seed: u64, stream: u64) -> u64 {
+    // SplitMix64 finaliser: nearby (seed, stream) pairs map to unrelated keys.
+    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+pub const STREAM_INIT: u64 = 1;
+pub const STREAM_NOISE: u64 = 2;
+pub const STREAM_FIXED_Z: u64 = 3;
+pub const STREAM_DATA: u64 = 4;
+
+pub fn adam(a: &AdamSettings, store: &crate::nn::ParamStore) -> Result<Adam> {
+    Adam::new(store, a.lr, a.beta1, a.beta2, a.eps)
+}
+
+impl Gan {
+    /// Fresh models initialised from `seed` (G first, then D, from one stream).
+    pub fn new(
+        model: &ModelConfig,
+        adam_g: &AdamSettings,
+        adam_d: &AdamSettings,
+        loss: LossKind,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Gan> {
+        let mut init = RngStream::new(stream_seed(seed, STREAM_INIT));
+        let g = Generator::new(model, device, &mut init)?;
+        let d = Discriminator::new(model, device, &mut init)?;
+        let opt_g = adam(adam_g, &g.store)?;
+        let opt_d = adam(adam_d, &d.store)?;
+        Ok(Gan {
+            g,
+            d,
+            opt_g,
+            opt_d,
+            noise: RngStream::new(stream_seed(seed, STREAM_NOISE)),
+            loss,
+            device: device.clone(),
+        })
+    }
+
+    /// One D update on the real batch `real`. Clears the tape first: the fake it leaves on the tape is the
+    /// only thing the G step needs.
+    pub fn d_step(&mut self, tape: &mut Tape, real: Tensor, step: u64) -> Result<DStep> {
+        tape.clear();
+        self.d.store.zero_grad();
+        let n = real.dims4("real batch")?[0];
+        let x = tape.constant(real.to_device(&self.device)?);
+        let logits_real = self.d.forward(tape, x, true)?;
+        let err_real = ops::bce_with_logits(tape, logits_real, 1.0)?;
+
+        let z = self
+            .noise
+            .normal(&[n, self.g.cfg.nz], 0.0, 1.0, &self.device)?;
+        let z = tape.constant(z);
+        let fake = self.g.forward(tape, z, true)?;
+        // D's update must not push gradients into G.
+        let fake_const = tape.detach(fake);
+        let logits_fake = self.d.forward(tape, fake_const, true)?;
+        let err_fake = ops::bce_with_logits(tape, logits_fake, 0.0)?;
+        let err_d = ops::add(tape, err_real, err_fake)?;
+
+        let loss_d = tape.value(err_d).scalar()?;
+        if !loss_d.is_finite() {
+            bail!("step {step}: the discriminator loss is {loss_d}; training diverged (try a lower learning rate)");
+        }
+        let d_x = mean_prob(tape.value(logits_real))?;
+        let d_g_z1 = mean_prob(tape.value(logits_fake))?;
+        let grads = tape.backward(err_d)?;
+        self.d.store.accumulate_grads(&grads)?;
+        self.opt_d.step(&mut self.d.store)?;
+        Ok(DStep {
+            loss_d,
+            d_x,
+            d_g_z1,
+            fake,
+            grads,
+        })
+    }
+
+    /// One G update through the (just updated) D, on the fake of the last D step.
+    pub fn g_step(&mut self, tape: &mut Tape, fake: Var, step: u64) -> Result<GStep> {
+        self.g.store.zero_grad();
+        // Frozen D: its parameters enter the tape as constants, so backward computes only the gradient
+        // flowing through D's activations into the fake, never D's weight gradients.
+        self.d.store.requires_grad = false;
+        let out = self.d.forward(tape, fake, true);
+        self.d.store.requires_grad = true;
+        let logits = out?;
+        let err_g = match self.loss {
+            LossKind::Ns => ops::bce_with_logits(tape, logits, 1.0)?,
+            LossKind::Minimax => {
+                let e = ops::bce_with_logits(tape, logits, 0.0)?;
+                ops::scale(tape, e, -1.0)?
+            }
+        };
+        let loss_g = tape.value(err_g).scalar()?;
+        if !loss_g.is_finite() {
+            bail!("step {step}: the generator loss is {loss_g}; training diverged (try a lower learning rate)");
+        }
+        let d_g_z2 = mean_prob(tape.value(logits))?;
+        let grads = tape.backward(err_g)?;
+        self.g.store.accumulate_grads(&grads)?;
+        self.opt_g.step(&mut self.g.store)?;
+        Ok(GStep {
+            loss_g,
+            d_g_z2,
+            grads,
+        })
+    }
+
+    /// A full iteration: `k` D steps, each on a fresh batch from `next_real`, then one G step.
+    pub fn train_step(
+        &mut self,
+        tape: &mut Tape,
+        k: usize,
+        step: u64,
+        mut next_real: impl FnMut() -> Result<Tensor>,
+    ) -> Result<StepMetrics> {
+        let mut images = 0;
+        let mut last = None;
+        for _ in 0..k.max(1) {
+            let real = next_real()?;
+            images += real.shape()[0];
+            last = Some(self.d_step(tape, real, step)?);
+        }
+        let d = last.expect("k >= 1");
+        let g = self.g_step(tape, d.fake, step)?;
+        tape.clear();
+        Ok(StepMetrics {
+            step,
+            loss_d: d.loss_d,
+            loss_g: g.loss_g,
+            d_x: d.d_x,
+            d_g_z1: d.d_g_z1,
+            d_g_z2: g.d_g_z2,
+            images,
+        })
+    }
+}
