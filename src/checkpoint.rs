@@ -352,3 +352,131 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::models::{Generator, ModelKind};
+    use crate::ops::random::RngStream;
+
+    fn small(kind: ModelKind) -> ModelConfig {
+        ModelConfig {
+            kind,
+            image_size: 28,
+            channels: 1,
+            nz: 6,
+            ngf: 4,
+            ndf: 4,
+            hidden: 8,
+        }
+    }
+
+    fn all_tensors(store: &ParamStore) -> Vec<(String, Vec<usize>, Vec<u32>)> {
+        store
+            .named_tensors()
+            .iter()
+            .map(|(n, t)| {
+                let bits = t.to_vec().unwrap().iter().map(|x| x.to_bits()).collect();
+                (n.to_string(), t.shape().to_vec(), bits)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn generator_round_trip_is_bit_exact_and_pytorch_shaped() {
+        let dir = tempfile::tempdir().unwrap();
+        for kind in [ModelKind::Dcgan, ModelKind::Mlp] {
+            let cfg = small(kind);
+            let mut g = Generator::new(&cfg, &Device::Cpu, &mut RngStream::new(1)).unwrap();
+            // Non-trivial buffers: one training-mode forward updates running stats and the batch counter.
+            let mut tape = crate::Tape::new();
+            let z = RngStream::new(2)
+                .normal(&[5, 6], 0.0, 1.0, &Device::Cpu)
+                .unwrap();
+            let z = tape.constant(z);
+            g.forward(&mut tape, z, true).unwrap();
+            let path = dir.path().join(format!("{kind}.safetensors"));
+            save_generator(&path, &cfg, &g.store).unwrap();
+            let back = load_generator(&path, &Device::Cpu).unwrap();
+            assert_eq!(back.cfg, cfg);
+            assert_eq!(all_tensors(&back.store), all_tensors(&g.store));
+
+            // What PyTorch sees: plain names, f32 params, int64 num_batches_tracked of shape [].
+            let bytes = std::fs::read(&path).unwrap();
+            let st = SafeTensors::deserialize(&bytes).unwrap();
+            let nbt = st.tensor("main.1.num_batches_tracked").unwrap();
+            assert_eq!(nbt.dtype(), Dtype::I64);
+            assert_eq!(nbt.shape(), &[] as &[usize]);
+            assert_eq!(i64::from_le_bytes(nbt.data().try_into().unwrap()), 1);
+            assert_eq!(st.tensor("main.0.weight").unwrap().dtype(), Dtype::F32);
+            assert_eq!(st.len(), g.store.named_tensors().len());
+        }
+    }
+
+    #[test]
+    fn load_errors_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.safetensors");
+        std::fs::write(&garbage, b"this is not a checkpoint at all").unwrap();
+        let e = format!(
+            "{:#}",
+            load_generator(&garbage, &Device::Cpu).err().unwrap()
+        );
+        assert!(e.contains("not a safetensors file"), "{e}");
+        assert!(e.contains("garbage.safetensors"), "{e}");
+
+        let e = format!(
+            "{:#}",
+            load_generator(&dir.path().join("nope"), &Device::Cpu)
+                .err()
+                .unwrap()
+        );
+        assert!(e.contains("cannot read checkpoint"), "{e}");
+
+        // A file whose tensors have the wrong shapes for the model its metadata names.
+        let cfg = small(ModelKind::Dcgan);
+        let g = Generator::new(&cfg, &Device::Cpu, &mut RngStream::new(1)).unwrap();
+        let mut f = TensorFile::new(FORMAT_GENERATOR);
+        f.set_json(
+            MODEL_KEY,
+            &ModelConfig {
+                ngf: 5,
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+        f.insert_store("", &g.store).unwrap();
+        let p = dir.path().join("wrong.safetensors");
+        f.save(&p).unwrap();
+        let e = format!("{:#}", load_generator(&p, &Device::Cpu).err().unwrap());
+        assert!(
+            e.contains("main.0.weight: expected [6,20,7,7], got [6,16,7,7]"),
+            "{e}"
+        );
+
+        // A tensor missing and an extra one.
+        let mut f = TensorFile::new(FORMAT_GENERATOR);
+        f.set_json(MODEL_KEY, &cfg).unwrap();
+        f.insert_store("", &g.store).unwrap();
+        f.tensors.remove("main.3.weight");
+        f.insert(
+            "main.99.weight".into(),
+            g.store.value(crate::nn::ParamId(0)),
+        )
+        .unwrap();
+        f.save(&p).unwrap();
+        let e = format!("{:#}", load_generator(&p, &Device::Cpu).err().unwrap());
+        assert!(e.contains("main.3.weight: missing"), "{e}");
+        assert!(
+            e.contains("main.99.weight: not a tensor of this generator"),
+            "{e}"
+        );
+
+        // A safetensors file from elsewhere (no metadata).
+        let mut f = TensorFile::default();
+        f.insert_store("", &g.store).unwrap();
+        f.save(&p).unwrap();
+        let e = format!("{:#}", load_generator(&p, &Device::Cpu).err().unwrap());
+        assert!(e.contains("without gan-engine metadata"), "{e}");
+    }
+}
