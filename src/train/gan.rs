@@ -217,3 +217,142 @@ impl Gan {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::models::ModelKind;
+
+    fn tiny_gan(kind: ModelKind, loss: LossKind) -> Gan {
+        let cfg = ModelConfig {
+            kind,
+            image_size: 28,
+            channels: 1,
+            nz: 5,
+            ngf: 3,
+            ndf: 3,
+            hidden: 6,
+        };
+        let a = AdamSettings {
+            lr: 2e-4,
+            beta1: 0.5,
+            beta2: 0.999,
+            eps: 1e-8,
+        };
+        Gan::new(&cfg, &a, &a, loss, 7, &Device::Cpu).unwrap()
+    }
+
+    fn real(n: usize, seed: u64) -> Tensor {
+        RngStream::new(seed)
+            .uniform(&[n, 1, 28, 28], -1.0, 1.0, &Device::Cpu)
+            .unwrap()
+    }
+
+    fn snapshot(store: &crate::nn::ParamStore) -> Vec<Vec<f32>> {
+        store
+            .named_tensors()
+            .iter()
+            .map(|(_, t)| t.to_vec().unwrap())
+            .collect()
+    }
+
+    fn has_any_grad(store: &crate::nn::ParamStore) -> bool {
+        (0..store.len()).any(|i| store.grad(crate::nn::ParamId(i)).is_some())
+    }
+
+    fn all_grads(store: &crate::nn::ParamStore) -> bool {
+        (0..store.len()).all(|i| store.grad(crate::nn::ParamId(i)).is_some())
+    }
+
+    #[test]
+    fn each_step_computes_gradients_only_for_its_own_network() {
+        for kind in [ModelKind::Dcgan, ModelKind::Mlp] {
+            let mut gan = tiny_gan(kind, LossKind::Ns);
+            let mut tape = Tape::new();
+            let d = gan.d_step(&mut tape, real(4, 1), 1).unwrap();
+            // The D step's backward reached every D parameter and no G parameter (fake was detached):
+            // route its gradients into a cleared G store and into D's, and see which fill.
+            gan.g.store.zero_grad();
+            gan.g.store.accumulate_grads(&d.grads).unwrap();
+            assert!(
+                !has_any_grad(&gan.g.store),
+                "{kind}: G got a gradient in the D step"
+            );
+            assert!(
+                all_grads(&gan.d.store),
+                "{kind}: some D parameter got no gradient"
+            );
+
+            let g_params_before = snapshot(&gan.g.store);
+            let g = gan.g_step(&mut tape, d.fake, 1).unwrap();
+            gan.d.store.zero_grad();
+            gan.d.store.accumulate_grads(&g.grads).unwrap();
+            assert!(
+                !has_any_grad(&gan.d.store),
+                "{kind}: D got a gradient in the G step"
+            );
+            assert!(
+                gan.d.store.requires_grad,
+                "D must be trainable again after the G step"
+            );
+            gan.g.store.zero_grad();
+            gan.g.store.accumulate_grads(&g.grads).unwrap();
+            assert!(
+                all_grads(&gan.g.store),
+                "{kind}: some G parameter got no gradient"
+            );
+            assert_ne!(snapshot(&gan.g.store), g_params_before, "Adam moved G");
+        }
+    }
+
+    #[test]
+    fn d_step_updates_only_d_parameters_and_g_step_only_g_parameters() {
+        let mut gan = tiny_gan(ModelKind::Dcgan, LossKind::Minimax);
+        let mut tape = Tape::new();
+        let params = |s: &crate::nn::ParamStore| {
+            (0..s.len())
+                .map(|i| s.value(crate::nn::ParamId(i)).to_vec().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let (g0, d0) = (params(&gan.g.store), params(&gan.d.store));
+        let d = gan.d_step(&mut tape, real(3, 2), 1).unwrap();
+        assert_eq!(params(&gan.g.store), g0);
+        let d1 = params(&gan.d.store);
+        assert_ne!(d1, d0);
+        let g = gan.g_step(&mut tape, d.fake, 1).unwrap();
+        assert_eq!(params(&gan.d.store), d1);
+        assert_ne!(params(&gan.g.store), g0);
+        // Minimax: errG = -BCE(D(G(z)), 0) = mean log(1 - D(G(z))) < 0.
+        assert!(g.loss_g < 0.0, "{}", g.loss_g);
+    }
+
+    #[test]
+    fn metrics_are_consistent_probabilities() {
+        let mut gan = tiny_gan(ModelKind::Dcgan, LossKind::Ns);
+        let mut tape = Tape::new();
+        let mut seed = 10;
+        let m = gan
+            .train_step(&mut tape, 2, 1, || {
+                seed += 1;
+                Ok(real(4, seed))
+            })
+            .unwrap();
+        assert_eq!(m.images, 8);
+        for p in [m.d_x, m.d_g_z1, m.d_g_z2] {
+            assert!((0.0..=1.0).contains(&p), "{m:?}");
+        }
+        // With fresh weights D is near chance: errD ≈ 2 ln 2, errG ≈ ln 2.
+        assert!((m.loss_d - 2.0 * 2f32.ln()).abs() < 0.3, "{m:?}");
+        assert!((m.loss_g - 2f32.ln()).abs() < 0.3, "{m:?}");
+        assert!(tape.is_empty(), "the tape is cleared after the iteration");
+    }
+
+    #[test]
+    fn non_finite_loss_stops_with_the_step() {
+        let mut gan = tiny_gan(ModelKind::Mlp, LossKind::Ns);
+        let mut tape = Tape::new();
+        let bad = Tensor::full(&[2, 1, 28, 28], f32::NAN, &Device::Cpu).unwrap();
+        let e = gan.d_step(&mut tape, bad, 17).err().unwrap().to_string();
+        assert!(e.contains("step 17") && e.contains("NaN"), "{e}");
+    }
+}
