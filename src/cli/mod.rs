@@ -49,23 +49,23 @@ pub struct TrainArgs {
     #[arg(long, value_name = "SPEC")]
     pub dataset: Option<String>,
     /// Image height = width; DCGAN supports 64, 32, 28 [default: 28 for mnist/fashion, else 32]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_parser = positive_usize, value_name = "N")]
     pub image_size: Option<usize>,
     /// Image channels: 1 (grayscale) or 3 (RGB) [default: the dataset's]
-    #[arg(long, value_name = "C")]
+    #[arg(long, value_parser = positive_usize, value_name = "C")]
     pub channels: Option<usize>,
     /// Architecture [default: dcgan]
     #[arg(long, value_enum)]
     pub model: Option<ModelKind>,
     /// Batch size [default: 64]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_parser = positive_usize, value_name = "N")]
     pub batch_size: Option<usize>,
     /// Number of iterations (G updates) of the whole run, counting steps done before a --resume
     /// [default: 2000]
-    #[arg(long, value_name = "N", conflicts_with = "epochs")]
+    #[arg(long, value_parser = positive_u64, value_name = "N", conflicts_with = "epochs")]
     pub steps: Option<u64>,
     /// Train for this many passes over the dataset instead of --steps
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_parser = positive_u64, value_name = "N")]
     pub epochs: Option<u64>,
     /// Adam learning rate of D [default: 0.0002]
     #[arg(long, value_name = "LR")]
@@ -83,19 +83,19 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub loss: Option<LossKind>,
     /// D steps per G step [default: 1]
-    #[arg(long)]
+    #[arg(long, value_parser = positive_usize)]
     pub k: Option<usize>,
     /// Latent size [default: 100]
-    #[arg(long)]
+    #[arg(long, value_parser = positive_usize)]
     pub nz: Option<usize>,
     /// DCGAN generator width [default: 32]
-    #[arg(long)]
+    #[arg(long, value_parser = positive_usize)]
     pub ngf: Option<usize>,
     /// DCGAN discriminator width [default: 32]
-    #[arg(long)]
+    #[arg(long, value_parser = positive_usize)]
     pub ndf: Option<usize>,
     /// MLP hidden width h (layers h, 2h, 4h) [default: 256]
-    #[arg(long)]
+    #[arg(long, value_parser = positive_usize)]
     pub hidden: Option<usize>,
     /// Seed of the initialisation, the noise and the data order [default: 0]
     #[arg(long)]
@@ -107,16 +107,16 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Save a sample grid every N steps [default: 100]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_parser = positive_u64, value_name = "N")]
     pub sample_every: Option<u64>,
     /// Append a metrics.csv row every N steps [default: 10]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_parser = positive_u64, value_name = "N")]
     pub log_every: Option<u64>,
     /// Save a checkpoint every N steps (and always at the end) [default: 500]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_parser = positive_u64, value_name = "N")]
     pub checkpoint_every: Option<u64>,
     /// Images per sample grid [default: 64]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_parser = positive_usize, value_name = "N")]
     pub num_samples: Option<usize>,
     /// Continue the run saved in DIR (or a checkpoint.safetensors file)
     #[arg(long, value_name = "DIR")]
@@ -135,7 +135,7 @@ pub struct SampleArgs {
     #[arg(long, value_name = "PATH")]
     pub checkpoint: PathBuf,
     /// Number of images (ignored with --z-npy)
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = positive_usize)]
     pub n: usize,
     /// Seed of the latents (the training seed reproduces the run's sample grids)
     #[arg(long, default_value_t = 0)]
@@ -150,11 +150,27 @@ pub struct SampleArgs {
     #[arg(long, value_name = "FILE")]
     pub out_npy: Option<PathBuf>,
     /// Images per grid row [default: sqrt(N)]
-    #[arg(long)]
+    #[arg(long, value_parser = positive_usize)]
     pub nrow: Option<usize>,
     /// cpu | cuda | cuda:N | auto | emu
     #[arg(long, default_value = "cpu")]
     pub device: String,
+}
+
+fn positive_usize(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn positive_u64(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The process entry point: parse, run, report.
