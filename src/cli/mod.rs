@@ -231,7 +231,7 @@ pub fn train_config(a: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
             if let Some(d) = &a.dataset {
                 c.dataset = d.clone();
             }
-            let natural = crate::train::data::natural_format(&c.dataset)?;
+            let natural = crate::train::data::natural_format(&c.dataset);
             c.model.image_size = natural.image_size;
             c.model.channels = natural.channels;
             c.out = default_out(&c.dataset);

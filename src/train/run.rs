@@ -25,8 +25,9 @@ use crate::ops::random::RngStream;
 use crate::tensor::Tensor;
 
 use super::config::{Duration, TrainConfig};
-use super::data::{open_data, RealData};
+use super::data::open_loader;
 use super::gan::{stream_seed, Gan, StepMetrics, STREAM_FIXED_Z};
+use crate::data::{Loader, LoaderState};
 
 pub const METRICS_FILE: &str = "metrics.csv";
 pub const METRICS_HEADER: &str = "step,loss_d,loss_g,d_x,d_g_z1,d_g_z2,img_per_s,elapsed_s";
@@ -40,8 +41,8 @@ pub struct TrainState {
     pub step: u64,
     /// The training-noise stream (its offset advances with every z drawn).
     pub noise: RngStream,
-    /// The data loader's position (epoch, index in the epoch's order, shuffle stream).
-    pub data: serde_json::Value,
+    /// The data loader's position (shuffle seed, epoch, batch in the epoch).
+    pub data: LoaderState,
     /// Wall time spent in earlier sessions of this run.
     pub elapsed_s: f64,
 }
@@ -59,7 +60,7 @@ pub struct Progress {
 pub struct Trainer {
     pub cfg: TrainConfig,
     pub gan: Gan,
-    pub data: Box<dyn RealData>,
+    pub data: Loader,
     /// The latents of every sample grid of the run.
     pub fixed_z: Tensor,
     pub step: u64,
@@ -73,7 +74,7 @@ impl Trainer {
     pub fn new(cfg: TrainConfig) -> Result<Trainer> {
         cfg.validate()?;
         let device = Device::parse(&cfg.device)?;
-        let data = open_data(&cfg)?;
+        let data = open_loader(&cfg, &device, None)?;
         let gan = Gan::new(
             &cfg.model,
             &cfg.adam_g,
@@ -88,7 +89,7 @@ impl Trainer {
     fn assemble(
         cfg: TrainConfig,
         gan: Gan,
-        data: Box<dyn RealData>,
+        data: Loader,
         step: u64,
         elapsed_before: f64,
     ) -> Result<Trainer> {
@@ -134,9 +135,8 @@ impl Trainer {
         cfg.validate()?;
         let state: TrainState = f.get_json(STATE_KEY, &file)?;
         let device = Device::parse(&cfg.device)?;
-        let mut data = open_data(&cfg)?;
-        data.restore(&state.data)
-            .with_context(|| format!("restoring the data loader from {}", file.display()))?;
+        let data = open_loader(&cfg, &device, Some(&state.data))
+            .with_context(|| format!("resuming from {}", file.display()))?;
         let mut gan = Gan::new(
             &cfg.model,
             &cfg.adam_g,
