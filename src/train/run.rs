@@ -172,7 +172,7 @@ impl Trainer {
         let data = &mut self.data;
         let dev = self.gan.device.clone();
         let m = self.gan.train_step(&mut self.tape, self.cfg.k, step, || {
-            data.next_batch()?.to_device(&dev)
+            data.next_batch()?.images.to_device(&dev)
         })?;
         self.step = step;
         Ok(m)
@@ -241,17 +241,23 @@ impl Trainer {
         let session = Instant::now();
         let mut window_start = Instant::now();
         let mut window_images = 0usize;
-        let mut img_per_s = 0.0;
+        let mut session_images = 0usize;
+        let mut img_per_s = None;
         while self.step < self.total_steps {
             let m = self.train_step()?;
             window_images += m.images;
+            session_images += m.images;
             let dt = window_start.elapsed().as_secs_f64();
-            // Throughput over at least half a second (or one logging window), so the number is steady.
-            if dt >= 0.5 || m.step % self.cfg.log_every == 0 {
-                img_per_s = window_images as f64 / dt.max(1e-9);
+            // Throughput over windows of at least a second, so the number is steady; before the first window
+            // closes, the average so far.
+            if dt >= 1.0 {
+                img_per_s = Some(window_images as f64 / dt);
                 window_start = Instant::now();
                 window_images = 0;
             }
+            let img_per_s = img_per_s.unwrap_or_else(|| {
+                session_images as f64 / session.elapsed().as_secs_f64().max(1e-9)
+            });
             let last = self.step == self.total_steps;
             let elapsed = self.elapsed_s(&session);
             if m.step % self.cfg.log_every == 0 || last {

@@ -297,9 +297,9 @@ mod tests {
         assert_eq!(shape_of(&d.store, "main.11.weight"), [1, 512, 4, 4]);
         // Exactly PyTorch's state_dict keys: params and the three BN buffers per BN layer.
         let g_names: Vec<String> = shapes(&g.store).into_iter().map(|(n, _)| n).collect();
-        assert_eq!(g_names.len(), 5 + 4 * 4 + 4 * 3);
+        assert_eq!(g_names.len(), 5 + 4 * 5);
         let d_names: Vec<String> = shapes(&d.store).into_iter().map(|(n, _)| n).collect();
-        assert_eq!(d_names.len(), 5 + 3 * 2 + 3 * 3);
+        assert_eq!(d_names.len(), 5 + 3 * 5);
     }
 
     #[test]
