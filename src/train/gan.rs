@@ -121,17 +121,28 @@ impl Gan {
     /// One D update on the real batch `real`. Clears the tape first: the fake it leaves on the tape is the
     /// only thing the G step needs.
     pub fn d_step(&mut self, tape: &mut Tape, real: Tensor, step: u64) -> Result<DStep> {
+        let n = real.dims4("real batch")?[0];
+        let z = self
+            .noise
+            .normal(&[n, self.g.cfg.nz], 0.0, 1.0, &self.device)?;
+        self.d_step_with_z(tape, real, z, step)
+    }
+
+    /// [`d_step`](Gan::d_step) with given latents `z` [N, nz] instead of drawn ones (golden tests).
+    pub fn d_step_with_z(
+        &mut self,
+        tape: &mut Tape,
+        real: Tensor,
+        z: Tensor,
+        step: u64,
+    ) -> Result<DStep> {
         tape.clear();
         self.d.store.zero_grad();
-        let n = real.dims4("real batch")?[0];
         let x = tape.constant(real.to_device(&self.device)?);
         let logits_real = self.d.forward(tape, x, true)?;
         let err_real = ops::bce_with_logits(tape, logits_real, 1.0)?;
 
-        let z = self
-            .noise
-            .normal(&[n, self.g.cfg.nz], 0.0, 1.0, &self.device)?;
-        let z = tape.constant(z);
+        let z = tape.constant(z.to_device(&self.device)?);
         let fake = self.g.forward(tape, z, true)?;
         // D's update must not push gradients into G.
         let fake_const = tape.detach(fake);
@@ -345,6 +356,103 @@ mod tests {
         assert!((m.loss_d - 2.0 * 2f32.ln()).abs() < 0.3, "{m:?}");
         assert!((m.loss_g - 2f32.ln()).abs() < 0.3, "{m:?}");
         assert!(tape.is_empty(), "the tape is cleared after the iteration");
+    }
+
+    /// One iteration against PyTorch's DCGAN example step (tests/fixtures/dcgan32_iteration.safetensors, written
+    /// by scripts/gen_golden.py): same initial weights, x and z; every loss, probability, gradient, updated
+    /// weight and BN buffer must agree to float32 rounding.
+    #[test]
+    fn one_iteration_matches_pytorch_dcgan_example() {
+        use crate::checkpoint::TensorFile;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/dcgan32_iteration.safetensors");
+        let f = TensorFile::load(&path).unwrap();
+        let dev = Device::Cpu;
+        let cfg = ModelConfig {
+            kind: ModelKind::Dcgan,
+            image_size: 32,
+            channels: 3,
+            nz: 8,
+            ngf: 4,
+            ndf: 4,
+            hidden: 1,
+        };
+        let a = AdamSettings {
+            lr: 2e-4,
+            beta1: 0.5,
+            beta2: 0.999,
+            eps: 1e-8,
+        };
+        let mut gan = Gan::new(&cfg, &a, &a, LossKind::Ns, 0, &dev).unwrap();
+        f.load_store("g0.", &mut gan.g.store, "generator", &path)
+            .unwrap();
+        f.load_store("d0.", &mut gan.d.store, "discriminator", &path)
+            .unwrap();
+        let t = |k: &str| f.tensors[k].to_tensor(&dev).unwrap();
+        let scalar = |k: &str| f.tensors[k].data[0];
+
+        // Relative to the reference's RMS, with an absolute floor for all-but-zero tensors.
+        let close = |what: &str, got: &Tensor, want: &crate::checkpoint::HostTensor, rel: f64| {
+            assert_eq!(got.shape(), &want.shape[..], "{what}: shape");
+            let g = got.to_vec().unwrap();
+            let rms = (want.data.iter().map(|x| (*x as f64).powi(2)).sum::<f64>()
+                / want.data.len() as f64)
+                .sqrt();
+            let tol = rel * rms.max(1e-6);
+            for (i, (x, y)) in g.iter().zip(&want.data).enumerate() {
+                assert!(
+                    ((*x as f64) - (*y as f64)).abs() <= tol,
+                    "{what}[{i}]: got {x}, want {y} (tol {tol:e})"
+                );
+            }
+        };
+        let close_scalar = |what: &str, got: f32, want: f32| {
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{what}: got {got}, want {want}"
+            );
+        };
+
+        let mut tape = Tape::new();
+        let d = gan.d_step_with_z(&mut tape, t("x"), t("z"), 1).unwrap();
+        close("fake", tape.value(d.fake), &f.tensors["fake"], 1e-5);
+        close_scalar("errD", d.loss_d, scalar("errD_real") + scalar("errD_fake"));
+        close_scalar("D_x", d.d_x, scalar("D_x"));
+        close_scalar("D_G_z1", d.d_g_z1, scalar("D_G_z1"));
+        for i in 0..gan.d.store.len() {
+            let id = crate::nn::ParamId(i);
+            let name = gan.d.store.name(id).to_string();
+            close(
+                &format!("gradD.{name}"),
+                gan.d.store.grad(id).unwrap(),
+                &f.tensors[&format!("gradD.{name}")],
+                1e-4,
+            );
+        }
+        let g = gan.g_step(&mut tape, d.fake, 1).unwrap();
+        close_scalar("errG", g.loss_g, scalar("errG"));
+        close_scalar("D_G_z2", g.d_g_z2, scalar("D_G_z2"));
+        for i in 0..gan.g.store.len() {
+            let id = crate::nn::ParamId(i);
+            let name = gan.g.store.name(id).to_string();
+            close(
+                &format!("gradG.{name}"),
+                gan.g.store.grad(id).unwrap(),
+                &f.tensors[&format!("gradG.{name}")],
+                1e-4,
+            );
+        }
+        // After both Adam steps and all the BN running-stat updates (D saw three batches, G one).
+        for (prefix, store) in [("g1.", &gan.g.store), ("d1.", &gan.d.store)] {
+            for (name, v) in store.named_tensors() {
+                close(
+                    &format!("{prefix}{name}"),
+                    v,
+                    &f.tensors[&format!("{prefix}{name}")],
+                    1e-5,
+                );
+            }
+        }
     }
 
     #[test]
