@@ -143,7 +143,7 @@ impl TensorFile {
     /// Writes the file atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = self.to_bytes()?;
-        write_atomic(path, &bytes)
+        crate::io::write_atomic(path, &bytes)
             .with_context(|| format!("cannot write checkpoint {}", path.display()))
     }
 
@@ -343,14 +343,6 @@ pub fn load_generator(path: &Path, device: &Device) -> Result<crate::nn::models:
     let mut g = crate::nn::models::Generator::new(&cfg, device, &mut rng)?;
     f.load_store(generator_prefix(&f), &mut g.store, "generator", path)?;
     Ok(g)
-}
-
-// TODO(merge): use crate::io::write_atomic once h-data lands.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process, so the size of the `Train` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train a GAN. With no flags: DCGAN on the built-in balls dataset, 32x32, on the CPU, into runs/balls.
