@@ -69,8 +69,10 @@ pub struct LinearGrads {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamHyper {
     pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
+    /// β1, β2 in f64 as PyTorch keeps them (Python floats): 1 − 0.999 must round to 0.001f32, which it does
+    /// not when computed from 0.999f32.
+    pub beta1: f64,
+    pub beta2: f64,
     pub eps: f32,
     pub weight_decay: f32,
     pub step: u64,
@@ -90,6 +92,8 @@ pub trait Backend: Send + Sync {
 
     // ---- memory -------------------------------------------------------------------------------------------
     fn zeros(&self, shape: &[usize]) -> Result<Tensor>;
+    // The backend is the receiver because it owns the memory the data is copied into.
+    #[allow(clippy::wrong_self_convention)]
     fn from_host(&self, data: &[f32], shape: &[usize]) -> Result<Tensor>;
     fn to_host(&self, x: &Tensor) -> Result<Vec<f32>>;
 

@@ -77,10 +77,10 @@ pub struct TrainArgs {
     pub lr_g: Option<f32>,
     /// Adam beta1, both networks [default: 0.5]
     #[arg(long)]
-    pub beta1: Option<f32>,
+    pub beta1: Option<f64>,
     /// Adam beta2, both networks [default: 0.999]
     #[arg(long)]
-    pub beta2: Option<f32>,
+    pub beta2: Option<f64>,
     /// G objective: ns (non-saturating, -log D(G(z))) or minimax (log(1 - D(G(z)))) [default: ns]
     #[arg(long, value_enum)]
     pub loss: Option<LossKind>,

@@ -1,9 +1,167 @@
+//! Pointwise nonlinearities. The backward passes read the forward output `y`, which is all each of them needs
+//! (see [`Activation`]), so the tape keeps one tensor per activation instead of two.
+
+use anyhow::{ensure, Result};
+use rayon::prelude::*;
+
+use super::elementwise::{same_shape, PAR_CHUNK};
+use super::{data, tensor};
 use crate::backend::Activation;
 use crate::tensor::Tensor;
-use anyhow::Result;
-pub fn forward(_x: &Tensor, _a: Activation) -> Result<Tensor> {
-    anyhow::bail!("not yet implemented")
+
+/// Logistic function without overflow: exp of a large positive argument is never formed.
+fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
 }
-pub fn backward(_y: &Tensor, _dy: &Tensor, _a: Activation) -> Result<Tensor> {
-    anyhow::bail!("not yet implemented")
+
+/// Backward from `y` relies on `y > 0 ⇔ x > 0`, which a negative LeakyReLU slope would break.
+fn check(a: Activation) -> Result<()> {
+    if let Activation::LeakyRelu(s) = a {
+        ensure!(
+            s >= 0.0 && s.is_finite(),
+            "LeakyReLU slope must be a finite value >= 0, got {s}"
+        );
+    }
+    Ok(())
+}
+
+pub fn forward(x: &Tensor, a: Activation) -> Result<Tensor> {
+    check(a)?;
+    let xd = data(x)?;
+    let f = move |x: f32| -> f32 {
+        match a {
+            Activation::Relu => x.max(0.0),
+            Activation::LeakyRelu(s) => {
+                if x > 0.0 {
+                    x
+                } else {
+                    s * x
+                }
+            }
+            Activation::Tanh => x.tanh(),
+            Activation::Sigmoid => sigmoid(x),
+        }
+    };
+    let mut out = vec![f32::NAN; xd.len()];
+    out.par_chunks_mut(PAR_CHUNK)
+        .zip(xd.par_chunks(PAR_CHUNK))
+        .for_each(|(o, x)| {
+            for (o, &x) in o.iter_mut().zip(x) {
+                *o = f(x);
+            }
+        });
+    Ok(tensor(out, x.shape()))
+}
+
+pub fn backward(y: &Tensor, dy: &Tensor, a: Activation) -> Result<Tensor> {
+    check(a)?;
+    same_shape("activation_backward (y vs dy)", y, dy)?;
+    let (yd, gd) = (data(y)?, data(dy)?);
+    // d/dx expressed through y: tanh' = 1 - y², sigmoid' = y (1 - y).
+    let f = move |y: f32, g: f32| -> f32 {
+        match a {
+            Activation::Relu => {
+                if y > 0.0 {
+                    g
+                } else {
+                    0.0
+                }
+            }
+            Activation::LeakyRelu(s) => {
+                if y > 0.0 {
+                    g
+                } else {
+                    s * g
+                }
+            }
+            Activation::Tanh => g * (1.0 - y * y),
+            Activation::Sigmoid => g * y * (1.0 - y),
+        }
+    };
+    let mut out = vec![f32::NAN; yd.len()];
+    out.par_chunks_mut(PAR_CHUNK)
+        .zip(yd.par_chunks(PAR_CHUNK).zip(gd.par_chunks(PAR_CHUNK)))
+        .for_each(|(o, (y, g))| {
+            for (o, (&y, &g)) in o.iter_mut().zip(y.iter().zip(g)) {
+                *o = f(y, g);
+            }
+        });
+    Ok(tensor(out, y.shape()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::gradcheck::test_tensor;
+
+    #[test]
+    fn forward_values() {
+        let x = tensor(vec![-2.0, -0.5, 0.0, 0.5, 3.0, -100.0, 100.0], &[7]);
+        let get = |a| forward(&x, a).unwrap().to_vec().unwrap();
+        assert_eq!(get(Activation::Relu), [0.0, 0.0, 0.0, 0.5, 3.0, 0.0, 100.0]);
+        assert_eq!(
+            get(Activation::LeakyRelu(0.2)),
+            [-0.4, -0.1, 0.0, 0.5, 3.0, -20.0, 100.0]
+        );
+        let t = get(Activation::Tanh);
+        let s = get(Activation::Sigmoid);
+        for (i, &xv) in x.to_vec().unwrap().iter().enumerate() {
+            assert!((t[i] as f64 - (xv as f64).tanh()).abs() < 1e-6);
+            let sig = 1.0 / (1.0 + (-(xv as f64)).exp());
+            assert!((s[i] as f64 - sig).abs() < 1e-6, "{} {}", s[i], sig);
+            assert!(s[i].is_finite());
+        }
+    }
+
+    #[test]
+    fn backward_matches_derivative() {
+        let x = test_tensor(&[3, 5, 7], 5);
+        let dy = test_tensor(&[3, 5, 7], 6);
+        let (xv, gv) = (x.to_vec().unwrap(), dy.to_vec().unwrap());
+        for a in [
+            Activation::Relu,
+            Activation::LeakyRelu(0.2),
+            Activation::Tanh,
+            Activation::Sigmoid,
+        ] {
+            let y = forward(&x, a).unwrap();
+            let dx = backward(&y, &dy, a).unwrap().to_vec().unwrap();
+            for i in 0..xv.len() {
+                let xi = xv[i] as f64;
+                let d = match a {
+                    Activation::Relu => (xi > 0.0) as i32 as f64,
+                    Activation::LeakyRelu(s) => {
+                        if xi > 0.0 {
+                            1.0
+                        } else {
+                            s as f64
+                        }
+                    }
+                    Activation::Tanh => 1.0 - xi.tanh().powi(2),
+                    Activation::Sigmoid => {
+                        let s = 1.0 / (1.0 + (-xi).exp());
+                        s * (1.0 - s)
+                    }
+                };
+                assert!(
+                    (dx[i] as f64 - d * gv[i] as f64).abs() < 1e-6,
+                    "{a:?} at {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn errors() {
+        let y = test_tensor(&[2, 3], 1);
+        let dy = test_tensor(&[3, 2], 1);
+        let msg = backward(&y, &dy, Activation::Tanh).unwrap_err().to_string();
+        assert!(msg.contains("[2, 3]") && msg.contains("[3, 2]"), "{msg}");
+        assert!(forward(&y, Activation::LeakyRelu(-0.1)).is_err());
+    }
 }

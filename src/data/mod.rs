@@ -1,1 +1,221 @@
-//! Datasets (being written).
+//! Training data: the [`Dataset`] trait, the datasets behind it (procedural [`balls`], MNIST-format [`idx`]
+//! files, a [`folder`] of pictures), the shuffling, prefetching batch [`loader`], and [`open_dataset`], which
+//! turns a command-line string into a dataset.
+//!
+//! Every dataset hands out single images as CHW `f32` in `[-1, 1]` (the range a tanh generator produces),
+//! already at the model's resolution and channel count, so the loader only has to stack them.
+
+pub mod balls;
+pub mod folder;
+pub mod idx;
+pub mod loader;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, ensure, Result};
+
+pub use balls::{BallsDataset, DEFAULT_BALLS_LEN};
+pub use folder::FolderDataset;
+pub use idx::{read_idx_images, read_idx_labels, IdxDataset, IdxImages, Split};
+pub use loader::{Batch, Loader, LoaderConfig, LoaderState};
+
+/// A random-access collection of images. `Send + Sync` because the loader decodes in worker threads.
+pub trait Dataset: Send + Sync {
+    /// Number of images.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `(channels, height, width)` of every image [`get`](Dataset::get) returns.
+    fn image_shape(&self) -> (usize, usize, usize);
+
+    /// Number of label classes, or `None` for an unlabelled dataset.
+    fn num_classes(&self) -> Option<usize>;
+
+    /// Image `i` as CHW `f32` in `[-1, 1]`, with its label if the dataset has labels.
+    fn get(&self, i: usize) -> Result<(Vec<f32>, Option<u32>)>;
+
+    /// One line for logs, e.g. `mnist train (/data/mnist, 60000 images, 1x28x28)`.
+    fn describe(&self) -> String {
+        let (c, h, w) = self.image_shape();
+        format!("dataset of {} images, {c}x{h}x{w}", self.len())
+    }
+}
+
+/// Settings [`open_dataset`] needs beyond the image geometry.
+#[derive(Clone, Debug)]
+pub struct DatasetOptions {
+    /// Seed of the procedural `balls` images (the loader's shuffle has its own seed).
+    pub seed: u64,
+    /// Which MNIST split to read.
+    pub split: Split,
+    /// Length of the `balls` dataset when the spec does not give one (`balls:N`).
+    pub balls_len: usize,
+    /// Threads used to scan a folder dataset's files when it is opened.
+    pub scan_threads: usize,
+}
+
+impl Default for DatasetOptions {
+    fn default() -> Self {
+        DatasetOptions {
+            seed: 0,
+            split: Split::Train,
+            balls_len: DEFAULT_BALLS_LEN,
+            scan_threads: default_threads(),
+        }
+    }
+}
+
+/// Worker threads to use for data work: all cores but one (the training loop's), at least one, at most 8.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .saturating_sub(1)
+        .clamp(1, 8)
+}
+
+/// The spec syntax, for error messages and `--help`.
+pub const DATASET_SPECS: &str = "balls[:N] (default), mnist[:DIR] (default DIR ./data/mnist), \
+fashion[:DIR] (default DIR ./data/fashion), folder:DIR, or a path to a directory of images";
+
+/// Opens the dataset a command-line string names, producing `channels` x `image_size` x `image_size` images:
+///
+/// - `balls` or `""`: the procedural demo set ([`BallsDataset`]); `balls:N` sets its length.
+/// - `mnist`, `mnist:DIR`, `fashion`, `fashion:DIR`: IDX files ([`IdxDataset`]), resized if `image_size`
+///   is not 28, replicated to RGB if `channels` is 3.
+/// - `folder:DIR`, or any path that is an existing directory: pictures ([`FolderDataset`]).
+pub fn open_dataset(
+    spec: &str,
+    image_size: usize,
+    channels: usize,
+    opts: &DatasetOptions,
+) -> Result<Arc<dyn Dataset>> {
+    ensure!(
+        channels == 1 || channels == 3,
+        "channels must be 1 (grey) or 3 (RGB), got {channels}"
+    );
+    let spec = spec.trim();
+    let (name, arg) = match spec.split_once(':') {
+        Some((n, a)) => (n, Some(a)),
+        None => (spec, None),
+    };
+    let dir_arg = |default: &str| -> Result<PathBuf> {
+        match arg {
+            Some("") => bail!("dataset '{spec}': empty directory after ':'"),
+            Some(a) => Ok(PathBuf::from(a)),
+            None => Ok(PathBuf::from(default)),
+        }
+    };
+    match name {
+        "" | "balls" => {
+            let len = match arg {
+                None => opts.balls_len,
+                Some(a) => a.parse::<usize>().map_err(|_| {
+                    anyhow::anyhow!("dataset '{spec}': expected balls:N with N a number of images")
+                })?,
+            };
+            Ok(Arc::new(BallsDataset::new(
+                opts.seed, len, image_size, channels,
+            )?))
+        }
+        "mnist" | "fashion" => {
+            let dir = dir_arg(if name == "mnist" {
+                "data/mnist"
+            } else {
+                "data/fashion"
+            })?;
+            Ok(Arc::new(IdxDataset::open(
+                &dir, name, opts.split, image_size, channels,
+            )?))
+        }
+        "folder" => {
+            let dir = dir_arg("")?;
+            ensure!(
+                arg.is_some(),
+                "dataset 'folder' needs a directory: folder:DIR"
+            );
+            Ok(Arc::new(FolderDataset::open(
+                &dir,
+                image_size,
+                channels,
+                opts.scan_threads,
+            )?))
+        }
+        _ if Path::new(spec).is_dir() => Ok(Arc::new(FolderDataset::open(
+            Path::new(spec),
+            image_size,
+            channels,
+            opts.scan_threads,
+        )?)),
+        _ if spec.contains('/') || spec.contains('\\') || Path::new(spec).exists() => {
+            bail!("dataset '{spec}': no such directory (expected {DATASET_SPECS})")
+        }
+        _ => bail!("unknown dataset '{spec}': expected {DATASET_SPECS}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_map_to_datasets() {
+        let o = DatasetOptions::default();
+        let d = open_dataset("balls", 32, 3, &o).unwrap();
+        assert_eq!((d.len(), d.image_shape()), (DEFAULT_BALLS_LEN, (3, 32, 32)));
+        let d = open_dataset("", 28, 1, &o).unwrap();
+        assert_eq!(d.image_shape(), (1, 28, 28));
+        let d = open_dataset("balls:123", 64, 3, &o).unwrap();
+        assert_eq!(d.len(), 123);
+        assert!(d.describe().contains("balls"));
+    }
+
+    #[test]
+    fn bad_specs_are_clear_errors() {
+        let o = DatasetOptions::default();
+        let err = |s: &str| format!("{:#}", open_dataset(s, 32, 3, &o).err().unwrap());
+        let e = err("cifar");
+        assert!(
+            e.contains("unknown dataset 'cifar'") && e.contains("mnist"),
+            "{e}"
+        );
+        let e = err("balls:many");
+        assert!(e.contains("balls:N"), "{e}");
+        let e = err("mnist:/no/such/dir");
+        assert!(e.contains("/no/such/dir"), "{e}");
+        let e = err("fashion:/no/such/fashion");
+        assert!(e.contains("/no/such/fashion"), "{e}");
+        let e = err("folder:/no/such/pics");
+        assert!(e.contains("/no/such/pics"), "{e}");
+        let e = err("folder");
+        assert!(e.contains("folder:DIR"), "{e}");
+        let e = err("./not/a/dir");
+        assert!(
+            e.contains("no such directory") && e.contains("./not/a/dir"),
+            "{e}"
+        );
+        assert!(
+            format!("{:#}", open_dataset("balls", 32, 2, &o).err().unwrap()).contains("channels")
+        );
+    }
+
+    #[test]
+    fn a_directory_path_is_a_folder_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        image::RgbImage::from_pixel(20, 10, image::Rgb([200, 10, 10]))
+            .save(dir.path().join("a.png"))
+            .unwrap();
+        let o = DatasetOptions::default();
+        let d = open_dataset(dir.path().to_str().unwrap(), 16, 3, &o).unwrap();
+        assert_eq!((d.len(), d.image_shape()), (1, (3, 16, 16)));
+        let spec = format!("folder:{}", dir.path().display());
+        assert_eq!(
+            open_dataset(&spec, 16, 1, &o).unwrap().image_shape(),
+            (1, 16, 16)
+        );
+    }
+}

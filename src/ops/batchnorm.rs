@@ -1,20 +1,190 @@
-//! Batch norm (2-D over NCHW, 1-D over [N, C]) (being written).
+//! Batch norm (2-D over NCHW, 1-D over [N, C]) on the tape.
+
+use anyhow::Result;
+
 use crate::autograd::{Tape, Var};
+use crate::ops::elementwise::filled_like;
 use crate::tensor::Tensor;
-use anyhow::{bail, Result};
 
 /// Training mode uses batch statistics and updates the running stats in place; eval mode uses the running stats.
+///
+/// In eval mode the running stats are constants, so the op is a per-channel affine map
+/// y = (x - μ_r)·s·γ + β with s = 1/sqrt(σ²_r + eps), and its gradients are
+///   dx = dy·γ·s,  dγ = Σ dy·(x - μ_r)·s,  dβ = Σ dy.
+/// The backend has no op for these as such, but both are existing batch-norm ops with the right arguments:
+/// dx is `batch_norm_eval(dy, γ, 0, 0, σ²_r)`, and dγ, dβ are what `batch_norm_backward` computes for
+/// x̂ = (x - μ_r)·s when handed the running mean and s instead of the batch statistics.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm(
-    _tape: &mut Tape,
-    _x: Var,
-    _gamma: Var,
-    _beta: Var,
-    _running_mean: &mut Tensor,
-    _running_var: &mut Tensor,
-    _train: bool,
-    _momentum: f32,
-    _eps: f32,
+    tape: &mut Tape,
+    x: Var,
+    gamma: Var,
+    beta: Var,
+    running_mean: &mut Tensor,
+    running_var: &mut Tensor,
+    train: bool,
+    momentum: f32,
+    eps: f32,
 ) -> Result<Var> {
-    bail!("not yet implemented")
+    let (xv, gv) = (tape.value(x).clone(), tape.value(gamma).clone());
+    let bv = tape.value(beta);
+    let be = xv.backend();
+    if train {
+        let out = be.batch_norm_train(&xv, &gv, bv, running_mean, running_var, momentum, eps)?;
+        let (mean, invstd) = (out.mean, out.invstd);
+        return Ok(tape.push_op(
+            out.y,
+            &[x, gamma, beta],
+            Box::new(move |dy, need| {
+                let g = dy
+                    .backend()
+                    .batch_norm_backward(&xv, dy, &gv, &mean, &invstd)?;
+                Ok(vec![
+                    need[0].then_some(g.dx),
+                    need[1].then_some(g.dgamma),
+                    need[2].then_some(g.dbeta),
+                ])
+            }),
+        ));
+    }
+
+    let y = be.batch_norm_eval(&xv, &gv, bv, running_mean, running_var, eps)?;
+    // Snapshots: the caller may update its running stats (copy-on-write) before this backward runs.
+    let (rm, rv) = (running_mean.clone(), running_var.clone());
+    Ok(tape.push_op(
+        y,
+        &[x, gamma, beta],
+        Box::new(move |dy, need| {
+            let be = dy.backend();
+            let c = rv.numel();
+            let zeros = be.zeros(&[c])?;
+            let dx = if need[0] {
+                Some(be.batch_norm_eval(dy, &gv, &zeros, &zeros, &rv, eps)?)
+            } else {
+                None
+            };
+            let (mut dgamma, mut dbeta) = (None, None);
+            if need[1] || need[2] {
+                // s = 1/sqrt(σ²_r + eps): eval-normalise a row of ones with γ = 1, β = 0, μ = 0.
+                let ones = filled_like(dy, &[c], 1.0)?;
+                let s = be
+                    .batch_norm_eval(&ones.reshape(&[1, c])?, &ones, &zeros, &zeros, &rv, eps)?
+                    .reshape(&[c])?;
+                // Its dx (the batch-statistics one) is not wanted here and is dropped.
+                let g = be.batch_norm_backward(&xv, dy, &gv, &rm, &s)?;
+                dgamma = need[1].then_some(g.dgamma);
+                dbeta = need[2].then_some(g.dbeta);
+            }
+            Ok(vec![dx, dgamma, dbeta])
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::Device;
+    use crate::ops::gradcheck::{test_tensor, GradCheck};
+
+    fn cpu(v: Vec<f32>, shape: &[usize]) -> Tensor {
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Inputs for a batch norm over `shape` with channels on dim 1: x with some per-channel offset and
+    /// spread, γ away from zero, β.
+    fn inputs(shape: &[usize]) -> Vec<Tensor> {
+        let c = shape[1];
+        let x = test_tensor(shape, 11);
+        let x = x.backend().affine(&x, 2.0, 0.3).unwrap();
+        let g = test_tensor(&[c], 12).to_vec().unwrap();
+        let g = cpu(g.iter().map(|v| 1.0 + 0.5 * v).collect(), &[c]);
+        vec![x, g, test_tensor(&[c], 13)]
+    }
+
+    fn gradcheck(shape: &[usize], train: bool) {
+        let c = shape[1];
+        let rv0: Vec<f32> = (0..c).map(|i| 0.5 + 0.3 * i as f32).collect();
+        let rm0: Vec<f32> = (0..c).map(|i| 0.1 * i as f32 - 0.2).collect();
+        // Batch norm divides by a data-dependent std, so f32 central differences are noisier than for the
+        // other ops; h = 1e-2 balances truncation against rounding.
+        let gc = GradCheck {
+            h: 1e-2,
+            atol: 5e-3,
+            rtol: 3e-2,
+            ..GradCheck::default()
+        };
+        let worst = gc
+            .run(&inputs(shape), |t, v| {
+                // Fresh running stats per evaluation: the check's repeated forwards must not drift them.
+                let mut rm = cpu(rm0.clone(), &[c]);
+                let mut rv = cpu(rv0.clone(), &[c]);
+                batch_norm(t, v[0], v[1], v[2], &mut rm, &mut rv, train, 0.1, 1e-5)
+            })
+            .unwrap();
+        assert!(worst < 5e-3, "{worst}");
+    }
+
+    #[test]
+    fn gradcheck_train_2d() {
+        gradcheck(&[3, 5, 3, 7], true);
+    }
+
+    #[test]
+    fn gradcheck_eval_2d() {
+        gradcheck(&[3, 5, 3, 7], false);
+    }
+
+    #[test]
+    fn gradcheck_train_and_eval_1d() {
+        gradcheck(&[7, 5], true);
+        gradcheck(&[7, 5], false);
+    }
+
+    #[test]
+    fn running_stats_update_and_eval_snapshot() {
+        let ins = inputs(&[3, 5, 3, 7]);
+        let mut rm = cpu(vec![0.0; 5], &[5]);
+        let mut rv = cpu(vec![1.0; 5], &[5]);
+        let mut tape = Tape::new();
+        let v: Vec<Var> = ins.iter().map(|t| tape.leaf(t.clone())).collect();
+        batch_norm(
+            &mut tape, v[0], v[1], v[2], &mut rm, &mut rv, true, 0.1, 1e-5,
+        )
+        .unwrap();
+        assert!(rm.to_vec().unwrap().iter().any(|&m| m != 0.0));
+        assert!(rv.to_vec().unwrap().iter().all(|&s| s != 1.0));
+        // Eval: no update. The backward uses the stats as they were at the forward even if they change later.
+        let (rm1, rv1) = (rm.to_vec().unwrap(), rv.to_vec().unwrap());
+        let mut tape = Tape::new();
+        let v: Vec<Var> = ins.iter().map(|t| tape.leaf(t.clone())).collect();
+        let y = batch_norm(
+            &mut tape, v[0], v[1], v[2], &mut rm, &mut rv, false, 0.1, 1e-5,
+        )
+        .unwrap();
+        assert_eq!(rm.to_vec().unwrap(), rm1);
+        assert_eq!(rv.to_vec().unwrap(), rv1);
+        crate::cpu::data_mut(&mut rv).unwrap().fill(100.0);
+        let dy = cpu(vec![1.0; 315], &[3, 5, 3, 7]);
+        let g = tape.backward_from(y, dy).unwrap();
+        let dx = g.get(v[0]).unwrap().to_vec().unwrap();
+        let gam = ins[1].to_vec().unwrap();
+        // dx = γ / sqrt(σ²_r + eps) for dy = 1; element 0 is channel 0.
+        let want = gam[0] as f64 / (rv1[0] as f64 + 1e-5).sqrt();
+        assert!((dx[0] as f64 - want).abs() < 1e-5, "{} vs {want}", dx[0]);
+        assert_eq!(g.get(v[2]).unwrap().to_vec().unwrap(), vec![63.0; 5]);
+    }
+
+    #[test]
+    fn shape_error_is_reported() {
+        let mut tape = Tape::new();
+        let x = tape.leaf(test_tensor(&[3, 5, 3, 7], 1));
+        let g = tape.leaf(test_tensor(&[4], 1));
+        let b = tape.leaf(test_tensor(&[5], 1));
+        let mut rm = cpu(vec![0.0; 5], &[5]);
+        let mut rv = cpu(vec![1.0; 5], &[5]);
+        let msg = batch_norm(&mut tape, x, g, b, &mut rm, &mut rv, true, 0.1, 1e-5)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("[4]") && msg.contains("[3, 5, 3, 7]"), "{msg}");
+    }
 }

@@ -1,21 +1,408 @@
-//! conv2d and conv_transpose2d (being written).
+//! conv2d and conv_transpose2d (no bias, groups = 1, no dilation).
+//!
+//! A transposed convolution is the adjoint of a convolution with the same weight, so it needs no numerical
+//! code of its own: with w [Cin, Cout, kh, kw] read as a conv weight [O = Cin, C = Cout, kh, kw],
+//! - its forward is the conv's input gradient: `conv2d_backward_data(x, w)`,
+//! - its input gradient is the conv itself: `conv2d(dy, w)`,
+//! - its weight gradient is the conv's weight gradient with the roles swapped: the conv's "input" is our
+//!   output gradient and the conv's "output gradient" is our input x.
+
+use anyhow::{bail, ensure, Result};
+
 use crate::autograd::{Tape, Var};
 use crate::backend::Conv2dParams;
-use anyhow::{bail, Result};
 
 /// x [N, C, H, W], w [O, C, kh, kw] (PyTorch Conv2d layout), no bias.
-pub fn conv2d(_tape: &mut Tape, _x: Var, _w: Var, _p: Conv2dParams) -> Result<Var> {
-    bail!("not yet implemented")
+pub fn conv2d(tape: &mut Tape, x: Var, w: Var, p: Conv2dParams) -> Result<Var> {
+    let (xv, wv) = (tape.value(x), tape.value(w));
+    ensure!(
+        xv.device().same(&wv.device()),
+        "conv2d: x is on {} but w is on {}",
+        xv.device().name(),
+        wv.device().name()
+    );
+    let y = xv.backend().conv2d(xv, wv, p)?;
+    let (saved_x, saved_w) = (xv.clone(), wv.clone());
+    Ok(tape.push_op(
+        y,
+        &[x, w],
+        Box::new(move |dy, need| {
+            let b = dy.backend();
+            let dx = if need[0] {
+                let x_shape = saved_x.dims4("conv2d x")?;
+                Some(b.conv2d_backward_data(dy, &saved_w, x_shape, p)?)
+            } else {
+                None
+            };
+            let dw = if need[1] {
+                let w_shape = saved_w.dims4("conv2d w")?;
+                Some(b.conv2d_backward_weight(&saved_x, dy, w_shape, p)?)
+            } else {
+                None
+            };
+            Ok(vec![dx, dw])
+        }),
+    ))
+}
+
+/// Output height or width of a transposed convolution along one axis: (len − 1)·s − 2p + k by default, or
+/// the requested size, which must be one the matching convolution maps back onto `len` (default .. default +
+/// s − 1, what PyTorch's `output_padding` reaches).
+fn transposed_len(
+    axis: &str,
+    len: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    requested: Option<usize>,
+) -> Result<usize> {
+    ensure!(s > 0, "conv_transpose2d: {axis} stride must be positive");
+    let full = (len - 1) * s + k;
+    if full <= 2 * p {
+        bail!(
+            "conv_transpose2d: {axis} output size would be {full} - 2*{p} <= 0 (input {len}, kernel {k}, stride {s}, \
+             padding {p})"
+        );
+    }
+    let default = full - 2 * p;
+    match requested {
+        None => Ok(default),
+        Some(r) if (default..default + s).contains(&r) => Ok(r),
+        Some(r) => bail!(
+            "conv_transpose2d: requested {axis} output size {r} is not reachable; with input {len}, kernel {k}, \
+             stride {s}, padding {p} it must be in {default}..={}",
+            default + s - 1
+        ),
+    }
 }
 
 /// x [N, Cin, H, W], w [Cin, Cout, kh, kw] (PyTorch ConvTranspose2d layout), no bias. `output_size` picks the
 /// output height/width when the stride makes it ambiguous; default (H-1)*s - 2p + k.
 pub fn conv_transpose2d(
-    _tape: &mut Tape,
-    _x: Var,
-    _w: Var,
-    _p: Conv2dParams,
-    _output_size: Option<(usize, usize)>,
+    tape: &mut Tape,
+    x: Var,
+    w: Var,
+    p: Conv2dParams,
+    output_size: Option<(usize, usize)>,
 ) -> Result<Var> {
-    bail!("not yet implemented")
+    let (xv, wv) = (tape.value(x), tape.value(w));
+    ensure!(
+        xv.device().same(&wv.device()),
+        "conv_transpose2d: x is on {} but w is on {}",
+        xv.device().name(),
+        wv.device().name()
+    );
+    let [n, cin, h, wd] = xv.dims4("conv_transpose2d x")?;
+    let w_shape @ [wcin, cout, kh, kw] = wv.dims4("conv_transpose2d w")?;
+    ensure!(
+        cin == wcin,
+        "conv_transpose2d: input has {cin} channels but the weight {w_shape:?} (layout [Cin, Cout, kh, kw]) \
+         expects {wcin}"
+    );
+    ensure!(
+        h > 0 && wd > 0,
+        "conv_transpose2d: empty input {:?}",
+        xv.shape()
+    );
+    let ho = transposed_len(
+        "height",
+        h,
+        kh,
+        p.stride.0,
+        p.padding.0,
+        output_size.map(|s| s.0),
+    )?;
+    let wo = transposed_len(
+        "width",
+        wd,
+        kw,
+        p.stride.1,
+        p.padding.1,
+        output_size.map(|s| s.1),
+    )?;
+    let y_shape = [n, cout, ho, wo];
+    let y = xv.backend().conv2d_backward_data(xv, wv, y_shape, p)?;
+    let (saved_x, saved_w) = (xv.clone(), wv.clone());
+    Ok(tape.push_op(
+        y,
+        &[x, w],
+        Box::new(move |dy, need| {
+            let b = dy.backend();
+            let dx = if need[0] {
+                Some(b.conv2d(dy, &saved_w, p)?)
+            } else {
+                None
+            };
+            let dw = if need[1] {
+                Some(b.conv2d_backward_weight(dy, &saved_x, w_shape, p)?)
+            } else {
+                None
+            };
+            Ok(vec![dx, dw])
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::gradcheck::{test_tensor, GradCheck};
+    use crate::tensor::Tensor;
+
+    fn params(stride: (usize, usize), padding: (usize, usize)) -> Conv2dParams {
+        Conv2dParams { stride, padding }
+    }
+
+    fn check_grads(inputs: &[Tensor], f: impl Fn(&mut Tape, &[Var]) -> Result<Var>) {
+        let worst = GradCheck::default().run(inputs, f).unwrap();
+        assert!(worst.is_finite());
+    }
+
+    #[test]
+    fn conv2d_gradients_match_finite_differences() {
+        let cases = [
+            ([2, 3, 5, 6], [4, 3, 3, 2], params((2, 1), (1, 0))),
+            ([2, 3, 5, 6], [2, 3, 1, 4], params((1, 2), (0, 2))),
+            ([2, 3, 4, 3], [2, 3, 1, 1], params((1, 1), (0, 0))),
+            ([3, 2, 4, 4], [3, 2, 4, 4], params((1, 1), (0, 0))),
+        ];
+        for (i, (xs, ws, p)) in cases.into_iter().enumerate() {
+            let inputs = [
+                test_tensor(&xs, 10 + i as u64),
+                test_tensor(&ws, 20 + i as u64),
+            ];
+            check_grads(&inputs, |t, v| conv2d(t, v[0], v[1], p));
+        }
+    }
+
+    #[test]
+    fn conv_transpose2d_gradients_match_finite_differences() {
+        let cases = [
+            ([2, 3, 3, 4], [3, 2, 4, 4], params((2, 2), (1, 1)), None),
+            (
+                [2, 3, 3, 4],
+                [3, 2, 4, 4],
+                params((2, 2), (1, 1)),
+                Some((7, 8)),
+            ),
+            (
+                [2, 3, 3, 2],
+                [3, 4, 1, 3],
+                params((1, 2), (0, 1)),
+                Some((3, 4)),
+            ),
+            ([3, 4, 1, 1], [4, 2, 4, 4], params((1, 1), (0, 0)), None),
+        ];
+        for (i, (xs, ws, p, out)) in cases.into_iter().enumerate() {
+            let inputs = [
+                test_tensor(&xs, 30 + i as u64),
+                test_tensor(&ws, 40 + i as u64),
+            ];
+            check_grads(&inputs, |t, v| conv_transpose2d(t, v[0], v[1], p, out));
+        }
+    }
+
+    /// ConvTranspose2d from its own definition: every input pixel scatters its kernel-weighted copy onto the
+    /// output at (ih·s − p + i, iw·s − p + j); contributions outside the output are dropped. f64 sums.
+    fn ref_conv_transpose(
+        x: &[f32],
+        xs: [usize; 4],
+        w: &[f32],
+        ws: [usize; 4],
+        p: Conv2dParams,
+        (ho, wo): (usize, usize),
+    ) -> Vec<f64> {
+        let [n, cin, h, wd] = xs;
+        let [_, cout, kh, kw] = ws;
+        let mut y = vec![0.0f64; n * cout * ho * wo];
+        for ni in 0..n {
+            for ci in 0..cin {
+                for ih in 0..h {
+                    for iw in 0..wd {
+                        let xv = x[((ni * cin + ci) * h + ih) * wd + iw] as f64;
+                        for co in 0..cout {
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let oh = (ih * p.stride.0 + i) as isize - p.padding.0 as isize;
+                                    let ow = (iw * p.stride.1 + j) as isize - p.padding.1 as isize;
+                                    if oh < 0 || ow < 0 || oh >= ho as isize || ow >= wo as isize {
+                                        continue;
+                                    }
+                                    let wv = w[((ci * cout + co) * kh + i) * kw + j] as f64;
+                                    y[((ni * cout + co) * ho + oh as usize) * wo + ow as usize] +=
+                                        xv * wv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn conv_transpose2d_matches_scatter_reference() {
+        let cases = [
+            // DCGAN's generator layer, shrunk.
+            (
+                [2, 5, 4, 4],
+                [5, 3, 4, 4],
+                params((2, 2), (1, 1)),
+                None,
+                (8, 8),
+            ),
+            // DCGAN's first layer: 1×1 noise to 4×4.
+            (
+                [3, 7, 1, 1],
+                [7, 5, 4, 4],
+                params((1, 1), (0, 0)),
+                None,
+                (4, 4),
+            ),
+            (
+                [2, 3, 5, 3],
+                [3, 4, 3, 3],
+                params((2, 3), (1, 0)),
+                Some((10, 9)),
+                (10, 9),
+            ),
+            (
+                [2, 3, 5, 3],
+                [3, 4, 3, 3],
+                params((2, 3), (1, 0)),
+                Some((9, 11)),
+                (9, 11),
+            ),
+            (
+                [1, 2, 6, 5],
+                [2, 3, 1, 7],
+                params((1, 1), (0, 3)),
+                None,
+                (6, 5),
+            ),
+            (
+                [1, 2, 6, 5],
+                [2, 3, 7, 1],
+                params((1, 1), (3, 0)),
+                None,
+                (6, 5),
+            ),
+            (
+                [2, 4, 3, 3],
+                [4, 3, 1, 1],
+                params((1, 1), (0, 0)),
+                None,
+                (3, 3),
+            ),
+        ];
+        for (ci, (xs, ws, p, out, expect)) in cases.into_iter().enumerate() {
+            let x = test_tensor(&xs, 50 + ci as u64);
+            let w = test_tensor(&ws, 60 + ci as u64);
+            let mut tape = Tape::no_grad();
+            let (xv, wv) = (tape.constant(x.clone()), tape.constant(w.clone()));
+            let y = conv_transpose2d(&mut tape, xv, wv, p, out).unwrap();
+            let y = tape.value(y);
+            assert_eq!(y.shape(), &[xs[0], ws[1], expect.0, expect.1], "case {ci}");
+            let want = ref_conv_transpose(
+                &x.to_vec().unwrap(),
+                xs,
+                &w.to_vec().unwrap(),
+                ws,
+                p,
+                expect,
+            );
+            for (i, (&g, &r)) in y.to_vec().unwrap().iter().zip(&want).enumerate() {
+                assert!(
+                    (g as f64 - r).abs() <= 1e-5,
+                    "case {ci} element {i}: got {g}, expected {r}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn backward_returns_only_the_gradients_asked_for() {
+        let p = params((2, 1), (1, 1));
+        let x = test_tensor(&[2, 3, 5, 4], 1);
+        let w = test_tensor(&[4, 3, 3, 3], 2);
+        let wt = test_tensor(&[4, 3, 3, 3], 3);
+        for x_is_leaf in [true, false] {
+            let mut tape = Tape::new();
+            let (xv, wv, wtv) = if x_is_leaf {
+                (
+                    tape.leaf(x.clone()),
+                    tape.constant(w.clone()),
+                    tape.constant(wt.clone()),
+                )
+            } else {
+                (
+                    tape.constant(x.clone()),
+                    tape.leaf(w.clone()),
+                    tape.leaf(wt.clone()),
+                )
+            };
+            let y = conv2d(&mut tape, xv, wv, p).unwrap();
+            let z = conv_transpose2d(&mut tape, y, wtv, p, None).unwrap();
+            let dz = test_tensor(tape.value(z).shape(), 4);
+            let grads = tape.backward_from(z, dz).unwrap();
+            assert_eq!(grads.get(xv).is_some(), x_is_leaf);
+            assert_eq!(grads.get(wv).is_some(), !x_is_leaf);
+            assert_eq!(grads.get(wtv).is_some(), !x_is_leaf);
+        }
+    }
+
+    fn err_text(r: Result<Var>) -> String {
+        format!("{:#}", r.expect_err("expected an error"))
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        let p = params((2, 2), (1, 1));
+        let mut tape = Tape::new();
+        let x = tape.leaf(test_tensor(&[2, 3, 4, 4], 1));
+        let wt = tape.leaf(test_tensor(&[3, 2, 4, 4], 2));
+        // Default 8×8; stride 2 also reaches 9, nothing else.
+        assert!(conv_transpose2d(&mut tape, x, wt, p, Some((9, 8))).is_ok());
+        let e = err_text(conv_transpose2d(&mut tape, x, wt, p, Some((10, 8))));
+        assert!(
+            e.contains("height output size 10") && e.contains("8..=9"),
+            "{e}"
+        );
+        let e = err_text(conv_transpose2d(&mut tape, x, wt, p, Some((8, 7))));
+        assert!(e.contains("width output size 7"), "{e}");
+
+        let w_bad = tape.leaf(test_tensor(&[2, 3, 4, 4], 3));
+        let e = err_text(conv_transpose2d(&mut tape, x, w_bad, p, None));
+        assert!(e.contains("3 channels") && e.contains("expects 2"), "{e}");
+        // As a conv weight, [3, 2, 4, 4] wants 2 input channels.
+        let e = err_text(conv2d(&mut tape, x, wt, p));
+        assert!(e.contains("3 channels") && e.contains("expects 2"), "{e}");
+
+        // A 1×1 input with a 1×1 kernel and padding 1 would have a negative output size.
+        let tiny = tape.leaf(test_tensor(&[1, 3, 1, 1], 4));
+        let k1 = tape.leaf(test_tensor(&[3, 2, 1, 1], 5));
+        let e = err_text(conv_transpose2d(
+            &mut tape,
+            tiny,
+            k1,
+            params((1, 1), (1, 1)),
+            None,
+        ));
+        assert!(e.contains("<= 0"), "{e}");
+        let e = err_text(conv_transpose2d(
+            &mut tape,
+            x,
+            wt,
+            params((0, 1), (0, 0)),
+            None,
+        ));
+        assert!(e.contains("stride"), "{e}");
+
+        let flat = tape.leaf(test_tensor(&[2, 3], 6));
+        let e = err_text(conv2d(&mut tape, flat, wt, p));
+        assert!(e.contains("4-D"), "{e}");
+        let e = err_text(conv_transpose2d(&mut tape, flat, wt, p, None));
+        assert!(e.contains("4-D"), "{e}");
+    }
 }

@@ -31,8 +31,8 @@ impl std::fmt::Display for LossKind {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdamSettings {
     pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
+    pub beta1: f64,
+    pub beta2: f64,
     pub eps: f32,
 }
 

@@ -15,7 +15,7 @@ use crate::device::Device;
 use crate::nn::models::{Discriminator, Generator, ModelConfig};
 use crate::ops;
 use crate::ops::random::RngStream;
-use crate::optim::Adam;
+use crate::optim::{Adam, AdamConfig};
 use crate::tensor::Tensor;
 
 use super::config::{AdamSettings, LossKind};
@@ -89,7 +89,16 @@ pub const STREAM_FIXED_Z: u64 = 3;
 pub const STREAM_DATA: u64 = 4;
 
 pub fn adam(a: &AdamSettings, store: &crate::nn::ParamStore) -> Result<Adam> {
-    Adam::new(store, a.lr, a.beta1, a.beta2, a.eps)
+    Adam::new(
+        store,
+        AdamConfig {
+            lr: a.lr,
+            beta1: a.beta1,
+            beta2: a.beta2,
+            eps: a.eps,
+            weight_decay: 0.0,
+        },
+    )
 }
 
 impl Gan {

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Runs the binaries of .gpu-bundle/ (made by scripts/gpu_bundle.sh) on a GPU machine and prints a summary
+# table. Run it from the checkout root. Every test binary runs with
+#   GAN_ENGINE_TEST_DEVICE=cuda   parity tests use the real GPU instead of the emulation
+#   GAN_ENGINE_POISON=1           fresh outputs are NaN-filled even in release builds
+#   GAN_ENGINE_CUDA_SYNC=1        synchronise after every launch, so a faulting kernel is named
+#   CI=1                          nvrtc_compile fails instead of skipping without NVRTC
+#
+#   scripts/gpu_run.sh                    # all test binaries
+#   scripts/gpu_run.sh emu_parity golden  # only test binaries whose name contains one of these words
+#   RUN_BENCHES=1 scripts/gpu_run.sh      # also the bench binaries (criterion: --bench)
+#   PER_BINARY_TIMEOUT=300 (default 240) seconds per binary; logs go to $OUT (if set) or .gpu-bundle/logs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+[[ -d .gpu-bundle/bin ]] || cd ..  # also works when run as .gpu-bundle/gpu_run.sh
+bundle=.gpu-bundle
+[[ -d "$bundle/bin" ]] || { echo "no $bundle/bin: run scripts/gpu_bundle.sh first" >&2; exit 2; }
+logs="${OUT:-$bundle/logs}"
+mkdir -p "$logs"
+timeout_s="${PER_BINARY_TIMEOUT:-240}"
+
+# ---- libraries: cudarc dlopens libcuda.so(.1) and libnvrtc.so / libnvrtc.so.12 by name -----------------------
+libdirs=()
+nvrtc=""
+for d in ${LD_LIBRARY_PATH:+${LD_LIBRARY_PATH//:/ }} /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    for f in "$d"/libnvrtc.so "$d"/libnvrtc.so.1[0-9]*; do
+        [[ -e "$f" ]] && { nvrtc="$f"; break 2; }
+    done
+done
+if [[ -z "$nvrtc" ]] && command -v python3 >/dev/null; then
+    # pip's nvidia-cuda-nvrtc wheels (PyTorch depends on them): nvidia/cuda_nvrtc/lib or nvidia/cu13/lib.
+    site=$(python3 -c 'import site, sys; print(" ".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null)
+    nvrtc=$(find $site -path '*nvidia*' -name 'libnvrtc.so*' ! -name '*builtins*' ! -name '*alt*' 2>/dev/null | sort | tail -1)
+fi
+if [[ -n "$nvrtc" ]]; then
+    libdirs+=("$(dirname "$nvrtc")")
+    # cudarc (built for CUDA 12) looks for libnvrtc.so, .so.12, ...: offer whatever version exists under those
+    # names. NVRTC's API is stable across these versions.
+    shim=$(mktemp -d)
+    ln -sf "$(readlink -f "$nvrtc")" "$shim/libnvrtc.so"
+    ln -sf "$(readlink -f "$nvrtc")" "$shim/libnvrtc.so.12"
+    libdirs+=("$shim")
+fi
+for d in /usr/local/nvidia/lib64 /usr/lib/x86_64-linux-gnu; do
+    [[ -e "$d/libcuda.so.1" || -e "$d/libcuda.so" ]] && libdirs+=("$d")
+done
+export LD_LIBRARY_PATH="$(IFS=:; echo "${libdirs[*]:-}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# Tests that find fixtures via CARGO_MANIFEST_DIR look under the build machine's path.
+if [[ -f "$bundle/manifest_dir" ]]; then
+    md=$(cat "$bundle/manifest_dir")
+    if [[ ! -e "$md" ]]; then
+        mkdir -p "$(dirname "$md")" 2>/dev/null && ln -s "$PWD" "$md" 2>/dev/null &&
+            echo "linked $md -> $PWD (fixtures)"
+    fi
+fi
+
+export GAN_ENGINE_TEST_DEVICE=cuda GAN_ENGINE_POISON=1 GAN_ENGINE_CUDA_SYNC=1 CI=1
+export GAN_ENGINE_CACHE_DIR="${GAN_ENGINE_CACHE_DIR:-/tmp/gan-engine-kernel-cache}"
+export RUST_BACKTRACE=1
+
+echo "bundle: commit $(cat $bundle/commit 2>/dev/null || echo '?'), built $(cat $bundle/built_at 2>/dev/null || echo '?')"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+echo "libnvrtc: ${nvrtc:-NOT FOUND}"
+echo
+
+rows=()
+fail=0
+for bin in "$bundle"/bin/test-* "$bundle"/bin/bench-*; do
+    [[ -x "$bin" ]] || continue
+    name=$(basename "$bin")
+    if [[ "$name" == bench-* && "${RUN_BENCHES:-0}" != 1 ]]; then continue; fi
+    if (($#)); then
+        keep=0
+        for w in "$@"; do [[ "$name" == *"$w"* ]] && keep=1; done
+        ((keep)) || continue
+    fi
+    args=()
+    [[ "$name" == bench-* ]] && args=(--bench)
+    [[ "$name" == test-* ]] && args=(--test-threads=4 --include-ignored)
+    t0=$(date +%s%N)
+    timeout "$timeout_s" "$bin" "${args[@]}" >"$logs/$name.log" 2>&1
+    rc=$?
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    summary=$(grep -E '^test result:' "$logs/$name.log" | tail -1)
+    passed=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$summary")
+    failed=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$summary")
+    ignored=$(sed -nE 's/.* ([0-9]+) ignored.*/\1/p' <<<"$summary")
+    skipped=$(grep -c 'SKIPPED' "$logs/$name.log")
+    status=ok
+    ((rc == 124)) && status=TIMEOUT
+    ((rc != 0 && rc != 124)) && status="FAIL($rc)"
+    [[ "$status" != ok ]] && fail=1
+    rows+=("$(printf '%-34s %-10s %6s %6s %7s %7s %6d.%d' "$name" "$status" "${passed:--}" "${failed:--}" \
+        "${ignored:--}" "$skipped" $((ms / 1000)) $((ms % 1000 / 100)))")
+    if [[ "$status" != ok ]]; then
+        echo "---- $name: last lines of $logs/$name.log"
+        grep -E 'panicked|FAILED|failed|error' "$logs/$name.log" | head -20
+        tail -15 "$logs/$name.log"
+    fi
+done
+
+echo
+printf '%-34s %-10s %6s %6s %7s %7s %8s\n' binary status passed failed ignored skipped seconds
+printf '%s\n' "${rows[@]}"
+echo
+echo "logs: $logs"
+exit $fail

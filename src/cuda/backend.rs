@@ -1,0 +1,355 @@
+//! `CudaBackend`: the [`Backend`] implementation on top of a [`GpuRuntime`]. This file holds the memory side
+//! (tensor allocation through the caching allocator, host transfers, pointer access) and routes every op to its
+//! family file, where the launch code lives next to nothing but its own kernel's contract.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use anyhow::{bail, ensure, Result};
+
+use super::alloc::{AllocStats, CachingAllocator};
+use super::runtime::{GpuRuntime, KernelArg, LaunchCfg};
+use super::{
+    activation, batchnorm, conv, elementwise, linear, loss, optim, random, shape, GpuBuffer,
+};
+use crate::backend::*;
+use crate::tensor::{numel, Storage, Tensor};
+
+pub struct CudaBackend {
+    rt: Arc<dyn GpuRuntime>,
+    alloc: Arc<CachingAllocator>,
+    /// Our own Arc, so `&self` methods can stamp new tensors with their backend.
+    me: Weak<CudaBackend>,
+    /// Fill new outputs with NaN so a kernel that skips an element is caught (debug builds; env
+    /// GAN_ENGINE_POISON=0/1 overrides).
+    poison: bool,
+    /// Multi-tensor Adam's device-side pointer table, built once per parameter set.
+    pub(crate) adam_cache: Mutex<optim::AdamCache>,
+}
+
+impl CudaBackend {
+    pub fn new(rt: Arc<dyn GpuRuntime>) -> Arc<CudaBackend> {
+        let poison = match std::env::var("GAN_ENGINE_POISON").ok().as_deref() {
+            Some("0") => false,
+            Some(_) => true,
+            None => cfg!(debug_assertions),
+        };
+        Arc::new_cyclic(|me| CudaBackend {
+            alloc: CachingAllocator::new(rt.clone()),
+            rt,
+            me: me.clone(),
+            poison,
+            adam_cache: Mutex::new(optim::AdamCache::default()),
+        })
+    }
+
+    /// This backend as a [`crate::device::Device`].
+    pub fn device(self: &Arc<Self>) -> crate::device::Device {
+        crate::device::Device::Cuda(self.clone())
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn GpuRuntime> {
+        &self.rt
+    }
+
+    pub fn is_emulated(&self) -> bool {
+        self.rt.is_emulated()
+    }
+
+    pub fn alloc_stats(&self) -> AllocStats {
+        self.alloc.stats()
+    }
+
+    /// Gives every cached (free) block back to the driver.
+    pub fn empty_cache(&self) {
+        self.alloc.empty_cache()
+    }
+
+    pub fn set_poison(&mut self, on: bool) {
+        self.poison = on;
+    }
+
+    fn wrap(&self, mem: super::DeviceAlloc, shape: &[usize]) -> Tensor {
+        let backend: Arc<dyn Backend> = self.me.upgrade().expect("CudaBackend used after drop");
+        Tensor::from_storage(
+            Storage::Gpu(GpuBuffer {
+                backend,
+                mem: Arc::new(mem),
+            }),
+            shape,
+        )
+    }
+
+    /// New uninitialised output tensor from the caching allocator; filled with NaN when poisoning is on.
+    pub fn alloc(&self, shape: &[usize]) -> Result<Tensor> {
+        let n = numel(shape);
+        let mem = self.alloc.alloc(n * 4)?;
+        let t = self.wrap(mem, shape);
+        if self.poison && n > 0 {
+            elementwise::fill(self, &t, f32::NAN)?;
+        }
+        Ok(t)
+    }
+
+    pub fn alloc_zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        let n = numel(shape);
+        let mem = self.alloc.alloc(n * 4)?;
+        if n > 0 {
+            self.rt.memset_zero(mem.ptr(), n * 4)?;
+        }
+        Ok(self.wrap(mem, shape))
+    }
+
+    /// Raw device memory (not a tensor) of `bytes` bytes, e.g. for kernel-side tables and scratch.
+    pub fn alloc_bytes(&self, bytes: usize) -> Result<super::DeviceAlloc> {
+        self.alloc.alloc(bytes)
+    }
+
+    fn buffer<'t>(&self, t: &'t Tensor) -> Result<&'t GpuBuffer> {
+        match t.storage() {
+            Storage::Gpu(b)
+                if std::ptr::eq(
+                    Arc::as_ptr(&b.backend) as *const u8,
+                    self as *const Self as *const u8,
+                ) =>
+            {
+                Ok(b)
+            }
+            _ => bail!(
+                "tensor {:?} is on {}, not on this backend ({}); move it with .to_device()",
+                t.shape(),
+                t.device().name(),
+                self.rt.name()
+            ),
+        }
+    }
+
+    /// Device address of a tensor's data; error if the tensor is not on this backend.
+    pub fn ptr(&self, t: &Tensor) -> Result<u64> {
+        Ok(self.buffer(t)?.mem.ptr())
+    }
+
+    /// Device address of a tensor about to be written in place. Like the CPU storage, GPU storage is
+    /// copy-on-write: if another tensor shares the allocation (a clone, a reshape) the data is copied first so
+    /// the write cannot leak into it.
+    pub fn ptr_mut(&self, t: &mut Tensor) -> Result<u64> {
+        let shared = Arc::strong_count(&self.buffer(t)?.mem) > 1;
+        if shared {
+            let src = self.ptr(t)?;
+            let n = t.numel();
+            let mem = self.alloc.alloc(n * 4)?;
+            if n > 0 {
+                self.rt.dtod(mem.ptr(), src, n * 4)?;
+            }
+            let shape = t.shape().to_vec();
+            *t = self.wrap(mem, &shape);
+        }
+        self.ptr(t)
+    }
+
+    /// Launches a kernel (arguments checked against its parsed signature; errors name the kernel).
+    pub fn launch(&self, kernel: &str, cfg: LaunchCfg, args: &[KernelArg]) -> Result<()> {
+        self.rt.launch(kernel, cfg, args)
+    }
+
+    pub fn synchronize(&self) -> Result<()> {
+        self.rt.synchronize()
+    }
+
+    /// Copies raw bytes to the device (tables for kernels).
+    pub fn htod_bytes(&self, dst: u64, src: &[u8]) -> Result<()> {
+        self.rt.htod(dst, src)
+    }
+}
+
+/// `n` as a kernel's `int` element count, or an error: kernels index with 32-bit ints.
+pub fn n_i32(n: usize, what: &str) -> Result<i32> {
+    ensure!(
+        n <= i32::MAX as usize,
+        "{what}: {n} elements is more than the kernels' 32-bit indexing supports"
+    );
+    Ok(n as i32)
+}
+
+impl Backend for CudaBackend {
+    fn name(&self) -> String {
+        self.rt.name()
+    }
+
+    fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        self.alloc_zeros(shape)
+    }
+
+    fn from_host(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        ensure!(
+            data.len() == numel(shape),
+            "{} values for shape {:?}",
+            data.len(),
+            shape
+        );
+        let mem = self.alloc.alloc(data.len() * 4)?;
+        if !data.is_empty() {
+            self.rt.htod(mem.ptr(), bytemuck::cast_slice(data))?;
+        }
+        Ok(self.wrap(mem, shape))
+    }
+
+    fn to_host(&self, x: &Tensor) -> Result<Vec<f32>> {
+        let p = self.ptr(x)?;
+        let mut v = vec![0f32; x.numel()];
+        if !v.is_empty() {
+            self.rt.dtoh(p, bytemuck::cast_slice_mut(&mut v))?;
+        }
+        Ok(v)
+    }
+
+    fn randn(
+        &self,
+        shape: &[usize],
+        mean: f32,
+        std: f32,
+        seed: u64,
+        offset: u64,
+    ) -> Result<Tensor> {
+        random::randn(self, shape, mean, std, seed, offset)
+    }
+
+    fn rand_uniform(
+        &self,
+        shape: &[usize],
+        lo: f32,
+        hi: f32,
+        seed: u64,
+        offset: u64,
+    ) -> Result<Tensor> {
+        random::rand_uniform(self, shape, lo, hi, seed, offset)
+    }
+
+    fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        elementwise::add(self, a, b)
+    }
+
+    fn add_assign(&self, a: &mut Tensor, b: &Tensor) -> Result<()> {
+        elementwise::add_assign(self, a, b)
+    }
+
+    fn mul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        elementwise::mul(self, a, b)
+    }
+
+    fn affine(&self, a: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
+        elementwise::affine(self, a, alpha, beta)
+    }
+
+    fn sum(&self, a: &Tensor) -> Result<Tensor> {
+        elementwise::sum(self, a)
+    }
+
+    fn activation(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        activation::forward(self, x, act)
+    }
+
+    fn activation_backward(&self, y: &Tensor, dy: &Tensor, act: Activation) -> Result<Tensor> {
+        activation::backward(self, y, dy, act)
+    }
+
+    fn conv2d(&self, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+        conv::conv2d(self, x, w, p)
+    }
+
+    fn conv2d_backward_data(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        x_shape: [usize; 4],
+        p: Conv2dParams,
+    ) -> Result<Tensor> {
+        conv::conv2d_backward_data(self, dy, w, x_shape, p)
+    }
+
+    fn conv2d_backward_weight(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        w_shape: [usize; 4],
+        p: Conv2dParams,
+    ) -> Result<Tensor> {
+        conv::conv2d_backward_weight(self, x, dy, w_shape, p)
+    }
+
+    fn batch_norm_train(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        momentum: f32,
+        eps: f32,
+    ) -> Result<BatchNormOut> {
+        batchnorm::batch_norm_train(
+            self,
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            momentum,
+            eps,
+        )
+    }
+
+    fn batch_norm_eval(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        eps: f32,
+    ) -> Result<Tensor> {
+        batchnorm::batch_norm_eval(self, x, gamma, beta, running_mean, running_var, eps)
+    }
+
+    fn batch_norm_backward(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        gamma: &Tensor,
+        mean: &Tensor,
+        invstd: &Tensor,
+    ) -> Result<BatchNormGrads> {
+        batchnorm::batch_norm_backward(self, x, dy, gamma, mean, invstd)
+    }
+
+    fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        linear::linear(self, x, w, b)
+    }
+
+    fn linear_backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        need_dx: bool,
+        need_dw: bool,
+        need_db: bool,
+    ) -> Result<LinearGrads> {
+        linear::linear_backward(self, x, w, dy, need_dx, need_dw, need_db)
+    }
+
+    fn bce_with_logits(&self, logits: &Tensor, target: f32) -> Result<(Tensor, Tensor)> {
+        loss::bce_with_logits(self, logits, target)
+    }
+
+    fn concat_channels(&self, xs: &[&Tensor]) -> Result<Tensor> {
+        shape::concat_channels(self, xs)
+    }
+
+    fn slice_channels(&self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+        shape::slice_channels(self, x, start, len)
+    }
+
+    fn adam_step(&self, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
+        optim::adam_step(self, slots, h)
+    }
+}

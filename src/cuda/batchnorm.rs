@@ -1,0 +1,300 @@
+//! Batch-norm launch code for `kernels/batchnorm.cu`: training forward (statistics, running-stat update,
+//! normalisation), eval forward, backward. Works on [N, C, H, W] and on [N, C] (H·W = 1).
+//!
+//! A channel's M = N·H·W elements are reduced by S blocks of `chunk` elements each (grid = (C, S)), then one
+//! finalize thread per channel merges the S partials in order. S depends only on the shape, so the reduction
+//! order — and every bit of the result — is the same on every run, GPU or emulation.
+
+use anyhow::{ensure, Result};
+
+use super::backend::n_i32;
+use super::conv::reduce_cfg;
+use super::runtime::{KernelArg, LaunchCfg};
+use super::CudaBackend;
+use crate::backend::{BatchNormGrads, BatchNormOut};
+use crate::tensor::Tensor;
+
+const THREADS: u32 = 256;
+/// Blocks the reduction pass should reach (about four per SM of a 132-SM GPU).
+const TARGET_BLOCKS: usize = 512;
+/// Fewest elements per chunk (8 per thread): smaller chunks would spend more on partials than on data.
+const MIN_CHUNK: usize = 2048;
+
+/// A batch-norm input seen as [N, C, HW].
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: usize,
+    c: usize,
+    hw: usize,
+}
+
+impl Geom {
+    fn new(what: &str, x: &Tensor) -> Result<Geom> {
+        let (n, c, hw) = match *x.shape() {
+            [n, c] => (n, c, 1),
+            [n, c, h, w] => (n, c, h * w),
+            _ => anyhow::bail!(
+                "{what}: expected x of shape [N, C] or [N, C, H, W], got {:?}",
+                x.shape()
+            ),
+        };
+        ensure!(c > 0, "{what}: x {:?} has no channels", x.shape());
+        n_i32(x.numel(), what)?;
+        Ok(Geom { n, c, hw })
+    }
+
+    /// Elements per channel.
+    fn m(&self) -> usize {
+        self.n * self.hw
+    }
+
+    fn total(&self) -> usize {
+        self.n * self.c * self.hw
+    }
+
+    /// Checks that each named per-channel tensor has shape [C].
+    fn check_channels(&self, what: &str, ts: &[(&str, &Tensor)]) -> Result<()> {
+        for (name, t) in ts {
+            ensure!(
+                t.shape() == [self.c],
+                "{what}: {name} has shape {:?}, expected [{}] (one value per channel)",
+                t.shape(),
+                self.c
+            );
+        }
+        Ok(())
+    }
+
+    /// (S, chunk): S chunks of `chunk` elements (the last may be shorter, none empty) per channel.
+    fn chunks(&self) -> (usize, usize) {
+        let m = self.m().max(1);
+        let by_size = m.div_ceil(MIN_CHUNK);
+        let by_fill = TARGET_BLOCKS.div_ceil(self.c);
+        let s = by_size.min(by_fill).clamp(1, 65535);
+        let chunk = m.div_ceil(s);
+        (m.div_ceil(chunk), chunk)
+    }
+
+    fn reduce_grid(&self, s: usize) -> LaunchCfg {
+        LaunchCfg {
+            grid: (self.c as u32, s as u32, 1),
+            block: (THREADS, 1, 1),
+            shared_bytes: 0,
+        }
+    }
+}
+
+fn ptr(t: &Tensor, be: &CudaBackend) -> Result<KernelArg> {
+    Ok(KernelArg::Ptr(be.ptr(t)?))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_train(
+    be: &CudaBackend,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &mut Tensor,
+    running_var: &mut Tensor,
+    momentum: f32,
+    eps: f32,
+) -> Result<BatchNormOut> {
+    let what = "batch_norm_train";
+    let g = Geom::new(what, x)?;
+    g.check_channels(
+        what,
+        &[
+            ("gamma", gamma),
+            ("beta", beta),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ],
+    )?;
+    // The running variance is unbiased (divides by M - 1), as in PyTorch, which refuses M = 1 too.
+    ensure!(
+        g.m() >= 2,
+        "{what}: x {:?} has {} value(s) per channel; training needs at least 2",
+        x.shape(),
+        g.m()
+    );
+    let (s, chunk) = g.chunks();
+    let part = be.alloc(&[g.c, s, 2])?;
+    let mean = be.alloc(&[g.c])?;
+    let invstd = be.alloc(&[g.c])?;
+    let y = be.alloc(x.shape())?;
+    let i = |v: usize| KernelArg::I32(v as i32);
+
+    be.launch(
+        "bn_train_stats_f32",
+        g.reduce_grid(s),
+        &[
+            ptr(x, be)?,
+            ptr(&part, be)?,
+            i(g.n),
+            i(g.c),
+            i(g.hw),
+            i(chunk),
+        ],
+    )?;
+    let rm = KernelArg::Ptr(be.ptr_mut(running_mean)?);
+    let rv = KernelArg::Ptr(be.ptr_mut(running_var)?);
+    be.launch(
+        "bn_train_finalize_f32",
+        LaunchCfg::linear(g.c, THREADS),
+        &[
+            ptr(&part, be)?,
+            ptr(&mean, be)?,
+            ptr(&invstd, be)?,
+            rm,
+            rv,
+            i(g.c),
+            i(s),
+            i(g.m()),
+            i(chunk),
+            KernelArg::F32(momentum),
+            KernelArg::F32(eps),
+        ],
+    )?;
+    be.launch(
+        "bn_train_fwd_f32",
+        reduce_cfg(g.total()),
+        &[
+            ptr(x, be)?,
+            ptr(&mean, be)?,
+            ptr(&invstd, be)?,
+            ptr(gamma, be)?,
+            ptr(beta, be)?,
+            ptr(&y, be)?,
+            i(g.c),
+            i(g.hw),
+            i(g.total()),
+        ],
+    )?;
+    Ok(BatchNormOut { y, mean, invstd })
+}
+
+pub fn batch_norm_eval(
+    be: &CudaBackend,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    let what = "batch_norm_eval";
+    let g = Geom::new(what, x)?;
+    g.check_channels(
+        what,
+        &[
+            ("gamma", gamma),
+            ("beta", beta),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ],
+    )?;
+    let y = be.alloc(x.shape())?;
+    if g.total() == 0 {
+        return Ok(y);
+    }
+    let i = |v: usize| KernelArg::I32(v as i32);
+    be.launch(
+        "bn_eval_fwd_f32",
+        reduce_cfg(g.total()),
+        &[
+            ptr(x, be)?,
+            ptr(gamma, be)?,
+            ptr(beta, be)?,
+            ptr(running_mean, be)?,
+            ptr(running_var, be)?,
+            ptr(&y, be)?,
+            i(g.c),
+            i(g.hw),
+            i(g.total()),
+            KernelArg::F32(eps),
+        ],
+    )?;
+    Ok(y)
+}
+
+pub fn batch_norm_backward(
+    be: &CudaBackend,
+    x: &Tensor,
+    dy: &Tensor,
+    gamma: &Tensor,
+    mean: &Tensor,
+    invstd: &Tensor,
+) -> Result<BatchNormGrads> {
+    let what = "batch_norm_backward";
+    let g = Geom::new(what, x)?;
+    ensure!(
+        dy.shape() == x.shape(),
+        "{what}: dy has shape {:?} but x has {:?}",
+        dy.shape(),
+        x.shape()
+    );
+    g.check_channels(
+        what,
+        &[("gamma", gamma), ("mean", mean), ("invstd", invstd)],
+    )?;
+    let dx = be.alloc(x.shape())?;
+    if g.m() == 0 {
+        // No elements: every sum is empty.
+        return Ok(BatchNormGrads {
+            dx,
+            dgamma: be.alloc_zeros(&[g.c])?,
+            dbeta: be.alloc_zeros(&[g.c])?,
+        });
+    }
+    let (s, chunk) = g.chunks();
+    let part = be.alloc(&[g.c, s, 2])?;
+    let dgamma = be.alloc(&[g.c])?;
+    let dbeta = be.alloc(&[g.c])?;
+    let i = |v: usize| KernelArg::I32(v as i32);
+
+    be.launch(
+        "bn_bwd_reduce_f32",
+        g.reduce_grid(s),
+        &[
+            ptr(x, be)?,
+            ptr(dy, be)?,
+            ptr(mean, be)?,
+            ptr(invstd, be)?,
+            ptr(&part, be)?,
+            i(g.n),
+            i(g.c),
+            i(g.hw),
+            i(chunk),
+        ],
+    )?;
+    be.launch(
+        "bn_bwd_finalize_f32",
+        LaunchCfg::linear(g.c, THREADS),
+        &[
+            ptr(&part, be)?,
+            ptr(&dgamma, be)?,
+            ptr(&dbeta, be)?,
+            i(g.c),
+            i(s),
+        ],
+    )?;
+    be.launch(
+        "bn_bwd_data_f32",
+        reduce_cfg(g.total()),
+        &[
+            ptr(x, be)?,
+            ptr(dy, be)?,
+            ptr(mean, be)?,
+            ptr(invstd, be)?,
+            ptr(gamma, be)?,
+            ptr(&dgamma, be)?,
+            ptr(&dbeta, be)?,
+            ptr(&dx, be)?,
+            i(g.c),
+            i(g.hw),
+            i(g.total()),
+            KernelArg::F32(1.0 / g.m() as f32),
+        ],
+    )?;
+    Ok(BatchNormGrads { dx, dgamma, dbeta })
+}

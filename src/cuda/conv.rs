@@ -1,0 +1,331 @@
+//! Convolution launch code for `kernels/conv.cu` (implicit-GEMM conv2d: forward, backward data, backward
+//! weight). conv_transpose2d reuses these: its forward is [`conv2d_backward_data`], its input gradient
+//! [`conv2d`].
+//!
+//! Launch geometry mirrors the kernels' tiling (256 threads, BM x BN output tiles, BK-deep K slices): grid.x
+//! walks the GEMM columns (pixels or weight taps), grid.y the rows (channels), grid.z either the K splits
+//! (forward, backward weight) or the stride phases (backward data). The split count depends only on the
+//! shapes, so the emulation and every GPU compute bit-identical sums in the same order.
+
+use anyhow::{bail, ensure, Result};
+
+use super::backend::n_i32;
+use super::runtime::{KernelArg, LaunchCfg};
+use super::CudaBackend;
+use crate::backend::Conv2dParams;
+use crate::tensor::{numel, Tensor};
+
+const THREADS: u32 = 256;
+/// K depth of one shared-memory slice in conv.cu.
+const BK: usize = 16;
+/// Output tiles of the two kernel variants (rows x columns): the default, and the narrow one for M <= 16.
+const WIDE: (usize, usize) = (64, 64);
+const NARROW: (usize, usize) = (16, 128);
+/// Blocks a launch should reach before split-K stops helping: about two waves of 132 SMs (H100 / H200), which
+/// is also plenty for smaller GPUs.
+const TARGET_BLOCKS: usize = 264;
+/// Fewest K slices a split may get, so the partial sums are not dominated by their own write-back and reduction.
+const MIN_SLICES_PER_SPLIT: usize = 4;
+const MAX_SPLITS: usize = 64;
+
+/// Sizes of one convolution, validated once; every field fits the kernels' 32-bit indexing.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    ho: usize,
+    wo: usize,
+    p: Conv2dParams,
+}
+
+impl Geom {
+    /// Checks an input of shape `x` = [N, C, H, W] against a weight `w` = [O, C, kh, kw].
+    fn new(what: &str, x: [usize; 4], w: [usize; 4], p: Conv2dParams) -> Result<Geom> {
+        let [n, c, h, wd] = x;
+        let [o, wc, kh, kw] = w;
+        ensure!(
+            c == wc,
+            "{what}: input has {c} channels but the weight {w:?} expects {wc}"
+        );
+        ensure!(
+            c > 0 && h > 0 && wd > 0 && o > 0 && kh > 0 && kw > 0,
+            "{what}: empty dimension in input {x:?} or weight {w:?}"
+        );
+        ensure!(
+            p.stride.0 > 0 && p.stride.1 > 0,
+            "{what}: stride must be positive, got {:?}",
+            p.stride
+        );
+        let Some((ho, wo)) = p.output_size(h, wd, kh, kw) else {
+            bail!(
+                "{what}: kernel {kh}x{kw} does not fit the padded input {}x{} (input {h}x{wd}, padding {:?})",
+                h + 2 * p.padding.0,
+                wd + 2 * p.padding.1,
+                p.padding
+            );
+        };
+        let g = Geom {
+            n,
+            c,
+            h,
+            w: wd,
+            o,
+            kh,
+            kw,
+            ho,
+            wo,
+            p,
+        };
+        // The kernels index with i32: every tensor and every GEMM extent must fit.
+        n_i32(numel(&x), what)?;
+        n_i32(numel(&w), what)?;
+        n_i32(numel(&g.y_shape()), what)?;
+        n_i32(
+            p.stride.0.max(p.stride.1).max(p.padding.0).max(p.padding.1),
+            what,
+        )?;
+        Ok(g)
+    }
+
+    fn y_shape(&self) -> [usize; 4] {
+        [self.n, self.o, self.ho, self.wo]
+    }
+
+    /// The 13 size arguments every conv kernel takes after its pointers, in kernel order:
+    /// N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW (all validated to fit i32 by [`Geom::new`]).
+    fn args(&self) -> [KernelArg; 13] {
+        let i = |v: usize| KernelArg::I32(v as i32);
+        [
+            i(self.n),
+            i(self.c),
+            i(self.h),
+            i(self.w),
+            i(self.o),
+            i(self.kh),
+            i(self.kw),
+            i(self.ho),
+            i(self.wo),
+            i(self.p.stride.0),
+            i(self.p.stride.1),
+            i(self.p.padding.0),
+            i(self.p.padding.1),
+        ]
+    }
+}
+
+/// The tile variant for a GEMM with `m` rows, and the kernel-name suffix that selects it.
+fn tile_for(m: usize) -> ((usize, usize), &'static str) {
+    if m <= NARROW.0 {
+        (NARROW, "_m16")
+    } else {
+        (WIDE, "")
+    }
+}
+
+/// How to cut a reduction of length `k` when the output has `tiles` tiles: (splits, K range per split, a
+/// multiple of BK). Splits only when the tiles alone cannot fill the GPU and every split keeps at least
+/// MIN_SLICES_PER_SPLIT slices; never yields an empty split.
+pub(crate) fn split_k(tiles: usize, k: usize) -> (usize, usize) {
+    let slices = k.div_ceil(BK).max(1);
+    let wanted = TARGET_BLOCKS.div_ceil(tiles.max(1));
+    let splits = wanted
+        .min(slices / MIN_SLICES_PER_SPLIT)
+        .clamp(1, MAX_SPLITS);
+    let per_split = slices.div_ceil(splits);
+    (slices.div_ceil(per_split), per_split * BK)
+}
+
+/// Grid-stride launch for an elementwise pass over `numel` elements: a few thousand blocks saturate any GPU;
+/// beyond that the loop takes over (results do not depend on the block count).
+pub(crate) fn reduce_cfg(numel: usize) -> LaunchCfg {
+    LaunchCfg::blocks(numel.div_ceil(THREADS as usize).min(4096) as u32, THREADS)
+}
+
+fn gemm_grid(rows: usize, cols: usize, tile: (usize, usize), z: usize) -> LaunchCfg {
+    LaunchCfg {
+        grid: (
+            cols.div_ceil(tile.1) as u32,
+            rows.div_ceil(tile.0) as u32,
+            z as u32,
+        ),
+        block: (THREADS, 1, 1),
+        shared_bytes: 0,
+    }
+}
+
+/// Runs a split-K GEMM kernel with cfg.grid.z splits of `k_chunk`: straight into `out` when one split
+/// suffices, else into a workspace of partial outputs that `conv2d_splitk_reduce_f32` sums in order.
+fn launch_split(
+    be: &CudaBackend,
+    kernel: &str,
+    cfg: LaunchCfg,
+    inputs: [u64; 2],
+    out: &Tensor,
+    sizes: &[KernelArg],
+    k_chunk: usize,
+) -> Result<()> {
+    let numel = out.numel();
+    let splits = cfg.grid.2 as usize;
+    let mut args = vec![KernelArg::Ptr(inputs[0]), KernelArg::Ptr(inputs[1])];
+    let ws = if splits > 1 {
+        Some(be.alloc(&[splits, numel])?)
+    } else {
+        None
+    };
+    args.push(KernelArg::Ptr(be.ptr(ws.as_ref().unwrap_or(out))?));
+    args.extend_from_slice(sizes);
+    args.push(KernelArg::I32(n_i32(k_chunk, kernel)?));
+    be.launch(kernel, cfg, &args)?;
+    if let Some(ws) = ws {
+        be.launch(
+            "conv2d_splitk_reduce_f32",
+            reduce_cfg(numel),
+            &[
+                KernelArg::Ptr(be.ptr(&ws)?),
+                KernelArg::Ptr(be.ptr(out)?),
+                KernelArg::I32(n_i32(numel, kernel)?),
+                KernelArg::I32(splits as i32),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// x [N, C, H, W], w [O, C, kh, kw] -> y [N, O, Ho, Wo].
+pub fn conv2d(be: &CudaBackend, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+    let g = Geom::new("conv2d", x.dims4("conv2d x")?, w.dims4("conv2d w")?, p)?;
+    let y = be.alloc(&g.y_shape())?;
+    if g.n == 0 {
+        return Ok(y);
+    }
+    // GEMM: rows = O, columns = N*Ho*Wo output pixels, K = C*kh*kw.
+    let (rows, cols, k) = (g.o, g.n * g.ho * g.wo, g.c * g.kh * g.kw);
+    n_i32(cols, "conv2d")?;
+    let (tile, suffix) = tile_for(rows);
+    let tiles = rows.div_ceil(tile.0) * cols.div_ceil(tile.1);
+    let (splits, k_chunk) = split_k(tiles, k);
+    launch_split(
+        be,
+        &format!("conv2d_fwd{suffix}_f32"),
+        gemm_grid(rows, cols, tile, splits),
+        [be.ptr(x)?, be.ptr(w)?],
+        &y,
+        &g.args(),
+        k_chunk,
+    )?;
+    Ok(y)
+}
+
+/// dx [x_shape] from dy [N, O, Ho, Wo] and w [O, C, kh, kw]. Also conv_transpose2d's forward.
+pub fn conv2d_backward_data(
+    be: &CudaBackend,
+    dy: &Tensor,
+    w: &Tensor,
+    x_shape: [usize; 4],
+    p: Conv2dParams,
+) -> Result<Tensor> {
+    let what = "conv2d_backward_data";
+    let g = Geom::new(what, x_shape, w.dims4("conv2d_backward_data w")?, p)?;
+    let dy_shape = dy.dims4("conv2d_backward_data dy")?;
+    ensure!(
+        dy_shape == g.y_shape(),
+        "{what}: dy has shape {dy_shape:?} but input {x_shape:?} and weight {:?} give outputs {:?}",
+        w.shape(),
+        g.y_shape()
+    );
+    let dx = be.alloc(&x_shape)?;
+    if g.n == 0 {
+        return Ok(dx);
+    }
+    // One GEMM per stride phase (grid.z): rows = C, columns = the phase's input pixels. No phase has more than
+    // ceil(H/SH) x ceil(W/SW) pixels per image; the grid is sized for that and smaller phases skip the rest.
+    let (sh, sw) = p.stride;
+    let cols = g.n * g.h.div_ceil(sh) * g.w.div_ceil(sw);
+    n_i32(cols, what)?;
+    n_i32(sh * sw, what)?;
+    ensure!(
+        sh * sw <= 65535,
+        "{what}: stride {:?} gives more phases than a grid can hold",
+        p.stride
+    );
+    let (tile, suffix) = tile_for(g.c);
+    let mut args = vec![
+        KernelArg::Ptr(be.ptr(dy)?),
+        KernelArg::Ptr(be.ptr(w)?),
+        KernelArg::Ptr(be.ptr(&dx)?),
+    ];
+    args.extend_from_slice(&g.args());
+    be.launch(
+        &format!("conv2d_bwd_data{suffix}_f32"),
+        gemm_grid(g.c, cols, tile, sh * sw),
+        &args,
+    )?;
+    Ok(dx)
+}
+
+/// dw [w_shape] from x [N, C, H, W] and dy [N, O, Ho, Wo].
+pub fn conv2d_backward_weight(
+    be: &CudaBackend,
+    x: &Tensor,
+    dy: &Tensor,
+    w_shape: [usize; 4],
+    p: Conv2dParams,
+) -> Result<Tensor> {
+    let what = "conv2d_backward_weight";
+    let g = Geom::new(what, x.dims4("conv2d_backward_weight x")?, w_shape, p)?;
+    let dy_shape = dy.dims4("conv2d_backward_weight dy")?;
+    ensure!(
+        dy_shape == g.y_shape(),
+        "{what}: dy has shape {dy_shape:?} but input {:?} and weight {w_shape:?} give outputs {:?}",
+        x.shape(),
+        g.y_shape()
+    );
+    if g.n == 0 {
+        return be.alloc_zeros(&w_shape);
+    }
+    let dw = be.alloc(&w_shape)?;
+    // GEMM: rows = O, columns = C*kh*kw weight taps, K = N*Ho*Wo pixels (long: split across blocks).
+    let (rows, cols, k) = (g.o, g.c * g.kh * g.kw, g.n * g.ho * g.wo);
+    n_i32(k, what)?;
+    let tiles = rows.div_ceil(WIDE.0) * cols.div_ceil(WIDE.1);
+    let (splits, k_chunk) = split_k(tiles, k);
+    launch_split(
+        be,
+        "conv2d_bwd_weight_f32",
+        gemm_grid(rows, cols, WIDE, splits),
+        [be.ptr(x)?, be.ptr(dy)?],
+        &dw,
+        &g.args(),
+        k_chunk,
+    )?;
+    Ok(dw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_k_covers_k_without_empty_splits() {
+        for tiles in [1, 3, 17, 100, 263, 264, 1000] {
+            for k in [1, 15, 16, 17, 48, 100, 1600, 8192, 131072] {
+                let (splits, chunk) = split_k(tiles, k);
+                assert!((1..=MAX_SPLITS).contains(&splits));
+                assert_eq!(chunk % BK, 0);
+                assert!(
+                    splits * chunk >= k,
+                    "tiles {tiles} k {k}: {splits} x {chunk}"
+                );
+                assert!((splits - 1) * chunk < k, "tiles {tiles} k {k}: empty split");
+                if tiles >= TARGET_BLOCKS {
+                    assert_eq!(splits, 1);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Launch code for kernels/elementwise.cu: fill, add, add_assign, mul, affine, sum.
+
+use anyhow::{ensure, Result};
+
+use super::backend::n_i32;
+use super::runtime::{KernelArg as A, LaunchCfg};
+use super::CudaBackend;
+use crate::tensor::Tensor;
+
+/// Threads per block for the pointwise kernels.
+const BLOCK: u32 = 256;
+/// Blocks of the one-launch reductions (sum, BCE): enough to fill a large GPU, few enough that the last block's
+/// pass over the partials is trivial.
+pub(crate) const REDUCE_BLOCKS_MAX: usize = 512;
+
+/// Grid for a float4-vectorised pointwise kernel over `n` elements (one vector per thread).
+pub(crate) fn vec4_cfg(n: usize) -> LaunchCfg {
+    LaunchCfg::linear(n.div_ceil(4), BLOCK)
+}
+
+fn same_shape(what: &str, a: &Tensor, b: &Tensor) -> Result<()> {
+    ensure!(
+        a.shape() == b.shape(),
+        "{what}: shapes {:?} and {:?} differ",
+        a.shape(),
+        b.shape()
+    );
+    Ok(())
+}
+
+/// Sets every element of `t` to `v`.
+pub fn fill(be: &CudaBackend, t: &Tensor, v: f32) -> Result<()> {
+    let n = n_i32(t.numel(), "fill")?;
+    if n == 0 {
+        return Ok(());
+    }
+    be.launch(
+        "fill_f32",
+        LaunchCfg::linear(n as usize, BLOCK),
+        &[A::Ptr(be.ptr(t)?), A::F32(v), A::I32(n)],
+    )
+}
+
+fn binary(be: &CudaBackend, kernel: &str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    same_shape(kernel, a, b)?;
+    let n = n_i32(a.numel(), kernel)?;
+    let y = be.alloc(a.shape())?;
+    if n > 0 {
+        be.launch(
+            kernel,
+            vec4_cfg(n as usize),
+            &[
+                A::Ptr(be.ptr(&y)?),
+                A::Ptr(be.ptr(a)?),
+                A::Ptr(be.ptr(b)?),
+                A::I32(n),
+            ],
+        )?;
+    }
+    Ok(y)
+}
+
+pub fn add(be: &CudaBackend, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(be, "add_f32", a, b)
+}
+
+pub fn mul(be: &CudaBackend, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(be, "mul_f32", a, b)
+}
+
+pub fn add_assign(be: &CudaBackend, a: &mut Tensor, b: &Tensor) -> Result<()> {
+    same_shape("add_assign", a, b)?;
+    let n = n_i32(a.numel(), "add_assign")?;
+    let pb = be.ptr(b)?;
+    let pa = be.ptr_mut(a)?;
+    if n > 0 {
+        be.launch(
+            "add_assign_f32",
+            vec4_cfg(n as usize),
+            &[A::Ptr(pa), A::Ptr(pb), A::I32(n)],
+        )?;
+    }
+    Ok(())
+}
+
+pub fn affine(be: &CudaBackend, a: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
+    let n = n_i32(a.numel(), "affine")?;
+    let y = be.alloc(a.shape())?;
+    if n > 0 {
+        be.launch(
+            "affine_f32",
+            vec4_cfg(n as usize),
+            &[
+                A::Ptr(be.ptr(&y)?),
+                A::Ptr(be.ptr(a)?),
+                A::F32(alpha),
+                A::F32(beta),
+                A::I32(n),
+            ],
+        )?;
+    }
+    Ok(y)
+}
+
+/// Scratch for a one-launch grid reduction: `blocks` partial sums followed by the zeroed arrival counter.
+/// Returns (allocation, partials address, counter address).
+pub(crate) fn reduce_scratch(
+    be: &CudaBackend,
+    blocks: usize,
+) -> Result<(super::DeviceAlloc, u64, u64)> {
+    let mem = be.alloc_bytes((blocks + 1) * 4)?;
+    let partials = mem.ptr();
+    let counter = partials + blocks as u64 * 4;
+    be.runtime().memset_zero(counter, 4)?;
+    Ok((mem, partials, counter))
+}
+
+/// Blocks of a one-launch reduction over `n` elements (4 elements per thread at least).
+pub(crate) fn reduce_blocks(n: usize) -> usize {
+    n.div_ceil(BLOCK as usize * 4).clamp(1, REDUCE_BLOCKS_MAX)
+}
+
+/// Sum of all elements, shape [1]. Deterministic: the reduction order depends only on `n`.
+pub fn sum(be: &CudaBackend, a: &Tensor) -> Result<Tensor> {
+    let n = n_i32(a.numel(), "sum")?;
+    let y = be.alloc(&[1])?;
+    let blocks = reduce_blocks(n as usize);
+    let (_scratch, partials, counter) = reduce_scratch(be, blocks)?;
+    be.launch(
+        "sum_f32",
+        LaunchCfg::blocks(blocks as u32, BLOCK),
+        &[
+            A::Ptr(be.ptr(&y)?),
+            A::Ptr(be.ptr(a)?),
+            A::I32(n),
+            A::Ptr(partials),
+            A::Ptr(counter),
+        ],
+    )?;
+    Ok(y)
+}

@@ -1,0 +1,215 @@
+//! Linear-layer launch code for `kernels/linear.cu`: y = x wᵀ + b with x [N, in], w [out, in], b [out], and
+//! its gradients. Every product is the one tiled SGEMM of linear.cu reading its operands in place; a small
+//! output with a long reduction (batch 64 against 12288 features) is split along K over grid.z and the
+//! partials summed in order by `linear_splitk_reduce_f32` (deterministic, see conv.rs's `split_k`).
+
+use anyhow::{ensure, Result};
+
+use super::backend::n_i32;
+use super::conv::{reduce_cfg, split_k};
+use super::runtime::{KernelArg, LaunchCfg};
+use super::CudaBackend;
+use crate::backend::LinearGrads;
+use crate::tensor::Tensor;
+
+const THREADS: u32 = 256;
+/// Output tile of linear.cu's GEMM kernels.
+const TILE: usize = 64;
+
+/// [N, in] input against an [out, in] weight.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: usize,
+    inp: usize,
+    out: usize,
+}
+
+impl Geom {
+    fn new(what: &str, x: &Tensor, w: &Tensor) -> Result<Geom> {
+        let [n, inp] = x.dims2(&format!("{what} x"))?;
+        let [out, w_in] = w.dims2(&format!("{what} w"))?;
+        ensure!(
+            inp == w_in,
+            "{what}: x {:?} has {inp} features but the weight {:?} expects {w_in}",
+            x.shape(),
+            w.shape()
+        );
+        n_i32(x.numel(), what)?;
+        n_i32(w.numel(), what)?;
+        n_i32(n * out, what)?;
+        Ok(Geom { n, inp, out })
+    }
+}
+
+/// The three products of linear.cu, each one GEMM kernel.
+#[derive(Clone, Copy)]
+enum Product<'a> {
+    /// y = x · wᵀ (+ bias).
+    Forward(Option<&'a Tensor>),
+    /// dx = dy · w.
+    BackwardData,
+    /// dw = dyᵀ · x.
+    BackwardWeight,
+}
+
+impl Product<'_> {
+    fn kernel(&self) -> &'static str {
+        match self {
+            Product::Forward(_) => "linear_fwd_f32",
+            Product::BackwardData => "linear_bwd_data_f32",
+            Product::BackwardWeight => "linear_bwd_weight_f32",
+        }
+    }
+
+    /// GEMM extents (rows, columns, reduction) of the product.
+    fn dims(&self, g: &Geom) -> (usize, usize, usize) {
+        match self {
+            Product::Forward(_) => (g.n, g.out, g.inp),
+            Product::BackwardData => (g.n, g.inp, g.out),
+            Product::BackwardWeight => (g.out, g.inp, g.n),
+        }
+    }
+}
+
+/// out = the product of the two operand tensors `inputs` (in kernel argument order), with split-K when the
+/// output tiles alone cannot fill the GPU.
+fn gemm(
+    be: &CudaBackend,
+    g: &Geom,
+    product: Product<'_>,
+    inputs: [&Tensor; 2],
+    out: &Tensor,
+) -> Result<()> {
+    let kernel = product.kernel();
+    let (m, cols, k) = product.dims(g);
+    let tiles = m.div_ceil(TILE) * cols.div_ceil(TILE);
+    let (splits, k_chunk) = split_k(tiles, k);
+    let ws = if splits > 1 {
+        Some(be.alloc(&[splits, m * cols])?)
+    } else {
+        None
+    };
+    let cfg = LaunchCfg {
+        grid: (
+            cols.div_ceil(TILE) as u32,
+            m.div_ceil(TILE) as u32,
+            splits as u32,
+        ),
+        block: (THREADS, 1, 1),
+        shared_bytes: 0,
+    };
+    let i = |v: usize| KernelArg::I32(v as i32);
+    let bias = match product {
+        Product::Forward(b) => b,
+        _ => None,
+    };
+    let bias_ptr = bias.map(|b| be.ptr(b)).transpose()?.unwrap_or(0);
+
+    let mut args = vec![
+        KernelArg::Ptr(be.ptr(inputs[0])?),
+        KernelArg::Ptr(be.ptr(inputs[1])?),
+    ];
+    if let Product::Forward(_) = product {
+        args.push(KernelArg::Ptr(bias_ptr));
+    }
+    args.push(KernelArg::Ptr(be.ptr(ws.as_ref().unwrap_or(out))?));
+    args.extend([i(g.n), i(g.out), i(g.inp), i(k_chunk)]);
+    if let Product::Forward(_) = product {
+        args.push(i(bias.is_some() as usize));
+    }
+    be.launch(kernel, cfg, &args)?;
+
+    if let Some(ws) = ws {
+        be.launch(
+            "linear_splitk_reduce_f32",
+            reduce_cfg(m * cols),
+            &[
+                KernelArg::Ptr(be.ptr(&ws)?),
+                KernelArg::Ptr(bias_ptr),
+                KernelArg::Ptr(be.ptr(out)?),
+                i(m),
+                i(cols),
+                i(splits),
+                i(bias.is_some() as usize),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// y [N, out] = x [N, in] · wᵀ (+ b).
+pub fn linear(be: &CudaBackend, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let g = Geom::new("linear", x, w)?;
+    if let Some(b) = b {
+        ensure!(
+            b.shape() == [g.out],
+            "linear: bias has shape {:?}, expected [{}]",
+            b.shape(),
+            g.out
+        );
+    }
+    let y = be.alloc(&[g.n, g.out])?;
+    if y.numel() == 0 {
+        return Ok(y);
+    }
+    gemm(be, &g, Product::Forward(b), [x, w], &y)?;
+    Ok(y)
+}
+
+/// Gradients of [`linear`]: dx = dy · w, dw = dyᵀ · x, db = Σ_rows dy; only the requested ones.
+pub fn linear_backward(
+    be: &CudaBackend,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    need_dx: bool,
+    need_dw: bool,
+    need_db: bool,
+) -> Result<LinearGrads> {
+    let what = "linear_backward";
+    let g = Geom::new(what, x, w)?;
+    ensure!(
+        dy.shape() == [g.n, g.out],
+        "{what}: dy has shape {:?}, expected [{}, {}]",
+        dy.shape(),
+        g.n,
+        g.out
+    );
+    let dx = if need_dx {
+        let dx = be.alloc(&[g.n, g.inp])?;
+        if dx.numel() > 0 {
+            gemm(be, &g, Product::BackwardData, [dy, w], &dx)?;
+        }
+        Some(dx)
+    } else {
+        None
+    };
+    let dw = if need_dw {
+        let dw = be.alloc(&[g.out, g.inp])?;
+        if dw.numel() > 0 {
+            gemm(be, &g, Product::BackwardWeight, [dy, x], &dw)?;
+        }
+        Some(dw)
+    } else {
+        None
+    };
+    let db = if need_db {
+        let db = be.alloc(&[g.out])?;
+        if g.out > 0 {
+            be.launch(
+                "linear_bias_grad_f32",
+                LaunchCfg::linear(g.out, THREADS),
+                &[
+                    KernelArg::Ptr(be.ptr(dy)?),
+                    KernelArg::Ptr(be.ptr(&db)?),
+                    KernelArg::I32(g.n as i32),
+                    KernelArg::I32(g.out as i32),
+                ],
+            )?;
+        }
+        Some(db)
+    } else {
+        None
+    };
+    Ok(LinearGrads { dx, dw, db })
+}

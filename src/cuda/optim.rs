@@ -1,0 +1,130 @@
+//! Launch code for kernels/optim.cu: multi-tensor Adam, one launch for all parameters.
+//!
+//! The kernel reads two device tables: per-tensor addresses (param, grad, m, v) and a chunk table (which tensor
+//! and element range each block updates). Both are cached in the backend: the chunk table depends only on the
+//! tensor sizes, the address table is re-uploaded only when an address changes (gradients are fresh tensors
+//! every step, but the caching allocator usually hands back the same blocks, so after warm-up it rarely is).
+
+use anyhow::{ensure, Result};
+
+use super::alloc::DeviceAlloc;
+use super::backend::n_i32;
+use super::runtime::{KernelArg as A, LaunchCfg};
+use super::CudaBackend;
+use crate::backend::{AdamHyper, AdamSlot};
+
+/// Elements per block; 256 threads each update 16 of them.
+const CHUNK: usize = 4096;
+const BLOCK: u32 = 256;
+
+#[derive(Default)]
+pub struct AdamCache {
+    sizes: Vec<usize>,
+    /// sizes (i32) ++ chunk_tensor (i32) ++ chunk_start (i32).
+    chunk_table: Option<DeviceAlloc>,
+    nchunks: usize,
+    addrs: Vec<u64>,
+    addr_table: Option<DeviceAlloc>,
+    /// Uploads of each table (tests check that a steady state re-uploads nothing).
+    pub uploads: u64,
+}
+
+pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
+    ensure!(h.step >= 1, "adam: step is 1-based, got {}", h.step);
+    ensure!(h.lr.is_finite() && h.lr >= 0.0, "adam: invalid lr {}", h.lr);
+    for (name, b) in [("beta1", h.beta1), ("beta2", h.beta2)] {
+        ensure!(
+            (0.0..1.0).contains(&b),
+            "adam: {name} must be in [0, 1), got {b}"
+        );
+    }
+    ensure!(
+        h.eps.is_finite() && h.eps >= 0.0 && h.weight_decay.is_finite() && h.weight_decay >= 0.0,
+        "adam: invalid eps {} or weight_decay {}",
+        h.eps,
+        h.weight_decay
+    );
+    if slots.is_empty() {
+        return Ok(());
+    }
+    let mut sizes = Vec::with_capacity(slots.len());
+    let mut addrs = Vec::with_capacity(slots.len() * 4);
+    for (i, s) in slots.iter_mut().enumerate() {
+        let shape = s.param.shape().to_vec();
+        for (what, t) in [("grad", s.grad), ("m", &*s.m), ("v", &*s.v)] {
+            ensure!(
+                t.shape() == shape.as_slice(),
+                "adam slot {i}: {what} shape {:?} differs from param shape {shape:?}",
+                t.shape()
+            );
+        }
+        n_i32(shape.iter().product(), "adam")?;
+        sizes.push(s.param.numel());
+        let g = be.ptr(s.grad)?;
+        // In-place updates: copy-on-write first if a tensor shares its storage.
+        addrs.extend([be.ptr_mut(s.param)?, g, be.ptr_mut(s.m)?, be.ptr_mut(s.v)?]);
+    }
+
+    let mut cache = be.adam_cache.lock().unwrap();
+    if cache.sizes != sizes || cache.chunk_table.is_none() {
+        let mut chunk_tensor = Vec::new();
+        let mut chunk_start = Vec::new();
+        for (t, &n) in sizes.iter().enumerate() {
+            for start in (0..n).step_by(CHUNK) {
+                chunk_tensor.push(t as i32);
+                chunk_start.push(start as i32);
+            }
+        }
+        let mut table: Vec<i32> = sizes.iter().map(|&n| n as i32).collect();
+        table.extend(&chunk_tensor);
+        table.extend(&chunk_start);
+        let mem = be.alloc_bytes(table.len() * 4)?;
+        be.htod_bytes(mem.ptr(), bytemuck::cast_slice(&table))?;
+        cache.nchunks = chunk_tensor.len();
+        cache.chunk_table = Some(mem);
+        cache.sizes = sizes;
+        cache.uploads += 1;
+    }
+    if cache.addrs != addrs || cache.addr_table.is_none() {
+        let mem = match cache.addr_table.take() {
+            Some(m) if m.bytes() == addrs.len() * 8 => m,
+            _ => be.alloc_bytes(addrs.len() * 8)?,
+        };
+        be.htod_bytes(mem.ptr(), bytemuck::cast_slice(&addrs))?;
+        cache.addr_table = Some(mem);
+        cache.addrs = addrs;
+        cache.uploads += 1;
+    }
+    let ntensors = cache.sizes.len() as u64;
+    let nchunks = cache.nchunks;
+    if nchunks == 0 {
+        return Ok(()); // every tensor is empty
+    }
+    let chunks = cache.chunk_table.as_ref().unwrap().ptr();
+    let (sizes_p, tensor_p, start_p) = (
+        chunks,
+        chunks + ntensors * 4,
+        chunks + (ntensors + nchunks as u64) * 4,
+    );
+    let bc1 = 1.0 - h.beta1.powi(h.step as i32);
+    let bc2 = 1.0 - h.beta2.powi(h.step as i32);
+    be.launch(
+        "adam_step_f32",
+        LaunchCfg::blocks(nchunks as u32, BLOCK),
+        &[
+            A::Ptr(cache.addr_table.as_ref().unwrap().ptr()),
+            A::Ptr(sizes_p),
+            A::Ptr(tensor_p),
+            A::Ptr(start_p),
+            A::I32(CHUNK as i32),
+            // 1 − β in f64, then rounded: PyTorch's order (see AdamHyper).
+            A::F32((1.0 - h.beta1) as f32),
+            A::F32(h.beta2 as f32),
+            A::F32((1.0 - h.beta2) as f32),
+            A::F32(h.eps),
+            A::F32(h.weight_decay),
+            A::F32((h.lr as f64 / bc1) as f32),
+            A::F32(bc2.sqrt() as f32),
+        ],
+    )
+}

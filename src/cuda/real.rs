@@ -1,0 +1,288 @@
+//! The real-GPU runtime: cudarc's driver API on one stream, kernels compiled by NVRTC ([`super::nvrtc`]).
+//!
+//! Everything (copies, memsets, launches) goes on one non-blocking stream, so the stream order is the program
+//! order and device memory can be reused as soon as the host drops it (the caching allocator relies on this).
+//! Host-to-device copies from pageable memory return once the data is staged; device-to-host copies wait.
+//!
+//! Every launch's return code is checked. Faults inside a kernel surface at the next synchronising call; the
+//! error then names the last kernel launched. `GAN_ENGINE_CUDA_SYNC=1` synchronises after every launch so the
+//! failing kernel is named exactly.
+
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, Context, Result};
+use cudarc::driver::{result as drv, sys, CudaContext, CudaStream};
+
+use super::nvrtc;
+use super::runtime::{
+    check_args, kernel_sig, kernels, GpuRuntime, KernelArg, LaunchCfg, LaunchCounter,
+};
+
+/// Raw driver handles are plain pointers; the driver API is thread-safe once the context is current.
+#[derive(Clone, Copy)]
+struct Func(sys::CUfunction);
+// SAFETY: CUfunction handles may be used from any thread with the context bound.
+unsafe impl Send for Func {}
+unsafe impl Sync for Func {}
+
+#[derive(Clone, Copy)]
+struct Module(sys::CUmodule);
+// SAFETY: as above.
+unsafe impl Send for Module {}
+unsafe impl Sync for Module {}
+
+struct Loaded {
+    modules: HashMap<&'static str, Module>,
+    /// kernel name -> (function, dynamic shared memory limit set so far)
+    funcs: HashMap<&'static str, (Func, u32)>,
+}
+
+pub struct RealRuntime {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    name: String,
+    /// NVRTC target, e.g. "sm_90" (CUBIN) or "compute_90" (PTX).
+    target: String,
+    loaded: Mutex<Loaded>,
+    sync_each_launch: bool,
+    last_kernel: Mutex<&'static str>,
+    counts: LaunchCounter,
+}
+
+impl RealRuntime {
+    /// Opens GPU `ordinal` and compiles (or loads from the disk cache) every kernel module.
+    pub fn new(ordinal: usize) -> Result<RealRuntime> {
+        // A missing library is a panic inside cudarc, so probe first.
+        // SAFETY: only probes dlopen with the candidate library names.
+        if !unsafe { sys::is_culib_present() } {
+            bail!("--device cuda: no CUDA driver (libcuda.so) found");
+        }
+        nvrtc::ensure_available()?;
+        let count = CudaContext::device_count().map_err(|e| anyhow!("--device cuda: {e}"))?;
+        if ordinal as i32 >= count {
+            bail!("--device cuda:{ordinal}: only {count} CUDA device(s) visible");
+        }
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| anyhow!("--device cuda:{ordinal}: cannot create a context: {e}"))?;
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| anyhow!("cuda:{ordinal}: cannot create a stream: {e}"))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| anyhow!("cuda:{ordinal}: {e}"))?;
+        let cc = major * 10 + minor;
+        let target = nvrtc::target_for(cc)?;
+        let dev_name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let nv = nvrtc::version()?;
+        let rt = RealRuntime {
+            name: format!(
+                "cuda:{ordinal} {dev_name} (sm_{cc}, NVRTC {}.{} -> {target})",
+                nv.0, nv.1
+            ),
+            ctx,
+            stream,
+            target,
+            loaded: Mutex::new(Loaded {
+                modules: HashMap::new(),
+                funcs: HashMap::new(),
+            }),
+            sync_each_launch: std::env::var("GAN_ENGINE_CUDA_SYNC").is_ok_and(|v| v != "0"),
+            last_kernel: Mutex::new("(none)"),
+            counts: LaunchCounter::default(),
+        };
+        rt.load_all()?;
+        Ok(rt)
+    }
+
+    fn bind(&self) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| anyhow!("cannot bind the CUDA context to this thread: {e}"))
+    }
+
+    fn stream(&self) -> sys::CUstream {
+        self.stream.cu_stream()
+    }
+
+    /// Compiles / loads every kernel module once, so a broken kernel file fails at start-up, not mid-training.
+    fn load_all(&self) -> Result<()> {
+        self.bind()?;
+        let mut loaded = self.loaded.lock().unwrap();
+        for sig in kernels().iter().filter(|k| !k.emu_only) {
+            if loaded.modules.contains_key(sig.module) {
+                continue;
+            }
+            let file = format!("{}.cu", sig.module);
+            let c = nvrtc::compile_cached(&file, &self.target)?;
+            // SAFETY: the image is a complete CUBIN or NUL-terminated PTX, alive during the call.
+            let m = unsafe { drv::module::load_data(c.image.as_ptr() as *const c_void) }
+                .map_err(|e| anyhow!("loading the module of {file} ({}): {e}", self.target))?;
+            loaded.modules.insert(sig.module, Module(m));
+        }
+        for sig in kernels().iter().filter(|k| !k.emu_only) {
+            let m = loaded.modules[sig.module];
+            // SAFETY: module loaded above and never unloaded while the runtime lives.
+            let f = unsafe { drv::module::get_function(m.0, CString::new(sig.name)?) }
+                .map_err(|e| anyhow!("kernel {} not found in {}.cu: {e}", sig.name, sig.module))?;
+            loaded.funcs.insert(sig.name, (Func(f), 48 * 1024));
+        }
+        Ok(())
+    }
+
+    fn describe(&self, what: &str, e: impl std::fmt::Display) -> anyhow::Error {
+        anyhow!(
+            "{what}: {e} (last kernel launched: {})",
+            self.last_kernel.lock().unwrap()
+        )
+    }
+}
+
+impl GpuRuntime for RealRuntime {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<u64> {
+        self.bind()?;
+        // SAFETY: plain allocation; freed by `free`.
+        unsafe { drv::malloc_sync(bytes) }
+            .map_err(|e| self.describe(&format!("cuMemAlloc({bytes} bytes)"), e))
+    }
+
+    fn free(&self, ptr: u64) {
+        if self.bind().is_ok() {
+            // The block may still be in use by queued work: wait for the stream first.
+            // SAFETY: ptr came from `alloc`; freed once (the caching allocator owns it).
+            unsafe {
+                let _ = drv::stream::synchronize(self.stream());
+                let _ = drv::free_sync(ptr);
+            }
+        }
+    }
+
+    fn htod(&self, dst: u64, src: &[u8]) -> Result<()> {
+        self.bind()?;
+        // SAFETY: dst is a device allocation of at least src.len() bytes (the backend sizes it). From pageable
+        // memory the call returns after staging `src`, so `src` may be dropped afterwards.
+        unsafe { drv::memcpy_htod_async(dst, src, self.stream()) }
+            .map_err(|e| self.describe("host-to-device copy", e))
+    }
+
+    fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        self.bind()?;
+        // SAFETY: src holds at least dst.len() bytes; we synchronise before `dst` is used.
+        unsafe {
+            drv::memcpy_dtoh_async(dst, src, self.stream())
+                .map_err(|e| self.describe("device-to-host copy", e))?;
+            drv::stream::synchronize(self.stream())
+                .map_err(|e| self.describe("device-to-host copy", e))
+        }
+    }
+
+    fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
+        self.bind()?;
+        // SAFETY: both ranges are live device allocations of at least `bytes`.
+        unsafe { drv::memcpy_dtod_async(dst, src, bytes, self.stream()) }
+            .map_err(|e| self.describe("device-to-device copy", e))
+    }
+
+    fn memset_zero(&self, dst: u64, bytes: usize) -> Result<()> {
+        self.bind()?;
+        // SAFETY: dst is a live device allocation of at least `bytes`.
+        unsafe { drv::memset_d8_async(dst, 0, bytes, self.stream()) }
+            .map_err(|e| self.describe("memset", e))
+    }
+
+    fn launch(&self, kernel: &str, cfg: LaunchCfg, args: &[KernelArg]) -> Result<()> {
+        let sig = kernel_sig(kernel)?;
+        check_args(sig, args)?;
+        cfg.validate(kernel)?;
+        self.bind()?;
+        let func = {
+            let mut loaded = self.loaded.lock().unwrap();
+            let entry = loaded
+                .funcs
+                .get_mut(sig.name)
+                .ok_or_else(|| anyhow!("kernel {kernel} is not loaded (emulation-only?)"))?;
+            // More than 48 KiB of dynamic shared memory must be opted into per function.
+            if cfg.shared_bytes > entry.1 {
+                // SAFETY: valid function handle.
+                unsafe {
+                    drv::function::set_function_attribute(
+                        entry.0 .0,
+                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        cfg.shared_bytes as i32,
+                    )
+                }
+                .map_err(|e| {
+                    anyhow!(
+                        "kernel {kernel}: cannot allow {} bytes of dynamic shared memory: {e}",
+                        cfg.shared_bytes
+                    )
+                })?;
+                entry.1 = cfg.shared_bytes;
+            }
+            entry.0
+        };
+        // cuLaunchKernel takes an array of pointers to each argument's value; it copies the values before
+        // returning, so the slots only need to live across the call.
+        let mut slots: Vec<[u8; 8]> = args.iter().map(|a| a.bytes()).collect();
+        let mut params: Vec<*mut c_void> = slots
+            .iter_mut()
+            .map(|s| s.as_mut_ptr() as *mut c_void)
+            .collect();
+        *self.last_kernel.lock().unwrap() = sig.name;
+        self.counts.record(sig.name);
+        // SAFETY: argument kinds and count were checked against the kernel's parsed signature; pointer
+        // arguments are device addresses owned by live tensors (the caller's contract).
+        unsafe {
+            drv::launch_kernel(
+                func.0,
+                cfg.grid,
+                cfg.block,
+                cfg.shared_bytes,
+                self.stream(),
+                &mut params,
+            )
+        }
+        .map_err(|e| anyhow!("kernel {kernel}: launch with {cfg:?} failed: {e}"))?;
+        if self.sync_each_launch {
+            // SAFETY: our stream.
+            unsafe { drv::stream::synchronize(self.stream()) }
+                .map_err(|e| anyhow!("kernel {kernel} failed: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.bind()?;
+        // SAFETY: our stream.
+        unsafe { drv::stream::synchronize(self.stream()) }
+            .map_err(|e| self.describe("stream synchronize", e))
+            .context("a queued CUDA operation failed")
+    }
+
+    fn is_emulated(&self) -> bool {
+        false
+    }
+
+    fn launch_counts(&self) -> Vec<(&'static str, u64)> {
+        self.counts.snapshot()
+    }
+}
+
+impl Drop for RealRuntime {
+    fn drop(&mut self) {
+        if self.bind().is_ok() {
+            // SAFETY: our stream and modules; nothing uses them after this.
+            unsafe {
+                let _ = drv::stream::synchronize(self.stream());
+                for m in self.loaded.lock().unwrap().modules.values() {
+                    let _ = drv::module::unload(m.0);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The interface between the CUDA backend and whatever executes its kernels: a real GPU (cudarc driver API +
+//! NVRTC, [`super::real`]) or the CPU emulation of the CUDA execution model ([`super::emu`]).
+//!
+//! Both runtimes speak in raw device addresses (`u64`) so that launch code is identical for the two: on the
+//! emulation an address is simply a host pointer.
+
+use anyhow::Result;
+
+/// One kernel argument, passed by value exactly as the kernel's C signature declares it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KernelArg {
+    /// Any pointer parameter (`float*`, `const float*`, `int*`, ...): a device address.
+    Ptr(u64),
+    I32(i32),
+    U32(u32),
+    F32(f32),
+    U64(u64),
+}
+
+impl KernelArg {
+    /// The parameter kind this argument fills (checked against the signature parsed from the kernel source).
+    pub fn kind(&self) -> ArgKind {
+        match self {
+            KernelArg::Ptr(_) => ArgKind::Ptr,
+            KernelArg::I32(_) => ArgKind::I32,
+            KernelArg::U32(_) => ArgKind::U32,
+            KernelArg::F32(_) => ArgKind::F32,
+            KernelArg::U64(_) => ArgKind::U64,
+        }
+    }
+
+    /// The argument's bytes as the kernel receives them (little-endian, natural size).
+    pub fn bytes(&self) -> [u8; 8] {
+        let mut b = [0u8; 8];
+        match *self {
+            KernelArg::Ptr(v) | KernelArg::U64(v) => b.copy_from_slice(&v.to_ne_bytes()),
+            KernelArg::I32(v) => b[..4].copy_from_slice(&v.to_ne_bytes()),
+            KernelArg::U32(v) => b[..4].copy_from_slice(&v.to_ne_bytes()),
+            KernelArg::F32(v) => b[..4].copy_from_slice(&v.to_ne_bytes()),
+        }
+        b
+    }
+}
+
+/// Parameter kinds a kernel signature may use (see GPU_SPEC.md: one scalar or pointer per parameter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgKind {
+    Ptr,
+    I32,
+    U32,
+    F32,
+    U64,
+}
+
+/// A kernel entry point as parsed from `kernels/*.cu` by build.rs.
+#[derive(Debug)]
+pub struct KernelSig {
+    /// Kernel name, e.g. `leaky_relu_fwd_f32`.
+    pub name: &'static str,
+    /// Source file stem it lives in (one NVRTC module per file), e.g. `activation`.
+    pub module: &'static str,
+    pub args: &'static [ArgKind],
+    /// Test kernels of the emulation (`kernels/emu/tests.cu`), never compiled by NVRTC.
+    pub emu_only: bool,
+}
+
+include!(concat!(env!("OUT_DIR"), "/kernel_table.rs"));
+
+/// Every `extern "C" __global__` entry of `kernels/*.cu`, parsed at build time.
+pub fn kernels() -> &'static [KernelSig] {
+    KERNELS
+}
+
+/// The embedded kernel sources as (file name, text), headers included; NVRTC compiles from these.
+pub fn kernel_sources() -> &'static [(&'static str, &'static str)] {
+    KERNEL_SOURCES
+}
+
+/// Signature of the kernel `name`, or an error listing that it does not exist.
+pub fn kernel_sig(name: &str) -> Result<&'static KernelSig> {
+    KERNELS
+        .iter()
+        .find(|k| k.name == name)
+        .ok_or_else(|| anyhow::anyhow!("no kernel named '{name}' in kernels/*.cu"))
+}
+
+/// Checks `args` against the kernel's parsed signature, so a wrong argument list is a clear error on both
+/// runtimes instead of garbage on the GPU.
+pub fn check_args(sig: &KernelSig, args: &[KernelArg]) -> Result<()> {
+    anyhow::ensure!(
+        sig.args.len() == args.len(),
+        "kernel {}: {} arguments given, the signature has {}",
+        sig.name,
+        args.len(),
+        sig.args.len()
+    );
+    for (i, (want, got)) in sig.args.iter().zip(args).enumerate() {
+        anyhow::ensure!(
+            *want == got.kind(),
+            "kernel {}: argument {} is {:?} but the signature wants {:?}",
+            sig.name,
+            i,
+            got.kind(),
+            want
+        );
+    }
+    Ok(())
+}
+
+/// Grid and block dimensions plus dynamic shared memory of one launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchCfg {
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+    pub shared_bytes: u32,
+}
+
+impl LaunchCfg {
+    /// A 1-D launch of `block` threads per block covering `n` threads (at least one block).
+    pub fn linear(n: usize, block: u32) -> LaunchCfg {
+        let blocks = n.div_ceil(block as usize).max(1);
+        LaunchCfg {
+            grid: (blocks as u32, 1, 1),
+            block: (block, 1, 1),
+            shared_bytes: 0,
+        }
+    }
+
+    /// A 1-D launch with an explicit block count (grid-stride kernels).
+    pub fn blocks(blocks: u32, block: u32) -> LaunchCfg {
+        LaunchCfg {
+            grid: (blocks.max(1), 1, 1),
+            block: (block, 1, 1),
+            shared_bytes: 0,
+        }
+    }
+
+    pub fn with_shared(mut self, bytes: u32) -> LaunchCfg {
+        self.shared_bytes = bytes;
+        self
+    }
+
+    pub fn threads_per_block(&self) -> u64 {
+        self.block.0 as u64 * self.block.1 as u64 * self.block.2 as u64
+    }
+
+    pub fn num_blocks(&self) -> u64 {
+        self.grid.0 as u64 * self.grid.1 as u64 * self.grid.2 as u64
+    }
+
+    /// CUDA's hard limits, checked before launching so both runtimes fail the same way.
+    pub fn validate(&self, kernel: &str) -> Result<()> {
+        let (gx, gy, gz) = self.grid;
+        let (bx, by, bz) = self.block;
+        anyhow::ensure!(
+            gx >= 1 && gy >= 1 && gz >= 1 && gy <= 65535 && gz <= 65535 && gx < (1 << 31),
+            "kernel {kernel}: invalid grid {:?}",
+            self.grid
+        );
+        anyhow::ensure!(
+            bx >= 1 && by >= 1 && (1..=64).contains(&bz) && self.threads_per_block() <= 1024,
+            "kernel {kernel}: invalid block {:?} (at most 1024 threads, z <= 64)",
+            self.block
+        );
+        Ok(())
+    }
+}
+
+/// What a GPU runtime provides: real CUDA (cudarc driver + NVRTC) or the CPU emulation.
+///
+/// All operations are ordered as if on one stream: a `dtoh` observes every earlier launch.
+pub trait GpuRuntime: Send + Sync {
+    fn name(&self) -> String;
+    /// Device address of a fresh allocation of `bytes` (> 0) bytes, 256-byte aligned.
+    fn alloc(&self, bytes: usize) -> Result<u64>;
+    fn free(&self, ptr: u64);
+    fn htod(&self, dst: u64, src: &[u8]) -> Result<()>;
+    fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()>;
+    fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()>;
+    fn memset_zero(&self, dst: u64, bytes: usize) -> Result<()>;
+    /// Launches `kernel` (errors name the kernel). Arguments are checked against the parsed signature.
+    fn launch(&self, kernel: &str, cfg: LaunchCfg, args: &[KernelArg]) -> Result<()>;
+    fn synchronize(&self) -> Result<()>;
+    /// True for the CPU emulation (tests use this to pick tolerances / sizes).
+    fn is_emulated(&self) -> bool;
+    /// Launches per kernel name since the runtime was created (tests check coverage; benchmarks count launches).
+    fn launch_counts(&self) -> Vec<(&'static str, u64)>;
+}
+
+/// Per-kernel launch counter shared by the runtimes.
+#[derive(Default)]
+pub struct LaunchCounter(std::sync::Mutex<std::collections::HashMap<&'static str, u64>>);
+
+impl LaunchCounter {
+    pub fn record(&self, kernel: &'static str) {
+        *self.0.lock().unwrap().entry(kernel).or_insert(0) += 1;
+    }
+
+    /// Sorted by kernel name.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let mut v: Vec<_> = self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, n)| (*k, *n))
+            .collect();
+        v.sort();
+        v
+    }
+}

@@ -1,0 +1,100 @@
+//! The real CUDA runtime on GPU 0: start-up (NVRTC compile + disk cache), transfers, launch checks, the caching
+//! allocator, and the clear errors when no driver / GPU is present.
+//!
+//! The tests that need a GPU are `#[ignore]`d, so a machine without one reports them as ignored (never as
+//! passed); scripts/gpu_run.sh runs them with `--include-ignored`, and there a GPU that does not open fails them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use gan_engine::backend::{Activation, Backend};
+use gan_engine::cuda::{cuda_backend, CudaBackend, KernelArg as A, LaunchCfg};
+
+fn gpu(test: &str) -> Arc<CudaBackend> {
+    cuda_backend(0).unwrap_or_else(|e| panic!("{test}: cuda:0 does not open: {e:#}"))
+}
+
+#[test]
+fn missing_gpu_is_a_clear_error_not_a_panic() {
+    // Whatever this machine has, opening must return (Ok or a readable error), never panic.
+    match cuda_backend(0) {
+        Ok(be) => println!("opened {}", be.runtime().name()),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            println!("no GPU here: {msg}");
+            assert!(msg.contains("cuda") || msg.contains("NVRTC"), "{msg}");
+        }
+    }
+    let err = gan_engine::Device::parse("cuda:99");
+    assert!(err.is_err());
+}
+
+#[test]
+#[ignore = "needs a GPU: scripts/gpu_run.sh runs it with --include-ignored"]
+fn start_up_uses_the_kernel_cache() {
+    let first = gpu("start_up_uses_the_kernel_cache");
+    drop(first);
+    // Every module is now in the disk cache: a second start must not recompile.
+    let t = Instant::now();
+    let be = cuda_backend(0).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    println!("second start of {}: {:.3} s", be.runtime().name(), secs);
+    assert!(
+        secs < 2.0,
+        "second start took {secs:.2} s: is the kernel cache working?"
+    );
+}
+
+#[test]
+#[ignore = "needs a GPU: scripts/gpu_run.sh runs it with --include-ignored"]
+fn transfers_launches_and_errors() {
+    let be = gpu("transfers_launches_and_errors");
+    let v: Vec<f32> = (0..1001).map(|i| i as f32 * 0.5 - 7.0).collect();
+    let x = be.from_host(&v, &[1001]).unwrap();
+    assert_eq!(x.to_vec().unwrap(), v);
+    let y = be.affine(&x, 2.0, 1.0).unwrap();
+    let want: Vec<f32> = v.iter().map(|a| 2.0 * a + 1.0).collect();
+    assert_eq!(y.to_vec().unwrap(), want);
+    // Argument mismatches are caught before the launch, naming the kernel.
+    let e = be
+        .launch(
+            "fill_f32",
+            LaunchCfg::linear(4, 32),
+            &[A::Ptr(be.ptr(&x).unwrap())],
+        )
+        .unwrap_err();
+    assert!(format!("{e}").contains("fill_f32"), "{e}");
+    // An invalid configuration is an error, and the runtime stays usable afterwards.
+    assert!(be
+        .launch(
+            "fill_f32",
+            LaunchCfg::linear(4, 2048),
+            &[A::Ptr(be.ptr(&x).unwrap()), A::F32(0.0), A::I32(4)]
+        )
+        .is_err());
+    be.synchronize().unwrap();
+    assert_eq!(be.sum(&x).unwrap().scalar().unwrap(), v.iter().sum::<f32>());
+}
+
+#[test]
+#[ignore = "needs a GPU: scripts/gpu_run.sh runs it with --include-ignored"]
+fn warmed_up_steps_allocate_nothing_from_the_driver() {
+    let be = gpu("warmed_up_steps_allocate_nothing_from_the_driver");
+    let x = be.randn(&[64, 4099], 0.0, 1.0, 7, 0).unwrap();
+    let step = || {
+        let y = be.activation(&x, Activation::LeakyRelu(0.2)).unwrap();
+        let (l, g) = be.bce_with_logits(&y, 1.0).unwrap();
+        let d = be
+            .activation_backward(&y, &g, Activation::LeakyRelu(0.2))
+            .unwrap();
+        be.sum(&d).unwrap().scalar().unwrap() + l.scalar().unwrap()
+    };
+    let first = step();
+    let warm = be.alloc_stats();
+    for _ in 0..5 {
+        assert_eq!(step(), first, "deterministic reductions");
+    }
+    let after = be.alloc_stats();
+    println!("allocator after warm-up: {warm:?} -> {after:?}");
+    assert_eq!(after.misses, warm.misses);
+}

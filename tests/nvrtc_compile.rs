@@ -1,0 +1,153 @@
+//! Compiles every kernels/*.cu with NVRTC — PTX for compute_80, CUBIN for sm_80 and sm_90 with
+//! `--ptxas-options=-v` — prints the per-kernel register / shared memory / spill report, and fails on a compile
+//! error, a kernel missing from the output, or any register spill.
+//!
+//! NVRTC comes from `pip install nvidia-cuda-nvrtc-cu12` (its lib dir on LD_LIBRARY_PATH). Without it the test
+//! prints a loud SKIPPED line, unless the environment variable CI is set, in which case it fails.
+
+use gan_engine::cuda::nvrtc;
+use gan_engine::cuda::runtime::kernels;
+
+fn nvrtc_or_skip() -> bool {
+    match nvrtc::ensure_available() {
+        Ok(()) => true,
+        Err(e) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI is set but NVRTC is unavailable: {e}");
+            }
+            eprintln!("\n\n*** SKIPPED nvrtc_compile: {e} ***\n\n");
+            false
+        }
+    }
+}
+
+/// Kernels of `file` according to the signature table parsed by build.rs.
+fn expected(file: &str) -> Vec<&'static str> {
+    let stem = file.trim_end_matches(".cu");
+    kernels()
+        .iter()
+        .filter(|k| k.module == stem && !k.emu_only)
+        .map(|k| k.name)
+        .collect()
+}
+
+#[test]
+fn every_kernel_compiles_without_spills() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let (major, minor) = nvrtc::version().unwrap();
+    println!("NVRTC {major}.{minor}");
+    let files = nvrtc::kernel_files();
+    assert!(!files.is_empty(), "no kernel sources embedded");
+    let mut failures = Vec::new();
+    let mut compiled = 0usize;
+    for file in &files {
+        let want = expected(file);
+
+        // PTX for the oldest architecture we support: every entry must be present.
+        match nvrtc::compile(file, "compute_80", &[]) {
+            Ok(c) => {
+                let ptx = String::from_utf8_lossy(&c.image);
+                for k in &want {
+                    if !ptx.contains(&format!(".entry {k}(")) {
+                        failures.push(format!("{file} compute_80: entry {k} missing from the PTX"));
+                    }
+                }
+            }
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+
+        for arch in ["sm_80", "sm_90"] {
+            let c = match nvrtc::compile(file, arch, &["--ptxas-options=-v"]) {
+                Ok(c) => c,
+                Err(e) => {
+                    failures.push(format!("{e:#}"));
+                    continue;
+                }
+            };
+            let report = nvrtc::parse_ptxas_report(&c.log).unwrap();
+            println!("{file} [{arch}]");
+            println!(
+                "  {:<34} {:>5} {:>8} {:>6} {:>7}",
+                "kernel", "regs", "smem B", "stack", "spills"
+            );
+            for r in &report {
+                println!(
+                    "  {:<34} {:>5} {:>8} {:>6} {:>7}",
+                    r.name,
+                    r.registers,
+                    r.shared_bytes,
+                    r.stack_bytes,
+                    r.spill_stores + r.spill_loads
+                );
+                if r.spill_stores + r.spill_loads > 0 {
+                    failures.push(format!(
+                        "{file} [{arch}] {}: {} bytes spill stores, {} bytes spill loads",
+                        r.name, r.spill_stores, r.spill_loads
+                    ));
+                }
+            }
+            for k in &want {
+                if !report.iter().any(|r| r.name == *k) {
+                    failures.push(format!(
+                        "{file} [{arch}]: no ptxas report for {k} (log:\n{})",
+                        c.log
+                    ));
+                }
+            }
+            if arch == "sm_90" {
+                compiled += report
+                    .iter()
+                    .filter(|r| want.contains(&r.name.as_str()))
+                    .count();
+            }
+        }
+    }
+    let total: usize = files.iter().map(|f| expected(f).len()).sum();
+    println!(
+        "{compiled} kernels compiled (of {total} in the signature table) from {} files",
+        files.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "NVRTC failures:\n{}",
+        failures.join("\n")
+    );
+    assert_eq!(compiled, total);
+}
+
+#[test]
+fn disk_cache_round_trip() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("GAN_ENGINE_CACHE_DIR", dir.path());
+    let first = nvrtc::compile_cached("elementwise.cu", "sm_90").unwrap();
+    assert!(!first.from_cache && first.is_cubin && !first.image.is_empty());
+    let second = nvrtc::compile_cached("elementwise.cu", "sm_90").unwrap();
+    assert!(
+        second.from_cache,
+        "second compile should come from the cache"
+    );
+    assert_eq!(first.image, second.image);
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "exactly one cache file: {files:?}");
+}
+
+#[test]
+fn device_target_selection() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    assert_eq!(nvrtc::target_for(90).unwrap(), "sm_90");
+    assert_eq!(nvrtc::target_for(80).unwrap(), "sm_80");
+    // An architecture newer than this NVRTC knows falls back to PTX of the newest one it does.
+    let archs = nvrtc::supported_archs().unwrap();
+    let newest = *archs.iter().max().unwrap();
+    assert_eq!(
+        nvrtc::target_for(newest + 1).unwrap(),
+        format!("compute_{newest}")
+    );
+}
