@@ -14,20 +14,45 @@
 //! each with its own scratch and a single-threaded GEMM; backward_weight gives every thread its own partial
 //! dW and adds them at the end, so the result does not depend on scheduling.
 //!
-//! A 1×1, stride-1, unpadded convolution needs no im2col: the image itself is the [C, H·W] matrix.
+//! Within a chunk the K rows of `col` are produced in *blocks* of whole input channels, each consumed right
+//! after it is made (forward: y += W[:, block] · col_block; backward_data: col2im of the block), so the
+//! patch matrix never leaves the cache; DCGAN's middle layers have K·P of 2–4 MB per chunk otherwise.
+//!
+//! Two shapes skip im2col: a 1×1, stride-1, unpadded convolution (the image itself is the [C, H·W]
+//! matrix), and a kernel covering the whole unpadded image (DCGAN's last D layer and, transposed, G's first):
+//! that is a fully connected layer, one GEMM over the batch.
 
 use anyhow::{bail, ensure, Result};
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::ops::Range;
 
 use crate::backend::Conv2dParams;
 use crate::cpu::{data, tensor};
 use crate::tensor::Tensor;
 
-/// Columns (images × output pixels) a chunk should reach before it is handed to the GEMM. Below a few
-/// hundred columns the cost of packing W dominates; above, chunks only grow the scratch. Measured with
-/// `benches/cpu_conv.rs`.
-const TARGET_COLS: usize = 512;
+// How the work is cut. Chosen on DCGAN-64's layers (`benches/cpu_conv.rs`, 2-core AVX2 machine) as the best
+// total of the handful of settings tried; neighbouring settings were within that machine's ±10% noise.
+
+/// Columns (images × output pixels) a chunk should reach before it is handed to the GEMM. With fewer,
+/// the GEMM spends its time re-packing W for a thin product; with more, the patch matrix only grows.
+const TARGET_COLS: usize = 256;
+
+/// Patch-matrix elements per block of rows: a block is written (by im2col or the GEMM) and read back right
+/// away, so it should stay in the L2 cache next to the GEMM's packed operands.
+const BLOCK_ELEMS: usize = 64 * 1024;
+
+/// ... but not fewer rows than this: the forward pass sums over blocks (its GEMM re-reads y once per
+/// block), and thinner blocks make thin GEMMs.
+const MIN_BLOCK_ROWS: usize = 256;
+
+/// How the work of one pass is cut: `nb` images per chunk (their columns side by side) and `cb` input
+/// channels per block of patch-matrix rows.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    nb: usize,
+    cb: usize,
+}
 
 /// The sizes of one convolution, checked once and shared by the three passes.
 #[derive(Clone, Copy, Debug)]
@@ -115,6 +140,12 @@ impl Geom {
         self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0
     }
 
+    /// Whether the kernel covers the whole unpadded image (one output pixel): then every image is one row
+    /// of an [N, K] matrix and the convolution is a fully connected layer, one GEMM over the batch.
+    fn dense(&self) -> bool {
+        self.kh == self.h && self.kw == self.w && self.ph == 0 && self.pw == 0
+    }
+
     /// The output indices `lo..hi` along one axis whose input index `o·s + k − p` falls inside `0..len`.
     /// Everything outside reads (or writes) the zero padding.
     fn valid_range(out: usize, len: usize, s: usize, k: usize, p: usize) -> (usize, usize) {
@@ -127,12 +158,21 @@ impl Geom {
         (lo.min(hi), hi)
     }
 
-    /// How many images each chunk holds: enough for TARGET_COLS columns, but never so many that some
-    /// thread is left without a chunk.
-    fn images_per_chunk(&self) -> usize {
+    /// Enough images per chunk for TARGET_COLS columns, but never so many that some thread is left
+    /// without a chunk; enough channels per block for BLOCK_ELEMS elements or MIN_BLOCK_ROWS rows.
+    fn plan(&self) -> Plan {
         let threads = rayon::current_num_threads().max(1);
         let wanted = TARGET_COLS.div_ceil(self.out_pixels());
-        wanted.min(self.n.div_ceil(threads)).max(1)
+        let nb = wanted.min(self.n.div_ceil(threads)).max(1);
+        let rows = (BLOCK_ELEMS / (nb * self.out_pixels())).max(MIN_BLOCK_ROWS);
+        let cb = (rows / (self.kh * self.kw)).clamp(1, self.c);
+        Plan { nb, cb }
+    }
+
+    /// The input-channel blocks of a plan, as ranges.
+    fn channel_blocks(&self, plan: Plan) -> impl Iterator<Item = Range<usize>> {
+        let (c, cb) = (self.c, plan.cb);
+        (0..c).step_by(cb).map(move |c0| c0..(c0 + cb).min(c))
     }
 }
 
@@ -142,6 +182,25 @@ struct Mat<'a> {
     data: &'a [f32],
     rs: usize,
     cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major matrix with rows of length `ld`.
+    fn row_major(data: &'a [f32], ld: usize) -> Mat<'a> {
+        Mat {
+            data,
+            rs: ld,
+            cs: 1,
+        }
+    }
+    /// The transpose of a row-major matrix with rows of length `ld`, without a copy.
+    fn col_major(data: &'a [f32], ld: usize) -> Mat<'a> {
+        Mat {
+            data,
+            rs: 1,
+            cs: ld,
+        }
+    }
 }
 
 /// `dst[m×n] = lhs[m×k] · rhs[k×n]` (or `+=` when `accumulate`), `dst` row-major with row stride `dst_rs`.
@@ -158,20 +217,27 @@ fn matmul(
     if m == 0 || n == 0 {
         return;
     }
+    if k == 0 {
+        // An empty sum (an empty batch in backward_weight) is zero; the GEMM need not be asked.
+        if !accumulate {
+            for r in 0..m {
+                dst[r * dst_rs..r * dst_rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
     // Last element each operand touches; the GEMM reads nothing beyond these.
     let end =
         |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs + 1;
     assert!(dst.len() >= end(m, n, dst_rs, 1), "matmul: dst too short");
-    if k > 0 {
-        assert!(
-            lhs.data.len() >= end(m, k, lhs.rs, lhs.cs),
-            "matmul: lhs too short"
-        );
-        assert!(
-            rhs.data.len() >= end(k, n, rhs.rs, rhs.cs),
-            "matmul: rhs too short"
-        );
-    }
+    assert!(
+        lhs.data.len() >= end(m, k, lhs.rs, lhs.cs),
+        "matmul: lhs too short"
+    );
+    assert!(
+        rhs.data.len() >= end(k, n, rhs.rs, rhs.cs),
+        "matmul: rhs too short"
+    );
     // SAFETY: the asserts above keep every access of the three operands in bounds; `dst` is a unique borrow
     // and does not alias `lhs` / `rhs` (shared borrows).
     unsafe {
@@ -199,66 +265,125 @@ fn matmul(
     }
 }
 
-/// Writes one image's patches into columns `off .. off + P` of `col` (row length `ld`):
-/// `col[(c, i, j), off + oh·Wo + ow] = x[c, oh·sh + i − ph, ow·sw + j − pw]`, zero in the padding.
+/// Writes one image's patches for the input channels `chans` into columns `off .. off + P` of `col` (row
+/// length `ld`): `col[(c − chans.start, i, j), off + oh·Wo + ow] = x[c, oh·sh + i − ph, ow·sw + j − pw]`,
+/// zero in the padding.
 /// Every element of those columns is written, so the scratch needs no clearing between uses.
-fn im2col(g: &Geom, x: &[f32], col: &mut [f32], ld: usize, off: usize) {
+///
+/// The valid (non-padding) output range of each tap is computed once per row of `col`, so the inner loop
+/// is a plain (strided) copy with no bounds tests: DCGAN's rows are only 4 to 32 elements long, and
+/// per-element branching would cost as much as the copy.
+fn im2col(g: &Geom, x: &[f32], chans: Range<usize>, col: &mut [f32], ld: usize, off: usize) {
     let p = g.out_pixels();
-    for c in 0..g.c {
+    let c0 = chans.start;
+    for c in chans {
         let xc = &x[c * g.in_pixels()..(c + 1) * g.in_pixels()];
         for i in 0..g.kh {
             let (oh_lo, oh_hi) = Geom::valid_range(g.ho, g.h, g.sh, i, g.ph);
             for j in 0..g.kw {
                 let (ow_lo, ow_hi) = Geom::valid_range(g.wo, g.w, g.sw, j, g.pw);
-                let row = (c * g.kh + i) * g.kw + j;
-                let dst = &mut col[row * ld + off..row * ld + off + p];
-                dst[..oh_lo * g.wo].fill(0.0);
-                dst[oh_hi * g.wo..].fill(0.0);
+                let row = ((c - c0) * g.kh + i) * g.kw + j;
+                let dst = &mut col[row * ld + off..][..p];
+                // One memset for the whole row beats zeroing the padded edges of every output row.
+                if oh_lo > 0 || oh_hi < g.ho || ow_lo > 0 || ow_hi < g.wo {
+                    dst.fill(0.0);
+                }
+                if ow_lo == ow_hi {
+                    continue;
+                }
+                let first = ow_lo * g.sw + j - g.pw;
                 for oh in oh_lo..oh_hi {
-                    let src = &xc[(oh * g.sh + i - g.ph) * g.w..][..g.w];
-                    let d = &mut dst[oh * g.wo..(oh + 1) * g.wo];
-                    d[..ow_lo].fill(0.0);
-                    d[ow_hi..].fill(0.0);
-                    let first = ow_lo * g.sw + j - g.pw;
-                    if g.sw == 1 {
-                        d[ow_lo..ow_hi].copy_from_slice(&src[first..first + (ow_hi - ow_lo)]);
-                    } else {
-                        for (dv, &sv) in d[ow_lo..ow_hi]
-                            .iter_mut()
-                            .zip(src[first..].iter().step_by(g.sw))
-                        {
-                            *dv = sv;
-                        }
-                    }
+                    let src = &xc[(oh * g.sh + i - g.ph) * g.w + first..];
+                    copy_strided(&mut dst[oh * g.wo + ow_lo..oh * g.wo + ow_hi], src, g.sw);
                 }
             }
         }
     }
 }
 
-/// The adjoint of [`im2col`]: adds columns `off .. off + P` of `col` back onto the image `dx` (which the
-/// caller has zeroed). Padding positions are dropped.
-fn col2im(g: &Geom, col: &[f32], ld: usize, off: usize, dx: &mut [f32]) {
+/// The adjoint of [`im2col`]: adds columns `off .. off + P` of `col` back onto the channels `chans` of the
+/// image `dx` (which the caller has zeroed). Padding positions are dropped.
+fn col2im(g: &Geom, col: &[f32], chans: Range<usize>, ld: usize, off: usize, dx: &mut [f32]) {
     let p = g.out_pixels();
-    for c in 0..g.c {
+    let c0 = chans.start;
+    for c in chans {
         let dxc = &mut dx[c * g.in_pixels()..(c + 1) * g.in_pixels()];
         for i in 0..g.kh {
             let (oh_lo, oh_hi) = Geom::valid_range(g.ho, g.h, g.sh, i, g.ph);
             for j in 0..g.kw {
                 let (ow_lo, ow_hi) = Geom::valid_range(g.wo, g.w, g.sw, j, g.pw);
-                let row = (c * g.kh + i) * g.kw + j;
-                let src = &col[row * ld + off..row * ld + off + p];
+                if ow_lo == ow_hi {
+                    continue;
+                }
+                let row = ((c - c0) * g.kh + i) * g.kw + j;
+                let src = &col[row * ld + off..][..p];
+                let first = ow_lo * g.sw + j - g.pw;
                 for oh in oh_lo..oh_hi {
-                    let d = &mut dxc[(oh * g.sh + i - g.ph) * g.w..][..g.w];
-                    let s = &src[oh * g.wo + ow_lo..oh * g.wo + ow_hi];
-                    let first = ow_lo * g.sw + j - g.pw;
-                    for (dv, &sv) in d[first..].iter_mut().step_by(g.sw).zip(s) {
-                        *dv += sv;
-                    }
+                    let d = &mut dxc[(oh * g.sh + i - g.ph) * g.w + first..];
+                    add_strided(d, &src[oh * g.wo + ow_lo..oh * g.wo + ow_hi], g.sw);
                 }
             }
         }
     }
+}
+
+/// `d[t] = s[t·step]` for every t of `d`. Strides 1 and 2 (all of DCGAN) get their own loops so that the
+/// compiler sees a constant stride and can vectorise.
+#[inline(always)]
+fn copy_strided(d: &mut [f32], s: &[f32], step: usize) {
+    match step {
+        1 => d.copy_from_slice(&s[..d.len()]),
+        2 => copy_stride_n::<2>(d, s),
+        _ => {
+            for (t, v) in d.iter_mut().enumerate() {
+                *v = s[t * step];
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn copy_stride_n<const S: usize>(d: &mut [f32], s: &[f32]) {
+    // Iterating over whole strides (`chunks_exact`) leaves the loop free of bounds checks, so the
+    // compiler can vectorise it. The last element gets its own line: it may sit at the very end of the
+    // input, with no full stride after it.
+    let Some((last, head)) = d.split_last_mut() else {
+        return;
+    };
+    for (v, stride) in head.iter_mut().zip(s.chunks_exact(S)) {
+        *v = stride[0];
+    }
+    *last = s[head.len() * S];
+}
+
+/// `d[t·step] += s[t]` for every t of `s`.
+#[inline(always)]
+fn add_strided(d: &mut [f32], s: &[f32], step: usize) {
+    match step {
+        1 => {
+            for (a, b) in d[..s.len()].iter_mut().zip(s) {
+                *a += b;
+            }
+        }
+        2 => add_stride_n::<2>(d, s),
+        _ => {
+            for (t, v) in s.iter().enumerate() {
+                d[t * step] += v;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn add_stride_n<const S: usize>(d: &mut [f32], s: &[f32]) {
+    // As in `copy_stride_n`: whole strides, then the last element on its own.
+    let Some((last, head)) = s.split_last() else {
+        return;
+    };
+    for (stride, v) in d.chunks_exact_mut(S).zip(head) {
+        stride[0] += v;
+    }
+    d[head.len() * S] += last;
 }
 
 /// Copies a chunk of `nb` NCHW images ([nb, rows, P] contiguous) into the [rows, nb·P] layout the GEMM
@@ -279,13 +404,29 @@ fn unpack_chunk(src: &[f32], rows: usize, p: usize, nb: usize, dst: &mut [f32]) 
     }
 }
 
+/// A GEMM that spreads itself over the rayon pool.
+fn threaded() -> Parallelism {
+    Parallelism::Rayon(rayon::current_num_threads())
+}
+
 /// Threading inside the GEMM: only when there are too few chunks to keep every thread busy (batch of 1).
 fn gemm_parallelism(chunks: usize) -> Parallelism {
     let threads = rayon::current_num_threads();
     if chunks >= threads {
         Parallelism::None
     } else {
-        Parallelism::Rayon(threads)
+        threaded()
+    }
+}
+
+/// A buffer every element of which the pass will write. Debug builds (the tests) fill it with NaN, so an
+/// element left unwritten cannot pass for a result; release builds skip that extra pass over memory (for
+/// DCGAN's first layer it costs a quarter of the convolution's time).
+fn output_buffer(len: usize) -> Vec<f32> {
+    if cfg!(debug_assertions) {
+        vec![f32::NAN; len]
+    } else {
+        vec![0.0; len]
     }
 }
 
@@ -308,51 +449,54 @@ fn scratch(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 /// x [N, C, H, W], w [O, C, kh, kw] → y [N, O, Ho, Wo].
 pub fn forward(x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
     let g = Geom::new("conv2d", x.dims4("conv2d x")?, w.dims4("conv2d w")?, p)?;
-    forward_chunked(&g, data(x)?, data(w)?, g.images_per_chunk())
+    let (x, w) = (data(x)?, data(w)?);
+    if g.dense() {
+        // y [N, O] = X [N, K] · Wᵀ [K, O]
+        let mut y = output_buffer(g.n * g.o);
+        let (xm, wt) = (Mat::row_major(x, g.k()), Mat::col_major(w, g.k()));
+        matmul((g.n, g.o, g.k()), &mut y, g.o, false, xm, wt, threaded());
+        return Ok(tensor(y, &g.out_shape()));
+    }
+    Ok(forward_planned(&g, x, w, g.plan()))
 }
 
-fn forward_chunked(g: &Geom, x: &[f32], w: &[f32], nb: usize) -> Result<Tensor> {
-    let (k, p) = (g.k(), g.out_pixels());
-    let chunks = g.n.div_ceil(nb);
-    let par = gemm_parallelism(chunks);
-    let wm = Mat {
-        data: w,
-        rs: k,
-        cs: 1,
-    };
-    // NaN, so an element the chunks below fail to write cannot pass for a result.
-    let mut y = vec![f32::NAN; g.n * g.y_len()];
-    y.par_chunks_mut(nb * g.y_len())
-        .zip(x.par_chunks(nb * g.x_len()))
+/// y = W · col, summed over channel blocks: block b adds W[:, rows of b] · col_b.
+fn forward_planned(g: &Geom, x: &[f32], w: &[f32], plan: Plan) -> Tensor {
+    let (k, p, taps) = (g.k(), g.out_pixels(), g.kh * g.kw);
+    let par = gemm_parallelism(g.n.div_ceil(plan.nb));
+    let mut y = output_buffer(g.n * g.y_len());
+    y.par_chunks_mut(plan.nb * g.y_len())
+        .zip(x.par_chunks(plan.nb * g.x_len()))
         .for_each_init(Scratch::default, |s, (yc, xc)| {
             let nbc = yc.len() / g.y_len();
             let cols = nbc * p;
-            let xm = if g.pointwise() && nbc == 1 {
-                Mat {
-                    data: xc,
-                    rs: p,
-                    cs: 1,
-                }
+            // One image writes straight into y; several go through [O, cols] and are unpacked after.
+            let out = if nbc == 1 {
+                &mut *yc
             } else {
-                let col = scratch(&mut s.col, k * cols);
-                for img in 0..nbc {
-                    im2col(g, &xc[img * g.x_len()..], col, cols, img * p);
-                }
-                Mat {
-                    data: col,
-                    rs: cols,
-                    cs: 1,
-                }
+                scratch(&mut s.packed, g.o * cols)
             };
-            if nbc == 1 {
-                matmul((g.o, p, k), yc, p, false, wm, xm, par);
+            if g.pointwise() && nbc == 1 {
+                let wm = Mat::row_major(w, k);
+                let xm = Mat::row_major(xc, p);
+                matmul((g.o, p, k), out, p, false, wm, xm, par);
             } else {
-                let out = scratch(&mut s.packed, g.o * cols);
-                matmul((g.o, cols, k), out, cols, false, wm, xm, par);
-                unpack_chunk(out, g.o, p, nbc, yc);
+                for (bi, chans) in g.channel_blocks(plan).enumerate() {
+                    let rows = chans.len() * taps;
+                    let wb = Mat::row_major(&w[chans.start * taps..], k);
+                    let col = scratch(&mut s.col, rows * cols);
+                    for img in 0..nbc {
+                        im2col(g, &xc[img * g.x_len()..], chans.clone(), col, cols, img * p);
+                    }
+                    let colm = Mat::row_major(col, cols);
+                    matmul((g.o, cols, rows), out, cols, bi > 0, wb, colm, par);
+                }
+            }
+            if nbc > 1 {
+                unpack_chunk(&s.packed[..g.o * cols], g.o, p, nbc, yc);
             }
         });
-    Ok(tensor(y, &g.out_shape()))
+    tensor(y, &g.out_shape())
 }
 
 /// dx [x_shape] from dy [N, O, Ho, Wo] and w [O, C, kh, kw].
@@ -365,7 +509,23 @@ pub fn backward_data(
     let what = "conv2d_backward_data";
     let g = Geom::new(what, x_shape, w.dims4("conv2d_backward_data w")?, p)?;
     check_dy(what, &g, dy.dims4("conv2d_backward_data dy")?, "x_shape")?;
-    backward_data_chunked(&g, data(dy)?, data(w)?, g.images_per_chunk())
+    let (dy, w) = (data(dy)?, data(w)?);
+    if g.dense() {
+        // dX [N, K] = dY [N, O] · W [O, K]
+        let mut dx = output_buffer(g.n * g.k());
+        let (dym, wm) = (Mat::row_major(dy, g.o), Mat::row_major(w, g.k()));
+        matmul(
+            (g.n, g.k(), g.o),
+            &mut dx,
+            g.k(),
+            false,
+            dym,
+            wm,
+            threaded(),
+        );
+        return Ok(tensor(dx, &x_shape));
+    }
+    Ok(backward_data_planned(&g, dy, w, g.plan()))
 }
 
 /// dy must be exactly the output shape of the convolution that `g` describes.
@@ -387,49 +547,48 @@ fn check_dy(what: &str, g: &Geom, dy: [usize; 4], input_name: &str) -> Result<()
     Ok(())
 }
 
-fn backward_data_chunked(g: &Geom, dy: &[f32], w: &[f32], nb: usize) -> Result<Tensor> {
-    let (k, p) = (g.k(), g.out_pixels());
-    let chunks = g.n.div_ceil(nb);
-    let par = gemm_parallelism(chunks);
-    // Wᵀ without a copy: element (k, o) of Wᵀ is w[o·K + k].
-    let wt = Mat {
-        data: w,
-        rs: 1,
-        cs: k,
-    };
-    let mut dx = vec![f32::NAN; g.n * g.x_len()];
-    dx.par_chunks_mut(nb * g.x_len())
-        .zip(dy.par_chunks(nb * g.y_len()))
+/// col = Wᵀ · dy one channel block at a time, each block scattered into dx by col2im while still in cache.
+fn backward_data_planned(g: &Geom, dy: &[f32], w: &[f32], plan: Plan) -> Tensor {
+    let (k, p, taps) = (g.k(), g.out_pixels(), g.kh * g.kw);
+    let par = gemm_parallelism(g.n.div_ceil(plan.nb));
+    let mut dx = output_buffer(g.n * g.x_len());
+    dx.par_chunks_mut(plan.nb * g.x_len())
+        .zip(dy.par_chunks(plan.nb * g.y_len()))
         .for_each_init(Scratch::default, |s, (dxc, dyc)| {
             let nbc = dxc.len() / g.x_len();
             let cols = nbc * p;
             let dym = if nbc == 1 {
-                Mat {
-                    data: dyc,
-                    rs: p,
-                    cs: 1,
-                }
+                Mat::row_major(dyc, p)
             } else {
                 let packed = scratch(&mut s.packed, g.o * cols);
                 pack_chunk(dyc, g.o, p, nbc, packed);
-                Mat {
-                    data: packed,
-                    rs: cols,
-                    cs: 1,
-                }
+                Mat::row_major(packed, cols)
             };
+            // Wᵀ without a copy: element (r, o) of Wᵀ is w[o·K + r].
             if g.pointwise() && nbc == 1 {
+                let wt = Mat::col_major(w, k);
                 matmul((k, p, g.o), dxc, p, false, wt, dym, par);
-            } else {
-                let col = scratch(&mut s.col, k * cols);
-                matmul((k, cols, g.o), col, cols, false, wt, dym, par);
-                dxc.fill(0.0);
+                return;
+            }
+            dxc.fill(0.0);
+            for chans in g.channel_blocks(plan) {
+                let rows = chans.len() * taps;
+                let wt = Mat::col_major(&w[chans.start * taps..], k);
+                let col = scratch(&mut s.col, rows * cols);
+                matmul((rows, cols, g.o), col, cols, false, wt, dym, par);
                 for img in 0..nbc {
-                    col2im(g, col, cols, img * p, &mut dxc[img * g.x_len()..]);
+                    col2im(
+                        g,
+                        col,
+                        chans.clone(),
+                        cols,
+                        img * p,
+                        &mut dxc[img * g.x_len()..],
+                    );
                 }
             }
         });
-    Ok(tensor(dx, &[g.n, g.c, g.h, g.w]))
+    tensor(dx, &[g.n, g.c, g.h, g.w])
 }
 
 /// dw [w_shape] from x [N, C, H, W] and dy [N, O, Ho, Wo].
@@ -442,70 +601,72 @@ pub fn backward_weight(
     let what = "conv2d_backward_weight";
     let g = Geom::new(what, x.dims4("conv2d_backward_weight x")?, w_shape, p)?;
     check_dy(what, &g, dy.dims4("conv2d_backward_weight dy")?, "x")?;
-    backward_weight_chunked(&g, data(x)?, data(dy)?, g.images_per_chunk())
+    let (x, dy) = (data(x)?, data(dy)?);
+    if g.dense() {
+        // dW [O, K] = dYᵀ [O, N] · X [N, K] (an empty batch gives zeros: see `matmul`).
+        let mut dw = output_buffer(g.o * g.k());
+        let (dyt, xm) = (Mat::col_major(dy, g.o), Mat::row_major(x, g.k()));
+        matmul(
+            (g.o, g.k(), g.n),
+            &mut dw,
+            g.k(),
+            false,
+            dyt,
+            xm,
+            threaded(),
+        );
+        return Ok(tensor(dw, &w_shape));
+    }
+    Ok(backward_weight_planned(&g, x, dy, g.plan()))
 }
 
-fn backward_weight_chunked(g: &Geom, x: &[f32], dy: &[f32], nb: usize) -> Result<Tensor> {
-    let (k, p) = (g.k(), g.out_pixels());
+/// dW[:, rows of block b] += dy · col_bᵀ over every chunk and block.
+fn backward_weight_planned(g: &Geom, x: &[f32], dy: &[f32], plan: Plan) -> Tensor {
+    let (k, p, taps, nb) = (g.k(), g.out_pixels(), g.kh * g.kw, plan.nb);
     let w_shape = [g.o, g.c, g.kh, g.kw];
     let chunks = g.n.div_ceil(nb);
     if chunks == 0 {
         // An empty batch contributes nothing.
-        return Ok(tensor(vec![0.0; g.o * k], &w_shape));
+        return tensor(vec![0.0; g.o * k], &w_shape);
     }
     // One contiguous run of chunks per thread, each summed into the thread's own dW; fixed (not
     // work-stolen) groups keep the summation order, hence the result, independent of scheduling.
     let groups = chunks.min(rayon::current_num_threads().max(1));
-    let chunks_per_group = chunks.div_ceil(groups);
-    let imgs_per_group = chunks_per_group * nb;
+    let imgs_per_group = chunks.div_ceil(groups) * nb;
     let par = gemm_parallelism(groups);
     let partials: Vec<Vec<f32>> = x
         .par_chunks(imgs_per_group * g.x_len())
         .zip(dy.par_chunks(imgs_per_group * g.y_len()))
         .map(|(xg, dyg)| {
             let mut s = Scratch::default();
-            let mut dw = vec![f32::NAN; g.o * k];
-            for (ci, (xc, dyc)) in xg
-                .chunks(nb * g.x_len())
-                .zip(dyg.chunks(nb * g.y_len()))
-                .enumerate()
-            {
+            let mut dw = output_buffer(g.o * k);
+            let chunks = xg.chunks(nb * g.x_len()).zip(dyg.chunks(nb * g.y_len()));
+            for (ci, (xc, dyc)) in chunks.enumerate() {
                 let nbc = xc.len() / g.x_len();
                 let cols = nbc * p;
                 let dym = if nbc == 1 {
-                    Mat {
-                        data: dyc,
-                        rs: p,
-                        cs: 1,
-                    }
+                    Mat::row_major(dyc, p)
                 } else {
                     let packed = scratch(&mut s.packed, g.o * cols);
                     pack_chunk(dyc, g.o, p, nbc, packed);
-                    Mat {
-                        data: packed,
-                        rs: cols,
-                        cs: 1,
-                    }
+                    Mat::row_major(packed, cols)
                 };
-                // colᵀ without a copy: element (j, k) of colᵀ is col[k·cols + j].
-                let colt = if g.pointwise() && nbc == 1 {
-                    Mat {
-                        data: xc,
-                        rs: 1,
-                        cs: p,
-                    }
-                } else {
-                    let col = scratch(&mut s.col, k * cols);
+                // colᵀ without a copy: element (j, r) of colᵀ is col[r·cols + j].
+                if g.pointwise() && nbc == 1 {
+                    let xt = Mat::col_major(xc, p);
+                    matmul((g.o, k, cols), &mut dw, k, ci > 0, dym, xt, par);
+                    continue;
+                }
+                for chans in g.channel_blocks(plan) {
+                    let rows = chans.len() * taps;
+                    let col = scratch(&mut s.col, rows * cols);
                     for img in 0..nbc {
-                        im2col(g, &xc[img * g.x_len()..], col, cols, img * p);
+                        im2col(g, &xc[img * g.x_len()..], chans.clone(), col, cols, img * p);
                     }
-                    Mat {
-                        data: col,
-                        rs: 1,
-                        cs: cols,
-                    }
-                };
-                matmul((g.o, k, cols), &mut dw, k, ci > 0, dym, colt, par);
+                    let colt = Mat::col_major(col, cols);
+                    let dwb = &mut dw[chans.start * taps..];
+                    matmul((g.o, rows, cols), dwb, k, ci > 0, dym, colt, par);
+                }
             }
             dw
         })
@@ -515,7 +676,7 @@ fn backward_weight_chunked(g: &Geom, x: &[f32], dy: &[f32], nb: usize) -> Result
     for part in partials {
         dw.par_iter_mut().zip(&part).for_each(|(a, b)| *a += b);
     }
-    Ok(tensor(dw, &w_shape))
+    tensor(dw, &w_shape)
 }
 
 #[cfg(test)]
@@ -657,6 +818,9 @@ mod tests {
             // Small outputs and a larger batch: several images per chunk, a ragged last chunk.
             ([7, 3, 4, 5], [4, 3, 3, 3], params((1, 1), (0, 0))),
             ([7, 3, 4, 5], [4, 3, 1, 1], params((1, 1), (0, 0))),
+            // Kernel covering the whole image: the fully connected path.
+            ([7, 3, 4, 5], [4, 3, 4, 5], params((1, 1), (0, 0))),
+            ([7, 3, 4, 5], [4, 3, 4, 5], params((2, 3), (0, 0))),
             // One image: the GEMM itself is threaded.
             ([1, 4, 6, 5], [3, 4, 3, 2], params((1, 2), (1, 1))),
             ([1, 4, 6, 5], [3, 4, 1, 1], params((1, 1), (0, 0))),
@@ -692,21 +856,24 @@ mod tests {
             assert_eq!(dw.shape(), &ws);
             want_dw.check(&format!("{tag} backward_weight"), dw.cpu_data().unwrap());
 
-            // ... and every chunk size, so the packed multi-image layout and ragged chunks are covered
-            // whatever the machine's thread count makes the default.
+            // ... and every chunk size and several channel blocks, so the packed multi-image layout, ragged
+            // chunks and ragged channel blocks are covered whatever the machine makes the default plan.
             for nb in 1..=xs[0] {
-                let y = forward_chunked(&g, &xd, &wd, nb).unwrap();
-                want_y.check(&format!("{tag} forward nb={nb}"), y.cpu_data().unwrap());
-                let dx = backward_data_chunked(&g, &dy, &wd, nb).unwrap();
-                want_dx.check(
-                    &format!("{tag} backward_data nb={nb}"),
-                    dx.cpu_data().unwrap(),
-                );
-                let dw = backward_weight_chunked(&g, &xd, &dy, nb).unwrap();
-                want_dw.check(
-                    &format!("{tag} backward_weight nb={nb}"),
-                    dw.cpu_data().unwrap(),
-                );
+                for cb in [1, 2, xs[1]] {
+                    let plan = Plan { nb, cb };
+                    let y = forward_planned(&g, &xd, &wd, plan);
+                    want_y.check(&format!("{tag} forward {plan:?}"), y.cpu_data().unwrap());
+                    let dx = backward_data_planned(&g, &dy, &wd, plan);
+                    want_dx.check(
+                        &format!("{tag} backward_data {plan:?}"),
+                        dx.cpu_data().unwrap(),
+                    );
+                    let dw = backward_weight_planned(&g, &xd, &dy, plan);
+                    want_dw.check(
+                        &format!("{tag} backward_weight {plan:?}"),
+                        dw.cpu_data().unwrap(),
+                    );
+                }
             }
         }
     }
@@ -817,6 +984,17 @@ mod tests {
         let dx = backward_data(&y, &w, [0, 3, 5, 5], p).unwrap();
         assert_eq!(dx.shape(), &[0, 3, 5, 5]);
         let dw = backward_weight(&x, &y, [4, 3, 3, 3], p).unwrap();
+        assert!(dw.to_vec().unwrap().iter().all(|&v| v == 0.0));
+
+        // The same through the fully connected path (kernel = image).
+        let p = Conv2dParams::new(1, 0);
+        let w = test_tensor(&[4, 3, 5, 5], 2);
+        let y = forward(&x, &w, p).unwrap();
+        assert_eq!(y.shape(), &[0, 4, 1, 1]);
+        let dx = backward_data(&y, &w, [0, 3, 5, 5], p).unwrap();
+        assert_eq!(dx.shape(), &[0, 3, 5, 5]);
+        let dw = backward_weight(&x, &y, [4, 3, 5, 5], p).unwrap();
+        assert_eq!(dw.shape(), &[4, 3, 5, 5]);
         assert!(dw.to_vec().unwrap().iter().all(|&v| v == 0.0));
     }
 }
