@@ -1,1 +1,474 @@
-//! (being written)
+//! Checkpoints as safetensors files.
+//!
+//! A run directory holds two files:
+//! - `generator.safetensors`: only G's `state_dict`, under PyTorch's names (`main.0.weight`, ...,
+//!   `main.1.num_batches_tracked` as int64), so a PyTorch user loads it with
+//!   `G.load_state_dict(safetensors.torch.load_file(path))`. Its `__metadata__` carries the model config.
+//! - `checkpoint.safetensors`: everything needed to resume bit-exactly: G and D (prefixes `G.` and `D.`),
+//!   both Adam states (`opt_G.m.<name>`, `opt_G.v.<name>`, ...), and, as JSON in `__metadata__`, the model
+//!   config, the training config and the loop state (step, RNG offsets, data loader position).
+//!
+//! Files are written atomically (temporary file + rename), so a crash mid-save leaves the previous checkpoint.
+//! Loading checks the format, every name and every shape, and says precisely what does not match.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::device::Device;
+use crate::nn::models::ModelConfig;
+use crate::nn::ParamStore;
+use crate::tensor::Tensor;
+
+pub const GENERATOR_FILE: &str = "generator.safetensors";
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+
+/// `__metadata__` key saying which kind of file this is.
+pub const FORMAT_KEY: &str = "format";
+pub const FORMAT_GENERATOR: &str = "gan-engine/generator/v1";
+pub const FORMAT_CHECKPOINT: &str = "gan-engine/checkpoint/v1";
+/// `__metadata__` key of the JSON [`ModelConfig`].
+pub const MODEL_KEY: &str = "model";
+
+/// Buffers that PyTorch keeps as integers; we hold them as f32 and convert at the file boundary.
+fn is_integer_buffer(name: &str) -> bool {
+    name.ends_with("num_batches_tracked")
+}
+
+/// A tensor read from or headed for a file, on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+    /// Written as int64 (exact for the small counters we store this way).
+    pub integer: bool,
+}
+
+impl HostTensor {
+    pub fn from_tensor(t: &Tensor, integer: bool) -> Result<HostTensor> {
+        Ok(HostTensor {
+            shape: t.shape().to_vec(),
+            data: t.to_vec()?,
+            integer,
+        })
+    }
+
+    pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
+        Tensor::from_vec(self.data.clone(), &self.shape, device)
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        if self.integer {
+            self.data
+                .iter()
+                .flat_map(|&x| (x as i64).to_le_bytes())
+                .collect()
+        } else {
+            self.data.iter().flat_map(|x| x.to_le_bytes()).collect()
+        }
+    }
+}
+
+/// The tensors and `__metadata__` of one safetensors file.
+#[derive(Clone, Debug, Default)]
+pub struct TensorFile {
+    pub tensors: BTreeMap<String, HostTensor>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl TensorFile {
+    pub fn new(format: &str) -> TensorFile {
+        let mut f = TensorFile::default();
+        f.metadata.insert(FORMAT_KEY.into(), format.into());
+        f
+    }
+
+    pub fn insert(&mut self, name: String, t: &Tensor) -> Result<()> {
+        let integer = is_integer_buffer(&name);
+        self.tensors
+            .insert(name, HostTensor::from_tensor(t, integer)?);
+        Ok(())
+    }
+
+    /// Every parameter and buffer of `store`, named `{prefix}{name}`.
+    pub fn insert_store(&mut self, prefix: &str, store: &ParamStore) -> Result<()> {
+        for (name, t) in store.named_tensors() {
+            self.insert(format!("{prefix}{name}"), t)?;
+        }
+        Ok(())
+    }
+
+    pub fn set_json<T: Serialize>(&mut self, key: &str, value: &T) -> Result<()> {
+        self.metadata
+            .insert(key.into(), serde_json::to_string(value)?);
+        Ok(())
+    }
+
+    pub fn get_json<T: DeserializeOwned>(&self, key: &str, path: &Path) -> Result<T> {
+        let s = self.metadata.get(key).ok_or_else(|| {
+            anyhow!(
+                "{}: metadata has no '{key}' entry (not written by gan-engine?)",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(s)
+            .with_context(|| format!("{}: metadata '{key}' is not valid", path.display()))
+    }
+
+    pub fn format(&self) -> Option<&str> {
+        self.metadata.get(FORMAT_KEY).map(|s| s.as_str())
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let bytes: Vec<(&str, Vec<usize>, Dtype, Vec<u8>)> = self
+            .tensors
+            .iter()
+            .map(|(n, t)| {
+                let dt = if t.integer { Dtype::I64 } else { Dtype::F32 };
+                (n.as_str(), t.shape.clone(), dt, t.bytes())
+            })
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(n, shape, dt, b)| Ok((*n, TensorView::new(*dt, shape.clone(), b)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(safetensors::serialize(views, &Some(self.metadata.clone()))?)
+    }
+
+    /// Writes the file atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = self.to_bytes()?;
+        crate::io::write_atomic(path, &bytes)
+            .with_context(|| format!("cannot write checkpoint {}", path.display()))
+    }
+
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<TensorFile> {
+        let not_st =
+            |e: &dyn std::fmt::Display| anyhow!("not a safetensors file: {} ({e})", path.display());
+        let st = SafeTensors::deserialize(bytes).map_err(|e| not_st(&e))?;
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| not_st(&e))?;
+        let mut f = TensorFile {
+            tensors: BTreeMap::new(),
+            metadata: meta.metadata().clone().unwrap_or_default(),
+        };
+        for (name, view) in st.tensors() {
+            let raw = view.data();
+            let (data, integer): (Vec<f32>, bool) = match view.dtype() {
+                Dtype::F32 => (
+                    raw.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                    false,
+                ),
+                Dtype::I64 => (
+                    raw.chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+                        .collect(),
+                    true,
+                ),
+                other => bail!(
+                    "{}: tensor '{name}' has dtype {other:?}; gan-engine reads F32 (and I64 counters)",
+                    path.display()
+                ),
+            };
+            f.tensors.insert(
+                name,
+                HostTensor {
+                    shape: view.shape().to_vec(),
+                    data,
+                    integer,
+                },
+            );
+        }
+        Ok(f)
+    }
+
+    pub fn load(path: &Path) -> Result<TensorFile> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+        TensorFile::from_bytes(&bytes, path)
+    }
+
+    /// Copies the tensors named `{prefix}{name}` into `store` after checking that every parameter and buffer of
+    /// the store is present with the right shape and that the file has no extra tensors under `prefix`.
+    /// `what` names the model in messages ("generator").
+    pub fn load_store(
+        &self,
+        prefix: &str,
+        store: &mut ParamStore,
+        what: &str,
+        path: &Path,
+    ) -> Result<()> {
+        let mut problems = vec![];
+        let expected: Vec<(String, Vec<usize>)> = store
+            .named_tensors()
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.shape().to_vec()))
+            .collect();
+        for (name, shape) in &expected {
+            match self.tensors.get(&format!("{prefix}{name}")) {
+                None => problems.push(format!("{prefix}{name}: missing")),
+                Some(t) if &t.shape != shape => problems.push(format!(
+                    "{prefix}{name}: expected {}, got {}",
+                    fmt_shape(shape),
+                    fmt_shape(&t.shape)
+                )),
+                Some(_) => {}
+            }
+        }
+        for name in self.tensors.keys() {
+            if let Some(rest) = name.strip_prefix(prefix) {
+                if !expected.iter().any(|(n, _)| n == rest) {
+                    problems.push(format!("{name}: not a tensor of this {what}"));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            let n = problems.len();
+            problems.truncate(8);
+            let more = if n > 8 {
+                format!("\n  ... and {} more", n - 8)
+            } else {
+                String::new()
+            };
+            bail!(
+                "{}: the {what} in this file does not match the model ({n} problem{}):\n  {}{more}",
+                path.display(),
+                if n == 1 { "" } else { "s" },
+                problems.join("\n  ")
+            );
+        }
+        for (name, _) in expected {
+            let t = &self.tensors[&format!("{prefix}{name}")];
+            store.set_by_name(&name, t.to_tensor(&store.device)?)?;
+        }
+        Ok(())
+    }
+
+    /// A tensor that must exist with the given shape.
+    pub fn tensor(&self, name: &str, shape: &[usize], path: &Path) -> Result<&HostTensor> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| anyhow!("{}: missing tensor {name}", path.display()))?;
+        if t.shape != shape {
+            bail!(
+                "{}: {name}: expected {}, got {}",
+                path.display(),
+                fmt_shape(shape),
+                fmt_shape(&t.shape)
+            );
+        }
+        Ok(t)
+    }
+}
+
+pub fn fmt_shape(s: &[usize]) -> String {
+    let inner: Vec<String> = s.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", inner.join(","))
+}
+
+/// The checkpoint file for a `--checkpoint` / `--resume` argument: a run directory (its
+/// `checkpoint.safetensors`, else its `generator.safetensors`) or a file.
+pub fn resolve(path: &Path, prefer_full: bool) -> Result<PathBuf> {
+    if path.is_dir() {
+        let order = if prefer_full {
+            [CHECKPOINT_FILE, GENERATOR_FILE]
+        } else {
+            [GENERATOR_FILE, CHECKPOINT_FILE]
+        };
+        for f in order {
+            let p = path.join(f);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+        bail!(
+            "{} contains no checkpoint ({} or {})",
+            path.display(),
+            CHECKPOINT_FILE,
+            GENERATOR_FILE
+        )
+    } else if path.is_file() {
+        Ok(path.to_path_buf())
+    } else {
+        bail!("checkpoint {} does not exist", path.display())
+    }
+}
+
+/// The model config recorded in a file written by gan-engine.
+pub fn model_config(f: &TensorFile, path: &Path) -> Result<ModelConfig> {
+    match f.format() {
+        Some(FORMAT_GENERATOR) | Some(FORMAT_CHECKPOINT) => {}
+        Some(other) => bail!(
+            "{}: unknown checkpoint format '{other}' (expected {FORMAT_GENERATOR} or {FORMAT_CHECKPOINT})",
+            path.display()
+        ),
+        None => bail!(
+            "{}: a safetensors file without gan-engine metadata; cannot tell which model it holds",
+            path.display()
+        ),
+    }
+    f.get_json(MODEL_KEY, path)
+}
+
+/// The generator's tensors' name prefix in a file of this format.
+pub fn generator_prefix(f: &TensorFile) -> &'static str {
+    if f.format() == Some(FORMAT_CHECKPOINT) {
+        "G."
+    } else {
+        ""
+    }
+}
+
+/// Saves G's state_dict alone, in the PyTorch-loadable layout.
+pub fn save_generator(path: &Path, cfg: &ModelConfig, g: &ParamStore) -> Result<()> {
+    let mut f = TensorFile::new(FORMAT_GENERATOR);
+    f.set_json(MODEL_KEY, cfg)?;
+    f.insert_store("", g)?;
+    f.save(path)
+}
+
+/// Loads a generator saved by [`save_generator`] or from the `G.` part of a full checkpoint.
+pub fn load_generator(path: &Path, device: &Device) -> Result<crate::nn::models::Generator> {
+    let f = TensorFile::load(path)?;
+    let cfg = model_config(&f, path)?;
+    // The init draws are overwritten right away; any stream will do.
+    let mut rng = crate::ops::random::RngStream::new(0);
+    let mut g = crate::nn::models::Generator::new(&cfg, device, &mut rng)?;
+    f.load_store(generator_prefix(&f), &mut g.store, "generator", path)?;
+    Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::models::{Generator, ModelKind};
+    use crate::ops::random::RngStream;
+
+    fn small(kind: ModelKind) -> ModelConfig {
+        ModelConfig {
+            kind,
+            image_size: 28,
+            channels: 1,
+            nz: 6,
+            ngf: 4,
+            ndf: 4,
+            hidden: 8,
+        }
+    }
+
+    fn all_tensors(store: &ParamStore) -> Vec<(String, Vec<usize>, Vec<u32>)> {
+        store
+            .named_tensors()
+            .iter()
+            .map(|(n, t)| {
+                let bits = t.to_vec().unwrap().iter().map(|x| x.to_bits()).collect();
+                (n.to_string(), t.shape().to_vec(), bits)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn generator_round_trip_is_bit_exact_and_pytorch_shaped() {
+        let dir = tempfile::tempdir().unwrap();
+        for kind in [ModelKind::Dcgan, ModelKind::Mlp] {
+            let cfg = small(kind);
+            let mut g = Generator::new(&cfg, &Device::Cpu, &mut RngStream::new(1)).unwrap();
+            // Non-trivial buffers: one training-mode forward updates running stats and the batch counter.
+            let mut tape = crate::Tape::new();
+            let z = RngStream::new(2)
+                .normal(&[5, 6], 0.0, 1.0, &Device::Cpu)
+                .unwrap();
+            let z = tape.constant(z);
+            g.forward(&mut tape, z, true).unwrap();
+            let path = dir.path().join(format!("{kind}.safetensors"));
+            save_generator(&path, &cfg, &g.store).unwrap();
+            let back = load_generator(&path, &Device::Cpu).unwrap();
+            assert_eq!(back.cfg, cfg);
+            assert_eq!(all_tensors(&back.store), all_tensors(&g.store));
+
+            // What PyTorch sees: plain names, f32 params, int64 num_batches_tracked of shape [].
+            let bytes = std::fs::read(&path).unwrap();
+            let st = SafeTensors::deserialize(&bytes).unwrap();
+            let nbt = st.tensor("main.1.num_batches_tracked").unwrap();
+            assert_eq!(nbt.dtype(), Dtype::I64);
+            assert_eq!(nbt.shape(), &[] as &[usize]);
+            assert_eq!(i64::from_le_bytes(nbt.data().try_into().unwrap()), 1);
+            assert_eq!(st.tensor("main.0.weight").unwrap().dtype(), Dtype::F32);
+            assert_eq!(st.len(), g.store.named_tensors().len());
+        }
+    }
+
+    #[test]
+    fn load_errors_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.safetensors");
+        std::fs::write(&garbage, b"this is not a checkpoint at all").unwrap();
+        let e = format!(
+            "{:#}",
+            load_generator(&garbage, &Device::Cpu).err().unwrap()
+        );
+        assert!(e.contains("not a safetensors file"), "{e}");
+        assert!(e.contains("garbage.safetensors"), "{e}");
+
+        let e = format!(
+            "{:#}",
+            load_generator(&dir.path().join("nope"), &Device::Cpu)
+                .err()
+                .unwrap()
+        );
+        assert!(e.contains("cannot read checkpoint"), "{e}");
+
+        // A file whose tensors have the wrong shapes for the model its metadata names.
+        let cfg = small(ModelKind::Dcgan);
+        let g = Generator::new(&cfg, &Device::Cpu, &mut RngStream::new(1)).unwrap();
+        let mut f = TensorFile::new(FORMAT_GENERATOR);
+        f.set_json(
+            MODEL_KEY,
+            &ModelConfig {
+                ngf: 5,
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+        f.insert_store("", &g.store).unwrap();
+        let p = dir.path().join("wrong.safetensors");
+        f.save(&p).unwrap();
+        let e = format!("{:#}", load_generator(&p, &Device::Cpu).err().unwrap());
+        assert!(
+            e.contains("main.0.weight: expected [6,20,7,7], got [6,16,7,7]"),
+            "{e}"
+        );
+
+        // A tensor missing and an extra one.
+        let mut f = TensorFile::new(FORMAT_GENERATOR);
+        f.set_json(MODEL_KEY, &cfg).unwrap();
+        f.insert_store("", &g.store).unwrap();
+        f.tensors.remove("main.3.weight");
+        f.insert(
+            "main.99.weight".into(),
+            g.store.value(crate::nn::ParamId(0)),
+        )
+        .unwrap();
+        f.save(&p).unwrap();
+        let e = format!("{:#}", load_generator(&p, &Device::Cpu).err().unwrap());
+        assert!(e.contains("main.3.weight: missing"), "{e}");
+        assert!(
+            e.contains("main.99.weight: not a tensor of this generator"),
+            "{e}"
+        );
+
+        // A safetensors file from elsewhere (no metadata).
+        let mut f = TensorFile::default();
+        f.insert_store("", &g.store).unwrap();
+        f.save(&p).unwrap();
+        let e = format!("{:#}", load_generator(&p, &Device::Cpu).err().unwrap());
+        assert!(e.contains("without gan-engine metadata"), "{e}");
+    }
+}

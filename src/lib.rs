@@ -11,6 +11,7 @@
 pub mod autograd;
 pub mod backend;
 pub mod checkpoint;
+pub mod cli;
 pub mod cpu;
 pub mod cuda;
 pub mod data;

@@ -1,3 +1,3 @@
-fn main() {
-    println!("gan-engine: being written");
+fn main() -> std::process::ExitCode {
+    gan_engine::cli::main()
 }

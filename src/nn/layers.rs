@@ -1,1 +1,349 @@
-//! Layers (being written).
+//! Layers: Conv2d, ConvTranspose2d, BatchNorm (1-D and 2-D), Linear, and the pointwise activations.
+//!
+//! A layer holds only ids into a [`ParamStore`]; the tensors live in the store under PyTorch's `state_dict`
+//! names (`{prefix}.weight`, `{prefix}.running_mean`, ...), so a whole model saves and loads by name.
+//! Initialisation follows the DCGAN paper (and PyTorch's DCGAN example `weights_init`): conv and linear weights
+//! N(0, 0.02), BN gamma N(1, 0.02), every bias 0. Draws come from a seeded [`RngStream`], in registration
+//! order, so a seed fixes a model exactly on every device.
+
+use anyhow::{ensure, Context, Result};
+
+use crate::autograd::{Tape, Var};
+use crate::backend::{Activation, Conv2dParams};
+use crate::nn::params::{BufferId, ParamId, ParamStore};
+use crate::ops;
+use crate::ops::random::RngStream;
+use crate::tensor::Tensor;
+
+/// Standard deviation of the DCGAN weight init.
+pub const INIT_STD: f32 = 0.02;
+
+/// 2-D convolution without bias (DCGAN follows every conv by batch norm or the output), PyTorch layout
+/// `weight [out, in, kh, kw]`.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    pub weight: ParamId,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub params: Conv2dParams,
+}
+
+impl Conv2d {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: &mut ParamStore,
+        prefix: &str,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        rng: &mut RngStream,
+    ) -> Result<Conv2d> {
+        let shape = [out_channels, in_channels, kernel, kernel];
+        let w = rng.normal(&shape, 0.0, INIT_STD, &store.device)?;
+        let weight = store.add(&format!("{prefix}.weight"), w);
+        Ok(Conv2d {
+            weight,
+            in_channels,
+            out_channels,
+            kernel,
+            params: Conv2dParams::new(stride, padding),
+        })
+    }
+
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var) -> Result<Var> {
+        let w = store.var(tape, self.weight);
+        ops::conv2d(tape, x, w, self.params)
+            .with_context(|| format!("{} (Conv2d)", store.name(self.weight)))
+    }
+}
+
+/// Transposed 2-D convolution without bias, PyTorch layout `weight [in, out, kh, kw]`.
+#[derive(Clone, Debug)]
+pub struct ConvTranspose2d {
+    pub weight: ParamId,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub params: Conv2dParams,
+}
+
+impl ConvTranspose2d {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: &mut ParamStore,
+        prefix: &str,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        rng: &mut RngStream,
+    ) -> Result<ConvTranspose2d> {
+        let shape = [in_channels, out_channels, kernel, kernel];
+        let w = rng.normal(&shape, 0.0, INIT_STD, &store.device)?;
+        let weight = store.add(&format!("{prefix}.weight"), w);
+        Ok(ConvTranspose2d {
+            weight,
+            in_channels,
+            out_channels,
+            kernel,
+            params: Conv2dParams::new(stride, padding),
+        })
+    }
+
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var) -> Result<Var> {
+        let w = store.var(tape, self.weight);
+        ops::conv_transpose2d(tape, x, w, self.params, None)
+            .with_context(|| format!("{} (ConvTranspose2d)", store.name(self.weight)))
+    }
+}
+
+/// Batch norm over the channels of NCHW (BatchNorm2d) or the features of [N, F] (BatchNorm1d); which one is
+/// decided by the input's rank, the parameters are the same.
+#[derive(Clone, Debug)]
+pub struct BatchNorm {
+    pub weight: ParamId,
+    pub bias: ParamId,
+    pub running_mean: BufferId,
+    pub running_var: BufferId,
+    pub num_batches_tracked: BufferId,
+    pub num_features: usize,
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+impl BatchNorm {
+    pub fn new(
+        store: &mut ParamStore,
+        prefix: &str,
+        num_features: usize,
+        rng: &mut RngStream,
+    ) -> Result<BatchNorm> {
+        let dev = store.device.clone();
+        let gamma = rng.normal(&[num_features], 1.0, INIT_STD, &dev)?;
+        let weight = store.add(&format!("{prefix}.weight"), gamma);
+        let bias = store.add(
+            &format!("{prefix}.bias"),
+            Tensor::zeros(&[num_features], &dev)?,
+        );
+        let running_mean = store.add_buffer(
+            &format!("{prefix}.running_mean"),
+            Tensor::zeros(&[num_features], &dev)?,
+        );
+        let running_var = store.add_buffer(
+            &format!("{prefix}.running_var"),
+            Tensor::full(&[num_features], 1.0, &dev)?,
+        );
+        // A 0-d tensor, as in PyTorch; an integer there, an f32 here (exact up to 2^24 batches) and written
+        // back as int64 by the checkpoint code.
+        let num_batches_tracked = store.add_buffer(
+            &format!("{prefix}.num_batches_tracked"),
+            Tensor::zeros(&[], &dev)?,
+        );
+        Ok(BatchNorm {
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            num_batches_tracked,
+            num_features,
+            momentum: 0.1,
+            eps: 1e-5,
+        })
+    }
+
+    /// Training mode normalises with the batch statistics and folds them into the running stats; eval mode
+    /// normalises with the running stats and changes nothing.
+    pub fn forward(
+        &self,
+        tape: &mut Tape,
+        store: &mut ParamStore,
+        x: Var,
+        train: bool,
+    ) -> Result<Var> {
+        let shape = tape.value(x).shape().to_vec();
+        ensure!(
+            (shape.len() == 2 || shape.len() == 4) && shape[1] == self.num_features,
+            "{}: BatchNorm over {} features expects [N, {f}] or [N, {f}, H, W], got {:?}",
+            store.name(self.weight),
+            self.num_features,
+            shape,
+            f = self.num_features
+        );
+        let g = store.var(tape, self.weight);
+        let b = store.var(tape, self.bias);
+        let name = store.name(self.weight).to_string();
+        let (rm, rv) = store.buffer_pair_mut(self.running_mean, self.running_var);
+        let y = ops::batch_norm(tape, x, g, b, rm, rv, train, self.momentum, self.eps)
+            .with_context(|| format!("{name} (BatchNorm)"))?;
+        if train {
+            let t = store.buffer_mut(self.num_batches_tracked);
+            *t = t.backend().affine(t, 1.0, 1.0)?;
+        }
+        Ok(y)
+    }
+}
+
+/// Fully connected layer with bias, PyTorch layout `weight [out, in]`, `bias [out]`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight: ParamId,
+    pub bias: ParamId,
+    pub in_features: usize,
+    pub out_features: usize,
+}
+
+impl Linear {
+    pub fn new(
+        store: &mut ParamStore,
+        prefix: &str,
+        in_features: usize,
+        out_features: usize,
+        rng: &mut RngStream,
+    ) -> Result<Linear> {
+        let dev = store.device.clone();
+        let w = rng.normal(&[out_features, in_features], 0.0, INIT_STD, &dev)?;
+        let weight = store.add(&format!("{prefix}.weight"), w);
+        let bias = store.add(
+            &format!("{prefix}.bias"),
+            Tensor::zeros(&[out_features], &dev)?,
+        );
+        Ok(Linear {
+            weight,
+            bias,
+            in_features,
+            out_features,
+        })
+    }
+
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var) -> Result<Var> {
+        let w = store.var(tape, self.weight);
+        let b = store.var(tape, self.bias);
+        ops::linear(tape, x, w, Some(b))
+            .with_context(|| format!("{} (Linear)", store.name(self.weight)))
+    }
+}
+
+/// One entry of a [`Sequential`]; its position is the `main.<index>` of the PyTorch names.
+#[derive(Clone, Debug)]
+pub enum Layer {
+    Conv(Conv2d),
+    ConvT(ConvTranspose2d),
+    BatchNorm(BatchNorm),
+    Linear(Linear),
+    Act(Activation),
+}
+
+impl Layer {
+    pub fn forward(
+        &self,
+        tape: &mut Tape,
+        store: &mut ParamStore,
+        x: Var,
+        train: bool,
+    ) -> Result<Var> {
+        match self {
+            Layer::Conv(l) => l.forward(tape, store, x),
+            Layer::ConvT(l) => l.forward(tape, store, x),
+            Layer::BatchNorm(l) => l.forward(tape, store, x, train),
+            Layer::Linear(l) => l.forward(tape, store, x),
+            Layer::Act(a) => ops::activation::activation(tape, x, *a),
+        }
+    }
+}
+
+/// PyTorch's `nn.Sequential` named `prefix` (DCGAN's `main`): layers are built in order and layer `i`'s tensors
+/// are named `{prefix}.{i}.*`, parameter-free layers included in the numbering.
+pub struct Sequential {
+    pub prefix: String,
+    pub layers: Vec<Layer>,
+}
+
+impl Sequential {
+    pub fn new(prefix: &str) -> Sequential {
+        Sequential {
+            prefix: prefix.to_string(),
+            layers: vec![],
+        }
+    }
+
+    /// The name prefix the next layer gets.
+    pub fn next_name(&self) -> String {
+        format!("{}.{}", self.prefix, self.layers.len())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv(
+        &mut self,
+        store: &mut ParamStore,
+        rng: &mut RngStream,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<()> {
+        let l = Conv2d::new(store, &self.next_name(), cin, cout, k, stride, pad, rng)?;
+        self.layers.push(Layer::Conv(l));
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_t(
+        &mut self,
+        store: &mut ParamStore,
+        rng: &mut RngStream,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<()> {
+        let l = ConvTranspose2d::new(store, &self.next_name(), cin, cout, k, stride, pad, rng)?;
+        self.layers.push(Layer::ConvT(l));
+        Ok(())
+    }
+
+    pub fn batch_norm(
+        &mut self,
+        store: &mut ParamStore,
+        rng: &mut RngStream,
+        features: usize,
+    ) -> Result<()> {
+        let l = BatchNorm::new(store, &self.next_name(), features, rng)?;
+        self.layers.push(Layer::BatchNorm(l));
+        Ok(())
+    }
+
+    pub fn linear(
+        &mut self,
+        store: &mut ParamStore,
+        rng: &mut RngStream,
+        fin: usize,
+        fout: usize,
+    ) -> Result<()> {
+        let l = Linear::new(store, &self.next_name(), fin, fout, rng)?;
+        self.layers.push(Layer::Linear(l));
+        Ok(())
+    }
+
+    pub fn act(&mut self, a: Activation) {
+        self.layers.push(Layer::Act(a));
+    }
+
+    pub fn forward(
+        &self,
+        tape: &mut Tape,
+        store: &mut ParamStore,
+        mut x: Var,
+        train: bool,
+    ) -> Result<Var> {
+        for l in &self.layers {
+            x = l.forward(tape, store, x, train)?;
+        }
+        Ok(x)
+    }
+}

@@ -1,1 +1,13 @@
-//! The GAN training loop (being written).
+//! GAN training: the configuration ([`config`]), one iteration ([`gan`]), the loop with its outputs and resume
+//! ([`run`]), and the glue to the data loader ([`data`]) and to the optimiser state in checkpoints
+//! ([`optstate`]).
+
+pub mod config;
+pub mod data;
+pub mod gan;
+pub mod optstate;
+pub mod run;
+
+pub use config::{Duration, LossKind, TrainConfig};
+pub use gan::{Gan, StepMetrics};
+pub use run::Trainer;

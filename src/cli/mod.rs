@@ -1,0 +1,515 @@
+//! The `gan-engine` command line: `train`, `sample`, `info`.
+//!
+//! Every failure ends as one `error: ...` message on stderr and a non-zero exit status: 2 for usage errors
+//! (reported by clap), 1 for everything else. Panics are caught and reported the same way (as internal
+//! errors), so users never see a Rust backtrace.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::checkpoint;
+use crate::device::Device;
+use crate::nn::models::ModelKind;
+use crate::ops::random::RngStream;
+use crate::train::config::{Duration, LossKind, TrainConfig};
+use crate::train::gan::{stream_seed, STREAM_FIXED_Z};
+use crate::train::run::{read_checkpoint_config, Progress, Trainer};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gan-engine",
+    version,
+    about = "Train GANs (DCGAN, MLP GAN) on the CPU or on hand-written CUDA kernels",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Parsed once per process, so the size of the `Train` variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a GAN. With no flags: DCGAN on the built-in balls dataset, 32x32, on the CPU, into runs/balls.
+    Train(TrainArgs),
+    /// Generate images from a trained generator.
+    Sample(SampleArgs),
+    /// Show the devices, the build and the kernels.
+    Info,
+}
+
+/// Train flags. All are optional so that, with `--resume`, only the flags actually given override the
+/// checkpoint's settings.
+#[derive(Args, Debug, Default)]
+pub struct TrainArgs {
+    /// balls | mnist[:DIR] | fashion[:DIR] | folder:DIR [default: balls]
+    #[arg(long, value_name = "SPEC")]
+    pub dataset: Option<String>,
+    /// Image height = width; DCGAN supports 64, 32, 28 [default: 28 for mnist/fashion, else 32]
+    #[arg(long, value_parser = positive_usize, value_name = "N")]
+    pub image_size: Option<usize>,
+    /// Image channels: 1 (grayscale) or 3 (RGB) [default: the dataset's]
+    #[arg(long, value_parser = positive_usize, value_name = "C")]
+    pub channels: Option<usize>,
+    /// Architecture [default: dcgan]
+    #[arg(long, value_enum)]
+    pub model: Option<ModelKind>,
+    /// Batch size [default: 64]
+    #[arg(long, value_parser = positive_usize, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Number of iterations (G updates) of the whole run, counting steps done before a --resume
+    /// [default: 2000]
+    #[arg(long, value_parser = positive_u64, value_name = "N", conflicts_with = "epochs")]
+    pub steps: Option<u64>,
+    /// Train for this many passes over the dataset instead of --steps
+    #[arg(long, value_parser = positive_u64, value_name = "N")]
+    pub epochs: Option<u64>,
+    /// Adam learning rate of D [default: 0.0002]
+    #[arg(long, value_name = "LR")]
+    pub lr_d: Option<f32>,
+    /// Adam learning rate of G [default: 0.0002]
+    #[arg(long, value_name = "LR")]
+    pub lr_g: Option<f32>,
+    /// Adam beta1, both networks [default: 0.5]
+    #[arg(long)]
+    pub beta1: Option<f64>,
+    /// Adam beta2, both networks [default: 0.999]
+    #[arg(long)]
+    pub beta2: Option<f64>,
+    /// G objective: ns (non-saturating, -log D(G(z))) or minimax (log(1 - D(G(z)))) [default: ns]
+    #[arg(long, value_enum)]
+    pub loss: Option<LossKind>,
+    /// D steps per G step [default: 1]
+    #[arg(long, value_parser = positive_usize)]
+    pub k: Option<usize>,
+    /// Latent size [default: 100]
+    #[arg(long, value_parser = positive_usize)]
+    pub nz: Option<usize>,
+    /// DCGAN generator width [default: 32]
+    #[arg(long, value_parser = positive_usize)]
+    pub ngf: Option<usize>,
+    /// DCGAN discriminator width [default: 32]
+    #[arg(long, value_parser = positive_usize)]
+    pub ndf: Option<usize>,
+    /// MLP hidden width h (layers h, 2h, 4h) [default: 256]
+    #[arg(long, value_parser = positive_usize)]
+    pub hidden: Option<usize>,
+    /// Seed of the initialisation, the noise and the data order [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// cpu | cuda | cuda:N | auto | emu [default: cpu]
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Run directory [default: runs/<dataset>, or the --resume directory]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Save a sample grid every N steps [default: 100]
+    #[arg(long, value_parser = positive_u64, value_name = "N")]
+    pub sample_every: Option<u64>,
+    /// Append a metrics.csv row every N steps [default: 10]
+    #[arg(long, value_parser = positive_u64, value_name = "N")]
+    pub log_every: Option<u64>,
+    /// Save a checkpoint every N steps (and always at the end) [default: 500]
+    #[arg(long, value_parser = positive_u64, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// Images per sample grid [default: 64]
+    #[arg(long, value_parser = positive_usize, value_name = "N")]
+    pub num_samples: Option<usize>,
+    /// Continue the run saved in DIR (or a checkpoint.safetensors file)
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Start a new run even if --out already holds one (its files are replaced)
+    #[arg(long)]
+    pub overwrite: bool,
+    /// No progress bar
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    /// A run directory, generator.safetensors or checkpoint.safetensors
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: PathBuf,
+    /// Number of images (ignored with --z-npy)
+    #[arg(long, default_value_t = 64, value_parser = positive_usize)]
+    pub n: usize,
+    /// Seed of the latents (the training seed reproduces the run's sample grids)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Latents from a .npy file, [N, nz] or [N, nz, 1, 1] float32, instead of drawing them
+    #[arg(long, value_name = "FILE")]
+    pub z_npy: Option<PathBuf>,
+    /// Grid PNG to write [default: samples.png unless --out-npy is given]
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Write the images as .npy, [N, C, H, W] float32 in [-1, 1]
+    #[arg(long, value_name = "FILE")]
+    pub out_npy: Option<PathBuf>,
+    /// Images per grid row [default: sqrt(N)]
+    #[arg(long, value_parser = positive_usize)]
+    pub nrow: Option<usize>,
+    /// cpu | cuda | cuda:N | auto | emu
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+fn positive_usize(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn positive_u64(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The process entry point: parse, run, report.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // Help and --version exit 0 on stdout; usage errors print clap's "error: ..." and exit 2.
+        Err(e) => e.exit(),
+    };
+    std::panic::set_hook(Box::new(|info| {
+        let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
+            s.to_string()
+        } else if let Some(s) = info.payload().downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "panic".to_string()
+        };
+        let loc = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("error: internal error: {msg}{loc} (this is a bug in gan-engine)");
+    }));
+    match std::panic::catch_unwind(|| run(cli)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+        Err(_) => ExitCode::from(1),
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => train(a),
+        Command::Sample(a) => sample(a),
+        Command::Info => info(),
+    }
+}
+
+/// `kind` of a dataset spec (`mnist:DIR` → `mnist`).
+fn dataset_kind(spec: &str) -> &str {
+    spec.split(':').next().unwrap_or(spec)
+}
+
+/// The run directory a dataset spec trains into by default.
+fn default_out(spec: &str) -> PathBuf {
+    PathBuf::from("runs").join(dataset_kind(spec))
+}
+
+/// Builds the training config: the defaults (new run) or the checkpoint's (resume), then the given flags.
+pub fn train_config(a: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
+    let resume = a.resume.clone();
+    let mut cfg = match &resume {
+        None => {
+            let mut c = TrainConfig::default();
+            if let Some(d) = &a.dataset {
+                c.dataset = d.clone();
+            }
+            let natural = crate::train::data::natural_format(&c.dataset);
+            c.model.image_size = natural.image_size;
+            c.model.channels = natural.channels;
+            c.out = default_out(&c.dataset);
+            c
+        }
+        Some(path) => {
+            let (file, c) = read_checkpoint_config(path)?;
+            check_unchanged(&c, a, &file)?;
+            let mut c = c;
+            // By default a resumed run keeps writing into its own directory.
+            c.out = if path.is_dir() {
+                path.clone()
+            } else {
+                file.parent().map(Path::to_path_buf).unwrap_or_default()
+            };
+            c
+        }
+    };
+    let m = &mut cfg.model;
+    macro_rules! set {
+        ($dst:expr, $src:expr) => {
+            if let Some(v) = $src.clone() {
+                $dst = v;
+            }
+        };
+    }
+    set!(m.image_size, a.image_size);
+    set!(m.channels, a.channels);
+    set!(m.kind, a.model);
+    set!(m.nz, a.nz);
+    set!(m.ngf, a.ngf);
+    set!(m.ndf, a.ndf);
+    set!(m.hidden, a.hidden);
+    set!(cfg.dataset, a.dataset);
+    set!(cfg.batch_size, a.batch_size);
+    if let Some(s) = a.steps {
+        cfg.duration = Duration::Steps(s);
+    }
+    if let Some(e) = a.epochs {
+        cfg.duration = Duration::Epochs(e);
+    }
+    set!(cfg.adam_d.lr, a.lr_d);
+    set!(cfg.adam_g.lr, a.lr_g);
+    if let Some(b) = a.beta1 {
+        cfg.adam_d.beta1 = b;
+        cfg.adam_g.beta1 = b;
+    }
+    if let Some(b) = a.beta2 {
+        cfg.adam_d.beta2 = b;
+        cfg.adam_g.beta2 = b;
+    }
+    set!(cfg.loss, a.loss);
+    set!(cfg.k, a.k);
+    set!(cfg.seed, a.seed);
+    set!(cfg.device, a.device);
+    set!(cfg.out, a.out);
+    set!(cfg.sample_every, a.sample_every);
+    set!(cfg.log_every, a.log_every);
+    set!(cfg.checkpoint_every, a.checkpoint_every);
+    set!(cfg.num_samples, a.num_samples);
+    cfg.validate()?;
+    Ok((cfg, resume))
+}
+
+/// On resume, the flags that define the run's identity must agree with the checkpoint.
+fn check_unchanged(saved: &TrainConfig, a: &TrainArgs, file: &Path) -> Result<()> {
+    let mut given = saved.model.clone();
+    let m = &mut given;
+    if let Some(v) = a.image_size {
+        m.image_size = v;
+    }
+    if let Some(v) = a.channels {
+        m.channels = v;
+    }
+    if let Some(v) = a.model {
+        m.kind = v;
+    }
+    if let Some(v) = a.nz {
+        m.nz = v;
+    }
+    if let Some(v) = a.ngf {
+        m.ngf = v;
+    }
+    if let Some(v) = a.ndf {
+        m.ndf = v;
+    }
+    if let Some(v) = a.hidden {
+        m.hidden = v;
+    }
+    let diff = saved.model.differences(&given);
+    if !diff.is_empty() {
+        bail!(
+            "checkpoint {} is for {} but {} was given",
+            file.display(),
+            saved.model.describe(),
+            diff.join(" ")
+        );
+    }
+    if let Some(d) = &a.dataset {
+        if dataset_kind(d) != dataset_kind(&saved.dataset) {
+            bail!(
+                "checkpoint {} was trained on {} but --dataset {d} was given",
+                file.display(),
+                saved.dataset
+            );
+        }
+    }
+    if let Some(s) = a.seed {
+        if s != saved.seed {
+            bail!(
+                "checkpoint {} was trained with --seed {}; a resumed run continues its own random streams, so --seed {s} cannot apply",
+                file.display(),
+                saved.seed
+            );
+        }
+    }
+    Ok(())
+}
+
+fn fmt_secs(s: f64) -> String {
+    if s < 90.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{:.1} min", s / 60.0)
+    }
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let (cfg, resume) = train_config(&a)?;
+    if resume.is_none() && !a.overwrite && cfg.out.join(checkpoint::CHECKPOINT_FILE).exists() {
+        bail!(
+            "{} already holds a run; continue it with --resume {0}, or pass --overwrite or another --out",
+            cfg.out.display()
+        );
+    }
+    let mut t = match &resume {
+        None => Trainer::new(cfg)?,
+        Some(p) => Trainer::resume(p, cfg)?,
+    };
+    let cfg = t.cfg.clone();
+    let verb = if resume.is_some() {
+        format!("resuming at step {} of", t.step)
+    } else {
+        "training".into()
+    };
+    eprintln!(
+        "{verb} {} on {} ({} steps, batch {}) on {} -> {}",
+        cfg.model.describe(),
+        cfg.dataset,
+        t.total_steps,
+        cfg.batch_size,
+        t.gan.device.name(),
+        cfg.out.display()
+    );
+    let tty = std::io::stderr().is_terminal() && !a.quiet;
+    let bar = if tty {
+        let b = indicatif::ProgressBar::new(t.total_steps);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:28.cyan/blue} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b.set_position(t.step);
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let quiet = a.quiet;
+    let sample_every = cfg.sample_every;
+    let started = std::time::Instant::now();
+    let start_step = t.step;
+    let status = |p: &Progress| {
+        let m = &p.metrics;
+        format!(
+            "D {:.3} G {:.3} D(x) {:.2} D(G(z)) {:.2}/{:.2} {:.0} img/s",
+            m.loss_d, m.loss_g, m.d_x, m.d_g_z1, m.d_g_z2, p.img_per_s
+        )
+    };
+    let result = t.run(|p| {
+        if tty {
+            bar.set_position(p.metrics.step);
+            bar.set_message(status(p));
+        } else if !quiet && (p.metrics.step % sample_every == 0 || p.metrics.step == p.total_steps)
+        {
+            // Without a terminal (logs, CI): a plain line whenever a sample grid is written.
+            eprintln!("step {}/{} {}", p.metrics.step, p.total_steps, status(p));
+        }
+    });
+    bar.finish_and_clear();
+    result?;
+    println!(
+        "trained {} steps in {}; samples: {}; checkpoint: {}",
+        t.step - start_step,
+        fmt_secs(started.elapsed().as_secs_f64()),
+        t.sample_path(t.step).display(),
+        cfg.out.join(checkpoint::CHECKPOINT_FILE).display()
+    );
+    Ok(())
+}
+
+fn sample(a: SampleArgs) -> Result<()> {
+    let device = Device::parse(&a.device)?;
+    let file = checkpoint::resolve(&a.checkpoint, false)?;
+    let mut g = checkpoint::load_generator(&file, &device)?;
+    let nz = g.cfg.nz;
+    let z = match &a.z_npy {
+        Some(p) => {
+            let z = crate::io::read_latents(p, &device)?;
+            let n = z.shape()[0];
+            let z = z.reshape(&[n, z.numel() / n.max(1)])?;
+            if z.shape()[1] != nz {
+                bail!(
+                    "{}: latents have size {} but the generator in {} takes nz = {nz}",
+                    p.display(),
+                    z.shape()[1],
+                    file.display()
+                );
+            }
+            z
+        }
+        None => {
+            if a.n == 0 {
+                bail!("--n must be positive");
+            }
+            // The same stream as the training run's fixed z, so `--seed <training seed>` reproduces its grids.
+            let mut rng = RngStream::new(stream_seed(a.seed, STREAM_FIXED_Z));
+            rng.normal(&[a.n, nz], 0.0, 1.0, &device)?
+        }
+    };
+    let imgs = g.generate(&z).context("generating")?;
+    let n = imgs.shape()[0];
+    if let Some(p) = &a.out_npy {
+        crate::io::write_npy(p, &imgs)?;
+        println!("wrote {n} images to {}", p.display());
+    }
+    let png = match (&a.out, &a.out_npy) {
+        (Some(p), _) => Some(p.clone()),
+        (None, None) => Some(PathBuf::from("samples.png")),
+        (None, Some(_)) => None,
+    };
+    if let Some(p) = png {
+        let nrow = a
+            .nrow
+            .unwrap_or_else(|| (n as f64).sqrt().ceil() as usize)
+            .max(1);
+        crate::io::save_grid(&imgs, &p, nrow)?;
+        println!("wrote a grid of {n} images to {}", p.display());
+    }
+    Ok(())
+}
+
+fn info() -> Result<()> {
+    println!("gan-engine {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "build: {} profile, features: {}",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        if cfg!(feature = "emulation") {
+            "emulation"
+        } else {
+            "(none)"
+        }
+    );
+    println!("devices:");
+    println!("  cpu: {}", Device::Cpu.name());
+    for spec in ["cuda", "emu"] {
+        match Device::parse(spec) {
+            Ok(d) => println!("  {spec}: {}", d.name()),
+            Err(e) => println!("  {spec}: unavailable ({e:#})"),
+        }
+    }
+    println!("models: dcgan (64, 32, 28 px), mlp (any size)");
+    Ok(())
+}

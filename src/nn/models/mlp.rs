@@ -1,0 +1,48 @@
+//! A fully connected GAN (in the spirit of Goodfellow et al. 2014), with the widths doubling towards the
+//! image side in both networks. BatchNorm1d in G keeps its hidden activations well scaled; D has none, so each
+//! image is judged on its own.
+
+use anyhow::Result;
+
+use crate::backend::Activation;
+use crate::nn::layers::Sequential;
+use crate::nn::params::ParamStore;
+use crate::ops::random::RngStream;
+
+use super::ModelConfig;
+
+/// G: Linear(nz, h) BN ReLU, Linear(h, 2h) BN ReLU, Linear(2h, 4h) BN ReLU, Linear(4h, C·H·W) Tanh.
+pub fn generator(
+    cfg: &ModelConfig,
+    store: &mut ParamStore,
+    rng: &mut RngStream,
+) -> Result<Sequential> {
+    let h = cfg.hidden;
+    let mut s = Sequential::new("main");
+    let mut fin = cfg.nz;
+    for m in [1, 2, 4] {
+        s.linear(store, rng, fin, m * h)?;
+        s.batch_norm(store, rng, m * h)?;
+        s.act(Activation::Relu);
+        fin = m * h;
+    }
+    s.linear(store, rng, fin, cfg.image_numel())?;
+    s.act(Activation::Tanh);
+    Ok(s)
+}
+
+/// D: Linear(C·H·W, 4h) LReLU, Linear(4h, 2h) LReLU, Linear(2h, 1).
+pub fn discriminator(
+    cfg: &ModelConfig,
+    store: &mut ParamStore,
+    rng: &mut RngStream,
+) -> Result<Sequential> {
+    let h = cfg.hidden;
+    let mut s = Sequential::new("main");
+    s.linear(store, rng, cfg.image_numel(), 4 * h)?;
+    s.act(Activation::LeakyRelu(0.2));
+    s.linear(store, rng, 4 * h, 2 * h)?;
+    s.act(Activation::LeakyRelu(0.2));
+    s.linear(store, rng, 2 * h, 1)?;
+    Ok(s)
+}

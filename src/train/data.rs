@@ -1,0 +1,59 @@
+//! The training loop's side of the data: which dataset a config names, and its batch loader.
+
+use anyhow::{Context, Result};
+
+use crate::data::{open_dataset, DatasetOptions, Loader, LoaderConfig, LoaderState};
+use crate::device::Device;
+
+use super::config::TrainConfig;
+use super::gan::{stream_seed, STREAM_DATA};
+
+/// Image size and channels a dataset has natively (the defaults of `--image-size` / `--channels`).
+pub struct NaturalFormat {
+    pub image_size: usize,
+    pub channels: usize,
+}
+
+/// MNIST-like sets are 28×28 grey; everything else (balls, folders of pictures) defaults to 32×32 RGB, the
+/// size at which the demo trains in minutes on a CPU.
+pub fn natural_format(spec: &str) -> NaturalFormat {
+    let kind = spec.split(':').next().unwrap_or(spec);
+    match kind {
+        "mnist" | "fashion" => NaturalFormat {
+            image_size: 28,
+            channels: 1,
+        },
+        _ => NaturalFormat {
+            image_size: 32,
+            channels: 3,
+        },
+    }
+}
+
+/// The shuffled, drop-last loader of the run's dataset, at its start or at a saved position.
+pub fn open_loader(
+    cfg: &TrainConfig,
+    device: &Device,
+    state: Option<&LoaderState>,
+) -> Result<Loader> {
+    let opts = DatasetOptions {
+        // The procedural balls are part of the run's identity: the same seed draws the same pictures.
+        seed: cfg.seed,
+        ..DatasetOptions::default()
+    };
+    let ds = open_dataset(
+        &cfg.dataset,
+        cfg.model.image_size,
+        cfg.model.channels,
+        &opts,
+    )?;
+    let lc = LoaderConfig::new(
+        cfg.batch_size,
+        stream_seed(cfg.seed, STREAM_DATA),
+        device.clone(),
+    );
+    match state {
+        None => Loader::new(ds, lc),
+        Some(s) => Loader::resume(ds, lc, s).context("resuming the data loader"),
+    }
+}

@@ -1,0 +1,493 @@
+//! One GAN iteration, step for step as in PyTorch's DCGAN example (`examples/dcgan/main.py`):
+//!
+//! 1. D step (k times): D(x) on a real batch → BCE(·, 1); z ~ N(0, 1); fake = G(z); D(fake.detach()) →
+//!    BCE(·, 0); backward through their sum; Adam on D.
+//! 2. G step: D(fake) with D's parameters frozen (no weight gradients computed for them) → BCE(·, 1) for the
+//!    non-saturating loss, or −BCE(·, 0) for minimax; backward into G; Adam on G.
+//!
+//! Both networks stay in training mode throughout, so their BN layers normalise with batch statistics and
+//! update their running stats on every forward, exactly as PyTorch does in that script.
+
+use anyhow::{bail, Result};
+
+use crate::autograd::{Gradients, Tape, Var};
+use crate::device::Device;
+use crate::nn::models::{Discriminator, Generator, ModelConfig};
+use crate::ops;
+use crate::ops::random::RngStream;
+use crate::optim::{Adam, AdamConfig};
+use crate::tensor::Tensor;
+
+use super::config::{AdamSettings, LossKind};
+
+/// What one iteration measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepMetrics {
+    /// The iteration number, 1-based (the number of G updates done when it finished).
+    pub step: u64,
+    /// errD = errD_real + errD_fake of the last D step.
+    pub loss_d: f32,
+    pub loss_g: f32,
+    /// Mean D(x) (as a probability) on the last real batch.
+    pub d_x: f32,
+    /// Mean D(G(z)) before the last D update.
+    pub d_g_z1: f32,
+    /// Mean D(G(z)) after it (in the G step).
+    pub d_g_z2: f32,
+    /// Real images consumed.
+    pub images: usize,
+}
+
+/// Result of one D step. The gradients are returned for inspection (tests check which parameters got one).
+pub struct DStep {
+    pub loss_d: f32,
+    pub d_x: f32,
+    pub d_g_z1: f32,
+    /// G(z) on the tape, still connected to G's parameters, for the G step.
+    pub fake: Var,
+    pub grads: Gradients,
+}
+
+pub struct GStep {
+    pub loss_g: f32,
+    pub d_g_z2: f32,
+    pub grads: Gradients,
+}
+
+/// Mean of sigmoid(logits): the average probability D gives.
+fn mean_prob(logits: &Tensor) -> Result<f32> {
+    let l = logits.to_vec()?;
+    let s: f64 = l.iter().map(|&x| 1.0 / (1.0 + (-x as f64).exp())).sum();
+    Ok((s / l.len().max(1) as f64) as f32)
+}
+
+/// Both networks, their optimisers and the latent-noise stream: the whole mutable state of training except
+/// the data position.
+pub struct Gan {
+    pub g: Generator,
+    pub d: Discriminator,
+    pub opt_g: Adam,
+    pub opt_d: Adam,
+    /// Source of the training z (never of the fixed sample z).
+    pub noise: RngStream,
+    pub loss: LossKind,
+    pub device: Device,
+}
+
+/// The seed of each of the run's independent Philox streams (distinct keys give independent streams).
+pub fn stream_seed(seed: u64, stream: u64) -> u64 {
+    // SplitMix64 finaliser: nearby (seed, stream) pairs map to unrelated keys.
+    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+pub const STREAM_INIT: u64 = 1;
+pub const STREAM_NOISE: u64 = 2;
+pub const STREAM_FIXED_Z: u64 = 3;
+pub const STREAM_DATA: u64 = 4;
+
+pub fn adam(a: &AdamSettings, store: &crate::nn::ParamStore) -> Result<Adam> {
+    Adam::new(
+        store,
+        AdamConfig {
+            lr: a.lr,
+            beta1: a.beta1,
+            beta2: a.beta2,
+            eps: a.eps,
+            weight_decay: 0.0,
+        },
+    )
+}
+
+impl Gan {
+    /// Fresh models initialised from `seed` (G first, then D, from one stream).
+    pub fn new(
+        model: &ModelConfig,
+        adam_g: &AdamSettings,
+        adam_d: &AdamSettings,
+        loss: LossKind,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Gan> {
+        let mut init = RngStream::new(stream_seed(seed, STREAM_INIT));
+        let g = Generator::new(model, device, &mut init)?;
+        let d = Discriminator::new(model, device, &mut init)?;
+        let opt_g = adam(adam_g, &g.store)?;
+        let opt_d = adam(adam_d, &d.store)?;
+        Ok(Gan {
+            g,
+            d,
+            opt_g,
+            opt_d,
+            noise: RngStream::new(stream_seed(seed, STREAM_NOISE)),
+            loss,
+            device: device.clone(),
+        })
+    }
+
+    /// One D update on the real batch `real`. Clears the tape first: the fake it leaves on the tape is the
+    /// only thing the G step needs.
+    pub fn d_step(&mut self, tape: &mut Tape, real: Tensor, step: u64) -> Result<DStep> {
+        let n = real.dims4("real batch")?[0];
+        let z = self
+            .noise
+            .normal(&[n, self.g.cfg.nz], 0.0, 1.0, &self.device)?;
+        self.d_step_with_z(tape, real, z, step)
+    }
+
+    /// [`d_step`](Gan::d_step) with given latents `z` [N, nz] instead of drawn ones (golden tests).
+    pub fn d_step_with_z(
+        &mut self,
+        tape: &mut Tape,
+        real: Tensor,
+        z: Tensor,
+        step: u64,
+    ) -> Result<DStep> {
+        tape.clear();
+        self.d.store.zero_grad();
+        let x = tape.constant(real.to_device(&self.device)?);
+        let logits_real = self.d.forward(tape, x, true)?;
+        let err_real = ops::bce_with_logits(tape, logits_real, 1.0)?;
+
+        let z = tape.constant(z.to_device(&self.device)?);
+        let fake = self.g.forward(tape, z, true)?;
+        // D's update must not push gradients into G.
+        let fake_const = tape.detach(fake);
+        let logits_fake = self.d.forward(tape, fake_const, true)?;
+        let err_fake = ops::bce_with_logits(tape, logits_fake, 0.0)?;
+        let err_d = ops::add(tape, err_real, err_fake)?;
+
+        let loss_d = tape.value(err_d).scalar()?;
+        if !loss_d.is_finite() {
+            bail!("step {step}: the discriminator loss is {loss_d}; training diverged (try a lower learning rate)");
+        }
+        let d_x = mean_prob(tape.value(logits_real))?;
+        let d_g_z1 = mean_prob(tape.value(logits_fake))?;
+        let grads = tape.backward(err_d)?;
+        self.d.store.accumulate_grads(&grads)?;
+        self.opt_d.step(&mut self.d.store)?;
+        Ok(DStep {
+            loss_d,
+            d_x,
+            d_g_z1,
+            fake,
+            grads,
+        })
+    }
+
+    /// One G update through the (just updated) D, on the fake of the last D step.
+    pub fn g_step(&mut self, tape: &mut Tape, fake: Var, step: u64) -> Result<GStep> {
+        self.g.store.zero_grad();
+        // Frozen D: its parameters enter the tape as constants, so backward computes only the gradient
+        // flowing through D's activations into the fake, never D's weight gradients.
+        self.d.store.requires_grad = false;
+        let out = self.d.forward(tape, fake, true);
+        self.d.store.requires_grad = true;
+        let logits = out?;
+        let err_g = match self.loss {
+            LossKind::Ns => ops::bce_with_logits(tape, logits, 1.0)?,
+            LossKind::Minimax => {
+                let e = ops::bce_with_logits(tape, logits, 0.0)?;
+                ops::scale(tape, e, -1.0)?
+            }
+        };
+        let loss_g = tape.value(err_g).scalar()?;
+        if !loss_g.is_finite() {
+            bail!("step {step}: the generator loss is {loss_g}; training diverged (try a lower learning rate)");
+        }
+        let d_g_z2 = mean_prob(tape.value(logits))?;
+        let grads = tape.backward(err_g)?;
+        self.g.store.accumulate_grads(&grads)?;
+        self.opt_g.step(&mut self.g.store)?;
+        Ok(GStep {
+            loss_g,
+            d_g_z2,
+            grads,
+        })
+    }
+
+    /// A full iteration: `k` D steps, each on a fresh batch from `next_real`, then one G step.
+    pub fn train_step(
+        &mut self,
+        tape: &mut Tape,
+        k: usize,
+        step: u64,
+        mut next_real: impl FnMut() -> Result<Tensor>,
+    ) -> Result<StepMetrics> {
+        let mut images = 0;
+        let mut last = None;
+        for _ in 0..k.max(1) {
+            let real = next_real()?;
+            images += real.shape()[0];
+            last = Some(self.d_step(tape, real, step)?);
+        }
+        let d = last.expect("k >= 1");
+        let g = self.g_step(tape, d.fake, step)?;
+        tape.clear();
+        Ok(StepMetrics {
+            step,
+            loss_d: d.loss_d,
+            loss_g: g.loss_g,
+            d_x: d.d_x,
+            d_g_z1: d.d_g_z1,
+            d_g_z2: g.d_g_z2,
+            images,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::models::ModelKind;
+
+    fn tiny_gan(kind: ModelKind, loss: LossKind) -> Gan {
+        let cfg = ModelConfig {
+            kind,
+            image_size: 28,
+            channels: 1,
+            nz: 5,
+            ngf: 3,
+            ndf: 3,
+            hidden: 6,
+        };
+        let a = AdamSettings {
+            lr: 2e-4,
+            beta1: 0.5,
+            beta2: 0.999,
+            eps: 1e-8,
+        };
+        Gan::new(&cfg, &a, &a, loss, 7, &Device::Cpu).unwrap()
+    }
+
+    fn real(n: usize, seed: u64) -> Tensor {
+        RngStream::new(seed)
+            .uniform(&[n, 1, 28, 28], -1.0, 1.0, &Device::Cpu)
+            .unwrap()
+    }
+
+    fn snapshot(store: &crate::nn::ParamStore) -> Vec<Vec<f32>> {
+        store
+            .named_tensors()
+            .iter()
+            .map(|(_, t)| t.to_vec().unwrap())
+            .collect()
+    }
+
+    fn has_any_grad(store: &crate::nn::ParamStore) -> bool {
+        (0..store.len()).any(|i| store.grad(crate::nn::ParamId(i)).is_some())
+    }
+
+    fn all_grads(store: &crate::nn::ParamStore) -> bool {
+        (0..store.len()).all(|i| store.grad(crate::nn::ParamId(i)).is_some())
+    }
+
+    #[test]
+    fn each_step_computes_gradients_only_for_its_own_network() {
+        for kind in [ModelKind::Dcgan, ModelKind::Mlp] {
+            let mut gan = tiny_gan(kind, LossKind::Ns);
+            let mut tape = Tape::new();
+            let d = gan.d_step(&mut tape, real(4, 1), 1).unwrap();
+            // The D step's backward reached every D parameter and no G parameter (fake was detached):
+            // route its gradients into a cleared G store and into D's, and see which fill.
+            gan.g.store.zero_grad();
+            gan.g.store.accumulate_grads(&d.grads).unwrap();
+            assert!(
+                !has_any_grad(&gan.g.store),
+                "{kind}: G got a gradient in the D step"
+            );
+            assert!(
+                all_grads(&gan.d.store),
+                "{kind}: some D parameter got no gradient"
+            );
+
+            let g_params_before = snapshot(&gan.g.store);
+            let g = gan.g_step(&mut tape, d.fake, 1).unwrap();
+            gan.d.store.zero_grad();
+            gan.d.store.accumulate_grads(&g.grads).unwrap();
+            assert!(
+                !has_any_grad(&gan.d.store),
+                "{kind}: D got a gradient in the G step"
+            );
+            assert!(
+                gan.d.store.requires_grad,
+                "D must be trainable again after the G step"
+            );
+            gan.g.store.zero_grad();
+            gan.g.store.accumulate_grads(&g.grads).unwrap();
+            assert!(
+                all_grads(&gan.g.store),
+                "{kind}: some G parameter got no gradient"
+            );
+            assert_ne!(snapshot(&gan.g.store), g_params_before, "Adam moved G");
+        }
+    }
+
+    #[test]
+    fn d_step_updates_only_d_parameters_and_g_step_only_g_parameters() {
+        let mut gan = tiny_gan(ModelKind::Dcgan, LossKind::Minimax);
+        let mut tape = Tape::new();
+        let params = |s: &crate::nn::ParamStore| {
+            (0..s.len())
+                .map(|i| s.value(crate::nn::ParamId(i)).to_vec().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let (g0, d0) = (params(&gan.g.store), params(&gan.d.store));
+        let d = gan.d_step(&mut tape, real(3, 2), 1).unwrap();
+        assert_eq!(params(&gan.g.store), g0);
+        let d1 = params(&gan.d.store);
+        assert_ne!(d1, d0);
+        let g = gan.g_step(&mut tape, d.fake, 1).unwrap();
+        assert_eq!(params(&gan.d.store), d1);
+        assert_ne!(params(&gan.g.store), g0);
+        // Minimax: errG = -BCE(D(G(z)), 0) = mean log(1 - D(G(z))) < 0.
+        assert!(g.loss_g < 0.0, "{}", g.loss_g);
+    }
+
+    #[test]
+    fn metrics_are_consistent_probabilities() {
+        let mut gan = tiny_gan(ModelKind::Dcgan, LossKind::Ns);
+        let mut tape = Tape::new();
+        let mut seed = 10;
+        let m = gan
+            .train_step(&mut tape, 2, 1, || {
+                seed += 1;
+                Ok(real(4, seed))
+            })
+            .unwrap();
+        assert_eq!(m.images, 8);
+        for p in [m.d_x, m.d_g_z1, m.d_g_z2] {
+            assert!((0.0..=1.0).contains(&p), "{m:?}");
+        }
+        // With fresh weights D is near chance: errD ≈ 2 ln 2, errG ≈ ln 2.
+        assert!((m.loss_d - 2.0 * 2f32.ln()).abs() < 0.3, "{m:?}");
+        assert!((m.loss_g - 2f32.ln()).abs() < 0.3, "{m:?}");
+        assert!(tape.is_empty(), "the tape is cleared after the iteration");
+    }
+
+    /// One iteration against PyTorch's DCGAN example step (tests/fixtures/dcgan32_iteration.safetensors, written
+    /// by scripts/gen_golden.py): same initial weights, x and z; every loss, probability, gradient, updated
+    /// weight and BN buffer must agree to float32 rounding.
+    #[test]
+    fn one_iteration_matches_pytorch_dcgan_example() {
+        check_iteration_against_pytorch(&Device::Cpu);
+    }
+
+    /// The same iteration on the CUDA backend's kernels and launch code, executed by the CPU emulation: the
+    /// whole DCGAN step (convs, transposed convs, batch norm, activations, fused BCE, multi-tensor Adam) on the
+    /// GPU path, held to the same PyTorch reference as the CPU backend.
+    #[cfg(feature = "emulation")]
+    #[test]
+    fn one_iteration_on_the_emulated_cuda_backend_matches_pytorch() {
+        check_iteration_against_pytorch(&Device::parse("emu").unwrap());
+    }
+
+    fn check_iteration_against_pytorch(dev: &Device) {
+        use crate::checkpoint::TensorFile;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/dcgan32_iteration.safetensors");
+        let f = TensorFile::load(&path).unwrap();
+        let dev = dev.clone();
+        let cfg = ModelConfig {
+            kind: ModelKind::Dcgan,
+            image_size: 32,
+            channels: 3,
+            nz: 8,
+            ngf: 4,
+            ndf: 4,
+            hidden: 1,
+        };
+        let a = AdamSettings {
+            lr: 2e-4,
+            beta1: 0.5,
+            beta2: 0.999,
+            eps: 1e-8,
+        };
+        let mut gan = Gan::new(&cfg, &a, &a, LossKind::Ns, 0, &dev).unwrap();
+        f.load_store("g0.", &mut gan.g.store, "generator", &path)
+            .unwrap();
+        f.load_store("d0.", &mut gan.d.store, "discriminator", &path)
+            .unwrap();
+        let t = |k: &str| f.tensors[k].to_tensor(&dev).unwrap();
+        let scalar = |k: &str| f.tensors[k].data[0];
+
+        // Relative to the reference's RMS, with an absolute floor for all-but-zero tensors.
+        let close = |what: &str, got: &Tensor, want: &crate::checkpoint::HostTensor, rel: f64| {
+            assert_eq!(got.shape(), &want.shape[..], "{what}: shape");
+            let g = got.to_vec().unwrap();
+            let rms = (want.data.iter().map(|x| (*x as f64).powi(2)).sum::<f64>()
+                / want.data.len() as f64)
+                .sqrt();
+            let tol = rel * rms.max(1e-6);
+            for (i, (x, y)) in g.iter().zip(&want.data).enumerate() {
+                assert!(
+                    ((*x as f64) - (*y as f64)).abs() <= tol,
+                    "{what}[{i}]: got {x}, want {y} (tol {tol:e})"
+                );
+            }
+        };
+        let close_scalar = |what: &str, got: f32, want: f32| {
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{what}: got {got}, want {want}"
+            );
+        };
+
+        let mut tape = Tape::new();
+        let d = gan.d_step_with_z(&mut tape, t("x"), t("z"), 1).unwrap();
+        assert!(
+            tape.value(d.fake).device().same(&dev),
+            "the step ran on {}",
+            dev.name()
+        );
+        close("fake", tape.value(d.fake), &f.tensors["fake"], 1e-5);
+        close_scalar("errD", d.loss_d, scalar("errD_real") + scalar("errD_fake"));
+        close_scalar("D_x", d.d_x, scalar("D_x"));
+        close_scalar("D_G_z1", d.d_g_z1, scalar("D_G_z1"));
+        for i in 0..gan.d.store.len() {
+            let id = crate::nn::ParamId(i);
+            let name = gan.d.store.name(id).to_string();
+            close(
+                &format!("gradD.{name}"),
+                gan.d.store.grad(id).unwrap(),
+                &f.tensors[&format!("gradD.{name}")],
+                1e-4,
+            );
+        }
+        let g = gan.g_step(&mut tape, d.fake, 1).unwrap();
+        close_scalar("errG", g.loss_g, scalar("errG"));
+        close_scalar("D_G_z2", g.d_g_z2, scalar("D_G_z2"));
+        for i in 0..gan.g.store.len() {
+            let id = crate::nn::ParamId(i);
+            let name = gan.g.store.name(id).to_string();
+            close(
+                &format!("gradG.{name}"),
+                gan.g.store.grad(id).unwrap(),
+                &f.tensors[&format!("gradG.{name}")],
+                1e-4,
+            );
+        }
+        // After both Adam steps and all the BN running-stat updates (D saw three batches, G one).
+        for (prefix, store) in [("g1.", &gan.g.store), ("d1.", &gan.d.store)] {
+            for (name, v) in store.named_tensors() {
+                close(
+                    &format!("{prefix}{name}"),
+                    v,
+                    &f.tensors[&format!("{prefix}{name}")],
+                    1e-5,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn non_finite_loss_stops_with_the_step() {
+        let mut gan = tiny_gan(ModelKind::Mlp, LossKind::Ns);
+        let mut tape = Tape::new();
+        let bad = Tensor::full(&[2, 1, 28, 28], f32::NAN, &Device::Cpu).unwrap();
+        let e = gan.d_step(&mut tape, bad, 17).err().unwrap().to_string();
+        assert!(e.contains("step 17") && e.contains("NaN"), "{e}");
+    }
+}

@@ -1,0 +1,350 @@
+//! The training loop around [`Gan`]: data, the fixed sample z, metrics CSV, sample grids, checkpoints, resume.
+//!
+//! Layout of a run directory:
+//! ```text
+//! out/metrics.csv                 step,loss_d,loss_g,d_x,d_g_z1,d_g_z2,img_per_s,elapsed_s
+//! out/samples/step_000100.png     G(fixed z) in eval mode, every --sample-every steps
+//! out/generator.safetensors       G alone (PyTorch state_dict names)
+//! out/checkpoint.safetensors      everything needed to resume bit-exactly
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::autograd::Tape;
+use crate::checkpoint::{
+    self, TensorFile, CHECKPOINT_FILE, FORMAT_CHECKPOINT, GENERATOR_FILE, MODEL_KEY,
+};
+use crate::device::Device;
+use crate::ops::random::RngStream;
+use crate::tensor::Tensor;
+
+use super::config::{Duration, TrainConfig};
+use super::data::open_loader;
+use super::gan::{stream_seed, Gan, StepMetrics, STREAM_FIXED_Z};
+use crate::data::{Loader, LoaderState};
+
+pub const METRICS_FILE: &str = "metrics.csv";
+pub const METRICS_HEADER: &str = "step,loss_d,loss_g,d_x,d_g_z1,d_g_z2,img_per_s,elapsed_s";
+const TRAIN_KEY: &str = "train";
+const STATE_KEY: &str = "state";
+
+/// The loop's position, saved in the checkpoint metadata.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Iterations completed.
+    pub step: u64,
+    /// The training-noise stream (its offset advances with every z drawn).
+    pub noise: RngStream,
+    /// The data loader's position (shuffle seed, epoch, batch in the epoch).
+    pub data: LoaderState,
+    /// Wall time spent in earlier sessions of this run.
+    pub elapsed_s: f64,
+}
+
+/// What the loop reports after each iteration.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    pub metrics: StepMetrics,
+    pub total_steps: u64,
+    /// Throughput over the last logging window.
+    pub img_per_s: f64,
+    pub elapsed_s: f64,
+}
+
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub gan: Gan,
+    pub data: Loader,
+    /// The latents of every sample grid of the run.
+    pub fixed_z: Tensor,
+    pub step: u64,
+    pub total_steps: u64,
+    elapsed_before: f64,
+    tape: Tape,
+}
+
+impl Trainer {
+    /// A new run: fresh models from `cfg.seed`.
+    pub fn new(cfg: TrainConfig) -> Result<Trainer> {
+        cfg.validate()?;
+        let device = Device::parse(&cfg.device)?;
+        let data = open_loader(&cfg, &device, None)?;
+        let gan = Gan::new(
+            &cfg.model,
+            &cfg.adam_g,
+            &cfg.adam_d,
+            cfg.loss,
+            cfg.seed,
+            &device,
+        )?;
+        Trainer::assemble(cfg, gan, data, 0, 0.0)
+    }
+
+    fn assemble(
+        cfg: TrainConfig,
+        gan: Gan,
+        data: Loader,
+        step: u64,
+        elapsed_before: f64,
+    ) -> Result<Trainer> {
+        let mut zs = RngStream::new(stream_seed(cfg.seed, STREAM_FIXED_Z));
+        let fixed_z = zs.normal(&[cfg.num_samples, cfg.model.nz], 0.0, 1.0, &gan.device)?;
+        let total_steps = match cfg.duration {
+            Duration::Steps(n) => n,
+            Duration::Epochs(e) => {
+                // An iteration consumes k batches.
+                let per_epoch = data.batches_per_epoch() as u64;
+                (e * per_epoch).div_ceil(cfg.k as u64).max(1)
+            }
+        };
+        Ok(Trainer {
+            cfg,
+            gan,
+            data,
+            fixed_z,
+            step,
+            total_steps,
+            elapsed_before,
+            tape: Tape::new(),
+        })
+    }
+
+    /// Reopens the run saved in `path` (a run directory or its `checkpoint.safetensors`). `cfg` is the
+    /// checkpoint's own config with the caller's allowed overrides already applied (see
+    /// [`read_checkpoint_config`]); its model must equal the checkpoint's.
+    pub fn resume(path: &Path, cfg: TrainConfig) -> Result<Trainer> {
+        let file = resolve_full(path)?;
+        let f = TensorFile::load(&file)?;
+        ensure_full(&f, &file)?;
+        let saved: TrainConfig = f.get_json(TRAIN_KEY, &file)?;
+        let diff = saved.model.differences(&cfg.model);
+        if !diff.is_empty() {
+            bail!(
+                "checkpoint {} is for {} but {} was given",
+                file.display(),
+                saved.model.describe(),
+                diff.join(" ")
+            );
+        }
+        cfg.validate()?;
+        let state: TrainState = f.get_json(STATE_KEY, &file)?;
+        let device = Device::parse(&cfg.device)?;
+        let data = open_loader(&cfg, &device, Some(&state.data))
+            .with_context(|| format!("resuming from {}", file.display()))?;
+        let mut gan = Gan::new(
+            &cfg.model,
+            &cfg.adam_g,
+            &cfg.adam_d,
+            cfg.loss,
+            cfg.seed,
+            &device,
+        )?;
+        f.load_store("G.", &mut gan.g.store, "generator", &file)?;
+        f.load_store("D.", &mut gan.d.store, "discriminator", &file)?;
+        super::optstate::load(&f, "opt_G.", &mut gan.opt_g, &gan.g.store, &file)?;
+        super::optstate::load(&f, "opt_D.", &mut gan.opt_d, &gan.d.store, &file)?;
+        gan.noise = state.noise;
+        let t = Trainer::assemble(cfg, gan, data, state.step, state.elapsed_s)?;
+        if t.step >= t.total_steps {
+            bail!(
+                "the run in {} is already at step {} of {}; give a larger --steps (the total) to train further",
+                file.display(),
+                t.step,
+                t.total_steps
+            );
+        }
+        Ok(t)
+    }
+
+    pub fn elapsed_s(&self, session: &Instant) -> f64 {
+        self.elapsed_before + session.elapsed().as_secs_f64()
+    }
+
+    /// One iteration (no files written).
+    pub fn train_step(&mut self) -> Result<StepMetrics> {
+        let step = self.step + 1;
+        let data = &mut self.data;
+        let dev = self.gan.device.clone();
+        let m = self.gan.train_step(&mut self.tape, self.cfg.k, step, || {
+            data.next_batch()?.images.to_device(&dev)
+        })?;
+        self.step = step;
+        Ok(m)
+    }
+
+    /// G(fixed z) in eval mode.
+    pub fn samples(&mut self) -> Result<Tensor> {
+        self.gan.g.generate(&self.fixed_z)
+    }
+
+    pub fn sample_path(&self, step: u64) -> PathBuf {
+        self.cfg
+            .out
+            .join("samples")
+            .join(format!("step_{step:06}.png"))
+    }
+
+    pub fn save_samples(&mut self) -> Result<PathBuf> {
+        let imgs = self.samples()?;
+        let path = self.sample_path(self.step);
+        let nrow = (self.cfg.num_samples as f64).sqrt().ceil() as usize;
+        crate::io::save_grid(&imgs, &path, nrow)?;
+        Ok(path)
+    }
+
+    /// The whole resumable state as one safetensors file.
+    pub fn checkpoint_file(&self, elapsed_s: f64) -> Result<TensorFile> {
+        let mut f = TensorFile::new(FORMAT_CHECKPOINT);
+        f.set_json(MODEL_KEY, &self.cfg.model)?;
+        f.set_json(TRAIN_KEY, &self.cfg)?;
+        f.set_json(
+            STATE_KEY,
+            &TrainState {
+                step: self.step,
+                noise: self.gan.noise,
+                data: self.data.state(),
+                elapsed_s,
+            },
+        )?;
+        f.insert_store("G.", &self.gan.g.store)?;
+        f.insert_store("D.", &self.gan.d.store)?;
+        super::optstate::save(&mut f, "opt_G.", &self.gan.opt_g, &self.gan.g.store)?;
+        super::optstate::save(&mut f, "opt_D.", &self.gan.opt_d, &self.gan.d.store)?;
+        Ok(f)
+    }
+
+    /// Writes `generator.safetensors` and `checkpoint.safetensors` (each atomically).
+    pub fn save_checkpoint(&self, elapsed_s: f64) -> Result<()> {
+        checkpoint::save_generator(
+            &self.cfg.out.join(GENERATOR_FILE),
+            &self.cfg.model,
+            &self.gan.g.store,
+        )?;
+        self.checkpoint_file(elapsed_s)?
+            .save(&self.cfg.out.join(CHECKPOINT_FILE))
+    }
+
+    /// Trains to `total_steps`, writing metrics, samples and checkpoints on schedule and at the end.
+    /// `on_step` sees every iteration (the CLI's progress bar). A failing step (e.g. a non-finite loss)
+    /// returns its error before anything of that step is written, so the last checkpoint stays good.
+    pub fn run(&mut self, mut on_step: impl FnMut(&Progress)) -> Result<()> {
+        let out = self.cfg.out.clone();
+        fs::create_dir_all(out.join("samples"))
+            .with_context(|| format!("cannot create output directory {}", out.display()))?;
+        let mut csv = MetricsCsv::open(&out.join(METRICS_FILE), self.step)?;
+        let session = Instant::now();
+        let mut window_start = Instant::now();
+        let mut window_images = 0usize;
+        let mut session_images = 0usize;
+        let mut img_per_s = None;
+        while self.step < self.total_steps {
+            let m = self.train_step()?;
+            window_images += m.images;
+            session_images += m.images;
+            let dt = window_start.elapsed().as_secs_f64();
+            // Throughput over windows of at least a second, so the number is steady; before the first window
+            // closes, the average so far.
+            if dt >= 1.0 {
+                img_per_s = Some(window_images as f64 / dt);
+                window_start = Instant::now();
+                window_images = 0;
+            }
+            let img_per_s = img_per_s.unwrap_or_else(|| {
+                session_images as f64 / session.elapsed().as_secs_f64().max(1e-9)
+            });
+            let last = self.step == self.total_steps;
+            let elapsed = self.elapsed_s(&session);
+            if m.step % self.cfg.log_every == 0 || last {
+                csv.row(&m, img_per_s, elapsed)?;
+            }
+            if m.step % self.cfg.sample_every == 0 || last {
+                self.save_samples()?;
+            }
+            if m.step % self.cfg.checkpoint_every == 0 || last {
+                self.save_checkpoint(elapsed)?;
+            }
+            on_step(&Progress {
+                metrics: m,
+                total_steps: self.total_steps,
+                img_per_s,
+                elapsed_s: elapsed,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The checkpoint file of a run directory or file argument, for resuming.
+pub fn resolve_full(path: &Path) -> Result<PathBuf> {
+    let file = checkpoint::resolve(path, true)?;
+    Ok(file)
+}
+
+fn ensure_full(f: &TensorFile, file: &Path) -> Result<()> {
+    checkpoint::model_config(f, file)?;
+    ensure!(
+        f.format() == Some(FORMAT_CHECKPOINT),
+        "{} holds only a generator; resuming needs the full {CHECKPOINT_FILE}",
+        file.display()
+    );
+    Ok(())
+}
+
+/// The training config stored in a checkpoint (the starting point for `--resume`, before overrides).
+pub fn read_checkpoint_config(path: &Path) -> Result<(PathBuf, TrainConfig)> {
+    let file = resolve_full(path)?;
+    let f = TensorFile::load(&file)?;
+    ensure_full(&f, &file)?;
+    let cfg = f.get_json(TRAIN_KEY, &file)?;
+    Ok((file, cfg))
+}
+
+/// metrics.csv, appended to; on resume, rows after the resumed step (written by a session that crashed
+/// before its next checkpoint) are dropped so the file has one row per logged step.
+struct MetricsCsv {
+    file: fs::File,
+}
+
+impl MetricsCsv {
+    fn open(path: &Path, resumed_step: u64) -> Result<MetricsCsv> {
+        let mut lines = vec![METRICS_HEADER.to_string()];
+        if resumed_step > 0 {
+            if let Ok(old) = fs::read_to_string(path) {
+                lines.extend(
+                    old.lines()
+                        .skip(1)
+                        .filter(|l| {
+                            l.split(',')
+                                .next()
+                                .and_then(|s| s.parse::<u64>().ok())
+                                .is_some_and(|s| s <= resumed_step)
+                        })
+                        .map(str::to_string),
+                );
+            }
+        }
+        let mut text = lines.join("\n");
+        text.push('\n');
+        crate::io::write_atomic(path, text.as_bytes())?;
+        let file = fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(MetricsCsv { file })
+    }
+
+    fn row(&mut self, m: &StepMetrics, img_per_s: f64, elapsed_s: f64) -> Result<()> {
+        writeln!(
+            self.file,
+            "{},{},{},{},{},{},{:.1},{:.3}",
+            m.step, m.loss_d, m.loss_g, m.d_x, m.d_g_z1, m.d_g_z2, img_per_s, elapsed_s
+        )
+        .context("cannot write metrics.csv")
+    }
+}

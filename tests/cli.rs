@@ -1,0 +1,424 @@
+//! End-to-end tests of the `gan-engine` binary on tiny settings: outputs of a run, sampling, resume, and that
+//! every failure is one clear `error:` line with the right exit status (2 usage, 1 otherwise), never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use gan_engine::checkpoint::TensorFile;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gan-engine"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs and requires success, printing the output otherwise.
+fn ok(args: &[&str]) -> Output {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "gan-engine {args:?} failed: {}\n{}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    o
+}
+
+/// Runs and requires failure with `code`, an `error:` message containing every `needle`, and no panic.
+fn fails(args: &[&str], code: i32, needles: &[&str]) -> String {
+    let o = run(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(code), "gan-engine {args:?}: {err}");
+    assert!(err.starts_with("error:"), "gan-engine {args:?}: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    for n in needles {
+        assert!(
+            err.contains(n),
+            "gan-engine {args:?}: expected '{n}' in: {err}"
+        );
+    }
+    err
+}
+
+/// The tiny run every test builds on: DCGAN 32×32 with 8-wide networks.
+const TINY: &[&str] = &[
+    "train",
+    "--dataset",
+    "balls",
+    "--image-size",
+    "32",
+    "--ngf",
+    "8",
+    "--ndf",
+    "8",
+    "--nz",
+    "16",
+    "--batch-size",
+    "4",
+    "--quiet",
+];
+
+fn train(out: &Path, extra: &[&str]) -> Output {
+    let mut args: Vec<&str> = TINY.to_vec();
+    args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
+fn tensors(path: &Path) -> TensorFile {
+    TensorFile::load(path).unwrap()
+}
+
+#[test]
+fn train_writes_grids_metrics_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    train(
+        &out,
+        &[
+            "--steps",
+            "3",
+            "--sample-every",
+            "2",
+            "--checkpoint-every",
+            "2",
+            "--log-every",
+            "1",
+        ],
+    );
+    for f in ["samples/step_000002.png", "samples/step_000003.png"] {
+        let img = image::open(out.join(f)).unwrap();
+        // 64 samples in an 8×8 grid of 32-pixel images with 2-pixel padding.
+        assert_eq!((img.width(), img.height()), (8 * 34 + 2, 8 * 34 + 2), "{f}");
+    }
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "step,loss_d,loss_g,d_x,d_g_z1,d_g_z2,img_per_s,elapsed_s"
+    );
+    assert_eq!(lines.len(), 4, "{csv}");
+    for (i, l) in lines[1..].iter().enumerate() {
+        let v: Vec<f64> = l.split(',').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(v.len(), 8, "{l}");
+        assert_eq!(v[0], (i + 1) as f64);
+        assert!(v[1..].iter().all(|x| x.is_finite()), "{l}");
+        assert!((0.0..=1.0).contains(&v[3]), "D(x) is a probability: {l}");
+    }
+    let ck = tensors(&out.join("checkpoint.safetensors"));
+    assert!(ck.tensors.contains_key("G.main.0.weight"));
+    assert!(ck.tensors.contains_key("D.main.8.weight"));
+    assert!(ck.tensors.keys().any(|k| k.starts_with("opt_G.")));
+    assert!(ck.tensors.keys().any(|k| k.starts_with("opt_D.")));
+    let g = tensors(&out.join("generator.safetensors"));
+    assert_eq!(g.tensors["main.0.weight"].shape, [16, 32, 4, 4]);
+    assert_eq!(g.tensors["main.1.num_batches_tracked"].data, [3.0]);
+    assert!(g.tensors.keys().all(|k| k.starts_with("main.")));
+
+    // Sampling from the run directory, as a grid and as .npy, from drawn and from given latents.
+    let grid = dir.path().join("grid.png");
+    ok(&[
+        "sample",
+        "--checkpoint",
+        out.to_str().unwrap(),
+        "--n",
+        "9",
+        "--out",
+        grid.to_str().unwrap(),
+    ]);
+    let img = image::open(&grid).unwrap();
+    assert_eq!((img.width(), img.height()), (3 * 34 + 2, 3 * 34 + 2));
+
+    let zpath = dir.path().join("z.npy");
+    let z = gan_engine::Tensor::from_vec(
+        (0..5 * 16).map(|i| ((i as f32) * 0.37).sin()).collect(),
+        &[5, 16, 1, 1],
+        &gan_engine::Device::Cpu,
+    )
+    .unwrap();
+    gan_engine::io::write_npy(&zpath, &z).unwrap();
+    let npy = dir.path().join("imgs.npy");
+    for src in ["checkpoint.safetensors", "generator.safetensors"] {
+        ok(&[
+            "sample",
+            "--checkpoint",
+            out.join(src).to_str().unwrap(),
+            "--z-npy",
+            zpath.to_str().unwrap(),
+            "--out-npy",
+            npy.to_str().unwrap(),
+        ]);
+        let imgs = gan_engine::io::read_npy(&npy, &gan_engine::Device::Cpu).unwrap();
+        assert_eq!(imgs.shape(), [5, 3, 32, 32]);
+        assert!(imgs.to_vec().unwrap().iter().all(|x| x.abs() <= 1.0));
+    }
+    // Latents of the wrong size.
+    let z7 = gan_engine::Tensor::zeros(&[2, 7], &gan_engine::Device::Cpu).unwrap();
+    gan_engine::io::write_npy(&zpath, &z7).unwrap();
+    fails(
+        &[
+            "sample",
+            "--checkpoint",
+            out.to_str().unwrap(),
+            "--z-npy",
+            zpath.to_str().unwrap(),
+            "--out-npy",
+            npy.to_str().unwrap(),
+        ],
+        1,
+        &["nz = 16"],
+    );
+}
+
+/// Every tensor (bit pattern) and the loop state of two checkpoints agree.
+fn assert_same_checkpoint(a: &Path, b: &Path) {
+    let (ta, tb) = (tensors(a), tensors(b));
+    let names_a: Vec<&String> = ta.tensors.keys().collect();
+    let names_b: Vec<&String> = tb.tensors.keys().collect();
+    assert_eq!(names_a, names_b);
+    for (name, x) in &ta.tensors {
+        let y = &tb.tensors[name];
+        assert_eq!(x.shape, y.shape, "{name}");
+        let bx: Vec<u32> = x.data.iter().map(|v| v.to_bits()).collect();
+        let by: Vec<u32> = y.data.iter().map(|v| v.to_bits()).collect();
+        assert!(bx == by, "{name} differs");
+    }
+    let state = |t: &TensorFile| {
+        let mut s: serde_json::Value = serde_json::from_str(&t.metadata["state"]).unwrap();
+        s.as_object_mut().unwrap().remove("elapsed_s");
+        s
+    };
+    assert_eq!(state(&ta), state(&tb));
+}
+
+#[test]
+fn resumed_training_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    train(&a, &["--steps", "4", "--k", "2"]);
+    train(&b, &["--steps", "2", "--k", "2"]);
+    let o = ok(&[
+        "train",
+        "--resume",
+        b.to_str().unwrap(),
+        "--steps",
+        "4",
+        "--quiet",
+    ]);
+    assert!(stderr(&o).contains("resuming at step 2"), "{}", stderr(&o));
+    assert_same_checkpoint(
+        &a.join("checkpoint.safetensors"),
+        &b.join("checkpoint.safetensors"),
+    );
+    let csv = std::fs::read_to_string(b.join("metrics.csv")).unwrap();
+    let steps: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["2", "4"],
+        "one row per logged step across the resume: {csv}"
+    );
+
+    // Nothing left to do.
+    fails(
+        &["train", "--resume", b.to_str().unwrap(), "--steps", "4"],
+        1,
+        &["already at step 4"],
+    );
+}
+
+#[test]
+fn checkpoint_round_trip_is_bit_exact() {
+    // Loading a checkpoint into a trainer and saving it again reproduces the file's content exactly.
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    train(&a, &["--steps", "2", "--model", "mlp", "--hidden", "8"]);
+    let (_, mut cfg) = gan_engine::train::run::read_checkpoint_config(&a).unwrap();
+    cfg.duration = gan_engine::train::Duration::Steps(3);
+    let t = gan_engine::train::Trainer::resume(&a, cfg).unwrap();
+    let again = dir.path().join("again.safetensors");
+    t.checkpoint_file(0.0).unwrap().save(&again).unwrap();
+    assert_same_checkpoint(&a.join("checkpoint.safetensors"), &again);
+}
+
+fn cuda_available() -> bool {
+    let o = ok(&["info"]);
+    let s = String::from_utf8_lossy(&o.stdout).into_owned();
+    s.lines()
+        .any(|l| l.trim_start().starts_with("cuda:") && !l.contains("unavailable"))
+}
+
+#[test]
+fn errors_are_clear_with_the_right_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |s: &str| -> PathBuf { dir.path().join(s) };
+
+    // Usage errors, from clap: exit 2.
+    fails(
+        &["train", "--loss", "hinge"],
+        2,
+        &["invalid value 'hinge'", "--loss"],
+    );
+    fails(&["train", "--batch-size", "many"], 2, &["--batch-size"]);
+    fails(&["train", "--steps", "0"], 2, &["--steps"]);
+    fails(
+        &["train", "--steps", "3", "--epochs", "1"],
+        2,
+        &["--epochs"],
+    );
+    fails(&["frobnicate"], 2, &["frobnicate"]);
+    fails(&["sample"], 2, &["--checkpoint"]);
+
+    // Everything else: exit 1.
+    let missing = d("no-such-folder");
+    let spec = format!("folder:{}", missing.display());
+    fails(
+        &[
+            "train",
+            "--dataset",
+            &spec,
+            "--out",
+            d("x").to_str().unwrap(),
+        ],
+        1,
+        &[missing.to_str().unwrap()],
+    );
+    fails(
+        &[
+            "train",
+            "--image-size",
+            "48",
+            "--out",
+            d("x").to_str().unwrap(),
+        ],
+        1,
+        &["64, 32 and 28"],
+    );
+
+    let garbage = d("garbage.safetensors");
+    std::fs::write(&garbage, b"definitely not safetensors").unwrap();
+    fails(
+        &["sample", "--checkpoint", garbage.to_str().unwrap()],
+        1,
+        &["not a safetensors file", "garbage.safetensors"],
+    );
+    fails(
+        &["train", "--resume", garbage.to_str().unwrap()],
+        1,
+        &["not a safetensors file"],
+    );
+    fails(
+        &[
+            "sample",
+            "--checkpoint",
+            d("nothing-here").to_str().unwrap(),
+        ],
+        1,
+        &["does not exist"],
+    );
+
+    // A checkpoint of another model / size.
+    let run = d("run");
+    train(&run, &["--steps", "1"]);
+    let r = run.to_str().unwrap();
+    fails(
+        &["train", "--resume", r, "--image-size", "64", "--steps", "5"],
+        1,
+        &["is for dcgan 32x32x3 nz=16 ngf=8 ndf=8 but --image-size 64 was given"],
+    );
+    fails(
+        &["train", "--resume", r, "--model", "mlp", "--steps", "5"],
+        1,
+        &["but --model mlp was given"],
+    );
+    fails(
+        &["train", "--resume", r, "--dataset", "mnist"],
+        1,
+        &["trained on balls"],
+    );
+    // A new run into a directory that already holds one.
+    fails(
+        &["train", "--out", r, "--steps", "1"],
+        1,
+        &["already holds a run", "--resume"],
+    );
+    // Resuming from the generator alone is not enough.
+    fails(
+        &[
+            "train",
+            "--resume",
+            run.join("generator.safetensors").to_str().unwrap(),
+            "--steps",
+            "5",
+        ],
+        1,
+        &["holds only a generator"],
+    );
+
+    if !cuda_available() {
+        let e = fails(
+            &[
+                "train",
+                "--device",
+                "cuda",
+                "--out",
+                d("y").to_str().unwrap(),
+            ],
+            1,
+            &["cuda"],
+        );
+        assert!(e.lines().count() <= 3, "one clear message: {e}");
+        fails(
+            &["sample", "--checkpoint", r, "--device", "cuda"],
+            1,
+            &["cuda"],
+        );
+    }
+    fails(
+        &[
+            "train",
+            "--device",
+            "tpu",
+            "--out",
+            d("z").to_str().unwrap(),
+        ],
+        1,
+        &["invalid device 'tpu'"],
+    );
+}
+
+#[test]
+fn help_and_info_work() {
+    let o = ok(&["--help"]);
+    let s = String::from_utf8_lossy(&o.stdout).into_owned();
+    for c in ["train", "sample", "info"] {
+        assert!(s.contains(c), "{s}");
+    }
+    let o = ok(&["train", "--help"]);
+    let s = String::from_utf8_lossy(&o.stdout).into_owned();
+    for f in [
+        "--dataset",
+        "--image-size",
+        "--lr-d",
+        "--loss",
+        "--resume",
+        "--checkpoint-every",
+    ] {
+        assert!(s.contains(f), "{s}");
+    }
+    let o = ok(&["info"]);
+    let s = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(s.contains("cpu"), "{s}");
+}
