@@ -52,7 +52,12 @@ fn iteration(c: &mut Criterion, ours: &Ours, image_size: usize, channels: usize,
     let arch = Dcgan::new(image_size, channels, n);
     let cfg = model(image_size, channels);
     let real = RngStream::new(1)
-        .uniform(&[n, channels, image_size, image_size], -1.0, 1.0, &ours.device)
+        .uniform(
+            &[n, channels, image_size, image_size],
+            -1.0,
+            1.0,
+            &ours.device,
+        )
         .unwrap();
     let mut g = c.benchmark_group(format!(
         "{} train_iter dcgan{image_size} b{n}",
