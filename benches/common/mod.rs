@@ -122,9 +122,3 @@ pub fn devices() -> Vec<Ours> {
     }
     v
 }
-
-/// True when criterion runs the benches once as tests (`cargo test --benches`), where setups that exist only
-/// to be measured can be skipped.
-pub fn test_mode() -> bool {
-    !std::env::args().any(|a| a == "--bench")
-}
