@@ -4,6 +4,7 @@
 #
 # Usage: scripts/bench.sh [--no-libtorch] [--bench ops|train] [-- CRITERION_ARGS...]
 #   e.g. scripts/bench.sh --bench ops -- 'cpu conv'     (only the groups whose id contains "cpu conv")
+# Only a full run (no --bench, no criterion arguments) rewrites BENCHMARKS.md.
 #
 # libtorch comes from a Python venv holding PyTorch 2.13.0 (the only version tch 0.26 builds against):
 # TORCH_VENV (default: .venv-torch in the repository root) is used if it has it, else created there with
@@ -21,10 +22,11 @@ cd "$ROOT"
 
 features=(--features libtorch)
 benches=()
+subset=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --no-libtorch) features=(); shift ;;
-        --bench) benches+=(--bench "$2"); shift 2 ;;
+        --bench) benches+=(--bench "$2"); subset=1; shift 2 ;;
         --) shift; break ;;
         *) echo "usage: scripts/bench.sh [--no-libtorch] [--bench ops|train] [-- CRITERION_ARGS...]" >&2; exit 2 ;;
     esac
@@ -86,4 +88,9 @@ meta = json.load(open(path))
 meta["load_after"] = load
 json.dump(meta, open(path, "w"), indent=1)
 EOF
-python3 scripts/benchmarks_md.py
+if [[ $subset == 1 || $# -gt 0 ]]; then
+    # A partial run would replace the full tables with its few rows.
+    echo "bench.sh: partial run; BENCHMARKS.md left alone (python3 scripts/benchmarks_md.py --out FILE to see it)" >&2
+else
+    python3 scripts/benchmarks_md.py
+fi
