@@ -46,7 +46,7 @@ if [[ ${#features[@]} -gt 0 ]]; then
     export PATH="$TORCH_VENV/bin:$PATH" LIBTORCH_USE_PYTORCH=1
     # libtorch's OpenMP workers spin while they wait for work. On a machine with more runnable threads than
     # cores (ours: 2 cores shared by several jobs) a spinning worker holds a core the thread doing the work
-    # needs; measured here, that made a 64-element BCE take 11 ms instead of 0.2 ms and an Adam step 450 ms
+    # needs; measured here at load 8, that made a 64-element BCE take 11 ms instead of 0.2 ms and an Adam step 450 ms
     # instead of 24 ms. PASSIVE (sleep while idle) is libtorch's better setting on such a machine, so it is the
     # default; it does not touch our rayon pool. Set OMP_WAIT_POLICY to override.
     export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
