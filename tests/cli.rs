@@ -35,7 +35,14 @@ fn fails(args: &[&str], code: i32, needles: &[&str]) -> String {
     let o = run(args);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(code), "gan-engine {args:?}: {err}");
-    assert!(err.starts_with("error:"), "gan-engine {args:?}: {err}");
+    // Progress lines may come first; the failure itself is one "error:" line at the end.
+    let msg = &err[err
+        .find("error:")
+        .unwrap_or_else(|| panic!("no error line: {err}"))..];
+    assert!(
+        err.lines().filter(|l| l.starts_with("error:")).count() == 1,
+        "{err}"
+    );
     assert!(
         !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
         "{err}"
@@ -474,4 +481,36 @@ fn training_on_the_emulated_cuda_backend_agrees_with_the_cpu() {
         "--out-npy",
         npy.to_str().unwrap(),
     ]);
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train(&run, &["--steps", "2"]);
+    let ck = run.join("checkpoint.safetensors");
+    let before = std::fs::read(&ck).unwrap();
+    // An absurd learning rate: one Adam step moves every D weight by ~1e30, so D's logits overflow and the
+    // next loss is not finite.
+    let r = run.to_str().unwrap();
+    fails(
+        &[
+            "train",
+            "--resume",
+            r,
+            "--steps",
+            "6",
+            "--lr-d",
+            "1e30",
+            "--checkpoint-every",
+            "1",
+        ],
+        1,
+        &["step 3", "loss is", "diverged"],
+    );
+    assert_eq!(
+        std::fs::read(&ck).unwrap(),
+        before,
+        "the checkpoint is untouched"
+    );
 }

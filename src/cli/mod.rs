@@ -487,6 +487,25 @@ fn sample(a: SampleArgs) -> Result<()> {
     Ok(())
 }
 
+/// Names of the `extern "C" __global__` entry points in a kernel source.
+fn kernel_entries(src: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut rest = src;
+    while let Some(i) = rest.find("__global__") {
+        rest = &rest[i + "__global__".len()..];
+        // `__global__ void name(` (possibly with launch bounds in between): the identifier before '('.
+        if let Some(paren) = rest.find('(') {
+            let head = &rest[..paren];
+            if let Some(name) = head.split_whitespace().last() {
+                if name.chars().all(|c| c.is_alphanumeric() || c == '_') && !name.is_empty() {
+                    out.push(name.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
 fn info() -> Result<()> {
     println!("gan-engine {}", env!("CARGO_PKG_VERSION"));
     println!(
@@ -509,6 +528,22 @@ fn info() -> Result<()> {
             Ok(d) => println!("  {spec}: {}", d.name()),
             Err(e) => println!("  {spec}: unavailable ({e:#})"),
         }
+    }
+    match crate::cuda::nvrtc::version() {
+        Ok((a, b)) => println!("nvrtc: {a}.{b}"),
+        Err(e) => println!("nvrtc: unavailable ({e:#})"),
+    }
+    let files = crate::cuda::nvrtc::kernel_files();
+    let mut total = 0;
+    let mut lines = vec![];
+    for f in &files {
+        let names = kernel_entries(crate::cuda::nvrtc::source(f).unwrap_or(""));
+        total += names.len();
+        lines.push(format!("  {f}: {}", names.join(" ")));
+    }
+    println!("kernels: {total} in {} files", files.len());
+    for l in lines {
+        println!("{l}");
     }
     println!("models: dcgan (64, 32, 28 px), mlp (any size)");
     Ok(())
