@@ -49,11 +49,11 @@ fn fails(args: &[&str], code: i32, needles: &[&str]) -> String {
     );
     for n in needles {
         assert!(
-            err.contains(n),
+            msg.contains(n),
             "gan-engine {args:?}: expected '{n}' in: {err}"
         );
     }
-    err
+    msg.to_string()
 }
 
 /// The tiny run every test builds on: DCGAN 32×32 with 8-wide networks.
