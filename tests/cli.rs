@@ -514,3 +514,38 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
         "the checkpoint is untouched"
     );
 }
+
+#[test]
+fn epochs_count_passes_over_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    // 42 images in batches of 4 (the last partial batch dropped): 10 batches per epoch; with k = 2 D steps
+    // per iteration, 2 epochs are 10 iterations.
+    let o = ok(&[
+        "train",
+        "--dataset",
+        "balls:42",
+        "--image-size",
+        "28",
+        "--ngf",
+        "4",
+        "--ndf",
+        "4",
+        "--nz",
+        "8",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--k",
+        "2",
+        "--log-every",
+        "1",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(stderr(&o).contains("(10 steps, batch 4)"), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 10, "{csv}");
+}
