@@ -15,7 +15,9 @@
 use std::collections::HashMap;
 
 use gan_engine::backend::{AdamHyper, AdamSlot, Conv2dParams};
+use gan_engine::nn::params::{ParamId, ParamStore};
 use gan_engine::ops;
+use gan_engine::optim::{Adam, AdamConfig};
 use gan_engine::{Device, Tape, Tensor};
 
 // ---- fixtures -------------------------------------------------------------------------------------------------
@@ -444,8 +446,10 @@ fn bce_with_logits_matches_torch() {
 /// rms (floor 1) is tight. The step itself (p_after − p_before) is then checked separately to 2e-3 relative to
 /// the step's rms: that is what catches a wrong bias correction, β, or eps placement (which change the step by
 /// ≥ 1%), and the 2e-3 is what the f32 rounding of p (6e-8 over a 2e-4 step, 3e-4) allows with margin.
-/// exp_avg is a mix of gradients that may cancel (floor 1); exp_avg_sq is a sum of squares, never cancels
-/// (pure relative).
+/// exp_avg is a mix of gradients that may cancel (floor 1); exp_avg_sq is a sum of squares, never cancels (pure
+/// relative). Both 1e-6: PyTorch forms 1 − β from the Python double and rounds it once to f32, and so must we —
+/// computing 1 − 0.999f32 in f32 instead gives 0.00099998713, a 1.29e-5 relative error in v that this catches
+/// (the parameters barely see it: the same β2 enters the bias correction and cancels in v̂).
 const ADAM_P_TOL: f64 = 1e-6;
 const ADAM_STEP_TOL: f64 = 2e-3;
 const ADAM_MV_TOL: f64 = 1e-6;
@@ -522,6 +526,68 @@ fn adam_step_matches_torch() {
     for dev in devices() {
         check_adam(&f, "adam", 0.0, &dev);
         check_adam(&f, "adam_wd", 0.01, &dev);
+    }
+}
+
+/// The same two steps through the optimizer the training loop uses: `optim::Adam` over a `ParamStore`, with the
+/// gradients arriving the way they do in training (a tape backward, then `accumulate_grads`). The loss
+/// Σ p·g (g a constant) has gradient exactly g, so the fixture's gradients reach the store unrounded.
+fn check_optim_adam(f: &Fixture, case: &str, weight_decay: f32, dev: &Device) {
+    let names = ["a", "b"];
+    let mut store = ParamStore::new(dev);
+    let ids: Vec<ParamId> = names
+        .iter()
+        .map(|n| store.add(n, f.tensor(&format!("param0.{n}"), dev)))
+        .collect();
+    let cfg = AdamConfig {
+        lr: 2e-4,
+        beta1: 0.5,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay,
+    };
+    let mut adam = Adam::new(&store, cfg).unwrap();
+    for step in 1..=2u64 {
+        store.zero_grad();
+        let mut tape = Tape::new();
+        let mut terms = Vec::new();
+        for (n, &id) in names.iter().zip(&ids) {
+            let p = store.var(&mut tape, id);
+            let g = tape.constant(f.tensor(&format!("grad{step}.{n}"), dev));
+            let pg = ops::mul(&mut tape, p, g).unwrap();
+            terms.push(ops::sum(&mut tape, pg).unwrap());
+        }
+        let loss = ops::add(&mut tape, terms[0], terms[1]).unwrap();
+        let grads = tape.backward(loss).unwrap();
+        store.accumulate_grads(&grads).unwrap();
+        adam.step(&mut store).unwrap();
+        assert_eq!(adam.step_count(), step);
+        let (_, ms, vs) = adam.state();
+        for (i, n) in names.iter().enumerate() {
+            let key = |t: &str| format!("{case}.step{step}.{n}.{t}");
+            let what =
+                |t: &str| format!("optim::Adam {case} step {step} '{n}' {t} on {}", dev.name());
+            let p = store.value(ids[i]);
+            assert_close(&what("param"), p, f.get(&key("param")), ADAM_P_TOL, 1.0);
+            assert_close(
+                &what("exp_avg"),
+                &ms[i],
+                f.get(&key("exp_avg")),
+                ADAM_MV_TOL,
+                1.0,
+            );
+            let rv = f.get(&key("exp_avg_sq"));
+            assert_close(&what("exp_avg_sq"), &vs[i], rv, ADAM_MV_TOL, 0.0);
+        }
+    }
+}
+
+#[test]
+fn optim_adam_matches_torch() {
+    let f = Fixture::load("adam.safetensors");
+    for dev in devices() {
+        check_optim_adam(&f, "adam", 0.0, &dev);
+        check_optim_adam(&f, "adam_wd", 0.01, &dev);
     }
 }
 
