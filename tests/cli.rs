@@ -131,6 +131,21 @@ fn train_writes_grids_metrics_and_checkpoints() {
     assert_eq!(g.tensors["main.1.num_batches_tracked"].data, [3.0]);
     assert!(g.tensors.keys().all(|k| k.starts_with("main.")));
 
+    // `sample` with the run's seed draws the run's fixed z: it reproduces the last sample grid exactly.
+    let again = dir.path().join("again.png");
+    ok(&[
+        "sample",
+        "--checkpoint",
+        out.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(
+        std::fs::read(&again).unwrap()
+            == std::fs::read(out.join("samples/step_000003.png")).unwrap(),
+        "sample --seed 0 reproduces the training grid"
+    );
+
     // Sampling from the run directory, as a grid and as .npy, from drawn and from given latents.
     let grid = dir.path().join("grid.png");
     ok(&[

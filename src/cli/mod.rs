@@ -69,10 +69,10 @@ pub struct TrainArgs {
     /// Train for this many passes over the dataset instead of --steps
     #[arg(long, value_parser = positive_u64, value_name = "N")]
     pub epochs: Option<u64>,
-    /// Adam learning rate of D [default: 0.0002]
+    /// Adam learning rate of D [default: 0.0005; the DCGAN paper's is 0.0002]
     #[arg(long, value_name = "LR")]
     pub lr_d: Option<f32>,
-    /// Adam learning rate of G [default: 0.0002]
+    /// Adam learning rate of G [default: 0.0005; the DCGAN paper's is 0.0002]
     #[arg(long, value_name = "LR")]
     pub lr_g: Option<f32>,
     /// Adam beta1, both networks [default: 0.5]
@@ -493,14 +493,18 @@ fn kernel_entries(src: &str) -> Vec<String> {
     let mut rest = src;
     while let Some(i) = rest.find("__global__") {
         rest = &rest[i + "__global__".len()..];
-        // `__global__ void name(` (possibly with launch bounds in between): the identifier before '('.
-        if let Some(paren) = rest.find('(') {
-            let head = &rest[..paren];
-            if let Some(name) = head.split_whitespace().last() {
-                if name.chars().all(|c| c.is_alphanumeric() || c == '_') && !name.is_empty() {
-                    out.push(name.to_string());
-                }
-            }
+        // `__global__ void name(` or `__global__ void __launch_bounds__(...) name(`.
+        let Some(v) = rest.find("void") else { break };
+        let mut after = rest[v + 4..].trim_start();
+        if let Some(bounds) = after.strip_prefix("__launch_bounds__") {
+            after = bounds.split_once(')').map_or("", |(_, r)| r).trim_start();
+        }
+        let name: String = after
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            out.push(name);
         }
     }
     out
@@ -547,4 +551,51 @@ fn info() -> Result<()> {
     }
     println!("models: dcgan (64, 32, 28 px), mlp (any size)");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_flags_is_the_cpu_dcgan_balls_demo() {
+        let (cfg, resume) = train_config(&TrainArgs::default()).unwrap();
+        assert!(resume.is_none());
+        assert_eq!(cfg.dataset, "balls");
+        assert_eq!(cfg.device, "cpu");
+        assert_eq!(cfg.out, PathBuf::from("runs/balls"));
+        assert_eq!(cfg.model.kind, ModelKind::Dcgan);
+        assert_eq!(
+            (cfg.model.image_size, cfg.model.channels, cfg.model.nz),
+            (32, 3, 100)
+        );
+        assert_eq!(cfg.duration, Duration::Steps(2000));
+        assert_eq!((cfg.adam_g.beta1, cfg.adam_g.beta2), (0.5, 0.999));
+    }
+
+    #[test]
+    fn mnist_defaults_to_its_native_format() {
+        let a = TrainArgs {
+            dataset: Some("mnist:/somewhere".into()),
+            ..TrainArgs::default()
+        };
+        let (cfg, _) = train_config(&a).unwrap();
+        assert_eq!((cfg.model.image_size, cfg.model.channels), (28, 1));
+        assert_eq!(cfg.out, PathBuf::from("runs/mnist"));
+        let a = TrainArgs {
+            dataset: Some("mnist".into()),
+            image_size: Some(64),
+            channels: Some(3),
+            ..TrainArgs::default()
+        };
+        let (cfg, _) = train_config(&a).unwrap();
+        assert_eq!((cfg.model.image_size, cfg.model.channels), (64, 3));
+    }
+
+    #[test]
+    fn kernel_entries_are_parsed() {
+        let src = "extern \"C\" __global__ void add_f32(float* y) {}\n\
+                   extern \"C\" __global__ void __launch_bounds__(256) mul_f32(int n) {}";
+        assert_eq!(kernel_entries(src), ["add_f32", "mul_f32"]);
+    }
 }
