@@ -42,6 +42,12 @@ if [[ ${#features[@]} -gt 0 ]]; then
         "$TORCH_VENV/bin/pip" install --quiet torch==2.13.0
     fi
     export PATH="$TORCH_VENV/bin:$PATH" LIBTORCH_USE_PYTORCH=1
+    # libtorch's OpenMP workers spin while they wait for work. On a machine with more runnable threads than
+    # cores (ours: 2 cores shared by several jobs) a spinning worker holds a core the thread doing the work
+    # needs; measured here, that made a 64-element BCE take 11 ms instead of 0.2 ms and an Adam step 450 ms
+    # instead of 24 ms. PASSIVE (sleep while idle) is libtorch's better setting on such a machine, so it is the
+    # default; it does not touch our rayon pool. Set OMP_WAIT_POLICY to override.
+    export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
     torch_version="$("$TORCH_VENV/bin/python" -c 'import torch; print(torch.__version__)')"
 fi
 
@@ -52,9 +58,12 @@ command="scripts/bench.sh $*"
 command="$command  (= cargo bench ${features[*]} ${benches[*]}${*:+ -- $*})"
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 threads="${RAYON_NUM_THREADS:-$(nproc)}"
-python3 - "$meta" "$command" "$load_before" "$torch_version" "$threads" <<'EOF'
+python3 - "$meta" "$command" "$load_before" "$torch_version" "$threads" "${OMP_WAIT_POLICY:-}" <<'EOF'
 import datetime, json, os, subprocess, sys, time
-path, command, load, torch, threads = sys.argv[1:]
+sys.path.insert(0, "scripts")
+from benchmarks_md import cpu_model
+path, command, load, torch, threads, omp = sys.argv[1:]
+model, simd = cpu_model()
 git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()
 meta = {
     "start_epoch": time.time(),
@@ -62,7 +71,7 @@ meta = {
     "commit": git("rev-parse", "--short", "HEAD"),
     "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
     "command": command, "load_before": load, "torch": torch, "threads": int(threads),
-    "nproc": os.cpu_count(),
+    "nproc": os.cpu_count(), "omp_wait_policy": omp, "cpu_model": model, "simd": simd,
 }
 json.dump(meta, open(path, "w"), indent=1)
 EOF

@@ -125,16 +125,21 @@ def table(groups, device):
         if not sec:
             continue
         out.append(f"#### {title}\n")
-        out.append("| benchmark | ours | libtorch | ratio (libtorch / ours) | ours GFLOP/s | libtorch GFLOP/s |")
-        out.append("|---|---:|---:|---:|---:|---:|")
+        has_flops = any(r.get("flops") for _g, fs in sec for r in fs.values())
+        cols = "| benchmark | ours | libtorch | ratio (libtorch / ours) |"
+        rule = "|---|---:|---:|---:|"
+        if has_flops:
+            cols += " ours GFLOP/s | libtorch GFLOP/s |"
+            rule += "---:|---:|"
+        out += [cols, rule]
         for g, fs in sec:
             o, t = fs.get("ours"), fs.get("libtorch")
             ratio = f"{t['median_ns'] / o['median_ns']:.2f}" if o and t else ""
             name = g.split(" ", 1)[1].replace("->", "→")
-            out.append(
-                f"| {name} | {fmt_time(o and o['median_ns'])} | "
-                f"{fmt_time(t and t['median_ns'])} | {ratio} | {gflops(o)} | {gflops(t)} |"
-            )
+            row = f"| {name} | {fmt_time(o and o['median_ns'])} | {fmt_time(t and t['median_ns'])} | {ratio} |"
+            if has_flops:
+                row += f" {gflops(o)} | {gflops(t)} |"
+            out.append(row)
         out.append("")
     known = {k for k, _ in SECTIONS}
     other = [(g, fs) for g, fs in mine if g.split(" ", 2)[1] not in known]
@@ -175,24 +180,28 @@ def git(*args):
         return ""
 
 
-def header(meta, groups):
+def header(meta, groups, gpu=None):
+    # The machine that ran the benches (bench.sh records it), else this one.
     model, simd = cpu_model()
+    model, simd = meta.get("cpu_model", model), meta.get("simd", simd)
     when = meta.get("start_iso") or datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     commit = meta.get("commit") or git("rev-parse", "--short", "HEAD")
     dirty = meta.get("dirty")
     if dirty is None:
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     n_samples = sorted({r["samples"] for fs in groups.values() for r in fs.values() if r["samples"]})
-    lines = [
-        f"- Machine: {model} ({', '.join(simd) or 'no SIMD flags read'}), {os.cpu_count()} logical CPUs "
-        f"(nproc {meta.get('nproc', os.cpu_count())})",
+    lines = [f"- GPU: {gpu}"] if gpu else []
+    lines += [
+        f"- {'Host' if gpu else 'Machine'}: {model} ({', '.join(simd) or 'no SIMD flags read'}), "
+        f"{meta.get('nproc', os.cpu_count())} logical CPUs",
         f"- Date: {when}",
         f"- Commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
         f"- Command: `{meta.get('command', 'cargo bench --features libtorch')}`",
     ]
     if meta.get("torch"):
-        lines.append(f"- libtorch: PyTorch {meta['torch']} through tch 0.26, {meta.get('threads', '?')} threads "
-                     f"(same as ours)")
+        omp = f", OMP_WAIT_POLICY={meta['omp_wait_policy']}" if meta.get("omp_wait_policy") else ""
+        lines.append(f"- Threads: {meta.get('threads', '?')} for ours (rayon) and for libtorch (PyTorch "
+                     f"{meta['torch']} through tch 0.26{omp})")
     if meta.get("load_before") or meta.get("load_after"):
         lines.append(f"- Load average (1, 5, 15 min) before: {meta.get('load_before', '?')}, after: "
                      f"{meta.get('load_after', '?')}")
@@ -224,6 +233,7 @@ def main():
     ap.add_argument("--criterion", default=os.path.join(ROOT, "target", "criterion"))
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     ap.add_argument("--all", action="store_true", help="also use results older than the last bench.sh run")
+    ap.add_argument("--devices", default="cpu,cuda", help="which sections to rewrite (default cpu,cuda)")
     args = ap.parse_args()
 
     meta_path = os.path.join(args.criterion, META)
@@ -235,13 +245,17 @@ def main():
         return 1
 
     text = open(args.out).read() if os.path.exists(args.out) else SKELETON
-    cpu = table(groups, "cpu")
-    cuda = table(groups, "cuda")
+    devices = set(args.devices.split(","))
+    cpu = table(groups, "cpu") if "cpu" in devices else None
+    cuda = table(groups, "cuda") if "cuda" in devices else None
     head = header(meta, groups)
-    text = replace(text, "cpu", head + "\n" + cpu if cpu else "_No CPU measurements in this run._")
+    if "cpu" in devices:
+        text = replace(text, "cpu", head + "\n" + cpu if cpu else "_No CPU measurements in this run._")
     # Without CUDA results the CUDA section keeps what it says (a note on why there are none).
     if cuda:
-        text = replace(text, "cuda", head + "\n" + cuda)
+        gpu_path = os.path.join(args.criterion, "gan-bench-cuda.txt")
+        gpu = open(gpu_path).read().strip() if os.path.exists(gpu_path) else "unknown (no gan-bench-cuda.txt)"
+        text = replace(text, "cuda", header(meta, groups, gpu) + "\n" + cuda)
     with open(args.out, "w") as f:
         f.write(text)
     n = sum(len(fs) for fs in groups.values())

@@ -108,10 +108,18 @@ pub fn cuda_ours() -> Option<Ours> {
         })
 }
 
-/// The devices a bench file runs on: the CPU, then our CUDA backend when one opens.
+/// The devices a bench file runs on: the CPU, then our CUDA backend when one opens. GAN_BENCH_DEVICES (a
+/// comma-separated subset of `cpu,cuda`) narrows the list, e.g. to spend a GPU machine's time on its GPU.
 pub fn devices() -> Vec<Ours> {
-    let mut v = vec![Ours::cpu()];
-    v.extend(cuda_ours());
+    let want = std::env::var("GAN_BENCH_DEVICES").unwrap_or_else(|_| "cpu,cuda".into());
+    let want: Vec<&str> = want.split(',').map(str::trim).collect();
+    let mut v = Vec::new();
+    if want.contains(&"cpu") {
+        v.push(Ours::cpu());
+    }
+    if want.contains(&"cuda") {
+        v.extend(cuda_ours());
+    }
     v
 }
 
