@@ -44,6 +44,48 @@ fn main() {
     if emulation {
         build_emulation(&kdir, &out, &sources, &modules);
     }
+    if std::env::var_os("CARGO_FEATURE_LIBTORCH").is_some() {
+        libtorch_support(&manifest);
+    }
+}
+
+/// The `libtorch` feature (benchmarks only). torch-sys finds libtorch (LIBTORCH, or the python of
+/// LIBTORCH_USE_PYTORCH=1) and reports its library directory as DEP_TCH_LIBTORCH_LIB. With it:
+/// - the directory becomes the binaries' rpath, so the benches start without LD_LIBRARY_PATH;
+/// - libtorch_cuda is linked even though no symbol of it is referenced (the linker's --as-needed would drop it,
+///   and libtorch then reports no CUDA device);
+/// - benches/common/torch_shim.cpp (ATen ops tch does not bind) is compiled against libtorch's headers.
+fn libtorch_support(manifest: &Path) {
+    let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
+        fail("the libtorch feature needs torch-sys to report its library directory (DEP_TCH_LIBTORCH_LIB); \
+              set LIBTORCH_USE_PYTORCH=1 with PyTorch 2.13.0's python first on PATH, or LIBTORCH=<dir>");
+    };
+    let lib = PathBuf::from(lib);
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    if lib.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg=-ltorch_cuda");
+        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    }
+    let include = lib.parent().map(|p| p.join("include")).unwrap_or_default();
+    let shim = manifest
+        .join("benches")
+        .join("common")
+        .join("torch_shim.cpp");
+    println!("cargo:rerun-if-changed={}", shim.display());
+    // The C++ ABI must match libtorch's (PyTorch wheels use the C++11 ABI since 2.7); torch-sys reads the same
+    // variable.
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .flag("-std=c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
+        .include(&include)
+        .file(&shim)
+        .compile("gan_torch_shim");
 }
 
 /// `kernels/*.cu` and `kernels/*.cuh`, sorted (the emulation's own files live in `kernels/emu/`).

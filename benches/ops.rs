@@ -1,0 +1,323 @@
+//! Side-by-side op benchmarks, ours vs libtorch (feature `libtorch`), on the shapes of DCGAN-64 at batch 64:
+//! - every conv / conv-transpose layer: forward, input gradient (`bwd_data`), weight gradient (`bwd_weight`);
+//! - batch norm, training mode, forward + backward, at the four G widths (D's BN layers have the same shapes);
+//! - LeakyReLU(0.2) forward and backward on D1's output, the largest activation;
+//! - fused BCE-with-logits (loss and its gradient) on D's logits;
+//! - Adam (lr 2e-4, β 0.5 / 0.999) over all of G's parameters;
+//! - a 1024³ GEMM (`linear`), the attainable matrix-multiply rate of the device, for reading the others.
+//!
+//! Groups are `"<device> <op> <shape> b<batch>"`, functions `ours` / `libtorch`; conv and GEMM groups carry
+//! their FLOPs as criterion throughput (Gelem/s reads as GFLOP/s). CUDA groups run only when a GPU opens.
+//! GAN_BENCH_BATCH overrides the batch (the ids say which was used).
+
+mod common;
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use gan_engine::backend::{Activation, AdamHyper, AdamSlot};
+use gan_engine::ops::gradcheck::test_tensor;
+use gan_engine::Tensor;
+
+use common::dcgan::{ConvLayer, Dcgan};
+use common::Ours;
+
+fn batch() -> usize {
+    std::env::var("GAN_BENCH_BATCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64)
+}
+
+/// A deterministic test tensor on `ours`'s device.
+fn input(ours: &Ours, shape: &[usize], seed: u64) -> Tensor {
+    test_tensor(shape, seed).to_device(&ours.device).unwrap()
+}
+
+#[derive(Clone, Copy)]
+enum Pass {
+    Fwd,
+    BwdData,
+    BwdWeight,
+}
+
+impl Pass {
+    fn name(self) -> &'static str {
+        match self {
+            Pass::Fwd => "fwd",
+            Pass::BwdData => "bwd_data",
+            Pass::BwdWeight => "bwd_weight",
+        }
+    }
+}
+
+/// One pass of one layer on our backend. A transposed conv with weight [Cin, Cout, k, k] is the adjoint of the
+/// conv with that weight read as [O = Cin, C = Cout, k, k]: its forward is that conv's input gradient, its input
+/// gradient that conv's forward, and its weight gradient that conv's weight gradient with x and dy swapped.
+fn ours_pass(l: &ConvLayer, pass: Pass, x: &Tensor, w: &Tensor, dy: &Tensor) -> Tensor {
+    let be = x.backend();
+    let p = l.params();
+    match (l.transposed, pass) {
+        (false, Pass::Fwd) => be.conv2d(x, w, p),
+        (false, Pass::BwdData) => be.conv2d_backward_data(dy, w, l.x, p),
+        (false, Pass::BwdWeight) => be.conv2d_backward_weight(x, dy, l.w, p),
+        (true, Pass::Fwd) => be.conv2d_backward_data(x, w, l.y, p),
+        (true, Pass::BwdData) => be.conv2d(dy, w, p),
+        (true, Pass::BwdWeight) => be.conv2d_backward_weight(dy, x, l.w, p),
+    }
+    .unwrap()
+}
+
+fn conv_layers(c: &mut Criterion, ours: &Ours) {
+    let n = batch();
+    let arch = Dcgan::new(64, 3, n);
+    for l in arch.g.iter().chain(&arch.d) {
+        let x = input(ours, &l.x, 1);
+        let w = input(ours, &l.w, 2);
+        let dy = input(ours, &l.y, 3);
+        #[cfg(feature = "libtorch")]
+        let torch = common::torch::device_for(ours).map(|dev| {
+            use common::torch::from_ours;
+            (
+                dev,
+                from_ours(&x, dev),
+                from_ours(&w, dev),
+                from_ours(&dy, dev),
+            )
+        });
+        for pass in [Pass::Fwd, Pass::BwdData, Pass::BwdWeight] {
+            let id = format!("{} conv {} {} b{n}", ours.label(), l.label(), pass.name());
+            let mut g = c.benchmark_group(id);
+            g.sampling_mode(SamplingMode::Flat);
+            g.throughput(Throughput::Elements(l.flops()));
+            g.bench_function("ours", |b| ours.time(b, || ours_pass(l, pass, &x, &w, &dy)));
+            #[cfg(feature = "libtorch")]
+            if let Some((dev, tx, tw, tdy)) = &torch {
+                use common::torch::{conv_backward, time};
+                let (s, p, t) = (l.stride as i64, l.pad as i64, l.transposed);
+                g.bench_function("libtorch", |b| {
+                    time(*dev, b, || match (t, pass) {
+                        (false, Pass::Fwd) => tx.conv2d::<tch::Tensor>(tw, None, s, p, 1, 1),
+                        (true, Pass::Fwd) => {
+                            tx.conv_transpose2d::<tch::Tensor>(tw, None, s, p, 0, 1, 1)
+                        }
+                        (_, Pass::BwdData) => conv_backward(tdy, tx, tw, l.stride, l.pad, t, 0),
+                        (_, Pass::BwdWeight) => conv_backward(tdy, tx, tw, l.stride, l.pad, t, 1),
+                    })
+                });
+            }
+            g.finish();
+        }
+    }
+}
+
+fn batch_norm(c: &mut Criterion, ours: &Ours) {
+    let n = batch();
+    let arch = Dcgan::new(64, 3, n);
+    // The outputs of G1..G4, each followed by BN (D2..D4's outputs repeat three of these shapes).
+    for l in &arch.g[..arch.g.len() - 1] {
+        let shape = l.y;
+        let ch = shape[1];
+        let x = input(ours, &shape, 4);
+        let dy = input(ours, &shape, 5);
+        let gamma = Tensor::full(&[ch], 1.0, &ours.device).unwrap();
+        let beta = Tensor::zeros(&[ch], &ours.device).unwrap();
+        let mut rm = Tensor::zeros(&[ch], &ours.device).unwrap();
+        let mut rv = Tensor::full(&[ch], 1.0, &ours.device).unwrap();
+        let [_, c1, h, w] = shape;
+        let mut g = c.benchmark_group(format!(
+            "{} batchnorm train fwd+bwd {c1}x{h}x{w} b{n}",
+            ours.label()
+        ));
+        g.bench_function("ours", |b| {
+            ours.time(b, || {
+                let be = x.backend();
+                let o = be
+                    .batch_norm_train(&x, &gamma, &beta, &mut rm, &mut rv, 0.1, 1e-5)
+                    .unwrap();
+                be.batch_norm_backward(&x, &dy, &gamma, &o.mean, &o.invstd)
+                    .unwrap()
+            })
+        });
+        #[cfg(feature = "libtorch")]
+        if let Some(dev) = common::torch::device_for(ours) {
+            use common::torch::{batch_norm_backward, batch_norm_train, from_ours, time};
+            let (tx, tdy) = (from_ours(&x, dev), from_ours(&dy, dev));
+            let (tgamma, tbeta) = (from_ours(&gamma, dev), from_ours(&beta, dev));
+            let (mut trm, mut trv) = (from_ours(&rm, dev), from_ours(&rv, dev));
+            g.bench_function("libtorch", |b| {
+                time(dev, b, || {
+                    let saved =
+                        batch_norm_train(&tx, &tgamma, &tbeta, &mut trm, &mut trv, 0.1, 1e-5);
+                    batch_norm_backward(&tdy, &tx, &tgamma, (&trm, &trv), &saved, 1e-5)
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+fn leaky_relu(c: &mut Criterion, ours: &Ours) {
+    let n = batch();
+    let shape = Dcgan::new(64, 3, n).d[0].y;
+    let [_, ch, h, w] = shape;
+    let act = Activation::LeakyRelu(0.2);
+    let x = input(ours, &shape, 6);
+    let dy = input(ours, &shape, 7);
+    let y = x.backend().activation(&x, act).unwrap();
+    #[cfg(feature = "libtorch")]
+    let torch = common::torch::device_for(ours).map(|dev| {
+        use common::torch::from_ours;
+        (dev, from_ours(&x, dev), from_ours(&dy, dev))
+    });
+
+    let mut g = c.benchmark_group(format!("{} leaky_relu fwd {ch}x{h}x{w} b{n}", ours.label()));
+    g.bench_function("ours", |b| {
+        ours.time(b, || x.backend().activation(&x, act).unwrap())
+    });
+    #[cfg(feature = "libtorch")]
+    if let Some((dev, tx, _)) = &torch {
+        g.bench_function("libtorch", |b| {
+            common::torch::time(*dev, b, || common::torch::leaky_relu(tx, 0.2))
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("{} leaky_relu bwd {ch}x{h}x{w} b{n}", ours.label()));
+    g.bench_function("ours", |b| {
+        ours.time(b, || x.backend().activation_backward(&y, &dy, act).unwrap())
+    });
+    #[cfg(feature = "libtorch")]
+    if let Some((dev, tx, tdy)) = &torch {
+        // What autograd runs for the out-of-place nn.LeakyReLU(0.2): the kernel reads the saved input.
+        g.bench_function("libtorch", |b| {
+            common::torch::time(*dev, b, || tx.leaky_relu_backward(tdy, 0.2, false))
+        });
+    }
+    g.finish();
+}
+
+fn bce(c: &mut Criterion, ours: &Ours) {
+    let n = batch();
+    let logits = input(ours, &[n], 8);
+    let mut g = c.benchmark_group(format!("{} bce_with_logits fwd+bwd b{n}", ours.label()));
+    g.bench_function("ours", |b| {
+        ours.time(b, || {
+            logits.backend().bce_with_logits(&logits, 1.0).unwrap()
+        })
+    });
+    #[cfg(feature = "libtorch")]
+    if let Some(dev) = common::torch::device_for(ours) {
+        // The loss and d(loss)/d(logits), as PyTorch gets them: BCEWithLogitsLoss forward, then autograd.
+        let tl = common::torch::from_ours(&logits, dev).set_requires_grad(true);
+        let target = tch::Tensor::ones([n as i64], (tch::Kind::Float, dev));
+        g.bench_function("libtorch", |b| {
+            common::torch::time(dev, b, || {
+                let loss = tl.binary_cross_entropy_with_logits::<tch::Tensor>(
+                    &target,
+                    None,
+                    None,
+                    tch::Reduction::Mean,
+                );
+                let grad = tch::Tensor::run_backward(&[&loss], &[&tl], false, false);
+                (loss, grad)
+            })
+        });
+    }
+    g.finish();
+}
+
+fn adam(c: &mut Criterion, ours: &Ours) {
+    // G's parameters: every ConvT weight, then BN γ and β of the four BN layers.
+    let arch = Dcgan::new(64, 3, 1);
+    let mut shapes: Vec<Vec<usize>> = arch.g.iter().map(|l| l.w.to_vec()).collect();
+    for l in &arch.g[..arch.g.len() - 1] {
+        shapes.push(vec![l.y[1]]);
+        shapes.push(vec![l.y[1]]);
+    }
+    let count: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+    let mut params: Vec<Tensor> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| input(ours, s, 100 + i as u64))
+        .collect();
+    let grads: Vec<Tensor> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| input(ours, s, 200 + i as u64))
+        .collect();
+    let zeros = |s: &Vec<usize>| Tensor::zeros(s, &ours.device).unwrap();
+    let mut m: Vec<Tensor> = shapes.iter().map(zeros).collect();
+    let mut v: Vec<Tensor> = shapes.iter().map(zeros).collect();
+    let mut step = 0u64;
+    let mut g = c.benchmark_group(format!(
+        "{} adam G params ({:.2}M)",
+        ours.label(),
+        count as f64 / 1e6
+    ));
+    g.bench_function("ours", |b| {
+        ours.time(b, || {
+            step += 1;
+            let mut slots: Vec<AdamSlot> = params
+                .iter_mut()
+                .zip(&grads)
+                .zip(m.iter_mut().zip(v.iter_mut()))
+                .map(|((param, grad), (m, v))| AdamSlot { param, grad, m, v })
+                .collect();
+            let h = AdamHyper {
+                lr: 2e-4,
+                beta1: 0.5,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+                step,
+            };
+            ours.device.backend().adam_step(&mut slots, h).unwrap()
+        })
+    });
+    #[cfg(feature = "libtorch")]
+    if let Some(dev) = common::torch::device_for(ours) {
+        let (_vs, mut opt) = common::torch::adam_over(&shapes, dev);
+        g.bench_function("libtorch", |b| common::torch::time(dev, b, || opt.step()));
+    }
+    g.finish();
+}
+
+fn gemm(c: &mut Criterion, ours: &Ours) {
+    let k = 1024;
+    let x = input(ours, &[k, k], 9);
+    let w = input(ours, &[k, k], 10);
+    let mut g = c.benchmark_group(format!("{} gemm {k}x{k}x{k} (linear)", ours.label()));
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(2 * (k * k * k) as u64));
+    g.bench_function("ours", |b| {
+        ours.time(b, || x.backend().linear(&x, &w, None).unwrap())
+    });
+    #[cfg(feature = "libtorch")]
+    if let Some(dev) = common::torch::device_for(ours) {
+        let (tx, tw) = (
+            common::torch::from_ours(&x, dev),
+            common::torch::from_ours(&w, dev),
+        );
+        g.bench_function("libtorch", |b| {
+            common::torch::time(dev, b, || tx.linear::<tch::Tensor>(&tw, None))
+        });
+    }
+    g.finish();
+}
+
+fn all(c: &mut Criterion) {
+    for ours in common::devices() {
+        gemm(c, &ours);
+        conv_layers(c, &ours);
+        batch_norm(c, &ours);
+        leaky_relu(c, &ours);
+        bce(c, &ours);
+        adam(c, &ours);
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = common::criterion_config();
+    targets = all
+}
+criterion_main!(benches);

@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Writes the measured tables of BENCHMARKS.md from criterion's output.
+
+Reads target/criterion/**/new/{benchmark,estimates,sample}.json of the side-by-side benches (benches/ops.rs,
+benches/train.rs: group ids "<cpu|cuda> <what>", functions "ours" / "libtorch") and the run's metadata that
+scripts/bench.sh leaves in target/criterion/gan-bench-meta.json (command, commit, load average, torch version,
+start time). Replaces the text between the markers
+
+    <!-- bench:cpu:start --> ... <!-- bench:cpu:end -->
+    <!-- bench:cuda:start --> ... <!-- bench:cuda:end -->
+
+and leaves the rest of the file (the hand-written prose) alone; a missing file gets a skeleton.
+
+Only measured numbers appear: a cell with no measurement stays empty. Per row: the median time per iteration
+(criterion's median of its samples), ours and libtorch, ratio = libtorch time / our time (> 1: we are faster),
+and achieved GFLOP/s where the FLOPs are known (the groups that declare a throughput in elements: conv FLOPs,
+two per multiply-add).
+
+Usage: python3 scripts/benchmarks_md.py [--criterion target/criterion] [--out BENCHMARKS.md] [--all]
+(--all keeps results older than the last scripts/bench.sh run.)
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+META = "gan-bench-meta.json"
+
+SECTIONS = [
+    ("train_iter", "Training iteration (D step real + fake, G step, both Adam updates)"),
+    ("g_inference", "Generator inference (eval mode, no gradients)"),
+    ("conv", "DCGAN-64 convolution layers (G = ConvTranspose2d, D = Conv2d)"),
+    ("batchnorm", "Batch norm, training mode, forward + backward"),
+    ("leaky_relu", "LeakyReLU(0.2)"),
+    ("bce_with_logits", "Fused BCE with logits (loss and gradient)"),
+    ("adam", "Adam step (lr 2e-4, betas 0.5 / 0.999)"),
+    ("gemm", "Reference GEMM (attainable matrix-multiply rate)"),
+]
+
+
+def load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def collect(crit_dir, since):
+    """{(device, group): {"ours": row, "libtorch": row}} in run order, from criterion's 'new' results."""
+    rows = []
+    for dirpath, _dirs, files in os.walk(crit_dir):
+        if os.path.basename(dirpath) != "new" or "estimates.json" not in files:
+            continue
+        est_path = os.path.join(dirpath, "estimates.json")
+        mtime = os.path.getmtime(est_path)
+        if since is not None and mtime < since:
+            continue
+        try:
+            bench = load_json(os.path.join(dirpath, "benchmark.json"))
+            est = load_json(est_path)
+        except (OSError, ValueError):
+            continue
+        group = bench.get("group_id", "")
+        func = bench.get("function_id")
+        m = re.match(r"^(cpu|cuda) (\S+)(.*)$", group)
+        if not m or func not in ("ours", "libtorch"):
+            continue
+        tp = bench.get("throughput") or {}
+        flops = tp.get("Elements")
+        samples = None
+        try:
+            s = load_json(os.path.join(dirpath, "sample.json"))
+            samples = len(s.get("iters", []))
+        except (OSError, ValueError):
+            pass
+        rows.append(
+            {
+                "device": m.group(1),
+                "kind": m.group(2),
+                "name": (m.group(2) + m.group(3)).strip(),
+                "group": group,
+                "func": func,
+                "median_ns": est["median"]["point_estimate"],
+                "flops": flops,
+                "samples": samples,
+                "mtime": mtime,
+            }
+        )
+    rows.sort(key=lambda r: r["mtime"])
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["device"], r["group"]), {})[r["func"]] = r
+    return groups
+
+
+def fmt_time(ns):
+    if ns is None:
+        return ""
+    if ns >= 1e9:
+        return f"{ns / 1e9:.3f} s"
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.1f} µs"
+    return f"{ns:.0f} ns"
+
+
+def gflops(row):
+    if not row or not row.get("flops"):
+        return ""
+    return f"{row['flops'] / row['median_ns']:.1f}"
+
+
+def table(groups, device):
+    """Markdown tables for one device, one per section, in run order within a section."""
+    mine = [(g, fs) for (d, g), fs in groups.items() if d == device]
+    if not mine:
+        return None
+    out = []
+    for kind, title in SECTIONS:
+        sec = [(g, fs) for g, fs in mine if g.split(" ", 2)[1] == kind]
+        if not sec:
+            continue
+        out.append(f"#### {title}\n")
+        has_flops = any(r.get("flops") for _g, fs in sec for r in fs.values())
+        cols = "| benchmark | ours | libtorch | ratio (libtorch / ours) |"
+        rule = "|---|---:|---:|---:|"
+        if has_flops:
+            cols += " ours GFLOP/s | libtorch GFLOP/s |"
+            rule += "---:|---:|"
+        out += [cols, rule]
+        for g, fs in sec:
+            o, t = fs.get("ours"), fs.get("libtorch")
+            ratio = f"{t['median_ns'] / o['median_ns']:.2f}" if o and t else ""
+            name = g.split(" ", 1)[1].replace("->", "→")
+            row = f"| {name} | {fmt_time(o and o['median_ns'])} | {fmt_time(t and t['median_ns'])} | {ratio} |"
+            if has_flops:
+                row += f" {gflops(o)} | {gflops(t)} |"
+            out.append(row)
+        out.append("")
+    known = {k for k, _ in SECTIONS}
+    other = [(g, fs) for g, fs in mine if g.split(" ", 2)[1] not in known]
+    if other:
+        out.append("#### Other\n")
+        out.append("| benchmark | ours | libtorch | ratio (libtorch / ours) |")
+        out.append("|---|---:|---:|---:|")
+        for g, fs in other:
+            o, t = fs.get("ours"), fs.get("libtorch")
+            ratio = f"{t['median_ns'] / o['median_ns']:.2f}" if o and t else ""
+            out.append(f"| {g.split(' ', 1)[1]} | {fmt_time(o and o['median_ns'])} | "
+                       f"{fmt_time(t and t['median_ns'])} | {ratio} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def cpu_model():
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                k = k.strip()
+                if k == "model name" and model == "unknown CPU":
+                    model = v.strip()
+                elif k == "flags" and not flags:
+                    flags = set(v.split())
+    except OSError:
+        pass
+    simd = [x for x in ("avx512f", "avx2", "fma", "neon", "asimd") if x in flags]
+    return model, simd
+
+
+def git(*args):
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def header(meta, groups, gpu=None):
+    # The machine that ran the benches (bench.sh records it), else this one.
+    model, simd = cpu_model()
+    model, simd = meta.get("cpu_model", model), meta.get("simd", simd)
+    when = meta.get("start_iso") or datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    commit = meta.get("commit") or git("rev-parse", "--short", "HEAD")
+    dirty = meta.get("dirty")
+    if dirty is None:
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    n_samples = sorted({r["samples"] for fs in groups.values() for r in fs.values() if r["samples"]})
+    lines = [f"- GPU: {gpu}"] if gpu else []
+    lines += [
+        f"- {'Host' if gpu else 'Machine'}: {model} ({', '.join(simd) or 'no SIMD flags read'}), "
+        f"{meta.get('nproc', os.cpu_count())} logical CPUs",
+        f"- Date: {when}",
+        f"- Commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
+        f"- Command: `{meta.get('command', 'cargo bench --features libtorch')}`",
+    ]
+    if meta.get("torch"):
+        omp = f", OMP_WAIT_POLICY={meta['omp_wait_policy']}" if meta.get("omp_wait_policy") else ""
+        lines.append(f"- Threads: {meta.get('threads', '?')} for ours (rayon) and for libtorch (PyTorch "
+                     f"{meta['torch']} through tch 0.26{omp})")
+    if meta.get("load_before") or meta.get("load_after"):
+        lines.append(f"- Load average (1, 5, 15 min) before: {meta.get('load_before', '?')}, after: "
+                     f"{meta.get('load_after', '?')}")
+    if n_samples:
+        lines.append(f"- Samples per benchmark: {', '.join(map(str, n_samples))} (criterion; the median is shown)")
+    return "\n".join(lines) + "\n"
+
+
+SKELETON = """# Benchmarks
+
+<!-- bench:cpu:start -->
+<!-- bench:cpu:end -->
+
+<!-- bench:cuda:start -->
+<!-- bench:cuda:end -->
+"""
+
+
+def replace(text, key, body):
+    start, end = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
+    pat = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if not pat.search(text):
+        text = text.rstrip("\n") + f"\n\n{start}\n{end}\n"
+    return pat.sub(lambda _m: f"{start}\n{body.rstrip()}\n{end}", text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--criterion", default=os.path.join(ROOT, "target", "criterion"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    ap.add_argument("--all", action="store_true", help="also use results older than the last bench.sh run")
+    ap.add_argument("--devices", default="cpu,cuda", help="which sections to rewrite (default cpu,cuda)")
+    args = ap.parse_args()
+
+    meta_path = os.path.join(args.criterion, META)
+    meta = load_json(meta_path) if os.path.exists(meta_path) else {}
+    since = None if args.all else meta.get("start_epoch")
+    groups = collect(args.criterion, since)
+    if not groups:
+        print(f"no side-by-side results under {args.criterion}; run scripts/bench.sh first", file=sys.stderr)
+        return 1
+
+    text = open(args.out).read() if os.path.exists(args.out) else SKELETON
+    devices = set(args.devices.split(","))
+    cpu = table(groups, "cpu") if "cpu" in devices else None
+    cuda = table(groups, "cuda") if "cuda" in devices else None
+    head = header(meta, groups)
+    if "cpu" in devices:
+        text = replace(text, "cpu", head + "\n" + cpu if cpu else "_No CPU measurements in this run._")
+    # Without CUDA results the CUDA section keeps what it says (a note on why there are none).
+    if cuda:
+        gpu_path = os.path.join(args.criterion, "gan-bench-cuda.txt")
+        gpu = open(gpu_path).read().strip() if os.path.exists(gpu_path) else "unknown (no gan-bench-cuda.txt)"
+        text = replace(text, "cuda", header(meta, groups, gpu) + "\n" + cuda)
+    with open(args.out, "w") as f:
+        f.write(text)
+    n = sum(len(fs) for fs in groups.values())
+    print(f"wrote {args.out}: {len(groups)} groups, {n} measurements "
+          f"(cpu: {'yes' if cpu else 'no'}, cuda: {'yes' if cuda else 'no'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
