@@ -47,7 +47,7 @@ pub enum Command {
 /// checkpoint's settings.
 #[derive(Args, Debug, Default)]
 pub struct TrainArgs {
-    /// balls | mnist[:DIR] | fashion[:DIR] | folder:DIR [default: balls]
+    /// balls[:N] | mnist[:DIR] | fashion[:DIR] | folder:DIR [default: balls]
     #[arg(long, value_name = "SPEC")]
     pub dataset: Option<String>,
     /// Image height = width; DCGAN supports 64, 32, 28 [default: 28 for mnist/fashion, else 32]
@@ -99,7 +99,7 @@ pub struct TrainArgs {
     /// MLP hidden width h (layers h, 2h, 4h) [default: 256]
     #[arg(long, value_parser = positive_usize)]
     pub hidden: Option<usize>,
-    /// Seed of the initialisation, the noise and the data order [default: 0]
+    /// Seed of the initialisation, the noise, the data order and the balls images [default: 0]
     #[arg(long)]
     pub seed: Option<u64>,
     /// cpu | cuda | cuda:N | auto | emu [default: cpu]
