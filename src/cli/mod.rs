@@ -69,10 +69,10 @@ pub struct TrainArgs {
     /// Train for this many passes over the dataset instead of --steps
     #[arg(long, value_parser = positive_u64, value_name = "N")]
     pub epochs: Option<u64>,
-    /// Adam learning rate of D [default: 0.0005; the DCGAN paper's is 0.0002]
+    /// Adam learning rate of D [default: 0.0002, the DCGAN paper's]
     #[arg(long, value_name = "LR")]
     pub lr_d: Option<f32>,
-    /// Adam learning rate of G [default: 0.0005; the DCGAN paper's is 0.0002]
+    /// Adam learning rate of G [default: 0.0002, the DCGAN paper's]
     #[arg(long, value_name = "LR")]
     pub lr_g: Option<f32>,
     /// Adam beta1, both networks [default: 0.5]
