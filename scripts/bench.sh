@@ -53,9 +53,7 @@ fi
 
 mkdir -p target/criterion
 meta=target/criterion/gan-bench-meta.json
-command="scripts/bench.sh $*"
-[[ $# -eq 0 ]] && command="scripts/bench.sh"
-command="$command  (= cargo bench ${features[*]} ${benches[*]}${*:+ -- $*})"
+command="scripts/bench.sh (= cargo bench ${features[*]} ${benches[*]}${*:+ -- $*})"
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 threads="${RAYON_NUM_THREADS:-$(nproc)}"
 python3 - "$meta" "$command" "$load_before" "$torch_version" "$threads" "${OMP_WAIT_POLICY:-}" <<'EOF'
