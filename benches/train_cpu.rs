@@ -2,7 +2,7 @@
 //! fake batch, then the G step, with both Adam updates. The real batch is random (the data loader is not what
 //! this measures).
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use gan_engine::nn::models::{ModelConfig, ModelKind};
 use gan_engine::ops::random::RngStream;
 use gan_engine::train::config::{AdamSettings, LossKind};
@@ -32,7 +32,10 @@ fn iteration(c: &mut Criterion) {
     let mut tape = Tape::new();
     let mut step = 0;
     let mut g = c.benchmark_group("train_cpu");
+    // ~1 s per iteration on a desktop, several on a small shared machine: ten flat samples of one iteration.
     g.sample_size(10);
+    g.sampling_mode(SamplingMode::Flat);
+    g.measurement_time(std::time::Duration::from_secs(60));
     g.throughput(Throughput::Elements(64));
     g.bench_function("dcgan64_batch64_iteration", |b| {
         b.iter(|| {

@@ -35,18 +35,25 @@ fn fails(args: &[&str], code: i32, needles: &[&str]) -> String {
     let o = run(args);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(code), "gan-engine {args:?}: {err}");
-    assert!(err.starts_with("error:"), "gan-engine {args:?}: {err}");
+    // Progress lines may come first; the failure itself is one "error:" line at the end.
+    let msg = &err[err
+        .find("error:")
+        .unwrap_or_else(|| panic!("no error line: {err}"))..];
+    assert!(
+        err.lines().filter(|l| l.starts_with("error:")).count() == 1,
+        "{err}"
+    );
     assert!(
         !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
         "{err}"
     );
     for n in needles {
         assert!(
-            err.contains(n),
+            msg.contains(n),
             "gan-engine {args:?}: expected '{n}' in: {err}"
         );
     }
-    err
+    msg.to_string()
 }
 
 /// The tiny run every test builds on: DCGAN 32×32 with 8-wide networks.
@@ -123,6 +130,21 @@ fn train_writes_grids_metrics_and_checkpoints() {
     assert_eq!(g.tensors["main.0.weight"].shape, [16, 32, 4, 4]);
     assert_eq!(g.tensors["main.1.num_batches_tracked"].data, [3.0]);
     assert!(g.tensors.keys().all(|k| k.starts_with("main.")));
+
+    // `sample` with the run's seed draws the run's fixed z: it reproduces the last sample grid exactly.
+    let again = dir.path().join("again.png");
+    ok(&[
+        "sample",
+        "--checkpoint",
+        out.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(
+        std::fs::read(&again).unwrap()
+            == std::fs::read(out.join("samples/step_000003.png")).unwrap(),
+        "sample --seed 0 reproduces the training grid"
+    );
 
     // Sampling from the run directory, as a grid and as .npy, from drawn and from given latents.
     let grid = dir.path().join("grid.png");
@@ -421,4 +443,124 @@ fn help_and_info_work() {
     let o = ok(&["info"]);
     let s = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(s.contains("cpu"), "{s}");
+}
+
+fn emu_available() -> bool {
+    let o = ok(&["info"]);
+    let s = String::from_utf8_lossy(&o.stdout).into_owned();
+    s.lines()
+        .any(|l| l.trim_start().starts_with("emu:") && !l.contains("unavailable"))
+}
+
+#[test]
+fn training_on_the_emulated_cuda_backend_agrees_with_the_cpu() {
+    if !emu_available() {
+        eprintln!("skipped: the CUDA emulation is not built in");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cpu, emu) = (dir.path().join("cpu"), dir.path().join("emu"));
+    let args = ["--steps", "2"];
+    train(&cpu, &args);
+    let mut with_dev = args.to_vec();
+    with_dev.extend_from_slice(&["--device", "emu"]);
+    train(&emu, &with_dev);
+    let (a, b) = (
+        tensors(&cpu.join("checkpoint.safetensors")),
+        tensors(&emu.join("checkpoint.safetensors")),
+    );
+    assert_eq!(
+        a.tensors.keys().collect::<Vec<_>>(),
+        b.tensors.keys().collect::<Vec<_>>()
+    );
+    for (name, x) in &a.tensors {
+        let y = &b.tensors[name];
+        // An Adam step moves a weight by ~lr = 2e-4 whatever the gradient's size, so agreement far below that
+        // means both backends computed the same gradients (and a wrong or missing gradient would show).
+        let worst = x
+            .data
+            .iter()
+            .zip(&y.data)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 2e-5, "{name}: cpu and emu differ by {worst}");
+    }
+    // A checkpoint trained on one device samples on another.
+    let npy = dir.path().join("x.npy");
+    ok(&[
+        "sample",
+        "--checkpoint",
+        emu.to_str().unwrap(),
+        "--n",
+        "3",
+        "--out-npy",
+        npy.to_str().unwrap(),
+    ]);
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train(&run, &["--steps", "2"]);
+    let ck = run.join("checkpoint.safetensors");
+    let before = std::fs::read(&ck).unwrap();
+    // An absurd learning rate: one Adam step moves every D weight by ~1e30, so D's logits overflow and the
+    // next loss is not finite.
+    let r = run.to_str().unwrap();
+    fails(
+        &[
+            "train",
+            "--resume",
+            r,
+            "--steps",
+            "6",
+            "--lr-d",
+            "1e30",
+            "--checkpoint-every",
+            "1",
+        ],
+        1,
+        &["step 3", "loss is", "diverged"],
+    );
+    assert_eq!(
+        std::fs::read(&ck).unwrap(),
+        before,
+        "the checkpoint is untouched"
+    );
+}
+
+#[test]
+fn epochs_count_passes_over_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    // 42 images in batches of 4 (the last partial batch dropped): 10 batches per epoch; with k = 2 D steps
+    // per iteration, 2 epochs are 10 iterations.
+    let o = ok(&[
+        "train",
+        "--dataset",
+        "balls:42",
+        "--image-size",
+        "28",
+        "--ngf",
+        "4",
+        "--ndf",
+        "4",
+        "--nz",
+        "8",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--k",
+        "2",
+        "--log-every",
+        "1",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(stderr(&o).contains("(10 steps, batch 4)"), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 10, "{csv}");
 }

@@ -47,7 +47,7 @@ pub enum Command {
 /// checkpoint's settings.
 #[derive(Args, Debug, Default)]
 pub struct TrainArgs {
-    /// balls | mnist[:DIR] | fashion[:DIR] | folder:DIR [default: balls]
+    /// balls[:N] | mnist[:DIR] | fashion[:DIR] | folder:DIR [default: balls]
     #[arg(long, value_name = "SPEC")]
     pub dataset: Option<String>,
     /// Image height = width; DCGAN supports 64, 32, 28 [default: 28 for mnist/fashion, else 32]
@@ -69,10 +69,10 @@ pub struct TrainArgs {
     /// Train for this many passes over the dataset instead of --steps
     #[arg(long, value_parser = positive_u64, value_name = "N")]
     pub epochs: Option<u64>,
-    /// Adam learning rate of D [default: 0.0002]
+    /// Adam learning rate of D [default: 0.0002, the DCGAN paper's]
     #[arg(long, value_name = "LR")]
     pub lr_d: Option<f32>,
-    /// Adam learning rate of G [default: 0.0002]
+    /// Adam learning rate of G [default: 0.0002, the DCGAN paper's]
     #[arg(long, value_name = "LR")]
     pub lr_g: Option<f32>,
     /// Adam beta1, both networks [default: 0.5]
@@ -99,7 +99,7 @@ pub struct TrainArgs {
     /// MLP hidden width h (layers h, 2h, 4h) [default: 256]
     #[arg(long, value_parser = positive_usize)]
     pub hidden: Option<usize>,
-    /// Seed of the initialisation, the noise and the data order [default: 0]
+    /// Seed of the initialisation, the noise, the data order and the balls images [default: 0]
     #[arg(long)]
     pub seed: Option<u64>,
     /// cpu | cuda | cuda:N | auto | emu [default: cpu]
@@ -487,6 +487,29 @@ fn sample(a: SampleArgs) -> Result<()> {
     Ok(())
 }
 
+/// Names of the `extern "C" __global__` entry points in a kernel source.
+fn kernel_entries(src: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut rest = src;
+    while let Some(i) = rest.find("__global__") {
+        rest = &rest[i + "__global__".len()..];
+        // `__global__ void name(` or `__global__ void __launch_bounds__(...) name(`.
+        let Some(v) = rest.find("void") else { break };
+        let mut after = rest[v + 4..].trim_start();
+        if let Some(bounds) = after.strip_prefix("__launch_bounds__") {
+            after = bounds.split_once(')').map_or("", |(_, r)| r).trim_start();
+        }
+        let name: String = after
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            out.push(name);
+        }
+    }
+    out
+}
+
 fn info() -> Result<()> {
     println!("gan-engine {}", env!("CARGO_PKG_VERSION"));
     println!(
@@ -510,6 +533,69 @@ fn info() -> Result<()> {
             Err(e) => println!("  {spec}: unavailable ({e:#})"),
         }
     }
+    match crate::cuda::nvrtc::version() {
+        Ok((a, b)) => println!("nvrtc: {a}.{b}"),
+        Err(e) => println!("nvrtc: unavailable ({e:#})"),
+    }
+    let files = crate::cuda::nvrtc::kernel_files();
+    let mut total = 0;
+    let mut lines = vec![];
+    for f in &files {
+        let names = kernel_entries(crate::cuda::nvrtc::source(f).unwrap_or(""));
+        total += names.len();
+        lines.push(format!("  {f}: {}", names.join(" ")));
+    }
+    println!("kernels: {total} in {} files", files.len());
+    for l in lines {
+        println!("{l}");
+    }
     println!("models: dcgan (64, 32, 28 px), mlp (any size)");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_flags_is_the_cpu_dcgan_balls_demo() {
+        let (cfg, resume) = train_config(&TrainArgs::default()).unwrap();
+        assert!(resume.is_none());
+        assert_eq!(cfg.dataset, "balls");
+        assert_eq!(cfg.device, "cpu");
+        assert_eq!(cfg.out, PathBuf::from("runs/balls"));
+        assert_eq!(cfg.model.kind, ModelKind::Dcgan);
+        assert_eq!(
+            (cfg.model.image_size, cfg.model.channels, cfg.model.nz),
+            (32, 3, 100)
+        );
+        assert_eq!(cfg.duration, Duration::Steps(2000));
+        assert_eq!((cfg.adam_g.beta1, cfg.adam_g.beta2), (0.5, 0.999));
+    }
+
+    #[test]
+    fn mnist_defaults_to_its_native_format() {
+        let a = TrainArgs {
+            dataset: Some("mnist:/somewhere".into()),
+            ..TrainArgs::default()
+        };
+        let (cfg, _) = train_config(&a).unwrap();
+        assert_eq!((cfg.model.image_size, cfg.model.channels), (28, 1));
+        assert_eq!(cfg.out, PathBuf::from("runs/mnist"));
+        let a = TrainArgs {
+            dataset: Some("mnist".into()),
+            image_size: Some(64),
+            channels: Some(3),
+            ..TrainArgs::default()
+        };
+        let (cfg, _) = train_config(&a).unwrap();
+        assert_eq!((cfg.model.image_size, cfg.model.channels), (64, 3));
+    }
+
+    #[test]
+    fn kernel_entries_are_parsed() {
+        let src = "extern \"C\" __global__ void add_f32(float* y) {}\n\
+                   extern \"C\" __global__ void __launch_bounds__(256) mul_f32(int n) {}";
+        assert_eq!(kernel_entries(src), ["add_f32", "mul_f32"]);
+    }
 }

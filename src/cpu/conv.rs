@@ -22,12 +22,12 @@
 //! matrix), and a kernel covering the whole unpadded image (DCGAN's last D layer and, transposed, G's first):
 //! that is a fully connected layer, one GEMM over the batch.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::Result;
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::ops::Range;
 
-use crate::backend::Conv2dParams;
+use crate::backend::{Conv2dParams, ConvGeom as Geom};
 use crate::cpu::{data, tensor};
 use crate::tensor::Tensor;
 
@@ -54,67 +54,7 @@ struct Plan {
     cb: usize,
 }
 
-/// The sizes of one convolution, checked once and shared by the three passes.
-#[derive(Clone, Copy, Debug)]
-struct Geom {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    sh: usize,
-    sw: usize,
-    ph: usize,
-    pw: usize,
-    ho: usize,
-    wo: usize,
-}
-
 impl Geom {
-    /// Validates an input of `x` = [N, C, H, W] against a weight `w` = [O, C, kh, kw].
-    fn new(what: &str, x: [usize; 4], w: [usize; 4], p: Conv2dParams) -> Result<Geom> {
-        let [n, c, h, wd] = x;
-        let [o, wc, kh, kw] = w;
-        ensure!(
-            c == wc,
-            "{what}: input has {c} channels but the weight {w:?} expects {wc}"
-        );
-        ensure!(
-            c > 0 && h > 0 && wd > 0 && o > 0 && kh > 0 && kw > 0,
-            "{what}: empty dimension in input {x:?} or weight {w:?}"
-        );
-        ensure!(
-            p.stride.0 > 0 && p.stride.1 > 0,
-            "{what}: stride must be positive, got {:?}",
-            p.stride
-        );
-        let Some((ho, wo)) = p.output_size(h, wd, kh, kw) else {
-            bail!(
-                "{what}: kernel {kh}x{kw} is larger than the padded input {}x{} (input {h}x{wd}, padding {:?})",
-                h + 2 * p.padding.0,
-                wd + 2 * p.padding.1,
-                p.padding
-            );
-        };
-        Ok(Geom {
-            n,
-            c,
-            h,
-            w: wd,
-            o,
-            kh,
-            kw,
-            sh: p.stride.0,
-            sw: p.stride.1,
-            ph: p.padding.0,
-            pw: p.padding.1,
-            ho,
-            wo,
-        })
-    }
-
     /// Rows of the patch matrix.
     fn k(&self) -> usize {
         self.c * self.kh * self.kw
@@ -130,9 +70,6 @@ impl Geom {
     }
     fn y_len(&self) -> usize {
         self.o * self.out_pixels()
-    }
-    fn out_shape(&self) -> [usize; 4] {
-        [self.n, self.o, self.ho, self.wo]
     }
 
     /// Whether the image already is its own patch matrix.
@@ -508,7 +445,7 @@ pub fn backward_data(
 ) -> Result<Tensor> {
     let what = "conv2d_backward_data";
     let g = Geom::new(what, x_shape, w.dims4("conv2d_backward_data w")?, p)?;
-    check_dy(what, &g, dy.dims4("conv2d_backward_data dy")?, "x_shape")?;
+    g.check_dy(what, dy.dims4("conv2d_backward_data dy")?, "x_shape")?;
     let (dy, w) = (data(dy)?, data(w)?);
     if g.dense() {
         // dX [N, K] = dY [N, O] · W [O, K]
@@ -526,25 +463,6 @@ pub fn backward_data(
         return Ok(tensor(dx, &x_shape));
     }
     Ok(backward_data_planned(&g, dy, w, g.plan()))
-}
-
-/// dy must be exactly the output shape of the convolution that `g` describes.
-fn check_dy(what: &str, g: &Geom, dy: [usize; 4], input_name: &str) -> Result<()> {
-    ensure!(
-        dy == g.out_shape(),
-        "{what}: dy has shape {dy:?}, but a {}x{} kernel with stride {:?} and padding {:?} over {input_name} \
-         [{}, {}, {}, {}] gives {:?}",
-        g.kh,
-        g.kw,
-        (g.sh, g.sw),
-        (g.ph, g.pw),
-        g.n,
-        g.c,
-        g.h,
-        g.w,
-        g.out_shape()
-    );
-    Ok(())
 }
 
 /// col = Wᵀ · dy one channel block at a time, each block scattered into dx by col2im while still in cache.
@@ -600,7 +518,7 @@ pub fn backward_weight(
 ) -> Result<Tensor> {
     let what = "conv2d_backward_weight";
     let g = Geom::new(what, x.dims4("conv2d_backward_weight x")?, w_shape, p)?;
-    check_dy(what, &g, dy.dims4("conv2d_backward_weight dy")?, "x")?;
+    g.check_dy(what, dy.dims4("conv2d_backward_weight dy")?, "x")?;
     let (x, dy) = (data(x)?, data(dy)?);
     if g.dense() {
         // dW [O, K] = dYᵀ [O, N] · X [N, K] (an empty batch gives zeros: see `matmul`).

@@ -7,12 +7,12 @@
 //! (forward, backward weight) or the stride phases (backward data). The split count depends only on the
 //! shapes, so the emulation and every GPU compute bit-identical sums in the same order.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
 
 use super::backend::n_i32;
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
-use crate::backend::Conv2dParams;
+use crate::backend::{Conv2dParams, ConvGeom as Geom};
 use crate::tensor::{numel, Tensor};
 
 const THREADS: u32 = 256;
@@ -28,76 +28,20 @@ const TARGET_BLOCKS: usize = 264;
 const MIN_SLICES_PER_SPLIT: usize = 4;
 const MAX_SPLITS: usize = 64;
 
-/// Sizes of one convolution, validated once; every field fits the kernels' 32-bit indexing.
-#[derive(Clone, Copy, Debug)]
-struct Geom {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    ho: usize,
-    wo: usize,
-    p: Conv2dParams,
+/// The shared shape checks of [`ConvGeom::new`], plus the kernels' limit: they index with i32, so every
+/// tensor and every GEMM extent must fit.
+fn geom(what: &str, x: [usize; 4], w: [usize; 4], p: Conv2dParams) -> Result<Geom> {
+    let g = Geom::new(what, x, w, p)?;
+    n_i32(numel(&x), what)?;
+    n_i32(numel(&w), what)?;
+    n_i32(numel(&g.out_shape()), what)?;
+    n_i32(g.sh.max(g.sw).max(g.ph).max(g.pw), what)?;
+    Ok(g)
 }
 
 impl Geom {
-    /// Checks an input of shape `x` = [N, C, H, W] against a weight `w` = [O, C, kh, kw].
-    fn new(what: &str, x: [usize; 4], w: [usize; 4], p: Conv2dParams) -> Result<Geom> {
-        let [n, c, h, wd] = x;
-        let [o, wc, kh, kw] = w;
-        ensure!(
-            c == wc,
-            "{what}: input has {c} channels but the weight {w:?} expects {wc}"
-        );
-        ensure!(
-            c > 0 && h > 0 && wd > 0 && o > 0 && kh > 0 && kw > 0,
-            "{what}: empty dimension in input {x:?} or weight {w:?}"
-        );
-        ensure!(
-            p.stride.0 > 0 && p.stride.1 > 0,
-            "{what}: stride must be positive, got {:?}",
-            p.stride
-        );
-        let Some((ho, wo)) = p.output_size(h, wd, kh, kw) else {
-            bail!(
-                "{what}: kernel {kh}x{kw} does not fit the padded input {}x{} (input {h}x{wd}, padding {:?})",
-                h + 2 * p.padding.0,
-                wd + 2 * p.padding.1,
-                p.padding
-            );
-        };
-        let g = Geom {
-            n,
-            c,
-            h,
-            w: wd,
-            o,
-            kh,
-            kw,
-            ho,
-            wo,
-            p,
-        };
-        // The kernels index with i32: every tensor and every GEMM extent must fit.
-        n_i32(numel(&x), what)?;
-        n_i32(numel(&w), what)?;
-        n_i32(numel(&g.y_shape()), what)?;
-        n_i32(
-            p.stride.0.max(p.stride.1).max(p.padding.0).max(p.padding.1),
-            what,
-        )?;
-        Ok(g)
-    }
-
-    fn y_shape(&self) -> [usize; 4] {
-        [self.n, self.o, self.ho, self.wo]
-    }
-
     /// The 13 size arguments every conv kernel takes after its pointers, in kernel order:
-    /// N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW (all validated to fit i32 by [`Geom::new`]).
+    /// N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW (all validated to fit i32 by [`geom`]).
     fn args(&self) -> [KernelArg; 13] {
         let i = |v: usize| KernelArg::I32(v as i32);
         [
@@ -110,10 +54,10 @@ impl Geom {
             i(self.kw),
             i(self.ho),
             i(self.wo),
-            i(self.p.stride.0),
-            i(self.p.stride.1),
-            i(self.p.padding.0),
-            i(self.p.padding.1),
+            i(self.sh),
+            i(self.sw),
+            i(self.ph),
+            i(self.pw),
         ]
     }
 }
@@ -198,8 +142,8 @@ fn launch_split(
 
 /// x [N, C, H, W], w [O, C, kh, kw] -> y [N, O, Ho, Wo].
 pub fn conv2d(be: &CudaBackend, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
-    let g = Geom::new("conv2d", x.dims4("conv2d x")?, w.dims4("conv2d w")?, p)?;
-    let y = be.alloc(&g.y_shape())?;
+    let g = geom("conv2d", x.dims4("conv2d x")?, w.dims4("conv2d w")?, p)?;
+    let y = be.alloc(&g.out_shape())?;
     if g.n == 0 {
         return Ok(y);
     }
@@ -230,14 +174,9 @@ pub fn conv2d_backward_data(
     p: Conv2dParams,
 ) -> Result<Tensor> {
     let what = "conv2d_backward_data";
-    let g = Geom::new(what, x_shape, w.dims4("conv2d_backward_data w")?, p)?;
+    let g = geom(what, x_shape, w.dims4("conv2d_backward_data w")?, p)?;
     let dy_shape = dy.dims4("conv2d_backward_data dy")?;
-    ensure!(
-        dy_shape == g.y_shape(),
-        "{what}: dy has shape {dy_shape:?} but input {x_shape:?} and weight {:?} give outputs {:?}",
-        w.shape(),
-        g.y_shape()
-    );
+    g.check_dy(what, dy_shape, "x")?;
     let dx = be.alloc(&x_shape)?;
     if g.n == 0 {
         return Ok(dx);
@@ -277,14 +216,9 @@ pub fn conv2d_backward_weight(
     p: Conv2dParams,
 ) -> Result<Tensor> {
     let what = "conv2d_backward_weight";
-    let g = Geom::new(what, x.dims4("conv2d_backward_weight x")?, w_shape, p)?;
+    let g = geom(what, x.dims4("conv2d_backward_weight x")?, w_shape, p)?;
     let dy_shape = dy.dims4("conv2d_backward_weight dy")?;
-    ensure!(
-        dy_shape == g.y_shape(),
-        "{what}: dy has shape {dy_shape:?} but input {:?} and weight {w_shape:?} give outputs {:?}",
-        x.shape(),
-        g.y_shape()
-    );
+    g.check_dy(what, dy_shape, "x")?;
     if g.n == 0 {
         return be.alloc_zeros(&w_shape);
     }
