@@ -271,3 +271,43 @@ fn kernel_coverage() {
         );
     }
 }
+
+/// The tape ops on the device under test against finite differences: the kernels' backward passes are the
+/// gradients of their forward passes (not only equal to the CPU's).
+#[test]
+fn gradcheck_on_device() {
+    use gan_engine::ops::{self, gradcheck::GradCheck};
+    let dev = be().device();
+    let on_dev = |shape: &[usize], v: Vec<f32>| Tensor::from_vec(v, shape, &dev).unwrap();
+    // Distinct values 0.05 apart, so the ±1e-2 probes never change a window's maximum.
+    let xs = [1, 2, 7, 6];
+    let n: usize = xs.iter().product();
+    let distinct: Vec<f32> = (0..n).map(|i| ((i * 37) % n) as f32 * 0.05 - 2.0).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(65);
+    let random: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+    let check = GradCheck::default();
+    let p = Pool2d::new(3, 2, 1);
+    check
+        .run(&[on_dev(&xs, distinct)], |t, v| ops::max_pool2d(t, v[0], p))
+        .unwrap();
+    for cip in [false, true] {
+        check
+            .run(&[on_dev(&xs, random.clone())], |t, v| {
+                ops::avg_pool2d(t, v[0], pool((2, 3), (1, 2), (1, 1)), cip)
+            })
+            .unwrap();
+    }
+    for mode in [
+        ResizeMode::AlignCorners,
+        ResizeMode::HalfPixel,
+        ResizeMode::Legacy,
+    ] {
+        for (oh, ow) in [(9, 4), (3, 11)] {
+            check
+                .run(&[on_dev(&xs, random.clone())], |t, v| {
+                    ops::resize_bilinear(t, v[0], oh, ow, mode)
+                })
+                .unwrap_or_else(|e| panic!("{mode:?} -> {oh}x{ow}: {e:#}"));
+        }
+    }
+}
