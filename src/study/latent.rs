@@ -282,7 +282,7 @@ mod tests {
     /// A deterministic "random" latent with awkward size.
     fn pseudo(n: usize, k: u32) -> Vec<f32> {
         (0..n)
-            .map(|i| ((i as f32 * 1.618 + k as f32 * 2.71).sin() * 1.7))
+            .map(|i| (i as f32 * 1.618 + k as f32 * 2.71).sin() * 1.7)
             .collect()
     }
 
