@@ -18,6 +18,7 @@ fn iteration(c: &mut Criterion) {
         ngf: 64,
         ndf: 64,
         hidden: 256,
+        num_classes: 0,
     };
     let adam = AdamSettings {
         lr: 2e-4,
