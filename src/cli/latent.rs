@@ -79,6 +79,9 @@ pub struct InterpolateArgs {
     /// cpu | cuda | cuda:N | auto | emu
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Class of every image, for a class-conditional generator (`train --conditional`)
+    #[arg(long, value_name = "K")]
+    pub class: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -140,6 +143,9 @@ pub struct ArithArgs {
     /// cpu | cuda | cuda:N | auto | emu
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Class of every image, for a class-conditional generator (`train --conditional`)
+    #[arg(long, value_name = "K")]
+    pub class: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -177,6 +183,9 @@ pub struct SweepArgs {
     /// cpu | cuda | cuda:N | auto | emu
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Class of every image, for a class-conditional generator (`train --conditional`)
+    #[arg(long, value_name = "K")]
+    pub class: Option<u32>,
 }
 
 /// `--range LO,HI`.
@@ -296,9 +305,23 @@ impl Images {
 }
 
 /// Runs G (eval mode) on `zs`, in chunks, on G's device; brings the images to the host.
-fn decode(g: &mut Generator, zs: &[Vec<f32>]) -> Result<Images> {
+fn decode(g: &mut Generator, zs: &[Vec<f32>], class: Option<u32>) -> Result<Images> {
     let nz = g.cfg.nz;
     ensure!(!zs.is_empty(), "internal: nothing to decode");
+    let classes = g.cfg.num_classes;
+    match class {
+        None if classes > 0 => bail!(
+            "this generator is class-conditional ({classes} classes): pass --class K (0..{})",
+            classes - 1
+        ),
+        Some(_) if classes == 0 => {
+            bail!("--class needs a class-conditional generator (train --conditional); this one is not")
+        }
+        Some(k) if k as usize >= classes => {
+            bail!("--class {k} is out of range: this generator has classes 0..{}", classes - 1)
+        }
+        _ => {}
+    }
     let device = g.store.device.clone();
     let mut data = vec![];
     let mut shape = [0usize; 4];
@@ -309,7 +332,10 @@ fn decode(g: &mut Generator, zs: &[Vec<f32>]) -> Result<Images> {
             "internal: latent size is not nz = {nz}"
         );
         let z = Tensor::from_vec(flat, &[chunk.len(), nz], &device)?;
-        let imgs = g.generate(&z).context("generating")?;
+        let labels = class.map(|k| vec![k; chunk.len()]);
+        let imgs = g
+            .generate_with_labels(&z, labels.as_deref())
+            .context("generating")?;
         shape = imgs.dims4("generated images")?;
         data.extend(imgs.to_vec()?);
     }
@@ -382,7 +408,7 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
     }
     let segments = interpolation_path(&keys, a.steps, a.mode)?;
     let frames = flatten_path(&segments);
-    let imgs = decode(&mut g, &frames)?;
+    let imgs = decode(&mut g, &frames, a.class)?;
 
     // Grid rows repeat the shared keys (the end of row k is the start of row k+1), so every row reads
     // alone; frame index of segment s, point j = s·(steps − 1) + j.
@@ -463,7 +489,7 @@ pub fn arith(a: ArithArgs) -> Result<()> {
             zs.push(r.result.iter().zip(e).map(|(x, n)| x + n).collect());
         }
     }
-    let imgs = decode(&mut g, &zs)?;
+    let imgs = decode(&mut g, &zs, a.class)?;
 
     let cols = m + 1;
     let mut cells = vec![None; 4 * cols];
@@ -525,7 +551,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     };
     let values = linspace(a.range.lo, a.range.hi, a.steps)?;
     let zs = sweep_latents(&z, &dims, &values).with_context(|| format!("--dims for nz = {nz}"))?;
-    let imgs = decode(&mut g, &zs)?;
+    let imgs = decode(&mut g, &zs, a.class)?;
     save_grid(&imgs.to_tensor()?, &a.out, a.steps)?;
     println!(
         "wrote a sweep of {} dimension(s) x {} values in [{}, {}] to {}",
