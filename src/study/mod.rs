@@ -1,0 +1,5 @@
+//! Studies of trained GANs: training curves, discriminator feature views, latent-space walks.
+
+pub mod dfeatures;
+pub mod pca;
+pub mod plot;
