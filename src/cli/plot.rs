@@ -127,11 +127,13 @@ pub fn run_dfeatures(a: DfeaturesArgs) -> Result<()> {
     crate::io::save_png(&img, &a.out)?;
     for l in &df.layers {
         println!(
-            "{}: PC1 {:.1}%, PC2 {:.1}% of variance; centroid split {:.1}%",
+            "{}: PC1 {:.1}%, PC2 {:.1}% of variance; centroid split {:.1}% in the plane, {:.1}% in all {} dims",
             l.name,
             100.0 * l.pca.explained(0),
             100.0 * l.pca.explained(1),
-            100.0 * l.separation
+            100.0 * l.separation,
+            100.0 * l.separation_full,
+            l.shape.iter().product::<usize>()
         );
     }
     println!(

@@ -54,6 +54,9 @@ pub struct LayerView {
     pub pca: Pca,
     /// Fraction of points the nearer class centroid in the PC1–PC2 plane classifies correctly.
     pub separation: f64,
+    /// The same in the block's full feature space: PCA keeps the directions of largest spread, which need
+    /// not be the ones D separates along, so the plane can look mixed while the whole space is not.
+    pub separation_full: f64,
 }
 
 /// Everything `dfeatures` draws.
@@ -131,11 +134,17 @@ pub fn compute(checkpoint: &Path, o: &DFeaturesOptions) -> Result<DFeatures> {
         rows.extend_from_slice(&fk);
         let p = pca(&rows, 2 * n, dim, 2).with_context(|| format!("PCA of {name}"))?;
         let separation = centroid_accuracy(&p.scores, n);
+        let full: Vec<Vec<f64>> = rows
+            .chunks_exact(dim)
+            .map(|r| r.iter().map(|&v| v as f64).collect())
+            .collect();
+        let separation_full = centroid_accuracy(&full, n);
         layers.push(LayerView {
             name,
             shape,
             pca: p,
             separation,
+            separation_full,
         });
     }
     ensure!(!layers.is_empty(), "the discriminator has no hidden blocks");
@@ -244,27 +253,25 @@ fn features(d: &mut Discriminator, x: &Tensor) -> Result<(Features, Vec<f32>)> {
     Ok((feats, logits))
 }
 
-/// Fraction of the 2n points (real first) that lie nearer to their own class's centroid than to the other's,
-/// in the plane of the first two scores.
-fn centroid_accuracy(scores: &[Vec<f64>], n: usize) -> f64 {
+/// Fraction of the 2n points (real first) that lie nearer to their own class's centroid than to the other's
+/// (a point exactly between the two counts as fake).
+fn centroid_accuracy(points: &[Vec<f64>], n: usize) -> f64 {
     let centroid = |rows: &[Vec<f64>]| {
-        let mut c = [0f64; 2];
+        let mut c = vec![0f64; rows[0].len()];
         for r in rows {
-            c[0] += r[0];
-            c[1] += r.get(1).copied().unwrap_or(0.0);
+            c.iter_mut().zip(r).for_each(|(a, b)| *a += b);
         }
-        c.map(|v| v / rows.len() as f64)
+        c.iter_mut().for_each(|a| *a /= rows.len() as f64);
+        c
     };
-    let (cr, cf) = (centroid(&scores[..n]), centroid(&scores[n..]));
-    let d2 = |r: &[f64], c: [f64; 2]| {
-        (r[0] - c[0]).powi(2) + (r.get(1).copied().unwrap_or(0.0) - c[1]).powi(2)
-    };
-    let correct = scores
+    let (cr, cf) = (centroid(&points[..n]), centroid(&points[n..]));
+    let d2 = |r: &[f64], c: &[f64]| r.iter().zip(c).map(|(a, b)| (a - b).powi(2)).sum::<f64>();
+    let correct = points
         .iter()
         .enumerate()
-        .filter(|(i, r)| (d2(r, cr) < d2(r, cf)) == (*i < n))
+        .filter(|(i, r)| (d2(r, &cr) < d2(r, &cf)) == (*i < n))
         .count();
-    correct as f64 / scores.len() as f64
+    correct as f64 / points.len() as f64
 }
 
 /// The default image size for `layers` panels.
@@ -283,11 +290,15 @@ pub fn render_dfeatures(df: &DFeatures, width: u32, height: u32) -> Result<RgbIm
         df.d_real, df.d_fake
     );
     let title = format!(
-        "D features, {} at step {}: {} real ({}) vs {} generated; {out}",
-        df.model, df.step, df.n, df.dataset, df.n
+        "D's features at step {}: {} real vs {} generated images; {out}",
+        df.step, df.n, df.n
     );
+    let subtitle = format!("{} on {}", df.model, df.dataset);
     render(width, height, |root| {
-        let body = root.titled(&title, (FONT, 17)).map_err(draw_err)?;
+        let (line1, rest) = root.split_vertically(30);
+        let (line2, body) = rest.split_vertically(22);
+        line1.titled(&title, (FONT, 17)).map_err(draw_err)?;
+        line2.titled(&subtitle, (FONT, 13)).map_err(draw_err)?;
         let panels = body.split_evenly((1, df.layers.len()));
         for (area, l) in panels.iter().zip(&df.layers) {
             draw_layer(area, l, df.n)?;
@@ -326,10 +337,11 @@ fn draw_layer(
     let mut chart = ChartBuilder::on(area)
         .caption(
             format!(
-                "{} ({}): centroid split {:.0}%",
+                "{} ({}): split {:.0}% here, {:.0}% in all dims",
                 l.name,
                 shape.join("×"),
-                100.0 * l.separation
+                100.0 * l.separation,
+                100.0 * l.separation_full
             ),
             (FONT, 15),
         )
@@ -348,10 +360,12 @@ fn draw_layer(
             "PC2 ({:.1}% of variance)",
             100.0 * l.pca.explained(1)
         ))
+        .x_labels(7)
+        .y_labels(7)
         .label_style((FONT, 12))
         .axis_desc_style((FONT, 13))
-        .light_line_style(RGBColor(240, 240, 240))
-        .bold_line_style(RGBColor(215, 215, 215))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(RGBColor(225, 225, 225))
         .draw()
         .map_err(draw_err)?;
     let pts = |range: std::ops::Range<usize>| {
@@ -392,6 +406,68 @@ fn draw_layer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::models::{ModelConfig, ModelKind};
+
+    /// forward_features gives every hidden block in order, and finishing the network from the last one
+    /// reproduces D's eval-mode logits.
+    #[test]
+    fn forward_features_are_d_blocks() {
+        let cases = [
+            (
+                ModelConfig {
+                    kind: ModelKind::Dcgan,
+                    image_size: 32,
+                    channels: 3,
+                    nz: 4,
+                    ngf: 3,
+                    ndf: 5,
+                    hidden: 1,
+                },
+                vec![
+                    ("main.1", vec![5, 16, 16]),
+                    ("main.4", vec![10, 8, 8]),
+                    ("main.7", vec![20, 4, 4]),
+                ],
+            ),
+            (
+                ModelConfig {
+                    kind: ModelKind::Mlp,
+                    image_size: 5,
+                    channels: 1,
+                    nz: 4,
+                    ngf: 1,
+                    ndf: 1,
+                    hidden: 3,
+                },
+                vec![("main.1", vec![12]), ("main.3", vec![6])],
+            ),
+        ];
+        for (cfg, want) in cases {
+            let dev = Device::Cpu;
+            let mut rng = RngStream::new(11);
+            let mut d = Discriminator::new(&cfg, &dev, &mut rng).unwrap();
+            let [c, h, w] = cfg.image_shape();
+            let x = rng.normal(&[3, c, h, w], 0.0, 1.0, &dev).unwrap();
+            let feats = d.forward_features(&x).unwrap();
+            let got: Vec<(&str, Vec<usize>)> = feats
+                .iter()
+                .map(|(n, t)| (n.as_str(), t.shape()[1..].to_vec()))
+                .collect();
+            assert_eq!(got, want, "{}", cfg.describe());
+
+            let mut tape = Tape::no_grad();
+            let (last_name, last) = feats.last().unwrap();
+            let start: usize = last_name["main.".len()..].parse::<usize>().unwrap() + 1;
+            let mut y = tape.constant(last.clone());
+            for l in &d.net.layers[start..] {
+                y = l.forward(&mut tape, &mut d.store, y, false).unwrap();
+            }
+            let from_features = tape.value(y).to_vec().unwrap();
+            let xv = tape.constant(x);
+            let logits = d.forward(&mut tape, xv, false).unwrap();
+            assert_eq!(from_features, tape.value(logits).to_vec().unwrap());
+        }
+    }
 
     #[test]
     fn centroid_accuracy_of_mixed_and_separated_clouds() {

@@ -365,10 +365,13 @@ fn draw_panel(
         .configure_mesh()
         .x_desc("step")
         .y_desc(p.y_desc.as_str())
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_labels(12)
+        .y_labels(8)
         .label_style((FONT, 13))
         .axis_desc_style((FONT, 14))
-        .light_line_style(RGBColor(235, 235, 235))
-        .bold_line_style(RGBColor(210, 210, 210))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(RGBColor(225, 225, 225))
         .draw()
         .map_err(draw_err)?;
     for r in &p.refs {
