@@ -318,7 +318,10 @@ fn decode(g: &mut Generator, zs: &[Vec<f32>], class: Option<u32>) -> Result<Imag
             bail!("--class needs a class-conditional generator (train --conditional); this one is not")
         }
         Some(k) if k as usize >= classes => {
-            bail!("--class {k} is out of range: this generator has classes 0..{}", classes - 1)
+            bail!(
+                "--class {k} is out of range: this generator has classes 0..{}",
+                classes - 1
+            )
         }
         _ => {}
     }

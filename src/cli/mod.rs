@@ -4,6 +4,8 @@
 //! (reported by clap), 1 for everything else. Panics are caught and reported the same way (as internal
 //! errors), so users never see a Rust backtrace.
 
+mod plot;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,6 +51,10 @@ pub enum Command {
     Sweep(latent::SweepArgs),
     /// Show the devices, the build and the kernels.
     Info,
+    /// Draw a run's training curves (metrics.csv) as a PNG.
+    Plot(plot::PlotArgs),
+    /// Scatter D's features of real vs generated images (PCA per block) as a PNG.
+    Dfeatures(plot::DfeaturesArgs),
 }
 
 /// Train flags. All are optional so that, with `--resume`, only the flags actually given override the
@@ -129,6 +135,9 @@ pub struct TrainArgs {
     /// Save a checkpoint every N steps (and always at the end) [default: 500]
     #[arg(long, value_parser = positive_u64, value_name = "N")]
     pub checkpoint_every: Option<u64>,
+    /// Redraw the training curves (metrics.png) every N steps, and at the end; 0 = never [default: 500]
+    #[arg(long, value_name = "N")]
+    pub plot_every: Option<u64>,
     /// Images per sample grid [default: 64]
     #[arg(long, value_parser = positive_usize, value_name = "N")]
     pub num_samples: Option<usize>,
@@ -234,6 +243,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Arith(a) => latent::arith(a),
         Command::Sweep(a) => latent::sweep(a),
         Command::Info => info(),
+        Command::Plot(a) => plot::run_plot(a),
+        Command::Dfeatures(a) => plot::run_dfeatures(a),
     }
 }
 
@@ -321,6 +332,7 @@ pub fn train_config(a: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
     if a.conditional && resume.is_none() {
         cfg.model.num_classes = crate::train::data::dataset_num_classes(&cfg)?;
     }
+    set!(cfg.plot_every, a.plot_every);
     cfg.validate()?;
     Ok((cfg, resume))
 }

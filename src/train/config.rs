@@ -65,6 +65,14 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Images in each sample grid (drawn from one fixed z for the whole run).
     pub num_samples: usize,
+    /// Redraw metrics.png every this many steps (and at the end); 0 = never. Checkpoints written before
+    /// this setting existed load with the default.
+    #[serde(default = "default_plot_every")]
+    pub plot_every: u64,
+}
+
+fn default_plot_every() -> u64 {
+    500
 }
 
 impl Default for TrainConfig {
@@ -100,6 +108,7 @@ impl Default for TrainConfig {
             log_every: 10,
             checkpoint_every: 500,
             num_samples: 64,
+            plot_every: default_plot_every(),
         }
     }
 }

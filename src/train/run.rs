@@ -3,6 +3,7 @@
 //! Layout of a run directory:
 //! ```text
 //! out/metrics.csv                 step,loss_d,loss_g,d_x,d_g_z1,d_g_z2,img_per_s,elapsed_s
+//! out/metrics.png                 the curves of metrics.csv, every --plot-every steps
 //! out/samples/step_000100.png     G(fixed z) in eval mode, every --sample-every steps
 //! out/generator.safetensors       G alone (PyTorch state_dict names)
 //! out/checkpoint.safetensors      everything needed to resume bit-exactly
@@ -31,8 +32,11 @@ use crate::data::{Loader, LoaderState};
 
 pub const METRICS_FILE: &str = "metrics.csv";
 pub const METRICS_HEADER: &str = "step,loss_d,loss_g,d_x,d_g_z1,d_g_z2,img_per_s,elapsed_s";
-const TRAIN_KEY: &str = "train";
-const STATE_KEY: &str = "state";
+/// Metadata keys of the checkpoint (public for the tools that read a run: `dfeatures`).
+pub const TRAIN_KEY: &str = "train";
+pub const STATE_KEY: &str = "state";
+/// The training curves `--plot-every` draws from metrics.csv.
+pub const METRICS_PLOT_FILE: &str = "metrics.png";
 
 /// The loop's position, saved in the checkpoint metadata.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -261,6 +265,7 @@ impl Trainer {
         let mut window_images = 0usize;
         let mut session_images = 0usize;
         let mut img_per_s = None;
+        let mut plot_warned = false;
         while self.step < self.total_steps {
             let m = self.train_step()?;
             window_images += m.images;
@@ -286,6 +291,9 @@ impl Trainer {
             }
             if m.step % self.cfg.checkpoint_every == 0 || last {
                 self.save_checkpoint(elapsed)?;
+            }
+            if self.cfg.plot_every > 0 && (m.step % self.cfg.plot_every == 0 || last) {
+                self.plot_metrics(&mut plot_warned);
             }
             on_step(&Progress {
                 metrics: m,
@@ -320,6 +328,29 @@ fn check_dataset_classes(cfg: &TrainConfig, data: &Loader) -> Result<()> {
             cfg.model.num_classes
         ),
         Some(_) => Ok(()),
+    }
+}
+
+impl Trainer {
+    /// Redraws metrics.png from metrics.csv. The curves are a convenience: a failure to draw them is reported
+    /// once per session and never stops training.
+    fn plot_metrics(&self, warned: &mut bool) {
+        let out = &self.cfg.out;
+        let o = crate::study::plot::PlotOptions {
+            loss: Some(self.cfg.loss.to_string()),
+            title: out.display().to_string(),
+            ..Default::default()
+        };
+        let r = crate::study::plot::plot_metrics_file(
+            &out.join(METRICS_FILE),
+            &out.join(METRICS_PLOT_FILE),
+            &o,
+        );
+        if let Err(e) = r {
+            if !std::mem::replace(warned, true) {
+                eprintln!("warning: cannot draw {METRICS_PLOT_FILE} (training goes on): {e:#}");
+            }
+        }
     }
 }
 

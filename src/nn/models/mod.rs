@@ -369,6 +369,38 @@ impl Discriminator {
     }
 }
 
+// The discriminator's inside view, for `dfeatures` (kept apart from `forward` so that code stays as it is).
+impl Discriminator {
+    /// The output of each hidden block of D (every activation layer: conv [+ BN] + LeakyReLU for DCGAN,
+    /// linear + LeakyReLU for the MLP) for the images `x` [N, C, H, W], in eval mode (BN running stats, no
+    /// tape, no state change), with the block's name (`main.<index of its activation>`). The final logit layer
+    /// is not a block and is not included.
+    pub fn forward_features(&mut self, x: &Tensor) -> Result<Vec<(String, Tensor)>> {
+        let mut tape = Tape::no_grad();
+        let x = tape.constant(x.to_device(&self.store.device)?);
+        let [n, c, h, w] = tape.value(x).dims4("discriminator input")?;
+        ensure!(
+            [c, h, w] == self.cfg.image_shape(),
+            "discriminator input: expected images [N, {}, {}, {}], got [{n}, {c}, {h}, {w}]",
+            self.cfg.channels,
+            self.cfg.image_size,
+            self.cfg.image_size
+        );
+        let mut y = match self.cfg.kind {
+            ModelKind::Dcgan => x,
+            ModelKind::Mlp => ops::flatten(&mut tape, x)?,
+        };
+        let mut out = vec![];
+        for (i, layer) in self.net.layers.iter().enumerate() {
+            y = layer.forward(&mut tape, &mut self.store, y, false)?;
+            if matches!(layer, crate::nn::layers::Layer::Act(_)) {
+                out.push((format!("{}.{i}", self.net.prefix), tape.value(y).clone()));
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

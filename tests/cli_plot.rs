@@ -1,0 +1,398 @@
+//! End-to-end tests of `plot`, `train --plot-every` and `dfeatures` on tiny runs: each writes a PNG that decodes
+//! at the expected size, and bad inputs fail with one clear `error:` line and exit status 1.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gan-engine"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(args: &[&str]) -> Output {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "gan-engine {args:?} failed: {}\n{}",
+        text(&o.stderr),
+        text(&o.stdout)
+    );
+    o
+}
+
+/// Requires failure with `code` and an `error:` line containing every needle, without a panic.
+fn fails(args: &[&str], code: i32, needles: &[&str]) {
+    let o = run(args);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "gan-engine {args:?}: {err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(
+            err.contains(n),
+            "gan-engine {args:?}: expected '{n}' in: {err}"
+        );
+    }
+}
+
+/// A 4-step DCGAN 32×32 run with 8-wide networks, logging every step, plus `extra` flags.
+fn tiny_run(out: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "balls:64",
+        "--image-size",
+        "32",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--nz",
+        "16",
+        "--batch-size",
+        "4",
+        "--steps",
+        "4",
+        "--log-every",
+        "1",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ok(&args);
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (img.width(), img.height())
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn train_draws_its_curves_and_plot_redraws_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    tiny_run(&out, &["--plot-every", "2"]);
+    assert_eq!(png_size(&out.join("metrics.png")), (1200, 1000));
+
+    let png = dir.path().join("curves.png");
+    let o = ok(&[
+        "plot",
+        "--run",
+        s(&out),
+        "--out",
+        s(&png),
+        "--width",
+        "800",
+        "--height",
+        "600",
+    ]);
+    assert_eq!(png_size(&png), (800, 600));
+    assert!(text(&o.stdout).contains("curves.png"));
+    // The loss kind came from the run's checkpoint.
+    assert!(
+        !text(&o.stderr).contains("loss kind is unknown"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // A CSV given alone: default output beside it, raw curves only.
+    std::fs::remove_file(out.join("metrics.png")).unwrap();
+    ok(&[
+        "plot",
+        "--csv",
+        s(&out.join("metrics.csv")),
+        "--smooth",
+        "0",
+        "--loss",
+        "minimax",
+    ]);
+    assert_eq!(png_size(&out.join("metrics.png")), (1200, 1000));
+
+    // --plot-every 0 draws nothing.
+    let quiet = dir.path().join("noplot");
+    tiny_run(&quiet, &["--plot-every", "0"]);
+    assert!(quiet.join("metrics.csv").is_file());
+    assert!(!quiet.join("metrics.png").exists());
+}
+
+#[test]
+fn plot_reads_columns_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("m.csv");
+    // Reordered, an unknown non-numeric column, a sparse fid column, no D(x) columns, a short last row.
+    std::fs::write(
+        &csv,
+        "loss_g,step,extra,loss_d,fid,img_per_s\n0.9,10,a1,1.2,,100\n0.8,20,,1.3,55.5,110\n0.7,30,,1.4\n",
+    )
+    .unwrap();
+    let png = dir.path().join("m.png");
+    let o = ok(&[
+        "plot",
+        "--csv",
+        s(&csv),
+        "--out",
+        s(&png),
+        "--width",
+        "640",
+        "--height",
+        "480",
+    ]);
+    assert_eq!(png_size(&png), (640, 480));
+    assert!(
+        text(&o.stderr).contains("loss kind is unknown"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn plot_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fails(
+        &["plot", "--csv", s(&d.join("missing.csv"))],
+        1,
+        &["cannot read metrics file", "missing.csv"],
+    );
+    std::fs::write(d.join("empty.csv"), "").unwrap();
+    fails(
+        &["plot", "--csv", s(&d.join("empty.csv"))],
+        1,
+        &["empty.csv is empty"],
+    );
+    std::fs::write(
+        d.join("header.csv"),
+        "step,loss_d,loss_g,d_x,d_g_z1,d_g_z2,img_per_s,elapsed_s\n",
+    )
+    .unwrap();
+    fails(
+        &["plot", "--csv", s(&d.join("header.csv"))],
+        1,
+        &["no rows yet"],
+    );
+    std::fs::write(d.join("bad.csv"), "step,loss_d\n1,0.5\n2,oops\n3,0.4\n").unwrap();
+    fails(
+        &["plot", "--csv", s(&d.join("bad.csv"))],
+        1,
+        &["line 3", "'oops' is not a number"],
+    );
+    fails(
+        &["plot", "--run", s(&d.join("nope"))],
+        1,
+        &["does not exist"],
+    );
+    fails(
+        &["plot", "--csv", s(&d.join("bad.csv")), "--smooth", "1"],
+        1,
+        &["--smooth"],
+    );
+    // Neither source: a usage error.
+    fails(&["plot"], 2, &["--run"]);
+}
+
+/// (block name, [PC1 %, PC2 %, split % in the plane, split % in all dims]) per line of dfeatures' report.
+fn report(o: &Output) -> Vec<(String, Vec<f64>)> {
+    text(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with("main."))
+        .map(|l| {
+            let (name, rest) = l.split_once(": ").unwrap();
+            let nums: Vec<f64> = rest
+                .split_whitespace()
+                .filter_map(|w| w.trim_end_matches(',').strip_suffix('%'))
+                .map(|v| v.parse().unwrap())
+                .collect();
+            assert_eq!(nums.len(), 4, "{l}");
+            (name.to_string(), nums)
+        })
+        .collect()
+}
+
+fn emu_available() -> bool {
+    let o = ok(&["info"]);
+    text(&o.stdout)
+        .lines()
+        .any(|l| l.trim_start().starts_with("emu:") && !l.contains("unavailable"))
+}
+
+#[test]
+fn dfeatures_scatters_every_d_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    tiny_run(&out, &[]);
+    let png = dir.path().join("df.png");
+    let o = ok(&[
+        "dfeatures",
+        "--checkpoint",
+        s(&out),
+        "--n",
+        "12",
+        "--out",
+        s(&png),
+    ]);
+    // DCGAN-32's D has three conv blocks (LeakyReLU at main.1, main.4, main.7): one 440-pixel panel each.
+    assert_eq!(png_size(&png), (3 * 440, 500));
+    let cpu = report(&o);
+    let names: Vec<&str> = cpu.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(names, ["main.1", "main.4", "main.7"]);
+    for (name, v) in &cpu {
+        let (pc1, pc2) = (v[0], v[1]);
+        assert!(
+            pc1 > 0.0 && pc1 >= pc2 && pc1 + pc2 <= 100.05,
+            "{name}: {v:?}"
+        );
+        assert!(
+            v[2..].iter().all(|s| (0.0..=100.0).contains(s)),
+            "{name}: {v:?}"
+        );
+    }
+    assert!(text(&o.stdout).contains("12 real and 12 generated"));
+
+    // The explicit size and the checkpoint file itself.
+    let png2 = dir.path().join("df2.png");
+    ok(&[
+        "dfeatures",
+        "--checkpoint",
+        s(&out.join("checkpoint.safetensors")),
+        "--n",
+        "5",
+        "--out",
+        s(&png2),
+        "--width",
+        "700",
+        "--height",
+        "300",
+    ]);
+    assert_eq!(png_size(&png2), (700, 300));
+
+    // The CUDA code path (the kernels on the CPU emulation) gives the same picture.
+    if emu_available() {
+        let png3 = dir.path().join("df_emu.png");
+        let o = ok(&[
+            "dfeatures",
+            "--checkpoint",
+            s(&out),
+            "--n",
+            "12",
+            "--out",
+            s(&png3),
+            "--device",
+            "emu",
+        ]);
+        assert_eq!(png_size(&png3), (3 * 440, 500));
+        for (c, e) in cpu.iter().zip(report(&o)) {
+            assert_eq!(c.0, e.0);
+            for (a, b) in c.1.iter().zip(&e.1) {
+                assert!((a - b).abs() <= 0.15, "{}: cpu {c:?} emu {e:?}", c.0);
+            }
+        }
+    } else {
+        eprintln!("skipped the emu part: the CUDA emulation is not built in");
+    }
+}
+
+#[test]
+fn dfeatures_on_an_mlp_gan() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mlp");
+    ok(&[
+        "train",
+        "--dataset",
+        "balls:32",
+        "--model",
+        "mlp",
+        "--image-size",
+        "12",
+        "--hidden",
+        "6",
+        "--nz",
+        "5",
+        "--batch-size",
+        "4",
+        "--steps",
+        "2",
+        "--quiet",
+        "--plot-every",
+        "0",
+        "--out",
+        s(&out),
+    ]);
+    let png = dir.path().join("mlp.png");
+    let o = ok(&[
+        "dfeatures",
+        "--checkpoint",
+        s(&out),
+        "--n",
+        "7",
+        "--out",
+        s(&png),
+    ]);
+    // Two hidden blocks (24 and 12 wide).
+    assert_eq!(png_size(&png), (2 * 440, 500));
+    let names: Vec<String> = report(&o).into_iter().map(|r| r.0).collect();
+    assert_eq!(names, ["main.1", "main.3"]);
+}
+
+#[test]
+fn dfeatures_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fails(
+        &["dfeatures", "--checkpoint", s(&d.join("nope"))],
+        1,
+        &["does not exist"],
+    );
+    std::fs::create_dir(d.join("emptyrun")).unwrap();
+    fails(
+        &["dfeatures", "--checkpoint", s(&d.join("emptyrun"))],
+        1,
+        &["contains no checkpoint"],
+    );
+    let out = d.join("run");
+    tiny_run(&out, &["--plot-every", "0"]);
+    fails(
+        &[
+            "dfeatures",
+            "--checkpoint",
+            s(&out.join("generator.safetensors")),
+        ],
+        1,
+        &["holds only a generator"],
+    );
+    fails(
+        &["dfeatures", "--checkpoint", s(&out), "--n", "1"],
+        1,
+        &["--n must be at least 2"],
+    );
+    fails(
+        &[
+            "dfeatures",
+            "--checkpoint",
+            s(&out),
+            "--dataset",
+            "mnist:/no/such/dir",
+        ],
+        1,
+        &["reading real images from mnist:/no/such/dir"],
+    );
+    fails(
+        &["dfeatures", "--checkpoint", s(&out), "--device", "tpu"],
+        1,
+        &["tpu"],
+    );
+}
