@@ -12,6 +12,7 @@ pub mod elementwise;
 pub mod linear;
 pub mod loss;
 pub mod random;
+pub mod rmsprop;
 pub mod shape;
 
 use std::sync::Arc;
@@ -218,5 +219,14 @@ impl Backend for CpuBackend {
 
     fn adam_step(&self, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
         adam::step(slots, h)
+    }
+
+    // ---- losses and schedules (issue 5.1): weight clipping and RMSprop -----------------------------------------
+    fn clamp_(&self, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()> {
+        rmsprop::clamp_(xs, lo, hi)
+    }
+
+    fn rmsprop_step(&self, slots: &mut [RmsPropSlot<'_>], h: RmsPropHyper) -> Result<()> {
+        rmsprop::step(slots, h)
     }
 }

@@ -352,4 +352,13 @@ impl Backend for CudaBackend {
     fn adam_step(&self, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
         optim::adam_step(self, slots, h)
     }
+
+    // ---- losses and schedules (issue 5.1): weight clipping and RMSprop -----------------------------------------
+    fn clamp_(&self, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()> {
+        optim::clamp_(self, xs, lo, hi)
+    }
+
+    fn rmsprop_step(&self, slots: &mut [RmsPropSlot<'_>], h: RmsPropHyper) -> Result<()> {
+        optim::rmsprop_step(self, slots, h)
+    }
 }

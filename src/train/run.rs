@@ -75,14 +75,7 @@ impl Trainer {
         cfg.validate()?;
         let device = Device::parse(&cfg.device)?;
         let data = open_loader(&cfg, &device, None)?;
-        let gan = Gan::new(
-            &cfg.model,
-            &cfg.adam_g,
-            &cfg.adam_d,
-            cfg.loss,
-            cfg.seed,
-            &device,
-        )?;
+        let gan = Gan::from_config(&cfg, &device)?;
         Trainer::assemble(cfg, gan, data, 0, 0.0)
     }
 
@@ -137,14 +130,7 @@ impl Trainer {
         let device = Device::parse(&cfg.device)?;
         let data = open_loader(&cfg, &device, Some(&state.data))
             .with_context(|| format!("resuming from {}", file.display()))?;
-        let mut gan = Gan::new(
-            &cfg.model,
-            &cfg.adam_g,
-            &cfg.adam_d,
-            cfg.loss,
-            cfg.seed,
-            &device,
-        )?;
+        let mut gan = Gan::from_config(&cfg, &device)?;
         f.load_store("G.", &mut gan.g.store, "generator", &file)?;
         f.load_store("D.", &mut gan.d.store, "discriminator", &file)?;
         super::optstate::load(&f, "opt_G.", &mut gan.opt_g, &gan.g.store, &file)?;
