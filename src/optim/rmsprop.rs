@@ -219,7 +219,7 @@ mod tests {
             .iter()
             .map(|&x| x as f64)
             .collect();
-        let mut v = vec![0.0f64; 15];
+        let mut v = [0.0f64; 15];
         for _ in 0..3 {
             backward(&mut s, w);
             opt.step(&mut s).unwrap();

@@ -27,9 +27,9 @@ pub fn save(f: &mut TensorFile, prefix: &str, opt: &Optimizer, store: &ParamStor
         }
         Optimizer::RmsProp(r) => {
             let (step, v) = r.state();
-            for i in 0..store.len() {
+            for (i, v) in v.iter().enumerate() {
                 let name = store.name(ParamId(i));
-                f.insert(format!("{prefix}square_avg.{name}"), &v[i])?;
+                f.insert(format!("{prefix}square_avg.{name}"), v)?;
             }
             step
         }
