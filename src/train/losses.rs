@@ -30,15 +30,6 @@ impl LossKind {
     pub fn clips_weights(self) -> bool {
         self == LossKind::Wgan
     }
-
-    /// What the d_x / d_g_z metrics are, for progress lines and docs.
-    pub fn d_output_meaning(self) -> &'static str {
-        if self.reports_probabilities() {
-            "mean probability sigmoid(D) that D gives"
-        } else {
-            "mean raw D output (no sigmoid)"
-        }
-    }
 }
 
 /// D's loss term on a real batch.
