@@ -397,7 +397,7 @@ fn train(a: TrainArgs) -> Result<()> {
         "training".into()
     };
     eprintln!(
-        "{verb} {} on {} ({} steps, batch {}, loss {}, {}) on {} -> {}",
+        "{verb} {} on {} ({} steps, batch {}) with --loss {} --optimizer {} on {} -> {}",
         cfg.model.describe(),
         cfg.dataset,
         t.total_steps,
