@@ -11,6 +11,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+mod latent;
+
 use crate::checkpoint;
 use crate::device::Device;
 use crate::nn::models::ModelKind;
@@ -39,6 +41,12 @@ pub enum Command {
     Train(TrainArgs),
     /// Generate images from a trained generator.
     Sample(SampleArgs),
+    /// Walk the latent space between two or more latents (lerp or slerp): a grid PNG, optionally a GIF.
+    Interpolate(latent::InterpolateArgs),
+    /// Latent vector arithmetic, mean(A) - mean(B) + mean(C), shown beside its inputs (see --out's help).
+    Arith(latent::ArithArgs),
+    /// Hold a latent and vary one dimension at a time over a range: one grid row per dimension.
+    Sweep(latent::SweepArgs),
     /// Show the devices, the build and the kernels.
     Info,
 }
@@ -225,6 +233,9 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => train(a),
         Command::Sample(a) => sample(a),
+        Command::Interpolate(a) => latent::interpolate(a),
+        Command::Arith(a) => latent::arith(a),
+        Command::Sweep(a) => latent::sweep(a),
         Command::Info => info(),
     }
 }

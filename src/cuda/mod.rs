@@ -4,7 +4,7 @@
 //! - [`runtime`]: the `GpuRuntime` trait both runtimes implement, launch configs, kernel arguments, and the
 //!   kernel signature table parsed from the sources at build time.
 //! - [`backend`]: `CudaBackend`, the `Backend` implementation; op families live in their own files
-//!   (elementwise, activation, loss, optim, random, shape, conv, batchnorm, linear), each one launch helper per op.
+//!   (elementwise, activation, loss, optim, random, shape, conv, batchnorm, linear, pool, resize), each one launch helper per op.
 //! - [`alloc`]: the caching allocator behind every tensor.
 
 pub mod activation;
@@ -19,8 +19,10 @@ pub mod linear;
 pub mod loss;
 pub mod nvrtc;
 pub mod optim;
+pub mod pool;
 pub mod random;
 pub mod real;
+pub mod resize;
 pub mod runtime;
 pub mod shape;
 
