@@ -3,6 +3,7 @@
 //! Layout of a run directory:
 //! ```text
 //! out/metrics.csv                 step,loss_d,loss_g,d_x,d_g_z1,d_g_z2,img_per_s,elapsed_s
+//!                                 (d_x, d_g_z*: mean σ(D) for --loss ns/minimax, mean raw D output otherwise)
 //! out/samples/step_000100.png     G(fixed z) in eval mode, every --sample-every steps
 //! out/generator.safetensors       G alone (PyTorch state_dict names)
 //! out/checkpoint.safetensors      everything needed to resume bit-exactly
