@@ -42,3 +42,30 @@ extern "C" __global__ void adam_step_f32(const unsigned long long* __restrict__ 
         p[i] += -step_size * (mi / denom);
     }
 }
+
+// ---- losses and schedules (issue 5.1): weight clipping and RMSprop ------------------------------------------------
+// Both launch once per tensor (a WGAN critic has a dozen parameter tensors; a pointer table like Adam's would save
+// a few launches per step at the price of a host-to-device copy of the table).
+
+// x[i] = clamp(x[i], lo, hi) in place. Comparisons rather than fminf/fmaxf: those drop a NaN operand, and a NaN
+// weight must stay NaN so the next loss check reports the divergence instead of the clip hiding it.
+extern "C" __global__ void clamp_f32(float* __restrict__ x, float lo, float hi, int n) {
+    for (long long i = global_thread_id(); i < n; i += grid_stride()) {
+        const float v = x[i];
+        x[i] = v < lo ? lo : (v > hi ? hi : v);
+    }
+}
+
+// torch.optim.RMSprop without momentum, not centered, in its operation order (as src/cpu/rmsprop.rs):
+//   g = grad + wd * p;  v = α v + (1 − α) g²;  p += −lr · g / (sqrt(v) + eps)
+extern "C" __global__ void rmsprop_step_f32(float* __restrict__ p, const float* __restrict__ grad,
+                                            float* __restrict__ square_avg, int n, float lr, float alpha,
+                                            float one_minus_alpha, float eps, float weight_decay) {
+    for (long long i = global_thread_id(); i < n; i += grid_stride()) {
+        float g = grad[i];
+        if (weight_decay != 0.0f) g += weight_decay * p[i];
+        const float v = square_avg[i] * alpha + one_minus_alpha * g * g;
+        square_avg[i] = v;
+        p[i] += -lr * (g / (sqrtf(v) + eps));
+    }
+}

@@ -9,10 +9,11 @@ the CPU, which is all this script uses):
     python3 -m venv .venv-torch
     .venv-torch/bin/pip install torch==2.13.0 safetensors numpy
     .venv-torch/bin/python scripts/gen_golden.py            # writes tests/fixtures/*.safetensors
+    .venv-torch/bin/python scripts/gen_golden.py rmsprop    # only tests/fixtures/rmsprop.safetensors
 
 Conventions (tests/fixtures/README.md documents every tensor):
 - Inputs are drawn in float32 and then widened, so the stored f32 inputs are exactly what PyTorch computed on.
-- Op-level references (conv, batch norm, BCE, Adam) are computed in float64 and rounded to float32 once at the
+- Op-level references (conv, batch norm, BCE, Adam, RMSprop) are computed in float64 and rounded to float32 once at the
   end, so they are the exact answer to within one f32 rounding; our f32 code is then judged against the truth,
   not against PyTorch's own f32 rounding.
 - The DCGAN iteration is computed in float32, because that is the arithmetic our training step does and what
@@ -191,6 +192,40 @@ def gen_adam():
         t[f"grad2.{k}"] = g2[k]
     save("adam.safetensors", t, {"lr": 2e-4, "betas": "(0.5, 0.999)", "eps": 1e-8,
                                  "weight_decay": "adam: 0, adam_wd: 0.01 (L2 added to the gradient)"})
+
+
+# ---- RMSprop (the WGAN critic's optimiser) ----------------------------------------------------------------------
+
+
+def gen_rmsprop():
+    g = torch.Generator().manual_seed(1006)
+    shapes = {"a": (7, 3), "b": (11,)}
+    p0 = {k: randn32(g, *s) for k, s in shapes.items()}
+    # Gradients of mixed magnitude, then smaller ones: after step 1 the update is no longer 10·lr·sign(g).
+    grads = [
+        {k: exact32(randn32(g, *s) * torch.exp(randn32(g, *s) * 2.0)) for k, s in shapes.items()},
+        {k: randn32(g, *s, std=0.3) for k, s in shapes.items()},
+        {k: randn32(g, *s, std=0.05) for k, s in shapes.items()},
+    ]
+
+    t = {}
+    for case, wd in (("rmsprop", 0.0), ("rmsprop_wd", 0.01)):
+        params = {k: v.clone().requires_grad_() for k, v in p0.items()}
+        opt = torch.optim.RMSprop([params["a"], params["b"]], lr=1e-3, alpha=0.99, eps=1e-8, weight_decay=wd,
+                                  momentum=0, centered=False)
+        for step, gs in enumerate(grads, start=1):
+            for k in shapes:
+                params[k].grad = gs[k].clone()
+            opt.step()
+            for k in shapes:
+                t[f"{case}.step{step}.{k}.param"] = params[k].detach().clone()
+                t[f"{case}.step{step}.{k}.square_avg"] = opt.state[params[k]]["square_avg"].clone()
+    for k in shapes:
+        t[f"param0.{k}"] = p0[k]
+        for step, gs in enumerate(grads, start=1):
+            t[f"grad{step}.{k}"] = gs[k]
+    save("rmsprop.safetensors", t, {"lr": 1e-3, "alpha": 0.99, "eps": 1e-8, "momentum": 0, "centered": False,
+                                    "weight_decay": "rmsprop: 0, rmsprop_wd: 0.01 (L2 added to the gradient)"})
 
 
 # ---- one DCGAN training iteration (float32) -------------------------------------------------------------------
@@ -393,6 +428,7 @@ GENERATORS = {
     "batchnorm": gen_batchnorm,
     "bce": gen_bce,
     "adam": gen_adam,
+    "rmsprop": gen_rmsprop,
     "dcgan_iteration": gen_dcgan_iteration,
     "pool": gen_pool,
     "resize": gen_resize,

@@ -172,6 +172,24 @@ pub struct AdamSlot<'a> {
     pub v: &'a mut Tensor,
 }
 
+/// RMSprop hyper-parameters (torch.optim.RMSprop without momentum, not centered).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RmsPropHyper {
+    pub lr: f32,
+    /// Smoothing constant of the squared-gradient average (PyTorch's default 0.99). f64 for the same reason as
+    /// Adam's betas: 1 − α is formed before rounding to f32.
+    pub alpha: f64,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+/// One parameter's slot in a multi-tensor RMSprop update.
+pub struct RmsPropSlot<'a> {
+    pub param: &'a mut Tensor,
+    pub grad: &'a Tensor,
+    pub square_avg: &'a mut Tensor,
+}
+
 pub trait Backend: Send + Sync {
     /// Human-readable device name, e.g. "cpu (2 threads)" or "cuda:0 NVIDIA H200 (sm_90)".
     fn name(&self) -> String;
@@ -326,6 +344,14 @@ pub trait Backend: Send + Sync {
         x_shape: [usize; 4],
         mode: ResizeMode,
     ) -> Result<Tensor>;
+
+    // ---- losses and schedules (issue 5.1): weight clipping and RMSprop -----------------------------------------
+    /// Clamps every element of every tensor to [lo, hi] in place (WGAN weight clipping). NaN stays NaN, so a
+    /// diverged weight is not hidden by the clip.
+    fn clamp_(&self, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()>;
+    /// One RMSprop step over all slots, torch.optim.RMSprop's formulation (no momentum, not centered):
+    /// g = grad + wd·p; v = α v + (1 − α) g²; p −= lr · g / (sqrt(v) + eps).
+    fn rmsprop_step(&self, slots: &mut [RmsPropSlot<'_>], h: RmsPropHyper) -> Result<()>;
 }
 
 // ---- pooling and bilinear resize (issue 6) ---------------------------------------------------------------------

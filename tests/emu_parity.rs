@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use gan_engine::backend::{Activation, AdamHyper, AdamSlot, Backend};
+use gan_engine::backend::{Activation, AdamHyper, AdamSlot, Backend, RmsPropHyper, RmsPropSlot};
 use gan_engine::cpu::CPU;
 use gan_engine::cuda::runtime::kernels;
 use gan_engine::cuda::{cuda_backend, emu, emulated_backend, CudaBackend};
@@ -334,6 +334,129 @@ fn multi_tensor_adam_matches_cpu_over_several_steps() {
     }
 }
 
+/// WGAN weight clipping on tensors of awkward sizes, the values spread well beyond the bound so that most
+/// elements change (an element the kernel skipped would keep its old, out-of-bound value). NaN passes through.
+#[test]
+fn clamp_in_place_matches_cpu() {
+    let be = be();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let mut vals: Vec<Vec<f32>> = SIZES.iter().map(|&n| random(&mut rng, n, 1.0)).collect();
+    vals[2][1] = f32::NAN;
+    vals[3][0] = 0.05; // exactly on the bound
+    let mut cpu: Vec<Tensor> = vals
+        .iter()
+        .map(|v| CPU.from_host(v, &[v.len()]).unwrap())
+        .collect();
+    let mut gpu: Vec<Tensor> = vals
+        .iter()
+        .map(|v| be.from_host(v, &[v.len()]).unwrap())
+        .collect();
+    // A clone sharing storage with a clamped tensor: copy-on-write must leave it alone.
+    let before = gpu[5].clone();
+    CPU.clamp_(&mut cpu.iter_mut().collect::<Vec<_>>(), -0.05, 0.05)
+        .unwrap();
+    be.clamp_(&mut gpu.iter_mut().collect::<Vec<_>>(), -0.05, 0.05)
+        .unwrap();
+    for (i, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+        let (gv, cv) = (host(g), host(c));
+        for (j, (a, b)) in gv.iter().zip(&cv).enumerate() {
+            assert!(
+                a.to_bits() == b.to_bits(),
+                "clamp tensor {i} (n = {}) element {j}: got {a}, want {b}",
+                SIZES[i]
+            );
+        }
+    }
+    assert!(host(&gpu[2])[1].is_nan());
+    assert_eq!(host(&before), vals[5]);
+    assert!(be.clamp_(&mut [&mut gpu[0]], 1.0, -1.0).is_err());
+    let mut cpu_t = CPU.from_host(&[1.0], &[1]).unwrap();
+    assert!(be.clamp_(&mut [&mut cpu_t], -1.0, 1.0).is_err());
+}
+
+fn rmsprop_slots<'a>(
+    p: &'a mut [Tensor],
+    g: &'a [Tensor],
+    v: &'a mut [Tensor],
+) -> Vec<RmsPropSlot<'a>> {
+    p.iter_mut()
+        .zip(g)
+        .zip(v.iter_mut())
+        .map(|((param, grad), square_avg)| RmsPropSlot {
+            param,
+            grad,
+            square_avg,
+        })
+        .collect()
+}
+
+#[test]
+fn rmsprop_matches_cpu_over_several_steps() {
+    let be = be();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let shapes: Vec<Vec<usize>> = vec![
+        vec![7],
+        vec![5000],
+        vec![3, 3, 3],
+        vec![0],
+        vec![1],
+        vec![4099],
+    ];
+    let mk =
+        |rng: &mut ChaCha8Rng, s: &Vec<usize>, scale: f32| random(rng, s.iter().product(), scale);
+    let init: Vec<Vec<f32>> = shapes.iter().map(|s| mk(&mut rng, s, 1.0)).collect();
+    let on = |b: &dyn Backend, vs: &[Vec<f32>]| -> Vec<Tensor> {
+        vs.iter()
+            .zip(&shapes)
+            .map(|(v, s)| b.from_host(v, s).unwrap())
+            .collect()
+    };
+    let (mut pc, mut pg) = (on(&CPU, &init), on(be.as_ref(), &init));
+    let zeros =
+        |b: &dyn Backend| -> Vec<Tensor> { shapes.iter().map(|s| b.zeros(s).unwrap()).collect() };
+    let (mut vc, mut vg) = (zeros(&CPU), zeros(be.as_ref()));
+    for step in 1..=5u64 {
+        let h = RmsPropHyper {
+            lr: 1e-3,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: if step % 2 == 0 { 0.01 } else { 0.0 },
+        };
+        let grads: Vec<Vec<f32>> = shapes.iter().map(|s| mk(&mut rng, s, 0.3)).collect();
+        let (gc, gg) = (on(&CPU, &grads), on(be.as_ref(), &grads));
+        CPU.rmsprop_step(&mut rmsprop_slots(&mut pc, &gc, &mut vc), h)
+            .unwrap();
+        be.rmsprop_step(&mut rmsprop_slots(&mut pg, &gg, &mut vg), h)
+            .unwrap();
+        for i in 0..shapes.len() {
+            let what = format!("rmsprop step {step} tensor {i}");
+            assert_close(&format!("{what} param"), &pg[i], &pc[i], 1e-6, 1e-7);
+            assert_close(&format!("{what} square_avg"), &vg[i], &vc[i], 1e-6, 1e-12);
+        }
+    }
+    // A shape mismatch is an error that changes nothing.
+    let before = host(&pg[0]);
+    let bad = be.zeros(&[8]).unwrap();
+    let mut v0 = be.zeros(&[7]).unwrap();
+    let h = RmsPropHyper {
+        lr: 1e-3,
+        alpha: 0.99,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    assert!(be
+        .rmsprop_step(
+            &mut [RmsPropSlot {
+                param: &mut pg[0],
+                grad: &bad,
+                square_avg: &mut v0
+            }],
+            h
+        )
+        .is_err());
+    assert_eq!(host(&pg[0]), before);
+}
+
 #[test]
 fn allocator_reuses_blocks_after_warm_up() {
     let be = be();
@@ -419,6 +542,21 @@ fn kernel_coverage() {
             eps: 1e-8,
             weight_decay: 0.0,
             step: 1,
+        },
+    )
+    .unwrap();
+    be.clamp_(&mut [&mut p], -0.1, 0.1).unwrap();
+    be.rmsprop_step(
+        &mut [RmsPropSlot {
+            param: &mut p,
+            grad: &g,
+            square_avg: &mut m,
+        }],
+        RmsPropHyper {
+            lr: 1e-3,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
         },
     )
     .unwrap();

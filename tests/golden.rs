@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use gan_engine::backend::{AdamHyper, AdamSlot, Conv2dParams};
 use gan_engine::nn::params::{ParamId, ParamStore};
 use gan_engine::ops;
-use gan_engine::optim::{Adam, AdamConfig};
+use gan_engine::optim::{Adam, AdamConfig, RmsProp, RmsPropConfig};
 use gan_engine::{Device, Tape, Tensor};
 
 // ---- fixtures -------------------------------------------------------------------------------------------------
@@ -588,6 +588,66 @@ fn optim_adam_matches_torch() {
     for dev in devices() {
         check_optim_adam(&f, "adam", 0.0, &dev);
         check_optim_adam(&f, "adam_wd", 0.01, &dev);
+    }
+}
+
+// ---- RMSprop ---------------------------------------------------------------------------------------------------
+
+/// Three RMSprop steps through `optim::RmsProp` over a `ParamStore` (gradients arriving by a tape backward, as in
+/// training) against torch.optim.RMSprop, with Adam's tolerances: parameters (which move by up to 10·lr = 1e-2
+/// per step) to 1e-6 of their typical size, square_avg to 1e-6 relative, which also catches 1 − α formed in f32.
+fn check_optim_rmsprop(f: &Fixture, case: &str, weight_decay: f32, dev: &Device) {
+    let names = ["a", "b"];
+    let mut store = ParamStore::new(dev);
+    let ids: Vec<ParamId> = names
+        .iter()
+        .map(|n| store.add(n, f.tensor(&format!("param0.{n}"), dev)))
+        .collect();
+    let cfg = RmsPropConfig {
+        lr: 1e-3,
+        alpha: 0.99,
+        eps: 1e-8,
+        weight_decay,
+    };
+    let mut opt = RmsProp::new(&store, cfg).unwrap();
+    for step in 1..=3u64 {
+        store.zero_grad();
+        let mut tape = Tape::new();
+        let mut terms = Vec::new();
+        for (n, &id) in names.iter().zip(&ids) {
+            let p = store.var(&mut tape, id);
+            let g = tape.constant(f.tensor(&format!("grad{step}.{n}"), dev));
+            let pg = ops::mul(&mut tape, p, g).unwrap();
+            terms.push(ops::sum(&mut tape, pg).unwrap());
+        }
+        let loss = ops::add(&mut tape, terms[0], terms[1]).unwrap();
+        let grads = tape.backward(loss).unwrap();
+        store.accumulate_grads(&grads).unwrap();
+        opt.step(&mut store).unwrap();
+        assert_eq!(opt.step_count(), step);
+        let (_, vs) = opt.state();
+        for (i, n) in names.iter().enumerate() {
+            let key = |t: &str| format!("{case}.step{step}.{n}.{t}");
+            let what = |t: &str| {
+                format!(
+                    "optim::RmsProp {case} step {step} '{n}' {t} on {}",
+                    dev.name()
+                )
+            };
+            let p = store.value(ids[i]);
+            assert_close(&what("param"), p, f.get(&key("param")), ADAM_P_TOL, 1.0);
+            let rv = f.get(&key("square_avg"));
+            assert_close(&what("square_avg"), &vs[i], rv, ADAM_MV_TOL, 0.0);
+        }
+    }
+}
+
+#[test]
+fn optim_rmsprop_matches_torch() {
+    let f = Fixture::load("rmsprop.safetensors");
+    for dev in devices() {
+        check_optim_rmsprop(&f, "rmsprop", 0.0, &dev);
+        check_optim_rmsprop(&f, "rmsprop_wd", 0.01, &dev);
     }
 }
 

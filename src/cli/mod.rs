@@ -19,7 +19,7 @@ use crate::checkpoint;
 use crate::device::Device;
 use crate::nn::models::ModelKind;
 use crate::ops::random::RngStream;
-use crate::train::config::{Duration, LossKind, TrainConfig};
+use crate::train::config::{Duration, LossKind, OptimizerKind, TrainConfig};
 use crate::train::gan::{stream_seed, STREAM_FIXED_Z};
 use crate::train::run::{grid_columns, read_checkpoint_config, Progress, Trainer};
 
@@ -83,21 +83,36 @@ pub struct TrainArgs {
     /// Train for this many passes over the dataset instead of --steps
     #[arg(long, value_parser = positive_u64, value_name = "N")]
     pub epochs: Option<u64>,
-    /// Adam learning rate of D [default: 0.0002, the DCGAN paper's]
+    /// Learning rate of D (Adam or RMSprop) [default: 0.0002, the DCGAN paper's]
     #[arg(long, value_name = "LR")]
     pub lr_d: Option<f32>,
-    /// Adam learning rate of G [default: 0.0002, the DCGAN paper's]
+    /// Learning rate of G (Adam or RMSprop) [default: 0.0002, the DCGAN paper's]
     #[arg(long, value_name = "LR")]
     pub lr_g: Option<f32>,
-    /// Adam beta1, both networks [default: 0.5]
+    /// Adam beta1, both networks (unused by rmsprop) [default: 0.5]
     #[arg(long)]
     pub beta1: Option<f64>,
-    /// Adam beta2, both networks [default: 0.999]
+    /// Adam beta2, both networks (unused by rmsprop) [default: 0.999]
     #[arg(long)]
     pub beta2: Option<f64>,
-    /// G objective: ns (non-saturating, -log D(G(z))) or minimax (log(1 - D(G(z)))) [default: ns]
-    #[arg(long, value_enum)]
+    /// GAN objective [default: ns]
+    ///
+    /// ns: non-saturating, G minimises -log D(G(z)). minimax: G minimises log(1 - D(G(z))). ls: least squares
+    /// (LSGAN). hinge: hinge loss for D, -D(G(z)) for G. wgan: Wasserstein critic with weight clipping (--clip).
+    /// ls, hinge and wgan use D's raw output (no sigmoid), and the D(x) / D(G(z)) numbers in the progress line
+    /// and metrics.csv are then mean raw outputs instead of probabilities. The flag defaults do not change with
+    /// the loss; for wgan the WGAN paper's settings are
+    /// `--loss wgan --optimizer rmsprop --lr-d 5e-5 --lr-g 5e-5 --k 5 --clip 0.01`.
+    #[arg(long, value_enum, verbatim_doc_comment)]
     pub loss: Option<LossKind>,
+    /// Optimiser of both networks: adam, or rmsprop (alpha 0.99, no momentum; use it with --loss wgan)
+    /// [default: adam]
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
+    /// WGAN weight clipping: after every critic update each D parameter is clamped to [-C, C] (only with
+    /// --loss wgan) [default: 0.01]
+    #[arg(long, value_name = "C")]
+    pub clip: Option<f32>,
     /// D steps per G step [default: 1]
     #[arg(long, value_parser = positive_usize)]
     pub k: Option<usize>,
@@ -320,6 +335,8 @@ pub fn train_config(a: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
         cfg.adam_g.beta2 = b;
     }
     set!(cfg.loss, a.loss);
+    set!(cfg.optimizer, a.optimizer);
+    set!(cfg.clip, a.clip);
     set!(cfg.k, a.k);
     set!(cfg.seed, a.seed);
     set!(cfg.device, a.device);
@@ -425,11 +442,13 @@ fn train(a: TrainArgs) -> Result<()> {
         "training".into()
     };
     eprintln!(
-        "{verb} {} on {} ({} steps, batch {}) on {} -> {}",
+        "{verb} {} on {} ({} steps, batch {}) with --loss {} --optimizer {} on {} -> {}",
         cfg.model.describe(),
         cfg.dataset,
         t.total_steps,
         cfg.batch_size,
+        cfg.loss,
+        cfg.optimizer,
         t.gan.device.name(),
         cfg.out.display()
     );
@@ -452,12 +471,21 @@ fn train(a: TrainArgs) -> Result<()> {
     let sample_every = cfg.sample_every;
     let started = std::time::Instant::now();
     let start_step = t.step;
+    // ls / hinge / wgan report D's mean raw output rather than a probability: say so, with more digits.
+    let raw = !cfg.loss.reports_probabilities();
     let status = |p: &Progress| {
         let m = &p.metrics;
-        format!(
-            "D {:.3} G {:.3} D(x) {:.2} D(G(z)) {:.2}/{:.2} {:.0} img/s",
-            m.loss_d, m.loss_g, m.d_x, m.d_g_z1, m.d_g_z2, p.img_per_s
-        )
+        if raw {
+            format!(
+                "D {:.3} G {:.3} raw D(x) {:.3} D(G(z)) {:.3}/{:.3} {:.0} img/s",
+                m.loss_d, m.loss_g, m.d_x, m.d_g_z1, m.d_g_z2, p.img_per_s
+            )
+        } else {
+            format!(
+                "D {:.3} G {:.3} D(x) {:.2} D(G(z)) {:.2}/{:.2} {:.0} img/s",
+                m.loss_d, m.loss_g, m.d_x, m.d_g_z1, m.d_g_z2, p.img_per_s
+            )
+        }
     };
     let result = t.run(|p| {
         if tty {

@@ -14,6 +14,7 @@ pub mod loss;
 pub mod pool;
 pub mod random;
 pub mod resize;
+pub mod rmsprop;
 pub mod shape;
 
 use std::sync::Arc;
@@ -262,5 +263,14 @@ impl Backend for CpuBackend {
         mode: ResizeMode,
     ) -> Result<Tensor> {
         resize::backward(dy, x_shape, mode)
+    }
+
+    // ---- losses and schedules (issue 5.1): weight clipping and RMSprop -----------------------------------------
+    fn clamp_(&self, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()> {
+        rmsprop::clamp_(xs, lo, hi)
+    }
+
+    fn rmsprop_step(&self, slots: &mut [RmsPropSlot<'_>], h: RmsPropHyper) -> Result<()> {
+        rmsprop::step(slots, h)
     }
 }

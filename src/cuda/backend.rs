@@ -396,4 +396,13 @@ impl Backend for CudaBackend {
     ) -> Result<Tensor> {
         resize::resize_bilinear_backward(self, dy, x_shape, mode)
     }
+
+    // ---- losses and schedules (issue 5.1): weight clipping and RMSprop -----------------------------------------
+    fn clamp_(&self, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()> {
+        optim::clamp_(self, xs, lo, hi)
+    }
+
+    fn rmsprop_step(&self, slots: &mut [RmsPropSlot<'_>], h: RmsPropHyper) -> Result<()> {
+        optim::rmsprop_step(self, slots, h)
+    }
 }

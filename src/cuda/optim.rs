@@ -1,6 +1,7 @@
-//! Launch code for kernels/optim.cu: multi-tensor Adam, one launch for all parameters.
+//! Launch code for kernels/optim.cu: multi-tensor Adam, one launch for all parameters; RMSprop and weight
+//! clipping (WGAN), one launch per tensor.
 //!
-//! The kernel reads two device tables: per-tensor addresses (param, grad, m, v) and a chunk table (which tensor
+//! The Adam kernel reads two device tables: per-tensor addresses (param, grad, m, v) and a chunk table (which tensor
 //! and element range each block updates). Both are cached in the backend: the chunk table depends only on the
 //! tensor sizes, the address table is re-uploaded only when an address changes (gradients are fresh tensors
 //! every step, but the caching allocator usually hands back the same blocks, so after warm-up it rarely is).
@@ -11,7 +12,8 @@ use super::alloc::DeviceAlloc;
 use super::backend::n_i32;
 use super::runtime::{KernelArg as A, LaunchCfg};
 use super::CudaBackend;
-use crate::backend::{AdamHyper, AdamSlot};
+use crate::backend::{AdamHyper, AdamSlot, RmsPropHyper, RmsPropSlot};
+use crate::tensor::Tensor;
 
 /// Elements per block; 256 threads each update 16 of them.
 const CHUNK: usize = 4096;
@@ -127,4 +129,77 @@ pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> 
             A::F32(bc2.sqrt() as f32),
         ],
     )
+}
+
+// ---- losses and schedules (issue 5.1): weight clipping and RMSprop ----------------------------------------------
+
+/// WGAN weight clipping: every tensor clamped to [lo, hi] in place, one launch per tensor.
+pub fn clamp_(be: &CudaBackend, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()> {
+    crate::cpu::rmsprop::check_bounds(lo, hi)?;
+    // Check every tensor (device, size) before writing any.
+    for x in xs.iter() {
+        be.ptr(x)?;
+        n_i32(x.numel(), "clamp")?;
+    }
+    for x in xs.iter_mut() {
+        let n = x.numel();
+        let p = be.ptr_mut(x)?;
+        if n > 0 {
+            be.launch(
+                "clamp_f32",
+                LaunchCfg::linear(n, BLOCK),
+                &[A::Ptr(p), A::F32(lo), A::F32(hi), A::I32(n as i32)],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// RMSprop (torch.optim.RMSprop defaults: no momentum, not centered), one launch per parameter tensor.
+pub fn rmsprop_step(
+    be: &CudaBackend,
+    slots: &mut [RmsPropSlot<'_>],
+    h: RmsPropHyper,
+) -> Result<()> {
+    crate::cpu::rmsprop::check_hyper(&h)?;
+    for (i, s) in slots.iter().enumerate() {
+        let shape = s.param.shape();
+        for (what, t) in [("grad", s.grad), ("square_avg", &*s.square_avg)] {
+            ensure!(
+                t.shape() == shape,
+                "rmsprop slot {i}: {what} shape {:?} differs from param shape {shape:?}",
+                t.shape()
+            );
+        }
+        n_i32(s.param.numel(), "rmsprop")?;
+        be.ptr(s.param)?;
+        be.ptr(s.grad)?;
+        be.ptr(s.square_avg)?;
+    }
+    for s in slots.iter_mut() {
+        let n = s.param.numel();
+        let g = be.ptr(s.grad)?;
+        let p = be.ptr_mut(s.param)?;
+        let v = be.ptr_mut(s.square_avg)?;
+        if n == 0 {
+            continue;
+        }
+        be.launch(
+            "rmsprop_step_f32",
+            LaunchCfg::linear(n, BLOCK),
+            &[
+                A::Ptr(p),
+                A::Ptr(g),
+                A::Ptr(v),
+                A::I32(n as i32),
+                A::F32(h.lr),
+                A::F32(h.alpha as f32),
+                // 1 − α in f64, then rounded: PyTorch's order (see RmsPropHyper).
+                A::F32((1.0 - h.alpha) as f32),
+                A::F32(h.eps),
+                A::F32(h.weight_decay),
+            ],
+        )?;
+    }
+    Ok(())
 }

@@ -1,9 +1,12 @@
-//! Fused BCE-with-logits on the tape.
+//! GAN losses on the tape: fused BCE-with-logits, and the least-squares and hinge terms composed from the
+//! differentiable elementwise ops (so they run, with their gradients, on every backend without new kernels: each
+//! is a handful of pointwise passes over N logits, nothing a fused kernel would noticeably speed up).
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 
 use crate::autograd::{Tape, Var};
-use crate::ops::elementwise::scalar_times;
+use crate::ops::activation::relu;
+use crate::ops::elementwise::{mean, mul, scalar_times, scale};
 
 /// Mean BCE of logits against a constant target -> [1]; the gradient comes from the forward pass.
 pub fn bce_with_logits(tape: &mut Tape, logits: Var, target: f32) -> Result<Var> {
@@ -15,6 +18,43 @@ pub fn bce_with_logits(tape: &mut Tape, logits: Var, target: f32) -> Result<Var>
         // The saved grad is d(loss)/d(logits); chain it with the upstream scalar on the device.
         Box::new(move |dy, _need| Ok(vec![Some(scalar_times(dy, &grad)?)])),
     ))
+}
+
+/// alpha · x + beta; the backward only scales (the shift has no gradient).
+fn affine(tape: &mut Tape, x: Var, alpha: f32, beta: f32) -> Result<Var> {
+    let xv = tape.value(x);
+    let y = xv.backend().affine(xv, alpha, beta)?;
+    Ok(tape.push_op(
+        y,
+        &[x],
+        Box::new(move |dy, _need| Ok(vec![Some(dy.backend().affine(dy, alpha, 0.0)?)])),
+    ))
+}
+
+/// ½ · mean((x − target)²) → [1]: the least-squares GAN term (LSGAN, Mao et al.) of raw D outputs `x`.
+/// Its gradient is (x − target) / n.
+pub fn least_squares(tape: &mut Tape, x: Var, target: f32) -> Result<Var> {
+    ensure!(
+        target.is_finite(),
+        "least_squares: target must be finite, got {target}"
+    );
+    let d = affine(tape, x, 1.0, -target)?;
+    let sq = mul(tape, d, d)?;
+    let m = mean(tape, sq)?;
+    scale(tape, m, 0.5)
+}
+
+/// mean(relu(1 − sign · x)) → [1]: the hinge term of raw D outputs `x`. `sign` is +1 for real images (D is
+/// penalised while D(x) < 1) and −1 for fakes (penalised while D(G(z)) > −1). The gradient is −sign / n inside
+/// the margin and 0 outside (and at the kink, as PyTorch's relu).
+pub fn hinge(tape: &mut Tape, x: Var, sign: f32) -> Result<Var> {
+    ensure!(
+        sign == 1.0 || sign == -1.0,
+        "hinge: sign must be +1 (real) or -1 (fake), got {sign}"
+    );
+    let margin = affine(tape, x, -sign, 1.0)?;
+    let r = relu(tape, margin)?;
+    mean(tape, r)
 }
 
 #[cfg(test)]
@@ -53,5 +93,100 @@ mod tests {
             let want = (3.0 * (s - 1.0) + s) / 3.0;
             assert!((g[i] as f64 - want).abs() < 1e-6, "{} vs {want}", g[i]);
         }
+    }
+
+    /// Value and gradient of `f` at `xs` (a [n, 1] leaf) on `dev`.
+    fn value_and_grad(
+        dev: &crate::Device,
+        xs: &[f32],
+        f: impl Fn(&mut Tape, Var) -> Result<Var>,
+    ) -> (f64, Vec<f64>) {
+        let mut tape = Tape::new();
+        let x = tape.leaf(Tensor::from_vec(xs.to_vec(), &[xs.len(), 1], dev).unwrap());
+        let l = f(&mut tape, x).unwrap();
+        let v = tape.value(l).scalar().unwrap() as f64;
+        let g = tape.backward(l).unwrap().get(x).unwrap().to_vec().unwrap();
+        (v, g.iter().map(|&a| a as f64).collect())
+    }
+
+    fn devices() -> Vec<crate::Device> {
+        let mut d = vec![crate::Device::Cpu];
+        if cfg!(feature = "emulation") {
+            d.push(crate::Device::parse("emu").unwrap());
+        }
+        d
+    }
+
+    fn close(what: &str, got: f64, want: f64) {
+        assert!((got - want).abs() < 1e-6, "{what}: got {got}, want {want}");
+    }
+
+    #[test]
+    fn least_squares_hand_computed() {
+        for dev in devices() {
+            // ½ mean((x − 1)²) at x = [0.5, −1.5, 2]: ½ (0.25 + 6.25 + 1) / 3 = 1.25; grad (x − 1)/3.
+            let (v, g) = value_and_grad(&dev, &[0.5, -1.5, 2.0], |t, x| least_squares(t, x, 1.0));
+            close("ls(x, 1)", v, 1.25);
+            for (gi, want) in g.iter().zip([-0.5 / 3.0, -2.5 / 3.0, 1.0 / 3.0]) {
+                close("d ls(x, 1)", *gi, want);
+            }
+            // ½ mean(x²) at x = [−0.5, 1.5, −2]: ½ (0.25 + 2.25 + 4) / 3 = 13/12; grad x/3.
+            let (v, g) = value_and_grad(&dev, &[-0.5, 1.5, -2.0], |t, x| least_squares(t, x, 0.0));
+            close("ls(x, 0)", v, 13.0 / 12.0);
+            for (gi, want) in g.iter().zip([-0.5 / 3.0, 0.5, -2.0 / 3.0]) {
+                close("d ls(x, 0)", *gi, want);
+            }
+        }
+    }
+
+    #[test]
+    fn hinge_hand_computed() {
+        for dev in devices() {
+            // Real: relu(1 − x) at [0.5, −1.5, 2] = [0.5, 2.5, 0], mean 1; grad −1/4 inside the margin.
+            let xs = [0.5, -1.5, 2.0, 0.9];
+            let (v, g) = value_and_grad(&dev, &xs, |t, x| hinge(t, x, 1.0));
+            close("hinge real", v, (0.5 + 2.5 + 0.0 + 0.1) / 4.0);
+            for (gi, want) in g.iter().zip([-0.25, -0.25, 0.0, -0.25]) {
+                close("d hinge real", *gi, want);
+            }
+            // Fake: relu(1 + x) at [−0.5, 1.5, −2] = [0.5, 2.5, 0], mean 1; grad +1/3 inside.
+            let (v, g) = value_and_grad(&dev, &[-0.5, 1.5, -2.0], |t, x| hinge(t, x, -1.0));
+            close("hinge fake", v, 1.0);
+            for (gi, want) in g.iter().zip([1.0 / 3.0, 1.0 / 3.0, 0.0]) {
+                close("d hinge fake", *gi, want);
+            }
+        }
+    }
+
+    #[test]
+    fn gradcheck_least_squares_and_hinge() {
+        // Values 3·[-1, 1): the margins' kinks at ±1 are hit by none of them closer than the FD step.
+        let x = test_tensor(&[7, 1], 3);
+        let x = x.backend().affine(&x, 3.0, 0.0).unwrap();
+        let near_kink = x
+            .to_vec()
+            .unwrap()
+            .iter()
+            .any(|v| (v.abs() - 1.0).abs() < 0.05);
+        assert!(!near_kink, "pick another seed: {:?}", x.to_vec().unwrap());
+        let gc = GradCheck::default();
+        for t in [0.0, 1.0, -0.5] {
+            gc.run(std::slice::from_ref(&x), |tape, v| {
+                least_squares(tape, v[0], t)
+            })
+            .unwrap();
+        }
+        for s in [1.0, -1.0] {
+            gc.run(std::slice::from_ref(&x), |tape, v| hinge(tape, v[0], s))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        let mut tape = Tape::new();
+        let x = tape.leaf(Tensor::from_vec(vec![0.0], &[1], &crate::Device::Cpu).unwrap());
+        assert!(hinge(&mut tape, x, 0.5).is_err());
+        assert!(least_squares(&mut tape, x, f32::NAN).is_err());
     }
 }

@@ -1,7 +1,11 @@
 //! Optimizers. [`Adam`] keeps its moments on the parameters' device and updates every parameter in one
-//! multi-tensor backend call per step.
+//! multi-tensor backend call per step. [`RmsProp`] (for WGAN critics) and the [`Optimizer`] enum over both are in
+//! [`rmsprop`].
 
 use anyhow::{ensure, Result};
+
+pub mod rmsprop;
+pub use rmsprop::{Optimizer, RmsProp, RmsPropConfig};
 
 use crate::backend::{AdamHyper, AdamSlot};
 use crate::device::Device;

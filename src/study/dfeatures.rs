@@ -95,6 +95,14 @@ pub fn compute(checkpoint: &Path, o: &DFeaturesOptions) -> Result<DFeatures> {
     }
     let cfg: TrainConfig = f.get_json(TRAIN_KEY, &file)?;
     let state: TrainState = f.get_json(STATE_KEY, &file)?;
+    if cfg.model.is_conditional() {
+        // D's first block sees the label planes too; which labels to feed the real and fake images (their own,
+        // or one class) is a choice this view does not make yet.
+        bail!(
+            "{} is a class-conditional run; dfeatures supports unconditional models only for now",
+            file.display()
+        );
+    }
     let dev = &o.device;
     // The init draws are overwritten by the checkpoint's tensors right away.
     let mut rng = RngStream::new(0);
@@ -422,6 +430,7 @@ mod tests {
                     ngf: 3,
                     ndf: 5,
                     hidden: 1,
+                    num_classes: 0,
                 },
                 vec![
                     ("main.1", vec![5, 16, 16]),
@@ -438,6 +447,7 @@ mod tests {
                     ngf: 1,
                     ndf: 1,
                     hidden: 3,
+                    num_classes: 0,
                 },
                 vec![("main.1", vec![12]), ("main.3", vec![6])],
             ),

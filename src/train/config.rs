@@ -7,7 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::nn::models::ModelConfig;
 
-/// The generator's objective.
+/// The GAN objective (D's and G's losses), `train --loss`. The serde names are what checkpoints store.
+///
+/// D's last layer is a raw score (the DCGAN D's final conv / the MLP D's final linear, no sigmoid). `ns` and
+/// `minimax` read it as a logit (fused BCE-with-logits); `ls`, `hinge` and `wgan` use the raw value itself, as
+/// their papers' linear-output critics do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LossKind {
@@ -16,6 +20,14 @@ pub enum LossKind {
     /// The original minimax game: G minimises log(1 − D(G(z))). Its gradient vanishes while D wins easily,
     /// which is why `ns` is the default.
     Minimax,
+    /// Least squares (LSGAN, a = 0, b = c = 1): D minimises ½E[(D(x) − 1)²] + ½E[D(G(z))²], G minimises
+    /// ½E[(D(G(z)) − 1)²].
+    Ls,
+    /// Hinge: D minimises E[relu(1 − D(x))] + E[relu(1 + D(G(z)))], G minimises −E[D(G(z))].
+    Hinge,
+    /// Wasserstein with weight clipping: the critic minimises E[D(G(z))] − E[D(x)] and every D parameter is
+    /// clipped to [−clip, clip] after each critic update; G minimises −E[D(G(z))].
+    Wgan,
 }
 
 impl std::fmt::Display for LossKind {
@@ -23,11 +35,45 @@ impl std::fmt::Display for LossKind {
         f.write_str(match self {
             LossKind::Ns => "ns",
             LossKind::Minimax => "minimax",
+            LossKind::Ls => "ls",
+            LossKind::Hinge => "hinge",
+            LossKind::Wgan => "wgan",
         })
     }
 }
 
-/// Optimiser settings of one network (PyTorch's `torch.optim.Adam` arguments).
+/// The optimiser of both networks, `train --optimizer`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// torch.optim.Adam with the run's lr, betas and eps.
+    #[default]
+    Adam,
+    /// torch.optim.RMSprop (alpha 0.99, no momentum, not centered) with the run's lr and eps; the betas are
+    /// unused. The WGAN paper's choice.
+    Rmsprop,
+}
+
+impl std::fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::Rmsprop => "rmsprop",
+        })
+    }
+}
+
+/// RMSprop's smoothing constant (PyTorch's default; not a flag).
+pub const RMSPROP_ALPHA: f64 = 0.99;
+
+/// The WGAN paper's weight-clipping bound c.
+pub const DEFAULT_CLIP: f32 = 0.01;
+
+fn default_clip() -> f32 {
+    DEFAULT_CLIP
+}
+
+/// Optimiser settings of one network (PyTorch's `torch.optim.Adam` arguments; RMSprop uses `lr` and `eps`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdamSettings {
     pub lr: f32,
@@ -54,6 +100,12 @@ pub struct TrainConfig {
     pub adam_d: AdamSettings,
     pub adam_g: AdamSettings,
     pub loss: LossKind,
+    /// Adam or RMSprop, for both networks. (Absent from checkpoints written before it existed: Adam.)
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// WGAN weight-clipping bound: D's parameters stay in [−clip, clip] (only `--loss wgan` clips).
+    #[serde(default = "default_clip")]
+    pub clip: f32,
     /// D steps per G step.
     pub k: usize,
     pub seed: u64,
@@ -100,6 +152,8 @@ impl Default for TrainConfig {
             adam_d: adam,
             adam_g: adam,
             loss: LossKind::Ns,
+            optimizer: OptimizerKind::Adam,
+            clip: DEFAULT_CLIP,
             k: 1,
             seed: 0,
             device: "cpu".into(),
@@ -135,6 +189,11 @@ impl TrainConfig {
                 a.beta2
             );
         }
+        ensure!(
+            self.clip.is_finite() && self.clip > 0.0,
+            "--clip must be a positive number, got {}",
+            self.clip
+        );
         ensure!(self.sample_every > 0, "--sample-every must be positive");
         ensure!(self.log_every > 0, "--log-every must be positive");
         ensure!(
@@ -143,5 +202,55 @@ impl TrainConfig {
         );
         ensure!(self.num_samples > 0, "--num-samples must be positive");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_saved_before_optimizer_and_clip_existed_still_load() {
+        let mut v = serde_json::to_value(TrainConfig::default()).unwrap();
+        let o = v.as_object_mut().unwrap();
+        assert_eq!(o["loss"], "ns");
+        assert_eq!(o["optimizer"], "adam");
+        o.remove("optimizer");
+        o.remove("clip");
+        o.insert("loss".into(), "minimax".into());
+        let c: TrainConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(c.optimizer, OptimizerKind::Adam);
+        assert_eq!(c.clip, DEFAULT_CLIP);
+        assert_eq!(c.loss, LossKind::Minimax);
+    }
+
+    #[test]
+    fn loss_names_round_trip() {
+        for k in [
+            LossKind::Ns,
+            LossKind::Minimax,
+            LossKind::Ls,
+            LossKind::Hinge,
+            LossKind::Wgan,
+        ] {
+            let s = serde_json::to_string(&k).unwrap();
+            assert_eq!(s, format!("\"{k}\""));
+            assert_eq!(serde_json::from_str::<LossKind>(&s).unwrap(), k);
+            assert_eq!(
+                <LossKind as clap::ValueEnum>::from_str(&k.to_string(), false).unwrap(),
+                k
+            );
+        }
+    }
+
+    #[test]
+    fn clip_is_validated() {
+        for bad in [0.0, -0.01, f32::NAN, f32::INFINITY] {
+            let c = TrainConfig {
+                clip: bad,
+                ..TrainConfig::default()
+            };
+            assert!(c.validate().unwrap_err().to_string().contains("--clip"));
+        }
     }
 }

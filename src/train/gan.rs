@@ -5,6 +5,9 @@
 //! 2. G step: D(fake) with D's parameters frozen (no weight gradients computed for them) → BCE(·, 1) for the
 //!    non-saturating loss, or −BCE(·, 0) for minimax; backward into G; Adam on G.
 //!
+//! The other objectives (`ls`, `hinge`, `wgan`, see [`super::losses`]) replace the two BCE terms of the D step
+//! and G's term, and `wgan` clips D's weights after each D update; the optimiser may be RMSprop instead of Adam.
+//!
 //! Both networks stay in training mode throughout, so their BN layers normalise with batch statistics and
 //! update their running stats on every forward, exactly as PyTorch does in that script.
 
@@ -15,10 +18,13 @@ use crate::device::Device;
 use crate::nn::models::{Discriminator, Generator, ModelConfig};
 use crate::ops;
 use crate::ops::random::RngStream;
-use crate::optim::{Adam, AdamConfig};
+use crate::optim::{Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig};
 use crate::tensor::Tensor;
 
-use super::config::{AdamSettings, LossKind};
+use super::config::{
+    AdamSettings, LossKind, OptimizerKind, TrainConfig, DEFAULT_CLIP, RMSPROP_ALPHA,
+};
+use super::losses;
 
 /// What one iteration measured.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -28,9 +34,10 @@ pub struct StepMetrics {
     /// errD = errD_real + errD_fake of the last D step.
     pub loss_d: f32,
     pub loss_g: f32,
-    /// Mean D(x) (as a probability) on the last real batch.
+    /// Mean D(x) on the last real batch: a probability σ(D(x)) for the BCE losses (ns, minimax), the mean raw
+    /// D output for ls / hinge / wgan (see [`LossKind::reports_probabilities`]).
     pub d_x: f32,
-    /// Mean D(G(z)) before the last D update.
+    /// Mean D(G(z)) before the last D update (same convention as `d_x`).
     pub d_g_z1: f32,
     /// Mean D(G(z)) after it (in the G step).
     pub d_g_z2: f32,
@@ -56,23 +63,18 @@ pub struct GStep {
     pub grads: Gradients,
 }
 
-/// Mean of sigmoid(logits): the average probability D gives.
-fn mean_prob(logits: &Tensor) -> Result<f32> {
-    let l = logits.to_vec()?;
-    let s: f64 = l.iter().map(|&x| 1.0 / (1.0 + (-x as f64).exp())).sum();
-    Ok((s / l.len().max(1) as f64) as f32)
-}
-
 /// Both networks, their optimisers and the latent-noise stream: the whole mutable state of training except
 /// the data position.
 pub struct Gan {
     pub g: Generator,
     pub d: Discriminator,
-    pub opt_g: Adam,
-    pub opt_d: Adam,
+    pub opt_g: Optimizer,
+    pub opt_d: Optimizer,
     /// Source of the training z (never of the fixed sample z).
     pub noise: RngStream,
     pub loss: LossKind,
+    /// WGAN weight-clipping bound (used only when the loss clips, see [`LossKind::clips_weights`]).
+    pub clip: f32,
     pub device: Device,
 }
 
@@ -103,8 +105,44 @@ pub fn adam(a: &AdamSettings, store: &crate::nn::ParamStore) -> Result<Adam> {
     )
 }
 
+/// The optimiser `kind` for `store`, with the learning rate (and eps) of `a`.
+pub fn optimizer(
+    kind: OptimizerKind,
+    a: &AdamSettings,
+    store: &crate::nn::ParamStore,
+) -> Result<Optimizer> {
+    Ok(match kind {
+        OptimizerKind::Adam => Optimizer::Adam(adam(a, store)?),
+        OptimizerKind::Rmsprop => Optimizer::RmsProp(RmsProp::new(
+            store,
+            RmsPropConfig {
+                lr: a.lr,
+                alpha: RMSPROP_ALPHA,
+                eps: a.eps,
+                weight_decay: 0.0,
+            },
+        )?),
+    })
+}
+
 impl Gan {
-    /// Fresh models initialised from `seed` (G first, then D, from one stream).
+    /// The Gan of a training config: fresh models from its seed, its loss, optimiser and clip bound.
+    pub fn from_config(cfg: &TrainConfig, device: &Device) -> Result<Gan> {
+        let mut gan = Gan::new(
+            &cfg.model,
+            &cfg.adam_g,
+            &cfg.adam_d,
+            cfg.loss,
+            cfg.seed,
+            device,
+        )?;
+        gan.opt_g = optimizer(cfg.optimizer, &cfg.adam_g, &gan.g.store)?;
+        gan.opt_d = optimizer(cfg.optimizer, &cfg.adam_d, &gan.d.store)?;
+        gan.clip = cfg.clip;
+        Ok(gan)
+    }
+
+    /// Fresh models initialised from `seed` (G first, then D, from one stream), with Adam and the default clip.
     pub fn new(
         model: &ModelConfig,
         adam_g: &AdamSettings,
@@ -116,8 +154,8 @@ impl Gan {
         let mut init = RngStream::new(stream_seed(seed, STREAM_INIT));
         let g = Generator::new(model, device, &mut init)?;
         let d = Discriminator::new(model, device, &mut init)?;
-        let opt_g = adam(adam_g, &g.store)?;
-        let opt_d = adam(adam_d, &d.store)?;
+        let opt_g = Optimizer::Adam(adam(adam_g, &g.store)?);
+        let opt_d = Optimizer::Adam(adam(adam_d, &d.store)?);
         Ok(Gan {
             g,
             d,
@@ -125,6 +163,7 @@ impl Gan {
             opt_d,
             noise: RngStream::new(stream_seed(seed, STREAM_NOISE)),
             loss,
+            clip: DEFAULT_CLIP,
             device: device.clone(),
         })
     }
@@ -196,7 +235,7 @@ impl Gan {
         self.d.store.zero_grad();
         let x = tape.constant(real.to_device(&self.device)?);
         let logits_real = self.d.forward_labelled(tape, x, real_labels, true)?;
-        let err_real = ops::bce_with_logits(tape, logits_real, 1.0)?;
+        let err_real = losses::d_loss_real(tape, self.loss, logits_real)?;
 
         let z = tape.constant(z.to_device(&self.device)?);
         let fake = self
@@ -207,18 +246,21 @@ impl Gan {
         let logits_fake =
             self.d
                 .forward_labelled(tape, fake_const, fake_labels.as_deref(), true)?;
-        let err_fake = ops::bce_with_logits(tape, logits_fake, 0.0)?;
+        let err_fake = losses::d_loss_fake(tape, self.loss, logits_fake)?;
         let err_d = ops::add(tape, err_real, err_fake)?;
 
         let loss_d = tape.value(err_d).scalar()?;
         if !loss_d.is_finite() {
             bail!("step {step}: the discriminator loss is {loss_d}; training diverged (try a lower learning rate)");
         }
-        let d_x = mean_prob(tape.value(logits_real))?;
-        let d_g_z1 = mean_prob(tape.value(logits_fake))?;
+        let d_x = losses::d_output_metric(self.loss, tape.value(logits_real))?;
+        let d_g_z1 = losses::d_output_metric(self.loss, tape.value(logits_fake))?;
         let grads = tape.backward(err_d)?;
         self.d.store.accumulate_grads(&grads)?;
         self.opt_d.step(&mut self.d.store)?;
+        if self.loss.clips_weights() {
+            self.clip_d()?;
+        }
         Ok(DStep {
             loss_d,
             d_x,
@@ -249,18 +291,12 @@ impl Gan {
         let out = self.d.forward_labelled(tape, fake, fake_labels, true);
         self.d.store.requires_grad = true;
         let logits = out?;
-        let err_g = match self.loss {
-            LossKind::Ns => ops::bce_with_logits(tape, logits, 1.0)?,
-            LossKind::Minimax => {
-                let e = ops::bce_with_logits(tape, logits, 0.0)?;
-                ops::scale(tape, e, -1.0)?
-            }
-        };
+        let err_g = losses::g_loss(tape, self.loss, logits)?;
         let loss_g = tape.value(err_g).scalar()?;
         if !loss_g.is_finite() {
             bail!("step {step}: the generator loss is {loss_g}; training diverged (try a lower learning rate)");
         }
-        let d_g_z2 = mean_prob(tape.value(logits))?;
+        let d_g_z2 = losses::d_output_metric(self.loss, tape.value(logits))?;
         let grads = tape.backward(err_g)?;
         self.g.store.accumulate_grads(&grads)?;
         self.opt_g.step(&mut self.g.store)?;
@@ -269,6 +305,21 @@ impl Gan {
             d_g_z2,
             grads,
         })
+    }
+
+    /// WGAN's weight clipping: every D parameter (conv / linear weights and biases, and BN's γ, β, as in the
+    /// WGAN reference code) clamped to [−clip, clip] in place. BN's running statistics are buffers, not
+    /// parameters, and stay as they are.
+    pub fn clip_d(&mut self) -> Result<()> {
+        let c = self.clip;
+        let backend = self.device.backend();
+        let mut params: Vec<&mut Tensor> = self
+            .d
+            .store
+            .params_and_grads_mut()
+            .map(|(_, p, _)| p)
+            .collect();
+        backend.clamp_(&mut params, -c, c)
     }
 
     /// A full iteration: `k` D steps, each on a fresh batch from `next_real`, then one G step.
@@ -557,6 +608,100 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn max_abs_param(store: &crate::nn::ParamStore) -> f32 {
+        (0..store.len())
+            .flat_map(|i| store.value(crate::nn::ParamId(i)).to_vec().unwrap())
+            .fold(0.0, |m, x| m.max(x.abs()))
+    }
+
+    /// A few iterations of every loss with both optimisers, k = 2 and different learning rates for D and G:
+    /// the losses stay finite, both networks move, and the WGAN critic stays inside its clip bound (while its
+    /// BN buffers, which are not parameters, are left alone).
+    fn train_a_few_steps(dev: &Device) {
+        use crate::train::config::TrainConfig;
+        for kind in [ModelKind::Dcgan, ModelKind::Mlp] {
+            for loss in [
+                LossKind::Ns,
+                LossKind::Minimax,
+                LossKind::Ls,
+                LossKind::Hinge,
+                LossKind::Wgan,
+            ] {
+                for optimizer in [OptimizerKind::Adam, OptimizerKind::Rmsprop] {
+                    let what = format!("{kind} {loss} {optimizer} on {}", dev.name());
+                    let mut cfg = TrainConfig {
+                        loss,
+                        optimizer,
+                        clip: 0.02,
+                        ..TrainConfig::default()
+                    };
+                    cfg.model = tiny_gan(kind, loss).g.cfg.clone();
+                    cfg.adam_d.lr = 1e-3;
+                    cfg.adam_g.lr = 5e-4;
+                    let mut gan = Gan::from_config(&cfg, dev).unwrap();
+                    assert_eq!(gan.opt_d.name(), optimizer.to_string());
+                    let (g0, d0) = (snapshot(&gan.g.store), snapshot(&gan.d.store));
+                    let mut tape = Tape::new();
+                    let mut seed = 100;
+                    for step in 1..=3 {
+                        let m = gan
+                            .train_step(&mut tape, 2, step, || {
+                                seed += 1;
+                                real(3, seed).to_device(dev)
+                            })
+                            .unwrap();
+                        for v in [m.loss_d, m.loss_g, m.d_x, m.d_g_z1, m.d_g_z2] {
+                            assert!(v.is_finite(), "{what}: {m:?}");
+                        }
+                        if loss.reports_probabilities() {
+                            assert!((0.0..=1.0).contains(&m.d_x), "{what}: {m:?}");
+                        }
+                        if loss == LossKind::Wgan {
+                            let c = max_abs_param(&gan.d.store);
+                            assert!(c <= 0.02, "{what}: a D parameter is at {c}");
+                        }
+                    }
+                    assert_eq!(
+                        gan.opt_d.step_count(),
+                        6,
+                        "{what}: k = 2 D steps per G step"
+                    );
+                    assert_eq!(gan.opt_g.step_count(), 3, "{what}");
+                    let (g1, d1) = (snapshot(&gan.g.store), snapshot(&gan.d.store));
+                    for (i, (a, b)) in g0.iter().zip(&g1).enumerate().take(gan.g.store.len()) {
+                        assert_ne!(a, b, "{what}: G parameter {i} did not move");
+                    }
+                    for (i, (a, b)) in d0.iter().zip(&d1).enumerate().take(gan.d.store.len()) {
+                        // hinge and wgan's critic losses are invariant to a constant shift of D's output while
+                        // every output is inside the hinge margin (always, for wgan): the real and fake terms
+                        // give the final bias (the MLP D's one-element bias) gradients −1 and +1, which cancel
+                        // exactly.
+                        let shift_invariant = matches!(loss, LossKind::Hinge | LossKind::Wgan);
+                        if shift_invariant && a.len() == 1 {
+                            continue;
+                        }
+                        assert_ne!(a, b, "{what}: D parameter {i} did not move");
+                    }
+                    if loss != LossKind::Wgan {
+                        // Only wgan clips: fresh weights are N(0, 0.02) (and BN γ ~ N(1, 0.02)), far outside ±0.02.
+                        assert!(max_abs_param(&gan.d.store) > 0.02, "{what}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_loss_and_optimizer_trains_a_few_steps() {
+        train_a_few_steps(&Device::Cpu);
+    }
+
+    #[cfg(feature = "emulation")]
+    #[test]
+    fn every_loss_and_optimizer_trains_a_few_steps_on_the_emulated_gpu() {
+        train_a_few_steps(&Device::parse("emu").unwrap());
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! GAN training: the configuration ([`config`]), one iteration ([`gan`]), the loop with its outputs and resume
-//! ([`run`]), and the glue to the data loader ([`data`]) and to the optimiser state in checkpoints
+//! GAN training: the configuration ([`config`]), one iteration ([`gan`]) and its objectives ([`losses`]), the
+//! loop with its outputs and resume ([`run`]), and the glue to the data loader ([`data`]) and to the optimiser state in checkpoints
 //! ([`optstate`]).
 
 pub mod config;
 pub mod data;
 pub mod gan;
+pub mod losses;
 pub mod optstate;
 pub mod run;
 

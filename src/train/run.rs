@@ -3,6 +3,7 @@
 //! Layout of a run directory:
 //! ```text
 //! out/metrics.csv                 step,loss_d,loss_g,d_x,d_g_z1,d_g_z2,img_per_s,elapsed_s
+//!                                 (d_x, d_g_z*: mean σ(D) for --loss ns/minimax, mean raw D output otherwise)
 //! out/metrics.png                 the curves of metrics.csv, every --plot-every steps
 //! out/samples/step_000100.png     G(fixed z) in eval mode, every --sample-every steps
 //! out/generator.safetensors       G alone (PyTorch state_dict names)
@@ -81,14 +82,7 @@ impl Trainer {
         cfg.validate()?;
         let device = Device::parse(&cfg.device)?;
         let data = open_loader(&cfg, &device, None)?;
-        let gan = Gan::new(
-            &cfg.model,
-            &cfg.adam_g,
-            &cfg.adam_d,
-            cfg.loss,
-            cfg.seed,
-            &device,
-        )?;
+        let gan = Gan::from_config(&cfg, &device)?;
         Trainer::assemble(cfg, gan, data, 0, 0.0)
     }
 
@@ -152,14 +146,7 @@ impl Trainer {
         let device = Device::parse(&cfg.device)?;
         let data = open_loader(&cfg, &device, Some(&state.data))
             .with_context(|| format!("resuming from {}", file.display()))?;
-        let mut gan = Gan::new(
-            &cfg.model,
-            &cfg.adam_g,
-            &cfg.adam_d,
-            cfg.loss,
-            cfg.seed,
-            &device,
-        )?;
+        let mut gan = Gan::from_config(&cfg, &device)?;
         f.load_store("G.", &mut gan.g.store, "generator", &file)?;
         f.load_store("D.", &mut gan.d.store, "discriminator", &file)?;
         super::optstate::load(&f, "opt_G.", &mut gan.opt_g, &gan.g.store, &file)?;
