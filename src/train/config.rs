@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::cuda::Precision;
 use crate::nn::models::ModelConfig;
 
 /// The generator's objective.
@@ -65,6 +66,9 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Images in each sample grid (drawn from one fixed z for the whole run).
     pub num_samples: usize,
+    /// Convolution arithmetic on the CUDA backend (`--precision`); checkpoints from before it default to fp32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -100,6 +104,7 @@ impl Default for TrainConfig {
             log_every: 10,
             checkpoint_every: 500,
             num_samples: 64,
+            precision: Precision::F32,
         }
     }
 }
