@@ -37,6 +37,7 @@ fn model(image_size: usize, channels: usize) -> ModelConfig {
         ngf: NGF,
         ndf: NDF,
         hidden: 256,
+        num_classes: 0,
     }
 }
 
