@@ -32,9 +32,15 @@
 // registers before the FMAs of step k, so memory latency overlaps the arithmetic. Two tile shapes: 64x64
 // (default) and 16x128 for narrow M (e.g. 3 image channels in the generator's last layer, 1 output channel in
 // the discriminator's last layer), where a 64-row tile would be mostly padding.
-// No inline PTX: the same source runs on the GPU (NVRTC) and on the CPU emulation.
+// The f32 kernels use no inline PTX: the same source runs on the GPU (NVRTC) and on the CPU emulation.
+//
+// Tensor-core kernels (*_tf32, precision TF32 in conv.rs): the same loaders and geometry, with the inner product
+// on mma.sync m16n8k8 TF32 (section "tensor-core path" below). Their only inline PTX (mma.sync, cvt.rna.tf32) is
+// inside mma.cuh under `#if __CUDA_ARCH__ >= 800`; the emulation runs mma.cuh's portable fallback, which
+// gathers the fragments with warp shuffles and rounds operands bit-exactly like cvt.rna.
 
 #include "common.cuh"
+#include "mma.cuh"
 
 namespace conv {
 
@@ -120,7 +126,8 @@ struct FwdWeights {
             v[i] = (k < k_end && m < M) ? __ldg(w + (size_t)m * K + k) : 0.0f;
         }
     }
-    __device__ void stash(float (&s)[BK][BM + PAD]) const {
+    template <int LD>
+    __device__ void stash(float (&s)[BK][LD]) const {
 #pragma unroll
         for (int i = 0; i < PER; ++i) s[kk][threadIdx.x / BK + RSTEP * i] = v[i];
     }
@@ -172,7 +179,8 @@ struct FwdImage {
             v[i] = val;
         }
     }
-    __device__ void stash(float (&s)[BK][BN + PAD]) const {
+    template <int LD>
+    __device__ void stash(float (&s)[BK][LD]) const {
 #pragma unroll
         for (int i = 0; i < PER; ++i) s[krow + KSTEP * i][col] = v[i];
     }
@@ -212,7 +220,8 @@ struct BwdDataWeights {
             v[i] = m < M ? __ldg(wk + (size_t)m * KHW) : 0.0f;
         }
     }
-    __device__ void stash(float (&s)[BK][BM + PAD]) const {
+    template <int LD>
+    __device__ void stash(float (&s)[BK][LD]) const {
 #pragma unroll
         for (int i = 0; i < PER; ++i) s[kk][threadIdx.x / BK + RSTEP * i] = v[i];
     }
@@ -263,7 +272,8 @@ struct BwdDataGrad {
             v[i] = val;
         }
     }
-    __device__ void stash(float (&s)[BK][BN + PAD]) const {
+    template <int LD>
+    __device__ void stash(float (&s)[BK][LD]) const {
 #pragma unroll
         for (int i = 0; i < PER; ++i) s[krow + KSTEP * i][col] = v[i];
     }
@@ -298,7 +308,8 @@ struct BwdWeightGrad {
             v[i] = m < M ? __ldg(dyp + (size_t)m * HoWo) : 0.0f;
         }
     }
-    __device__ void stash(float (&s)[BK][BM + PAD]) const {
+    template <int LD>
+    __device__ void stash(float (&s)[BK][LD]) const {
 #pragma unroll
         for (int i = 0; i < PER; ++i) s[kk][threadIdx.x / BK + RSTEP * i] = v[i];
     }
@@ -360,7 +371,8 @@ struct BwdWeightImage {
             v[i] = ok ? __ldg(xn + (off[i] + base)) : 0.0f;
         }
     }
-    __device__ void stash(float (&s_)[BK][BN + PAD]) const {
+    template <int LD>
+    __device__ void stash(float (&s_)[BK][LD]) const {
 #pragma unroll
         for (int i = 0; i < PER; ++i) s_[kk][col0t + CSTEP * i] = v[i];
     }
@@ -484,6 +496,199 @@ __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, con
     }
 }
 
+
+// ---- tensor-core path (TF32 operands, f32 accumulation) ------------------------------------------------------
+// The same three GEMMs with the same operand loaders (so the same im2col gathers, stride phases and split-K),
+// but the inner product runs on tensor cores: mma.sync m16n8k8 with TF32 operands (see mma.cuh). Operands are
+// rounded to TF32 once, in registers, between the global load and the shared-memory store, so the fragment
+// loads in the loop are plain reads; accumulation stays f32 in registers.
+//
+// Tile: a block of 256 threads (8 warps) computes 64 rows x 128 columns, the warps arranged 2 x 4, each owning a
+// 32 x 32 warp tile = 2 x 4 mma tiles (32 f32 accumulators per thread). Why these sizes for DCGAN-64:
+//   - rows are output channels (forward, backward weight) or input channels (backward data), i.e. 64, 128, 256
+//     or 512 in every hidden layer: multiples of 64, so no row of a tile is padding. The 3- and 1-channel ends
+//     (generator output, discriminator output) have M <= 16 and keep the narrow f32 kernels (16 x 128 tile),
+//     where a 64-row tensor-core tile would be 95% padding.
+//   - columns are pixels (N*Ho*Wo: thousands even at batch 64, a multiple of 128 for every layer at a batch
+//     that is a multiple of 8) or, for backward weight, taps C*4*4 (48 = the 3-channel input layer, else a
+//     multiple of 1024): the wide side of the tile goes where the GEMM is long.
+//   - K = C*16 (forward) is 48 or a multiple of 1024: BK = 16 divides all of them, so no K slice is padding,
+//     and BK matches the f32 path, so split-K chunking is shared (conv.rs).
+//   - 32 x 32 per warp reads 2 A fragments and 4 B fragments (12 shared loads) per 8 mma.sync: enough reuse to
+//     keep the shared-memory pipe below the tensor pipe, at 32 accumulators (no spills, see nvrtc_compile).
+// Shared rows are padded by 8 floats (row stride = 8 mod 32 words): a fragment load reads rows k = t, t+4 and
+// columns g, so lane (g, t) hits bank g + 8t — all 32 lanes in different banks.
+// Not done (yet): cp.async multi-stage pipelining, ldmatrix, a shared-memory-staged (coalesced) epilogue.
+namespace tc {
+constexpr int BM = 64;
+constexpr int BN = 128;
+constexpr int WM = 32;
+constexpr int WN = 32;
+constexpr int WARPS_N = BN / WN;  // 4 (x 2 along M = 8 warps = THREADS / 32)
+constexpr int MI = WM / 16;       // mma tiles per warp along M
+constexpr int NI = WN / 8;        // mma tiles per warp along N
+constexpr int LDA = BM + 8;
+constexpr int LDB = BN + 8;
+static_assert((BM / WM) * WARPS_N * 32 == THREADS, "warp grid does not match the block");
+
+typedef float Acc[MI][NI][4];
+
+template <int PER>
+__device__ __forceinline__ void round_operands(float (&v)[PER]) {
+#pragma unroll
+    for (int i = 0; i < PER; ++i) v[i] = round_tf32(v[i]);
+}
+
+// acc += A[m0.., k_begin:k_end] * B[k_begin:k_end, n0..] on tensor cores; loaders as in gemm_mainloop.
+template <class LoadA, class LoadB>
+__device__ __forceinline__ void mainloop(LoadA& a, LoadB& b, int k_begin, int k_end, float (&As)[BK][LDA],
+                                         float (&Bs)[BK][LDB], Acc& acc) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int wm = (warp / WARPS_N) * WM, wn = (warp % WARPS_N) * WN;
+
+    if (k_begin < k_end) {
+        a.fetch(k_begin);
+        b.fetch(k_begin);
+    }
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
+        round_operands(a.v);
+        round_operands(b.v);
+        a.stash(As);
+        b.stash(Bs);
+        __syncthreads();
+        if (k0 + BK < k_end) {
+            a.fetch(k0 + BK);
+            b.fetch(k0 + BK);
+        }
+#pragma unroll
+        for (int ks = 0; ks < BK; ks += 8) {
+            unsigned int af[MI][4], bf[NI][2];
+#pragma unroll
+            for (int i = 0; i < MI; ++i) {
+                const int m = wm + 16 * i + g;
+                af[i][0] = __float_as_uint(As[ks + t][m]);
+                af[i][1] = __float_as_uint(As[ks + t][m + 8]);
+                af[i][2] = __float_as_uint(As[ks + t + 4][m]);
+                af[i][3] = __float_as_uint(As[ks + t + 4][m + 8]);
+            }
+#pragma unroll
+            for (int j = 0; j < NI; ++j) {
+                const int n = wn + 8 * j + g;
+                bf[j][0] = __float_as_uint(Bs[ks + t][n]);
+                bf[j][1] = __float_as_uint(Bs[ks + t + 4][n]);
+            }
+#pragma unroll
+            for (int i = 0; i < MI; ++i)
+#pragma unroll
+                for (int j = 0; j < NI; ++j) mma_m16n8k8_tf32(acc[i][j], af[i], bf[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+}
+
+// Hands every accumulator to store(row, col, value) with its global GEMM coordinates (C fragment layout:
+// rows g and g+8, columns 2t and 2t+1 of each mma tile). store does the bounds checks and the index math.
+template <class Store>
+__device__ __forceinline__ void epilogue(const Acc& acc, int m0, int col0, Store store) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int wm = m0 + (warp / WARPS_N) * WM, wn = col0 + (warp % WARPS_N) * WN;
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+                store(wm + 16 * i + g + 8 * (r >> 1), wn + 8 * j + 2 * t + (r & 1), acc[i][j][r]);
+}
+
+__device__ __forceinline__ void fwd_body(const float* __restrict__ x, const float* __restrict__ w,
+                                         float* __restrict__ y, int N, int C, int H, int W, int O, int KH, int KW,
+                                         int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk,
+                                         float (&As)[BK][LDA], float (&Bs)[BK][LDB]) {
+    const int K = C * KH * KW;
+    const int ncols = N * Ho * Wo;
+    const int m0 = blockIdx.y * BM;
+    const int col0 = blockIdx.x * BN;
+    const int k_begin = blockIdx.z * k_chunk;
+    const int k_end = min(K, k_begin + k_chunk);
+
+    FwdWeights<BM> a(w, O, K, k_end, m0);
+    FwdImage<BN> b(x, C, H, W, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, col0, k_end);
+    Acc acc = {};
+    mainloop(a, b, k_begin, k_end, As, Bs, acc);
+
+    float* out = y + (size_t)blockIdx.z * N * O * Ho * Wo;
+    const int HoWo = Ho * Wo;
+    epilogue(acc, m0, col0, [&](int o, int p, float v) {
+        if (o < O && p < ncols) {
+            const int n = p / HoWo;
+            out[((size_t)n * O + o) * HoWo + (p - n * HoWo)] = v;
+        }
+    });
+}
+
+__device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, const float* __restrict__ w,
+                                              float* __restrict__ dx, int N, int C, int H, int W, int O, int KH,
+                                              int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
+                                              float (&As)[BK][LDA], float (&Bs)[BK][LDB]) {
+    // Stride phase of this block, exactly as in conv::bwd_data_body.
+    const int rh = blockIdx.z / SW;
+    const int rw = blockIdx.z - rh * SW;
+    const int ih0 = ((rh - PH) % SH + SH) % SH;
+    const int iw0 = ((rw - PW) % SW + SW) % SW;
+    const int Hq = ih0 < H ? (H - ih0 + SH - 1) / SH : 0;
+    const int Wq = iw0 < W ? (W - iw0 + SW - 1) / SW : 0;
+    const int Rt = rh < KH ? (KH - rh + SH - 1) / SH : 0;
+    const int St = rw < KW ? (KW - rw + SW - 1) / SW : 0;
+    const int ncols = N * Hq * Wq;
+    const int col0 = blockIdx.x * BN;
+    if (col0 >= ncols) return;  // uniform over the block, before any barrier
+    const int m0 = blockIdx.y * BM;
+    const int K = O * Rt * St;
+
+    BwdDataWeights<BM> a(w, C, KH, KW, Rt, St, rh, rw, SH, SW, K, m0);
+    BwdDataGrad<BN> b(dy, O, Ho, Wo, St, Rt * St, Hq, Wq, (ih0 + PH - rh) / SH, (iw0 + PW - rw) / SW, ncols,
+                      col0, K);
+    Acc acc = {};
+    mainloop(a, b, 0, K, As, Bs, acc);
+
+    epilogue(acc, m0, col0, [&](int c, int p, float v) {
+        if (c < C && p < ncols) {
+            const int n = p / (Hq * Wq);
+            const int qv = p - n * (Hq * Wq);
+            const int q = qv / Wq;
+            const int ih = ih0 + SH * q;
+            const int iw = iw0 + SW * (qv - q * Wq);
+            dx[(((size_t)n * C + c) * H + ih) * W + iw] = v;
+        }
+    });
+}
+
+__device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, const float* __restrict__ dy,
+                                                float* __restrict__ dw, int N, int C, int H, int W, int O, int KH,
+                                                int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
+                                                int k_chunk, float (&As)[BK][LDA], float (&Bs)[BK][LDB]) {
+    const int P = N * Ho * Wo;
+    const int ncols = C * KH * KW;
+    const int m0 = blockIdx.y * BM;
+    const int col0 = blockIdx.x * BN;
+    const int k_begin = blockIdx.z * k_chunk;
+    const int k_end = min(P, k_begin + k_chunk);
+
+    BwdWeightGrad<BM> a(dy, O, Ho * Wo, k_end, m0);
+    BwdWeightImage<BN> b(x, C, H, W, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, col0, k_end);
+    Acc acc = {};
+    mainloop(a, b, k_begin, k_end, As, Bs, acc);
+
+    float* out = dw + (size_t)blockIdx.z * O * ncols;
+    epilogue(acc, m0, col0, [&](int o, int col, float v) {
+        if (o < O && col < ncols) out[(size_t)o * ncols + col] = v;
+    });
+}
+}  // namespace tc
+
 }  // namespace conv
 
 // ---- entry points ------------------------------------------------------------------------------------------
@@ -542,4 +747,56 @@ extern "C" __global__ void conv2d_splitk_reduce_f32(const float* parts, float* o
         for (int z = 0; z < splits; ++z) s += parts[(size_t)z * numel + i];
         out[i] = s;
     }
+}
+
+
+// ---- tensor-core (TF32) entry points: same arguments, grids and outputs as the f32 kernels above, with the
+// 64 x 128 tile: grid = (ceil(cols / 128), ceil(rows / 64), splits or phases). Chosen by conv.rs when the
+// backend's precision is TF32 and rows > 16.
+extern "C" __global__ void conv2d_fwd_tf32(const float* x, const float* w, float* y, int N, int C, int H, int W,
+                                           int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
+                                           int k_chunk) {
+    __shared__ float As[conv::BK][conv::tc::LDA];
+    __shared__ float Bs[conv::BK][conv::tc::LDB];
+    conv::tc::fwd_body(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, As, Bs);
+}
+
+extern "C" __global__ void conv2d_bwd_data_tf32(const float* dy, const float* w, float* dx, int N, int C, int H,
+                                                int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW,
+                                                int PH, int PW) {
+    __shared__ float As[conv::BK][conv::tc::LDA];
+    __shared__ float Bs[conv::BK][conv::tc::LDB];
+    conv::tc::bwd_data_body(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, As, Bs);
+}
+
+extern "C" __global__ void conv2d_bwd_weight_tf32(const float* x, const float* dy, float* dw, int N, int C, int H,
+                                                  int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW,
+                                                  int PH, int PW, int k_chunk) {
+    __shared__ float As[conv::BK][conv::tc::LDA];
+    __shared__ float Bs[conv::BK][conv::tc::LDB];
+    conv::tc::bwd_weight_body(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, As, Bs);
+}
+
+// ---- self-tests of mma.cuh (tests/emu_parity_conv.rs; tests/cuda_runtime.rs on a GPU) -------------------------
+
+// One warp (blockDim = 32): d = tf32(a) * tf32(b) + c for a 16 x 8 (row-major), b 8 x 8 (row-major, b[k*8+n]),
+// c and d 16 x 8 (row-major). Each lane loads exactly its fragment, so a wrong layout gives wrong elements.
+extern "C" __global__ void mma_selftest_f32(const float* a, const float* b, const float* c, float* d) {
+    const int lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const unsigned int af[4] = {to_tf32(a[g * 8 + t]), to_tf32(a[(g + 8) * 8 + t]), to_tf32(a[g * 8 + t + 4]),
+                                to_tf32(a[(g + 8) * 8 + t + 4])};
+    const unsigned int bf[2] = {to_tf32(b[t * 8 + g]), to_tf32(b[(t + 4) * 8 + g])};
+    const float cf[4] = {c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1], c[(g + 8) * 8 + 2 * t], c[(g + 8) * 8 + 2 * t + 1]};
+    float df[4];
+    mma_m16n8k8_tf32(df, af, bf, cf);
+    d[g * 8 + 2 * t] = df[0];
+    d[g * 8 + 2 * t + 1] = df[1];
+    d[(g + 8) * 8 + 2 * t] = df[2];
+    d[(g + 8) * 8 + 2 * t + 1] = df[3];
+}
+
+// y[i] = x[i] rounded to TF32 (cvt.rna on a GPU, the portable rounding in the emulation). Any 1-D grid.
+extern "C" __global__ void tf32_round_f32(const float* x, float* y, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) y[i] = round_tf32(x[i]);
 }

@@ -138,6 +138,10 @@ pub struct TrainArgs {
     /// cpu | cuda | cuda:N | auto | emu [default: cpu]
     #[arg(long)]
     pub device: Option<String>,
+    /// Convolutions on CUDA: fp32, or tf32 (tensor cores: TF32 operands, f32 accumulation); the CPU backend
+    /// always computes in f32 and ignores it [default: fp32]
+    #[arg(long, value_enum)]
+    pub precision: Option<crate::cuda::Precision>,
     /// Run directory [default: runs/<dataset>, or the --resume directory]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -201,6 +205,9 @@ pub struct SampleArgs {
     /// cpu | cuda | cuda:N | auto | emu
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Convolutions on CUDA: fp32 or tf32 (tensor cores); ignored by the CPU backend
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: crate::cuda::Precision,
 }
 
 fn positive_usize(s: &str) -> Result<usize, String> {
@@ -340,6 +347,7 @@ pub fn train_config(a: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
     set!(cfg.k, a.k);
     set!(cfg.seed, a.seed);
     set!(cfg.device, a.device);
+    set!(cfg.precision, a.precision);
     set!(cfg.out, a.out);
     set!(cfg.sample_every, a.sample_every);
     set!(cfg.log_every, a.log_every);
@@ -431,6 +439,7 @@ fn train(a: TrainArgs) -> Result<()> {
             cfg.out.display()
         );
     }
+    crate::cuda::set_default_precision(cfg.precision);
     let mut t = match &resume {
         None => Trainer::new(cfg)?,
         Some(p) => Trainer::resume(p, cfg)?,
@@ -510,6 +519,7 @@ fn train(a: TrainArgs) -> Result<()> {
 }
 
 fn sample(a: SampleArgs) -> Result<()> {
+    crate::cuda::set_default_precision(a.precision);
     let device = Device::parse(&a.device)?;
     let file = checkpoint::resolve(&a.checkpoint, false)?;
     let mut g = checkpoint::load_generator(&file, &device)?;

@@ -26,6 +26,8 @@ pub struct CudaBackend {
     poison: bool,
     /// Multi-tensor Adam's device-side pointer table, built once per parameter set.
     pub(crate) adam_cache: Mutex<optim::AdamCache>,
+    /// Convolution arithmetic, a [`conv::Precision`] as u8 (settable through `&self`: backends are shared).
+    precision: std::sync::atomic::AtomicU8,
 }
 
 impl CudaBackend {
@@ -41,7 +43,18 @@ impl CudaBackend {
             me: me.clone(),
             poison,
             adam_cache: Mutex::new(optim::AdamCache::default()),
+            precision: std::sync::atomic::AtomicU8::new(0),
         })
+    }
+
+    /// The convolutions' operand precision (F32 unless set; see [`conv::Precision`]).
+    pub fn precision(&self) -> conv::Precision {
+        conv::Precision::from_u8(self.precision.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub fn set_precision(&self, p: conv::Precision) {
+        self.precision
+            .store(p.to_u8(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// This backend as a [`crate::device::Device`].

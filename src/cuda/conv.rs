@@ -6,8 +6,16 @@
 //! walks the GEMM columns (pixels or weight taps), grid.y the rows (channels), grid.z either the K splits
 //! (forward, backward weight) or the stride phases (backward data). The split count depends only on the
 //! shapes, so the emulation and every GPU compute bit-identical sums in the same order.
+//!
+//! [`Precision`] picks the kernels' arithmetic: `F32` (the default) runs the f32 FMA kernels; `Tf32` runs the
+//! tensor-core kernels (`*_tf32`: operands rounded to TF32, products accumulated in f32, like PyTorch's
+//! `allow_tf32`) for every GEMM with more than 16 rows; the narrow GEMMs (3 or 1 channels) stay on the f32
+//! kernels whatever the precision. Parameters, activations and gradients stay f32 in memory either way.
 
-use anyhow::{ensure, Result};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
 
 use super::backend::n_i32;
 use super::runtime::{KernelArg, LaunchCfg};
@@ -18,7 +26,9 @@ use crate::tensor::{numel, Tensor};
 const THREADS: u32 = 256;
 /// K depth of one shared-memory slice in conv.cu.
 const BK: usize = 16;
-/// Output tiles of the two kernel variants (rows x columns): the default, and the narrow one for M <= 16.
+/// Output tile of the tensor-core (TF32) kernels (rows x columns).
+const TC: (usize, usize) = (64, 128);
+/// Output tiles of the two f32 kernel variants (rows x columns): the default, and the narrow one for M <= 16.
 const WIDE: (usize, usize) = (64, 64);
 const NARROW: (usize, usize) = (16, 128);
 /// Blocks a launch should reach before split-K stops helping: about two waves of 132 SMs (H100 / H200), which
@@ -27,6 +37,86 @@ const TARGET_BLOCKS: usize = 264;
 /// Fewest K slices a split may get, so the partial sums are not dominated by their own write-back and reduction.
 const MIN_SLICES_PER_SPLIT: usize = 4;
 const MAX_SPLITS: usize = 64;
+
+/// Operand precision of the convolution GEMMs on the CUDA backend (see the module doc). The CPU backend always
+/// computes in f32 and ignores this setting, as PyTorch's CPU convolutions ignore `allow_tf32`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Precision {
+    /// f32 operands and f32 FMA accumulation (PyTorch with TF32 disabled).
+    #[default]
+    #[serde(rename = "fp32", alias = "f32")]
+    #[value(name = "fp32", alias = "f32")]
+    F32,
+    /// TF32 operands (10-bit mantissa, rounded to nearest) on tensor cores, f32 accumulation (PyTorch's
+    /// default for cuDNN convolutions).
+    #[serde(rename = "tf32")]
+    #[value(name = "tf32")]
+    Tf32,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Precision> {
+        match s.to_ascii_lowercase().as_str() {
+            "fp32" | "f32" => Ok(Precision::F32),
+            "tf32" => Ok(Precision::Tf32),
+            _ => bail!("invalid precision '{s}': expected fp32 or tf32"),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "fp32",
+            Precision::Tf32 => "tf32",
+        })
+    }
+}
+
+impl Precision {
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            Precision::F32 => 1,
+            Precision::Tf32 => 2,
+        }
+    }
+    pub(crate) fn from_u8(v: u8) -> Precision {
+        if v == 2 {
+            Precision::Tf32
+        } else {
+            Precision::F32
+        }
+    }
+}
+
+/// The process-wide precision set by the CLI (0 = not set).
+static DEFAULT_PRECISION: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the precision of CUDA backends opened from now on (the `--precision` flag).
+pub fn set_default_precision(p: Precision) {
+    DEFAULT_PRECISION.store(p.to_u8(), Ordering::Relaxed);
+}
+
+/// The precision a newly opened CUDA backend starts with: the one [`set_default_precision`] set (the CLI always
+/// does, from `--precision` or the resumed run's config), else the environment variable `GAN_ENGINE_PRECISION`
+/// (`fp32` / `tf32`, for benches and tests), else F32.
+pub fn default_precision() -> Result<Precision> {
+    match DEFAULT_PRECISION.load(Ordering::Relaxed) {
+        0 => match std::env::var("GAN_ENGINE_PRECISION") {
+            Ok(v) if !v.is_empty() => v
+                .parse()
+                .map_err(|e| anyhow::anyhow!("GAN_ENGINE_PRECISION: {e}")),
+            _ => Ok(Precision::F32),
+        },
+        v => Ok(Precision::from_u8(v)),
+    }
+}
+
+/// Whether a GEMM with `rows` rows runs on the tensor-core kernels.
+fn use_tc(be: &CudaBackend, rows: usize) -> bool {
+    be.precision() == Precision::Tf32 && rows > NARROW.0
+}
 
 /// The shared shape checks of [`ConvGeom::new`], plus the kernels' limit: they index with i32, so every
 /// tensor and every GEMM extent must fit.
@@ -150,12 +240,17 @@ pub fn conv2d(be: &CudaBackend, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Resu
     // GEMM: rows = O, columns = N*Ho*Wo output pixels, K = C*kh*kw.
     let (rows, cols, k) = (g.o, g.n * g.ho * g.wo, g.c * g.kh * g.kw);
     n_i32(cols, "conv2d")?;
-    let (tile, suffix) = tile_for(rows);
+    let (tile, kernel) = if use_tc(be, rows) {
+        (TC, "conv2d_fwd_tf32".to_string())
+    } else {
+        let (tile, suffix) = tile_for(rows);
+        (tile, format!("conv2d_fwd{suffix}_f32"))
+    };
     let tiles = rows.div_ceil(tile.0) * cols.div_ceil(tile.1);
     let (splits, k_chunk) = split_k(tiles, k);
     launch_split(
         be,
-        &format!("conv2d_fwd{suffix}_f32"),
+        &kernel,
         gemm_grid(rows, cols, tile, splits),
         [be.ptr(x)?, be.ptr(w)?],
         &y,
@@ -192,18 +287,19 @@ pub fn conv2d_backward_data(
         "{what}: stride {:?} gives more phases than a grid can hold",
         p.stride
     );
-    let (tile, suffix) = tile_for(g.c);
+    let (tile, kernel) = if use_tc(be, g.c) {
+        (TC, "conv2d_bwd_data_tf32".to_string())
+    } else {
+        let (tile, suffix) = tile_for(g.c);
+        (tile, format!("conv2d_bwd_data{suffix}_f32"))
+    };
     let mut args = vec![
         KernelArg::Ptr(be.ptr(dy)?),
         KernelArg::Ptr(be.ptr(w)?),
         KernelArg::Ptr(be.ptr(&dx)?),
     ];
     args.extend_from_slice(&g.args());
-    be.launch(
-        &format!("conv2d_bwd_data{suffix}_f32"),
-        gemm_grid(g.c, cols, tile, sh * sw),
-        &args,
-    )?;
+    be.launch(&kernel, gemm_grid(g.c, cols, tile, sh * sw), &args)?;
     Ok(dx)
 }
 
@@ -226,12 +322,17 @@ pub fn conv2d_backward_weight(
     // GEMM: rows = O, columns = C*kh*kw weight taps, K = N*Ho*Wo pixels (long: split across blocks).
     let (rows, cols, k) = (g.o, g.c * g.kh * g.kw, g.n * g.ho * g.wo);
     n_i32(k, what)?;
-    let tiles = rows.div_ceil(WIDE.0) * cols.div_ceil(WIDE.1);
+    let (tile, kernel) = if use_tc(be, rows) {
+        (TC, "conv2d_bwd_weight_tf32")
+    } else {
+        (WIDE, "conv2d_bwd_weight_f32")
+    };
+    let tiles = rows.div_ceil(tile.0) * cols.div_ceil(tile.1);
     let (splits, k_chunk) = split_k(tiles, k);
     launch_split(
         be,
-        "conv2d_bwd_weight_f32",
-        gemm_grid(rows, cols, WIDE, splits),
+        kernel,
+        gemm_grid(rows, cols, tile, splits),
         [be.ptr(x)?, be.ptr(dy)?],
         &dw,
         &g.args(),
@@ -243,6 +344,57 @@ pub fn conv2d_backward_weight(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn precision_parses_and_prints() {
+        for (s, p) in [
+            ("fp32", Precision::F32),
+            ("f32", Precision::F32),
+            ("TF32", Precision::Tf32),
+        ] {
+            assert_eq!(s.parse::<Precision>().unwrap(), p);
+        }
+        assert_eq!(Precision::Tf32.to_string(), "tf32");
+        assert_eq!(Precision::F32.to_string(), "fp32");
+        let e = "bf16".parse::<Precision>().unwrap_err().to_string();
+        assert!(e.contains("fp32 or tf32"), "{e}");
+        for p in [Precision::F32, Precision::Tf32] {
+            assert_eq!(Precision::from_u8(p.to_u8()), p);
+        }
+    }
+
+    #[test]
+    fn precision_flag_and_config() {
+        use crate::cli::{Cli, Command};
+        use clap::Parser;
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        match parse(&["gan-engine", "train", "--precision", "tf32"])
+            .unwrap()
+            .command
+        {
+            Command::Train(a) => {
+                assert_eq!(a.precision, Some(Precision::Tf32));
+                let (cfg, _) = crate::cli::train_config(&a).unwrap();
+                assert_eq!(cfg.precision, Precision::Tf32);
+            }
+            c => panic!("{c:?}"),
+        }
+        match parse(&["gan-engine", "sample", "--checkpoint", "x"])
+            .unwrap()
+            .command
+        {
+            Command::Sample(a) => assert_eq!(a.precision, Precision::F32),
+            c => panic!("{c:?}"),
+        }
+        assert!(parse(&["gan-engine", "train", "--precision", "bf16"]).is_err());
+        // Checkpoints written before the setting existed resume in fp32.
+        let cfg = crate::train::config::TrainConfig::default();
+        let mut json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(json["precision"], "fp32");
+        json.as_object_mut().unwrap().remove("precision");
+        let back: crate::train::config::TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back.precision, Precision::F32);
+    }
 
     #[test]
     fn split_k_covers_k_without_empty_splits() {

@@ -35,6 +35,7 @@ use crate::device::Device;
 
 pub use alloc::{AllocStats, DeviceAlloc};
 pub use backend::CudaBackend;
+pub use conv::{set_default_precision, Precision};
 pub use runtime::{GpuRuntime, KernelArg, LaunchCfg};
 
 /// A device allocation owned by a GPU backend. Clones share the allocation; it returns to the backend's
@@ -58,14 +59,18 @@ pub fn open_emulated() -> Result<Device> {
 /// Like [`open_cuda`], but the concrete backend (tests and benchmarks launch kernels and read allocator stats).
 pub fn cuda_backend(ordinal: usize) -> Result<Arc<CudaBackend>> {
     let rt = real::RealRuntime::new(ordinal)?;
-    Ok(CudaBackend::new(Arc::new(rt)))
+    let be = CudaBackend::new(Arc::new(rt));
+    be.set_precision(conv::default_precision()?);
+    Ok(be)
 }
 
 /// Like [`open_emulated`], but the concrete backend.
 pub fn emulated_backend() -> Result<Arc<CudaBackend>> {
     #[cfg(feature = "emulation")]
     {
-        Ok(CudaBackend::new(Arc::new(emu::EmuRuntime::new())))
+        let be = CudaBackend::new(Arc::new(emu::EmuRuntime::new()));
+        be.set_precision(conv::default_precision()?);
+        Ok(be)
     }
     #[cfg(not(feature = "emulation"))]
     {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::cuda::Precision;
 use crate::nn::models::ModelConfig;
 
 /// The GAN objective (D's and G's losses), `train --loss`. The serde names are what checkpoints store.
@@ -121,6 +122,9 @@ pub struct TrainConfig {
     /// this setting existed load with the default.
     #[serde(default = "default_plot_every")]
     pub plot_every: u64,
+    /// Convolution arithmetic on the CUDA backend (`--precision`); checkpoints from before it default to fp32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn default_plot_every() -> u64 {
@@ -163,6 +167,7 @@ impl Default for TrainConfig {
             checkpoint_every: 500,
             num_samples: 64,
             plot_every: default_plot_every(),
+            precision: Precision::F32,
         }
     }
 }
