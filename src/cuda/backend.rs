@@ -11,6 +11,8 @@ use super::runtime::{GpuRuntime, KernelArg, LaunchCfg};
 use super::{
     activation, batchnorm, conv, elementwise, linear, loss, optim, random, shape, GpuBuffer,
 };
+// Pooling and bilinear resize (issue 6).
+use super::{pool, resize};
 use crate::backend::*;
 use crate::tensor::{numel, Storage, Tensor};
 
@@ -351,5 +353,47 @@ impl Backend for CudaBackend {
 
     fn adam_step(&self, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
         optim::adam_step(self, slots, h)
+    }
+
+    // ---- pooling and bilinear resize (issue 6) ----
+    fn max_pool2d(&self, x: &Tensor, p: Pool2d) -> Result<Tensor> {
+        pool::max_pool2d(self, x, p)
+    }
+
+    fn max_pool2d_backward(&self, x: &Tensor, dy: &Tensor, p: Pool2d) -> Result<Tensor> {
+        pool::max_pool2d_backward(self, x, dy, p)
+    }
+
+    fn avg_pool2d(&self, x: &Tensor, p: Pool2d, count_include_pad: bool) -> Result<Tensor> {
+        pool::avg_pool2d(self, x, p, count_include_pad)
+    }
+
+    fn avg_pool2d_backward(
+        &self,
+        dy: &Tensor,
+        x_shape: [usize; 4],
+        p: Pool2d,
+        count_include_pad: bool,
+    ) -> Result<Tensor> {
+        pool::avg_pool2d_backward(self, dy, x_shape, p, count_include_pad)
+    }
+
+    fn resize_bilinear(
+        &self,
+        x: &Tensor,
+        out_h: usize,
+        out_w: usize,
+        mode: ResizeMode,
+    ) -> Result<Tensor> {
+        resize::resize_bilinear(self, x, out_h, out_w, mode)
+    }
+
+    fn resize_bilinear_backward(
+        &self,
+        dy: &Tensor,
+        x_shape: [usize; 4],
+        mode: ResizeMode,
+    ) -> Result<Tensor> {
+        resize::resize_bilinear_backward(self, dy, x_shape, mode)
     }
 }

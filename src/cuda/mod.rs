@@ -19,8 +19,10 @@ pub mod linear;
 pub mod loss;
 pub mod nvrtc;
 pub mod optim;
+pub mod pool;
 pub mod random;
 pub mod real;
+pub mod resize;
 pub mod runtime;
 pub mod shape;
 

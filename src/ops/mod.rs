@@ -11,7 +11,9 @@ pub mod elementwise;
 pub mod gradcheck;
 pub mod linear;
 pub mod loss;
+pub mod pool;
 pub mod random;
+pub mod resize;
 pub mod shape;
 
 pub use activation::{leaky_relu, relu, sigmoid, tanh};
@@ -20,4 +22,6 @@ pub use conv::{conv2d, conv_transpose2d};
 pub use elementwise::{add, mean, mul, scale, sum};
 pub use linear::linear;
 pub use loss::bce_with_logits;
+pub use pool::{avg_pool2d, max_pool2d};
+pub use resize::resize_bilinear;
 pub use shape::{concat_channels, flatten, reshape};

@@ -1,0 +1,101 @@
+// resize.cu — bilinear resize of NCHW tensors (no antialiasing) in three coordinate conventions, `mode`:
+//   0 AlignCorners  src = dst * (in - 1) / (out - 1)          (PyTorch align_corners=True; 0 when out == 1)
+//   1 HalfPixel     src = max((dst + 0.5) * in / out - 0.5, 0) (PyTorch align_corners=False)
+//   2 Legacy        src = dst * in / out                        (TF1 resize_bilinear, what FID uses)
+// Each output cell reads rows i0, i1 = min(i0 + 1, in - 1) with weights 1 - frac, frac (and likewise columns).
+// src is an exact rational num/den, so i0 is exact and frac has one rounding: resize_tap mirrors
+// ResizeMode::tap in src/backend.rs bit for bit, and the arithmetic uses __fmul_rn / __fadd_rn so the compiler
+// cannot contract it into FMAs — both kernels give bit-identical results to the CPU backend.
+//
+// Forward: one thread per output cell. Backward: a *gather* (no atomics, deterministic): one thread per input
+// cell finds, per axis, the contiguous range of outputs that read it (binary search on the monotone i0(dst)) and
+// adds their contributions in row-major output order, term by term, exactly as the CPU backend's scatter does.
+// No inline PTX.
+#include "common.cuh"
+
+struct ResizeTap {
+    int i0, i1;
+    float frac;
+};
+
+__device__ __forceinline__ ResizeTap resize_tap(int mode, int dst, int len_in, int len_out) {
+    long long num, den;
+    if (mode == 0) {
+        num = len_out > 1 ? (long long)dst * (len_in - 1) : 0;
+        den = len_out > 1 ? len_out - 1 : 1;
+    } else if (mode == 1) {
+        num = max((2LL * dst + 1) * len_in - len_out, 0LL);
+        den = 2LL * len_out;
+    } else {
+        num = (long long)dst * len_in;
+        den = len_out;
+    }
+    const long long i0 = num / den;
+    ResizeTap t;
+    t.i0 = (int)i0;
+    t.i1 = min(t.i0 + 1, len_in - 1);
+    t.frac = (float)(num - i0 * den) / (float)den;
+    return t;
+}
+
+// First dst in [0, len_out) whose i0 exceeds `limit`, or len_out. i0(dst) never decreases with dst.
+__device__ __forceinline__ int first_tap_above(int limit, int mode, int len_in, int len_out) {
+    int lo = 0, hi = len_out;
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (resize_tap(mode, mid, len_in, len_out).i0 > limit)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+extern "C" __global__ void resize_bilinear_fwd_f32(float* __restrict__ y, const float* __restrict__ x, int planes,
+                                                   int h, int w, int out_h, int out_w, int mode) {
+    const long long total = (long long)planes * out_h * out_w;
+    for (long long i = global_thread_id(); i < total; i += grid_stride()) {
+        const long long plane = i / ((long long)out_h * out_w);
+        const int r = (int)(i - plane * out_h * out_w);
+        const ResizeTap a = resize_tap(mode, r / out_w, h, out_h);
+        const ResizeTap b = resize_tap(mode, r % out_w, w, out_w);
+        const float* r0 = x + plane * h * w + (long long)a.i0 * w;
+        const float* r1 = x + plane * h * w + (long long)a.i1 * w;
+        const float bx0 = 1.0f - b.frac, ay0 = 1.0f - a.frac;
+        // Blend along x within each row, then the two rows (PyTorch's grouping, src/cpu/resize.rs's order).
+        const float top = __fadd_rn(__fmul_rn(bx0, r0[b.i0]), __fmul_rn(b.frac, r0[b.i1]));
+        const float bot = __fadd_rn(__fmul_rn(bx0, r1[b.i0]), __fmul_rn(b.frac, r1[b.i1]));
+        y[i] = __fadd_rn(__fmul_rn(ay0, top), __fmul_rn(a.frac, bot));
+    }
+}
+
+extern "C" __global__ void resize_bilinear_bwd_f32(float* __restrict__ dx, const float* __restrict__ dy,
+                                                   int planes, int h, int w, int out_h, int out_w, int mode) {
+    const long long total = (long long)planes * h * w;
+    for (long long i = global_thread_id(); i < total; i += grid_stride()) {
+        const long long plane = i / ((long long)h * w);
+        const int r = (int)(i - plane * h * w);
+        const int iy = r / w, ix = r % w;
+        const float* gp = dy + plane * out_h * out_w;
+        // Outputs that read this row have i0 == iy (weight 1 - frac) or i0 == iy - 1 (i1 == iy, weight frac);
+        // i0 == i1 == iy at the clamped border is the first case with both weights.
+        const int oy0 = first_tap_above(iy - 2, mode, h, out_h), oy1 = first_tap_above(iy, mode, h, out_h);
+        const int ox0 = first_tap_above(ix - 2, mode, w, out_w), ox1 = first_tap_above(ix, mode, w, out_w);
+        float acc = 0.0f;
+        for (int oy = oy0; oy < oy1; ++oy) {
+            const ResizeTap a = resize_tap(mode, oy, h, out_h);
+            for (int ox = ox0; ox < ox1; ++ox) {
+                const ResizeTap b = resize_tap(mode, ox, w, out_w);
+                const float g = gp[oy * out_w + ox];
+                const float top = __fmul_rn(1.0f - a.frac, g), bot = __fmul_rn(a.frac, g);
+                const float bx0 = 1.0f - b.frac;
+                // The CPU scatter's four adds, in its order, keeping only those that land on (iy, ix).
+                if (a.i0 == iy && b.i0 == ix) acc = __fadd_rn(acc, __fmul_rn(bx0, top));
+                if (a.i0 == iy && b.i1 == ix) acc = __fadd_rn(acc, __fmul_rn(b.frac, top));
+                if (a.i1 == iy && b.i0 == ix) acc = __fadd_rn(acc, __fmul_rn(bx0, bot));
+                if (a.i1 == iy && b.i1 == ix) acc = __fadd_rn(acc, __fmul_rn(b.frac, bot));
+            }
+        }
+        dx[i] = acc;
+    }
+}

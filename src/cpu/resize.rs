@@ -1,0 +1,71 @@
+//! Bilinear resize of NCHW images (no antialiasing), in the three coordinate conventions of [`ResizeMode`].
+//! The interpolation is separable: each output row reads two input rows and each output column two input
+//! columns, with the taps from [`ResizeMode::tap`] (shared with kernels/resize.cu). One rayon task per (n, c)
+//! plane; the backward scatters within a plane, serially, so it is deterministic.
+
+use anyhow::Result;
+use rayon::prelude::*;
+
+use super::{data, tensor};
+use crate::backend::{ResizeMode, ResizeTap};
+use crate::tensor::{numel, Tensor};
+
+fn taps(mode: ResizeMode, len_in: usize, len_out: usize) -> Vec<ResizeTap> {
+    (0..len_out).map(|d| mode.tap(d, len_in, len_out)).collect()
+}
+
+pub fn forward(x: &Tensor, out_h: usize, out_w: usize, mode: ResizeMode) -> Result<Tensor> {
+    let xs @ [n, c, h, w] = x.dims4("resize_bilinear x")?;
+    ResizeMode::check("resize_bilinear", xs, out_h, out_w)?;
+    let (ty, tx) = (taps(mode, h, out_h), taps(mode, w, out_w));
+    let xd = data(x)?;
+    let mut y = vec![f32::NAN; numel(&[n, c, out_h, out_w])];
+    if n > 0 {
+        y.par_chunks_mut(out_h * out_w)
+            .zip(xd.par_chunks(h * w))
+            .for_each(|(yp, xp)| {
+                for (oy, a) in ty.iter().enumerate() {
+                    let (r0, r1) = (&xp[a.i0 * w..][..w], &xp[a.i1 * w..][..w]);
+                    for (ox, b) in tx.iter().enumerate() {
+                        // PyTorch's grouping: blend along x within each row, then the two rows.
+                        let top = (1.0 - b.frac) * r0[b.i0] + b.frac * r0[b.i1];
+                        let bot = (1.0 - b.frac) * r1[b.i0] + b.frac * r1[b.i1];
+                        yp[oy * out_w + ox] = (1.0 - a.frac) * top + a.frac * bot;
+                    }
+                }
+            });
+    }
+    Ok(tensor(y, &[n, c, out_h, out_w]))
+}
+
+pub fn backward(dy: &Tensor, x_shape: [usize; 4], mode: ResizeMode) -> Result<Tensor> {
+    let [n, c, h, w] = x_shape;
+    let ds @ [dn, dc, out_h, out_w] = dy.dims4("resize_bilinear_backward dy")?;
+    ResizeMode::check("resize_bilinear_backward", x_shape, out_h, out_w)?;
+    anyhow::ensure!(
+        dn == n && dc == c,
+        "resize_bilinear_backward: dy {ds:?} does not match the input {x_shape:?} in batch or channels"
+    );
+    let (ty, tx) = (taps(mode, h, out_h), taps(mode, w, out_w));
+    let gd = data(dy)?;
+    let mut dx = vec![0.0f32; numel(&x_shape)];
+    if n > 0 {
+        dx.par_chunks_mut(h * w)
+            .zip(gd.par_chunks(out_h * out_w))
+            .for_each(|(dxp, gp)| {
+                for (oy, a) in ty.iter().enumerate() {
+                    for (ox, b) in tx.iter().enumerate() {
+                        let g = gp[oy * out_w + ox];
+                        // The adjoint of the forward's four products; when a tap is clamped at the border
+                        // (i0 == i1) both of its weights land on the same cell, as they should.
+                        let (top, bot) = ((1.0 - a.frac) * g, a.frac * g);
+                        dxp[a.i0 * w + b.i0] += (1.0 - b.frac) * top;
+                        dxp[a.i0 * w + b.i1] += b.frac * top;
+                        dxp[a.i1 * w + b.i0] += (1.0 - b.frac) * bot;
+                        dxp[a.i1 * w + b.i1] += b.frac * bot;
+                    }
+                }
+            });
+    }
+    Ok(tensor(dx, &x_shape))
+}

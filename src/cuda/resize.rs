@@ -1,0 +1,72 @@
+//! Launch code for kernels/resize.cu (bilinear resize, forward and gather backward).
+
+use anyhow::{ensure, Result};
+
+use super::backend::n_i32;
+use super::pool::cells_cfg;
+use super::runtime::KernelArg as A;
+use super::CudaBackend;
+use crate::backend::ResizeMode;
+use crate::tensor::{numel, Tensor};
+
+/// planes, H, W, out_h, out_w, mode: the size arguments of both kernels, after the shared checks.
+fn sizes(
+    what: &str,
+    x: [usize; 4],
+    out_h: usize,
+    out_w: usize,
+    mode: ResizeMode,
+) -> Result<Vec<A>> {
+    ResizeMode::check(what, x, out_h, out_w)?;
+    let [n, c, h, w] = x;
+    n_i32(numel(&x), what)?;
+    n_i32(numel(&[n, c, out_h, out_w]), what)?;
+    let i = |v: usize| A::I32(v as i32);
+    Ok(vec![
+        i(n * c),
+        i(h),
+        i(w),
+        i(out_h),
+        i(out_w),
+        A::I32(mode.code()),
+    ])
+}
+
+pub fn resize_bilinear(
+    be: &CudaBackend,
+    x: &Tensor,
+    out_h: usize,
+    out_w: usize,
+    mode: ResizeMode,
+) -> Result<Tensor> {
+    let xs @ [n, c, _, _] = x.dims4("resize_bilinear x")?;
+    let sizes = sizes("resize_bilinear", xs, out_h, out_w, mode)?;
+    let y = be.alloc(&[n, c, out_h, out_w])?;
+    if y.numel() > 0 {
+        let mut args = vec![A::Ptr(be.ptr(&y)?), A::Ptr(be.ptr(x)?)];
+        args.extend(sizes);
+        be.launch("resize_bilinear_fwd_f32", cells_cfg(y.numel()), &args)?;
+    }
+    Ok(y)
+}
+
+pub fn resize_bilinear_backward(
+    be: &CudaBackend,
+    dy: &Tensor,
+    x_shape: [usize; 4],
+    mode: ResizeMode,
+) -> Result<Tensor> {
+    let ds @ [dn, dc, out_h, out_w] = dy.dims4("resize_bilinear_backward dy")?;
+    let sizes = sizes("resize_bilinear_backward", x_shape, out_h, out_w, mode)?;
+    ensure!(
+        dn == x_shape[0] && dc == x_shape[1],
+        "resize_bilinear_backward: dy {ds:?} does not match the input {x_shape:?} in batch or channels"
+    );
+    let dx = be.alloc(&x_shape)?;
+    if dx.numel() > 0 {
+        let mut args = vec![A::Ptr(be.ptr(&dx)?), A::Ptr(be.ptr(dy)?)];
+        args.extend(sizes);
+        be.launch("resize_bilinear_bwd_f32", cells_cfg(dx.numel()), &args)?;
+    }
+    Ok(dx)
+}
