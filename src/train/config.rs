@@ -65,6 +65,17 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Images in each sample grid (drawn from one fixed z for the whole run).
     pub num_samples: usize,
+    /// FID every N steps (0: never), logged as the `fid` column of metrics.csv. Defaults keep checkpoints
+    /// written before FID existed loadable.
+    #[serde(default)]
+    pub fid_every: u64,
+    /// Real images and generator samples per FID measurement.
+    #[serde(default = "default_fid_n")]
+    pub fid_n: usize,
+}
+
+fn default_fid_n() -> usize {
+    1000
 }
 
 impl Default for TrainConfig {
@@ -100,6 +111,8 @@ impl Default for TrainConfig {
             log_every: 10,
             checkpoint_every: 500,
             num_samples: 64,
+            fid_every: 0,
+            fid_n: default_fid_n(),
         }
     }
 }
@@ -133,6 +146,10 @@ impl TrainConfig {
             "--checkpoint-every must be positive"
         );
         ensure!(self.num_samples > 0, "--num-samples must be positive");
+        ensure!(
+            self.fid_n >= 2,
+            "--fid-n must be at least 2 (a covariance needs two images)"
+        );
         Ok(())
     }
 }
