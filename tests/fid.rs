@@ -201,6 +201,65 @@ fn cli_fid_of_two_folders() -> Result<(), Failed> {
     )
 }
 
+/// `train --fid-every`: an `fid` column in metrics.csv, filled on the FID steps, and the real statistics cached
+/// in the run directory.
+fn train_logs_fid() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("run");
+    let o = bin()
+        .args([
+            "train",
+            "--dataset",
+            "balls:16",
+            "--image-size",
+            "32",
+            "--ngf",
+            "8",
+            "--ndf",
+            "8",
+            "--nz",
+            "16",
+            "--batch-size",
+            "4",
+            "--quiet",
+            "--steps",
+            "3",
+            "--log-every",
+            "1",
+            "--fid-every",
+            "2",
+            "--fid-n",
+            "4",
+            "--out",
+        ])
+        .arg(&out)
+        .output()?;
+    check(
+        o.status.success(),
+        format!("train failed: {}", String::from_utf8_lossy(&o.stderr)),
+    )?;
+    let csv = std::fs::read_to_string(out.join("metrics.csv"))?;
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    check(
+        rows[0].last() == Some(&"fid")
+            && rows.len() == 4
+            && rows.iter().all(|r| r.len() == rows[0].len()),
+        format!("metrics.csv: {csv}"),
+    )?;
+    // Step 1: no measurement; step 2 (every 2) and step 3 (the last): a positive FID.
+    let fid_of = |r: &Vec<&str>| r.last().unwrap().parse::<f64>().ok();
+    check(
+        fid_of(&rows[1]).is_none()
+            && fid_of(&rows[2]).is_some_and(|f| f > 0.0)
+            && fid_of(&rows[3]).is_some(),
+        format!("fid column: {csv}"),
+    )?;
+    check(
+        out.join("fid_real_stats.safetensors").is_file(),
+        "no cached real statistics".into(),
+    )
+}
+
 fn cli_errors() -> Result<(), Failed> {
     let dir = tempfile::tempdir()?;
     let missing = dir.path().join("none.safetensors");
@@ -266,6 +325,7 @@ fn main() {
             fid_of_two_sets_matches_reference,
         ),
         needs("cli_fid_of_two_folders", cli_fid_of_two_folders),
+        needs("train_logs_fid", train_logs_fid),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
