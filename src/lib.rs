@@ -21,6 +21,7 @@ pub mod io;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod study;
 pub mod tensor;
 pub mod train;
 

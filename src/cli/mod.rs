@@ -13,13 +13,15 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+mod latent;
+
 use crate::checkpoint;
 use crate::device::Device;
 use crate::nn::models::ModelKind;
 use crate::ops::random::RngStream;
 use crate::train::config::{Duration, LossKind, TrainConfig};
 use crate::train::gan::{stream_seed, STREAM_FIXED_Z};
-use crate::train::run::{read_checkpoint_config, Progress, Trainer};
+use crate::train::run::{grid_columns, read_checkpoint_config, Progress, Trainer};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +45,12 @@ pub enum Command {
     Sample(SampleArgs),
     /// Fréchet Inception Distance: a generator's samples (--checkpoint) or a picture set (--fake) vs real images.
     Fid(fid::FidArgs),
+    /// Walk the latent space between two or more latents (lerp or slerp): a grid PNG, optionally a GIF.
+    Interpolate(latent::InterpolateArgs),
+    /// Latent vector arithmetic, mean(A) - mean(B) + mean(C), shown beside its inputs (see --out's help).
+    Arith(latent::ArithArgs),
+    /// Hold a latent and vary one dimension at a time over a range: one grid row per dimension.
+    Sweep(latent::SweepArgs),
     /// Show the devices, the build and the kernels.
     Info,
 }
@@ -103,6 +111,10 @@ pub struct TrainArgs {
     /// MLP hidden width h (layers h, 2h, 4h) [default: 256]
     #[arg(long, value_parser = positive_usize)]
     pub hidden: Option<usize>,
+    /// Class-conditional GAN: G and D both get each image's class label (one-hot). Needs a dataset with
+    /// labels: mnist, fashion (the digit / garment class) or balls (number of balls); kept on --resume
+    #[arg(long)]
+    pub conditional: bool,
     /// Seed of the initialisation, the noise, the data order and the balls images [default: 0]
     #[arg(long)]
     pub seed: Option<u64>,
@@ -161,9 +173,17 @@ pub struct SampleArgs {
     /// Write the images as .npy, [N, C, H, W] float32 in [-1, 1]
     #[arg(long, value_name = "FILE")]
     pub out_npy: Option<PathBuf>,
-    /// Images per grid row [default: sqrt(N)]
+    /// Images per grid row [default: sqrt(N); 8 with --class-grid]
     #[arg(long, value_parser = positive_usize)]
     pub nrow: Option<usize>,
+    /// Conditional generators: make every image of class K. Without --class or --class-grid, a conditional
+    /// generator's grid follows the rows: row r shows class r (mod the number of classes), as in training
+    #[arg(long, value_name = "K", conflicts_with = "class_grid")]
+    pub class: Option<u32>,
+    /// Conditional generators: one row per class (row r = class r), --nrow columns, each column one latent
+    /// shared by all rows (--n is ignored; with --z-npy, one column per latent in the file)
+    #[arg(long)]
+    pub class_grid: bool,
     /// cpu | cuda | cuda:N | auto | emu
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -221,6 +241,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train(a),
         Command::Sample(a) => sample(a),
         Command::Fid(a) => fid::run(a),
+        Command::Interpolate(a) => latent::interpolate(a),
+        Command::Arith(a) => latent::arith(a),
+        Command::Sweep(a) => latent::sweep(a),
         Command::Info => info(),
     }
 }
@@ -307,6 +330,10 @@ pub fn train_config(a: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
     set!(cfg.num_samples, a.num_samples);
     set!(cfg.fid_every, a.fid_every);
     set!(cfg.fid_n, a.fid_n);
+    // A new conditional model has as many classes as its dataset; a resumed one keeps its own.
+    if a.conditional && resume.is_none() {
+        cfg.model.num_classes = crate::train::data::dataset_num_classes(&cfg)?;
+    }
     cfg.validate()?;
     Ok((cfg, resume))
 }
@@ -335,6 +362,12 @@ fn check_unchanged(saved: &TrainConfig, a: &TrainArgs, file: &Path) -> Result<()
     }
     if let Some(v) = a.hidden {
         m.hidden = v;
+    }
+    if a.conditional && !saved.model.is_conditional() {
+        bail!(
+            "checkpoint {} holds an unconditional model; --conditional cannot be added on resume",
+            file.display()
+        );
     }
     let diff = saved.model.differences(&given);
     if !diff.is_empty() {
@@ -454,6 +487,28 @@ fn sample(a: SampleArgs) -> Result<()> {
     let file = checkpoint::resolve(&a.checkpoint, false)?;
     let mut g = checkpoint::load_generator(&file, &device)?;
     let nz = g.cfg.nz;
+    let classes = g.cfg.num_classes;
+    if classes == 0 && (a.class.is_some() || a.class_grid) {
+        bail!(
+            "{} holds an unconditional generator; --class and --class-grid need one trained with --conditional",
+            file.display()
+        );
+    }
+    if let Some(k) = a.class {
+        if k as usize >= classes {
+            bail!(
+                "--class {k}: the generator in {} knows classes 0 to {}",
+                file.display(),
+                classes - 1
+            );
+        }
+    }
+    // With --class-grid the latents are the grid's columns.
+    let n_draw = if a.class_grid {
+        a.nrow.unwrap_or(CLASS_GRID_COLUMNS)
+    } else {
+        a.n
+    };
     let z = match &a.z_npy {
         Some(p) => {
             let z = crate::io::read_latents(p, &device)?;
@@ -470,15 +525,18 @@ fn sample(a: SampleArgs) -> Result<()> {
             z
         }
         None => {
-            if a.n == 0 {
+            if n_draw == 0 {
                 bail!("--n must be positive");
             }
             // The same stream as the training run's fixed z, so `--seed <training seed>` reproduces its grids.
             let mut rng = RngStream::new(stream_seed(a.seed, STREAM_FIXED_Z));
-            rng.normal(&[a.n, nz], 0.0, 1.0, &device)?
+            rng.normal(&[n_draw, nz], 0.0, 1.0, &device)?
         }
     };
-    let imgs = g.generate(&z).context("generating")?;
+    let (z, labels, nrow) = sample_labels(z, &a, classes)?;
+    let imgs = g
+        .generate_with_labels(&z, labels.as_deref())
+        .context("generating")?;
     let n = imgs.shape()[0];
     if let Some(p) = &a.out_npy {
         crate::io::write_npy(p, &imgs)?;
@@ -490,14 +548,36 @@ fn sample(a: SampleArgs) -> Result<()> {
         (None, Some(_)) => None,
     };
     if let Some(p) = png {
-        let nrow = a
-            .nrow
-            .unwrap_or_else(|| (n as f64).sqrt().ceil() as usize)
-            .max(1);
         crate::io::save_grid(&imgs, &p, nrow)?;
         println!("wrote a grid of {n} images to {}", p.display());
     }
     Ok(())
+}
+
+/// Columns of a `--class-grid` without --nrow.
+const CLASS_GRID_COLUMNS: usize = 8;
+
+/// The latents, class labels and images per grid row of `sample`: `z` as drawn or read, labelled by --class,
+/// --class-grid (z repeated once per class, row r = class r) or, for a conditional generator, by grid row.
+fn sample_labels(
+    z: crate::tensor::Tensor,
+    a: &SampleArgs,
+    classes: usize,
+) -> Result<(crate::tensor::Tensor, Option<Vec<u32>>, usize)> {
+    use crate::nn::models::row_labels;
+    let n = z.shape()[0];
+    if a.class_grid {
+        let tiled = z.to_vec()?.repeat(classes);
+        let zs = crate::tensor::Tensor::from_vec(tiled, &[n * classes, z.shape()[1]], &z.device())?;
+        return Ok((zs, Some(row_labels(n * classes, n, classes)), n));
+    }
+    let nrow = a.nrow.unwrap_or_else(|| grid_columns(n));
+    let labels = match (a.class, classes) {
+        (Some(k), _) => Some(vec![k; n]),
+        (None, 0) => None,
+        (None, c) => Some(row_labels(n, nrow, c)),
+    };
+    Ok((z, labels, nrow))
 }
 
 /// Names of the `extern "C" __global__` entry points in a kernel source.

@@ -30,31 +30,45 @@ fn check(a: Activation) -> Result<()> {
     Ok(())
 }
 
-pub fn forward(x: &Tensor, a: Activation) -> Result<Tensor> {
-    check(a)?;
-    let xd = data(x)?;
-    let f = move |x: f32| -> f32 {
-        match a {
-            Activation::Relu => x.max(0.0),
-            Activation::LeakyRelu(s) => {
-                if x > 0.0 {
-                    x
-                } else {
-                    s * x
-                }
-            }
-            Activation::Tanh => x.tanh(),
-            Activation::Sigmoid => sigmoid(x),
-        }
-    };
-    let mut out = vec![f32::NAN; xd.len()];
+/// Runs `f` over `x` in parallel chunks into a NaN-poisoned output (so an unwritten element would show).
+/// Generic over `f` so each activation gets its own monomorphised, unswitched loop that LLVM vectorises:
+/// matching the activation kind inside the per-element closure kept the loop scalar and cost 6-10x
+/// (docs/perf-notes.md).
+fn map1(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![f32::NAN; x.len()];
     out.par_chunks_mut(PAR_CHUNK)
-        .zip(xd.par_chunks(PAR_CHUNK))
+        .zip(x.par_chunks(PAR_CHUNK))
         .for_each(|(o, x)| {
             for (o, &x) in o.iter_mut().zip(x) {
                 *o = f(x);
             }
         });
+    out
+}
+
+/// Two-input form of [`map1`] for the backward passes.
+fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![f32::NAN; a.len()];
+    out.par_chunks_mut(PAR_CHUNK)
+        .zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)))
+        .for_each(|(o, (a, b))| {
+            for (o, (&a, &b)) in o.iter_mut().zip(a.iter().zip(b)) {
+                *o = f(a, b);
+            }
+        });
+    out
+}
+
+pub fn forward(x: &Tensor, a: Activation) -> Result<Tensor> {
+    check(a)?;
+    let xd = data(x)?;
+    // Branch-free selects (`if` on a comparison, no early exit) so the loops compile to SIMD blends.
+    let out = match a {
+        Activation::Relu => map1(xd, |x| if x > 0.0 { x } else { 0.0 }),
+        Activation::LeakyRelu(s) => map1(xd, move |x| if x > 0.0 { x } else { s * x }),
+        Activation::Tanh => map1(xd, f32::tanh),
+        Activation::Sigmoid => map1(xd, sigmoid),
+    };
     Ok(tensor(out, x.shape()))
 }
 
@@ -63,34 +77,12 @@ pub fn backward(y: &Tensor, dy: &Tensor, a: Activation) -> Result<Tensor> {
     same_shape("activation_backward (y vs dy)", y, dy)?;
     let (yd, gd) = (data(y)?, data(dy)?);
     // d/dx expressed through y: tanh' = 1 - y², sigmoid' = y (1 - y).
-    let f = move |y: f32, g: f32| -> f32 {
-        match a {
-            Activation::Relu => {
-                if y > 0.0 {
-                    g
-                } else {
-                    0.0
-                }
-            }
-            Activation::LeakyRelu(s) => {
-                if y > 0.0 {
-                    g
-                } else {
-                    s * g
-                }
-            }
-            Activation::Tanh => g * (1.0 - y * y),
-            Activation::Sigmoid => g * y * (1.0 - y),
-        }
+    let out = match a {
+        Activation::Relu => map2(yd, gd, |y, g| if y > 0.0 { g } else { 0.0 }),
+        Activation::LeakyRelu(s) => map2(yd, gd, move |y, g| if y > 0.0 { g } else { s * g }),
+        Activation::Tanh => map2(yd, gd, |y, g| g * (1.0 - y * y)),
+        Activation::Sigmoid => map2(yd, gd, |y, g| g * y * (1.0 - y)),
     };
-    let mut out = vec![f32::NAN; yd.len()];
-    out.par_chunks_mut(PAR_CHUNK)
-        .zip(yd.par_chunks(PAR_CHUNK).zip(gd.par_chunks(PAR_CHUNK)))
-        .for_each(|(o, (y, g))| {
-            for (o, (&y, &g)) in o.iter_mut().zip(y.iter().zip(g)) {
-                *o = f(y, g);
-            }
-        });
     Ok(tensor(out, y.shape()))
 }
 

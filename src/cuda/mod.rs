@@ -4,7 +4,7 @@
 //! - [`runtime`]: the `GpuRuntime` trait both runtimes implement, launch configs, kernel arguments, and the
 //!   kernel signature table parsed from the sources at build time.
 //! - [`backend`]: `CudaBackend`, the `Backend` implementation; op families live in their own files
-//!   (elementwise, activation, loss, optim, random, shape, conv, batchnorm, linear), each one launch helper per op.
+//!   (elementwise, activation, loss, optim, random, shape, conv, batchnorm, linear, pool, resize), each one launch helper per op.
 //! - [`alloc`]: the caching allocator behind every tensor.
 
 pub mod activation;

@@ -227,7 +227,8 @@ impl PixelSet {
 /// The Philox stream FID's generator samples are drawn from (distinct from the training streams 1..4).
 pub const STREAM_FID: u64 = 0x0046_4944;
 
-/// `n` images from generator `g` (eval mode, latents from `seed`'s FID stream), quantised to pixels.
+/// `n` images from generator `g` (eval mode, latents from `seed`'s FID stream; a conditional generator's
+/// classes in turn), quantised to pixels.
 pub fn generator_pixels(
     g: &mut Generator,
     n: usize,
@@ -246,7 +247,14 @@ pub fn generator_pixels(
     while done < n {
         let b = batch_size.min(n - done);
         let z = rng.normal(&[b, g.cfg.nz], 0.0, 1.0, &device)?;
-        pixels.extend(to_pixels(&g.generate(&z)?.to_vec()?));
+        // A class-conditional generator gets the classes in turn: equal numbers of each, as in a balanced
+        // test set.
+        let k = g.cfg.num_classes;
+        let labels: Option<Vec<u32>> =
+            (k > 0).then(|| (done..done + b).map(|i| (i % k) as u32).collect());
+        pixels.extend(to_pixels(
+            &g.generate_with_labels(&z, labels.as_deref())?.to_vec()?,
+        ));
         done += b;
     }
     Ok(PixelSet {

@@ -44,3 +44,165 @@ pub fn avg_pool2d(tape: &mut Tape, x: Var, p: Pool2d, count_include_pad: bool) -
         }),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::Device;
+    use crate::ops::gradcheck::{test_tensor, test_values, GradCheck};
+    use crate::tensor::Tensor;
+
+    fn pool(k: (usize, usize), s: (usize, usize), p: (usize, usize)) -> Pool2d {
+        Pool2d {
+            kernel: k,
+            stride: s,
+            padding: p,
+        }
+    }
+
+    /// (input shape, pooling): odd and unequal H/W, padding, stride 2 that drops a last row/column, an
+    /// asymmetric 1×3 window, InceptionV3's 3×3/1/1 and 3×3/2/0, and a global pool.
+    fn cases() -> Vec<([usize; 4], Pool2d)> {
+        vec![
+            ([2, 3, 7, 5], pool((3, 3), (2, 2), (1, 1))),
+            ([1, 2, 6, 7], pool((1, 3), (1, 2), (0, 1))),
+            ([2, 2, 7, 5], pool((2, 2), (2, 2), (0, 0))),
+            ([1, 3, 5, 6], Pool2d::new(3, 1, 1)),
+            ([2, 2, 9, 7], Pool2d::new(3, 2, 0)),
+            ([2, 3, 4, 3], pool((4, 3), (1, 1), (0, 0))),
+            ([1, 2, 5, 4], pool((3, 2), (2, 3), (1, 1))),
+        ]
+    }
+
+    /// Values that are all different by at least 0.05, so the ±1e-2 probes of the gradient check never change
+    /// which cell of a window is the maximum (a random input would have near-ties that make max non-smooth).
+    fn separated(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let r = test_values(n, seed);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| r[a].total_cmp(&r[b]));
+        let mut v = vec![0.0f32; n];
+        for (rank, &i) in order.iter().enumerate() {
+            v[i] = rank as f32 * 0.05 - 2.0;
+        }
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn max_pool2d_gradcheck() {
+        for (ci, (xs, p)) in cases().into_iter().enumerate() {
+            let x = separated(&xs, 10 + ci as u64);
+            GradCheck::default()
+                .run(&[x], |t, v| max_pool2d(t, v[0], p))
+                .unwrap_or_else(|e| panic!("case {ci} {xs:?} {p:?}: {e:#}"));
+        }
+    }
+
+    #[test]
+    fn avg_pool2d_gradcheck_both_divisors() {
+        for (ci, (xs, p)) in cases().into_iter().enumerate() {
+            for include in [true, false] {
+                let x = test_tensor(&xs, 20 + ci as u64);
+                GradCheck::default()
+                    .run(&[x], |t, v| avg_pool2d(t, v[0], p, include))
+                    .unwrap_or_else(|e| panic!("case {ci} {xs:?} {p:?} include {include}: {e:#}"));
+            }
+        }
+    }
+
+    /// Direct definitions on a small hand-checkable input.
+    #[test]
+    fn forward_values_by_hand() {
+        // One 3×3 plane 1..9 (row-major).
+        let x = Tensor::from_vec(
+            (1..=9).map(|v| v as f32).collect(),
+            &[1, 1, 3, 3],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let mut tape = Tape::no_grad();
+        let xv = tape.constant(x);
+        let p = Pool2d::new(2, 2, 1); // windows {1}, {2,3}, {4,7}, {5,6,8,9}
+        let y = max_pool2d(&mut tape, xv, p).unwrap();
+        assert_eq!(tape.value(y).shape(), &[1, 1, 2, 2]);
+        assert_eq!(tape.value(y).to_vec().unwrap(), [1.0, 3.0, 7.0, 9.0]);
+        let y = avg_pool2d(&mut tape, xv, p, true).unwrap();
+        assert_eq!(tape.value(y).to_vec().unwrap(), [0.25, 1.25, 2.75, 7.0]);
+        let y = avg_pool2d(&mut tape, xv, p, false).unwrap();
+        assert_eq!(tape.value(y).to_vec().unwrap(), [1.0, 2.5, 5.5, 7.0]);
+    }
+
+    /// Ties: the first maximum in row-major order gets the whole gradient; padding never wins even when every
+    /// image value is negative.
+    #[test]
+    fn max_pool2d_ties_and_negative_values() {
+        let x = Tensor::from_vec(
+            vec![-3.0, -1.0, -1.0, -2.0, -1.0, -5.0],
+            &[1, 1, 2, 3],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let mut tape = Tape::new();
+        let xv = tape.leaf(x);
+        let y = max_pool2d(&mut tape, xv, Pool2d::new(3, 3, 1)).unwrap();
+        assert_eq!(tape.value(y).to_vec().unwrap(), [-1.0]);
+        let dy = Tensor::from_vec(vec![2.0], &[1, 1, 1, 1], &Device::Cpu).unwrap();
+        let g = tape.backward_from(y, dy).unwrap();
+        assert_eq!(
+            g.get(xv).unwrap().to_vec().unwrap(),
+            [0.0, 2.0, 0.0, 0.0, 0.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let mut tape = Tape::new();
+        let x = tape.leaf(test_tensor(&[1, 2, 4, 3], 1));
+        let err = |r: Result<Var>| format!("{:#}", r.expect_err("expected an error"));
+        let e = err(max_pool2d(&mut tape, x, Pool2d::new(5, 1, 0)));
+        assert!(e.contains("larger than the padded input"), "{e}");
+        let e = err(avg_pool2d(
+            &mut tape,
+            x,
+            pool((3, 3), (1, 1), (2, 1)),
+            false,
+        ));
+        assert!(e.contains("at most half the kernel"), "{e}");
+        let e = err(max_pool2d(&mut tape, x, Pool2d::new(2, 0, 0)));
+        assert!(e.contains("must be positive"), "{e}");
+        let e = err(avg_pool2d(&mut tape, x, Pool2d::new(0, 1, 0), true));
+        assert!(e.contains("must be positive"), "{e}");
+        let flat = tape.leaf(test_tensor(&[2, 3], 2));
+        let e = err(max_pool2d(&mut tape, flat, Pool2d::new(1, 1, 0)));
+        assert!(e.contains("4-D"), "{e}");
+        let empty = tape.leaf(Tensor::zeros(&[1, 0, 4, 4], &Device::Cpu).unwrap());
+        let e = err(avg_pool2d(&mut tape, empty, Pool2d::new(2, 2, 0), true));
+        assert!(e.contains("empty dimension"), "{e}");
+        // Backend-level backward with a dy of the wrong shape.
+        let xt = test_tensor(&[1, 2, 4, 3], 1);
+        let dy = test_tensor(&[1, 2, 3, 3], 3);
+        let b = xt.backend();
+        let e = format!(
+            "{:#}",
+            b.max_pool2d_backward(&xt, &dy, Pool2d::new(2, 2, 0))
+                .unwrap_err()
+        );
+        assert!(e.contains("dy has shape"), "{e}");
+        let e = format!(
+            "{:#}",
+            b.avg_pool2d_backward(&dy, [1, 2, 4, 3], Pool2d::new(2, 2, 0), true)
+                .unwrap_err()
+        );
+        assert!(e.contains("dy has shape"), "{e}");
+    }
+
+    #[test]
+    fn output_size_floor_mode() {
+        assert_eq!(Pool2d::new(3, 2, 0).output_size(35, 35), Some((17, 17)));
+        assert_eq!(Pool2d::new(3, 1, 1).output_size(8, 8), Some((8, 8)));
+        assert_eq!(Pool2d::new(8, 1, 0).output_size(8, 8), Some((1, 1)));
+        assert_eq!(Pool2d::new(2, 2, 0).output_size(7, 5), Some((3, 2)));
+        assert_eq!(Pool2d::new(9, 1, 0).output_size(8, 8), None);
+        assert_eq!(Pool2d::new(3, 0, 0).output_size(8, 8), None);
+    }
+}

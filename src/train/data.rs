@@ -1,6 +1,6 @@
 //! The training loop's side of the data: which dataset a config names, and its batch loader.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::data::{open_dataset, DatasetOptions, Loader, LoaderConfig, LoaderState};
 use crate::device::Device;
@@ -28,6 +28,36 @@ pub fn natural_format(spec: &str) -> NaturalFormat {
             channels: 3,
         },
     }
+}
+
+/// The number of label classes of the dataset `cfg` names, for a new conditional model; a clear error when the
+/// dataset has no labels.
+pub fn dataset_num_classes(cfg: &TrainConfig) -> Result<usize> {
+    let opts = DatasetOptions {
+        seed: cfg.seed,
+        ..DatasetOptions::default()
+    };
+    let ds = open_dataset(
+        &cfg.dataset,
+        cfg.model.image_size,
+        cfg.model.channels,
+        &opts,
+    )?;
+    match ds.num_classes() {
+        Some(c) if c > 0 => Ok(c),
+        _ => bail!(
+            "--conditional needs a dataset with class labels (mnist, fashion, balls), but {} has none{}",
+            ds.describe(),
+            match spec_kind(&cfg.dataset) {
+                "mnist" | "fashion" => " (its *-labels-idx1-ubyte file is missing)",
+                _ => "",
+            }
+        ),
+    }
+}
+
+fn spec_kind(spec: &str) -> &str {
+    spec.split(':').next().unwrap_or(spec)
 }
 
 /// The shuffled, drop-last loader of the run's dataset, at its start or at a saved position.

@@ -45,6 +45,8 @@ pub struct DStep {
     pub d_g_z1: f32,
     /// G(z) on the tape, still connected to G's parameters, for the G step.
     pub fake: Var,
+    /// The class labels the fake was generated for (conditional models), which the G step shows D again.
+    pub fake_labels: Option<Vec<u32>>,
     pub grads: Gradients,
 }
 
@@ -130,11 +132,43 @@ impl Gan {
     /// One D update on the real batch `real`. Clears the tape first: the fake it leaves on the tape is the
     /// only thing the G step needs.
     pub fn d_step(&mut self, tape: &mut Tape, real: Tensor, step: u64) -> Result<DStep> {
+        self.d_step_labelled(tape, real, None, step)
+    }
+
+    /// [`d_step`](Gan::d_step) with the real batch's class labels (`None` for an unconditional model). A
+    /// conditional model's fake labels are drawn uniformly from the noise stream, right after z, so they
+    /// are reproducible and resume exactly like z.
+    pub fn d_step_labelled(
+        &mut self,
+        tape: &mut Tape,
+        real: Tensor,
+        real_labels: Option<&[u32]>,
+        step: u64,
+    ) -> Result<DStep> {
         let n = real.dims4("real batch")?[0];
         let z = self
             .noise
             .normal(&[n, self.g.cfg.nz], 0.0, 1.0, &self.device)?;
-        self.d_step_with_z(tape, real, z, step)
+        let fake_labels = self.draw_labels(n)?;
+        self.d_step_full(tape, real, real_labels, z, fake_labels, step)
+    }
+
+    /// `n` class labels uniform over the model's classes from the noise stream; `None` (and no draw) for an
+    /// unconditional model, so unconditional runs draw exactly the numbers they always did.
+    pub fn draw_labels(&mut self, n: usize) -> Result<Option<Vec<u32>>> {
+        let c = self.g.cfg.num_classes;
+        if c == 0 {
+            return Ok(None);
+        }
+        // Drawn by the CPU backend whatever the device: the labels are needed on the host to build the one-hot
+        // codes, and Philox gives the same numbers on every backend anyway.
+        let u = self.noise.uniform(&[n], 0.0, 1.0, &Device::Cpu)?.to_vec()?;
+        // min: guards a uniform that rounds up to exactly 1.0.
+        Ok(Some(
+            u.iter()
+                .map(|&x| ((x * c as f32) as u32).min(c as u32 - 1))
+                .collect(),
+        ))
     }
 
     /// [`d_step`](Gan::d_step) with given latents `z` [N, nz] instead of drawn ones (golden tests).
@@ -145,17 +179,34 @@ impl Gan {
         z: Tensor,
         step: u64,
     ) -> Result<DStep> {
+        self.d_step_full(tape, real, None, z, None, step)
+    }
+
+    /// The D step with everything given: the real batch and its labels, the latents and the labels of the fake.
+    pub fn d_step_full(
+        &mut self,
+        tape: &mut Tape,
+        real: Tensor,
+        real_labels: Option<&[u32]>,
+        z: Tensor,
+        fake_labels: Option<Vec<u32>>,
+        step: u64,
+    ) -> Result<DStep> {
         tape.clear();
         self.d.store.zero_grad();
         let x = tape.constant(real.to_device(&self.device)?);
-        let logits_real = self.d.forward(tape, x, true)?;
+        let logits_real = self.d.forward_labelled(tape, x, real_labels, true)?;
         let err_real = ops::bce_with_logits(tape, logits_real, 1.0)?;
 
         let z = tape.constant(z.to_device(&self.device)?);
-        let fake = self.g.forward(tape, z, true)?;
+        let fake = self
+            .g
+            .forward_labelled(tape, z, fake_labels.as_deref(), true)?;
         // D's update must not push gradients into G.
         let fake_const = tape.detach(fake);
-        let logits_fake = self.d.forward(tape, fake_const, true)?;
+        let logits_fake =
+            self.d
+                .forward_labelled(tape, fake_const, fake_labels.as_deref(), true)?;
         let err_fake = ops::bce_with_logits(tape, logits_fake, 0.0)?;
         let err_d = ops::add(tape, err_real, err_fake)?;
 
@@ -173,17 +224,29 @@ impl Gan {
             d_x,
             d_g_z1,
             fake,
+            fake_labels,
             grads,
         })
     }
 
     /// One G update through the (just updated) D, on the fake of the last D step.
     pub fn g_step(&mut self, tape: &mut Tape, fake: Var, step: u64) -> Result<GStep> {
+        self.g_step_labelled(tape, fake, None, step)
+    }
+
+    /// [`g_step`](Gan::g_step) for a fake generated for the class labels `fake_labels` (conditional models).
+    pub fn g_step_labelled(
+        &mut self,
+        tape: &mut Tape,
+        fake: Var,
+        fake_labels: Option<&[u32]>,
+        step: u64,
+    ) -> Result<GStep> {
         self.g.store.zero_grad();
         // Frozen D: its parameters enter the tape as constants, so backward computes only the gradient
         // flowing through D's activations into the fake, never D's weight gradients.
         self.d.store.requires_grad = false;
-        let out = self.d.forward(tape, fake, true);
+        let out = self.d.forward_labelled(tape, fake, fake_labels, true);
         self.d.store.requires_grad = true;
         let logits = out?;
         let err_g = match self.loss {
@@ -216,15 +279,27 @@ impl Gan {
         step: u64,
         mut next_real: impl FnMut() -> Result<Tensor>,
     ) -> Result<StepMetrics> {
+        self.train_step_labelled(tape, k, step, || Ok((next_real()?, None)))
+    }
+
+    /// [`train_step`](Gan::train_step) where each real batch comes with its class labels (`None` for an
+    /// unconditional model).
+    pub fn train_step_labelled(
+        &mut self,
+        tape: &mut Tape,
+        k: usize,
+        step: u64,
+        mut next_real: impl FnMut() -> Result<(Tensor, Option<Vec<u32>>)>,
+    ) -> Result<StepMetrics> {
         let mut images = 0;
         let mut last = None;
         for _ in 0..k.max(1) {
-            let real = next_real()?;
+            let (real, labels) = next_real()?;
             images += real.shape()[0];
-            last = Some(self.d_step(tape, real, step)?);
+            last = Some(self.d_step_labelled(tape, real, labels.as_deref(), step)?);
         }
         let d = last.expect("k >= 1");
-        let g = self.g_step(tape, d.fake, step)?;
+        let g = self.g_step_labelled(tape, d.fake, d.fake_labels.as_deref(), step)?;
         tape.clear();
         Ok(StepMetrics {
             step,
@@ -252,6 +327,7 @@ mod tests {
             ngf: 3,
             ndf: 3,
             hidden: 6,
+            num_classes: 0,
         };
         let a = AdamSettings {
             lr: 2e-4,
@@ -398,6 +474,7 @@ mod tests {
             ngf: 4,
             ndf: 4,
             hidden: 1,
+            num_classes: 0,
         };
         let a = AdamSettings {
             lr: 2e-4,

@@ -64,6 +64,8 @@ pub struct Trainer {
     pub data: Loader,
     /// The latents of every sample grid of the run.
     pub fixed_z: Tensor,
+    /// A conditional run's labels of the sample grids: row r of the grid shows class r mod num_classes.
+    pub fixed_labels: Option<Vec<u32>>,
     pub step: u64,
     pub total_steps: u64,
     elapsed_before: f64,
@@ -94,8 +96,16 @@ impl Trainer {
         step: u64,
         elapsed_before: f64,
     ) -> Result<Trainer> {
+        check_dataset_classes(&cfg, &data)?;
         let mut zs = RngStream::new(stream_seed(cfg.seed, STREAM_FIXED_Z));
         let fixed_z = zs.normal(&[cfg.num_samples, cfg.model.nz], 0.0, 1.0, &gan.device)?;
+        let fixed_labels = cfg.model.is_conditional().then(|| {
+            crate::nn::models::row_labels(
+                cfg.num_samples,
+                grid_columns(cfg.num_samples),
+                cfg.model.num_classes,
+            )
+        });
         let total_steps = match cfg.duration {
             Duration::Steps(n) => n,
             Duration::Epochs(e) => {
@@ -109,6 +119,7 @@ impl Trainer {
             gan,
             data,
             fixed_z,
+            fixed_labels,
             step,
             total_steps,
             elapsed_before,
@@ -172,16 +183,24 @@ impl Trainer {
         let step = self.step + 1;
         let data = &mut self.data;
         let dev = self.gan.device.clone();
-        let m = self.gan.train_step(&mut self.tape, self.cfg.k, step, || {
-            data.next_batch()?.images.to_device(&dev)
-        })?;
+        // An unconditional model ignores the labels a dataset may have.
+        let conditional = self.cfg.model.is_conditional();
+        let m = self
+            .gan
+            .train_step_labelled(&mut self.tape, self.cfg.k, step, || {
+                let b = data.next_batch()?;
+                let labels = if conditional { b.labels } else { None };
+                Ok((b.images.to_device(&dev)?, labels))
+            })?;
         self.step = step;
         Ok(m)
     }
 
     /// G(fixed z) in eval mode.
     pub fn samples(&mut self) -> Result<Tensor> {
-        self.gan.g.generate(&self.fixed_z)
+        self.gan
+            .g
+            .generate_with_labels(&self.fixed_z, self.fixed_labels.as_deref())
     }
 
     pub fn sample_path(&self, step: u64) -> PathBuf {
@@ -194,8 +213,7 @@ impl Trainer {
     pub fn save_samples(&mut self) -> Result<PathBuf> {
         let imgs = self.samples()?;
         let path = self.sample_path(self.step);
-        let nrow = (self.cfg.num_samples as f64).sqrt().ceil() as usize;
-        crate::io::save_grid(&imgs, &path, nrow)?;
+        crate::io::save_grid(&imgs, &path, grid_columns(self.cfg.num_samples))?;
         Ok(path)
     }
 
@@ -288,6 +306,31 @@ impl Trainer {
             });
         }
         Ok(())
+    }
+}
+
+/// Images per row of a sample grid of `n` images: a square as near as can be.
+pub fn grid_columns(n: usize) -> usize {
+    ((n as f64).sqrt().ceil() as usize).max(1)
+}
+
+/// A conditional model needs a labelled dataset whose labels it can take.
+fn check_dataset_classes(cfg: &TrainConfig, data: &Loader) -> Result<()> {
+    if !cfg.model.is_conditional() {
+        return Ok(());
+    }
+    let ds = data.dataset();
+    match ds.num_classes() {
+        None => bail!(
+            "the model is class-conditional but {} has no class labels",
+            ds.describe()
+        ),
+        Some(c) if c > cfg.model.num_classes => bail!(
+            "{} has {c} classes but the conditional model was built for {}",
+            ds.describe(),
+            cfg.model.num_classes
+        ),
+        Some(_) => Ok(()),
     }
 }
 

@@ -33,7 +33,8 @@ fn ladder(image_size: usize) -> Result<Ladder> {
 }
 
 /// G: ConvT(nz, m0·ngf, k0, 1, 0) BN ReLU, then ConvT(m·ngf, m'·ngf, 4, 2, 1) BN ReLU per stage, then
-/// ConvT(→ nc, 4, 2, 1) Tanh.
+/// ConvT(→ nc, 4, 2, 1) Tanh. A class-conditional G takes nz + num_classes input channels: the one-hot label
+/// joins z as extra 1×1 channels, so the first layer's weights are a learned per-class embedding.
 pub fn generator(
     cfg: &ModelConfig,
     store: &mut ParamStore,
@@ -41,7 +42,7 @@ pub fn generator(
 ) -> Result<Sequential> {
     let Ladder { g: mults, k0, .. } = ladder(cfg.image_size)?;
     let mut s = Sequential::new("main");
-    let mut cin = cfg.nz;
+    let mut cin = cfg.nz + cfg.num_classes;
     for (i, &m) in mults.iter().enumerate() {
         let cout = m * cfg.ngf;
         if i == 0 {
@@ -59,7 +60,9 @@ pub fn generator(
 }
 
 /// D: Conv(nc, ndf, 4, 2, 1) LReLU, then Conv(m·ndf, 2m·ndf, 4, 2, 1) BN LReLU per stage, then
-/// Conv(→ 1, k0, 1, 0) giving one logit per image (PyTorch's final Sigmoid is fused into the loss).
+/// Conv(→ 1, k0, 1, 0) giving one logit per image (PyTorch's final Sigmoid is fused into the loss). A
+/// class-conditional D sees nc + num_classes input channels: the image plus one constant plane per class,
+/// all zero except the plane of the image's label.
 pub fn discriminator(
     cfg: &ModelConfig,
     store: &mut ParamStore,
@@ -68,7 +71,7 @@ pub fn discriminator(
     let Ladder { d: mults, k0, .. } = ladder(cfg.image_size)?;
     let mut s = Sequential::new("main");
     let lrelu = Activation::LeakyRelu(0.2);
-    let mut cin = cfg.channels;
+    let mut cin = cfg.channels + cfg.num_classes;
     for (i, &m) in mults.iter().enumerate() {
         let cout = m * cfg.ndf;
         s.conv(store, rng, cin, cout, 4, 2, 1)?;

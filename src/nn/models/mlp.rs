@@ -12,6 +12,7 @@ use crate::ops::random::RngStream;
 use super::ModelConfig;
 
 /// G: Linear(nz, h) BN ReLU, Linear(h, 2h) BN ReLU, Linear(2h, 4h) BN ReLU, Linear(4h, C·H·W) Tanh.
+/// A class-conditional G's input is z followed by the one-hot label (nz + num_classes features).
 pub fn generator(
     cfg: &ModelConfig,
     store: &mut ParamStore,
@@ -19,7 +20,7 @@ pub fn generator(
 ) -> Result<Sequential> {
     let h = cfg.hidden;
     let mut s = Sequential::new("main");
-    let mut fin = cfg.nz;
+    let mut fin = cfg.nz + cfg.num_classes;
     for m in [1, 2, 4] {
         s.linear(store, rng, fin, m * h)?;
         s.batch_norm(store, rng, m * h)?;
@@ -31,7 +32,8 @@ pub fn generator(
     Ok(s)
 }
 
-/// D: Linear(C·H·W, 4h) LReLU, Linear(4h, 2h) LReLU, Linear(2h, 1).
+/// D: Linear(C·H·W, 4h) LReLU, Linear(4h, 2h) LReLU, Linear(2h, 1). A class-conditional D's input is the
+/// flattened image followed by the one-hot label (C·H·W + num_classes features).
 pub fn discriminator(
     cfg: &ModelConfig,
     store: &mut ParamStore,
@@ -39,7 +41,7 @@ pub fn discriminator(
 ) -> Result<Sequential> {
     let h = cfg.hidden;
     let mut s = Sequential::new("main");
-    s.linear(store, rng, cfg.image_numel(), 4 * h)?;
+    s.linear(store, rng, cfg.image_numel() + cfg.num_classes, 4 * h)?;
     s.act(Activation::LeakyRelu(0.2));
     s.linear(store, rng, 4 * h, 2 * h)?;
     s.act(Activation::LeakyRelu(0.2));

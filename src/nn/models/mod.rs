@@ -4,6 +4,11 @@
 //! module's `state_dict` (`main.<index>.weight`, ...), so a saved generator loads into the PyTorch DCGAN
 //! example's `Generator` with `load_state_dict`. D returns raw logits (PyTorch's final Sigmoid is folded into
 //! the BCE-with-logits loss, which is both faster and numerically safer).
+//!
+//! A class-conditional model (`num_classes > 0`, in the manner of Mirza & Osindero's conditional GAN) feeds the
+//! label to both networks as a one-hot code: G reads z followed by the one-hot label, D reads the image plus
+//! one constant plane per class (DCGAN) or the flattened image followed by the one-hot label (MLP). The code
+//! is built on the host and uploaded, so it runs unchanged on every backend.
 
 pub mod dcgan;
 pub mod mlp;
@@ -53,6 +58,10 @@ pub struct ModelConfig {
     pub ndf: usize,
     /// MLP: the hidden width h (layers of h, 2h, 4h).
     pub hidden: usize,
+    /// Label classes of a class-conditional model; 0 for an unconditional one. Checkpoints written before
+    /// conditioning existed lack the field, and they are unconditional: hence the default.
+    #[serde(default)]
+    pub num_classes: usize,
 }
 
 impl Default for ModelConfig {
@@ -65,6 +74,7 @@ impl Default for ModelConfig {
             ngf: 64,
             ndf: 64,
             hidden: 256,
+            num_classes: 0,
         }
     }
 }
@@ -105,10 +115,47 @@ impl ModelConfig {
             ModelKind::Dcgan => format!("ngf={} ndf={}", self.ngf, self.ndf),
             ModelKind::Mlp => format!("hidden={}", self.hidden),
         };
+        let cond = match self.num_classes {
+            0 => String::new(),
+            c => format!(" conditional on {c} classes"),
+        };
         format!(
-            "{} {s}x{s}x{} nz={} {widths}",
+            "{} {s}x{s}x{} nz={} {widths}{cond}",
             self.kind, self.channels, self.nz
         )
+    }
+
+    /// Whether the networks take a class label with every image.
+    pub fn is_conditional(&self) -> bool {
+        self.num_classes > 0
+    }
+
+    /// Checks the labels given for a batch of `n` against the model: a conditional model needs one label in
+    /// `0..num_classes` per image, an unconditional one takes none.
+    pub fn check_labels<'a>(
+        &self,
+        labels: Option<&'a [u32]>,
+        n: usize,
+        what: &str,
+    ) -> Result<Option<&'a [u32]>> {
+        match (self.num_classes, labels) {
+            (0, None) => Ok(None),
+            (0, Some(_)) => bail!("{what}: class labels were given to an unconditional model"),
+            (c, None) => bail!(
+                "{what}: the model is class-conditional ({c} classes) and needs a class label for every image"
+            ),
+            (c, Some(l)) => {
+                ensure!(
+                    l.len() == n,
+                    "{what}: {} class labels for a batch of {n}",
+                    l.len()
+                );
+                if let Some(bad) = l.iter().find(|&&y| y as usize >= c) {
+                    bail!("{what}: class label {bad} is out of range for a model of {c} classes (0..{c})");
+                }
+                Ok(Some(l))
+            }
+        }
     }
 
     /// The command-line flags on which `other` differs from `self` (the fields that matter for the kind), as
@@ -138,11 +185,48 @@ impl ModelConfig {
         if mlp && self.hidden != other.hidden {
             d.push(format!("--hidden {}", other.hidden));
         }
+        if self.num_classes != other.num_classes {
+            d.push(match other.num_classes {
+                0 => "no --conditional".to_string(),
+                c => format!("--conditional ({c} classes)"),
+            });
+        }
         d
     }
 }
 
-/// The generator: z [N, nz] → images [N, C, H, W] in [-1, 1].
+/// Class labels that follow the rows of a grid of `n` images with `columns` per row: image i shows class
+/// (i / columns) mod `classes`, so row r is class r (mod `classes`).
+pub fn row_labels(n: usize, columns: usize, classes: usize) -> Vec<u32> {
+    let columns = columns.max(1);
+    let classes = classes.max(1);
+    (0..n).map(|i| ((i / columns) % classes) as u32).collect()
+}
+
+/// The one-hot codes of `labels` [N], each row of `classes` values repeated over `plane` positions: [N, classes]
+/// with `plane` 1, or the [N, classes, H, W] planes D sees with `plane` H·W.
+fn one_hot(labels: &[u32], classes: usize, plane: usize) -> Vec<f32> {
+    let mut v = vec![0.0; labels.len() * classes * plane];
+    for (i, &y) in labels.iter().enumerate() {
+        let start = (i * classes + y as usize) * plane;
+        v[start..start + plane].fill(1.0);
+    }
+    v
+}
+
+/// `x` followed along dim 1 by the one-hot code of `labels` (a tape constant: labels get no gradient).
+fn append_one_hot(tape: &mut Tape, x: Var, labels: &[u32], classes: usize) -> Result<Var> {
+    let shape = tape.value(x).shape().to_vec();
+    let plane: usize = shape[2..].iter().product();
+    let mut code_shape = shape.clone();
+    code_shape[1] = classes;
+    let device = tape.value(x).device();
+    let code = Tensor::from_vec(one_hot(labels, classes, plane), &code_shape, &device)?;
+    let code = tape.constant(code);
+    ops::concat_channels(tape, &[x, code])
+}
+
+/// The generator: z [N, nz] (and, if conditional, labels [N]) → images [N, C, H, W] in [-1, 1].
 pub struct Generator {
     pub cfg: ModelConfig,
     pub store: ParamStore,
@@ -165,18 +249,35 @@ impl Generator {
         })
     }
 
+    /// The forward of an unconditional generator.
     pub fn forward(&mut self, tape: &mut Tape, z: Var, train: bool) -> Result<Var> {
+        self.forward_labelled(tape, z, None, train)
+    }
+
+    /// The forward with one class label per latent (`None` for an unconditional generator).
+    pub fn forward_labelled(
+        &mut self,
+        tape: &mut Tape,
+        z: Var,
+        labels: Option<&[u32]>,
+        train: bool,
+    ) -> Result<Var> {
         let [n, nz] = tape.value(z).dims2("generator input z")?;
         ensure!(
             nz == self.cfg.nz,
             "generator input z: expected [N, {}], got [{n}, {nz}]",
             self.cfg.nz
         );
+        let z = match self.cfg.check_labels(labels, n, "generator")? {
+            Some(l) => append_one_hot(tape, z, l, self.cfg.num_classes)?,
+            None => z,
+        };
+        let zin = nz + self.cfg.num_classes;
         let [c, h, w] = self.cfg.image_shape();
         match self.cfg.kind {
             ModelKind::Dcgan => {
                 // The latent is a 1×1 image with nz channels, as in PyTorch's DCGAN example.
-                let x = ops::reshape(tape, z, &[n, nz, 1, 1])?;
+                let x = ops::reshape(tape, z, &[n, zin, 1, 1])?;
                 let y = self.net.forward(tape, &mut self.store, x, train)?;
                 let got = tape.value(y).shape();
                 if got != [n, c, h, w] {
@@ -195,15 +296,21 @@ impl Generator {
     }
 
     /// Images for the latents `z` [N, nz] in eval mode (BN running stats, nothing recorded, nothing updated).
+    /// Unconditional generators only; see [`generate_with_labels`](Generator::generate_with_labels).
     pub fn generate(&mut self, z: &Tensor) -> Result<Tensor> {
+        self.generate_with_labels(z, None)
+    }
+
+    /// [`generate`](Generator::generate) with a class label per latent (`None` for an unconditional model).
+    pub fn generate_with_labels(&mut self, z: &Tensor, labels: Option<&[u32]>) -> Result<Tensor> {
         let mut tape = Tape::no_grad();
         let z = tape.constant(z.to_device(&self.store.device)?);
-        let y = self.forward(&mut tape, z, false)?;
+        let y = self.forward_labelled(&mut tape, z, labels, false)?;
         Ok(tape.value(y).clone())
     }
 }
 
-/// The discriminator: images [N, C, H, W] → logits [N].
+/// The discriminator: images [N, C, H, W] (and, if conditional, labels [N]) → logits [N].
 pub struct Discriminator {
     pub cfg: ModelConfig,
     pub store: ParamStore,
@@ -225,7 +332,19 @@ impl Discriminator {
         })
     }
 
+    /// The forward of an unconditional discriminator.
     pub fn forward(&mut self, tape: &mut Tape, x: Var, train: bool) -> Result<Var> {
+        self.forward_labelled(tape, x, None, train)
+    }
+
+    /// The forward with the class label of each image (`None` for an unconditional discriminator).
+    pub fn forward_labelled(
+        &mut self,
+        tape: &mut Tape,
+        x: Var,
+        labels: Option<&[u32]>,
+        train: bool,
+    ) -> Result<Var> {
         let [n, c, h, w] = tape.value(x).dims4("discriminator input")?;
         let want = self.cfg.image_shape();
         ensure!(
@@ -235,9 +354,14 @@ impl Discriminator {
             want[1],
             want[2]
         );
+        let labels = self.cfg.check_labels(labels, n, "discriminator")?;
         let x = match self.cfg.kind {
             ModelKind::Dcgan => x,
             ModelKind::Mlp => ops::flatten(tape, x)?,
+        };
+        let x = match labels {
+            Some(l) => append_one_hot(tape, x, l, self.cfg.num_classes)?,
+            None => x,
         };
         let y = self.net.forward(tape, &mut self.store, x, train)?;
         // [N, 1, 1, 1] (DCGAN) or [N, 1] (MLP): one logit per image.
@@ -462,5 +586,184 @@ mod tests {
         assert!((gm - 1.0).abs() < 0.01, "{gm}");
         assert!(w(&a, "main.1.bias").iter().all(|&x| x == 0.0));
         assert!(w(&a, "main.1.running_var").iter().all(|&x| x == 1.0));
+    }
+
+    fn conditional(kind: ModelKind, size: usize, nc: usize, classes: usize) -> ModelConfig {
+        ModelConfig {
+            nz: 7,
+            ngf: 5,
+            ndf: 3,
+            hidden: 6,
+            num_classes: classes,
+            ..cfg(kind, size, nc)
+        }
+    }
+
+    #[test]
+    fn conditional_first_layers_take_the_one_hot_code() {
+        let mut rng = RngStream::new(20);
+        // DCGAN: G's 1×1 input has nz + classes channels, D's first conv sees nc + classes channels.
+        let c = conditional(ModelKind::Dcgan, 28, 1, 10);
+        let g = Generator::new(&c, &Device::Cpu, &mut rng).unwrap();
+        let d = Discriminator::new(&c, &Device::Cpu, &mut rng).unwrap();
+        assert_eq!(shape_of(&g.store, "main.0.weight"), [7 + 10, 20, 7, 7]);
+        assert_eq!(shape_of(&d.store, "main.0.weight"), [3, 1 + 10, 4, 4]);
+        let c = conditional(ModelKind::Dcgan, 32, 3, 3);
+        let d = Discriminator::new(&c, &Device::Cpu, &mut rng).unwrap();
+        assert_eq!(shape_of(&d.store, "main.0.weight"), [3, 3 + 3, 4, 4]);
+        // The rest of the network is the unconditional one.
+        let u = Discriminator::new(
+            &ModelConfig {
+                num_classes: 0,
+                ..c
+            },
+            &Device::Cpu,
+            &mut rng,
+        )
+        .unwrap();
+        assert_eq!(d.store.len(), u.store.len());
+        // MLP: the one-hot label follows z / the flattened image.
+        let c = conditional(ModelKind::Mlp, 9, 1, 4);
+        let g = Generator::new(&c, &Device::Cpu, &mut rng).unwrap();
+        let d = Discriminator::new(&c, &Device::Cpu, &mut rng).unwrap();
+        assert_eq!(shape_of(&g.store, "main.0.weight"), [6, 7 + 4]);
+        assert_eq!(shape_of(&d.store, "main.0.weight"), [24, 81 + 4]);
+    }
+
+    /// Eval-mode G on latents `z` with `labels`, on a fresh tape.
+    fn gen(g: &mut Generator, z: &Tensor, labels: &[u32]) -> Vec<f32> {
+        g.generate_with_labels(z, Some(labels))
+            .unwrap()
+            .to_vec()
+            .unwrap()
+    }
+
+    #[test]
+    fn changing_the_label_changes_the_output_of_g_and_d() {
+        for c in [
+            conditional(ModelKind::Dcgan, 28, 1, 10),
+            conditional(ModelKind::Dcgan, 32, 3, 3),
+            conditional(ModelKind::Mlp, 11, 3, 5),
+        ] {
+            let what = c.describe();
+            let mut rng = RngStream::new(21);
+            let mut g = Generator::new(&c, &Device::Cpu, &mut rng).unwrap();
+            let mut d = Discriminator::new(&c, &Device::Cpu, &mut rng).unwrap();
+            let z = rng.normal(&[3, 7], 0.0, 1.0, &Device::Cpu).unwrap();
+            let numel = c.image_numel();
+            let a = gen(&mut g, &z, &[0, 1, 2]);
+            assert_eq!(a, gen(&mut g, &z, &[0, 1, 2]), "{what}: deterministic");
+            // Only image 1's label changes: image 1 changes, images 0 and 2 (same z, same label) do not.
+            let b = gen(&mut g, &z, &[0, 2, 2]);
+            assert_eq!(a[..numel], b[..numel], "{what}");
+            assert_eq!(a[2 * numel..], b[2 * numel..], "{what}");
+            let moved = a[numel..2 * numel]
+                .iter()
+                .zip(&b[numel..2 * numel])
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            // Fresh DCGAN weights (N(0, 0.02)) make small images, so the change is judged relative to them.
+            let scale = a[numel..2 * numel].iter().fold(0f32, |m, x| m.max(x.abs()));
+            assert!(
+                moved > 0.01 * scale && moved > 0.0,
+                "{what}: the label did not change G(z): {moved} (images up to {scale})"
+            );
+
+            // D scores the same images differently under different labels.
+            let x = g.generate_with_labels(&z, Some(&[0, 1, 2])).unwrap();
+            let mut logits = |labels: &[u32]| {
+                let mut tape = Tape::no_grad();
+                let xv = tape.constant(x.clone());
+                let y = d
+                    .forward_labelled(&mut tape, xv, Some(labels), false)
+                    .unwrap();
+                tape.value(y).to_vec().unwrap()
+            };
+            let (p, q) = (logits(&[0, 1, 2]), logits(&[1, 1, 0]));
+            assert_eq!(p[1], q[1], "{what}: same image, same label");
+            assert_ne!(p[0], q[0], "{what}");
+            assert_ne!(p[2], q[2], "{what}");
+        }
+    }
+
+    #[test]
+    fn grid_rows_follow_the_labels() {
+        let c = conditional(ModelKind::Dcgan, 28, 1, 4);
+        let mut rng = RngStream::new(22);
+        let mut g = Generator::new(&c, &Device::Cpu, &mut rng).unwrap();
+        let cols = 3;
+        let z = rng.normal(&[cols, 7], 0.0, 1.0, &Device::Cpu).unwrap();
+        // A class grid: the same latents in every row, labelled by row.
+        let labels = row_labels(4 * cols, cols, 4);
+        assert_eq!(labels, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]);
+        let zs = z.to_vec().unwrap().repeat(4);
+        let zs = Tensor::from_vec(zs, &[4 * cols, 7], &Device::Cpu).unwrap();
+        let grid = gen(&mut g, &zs, &labels);
+        let row_len = cols * c.image_numel();
+        for r in 0..4u32 {
+            let alone = gen(&mut g, &z, &[r; 3]);
+            let row = &grid[r as usize * row_len..(r as usize + 1) * row_len];
+            let worst = row
+                .iter()
+                .zip(&alone)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            // Eval-mode BN: each image depends only on its own (z, label), whatever else is in the batch.
+            assert!(worst <= 1e-6, "row {r} differs from G(z, {r}) by {worst}");
+        }
+        // And the rows really are different classes.
+        assert_ne!(grid[..row_len], grid[row_len..2 * row_len]);
+        // Rows wrap around the classes when there are more rows than classes.
+        assert_eq!(row_labels(7, 2, 3), [0, 0, 1, 1, 2, 2, 0]);
+    }
+
+    #[test]
+    fn label_mistakes_are_clear_errors() {
+        let c = conditional(ModelKind::Dcgan, 28, 1, 10);
+        let mut rng = RngStream::new(23);
+        let mut g = Generator::new(&c, &Device::Cpu, &mut rng).unwrap();
+        let mut d = Discriminator::new(&c, &Device::Cpu, &mut rng).unwrap();
+        let z = Tensor::zeros(&[2, 7], &Device::Cpu).unwrap();
+        let err = |r: Result<Tensor>| r.err().unwrap().to_string();
+        let e = err(g.generate(&z));
+        assert!(e.contains("class-conditional (10 classes)"), "{e}");
+        let e = err(g.generate_with_labels(&z, Some(&[1])));
+        assert!(e.contains("1 class labels for a batch of 2"), "{e}");
+        let e = err(g.generate_with_labels(&z, Some(&[1, 10])));
+        assert!(e.contains("class label 10 is out of range"), "{e}");
+        let mut tape = Tape::new();
+        let x = tape.constant(Tensor::zeros(&[2, 1, 28, 28], &Device::Cpu).unwrap());
+        let e = d.forward(&mut tape, x, true).unwrap_err().to_string();
+        assert!(
+            e.contains("discriminator") && e.contains("needs a class label"),
+            "{e}"
+        );
+
+        let u = ModelConfig {
+            num_classes: 0,
+            ..c
+        };
+        let mut g = Generator::new(&u, &Device::Cpu, &mut rng).unwrap();
+        let e = err(g.generate_with_labels(&z, Some(&[1, 2])));
+        assert!(e.contains("unconditional"), "{e}");
+        assert_eq!(g.generate(&z).unwrap().shape(), [2, 1, 28, 28]);
+    }
+
+    #[test]
+    fn configs_without_num_classes_load_as_unconditional() {
+        // The JSON of a checkpoint written before conditioning existed.
+        let old = r#"{"kind":"dcgan","image_size":32,"channels":3,"nz":100,"ngf":32,"ndf":32,"hidden":256}"#;
+        let c: ModelConfig = serde_json::from_str(old).unwrap();
+        assert_eq!(c.num_classes, 0);
+        assert!(!c.is_conditional());
+        let cond = ModelConfig {
+            num_classes: 10,
+            ..c.clone()
+        };
+        let back: ModelConfig =
+            serde_json::from_str(&serde_json::to_string(&cond).unwrap()).unwrap();
+        assert_eq!(back, cond);
+        assert_eq!(c.differences(&cond), ["--conditional (10 classes)"]);
+        assert!(cond.describe().ends_with("conditional on 10 classes"));
     }
 }

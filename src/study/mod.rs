@@ -1,0 +1,3 @@
+//! Studies of trained models: latent-space tools ([`latent`]).
+
+pub mod latent;

