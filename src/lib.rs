@@ -16,6 +16,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod data;
 pub mod device;
+pub mod fid;
 pub mod io;
 pub mod nn;
 pub mod ops;

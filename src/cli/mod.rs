@@ -4,6 +4,7 @@
 //! (reported by clap), 1 for everything else. Panics are caught and reported the same way (as internal
 //! errors), so users never see a Rust backtrace.
 
+mod fid;
 mod plot;
 
 use std::io::IsTerminal;
@@ -43,6 +44,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Generate images from a trained generator.
     Sample(SampleArgs),
+    /// Fréchet Inception Distance: a generator's samples (--checkpoint) or a picture set (--fake) vs real images.
+    Fid(fid::FidArgs),
     /// Walk the latent space between two or more latents (lerp or slerp): a grid PNG, optionally a GIF.
     Interpolate(latent::InterpolateArgs),
     /// Latent vector arithmetic, mean(A) - mean(B) + mean(C), shown beside its inputs (see --out's help).
@@ -160,6 +163,12 @@ pub struct TrainArgs {
     /// Images per sample grid [default: 64]
     #[arg(long, value_parser = positive_usize, value_name = "N")]
     pub num_samples: Option<usize>,
+    /// Compute FID every N steps into metrics.csv's `fid` column (needs scripts/fetch_fid_weights.sh) [default: never]
+    #[arg(long, value_parser = positive_u64, value_name = "N")]
+    pub fid_every: Option<u64>,
+    /// Images per FID measurement (real and generated) [default: 1000]
+    #[arg(long, value_parser = positive_usize, value_name = "N")]
+    pub fid_n: Option<usize>,
     /// Continue the run saved in DIR (or a checkpoint.safetensors file)
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
@@ -261,6 +270,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => train(a),
         Command::Sample(a) => sample(a),
+        Command::Fid(a) => fid::run(a),
         Command::Interpolate(a) => latent::interpolate(a),
         Command::Arith(a) => latent::arith(a),
         Command::Sweep(a) => latent::sweep(a),
@@ -353,6 +363,8 @@ pub fn train_config(a: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
     set!(cfg.log_every, a.log_every);
     set!(cfg.checkpoint_every, a.checkpoint_every);
     set!(cfg.num_samples, a.num_samples);
+    set!(cfg.fid_every, a.fid_every);
+    set!(cfg.fid_n, a.fid_n);
     // A new conditional model has as many classes as its dataset; a resumed one keeps its own.
     if a.conditional && resume.is_none() {
         cfg.model.num_classes = crate::train::data::dataset_num_classes(&cfg)?;

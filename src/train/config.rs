@@ -125,10 +125,21 @@ pub struct TrainConfig {
     /// Convolution arithmetic on the CUDA backend (`--precision`); checkpoints from before it default to fp32.
     #[serde(default)]
     pub precision: Precision,
+    /// FID every N steps (0: never), logged as the `fid` column of metrics.csv. Defaults keep checkpoints
+    /// written before FID existed loadable.
+    #[serde(default)]
+    pub fid_every: u64,
+    /// Real images and generator samples per FID measurement.
+    #[serde(default = "default_fid_n")]
+    pub fid_n: usize,
 }
 
 fn default_plot_every() -> u64 {
     500
+}
+
+fn default_fid_n() -> usize {
+    1000
 }
 
 impl Default for TrainConfig {
@@ -168,6 +179,8 @@ impl Default for TrainConfig {
             num_samples: 64,
             plot_every: default_plot_every(),
             precision: Precision::F32,
+            fid_every: 0,
+            fid_n: default_fid_n(),
         }
     }
 }
@@ -206,6 +219,10 @@ impl TrainConfig {
             "--checkpoint-every must be positive"
         );
         ensure!(self.num_samples > 0, "--num-samples must be positive");
+        ensure!(
+            self.fid_n >= 2,
+            "--fid-n must be at least 2 (a covariance needs two images)"
+        );
         Ok(())
     }
 }

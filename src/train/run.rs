@@ -2,9 +2,10 @@
 //!
 //! Layout of a run directory:
 //! ```text
-//! out/metrics.csv                 step,loss_d,loss_g,d_x,d_g_z1,d_g_z2,img_per_s,elapsed_s
+//! out/metrics.csv                 step,loss_d,loss_g,d_x,d_g_z1,d_g_z2,img_per_s,elapsed_s[,fid]
 //!                                 (d_x, d_g_z*: mean σ(D) for --loss ns/minimax, mean raw D output otherwise)
 //! out/metrics.png                 the curves of metrics.csv, every --plot-every steps
+//! out/fid_real_stats.safetensors  with --fid-every: the real images' Inception statistics (cache)
 //! out/samples/step_000100.png     G(fixed z) in eval mode, every --sample-every steps
 //! out/generator.safetensors       G alone (PyTorch state_dict names)
 //! out/checkpoint.safetensors      everything needed to resume bit-exactly
@@ -246,7 +247,11 @@ impl Trainer {
         let out = self.cfg.out.clone();
         fs::create_dir_all(out.join("samples"))
             .with_context(|| format!("cannot create output directory {}", out.display()))?;
-        let mut csv = MetricsCsv::open(&out.join(METRICS_FILE), self.step)?;
+        let fid = match self.cfg.fid_every {
+            0 => None,
+            _ => Some(crate::fid::FidMonitor::new(&self.cfg, &self.gan.device)?),
+        };
+        let mut csv = MetricsCsv::open(&out.join(METRICS_FILE), self.step, fid.is_some())?;
         let session = Instant::now();
         let mut window_start = Instant::now();
         let mut window_images = 0usize;
@@ -270,8 +275,14 @@ impl Trainer {
             });
             let last = self.step == self.total_steps;
             let elapsed = self.elapsed_s(&session);
-            if m.step % self.cfg.log_every == 0 || last {
-                csv.row(&m, img_per_s, elapsed)?;
+            let fid_now = match &fid {
+                Some(f) if m.step % self.cfg.fid_every == 0 || last => {
+                    Some(f.measure(&mut self.gan.g)?)
+                }
+                _ => None,
+            };
+            if m.step % self.cfg.log_every == 0 || last || fid_now.is_some() {
+                csv.row(&m, img_per_s, elapsed, fid_now)?;
             }
             if m.step % self.cfg.sample_every == 0 || last {
                 self.save_samples()?;
@@ -370,11 +381,20 @@ pub fn read_checkpoint_config(path: &Path) -> Result<(PathBuf, TrainConfig)> {
 /// before its next checkpoint) are dropped so the file has one row per logged step.
 struct MetricsCsv {
     file: fs::File,
+    with_fid: bool,
 }
 
 impl MetricsCsv {
-    fn open(path: &Path, resumed_step: u64) -> Result<MetricsCsv> {
-        let mut lines = vec![METRICS_HEADER.to_string()];
+    /// `with_fid` adds the `fid` column (empty on rows without a measurement); kept rows of an earlier session
+    /// are padded or cut to the same number of columns.
+    fn open(path: &Path, resumed_step: u64, with_fid: bool) -> Result<MetricsCsv> {
+        let header = if with_fid {
+            format!("{METRICS_HEADER},fid")
+        } else {
+            METRICS_HEADER.to_string()
+        };
+        let columns = header.split(',').count();
+        let mut lines = vec![header];
         if resumed_step > 0 {
             if let Ok(old) = fs::read_to_string(path) {
                 lines.extend(
@@ -386,7 +406,11 @@ impl MetricsCsv {
                                 .and_then(|s| s.parse::<u64>().ok())
                                 .is_some_and(|s| s <= resumed_step)
                         })
-                        .map(str::to_string),
+                        .map(|l| {
+                            let mut f: Vec<&str> = l.split(',').collect();
+                            f.resize(columns, "");
+                            f.join(",")
+                        }),
                 );
             }
         }
@@ -397,13 +421,24 @@ impl MetricsCsv {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(MetricsCsv { file })
+        Ok(MetricsCsv { file, with_fid })
     }
 
-    fn row(&mut self, m: &StepMetrics, img_per_s: f64, elapsed_s: f64) -> Result<()> {
+    fn row(
+        &mut self,
+        m: &StepMetrics,
+        img_per_s: f64,
+        elapsed_s: f64,
+        fid: Option<f64>,
+    ) -> Result<()> {
+        let fid = match (self.with_fid, fid) {
+            (false, _) => String::new(),
+            (true, Some(f)) => format!(",{f:.4}"),
+            (true, None) => ",".to_string(),
+        };
         writeln!(
             self.file,
-            "{},{},{},{},{},{},{:.1},{:.3}",
+            "{},{},{},{},{},{},{:.1},{:.3}{fid}",
             m.step, m.loss_d, m.loss_g, m.d_x, m.d_g_z1, m.d_g_z2, img_per_s, elapsed_s
         )
         .context("cannot write metrics.csv")
