@@ -183,8 +183,9 @@ mod tests {
     use crate::ops::gradcheck::test_values;
     use crate::ops::{mul, sum};
 
-    /// A store with w [3, 5] and b [7]; `b` frozen out of the loss so it gets no gradient.
-    fn store() -> (ParamStore, ParamId, ParamId) {
+    /// A store with w [3, 5] and b [7]; `b` frozen out of the loss so it gets no gradient. Shared with the
+    /// RMSprop tests.
+    pub(super) fn store() -> (ParamStore, ParamId, ParamId) {
         let mut s = ParamStore::new(&Device::Cpu);
         let w = s.add(
             "w",
@@ -198,7 +199,7 @@ mod tests {
     }
 
     /// loss = Σ w², so grad = 2w.
-    fn backward(s: &mut ParamStore, w: ParamId) {
+    pub(super) fn backward(s: &mut ParamStore, w: ParamId) {
         s.zero_grad();
         let mut tape = Tape::new();
         let wv = s.var(&mut tape, w);

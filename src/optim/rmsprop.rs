@@ -175,33 +175,8 @@ impl Optimizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::autograd::Tape;
-    use crate::ops::gradcheck::test_values;
-    use crate::ops::{mul, sum};
-
-    fn store() -> (ParamStore, ParamId, ParamId) {
-        let mut s = ParamStore::new(&Device::Cpu);
-        let w = s.add(
-            "w",
-            Tensor::from_vec(test_values(15, 1), &[3, 5], &Device::Cpu).unwrap(),
-        );
-        let b = s.add(
-            "b",
-            Tensor::from_vec(test_values(7, 2), &[7], &Device::Cpu).unwrap(),
-        );
-        (s, w, b)
-    }
-
-    /// loss = Σ w² (b unused, so it gets no gradient).
-    fn backward(s: &mut ParamStore, w: ParamId) {
-        s.zero_grad();
-        let mut tape = Tape::new();
-        let wv = s.var(&mut tape, w);
-        let sq = mul(&mut tape, wv, wv).unwrap();
-        let l = sum(&mut tape, sq).unwrap();
-        let g = tape.backward(l).unwrap();
-        s.accumulate_grads(&g).unwrap();
-    }
+    // The same store and loss as the Adam tests.
+    use crate::optim::tests::{backward, store};
 
     #[test]
     fn steps_against_f64_and_skips_params_without_grad() {
