@@ -144,6 +144,13 @@ def conv_layers_dcgan64(batch):
     return out
 
 
+def write_results(path, meta, results):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"meta": meta, "results": results}, f, indent=1)
+    print(f"wrote {path}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -203,10 +210,8 @@ def main():
         "mkldnn": torch.backends.mkldnn.is_available(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"meta": meta, "results": results}, f, indent=1)
-    print(f"load average before {load_before}, after {load_after}; wrote {args.out}")
+    write_results(args.out, meta, results)
+    print(f"load average before {load_before}, after {load_after}")
     return 0
 
 

@@ -13,6 +13,8 @@ Two modes, one per run (--tf32 on|off):
        matmuls stay FP32 (torch.backends.cuda.matmul.allow_tf32 = False). Compare with ours at --precision tf32.
 - off: cuDNN TF32 off as well: plain FP32 everywhere. Compare with ours at the default --precision fp32.
 
+cuDNN's benchmark mode is on (as in PyTorch's DCGAN example and our tch benches).
+
 Timing: CUDA events around K back-to-back calls (K chosen so a sample lasts >= 2 ms), after warm-up; the median
 of --samples samples, per call. Like our benches, a sample runs from an idle device until the device finishes
 the K-th call, so launch gaps count.
@@ -21,7 +23,6 @@ Run (on the GPU machine): python3 scripts/bench_torch_gpu.py --tf32 off --out $O
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -31,7 +32,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_torch_cpu import conv_layers_dcgan64, dcgan28, dcgan64, weights_init  # noqa: E402
+from bench_torch_cpu import conv_layers_dcgan64, dcgan28, dcgan64, weights_init, write_results  # noqa: E402
 
 
 def time_cuda(fn, samples, min_ms=2.0):
@@ -117,6 +118,8 @@ def main():
     dev = torch.device(args.device)
     torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
     torch.backends.cuda.matmul.allow_tf32 = False
+    # As PyTorch's DCGAN example and our tch benches: cuDNN picks its fastest algorithm per shape (warm-up pays).
+    torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
     n = args.batch
     rows = []
@@ -220,10 +223,7 @@ def main():
         "cudnn_benchmark": torch.backends.cudnn.benchmark, "samples": args.samples,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"meta": meta, "results": rows}, f, indent=1)
-    print(f"wrote {args.out}")
+    write_results(args.out, meta, rows)
     return 0
 
 

@@ -18,6 +18,12 @@ two per multiply-add).
 
 Usage: python3 scripts/benchmarks_md.py [--criterion target/criterion] [--out BENCHMARKS.md] [--all]
 (--all keeps results older than the last scripts/bench.sh run.)
+
+GPU runs of scripts/gpu_session.sh (no tch build runs on the lent GPU machines) give, instead of criterion's
+`libtorch` functions: our criterion results at --precision fp32 (--criterion) and tf32 (--criterion-tf32, conv
+and whole-model groups only), and PyTorch eager timed by scripts/bench_torch_gpu.py with TF32 off and on
+(--torch-json, once per file). The CUDA table then pairs like with like: ours FP32 vs PyTorch with TF32 off,
+ours TF32 vs PyTorch's defaults (cuDNN may use TF32).
 """
 
 import argparse
@@ -48,8 +54,9 @@ def load_json(path):
         return json.load(f)
 
 
-def collect(crit_dir, since):
-    """{(device, group): {"ours": row, "libtorch": row}} in run order, from criterion's 'new' results."""
+def collect(crit_dir, since, rename=None):
+    """{(device, group): {"ours": row, "libtorch": row}} in run order, from criterion's 'new' results.
+    `rename` maps function ids to the names they are stored under (e.g. ours -> ours_tf32)."""
     rows = []
     for dirpath, _dirs, files in os.walk(crit_dir):
         if os.path.basename(dirpath) != "new" or "estimates.json" not in files:
@@ -92,8 +99,28 @@ def collect(crit_dir, since):
     rows.sort(key=lambda r: r["mtime"])
     groups = {}
     for r in rows:
-        groups.setdefault((r["device"], r["group"]), {})[r["func"]] = r
+        func = (rename or {}).get(r["func"], r["func"])
+        groups.setdefault((r["device"], r["group"]), {})[func] = r
     return groups
+
+
+def merge_torch_json(groups, path):
+    """Adds scripts/bench_torch_gpu.py's rows as functions torch_fp32 / torch_tf32 (its meta says which);
+    returns its meta."""
+    data = load_json(path)
+    meta = data["meta"]
+    func = "torch_tf32" if meta.get("tf32") == "on" else "torch_fp32"
+    for r in data["results"]:
+        group = r["group"]
+        m = re.match(r"^(cpu|cuda) (\S+)(.*)$", group)
+        if not m:
+            continue
+        groups.setdefault((m.group(1), group), {})[func] = {
+            "device": m.group(1), "kind": m.group(2), "name": (m.group(2) + m.group(3)).strip(),
+            "group": group, "func": func, "median_ns": r["median_ms"] * 1e6, "flops": r.get("flops"),
+            "samples": r.get("samples"), "mtime": 0,
+        }
+    return meta
 
 
 def fmt_time(ns):
@@ -114,16 +141,21 @@ def gflops(row):
     return f"{row['flops'] / row['median_ns']:.1f}"
 
 
+def sections(mine):
+    """(title, [(group, functions)]) per SECTIONS entry that has results, in run order within a section."""
+    for kind, title in SECTIONS:
+        sec = [(g, fs) for g, fs in mine if g.split(" ", 2)[1] == kind]
+        if sec:
+            yield title, sec
+
+
 def table(groups, device):
     """Markdown tables for one device, one per section, in run order within a section."""
     mine = [(g, fs) for (d, g), fs in groups.items() if d == device]
     if not mine:
         return None
     out = []
-    for kind, title in SECTIONS:
-        sec = [(g, fs) for g, fs in mine if g.split(" ", 2)[1] == kind]
-        if not sec:
-            continue
+    for title, sec in sections(mine):
         out.append(f"#### {title}\n")
         has_flops = any(r.get("flops") for _g, fs in sec for r in fs.values())
         cols = "| benchmark | ours | libtorch | ratio (libtorch / ours) |"
@@ -153,6 +185,33 @@ def table(groups, device):
             out.append(f"| {g.split(' ', 1)[1]} | {fmt_time(o and o['median_ns'])} | "
                        f"{fmt_time(t and t['median_ns'])} | {ratio} |")
         out.append("")
+    return "\n".join(out)
+
+
+def paired_table(groups, device):
+    """The GPU table of a gpu_session.sh run: ours FP32 vs PyTorch TF32-off, ours TF32 vs PyTorch defaults."""
+    mine = [(g, fs) for (d, g), fs in groups.items() if d == device and "ours" in fs]
+    if not mine:
+        return None
+    def cell(fs, f):
+        return fmt_time(fs[f]["median_ns"]) if f in fs else ""
+    def ratio(fs, a, b):
+        return f"{fs[b]['median_ns'] / fs[a]['median_ns']:.2f}" if a in fs and b in fs else ""
+    out = []
+    for title, sec in sections(mine):
+        out.append(f"#### {title}\n")
+        out.append("| benchmark | ours FP32 | PyTorch FP32 | ratio | ours TF32 | PyTorch default (TF32 convs) | ratio "
+                   "| ours GFLOP/s FP32 / TF32 |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for g, fs in sec:
+            name = g.split(" ", 1)[1].replace("->", "→")
+            rate = " / ".join(x for x in (gflops(fs.get("ours")), gflops(fs.get("ours_tf32"))) if x)
+            out.append(f"| {name} | {cell(fs, 'ours')} | {cell(fs, 'torch_fp32')} | {ratio(fs, 'ours', 'torch_fp32')} "
+                       f"| {cell(fs, 'ours_tf32')} | {cell(fs, 'torch_tf32')} | {ratio(fs, 'ours_tf32', 'torch_tf32')} "
+                       f"| {rate} |")
+        out.append("")
+    out.append("Ratio = PyTorch time / our time (> 1: we are faster). Empty cells: not measured in this run (the "
+               "TF32 pass covers the groups that TF32 changes: convolutions and whole models).")
     return "\n".join(out)
 
 
@@ -234,12 +293,19 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     ap.add_argument("--all", action="store_true", help="also use results older than the last bench.sh run")
     ap.add_argument("--devices", default="cpu,cuda", help="which sections to rewrite (default cpu,cuda)")
+    ap.add_argument("--criterion-tf32", help="criterion output of our --precision tf32 pass (GPU runs)")
+    ap.add_argument("--torch-json", action="append", default=[],
+                    help="scripts/bench_torch_gpu.py output (repeat for TF32 off and on)")
     args = ap.parse_args()
 
     meta_path = os.path.join(args.criterion, META)
     meta = load_json(meta_path) if os.path.exists(meta_path) else {}
     since = None if args.all else meta.get("start_epoch")
     groups = collect(args.criterion, since)
+    if args.criterion_tf32:
+        for key, fs in collect(args.criterion_tf32, None, {"ours": "ours_tf32"}).items():
+            groups.setdefault(key, {}).update(fs)
+    torch_meta = [merge_torch_json(groups, p) for p in args.torch_json]
     if not groups:
         print(f"no side-by-side results under {args.criterion}; run scripts/bench.sh first", file=sys.stderr)
         return 1
@@ -247,7 +313,8 @@ def main():
     text = open(args.out).read() if os.path.exists(args.out) else SKELETON
     devices = set(args.devices.split(","))
     cpu = table(groups, "cpu") if "cpu" in devices else None
-    cuda = table(groups, "cuda") if "cuda" in devices else None
+    paired = bool(args.criterion_tf32 or args.torch_json)
+    cuda = (paired_table if paired else table)(groups, "cuda") if "cuda" in devices else None
     head = header(meta, groups)
     if "cpu" in devices:
         text = replace(text, "cpu", head + "\n" + cpu if cpu else "_No CPU measurements in this run._")
@@ -255,7 +322,12 @@ def main():
     if cuda:
         gpu_path = os.path.join(args.criterion, "gan-bench-cuda.txt")
         gpu = open(gpu_path).read().strip() if os.path.exists(gpu_path) else "unknown (no gan-bench-cuda.txt)"
-        text = replace(text, "cuda", header(meta, groups, gpu) + "\n" + cuda)
+        head = header(meta, groups, gpu)
+        for tm in torch_meta:
+            head += (f"- PyTorch side: {tm['torch']} (CUDA {tm['cuda']}, cuDNN {tm['cudnn']}), eager from Python, "
+                     f"TF32 {tm['tf32']} (cudnn.allow_tf32 = {tm['cudnn_allow_tf32']}, matmul.allow_tf32 = "
+                     f"{tm['matmul_allow_tf32']}), CUDA-event timing, median of {tm['samples']} samples, {tm['time']}\n")
+        text = replace(text, "cuda", head + "\n" + cuda)
     with open(args.out, "w") as f:
         f.write(text)
     n = sum(len(fs) for fs in groups.values())

@@ -75,6 +75,19 @@ bench() {
     export GAN_BENCH_DEVICES=cuda
     local gpu
     gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+    # What scripts/benchmarks_md.py puts in the table's header: when, which commit, which machine.
+    mkdir -p /tmp/criterion-fp32
+    python3 - /tmp/criterion-fp32/gan-bench-meta.json "$(cat "$bundle/commit" 2>/dev/null)" <<'EOF_META'
+import datetime, json, os, sys, time
+sys.path.insert(0, "scripts")
+from benchmarks_md import cpu_model
+model, simd = cpu_model()
+json.dump({"start_epoch": time.time(), "start_iso": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+           "commit": sys.argv[2], "dirty": False, "nproc": os.cpu_count(), "cpu_model": model, "simd": simd,
+           "command": "scripts/gpu_session.sh bench (bench-ops, bench-train: GAN_BENCH_DEVICES=cuda, "
+                      "GAN_ENGINE_PRECISION=fp32 / tf32; scripts/bench_torch_gpu.py --tf32 off / on)"},
+          open(sys.argv[1], "w"), indent=1)
+EOF_META
     for prec in fp32 tf32; do
         local crit=/tmp/criterion-$prec filter=()
         mkdir -p "$crit"

@@ -379,12 +379,15 @@ impl Pool2d {
     /// stride is zero).
     pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
         let (kh, kw) = self.kernel;
-        let (sh, sw) = self.stride;
-        let (ph, pw) = (h + 2 * self.padding.0, w + 2 * self.padding.1);
-        if kh == 0 || kw == 0 || sh == 0 || sw == 0 || ph < kh || pw < kw {
+        if kh == 0 || kw == 0 {
             return None;
         }
-        Some(((ph - kh) / sh + 1, (pw - kw) / sw + 1))
+        // A window slides like a convolution's kernel.
+        let slide = Conv2dParams {
+            stride: self.stride,
+            padding: self.padding,
+        };
+        slide.output_size(h, w, kh, kw)
     }
 }
 

@@ -2,83 +2,15 @@
 //! every failure is one clear `error:` line with the right exit status (2 usage, 1 otherwise), never a panic.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use gan_engine::checkpoint::TensorFile;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gan-engine"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("the binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Runs and requires success, printing the output otherwise.
-fn ok(args: &[&str]) -> Output {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "gan-engine {args:?} failed: {}\n{}",
-        stderr(&o),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    o
-}
-
-/// Runs and requires failure with `code`, an `error:` message containing every `needle`, and no panic.
-fn fails(args: &[&str], code: i32, needles: &[&str]) -> String {
-    let o = run(args);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(code), "gan-engine {args:?}: {err}");
-    // Progress lines may come first; the failure itself is one "error:" line at the end.
-    let msg = &err[err
-        .find("error:")
-        .unwrap_or_else(|| panic!("no error line: {err}"))..];
-    assert!(
-        err.lines().filter(|l| l.starts_with("error:")).count() == 1,
-        "{err}"
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "{err}"
-    );
-    for n in needles {
-        assert!(
-            msg.contains(n),
-            "gan-engine {args:?}: expected '{n}' in: {err}"
-        );
-    }
-    msg.to_string()
-}
-
-/// The tiny run every test builds on: DCGAN 32×32 with 8-wide networks.
-const TINY: &[&str] = &[
-    "train",
-    "--dataset",
-    "balls",
-    "--image-size",
-    "32",
-    "--ngf",
-    "8",
-    "--ndf",
-    "8",
-    "--nz",
-    "16",
-    "--batch-size",
-    "4",
-    "--quiet",
-];
+mod common;
+use common::cli::{fails, ok, stderr, tiny_train};
 
 fn train(out: &Path, extra: &[&str]) -> Output {
-    let mut args: Vec<&str> = TINY.to_vec();
-    args.extend_from_slice(&["--out", out.to_str().unwrap()]);
-    args.extend_from_slice(extra);
-    ok(&args)
+    tiny_train("balls", out, extra)
 }
 
 fn tensors(path: &Path) -> TensorFile {

@@ -3,7 +3,6 @@
 //! maths says, seeds mean what they mean in `sample`, and bad input is one clear error (exit 2 usage, 1 else).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use gan_engine::ops::random::RngStream;
@@ -12,66 +11,17 @@ use gan_engine::train::gan::{stream_seed, STREAM_FIXED_Z};
 use gan_engine::{Device, Tensor};
 use image::{AnimationDecoder, RgbImage};
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gan-engine"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> Output {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "gan-engine {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    o
-}
-
-/// Requires failure with `code`, one `error:` line holding every needle, no panic.
-fn fails(args: &[&str], code: i32, needles: &[&str]) {
-    let o = run(args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(code), "gan-engine {args:?}: {err}");
-    assert_eq!(
-        err.lines().filter(|l| l.starts_with("error:")).count(),
-        1,
-        "{err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    for n in needles {
-        assert!(
-            err.contains(n),
-            "gan-engine {args:?}: expected '{n}' in: {err}"
-        );
-    }
-}
+mod common;
+use common::cli::{fails, ok, tiny_train};
 
 /// The tiny run the tests decode with: DCGAN 32×32 RGB, nz 16, two steps (the pictures' content does not
 /// matter here, only that a real checkpoint goes through the real loading path).
 const NZ: usize = 16;
 
 fn train_tiny(out: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "train",
-        "--dataset",
-        "balls",
-        "--nz",
-        "16",
-        "--batch-size",
-        "4",
-        "--steps",
-        "2",
-        "--num-samples",
-        "4",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let mut args = vec!["--steps", "2", "--num-samples", "4"];
     args.extend_from_slice(extra);
-    ok(&args);
+    tiny_train("balls", out, &args);
 }
 
 /// Trained once per test binary and shared (the directory lives until the process ends).
@@ -80,7 +30,7 @@ fn dcgan() -> &'static Path {
     RUN.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();
         let out = dir.join("dcgan");
-        train_tiny(&out, &["--image-size", "32", "--ngf", "8", "--ndf", "8"]);
+        train_tiny(&out, &[]);
         out
     })
 }

@@ -2,75 +2,20 @@
 //! at the expected size, and bad inputs fail with one clear `error:` line and exit status 1.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gan-engine"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
+mod common;
+use common::cli::{fails, ok, tiny_train};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn ok(args: &[&str]) -> Output {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "gan-engine {args:?} failed: {}\n{}",
-        text(&o.stderr),
-        text(&o.stdout)
-    );
-    o
-}
-
-/// Requires failure with `code` and an `error:` line containing every needle, without a panic.
-fn fails(args: &[&str], code: i32, needles: &[&str]) {
-    let o = run(args);
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(code), "gan-engine {args:?}: {err}");
-    assert_eq!(
-        err.lines().filter(|l| l.starts_with("error:")).count(),
-        1,
-        "{err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    for n in needles {
-        assert!(
-            err.contains(n),
-            "gan-engine {args:?}: expected '{n}' in: {err}"
-        );
-    }
-}
-
 /// A 4-step DCGAN 32×32 run with 8-wide networks, logging every step, plus `extra` flags.
 fn tiny_run(out: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "train",
-        "--dataset",
-        "balls:64",
-        "--image-size",
-        "32",
-        "--ngf",
-        "8",
-        "--ndf",
-        "8",
-        "--nz",
-        "16",
-        "--batch-size",
-        "4",
-        "--steps",
-        "4",
-        "--log-every",
-        "1",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let mut args = vec!["--steps", "4", "--log-every", "1"];
     args.extend_from_slice(extra);
-    ok(&args);
+    tiny_train("balls:64", out, &args);
 }
 
 fn png_size(path: &Path) -> (u32, u32) {

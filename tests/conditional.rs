@@ -4,7 +4,7 @@
 //! MNIST files, bit-exact resume, `sample --class` / `--class-grid`, the errors, and old checkpoints.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use gan_engine::checkpoint::TensorFile;
 use gan_engine::nn::models::{ModelConfig, ModelKind};
@@ -13,6 +13,9 @@ use gan_engine::ops::random::RngStream;
 use gan_engine::train::config::{AdamSettings, LossKind};
 use gan_engine::train::Gan;
 use gan_engine::{Device, Tape, Tensor};
+
+mod common;
+use common::cli::{ok, stderr};
 
 // ---- the training step ------------------------------------------------------------------------------------------
 
@@ -204,42 +207,9 @@ fn a_conditional_model_refuses_a_step_without_labels() {
 
 // ---- the binary ---------------------------------------------------------------------------------------------------
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gan-engine"))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(args: &[&str]) -> Output {
-    let o = bin().args(args).output().expect("the binary runs");
-    assert!(
-        o.status.success(),
-        "gan-engine {args:?} failed: {}\n{}",
-        stderr(&o),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    o
-}
-
 /// Fails with exit status 1 and one `error:` line containing every needle.
 fn fails(args: &[&str], needles: &[&str]) {
-    let o = bin().args(args).output().expect("the binary runs");
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "gan-engine {args:?}: {err}");
-    assert_eq!(
-        err.lines().filter(|l| l.starts_with("error:")).count(),
-        1,
-        "{err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    for n in needles {
-        assert!(
-            err.contains(n),
-            "gan-engine {args:?}: expected '{n}' in: {err}"
-        );
-    }
+    common::cli::fails(args, 1, needles);
 }
 
 fn s(p: &Path) -> &str {

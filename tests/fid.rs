@@ -10,52 +10,21 @@
 //! A custom harness (libtest-mimic) is what lets a test be ignored at run time rather than pass silently.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use gan_engine::fid::{self, FeatureExtractor, FeatureStats, PixelSet, FEATURE_DIM};
 use gan_engine::Device;
 use libtest_mimic::{Arguments, Failed, Trial};
-use safetensors::SafeTensors;
+
+mod common;
+use common::cli::{bin, tiny_train_args};
+use common::fixture::Fixture;
+
+fn load_fixture(name: &str) -> Fixture {
+    Fixture::load(&format!("fid/{name}"))
+}
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fid")
-}
-
-struct Fixture {
-    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
-    meta: std::collections::HashMap<String, String>,
-}
-
-fn load_fixture(name: &str) -> Fixture {
-    let bytes = std::fs::read(fixtures().join(name)).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let (_, m) = SafeTensors::read_metadata(&bytes).unwrap();
-    let tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| {
-            let data = v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            (n, v.shape().to_vec(), data)
-        })
-        .collect();
-    Fixture {
-        tensors,
-        meta: m.metadata().clone().unwrap_or_default(),
-    }
-}
-
-impl Fixture {
-    fn get(&self, name: &str) -> (&[usize], &[f32]) {
-        let t = self.tensors.iter().find(|t| t.0 == name).unwrap();
-        (&t.1, &t.2)
-    }
-    fn num(&self, key: &str) -> f64 {
-        self.meta[key].parse().unwrap()
-    }
 }
 
 fn check(cond: bool, msg: String) -> Result<(), Failed> {
@@ -71,8 +40,8 @@ fn maths_matches_scipy() -> Result<(), Failed> {
     // Full rank: scipy's sqrtm is accurate, so agreement to rounding. Fewer samples than dimensions: both are
     // computing the trace of the root of a singular product; scipy's Schur method loses digits there.
     for (case, tol) in [("full", 1e-9), ("singular", 1e-6)] {
-        let (sa, a) = f.get(&format!("{case}_a"));
-        let (_, b) = f.get(&format!("{case}_b"));
+        let ra = f.get(&format!("{case}_a"));
+        let (sa, a, b) = (&ra.shape, &ra.data, &f.get(&format!("{case}_b")).data);
         let d = sa[1];
         let s1 = FeatureStats::from_features(a, d)?;
         let s2 = FeatureStats::from_features(b, d)?;
@@ -99,9 +68,10 @@ fn extractor() -> Result<FeatureExtractor, Failed> {
 
 fn features_match_reference() -> Result<(), Failed> {
     let f = load_fixture("features.safetensors");
-    let (shape, want) = f.get("features");
+    let r = f.get("features");
+    let (shape, want) = (&r.shape, &r.data);
     let names: Vec<&str> = f.meta["images"].split(',').collect();
-    assert_eq!(shape, [names.len(), FEATURE_DIM]);
+    assert_eq!(shape[..], [names.len(), FEATURE_DIM]);
     let ex = extractor()?;
     let mut worst = 0.0f64;
     for (i, name) in names.iter().enumerate() {
@@ -153,10 +123,6 @@ fn fid_of_two_sets_matches_reference() -> Result<(), Failed> {
     check(rel < 5e-3, format!("FID {got} vs reference {want}"))
 }
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gan-engine"))
-}
-
 fn cli_fid_of_two_folders() -> Result<(), Failed> {
     let want = load_fixture("features.safetensors").num("fid_ab");
     let dir = tempfile::tempdir()?;
@@ -206,33 +172,18 @@ fn cli_fid_of_two_folders() -> Result<(), Failed> {
 fn train_logs_fid() -> Result<(), Failed> {
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("run");
+    let extra = [
+        "--steps",
+        "3",
+        "--log-every",
+        "1",
+        "--fid-every",
+        "2",
+        "--fid-n",
+        "4",
+    ];
     let o = bin()
-        .args([
-            "train",
-            "--dataset",
-            "balls:16",
-            "--image-size",
-            "32",
-            "--ngf",
-            "8",
-            "--ndf",
-            "8",
-            "--nz",
-            "16",
-            "--batch-size",
-            "4",
-            "--quiet",
-            "--steps",
-            "3",
-            "--log-every",
-            "1",
-            "--fid-every",
-            "2",
-            "--fid-n",
-            "4",
-            "--out",
-        ])
-        .arg(&out)
+        .args(tiny_train_args("balls:16", &out, &extra))
         .output()?;
     check(
         o.status.success(),

@@ -12,92 +12,16 @@
 //! The end-to-end DCGAN-iteration fixture (`dcgan32_iteration.safetensors`) is compared against the training
 //! code in its own test; here we only check that the fixture holds what its README promises.
 
-use std::collections::HashMap;
-
 use gan_engine::backend::{AdamHyper, AdamSlot, Conv2dParams};
 use gan_engine::nn::params::{ParamId, ParamStore};
 use gan_engine::ops;
 use gan_engine::optim::{Adam, AdamConfig, RmsProp, RmsPropConfig};
 use gan_engine::{Device, Tape, Tensor};
 
-// ---- fixtures -------------------------------------------------------------------------------------------------
+mod common;
+use common::fixture::{devices, Fixture, Ref};
 
-/// One reference tensor: shape and row-major f32 data.
-struct Ref {
-    shape: Vec<usize>,
-    data: Vec<f32>,
-}
-
-struct Fixture {
-    name: String,
-    tensors: HashMap<String, Ref>,
-}
-
-impl Fixture {
-    fn load(name: &str) -> Fixture {
-        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .unwrap_or_else(|e| panic!("parsing {path}: {e:?}"));
-        let mut tensors = HashMap::new();
-        for (key, view) in st.tensors() {
-            assert_eq!(
-                view.dtype(),
-                safetensors::Dtype::F32,
-                "{name}:{key}: fixtures are f32"
-            );
-            // The byte buffer need not be 4-aligned, so decode instead of casting.
-            let data = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            tensors.insert(
-                key,
-                Ref {
-                    shape: view.shape().to_vec(),
-                    data,
-                },
-            );
-        }
-        Fixture {
-            name: name.to_string(),
-            tensors,
-        }
-    }
-
-    fn get(&self, key: &str) -> &Ref {
-        self.tensors
-            .get(key)
-            .unwrap_or_else(|| panic!("{}: no tensor '{key}'", self.name))
-    }
-
-    fn tensor(&self, key: &str, dev: &Device) -> Tensor {
-        let r = self.get(key);
-        Tensor::from_vec(r.data.clone(), &r.shape, dev).unwrap()
-    }
-}
-
-// ---- devices --------------------------------------------------------------------------------------------------
-
-/// The devices to test on: CPU always; `emu` and `cuda` when they open. A device the user asked for by name in
-/// GAN_GOLDEN_DEVICES must open.
-fn devices() -> Vec<Device> {
-    let requested = std::env::var("GAN_GOLDEN_DEVICES").ok();
-    let names: Vec<String> = match &requested {
-        Some(s) => s.split(',').map(|s| s.trim().to_string()).collect(),
-        None => vec!["cpu".into(), "emu".into(), "cuda".into()],
-    };
-    let mut out = Vec::new();
-    for n in names {
-        match Device::parse(&n) {
-            Ok(d) => out.push(d),
-            Err(e) if requested.is_none() => eprintln!("golden: skipping device '{n}': {e}"),
-            Err(e) => panic!("GAN_GOLDEN_DEVICES names '{n}', which does not open: {e}"),
-        }
-    }
-    out
-}
+// ---- fixtures: tests/common/fixture.rs ---------------------------------------------------------------------
 
 // ---- comparison -----------------------------------------------------------------------------------------------
 

@@ -10,64 +10,12 @@
 //! real GPU when one opens); `GAN_GOLDEN_DEVICES=cpu,emu` restricts the list. Both the Backend methods and the
 //! tape ops (forward, and backward with PyTorch's upstream gradient) are checked.
 
-use std::collections::HashMap;
-
 use gan_engine::backend::{Pool2d, ResizeMode};
 use gan_engine::ops;
-use gan_engine::{Device, Tape, Tensor};
+use gan_engine::{Tape, Tensor};
 
-struct Ref {
-    shape: Vec<usize>,
-    data: Vec<f32>,
-}
-
-fn load(name: &str) -> HashMap<String, Ref> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .unwrap_or_else(|e| panic!("parsing {path}: {e:?}"));
-    st.tensors()
-        .into_iter()
-        .map(|(key, view)| {
-            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}:{key}");
-            // The byte buffer need not be 4-aligned, so decode instead of casting.
-            let data = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            let shape = view.shape().to_vec();
-            (key, Ref { shape, data })
-        })
-        .collect()
-}
-
-fn get<'a>(f: &'a HashMap<String, Ref>, key: &str) -> &'a Ref {
-    f.get(key)
-        .unwrap_or_else(|| panic!("fixture has no tensor '{key}'"))
-}
-
-fn tensor(f: &HashMap<String, Ref>, key: &str, dev: &Device) -> Tensor {
-    let r = get(f, key);
-    Tensor::from_vec(r.data.clone(), &r.shape, dev).unwrap()
-}
-
-fn devices() -> Vec<Device> {
-    let requested = std::env::var("GAN_GOLDEN_DEVICES").ok();
-    let names: Vec<String> = match &requested {
-        Some(s) => s.split(',').map(|s| s.trim().to_string()).collect(),
-        None => vec!["cpu".into(), "emu".into(), "cuda".into()],
-    };
-    let mut out = Vec::new();
-    for n in names {
-        match Device::parse(&n) {
-            Ok(d) => out.push(d),
-            Err(e) if requested.is_none() => eprintln!("golden: skipping device '{n}': {e}"),
-            Err(e) => panic!("GAN_GOLDEN_DEVICES names '{n}', which does not open: {e}"),
-        }
-    }
-    out
-}
+mod common;
+use common::fixture::{devices, Fixture, Ref};
 
 /// |got − want| ≤ tol · (|want| + rms(want)) elementwise (the rms floor covers outputs that are small because
 /// their terms cancelled; see tests/golden.rs). NaN fails.
@@ -92,7 +40,7 @@ const TOL: f64 = 1e-5;
 
 #[test]
 fn pooling_matches_torch() {
-    let f = load("pool.safetensors");
+    let f = Fixture::load("pool.safetensors");
     // (case, max?, pooling, count_include_pad) — the cases of scripts/gen_golden.py's POOL_CASES.
     let p = |k: (usize, usize), s: (usize, usize), pd: (usize, usize)| Pool2d {
         kernel: k,
@@ -113,12 +61,9 @@ fn pooling_matches_torch() {
         let be = dev.backend();
         for (case, is_max, pool, cip) in cases {
             let what = |t: &str| format!("{case} {t} on {}", dev.name());
-            let x = tensor(&f, &format!("{case}.x"), &dev);
-            let dy = tensor(&f, &format!("{case}.dy"), &dev);
-            let (ry, rdx) = (
-                get(&f, &format!("{case}.y")),
-                get(&f, &format!("{case}.dx")),
-            );
+            let x = f.tensor(&format!("{case}.x"), &dev);
+            let dy = f.tensor(&format!("{case}.dy"), &dev);
+            let (ry, rdx) = (f.get(&format!("{case}.y")), f.get(&format!("{case}.dx")));
             let xs = x.dims4("x").unwrap();
             let (y, dx) = if is_max {
                 (
@@ -150,7 +95,7 @@ fn pooling_matches_torch() {
 
 #[test]
 fn resize_matches_torch() {
-    let f = load("resize.safetensors");
+    let f = Fixture::load("resize.safetensors");
     let modes = [
         ("align_corners", ResizeMode::AlignCorners),
         ("half_pixel", ResizeMode::HalfPixel),
@@ -159,14 +104,14 @@ fn resize_matches_torch() {
     for dev in devices() {
         let be = dev.backend();
         for case in ["up", "down", "mixed"] {
-            let x = tensor(&f, &format!("{case}.x"), &dev);
-            let dy = tensor(&f, &format!("{case}.dy"), &dev);
+            let x = f.tensor(&format!("{case}.x"), &dev);
+            let dy = f.tensor(&format!("{case}.dy"), &dev);
             let xs = x.dims4("x").unwrap();
             let [_, _, oh, ow] = dy.dims4("dy").unwrap();
             for (name, mode) in modes {
                 let what = |t: &str| format!("{case} {name} {t} on {}", dev.name());
-                let ry = get(&f, &format!("{case}.{name}.y"));
-                let rdx = get(&f, &format!("{case}.{name}.dx"));
+                let ry = f.get(&format!("{case}.{name}.y"));
+                let rdx = f.get(&format!("{case}.{name}.dx"));
                 let y = be.resize_bilinear(&x, oh, ow, mode).unwrap();
                 assert_close(&what("Backend y"), &y, ry, TOL);
                 let dx = be.resize_bilinear_backward(&dy, xs, mode).unwrap();

@@ -5,11 +5,12 @@
 use anyhow::{ensure, Result};
 
 pub mod rmsprop;
+mod state;
 pub use rmsprop::{Optimizer, RmsProp, RmsPropConfig};
 
 use crate::backend::{AdamHyper, AdamSlot};
 use crate::device::Device;
-use crate::nn::params::{ParamId, ParamStore};
+use crate::nn::params::ParamStore;
 use crate::tensor::Tensor;
 
 /// torch.optim.Adam hyper-parameters. The default is DCGAN's setting (lr 2e-4, β1 0.5).
@@ -78,9 +79,8 @@ impl Adam {
     pub fn new(store: &ParamStore, cfg: AdamConfig) -> Result<Adam> {
         cfg.validate()?;
         let device = store.device.clone();
-        let zeros = |i: usize| Tensor::zeros(store.value(ParamId(i)).shape(), &device);
-        let m = (0..store.len()).map(zeros).collect::<Result<Vec<_>>>()?;
-        let v = (0..store.len()).map(zeros).collect::<Result<Vec<_>>>()?;
+        let m = state::zeros_like_params(store, &device)?;
+        let v = state::zeros_like_params(store, &device)?;
         Ok(Adam {
             cfg,
             device,
@@ -96,22 +96,7 @@ impl Adam {
     /// Does nothing, and does not count a step, if no parameter has a gradient.
     pub fn step(&mut self, store: &mut ParamStore) -> Result<()> {
         self.cfg.validate()?;
-        ensure!(
-            store.len() == self.m.len(),
-            "Adam: the store has {} parameters but the optimizer was built for {}",
-            store.len(),
-            self.m.len()
-        );
-        for (i, m) in self.m.iter().enumerate() {
-            let p = store.value(ParamId(i));
-            ensure!(
-                p.shape() == m.shape(),
-                "Adam: parameter '{}' has shape {:?} but its optimizer state has {:?}",
-                store.name(ParamId(i)),
-                p.shape(),
-                m.shape()
-            );
-        }
+        state::check_matches("Adam", store, &self.m)?;
         let c = self.cfg;
         let h = AdamHyper {
             lr: c.lr,
@@ -149,26 +134,8 @@ impl Adam {
 
     /// Restores a saved state (moments in the store's parameter order); shapes must match the parameters.
     pub fn load_state(&mut self, step: u64, m: Vec<Tensor>, v: Vec<Tensor>) -> Result<()> {
-        ensure!(
-            m.len() == self.m.len() && v.len() == self.v.len(),
-            "Adam state: expected {} first and second moments, got {} and {}",
-            self.m.len(),
-            m.len(),
-            v.len()
-        );
-        for (i, (mi, vi)) in m.iter().zip(&v).enumerate() {
-            let want = self.m[i].shape();
-            ensure!(
-                mi.shape() == want && vi.shape() == want,
-                "Adam state: moment {i} has shapes {:?} / {:?}, expected {want:?}",
-                mi.shape(),
-                vi.shape()
-            );
-        }
-        let to_dev = |t: Vec<Tensor>| -> Result<Vec<Tensor>> {
-            t.iter().map(|x| x.to_device(&self.device)).collect()
-        };
-        let (m, v) = (to_dev(m)?, to_dev(v)?);
+        let m = state::restore("Adam state, first moments", &self.m, m, &self.device)?;
+        let v = state::restore("Adam state, second moments", &self.v, v, &self.device)?;
         self.m = m;
         self.v = v;
         self.step = step;
@@ -180,6 +147,7 @@ impl Adam {
 mod tests {
     use super::*;
     use crate::autograd::Tape;
+    use crate::nn::params::ParamId;
     use crate::ops::gradcheck::test_values;
     use crate::ops::{mul, sum};
 

@@ -1,12 +1,12 @@
 //! [`RmsProp`] (torch.optim.RMSprop's defaults: no momentum, not centered), the optimiser the WGAN paper trains
 //! with, and [`Optimizer`], either of the two behind one interface for the training loop.
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 
-use super::Adam;
+use super::{state, Adam};
 use crate::backend::{RmsPropHyper, RmsPropSlot};
 use crate::device::Device;
-use crate::nn::params::{ParamId, ParamStore};
+use crate::nn::params::ParamStore;
 use crate::tensor::Tensor;
 
 /// torch.optim.RMSprop hyper-parameters (momentum 0, centered False). The default is PyTorch's, with the
@@ -56,9 +56,7 @@ impl RmsProp {
     pub fn new(store: &ParamStore, cfg: RmsPropConfig) -> Result<RmsProp> {
         crate::cpu::rmsprop::check_hyper(&cfg.hyper())?;
         let device = store.device.clone();
-        let square_avg = (0..store.len())
-            .map(|i| Tensor::zeros(store.value(ParamId(i)).shape(), &device))
-            .collect::<Result<Vec<_>>>()?;
+        let square_avg = state::zeros_like_params(store, &device)?;
         Ok(RmsProp {
             cfg,
             device,
@@ -70,22 +68,7 @@ impl RmsProp {
     /// One update of every parameter that has a gradient (others, and their averages, are left alone, as in
     /// PyTorch). Does nothing, and counts no step, when no parameter has a gradient.
     pub fn step(&mut self, store: &mut ParamStore) -> Result<()> {
-        ensure!(
-            store.len() == self.square_avg.len(),
-            "RMSprop: the store has {} parameters but the optimizer was built for {}",
-            store.len(),
-            self.square_avg.len()
-        );
-        for (i, v) in self.square_avg.iter().enumerate() {
-            let p = store.value(ParamId(i));
-            ensure!(
-                p.shape() == v.shape(),
-                "RMSprop: parameter '{}' has shape {:?} but its optimizer state has {:?}",
-                store.name(ParamId(i)),
-                p.shape(),
-                v.shape()
-            );
-        }
+        state::check_matches("RMSprop", store, &self.square_avg)?;
         let device = store.device.clone();
         let mut slots: Vec<RmsPropSlot> = store
             .params_and_grads_mut()
@@ -119,24 +102,12 @@ impl RmsProp {
 
     /// Restores a saved state (averages in the store's parameter order; shapes must match).
     pub fn load_state(&mut self, step: u64, square_avg: Vec<Tensor>) -> Result<()> {
-        ensure!(
-            square_avg.len() == self.square_avg.len(),
-            "RMSprop state: expected {} averages, got {}",
-            self.square_avg.len(),
-            square_avg.len()
-        );
-        for (i, (new, old)) in square_avg.iter().zip(&self.square_avg).enumerate() {
-            ensure!(
-                new.shape() == old.shape(),
-                "RMSprop state: average {i} has shape {:?}, expected {:?}",
-                new.shape(),
-                old.shape()
-            );
-        }
-        self.square_avg = square_avg
-            .iter()
-            .map(|t| t.to_device(&self.device))
-            .collect::<Result<_>>()?;
+        self.square_avg = state::restore(
+            "RMSprop state, squared averages",
+            &self.square_avg,
+            square_avg,
+            &self.device,
+        )?;
         self.step = step;
         Ok(())
     }

@@ -1,0 +1,86 @@
+//! Running the `gan-engine` binary in end-to-end tests: success with its output shown otherwise, failure as
+//! exactly one `error:` line and no panic, and the tiny training run most CLI tests start from.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gan-engine"))
+}
+
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs and requires success, printing the output otherwise.
+pub fn ok(args: &[&str]) -> Output {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "gan-engine {args:?} failed: {}\n{}",
+        stderr(&o),
+        stdout(&o)
+    );
+    o
+}
+
+/// Runs and requires failure with `code`, exactly one `error:` line (progress lines may come first) holding
+/// every needle, and no panic or backtrace. Returns the message from `error:` on.
+pub fn fails(args: &[&str], code: i32, needles: &[&str]) -> String {
+    let o = run(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(code), "gan-engine {args:?}: {err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    let msg = &err[err.find("error:").unwrap()..];
+    for n in needles {
+        assert!(
+            msg.contains(n),
+            "gan-engine {args:?}: expected '{n}' in: {err}"
+        );
+    }
+    msg.to_string()
+}
+
+/// The arguments of the tiny run the CLI tests build on: DCGAN on `dataset` at its default size (32×32 for
+/// balls) with 8-wide networks, nz 16, batch 4, no progress output, into `out`, then `extra`.
+pub fn tiny_train_args<'a>(dataset: &'a str, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--dataset",
+        dataset,
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--nz",
+        "16",
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--out",
+        out.to_str().expect("a UTF-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The tiny run, required to succeed.
+pub fn tiny_train(dataset: &str, out: &Path, extra: &[&str]) -> Output {
+    ok(&tiny_train_args(dataset, out, extra))
+}

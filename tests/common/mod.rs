@@ -1,0 +1,6 @@
+//! Helpers shared by the integration tests; a test file that needs them says `mod common;`. Each test crate
+//! uses only part of this module.
+#![allow(dead_code)]
+
+pub mod cli;
+pub mod fixture;
