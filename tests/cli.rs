@@ -114,6 +114,8 @@ fn train_writes_grids_metrics_and_checkpoints() {
         let imgs = gan_engine::io::read_npy(&npy, &gan_engine::Device::Cpu).unwrap();
         assert_eq!(imgs.shape(), [5, 3, 32, 32]);
         assert!(imgs.to_vec().unwrap().iter().all(|x| x.abs() <= 1.0));
+        // An unconditional generator has no labels to write.
+        assert!(!dir.path().join("imgs.labels.npy").exists());
     }
     // Latents of the wrong size.
     let z7 = gan_engine::Tensor::zeros(&[2, 7], &gan_engine::Device::Cpu).unwrap();

@@ -251,45 +251,47 @@ fn dfeatures_scatters_every_d_block() {
     }
 }
 
+/// `dfeatures` on `run` with `n` images of each kind: the PNG has one 440×500 panel per D block; returns the
+/// blocks' names.
+fn dfeatures_blocks(run: &Path, n: usize, png: &Path) -> Vec<String> {
+    let o = ok(&[
+        "dfeatures",
+        "--checkpoint",
+        s(run),
+        "--n",
+        &n.to_string(),
+        "--out",
+        s(png),
+    ]);
+    let names: Vec<String> = report(&o).into_iter().map(|r| r.0).collect();
+    assert_eq!(png_size(png), (names.len() as u32 * 440, 500));
+    names
+}
+
+const MLP: &[&str] = &["--model", "mlp", "--image-size", "12", "--hidden", "6"];
+
 #[test]
 fn dfeatures_on_an_mlp_gan() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("mlp");
-    ok(&[
-        "train",
-        "--dataset",
-        "balls:32",
-        "--model",
-        "mlp",
-        "--image-size",
-        "12",
-        "--hidden",
-        "6",
-        "--nz",
-        "5",
-        "--batch-size",
-        "4",
-        "--steps",
-        "2",
-        "--quiet",
-        "--plot-every",
-        "0",
-        "--out",
-        s(&out),
-    ]);
-    let png = dir.path().join("mlp.png");
-    let o = ok(&[
-        "dfeatures",
-        "--checkpoint",
-        s(&out),
-        "--n",
-        "7",
-        "--out",
-        s(&png),
-    ]);
+    tiny_run(&out, MLP);
     // Two hidden blocks (24 and 12 wide).
-    assert_eq!(png_size(&png), (2 * 440, 500));
-    let names: Vec<String> = report(&o).into_iter().map(|r| r.0).collect();
+    let names = dfeatures_blocks(&out, 7, &dir.path().join("mlp.png"));
+    assert_eq!(names, ["main.1", "main.3"]);
+}
+
+#[test]
+fn dfeatures_on_conditional_runs() {
+    // D sees each real image with its own label and each fake with the label G drew it for (balls: 3 classes).
+    let dir = tempfile::tempdir().unwrap();
+    let dcgan = dir.path().join("cdcgan");
+    tiny_run(&dcgan, &["--conditional"]);
+    let names = dfeatures_blocks(&dcgan, 9, &dir.path().join("c.png"));
+    assert_eq!(names, ["main.1", "main.4", "main.7"]);
+
+    let mlp = dir.path().join("cmlp");
+    tiny_run(&mlp, &[MLP, &["--conditional"]].concat());
+    let names = dfeatures_blocks(&mlp, 7, &dir.path().join("m.png"));
     assert_eq!(names, ["main.1", "main.3"]);
 }
 

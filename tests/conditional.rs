@@ -297,6 +297,9 @@ fn check_class_grid(run: &Path, classes: usize, nz: usize, dir: &Path) {
         "--out-npy",
         s(&grid),
     ]);
+    // The labels go beside the images: row r is class r.
+    let want: Vec<i64> = (0..classes as i64).flat_map(|r| [r; 3]).collect();
+    assert_eq!(read_labels(&dir.join("grid.labels.npy")), want);
     let grid = read_npy(&grid);
     let numel: usize = grid.shape()[1..].iter().product();
     assert_eq!(grid.shape()[0], classes * cols);
@@ -443,6 +446,15 @@ fn conditional_mlp_trains_and_samples() {
         s(&npy),
     ]);
     assert_eq!(read_npy(&npy).shape(), [5, 3, 9, 9]);
+    assert_eq!(read_labels(&dir.path().join("x.labels.npy")), [2; 5]);
+}
+
+/// A 1-D int64 .npy, as `sample --out-npy` writes a conditional generator's labels.
+fn read_labels(p: &Path) -> Vec<i64> {
+    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    assert_eq!(npy.shape(), [npy.shape()[0]]);
+    npy.into_vec::<i64>().unwrap()
 }
 
 /// MNIST-format files: `n` 28×28 images whose pixels depend on their label, labels `i % classes`.

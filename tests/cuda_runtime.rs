@@ -98,3 +98,51 @@ fn warmed_up_steps_allocate_nothing_from_the_driver() {
     println!("allocator after warm-up: {warm:?} -> {after:?}");
     assert_eq!(after.misses, warm.misses);
 }
+
+#[test]
+#[ignore = "needs a GPU: scripts/gpu_run.sh runs it with --include-ignored"]
+fn event_timing_measures_the_queued_work() {
+    let be = gpu("event_timing_measures_the_queued_work");
+    let x = be.from_host(&vec![0.5f32; 1 << 22], &[1 << 22]).unwrap();
+    let time = |launches: usize| {
+        be.synchronize().unwrap();
+        let host = Instant::now();
+        let dev = be
+            .device_time(&mut || {
+                for _ in 0..launches {
+                    be.affine(&x, 1.0001, 0.0)?;
+                }
+                Ok(())
+            })
+            .unwrap()
+            .expect("a real GPU has events");
+        (dev, host.elapsed())
+    };
+    time(4); // warm-up
+    let (d1, h1) = time(10);
+    let (d2, h2) = time(40);
+    println!("10 launches: {d1:?} device, {h1:?} host; 40 launches: {d2:?} device, {h2:?} host");
+    // The events bracket the work: positive, within the host's view of the same region, and growing with it.
+    assert!(
+        d1.as_nanos() > 0 && d1 <= h1 && d2 <= h2,
+        "{d1:?} {h1:?} {d2:?} {h2:?}"
+    );
+    assert!(d2 > d1 * 2, "40 launches took {d2:?}, 10 took {d1:?}");
+}
+
+#[test]
+fn event_timing_is_absent_on_the_emulation() {
+    // The emulation has no device clock: it says so without running the closure, so callers fall back.
+    let Ok(be) = gan_engine::cuda::emulated_backend() else {
+        println!("no NVRTC here: the emulation does not open");
+        return;
+    };
+    let mut called = false;
+    let t = be
+        .device_time(&mut || {
+            called = true;
+            Ok(())
+        })
+        .unwrap();
+    assert!(t.is_none() && !called);
+}

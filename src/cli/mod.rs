@@ -197,7 +197,8 @@ pub struct SampleArgs {
     /// Grid PNG to write [default: samples.png unless --out-npy is given]
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Write the images as .npy, [N, C, H, W] float32 in [-1, 1]
+    /// Write the images as .npy, [N, C, H, W] float32 in [-1, 1] (a conditional generator's class labels go
+    /// beside it, as int64 [N] in FILE-stem.labels.npy)
     #[arg(long, value_name = "FILE")]
     pub out_npy: Option<PathBuf>,
     /// Images per grid row [default: sqrt(N); 8 with --class-grid]
@@ -590,6 +591,11 @@ fn sample(a: SampleArgs) -> Result<()> {
     if let Some(p) = &a.out_npy {
         crate::io::write_npy(p, &imgs)?;
         println!("wrote {n} images to {}", p.display());
+        if let Some(l) = &labels {
+            let lp = labels_npy_path(p);
+            crate::io::write_labels_npy(&lp, l)?;
+            println!("wrote their {n} class labels to {}", lp.display());
+        }
     }
     let png = match (&a.out, &a.out_npy) {
         (Some(p), _) => Some(p.clone()),
@@ -601,6 +607,15 @@ fn sample(a: SampleArgs) -> Result<()> {
         println!("wrote a grid of {n} images to {}", p.display());
     }
     Ok(())
+}
+
+/// Where `sample --out-npy X.npy` puts a conditional generator's labels: `X.labels.npy`.
+fn labels_npy_path(images: &std::path::Path) -> PathBuf {
+    let stem = images
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "samples".into());
+    images.with_file_name(format!("{stem}.labels.npy"))
 }
 
 /// Columns of a `--class-grid` without --nrow.

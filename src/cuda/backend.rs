@@ -170,6 +170,15 @@ impl CudaBackend {
         self.rt.synchronize()
     }
 
+    /// Device time of the work `enqueue` queues, from CUDA events; None (and `enqueue` not called) on the
+    /// emulation. See [`super::runtime::GpuRuntime::device_time`].
+    pub fn device_time(
+        &self,
+        enqueue: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Option<std::time::Duration>> {
+        self.rt.device_time(enqueue)
+    }
+
     /// Copies raw bytes to the device (tables for kernels).
     pub fn htod_bytes(&self, dst: u64, src: &[u8]) -> Result<()> {
         self.rt.htod(dst, src)

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{result as drv, sys, CudaContext, CudaStream};
@@ -262,6 +263,44 @@ impl GpuRuntime for RealRuntime {
         unsafe { drv::stream::synchronize(self.stream()) }
             .map_err(|e| self.describe("stream synchronize", e))
             .context("a queued CUDA operation failed")
+    }
+
+    fn device_time(&self, enqueue: &mut dyn FnMut() -> Result<()>) -> Result<Option<Duration>> {
+        self.bind()?;
+        let flags = sys::CUevent_flags::CU_EVENT_DEFAULT; // timing enabled
+        let start = drv::event::create(flags).map_err(|e| self.describe("event create", e))?;
+        let end = match drv::event::create(flags) {
+            Ok(e) => e,
+            Err(e) => {
+                // SAFETY: created above, not recorded.
+                unsafe {
+                    let _ = drv::event::destroy(start);
+                }
+                return Err(self.describe("event create", e));
+            }
+        };
+        // SAFETY: both events are ours and live until the destroys below; the stream is ours.
+        let timed = unsafe {
+            (|| -> Result<Duration> {
+                drv::event::record(start, self.stream())
+                    .map_err(|e| self.describe("event record", e))?;
+                enqueue()?;
+                drv::event::record(end, self.stream())
+                    .map_err(|e| self.describe("event record", e))?;
+                drv::event::synchronize(end)
+                    .map_err(|e| self.describe("event synchronize", e))
+                    .context("a queued CUDA operation failed")?;
+                let ms = drv::event::elapsed(start, end)
+                    .map_err(|e| self.describe("event elapsed", e))?;
+                Ok(Duration::from_secs_f64(ms as f64 / 1e3))
+            })()
+        };
+        // SAFETY: nothing uses the events after this.
+        unsafe {
+            let _ = drv::event::destroy(start);
+            let _ = drv::event::destroy(end);
+        }
+        timed.map(Some)
     }
 
     fn is_emulated(&self) -> bool {

@@ -4,6 +4,8 @@
 //! Both runtimes speak in raw device addresses (`u64`) so that launch code is identical for the two: on the
 //! emulation an address is simply a host pointer.
 
+use std::time::Duration;
+
 use anyhow::Result;
 
 /// One kernel argument, passed by value exactly as the kernel's C signature declares it.
@@ -181,6 +183,14 @@ pub trait GpuRuntime: Send + Sync {
     /// Launches `kernel` (errors name the kernel). Arguments are checked against the parsed signature.
     fn launch(&self, kernel: &str, cfg: LaunchCfg, args: &[KernelArg]) -> Result<()>;
     fn synchronize(&self) -> Result<()>;
+    /// Device time of the work `enqueue` queues, read from two events recorded on the stream around it (so
+    /// the host's launch overhead counts only where it leaves the device idle). None, without calling
+    /// `enqueue`, where the runtime has no device clock (the emulation): callers then time with the host clock
+    /// around a synchronised region.
+    fn device_time(&self, enqueue: &mut dyn FnMut() -> Result<()>) -> Result<Option<Duration>> {
+        let _ = enqueue;
+        Ok(None)
+    }
     /// True for the CPU emulation (tests use this to pick tolerances / sizes).
     fn is_emulated(&self) -> bool;
     /// Launches per kernel name since the runtime was created (tests check coverage; benchmarks count launches).

@@ -7,4 +7,4 @@ pub mod npy;
 
 pub use atomic::{write_atomic, write_atomic_with};
 pub use grid::{grid_image, make_grid, save_grid, save_png, GRID_PADDING};
-pub use npy::{read_latents, read_npy, write_npy};
+pub use npy::{read_latents, read_npy, write_labels_npy, write_npy};

@@ -61,6 +61,21 @@ pub fn write_npy(path: impl AsRef<Path>, t: &Tensor) -> Result<()> {
     })
 }
 
+/// Writes class labels as a 1-D little-endian int64 `.npy` (NumPy's default integer), atomically.
+pub fn write_labels_npy(path: impl AsRef<Path>, labels: &[u32]) -> Result<()> {
+    let path = path.as_ref();
+    write_atomic_with(path, |w| {
+        let mut npy = npyz::WriteOptions::<i64>::new()
+            .default_dtype()
+            .shape(&[labels.len() as u64])
+            .writer(w)
+            .begin_nd()?;
+        npy.extend(labels.iter().map(|&y| y as i64))?;
+        npy.finish()?;
+        Ok(())
+    })
+}
+
 fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     parse_f32(&bytes).with_context(|| format!("bad .npy file {}", path.display()))

@@ -95,14 +95,6 @@ pub fn compute(checkpoint: &Path, o: &DFeaturesOptions) -> Result<DFeatures> {
     }
     let cfg: TrainConfig = f.get_json(TRAIN_KEY, &file)?;
     let state: TrainState = f.get_json(STATE_KEY, &file)?;
-    if cfg.model.is_conditional() {
-        // D's first block sees the label planes too; which labels to feed the real and fake images (their own,
-        // or one class) is a choice this view does not make yet.
-        bail!(
-            "{} is a class-conditional run; dfeatures supports unconditional models only for now",
-            file.display()
-        );
-    }
     let dev = &o.device;
     // The init draws are overwritten by the checkpoint's tensors right away.
     let mut rng = RngStream::new(0);
@@ -112,15 +104,21 @@ pub fn compute(checkpoint: &Path, o: &DFeaturesOptions) -> Result<DFeatures> {
     f.load_store("D.", &mut d.store, "discriminator", &file)?;
 
     let spec = o.dataset.clone().unwrap_or_else(|| cfg.dataset.clone());
-    let real =
+    let (real, labels) =
         real_images(&spec, &cfg, o).with_context(|| format!("reading real images from {spec}"))?;
     let n = real.shape()[0];
     let mut zs = RngStream::new(stream_seed(o.seed, STREAM_FIXED_Z));
     let z = zs.normal(&[n, cfg.model.nz], 0.0, 1.0, dev)?;
-    let fake = in_chunks(&z, |z| g.generate(z)).context("generating images")?;
+    // A conditional G draws each fake with the label of the real image in the same row, so both sets have the
+    // same classes and what D's features separate is real vs generated, not one class vs another.
+    let labels = labels.as_deref();
+    let fake =
+        in_chunks(&z, labels, |z, l| g.generate_with_labels(z, l)).context("generating images")?;
 
-    let (real_feats, real_logits) = features(&mut d, &real).context("D on the real images")?;
-    let (fake_feats, fake_logits) = features(&mut d, &fake).context("D on the generated images")?;
+    let (real_feats, real_logits) =
+        features(&mut d, &real, labels).context("D on the real images")?;
+    let (fake_feats, fake_logits) =
+        features(&mut d, &fake, labels).context("D on the generated images")?;
     let probabilities = is_bce_loss(&cfg.loss.to_string());
     let mean_out = |l: &[f32]| {
         let s: f64 = l
@@ -168,8 +166,13 @@ pub fn compute(checkpoint: &Path, o: &DFeaturesOptions) -> Result<DFeatures> {
     })
 }
 
-/// `n` images of the dataset (fewer if it is smaller), chosen by `seed` without repetition.
-fn real_images(spec: &str, cfg: &TrainConfig, o: &DFeaturesOptions) -> Result<Tensor> {
+/// `n` images of the dataset (fewer if it is smaller), chosen by `seed` without repetition, with their class
+/// labels when the model is conditional.
+fn real_images(
+    spec: &str,
+    cfg: &TrainConfig,
+    o: &DFeaturesOptions,
+) -> Result<(Tensor, Option<Vec<u32>>)> {
     use rand::SeedableRng;
     let opts = DatasetOptions {
         // The run's own balls: the same seed draws the same pictures it trained on.
@@ -188,26 +191,54 @@ fn real_images(spec: &str, cfg: &TrainConfig, o: &DFeaturesOptions) -> Result<Te
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(o.seed);
     let idx = rand::seq::index::sample(&mut rng, ds.len(), n).into_vec();
-    let imgs: Vec<Vec<f32>> = idx
-        .par_iter()
-        .map(|&i| ds.get(i).map(|(x, _)| x))
-        .collect::<Result<_>>()?;
+    let items: Vec<(Vec<f32>, Option<u32>)> =
+        idx.par_iter().map(|&i| ds.get(i)).collect::<Result<_>>()?;
+    let labels = match cfg.model.is_conditional() {
+        false => None,
+        true => Some(
+            items
+                .iter()
+                .map(|(_, y)| y.with_context(|| format!("{} has no class labels", ds.describe())))
+                .collect::<Result<Vec<u32>>>()?,
+        ),
+    };
     let [c, h, w] = cfg.model.image_shape();
-    let data: Vec<f32> = imgs.into_iter().flatten().collect();
+    let data: Vec<f32> = items.into_iter().flat_map(|(x, _)| x).collect();
     ensure!(
         data.len() == n * c * h * w,
         "the dataset's images are not {c}x{h}x{w}"
     );
-    Tensor::from_vec(data, &[n, c, h, w], &o.device)
+    Ok((Tensor::from_vec(data, &[n, c, h, w], &o.device)?, labels))
 }
 
-/// `f` applied to row chunks of `x`, the results stacked (on the host, then moved to `x`'s device).
-fn in_chunks(x: &Tensor, mut f: impl FnMut(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+/// `f` applied to row chunks of `x` (with the matching chunk of `labels`), the results stacked (on the host,
+/// then moved to `x`'s device).
+fn in_chunks(
+    x: &Tensor,
+    labels: Option<&[u32]>,
+    mut f: impl FnMut(&Tensor, Option<&[u32]>) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let mut out = vec![];
+    let mut out_shape = vec![];
+    for_chunks(x, labels, |part, l| {
+        let y = f(part, l)?;
+        out_shape = y.shape().to_vec();
+        out.extend(y.to_vec()?);
+        Ok(())
+    })?;
+    out_shape[0] = x.shape()[0];
+    Tensor::from_vec(out, &out_shape, &x.device())
+}
+
+/// Calls `f` on consecutive row chunks of `x` (at most CHUNK rows), with the matching chunk of `labels`.
+fn for_chunks(
+    x: &Tensor,
+    labels: Option<&[u32]>,
+    mut f: impl FnMut(&Tensor, Option<&[u32]>) -> Result<()>,
+) -> Result<()> {
     let n = x.shape()[0];
     let row: usize = x.shape()[1..].iter().product();
     let host = x.to_vec()?;
-    let mut out = vec![];
-    let mut out_shape = vec![];
     for start in (0..n).step_by(CHUNK) {
         let m = CHUNK.min(n - start);
         let mut shape = x.shape().to_vec();
@@ -217,33 +248,24 @@ fn in_chunks(x: &Tensor, mut f: impl FnMut(&Tensor) -> Result<Tensor>) -> Result
             &shape,
             &x.device(),
         )?;
-        let y = f(&part)?;
-        out_shape = y.shape().to_vec();
-        out.extend(y.to_vec()?);
+        f(&part, labels.map(|l| &l[start..start + m]))?;
     }
-    out_shape[0] = n;
-    Tensor::from_vec(out, &out_shape, &x.device())
+    Ok(())
 }
 
 type Features = Vec<(String, Vec<usize>, Vec<f32>)>;
 
-/// D's block features (name, per-image shape, rows on the host) and logits for `x`, chunk by chunk.
-fn features(d: &mut Discriminator, x: &Tensor) -> Result<(Features, Vec<f32>)> {
-    let n = x.shape()[0];
-    let row: usize = x.shape()[1..].iter().product();
-    let host = x.to_vec()?;
+/// D's block features (name, per-image shape, rows on the host) and logits for `x` (with `labels` for a
+/// conditional D), chunk by chunk.
+fn features(
+    d: &mut Discriminator,
+    x: &Tensor,
+    labels: Option<&[u32]>,
+) -> Result<(Features, Vec<f32>)> {
     let mut feats: Features = vec![];
     let mut logits = vec![];
-    for start in (0..n).step_by(CHUNK) {
-        let m = CHUNK.min(n - start);
-        let mut shape = x.shape().to_vec();
-        shape[0] = m;
-        let part = Tensor::from_vec(
-            host[start * row..(start + m) * row].to_vec(),
-            &shape,
-            &x.device(),
-        )?;
-        let blocks = d.forward_features(&part)?;
+    for_chunks(x, labels, |part, l| {
+        let blocks = d.forward_features(part, l)?;
         if feats.is_empty() {
             feats = blocks
                 .iter()
@@ -254,10 +276,11 @@ fn features(d: &mut Discriminator, x: &Tensor) -> Result<(Features, Vec<f32>)> {
             rows.extend(t.to_vec()?);
         }
         let mut tape = Tape::no_grad();
-        let v = tape.constant(part);
-        let y = d.forward(&mut tape, v, false)?;
+        let v = tape.constant(part.clone());
+        let y = d.forward_labelled(&mut tape, v, l, false)?;
         logits.extend(tape.value(y).to_vec()?);
-    }
+        Ok(())
+    })?;
     Ok((feats, logits))
 }
 
@@ -458,7 +481,7 @@ mod tests {
             let mut d = Discriminator::new(&cfg, &dev, &mut rng).unwrap();
             let [c, h, w] = cfg.image_shape();
             let x = rng.normal(&[3, c, h, w], 0.0, 1.0, &dev).unwrap();
-            let feats = d.forward_features(&x).unwrap();
+            let feats = d.forward_features(&x, None).unwrap();
             let got: Vec<(&str, Vec<usize>)> = feats
                 .iter()
                 .map(|(n, t)| (n.as_str(), t.shape()[1..].to_vec()))

@@ -372,10 +372,14 @@ impl Discriminator {
 // The discriminator's inside view, for `dfeatures` (kept apart from `forward` so that code stays as it is).
 impl Discriminator {
     /// The output of each hidden block of D (every activation layer: conv [+ BN] + LeakyReLU for DCGAN,
-    /// linear + LeakyReLU for the MLP) for the images `x` [N, C, H, W], in eval mode (BN running stats, no
-    /// tape, no state change), with the block's name (`main.<index of its activation>`). The final logit layer
-    /// is not a block and is not included.
-    pub fn forward_features(&mut self, x: &Tensor) -> Result<Vec<(String, Tensor)>> {
+    /// linear + LeakyReLU for the MLP) for the images `x` [N, C, H, W] with their class `labels` (`None` for an
+    /// unconditional D), in eval mode (BN running stats, no tape, no state change), with the block's name
+    /// (`main.<index of its activation>`). The final logit layer is not a block and is not included.
+    pub fn forward_features(
+        &mut self,
+        x: &Tensor,
+        labels: Option<&[u32]>,
+    ) -> Result<Vec<(String, Tensor)>> {
         let mut tape = Tape::no_grad();
         let x = tape.constant(x.to_device(&self.store.device)?);
         let [n, c, h, w] = tape.value(x).dims4("discriminator input")?;
@@ -386,10 +390,14 @@ impl Discriminator {
             self.cfg.image_size,
             self.cfg.image_size
         );
+        let labels = self.cfg.check_labels(labels, n, "discriminator")?;
         let mut y = match self.cfg.kind {
             ModelKind::Dcgan => x,
             ModelKind::Mlp => ops::flatten(&mut tape, x)?,
         };
+        if let Some(l) = labels {
+            y = append_one_hot(&mut tape, y, l, self.cfg.num_classes)?;
+        }
         let mut out = vec![];
         for (i, layer) in self.net.layers.iter().enumerate() {
             y = layer.forward(&mut tape, &mut self.store, y, false)?;
@@ -715,6 +723,26 @@ mod tests {
             assert_eq!(p[1], q[1], "{what}: same image, same label");
             assert_ne!(p[0], q[0], "{what}");
             assert_ne!(p[2], q[2], "{what}");
+
+            // dfeatures' view takes the labels the same way: the first block moves with them, per image.
+            let first = |d: &mut Discriminator, labels: &[u32]| {
+                let f = d.forward_features(&x, Some(labels)).unwrap();
+                f[0].1.to_vec().unwrap()
+            };
+            let (p, q) = (first(&mut d, &[0, 1, 2]), first(&mut d, &[0, 1, 0]));
+            let per = p.len() / 3;
+            assert_eq!(
+                p[..2 * per],
+                q[..2 * per],
+                "{what}: same images, same labels"
+            );
+            assert_ne!(
+                p[2 * per..],
+                q[2 * per..],
+                "{what}: the label reaches D's first block"
+            );
+            let e = d.forward_features(&x, None).unwrap_err();
+            assert!(format!("{e}").contains("needs a class label"), "{e}");
         }
     }
 
