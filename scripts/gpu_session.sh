@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One lent-GPU session's checks, in phases, so they fit a short lease (see the device README: few, full calls).
-# Runs on the GPU machine from the checkout root, over a bundle made here by
-#   scripts/gpu_bundle.sh --release    (+ .gpu-bundle/data/{mnist,fashion}: the IDX files, gzipped)
+# Runs on the GPU machine from the checkout root, over a bundle made here by `scripts/gpu_bundle.sh --session`
+# (binaries xz-compressed, MNIST / Fashion-MNIST gzipped, the FID weights split into .gpu-wa/ and .gpu-wb/).
 # Each phase logs under /tmp/gan-session/PHASE and packs that folder into $OUT/PHASE.tgz when it ends (a call
 # brings back at most 8 files); the run's summary table is printed last.
 #
