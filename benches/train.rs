@@ -42,12 +42,7 @@ fn model(image_size: usize, channels: usize) -> ModelConfig {
 }
 
 /// DCGAN's optimiser settings, as in PyTorch's example; the libtorch side uses the same.
-const ADAM: AdamSettings = AdamSettings {
-    lr: 2e-4,
-    beta1: 0.5,
-    beta2: 0.999,
-    eps: 1e-8,
-};
+const ADAM: AdamSettings = AdamSettings::DCGAN;
 
 fn iteration(c: &mut Criterion, ours: &Ours, image_size: usize, channels: usize, n: usize) {
     let arch = Dcgan::new(image_size, channels, n);
@@ -77,6 +72,22 @@ fn iteration(c: &mut Criterion, ours: &Ours, image_size: usize, channels: usize,
                     .unwrap()
             })
         });
+        if let Some(be) = &ours.cuda {
+            let mut next = || {
+                step += 1;
+                gan.train_step(&mut tape, 1, step, || Ok(real.clone()))
+                    .unwrap();
+            };
+            // The counts are of a warmed-up step: the allocator's cache and the optimizers' tables are filled.
+            for _ in 0..5 {
+                next();
+            }
+            let counts = common::StepCounts::of(be, next);
+            eprintln!(
+                "gan-engine bench: {} train_iter dcgan{image_size} b{n}: {counts}",
+                ours.label()
+            );
+        }
     }
     #[cfg(feature = "libtorch")]
     if let Some(dev) = common::torch::device_for(ours) {

@@ -175,7 +175,10 @@ impl Tape {
             "backward() needs a scalar loss, got shape {:?}",
             lv.shape()
         );
-        let seed = lv.backend().from_host(&[1.0], lv.shape())?;
+        // The seed 1.0 is made on the device (0·zeros + 1) rather than uploaded: a training step then copies
+        // nothing from the host (see benches/train.rs, which counts copies per step).
+        let be = lv.backend();
+        let seed = be.affine(&be.zeros(lv.shape())?, 0.0, 1.0)?;
         self.backward_from(loss, seed)
     }
 

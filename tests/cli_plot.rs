@@ -181,15 +181,7 @@ fn dfeatures_scatters_every_d_block() {
     let out = dir.path().join("run");
     tiny_run(&out, &[]);
     let png = dir.path().join("df.png");
-    let o = ok(&[
-        "dfeatures",
-        "--checkpoint",
-        s(&out),
-        "--n",
-        "12",
-        "--out",
-        s(&png),
-    ]);
+    let o = dfeatures(&out, 12, &png, &[]);
     // DCGAN-32's D has three conv blocks (LeakyReLU at main.1, main.4, main.7): one 440-pixel panel each.
     assert_eq!(png_size(&png), (3 * 440, 500));
     let cpu = report(&o);
@@ -210,35 +202,14 @@ fn dfeatures_scatters_every_d_block() {
 
     // The explicit size and the checkpoint file itself.
     let png2 = dir.path().join("df2.png");
-    ok(&[
-        "dfeatures",
-        "--checkpoint",
-        s(&out.join("checkpoint.safetensors")),
-        "--n",
-        "5",
-        "--out",
-        s(&png2),
-        "--width",
-        "700",
-        "--height",
-        "300",
-    ]);
+    let size = ["--width", "700", "--height", "300"];
+    dfeatures(&out.join("checkpoint.safetensors"), 5, &png2, &size);
     assert_eq!(png_size(&png2), (700, 300));
 
     // The CUDA code path (the kernels on the CPU emulation) gives the same picture.
     if emu_available() {
         let png3 = dir.path().join("df_emu.png");
-        let o = ok(&[
-            "dfeatures",
-            "--checkpoint",
-            s(&out),
-            "--n",
-            "12",
-            "--out",
-            s(&png3),
-            "--device",
-            "emu",
-        ]);
+        let o = dfeatures(&out, 12, &png3, &["--device", "emu"]);
         assert_eq!(png_size(&png3), (3 * 440, 500));
         for (c, e) in cpu.iter().zip(report(&o)) {
             assert_eq!(c.0, e.0);
@@ -251,18 +222,29 @@ fn dfeatures_scatters_every_d_block() {
     }
 }
 
+/// `gan-engine dfeatures --checkpoint CKPT --n N --out PNG EXTRA...`, which must succeed.
+fn dfeatures(ckpt: &Path, n: usize, png: &Path, extra: &[&str]) -> Output {
+    let n = n.to_string();
+    let args = [
+        &[
+            "dfeatures",
+            "--checkpoint",
+            s(ckpt),
+            "--n",
+            &n,
+            "--out",
+            s(png),
+        ],
+        extra,
+    ]
+    .concat();
+    ok(&args)
+}
+
 /// `dfeatures` on `run` with `n` images of each kind: the PNG has one 440×500 panel per D block; returns the
 /// blocks' names.
 fn dfeatures_blocks(run: &Path, n: usize, png: &Path) -> Vec<String> {
-    let o = ok(&[
-        "dfeatures",
-        "--checkpoint",
-        s(run),
-        "--n",
-        &n.to_string(),
-        "--out",
-        s(png),
-    ]);
+    let o = dfeatures(run, n, png, &[]);
     let names: Vec<String> = report(&o).into_iter().map(|r| r.0).collect();
     assert_eq!(png_size(png), (names.len() as u32 * 440, 500));
     names

@@ -33,12 +33,7 @@ fn tiny_conditional_gan(kind: ModelKind, seed: u64) -> Gan {
         hidden: 6,
         num_classes: CLASSES,
     };
-    let a = AdamSettings {
-        lr: 2e-4,
-        beta1: 0.5,
-        beta2: 0.999,
-        eps: 1e-8,
-    };
+    let a = AdamSettings::DCGAN;
     Gan::new(&cfg, &a, &a, LossKind::Ns, seed, &Device::Cpu).unwrap()
 }
 
@@ -89,12 +84,7 @@ fn fake_labels_are_seeded_uniform_and_leave_unconditional_runs_alone() {
         num_classes: 0,
         ..a.g.cfg.clone()
     };
-    let s = AdamSettings {
-        lr: 2e-4,
-        beta1: 0.5,
-        beta2: 0.999,
-        eps: 1e-8,
-    };
+    let s = AdamSettings::DCGAN;
     let mut u = Gan::new(&cfg, &s, &s, LossKind::Ns, 3, &Device::Cpu).unwrap();
     let before = u.noise;
     assert!(u.draw_labels(8).unwrap().is_none());

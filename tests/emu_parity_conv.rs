@@ -14,6 +14,9 @@ use gan_engine::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod common;
+use common::conv::ConvCase;
+
 /// The device under test: the emulated CUDA backend, or the real GPU when GAN_ENGINE_TEST_DEVICE=cuda.
 fn emu() -> Device {
     match std::env::var("GAN_ENGINE_TEST_DEVICE").as_deref() {
@@ -45,76 +48,6 @@ fn to_f64(v: &[f32]) -> Vec<f64> {
 }
 
 // ---- convolution -------------------------------------------------------------------------------------------
-
-#[derive(Clone, Copy, Debug)]
-struct ConvCase {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    k: (usize, usize),
-    p: Conv2dParams,
-}
-
-impl ConvCase {
-    fn out(&self) -> (usize, usize) {
-        self.p
-            .output_size(self.h, self.w, self.k.0, self.k.1)
-            .expect("test case must be valid")
-    }
-    fn x_shape(&self) -> [usize; 4] {
-        [self.n, self.c, self.h, self.w]
-    }
-    fn w_shape(&self) -> [usize; 4] {
-        [self.o, self.c, self.k.0, self.k.1]
-    }
-    fn y_shape(&self) -> [usize; 4] {
-        let (ho, wo) = self.out();
-        [self.n, self.o, ho, wo]
-    }
-
-    /// Calls f(n, o, c, oh, ow, ih, iw, r, s) for every tap that reads inside the image.
-    fn for_each_tap(&self, mut f: impl FnMut([usize; 9])) {
-        let (ho, wo) = self.out();
-        let (sh, sw) = self.p.stride;
-        let (ph, pw) = self.p.padding;
-        for n in 0..self.n {
-            for o in 0..self.o {
-                for c in 0..self.c {
-                    for oh in 0..ho {
-                        for ow in 0..wo {
-                            for r in 0..self.k.0 {
-                                for s in 0..self.k.1 {
-                                    let ih = (oh * sh + r) as isize - ph as isize;
-                                    let iw = (ow * sw + s) as isize - pw as isize;
-                                    if ih >= 0
-                                        && iw >= 0
-                                        && (ih as usize) < self.h
-                                        && (iw as usize) < self.w
-                                    {
-                                        f([n, o, c, oh, ow, ih as usize, iw as usize, r, s]);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn xi(&self, n: usize, c: usize, h: usize, w: usize) -> usize {
-        ((n * self.c + c) * self.h + h) * self.w + w
-    }
-    fn wi(&self, o: usize, c: usize, r: usize, s: usize) -> usize {
-        ((o * self.c + c) * self.k.0 + r) * self.k.1 + s
-    }
-    fn yi(&self, n: usize, o: usize, oh: usize, ow: usize) -> usize {
-        let (ho, wo) = self.out();
-        ((n * self.o + o) * ho + oh) * wo + ow
-    }
-}
 
 /// The three directions by direct summation in f64.
 fn conv_reference(case: &ConvCase, x: &[f32], w: &[f32], dy: &[f32]) -> [Vec<f64>; 3] {

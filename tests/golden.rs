@@ -378,9 +378,11 @@ const ADAM_P_TOL: f64 = 1e-6;
 const ADAM_STEP_TOL: f64 = 2e-3;
 const ADAM_MV_TOL: f64 = 1e-6;
 
+/// The parameter names of the optimizer fixtures (adam.safetensors, rmsprop.safetensors).
+const OPTIM_PARAMS: [&str; 2] = ["a", "b"];
+
 fn check_adam(f: &Fixture, case: &str, weight_decay: f32, dev: &Device) {
-    let names = ["a", "b"];
-    let mut params: Vec<Tensor> = names
+    let mut params: Vec<Tensor> = OPTIM_PARAMS
         .iter()
         .map(|n| f.tensor(&format!("param0.{n}"), dev))
         .collect();
@@ -391,7 +393,7 @@ fn check_adam(f: &Fixture, case: &str, weight_decay: f32, dev: &Device) {
     let mut vs = ms.clone();
     let be = dev.backend();
     for step in 1..=2u64 {
-        let grads: Vec<Tensor> = names
+        let grads: Vec<Tensor> = OPTIM_PARAMS
             .iter()
             .map(|n| f.tensor(&format!("grad{step}.{n}"), dev))
             .collect();
@@ -411,7 +413,7 @@ fn check_adam(f: &Fixture, case: &str, weight_decay: f32, dev: &Device) {
             step,
         };
         be.adam_step(&mut slots, h).unwrap();
-        for (i, n) in names.iter().enumerate() {
+        for (i, n) in OPTIM_PARAMS.iter().enumerate() {
             let key = |t: &str| format!("{case}.step{step}.{n}.{t}");
             let what = |t: &str| format!("{case} step {step} '{n}' {t} on {}", dev.name());
             let want = f.get(&key("param"));
@@ -453,16 +455,44 @@ fn adam_step_matches_torch() {
     }
 }
 
-/// The same two steps through the optimizer the training loop uses: `optim::Adam` over a `ParamStore`, with the
-/// gradients arriving the way they do in training (a tape backward, then `accumulate_grads`). The loss
-/// Σ p·g (g a constant) has gradient exactly g, so the fixture's gradients reach the store unrounded.
-fn check_optim_adam(f: &Fixture, case: &str, weight_decay: f32, dev: &Device) {
-    let names = ["a", "b"];
+/// The fixture's two parameters ("a", "b") as they were before the first step, in a fresh store.
+fn optim_fixture_store(f: &Fixture, dev: &Device) -> (ParamStore, Vec<ParamId>) {
     let mut store = ParamStore::new(dev);
-    let ids: Vec<ParamId> = names
+    let ids = OPTIM_PARAMS
         .iter()
         .map(|n| store.add(n, f.tensor(&format!("param0.{n}"), dev)))
         .collect();
+    (store, ids)
+}
+
+/// Puts step `step`'s gradients into the store the way training does (a tape backward, then
+/// `accumulate_grads`). The loss Σ p·g (g a constant) has gradient exactly g, so the fixture's gradients reach
+/// the store unrounded.
+fn feed_fixture_grads(
+    f: &Fixture,
+    dev: &Device,
+    store: &mut ParamStore,
+    ids: &[ParamId],
+    step: u64,
+) {
+    store.zero_grad();
+    let mut tape = Tape::new();
+    let mut terms = Vec::new();
+    for (n, &id) in OPTIM_PARAMS.iter().zip(ids) {
+        let p = store.var(&mut tape, id);
+        let g = tape.constant(f.tensor(&format!("grad{step}.{n}"), dev));
+        let pg = ops::mul(&mut tape, p, g).unwrap();
+        terms.push(ops::sum(&mut tape, pg).unwrap());
+    }
+    let loss = ops::add(&mut tape, terms[0], terms[1]).unwrap();
+    let grads = tape.backward(loss).unwrap();
+    store.accumulate_grads(&grads).unwrap();
+}
+
+/// The same two steps through the optimizer the training loop uses: `optim::Adam` over a `ParamStore`, with the
+/// gradients arriving by a tape backward.
+fn check_optim_adam(f: &Fixture, case: &str, weight_decay: f32, dev: &Device) {
+    let (mut store, ids) = optim_fixture_store(f, dev);
     let cfg = AdamConfig {
         lr: 2e-4,
         beta1: 0.5,
@@ -472,34 +502,18 @@ fn check_optim_adam(f: &Fixture, case: &str, weight_decay: f32, dev: &Device) {
     };
     let mut adam = Adam::new(&store, cfg).unwrap();
     for step in 1..=2u64 {
-        store.zero_grad();
-        let mut tape = Tape::new();
-        let mut terms = Vec::new();
-        for (n, &id) in names.iter().zip(&ids) {
-            let p = store.var(&mut tape, id);
-            let g = tape.constant(f.tensor(&format!("grad{step}.{n}"), dev));
-            let pg = ops::mul(&mut tape, p, g).unwrap();
-            terms.push(ops::sum(&mut tape, pg).unwrap());
-        }
-        let loss = ops::add(&mut tape, terms[0], terms[1]).unwrap();
-        let grads = tape.backward(loss).unwrap();
-        store.accumulate_grads(&grads).unwrap();
+        feed_fixture_grads(f, dev, &mut store, &ids, step);
         adam.step(&mut store).unwrap();
         assert_eq!(adam.step_count(), step);
         let (_, ms, vs) = adam.state();
-        for (i, n) in names.iter().enumerate() {
+        for (i, n) in OPTIM_PARAMS.iter().enumerate() {
             let key = |t: &str| format!("{case}.step{step}.{n}.{t}");
             let what =
                 |t: &str| format!("optim::Adam {case} step {step} '{n}' {t} on {}", dev.name());
             let p = store.value(ids[i]);
             assert_close(&what("param"), p, f.get(&key("param")), ADAM_P_TOL, 1.0);
-            assert_close(
-                &what("exp_avg"),
-                &ms[i],
-                f.get(&key("exp_avg")),
-                ADAM_MV_TOL,
-                1.0,
-            );
+            let rm = f.get(&key("exp_avg"));
+            assert_close(&what("exp_avg"), &ms[i], rm, ADAM_MV_TOL, 1.0);
             let rv = f.get(&key("exp_avg_sq"));
             assert_close(&what("exp_avg_sq"), &vs[i], rv, ADAM_MV_TOL, 0.0);
         }
@@ -521,12 +535,7 @@ fn optim_adam_matches_torch() {
 /// training) against torch.optim.RMSprop, with Adam's tolerances: parameters (which move by up to 10·lr = 1e-2
 /// per step) to 1e-6 of their typical size, square_avg to 1e-6 relative, which also catches 1 − α formed in f32.
 fn check_optim_rmsprop(f: &Fixture, case: &str, weight_decay: f32, dev: &Device) {
-    let names = ["a", "b"];
-    let mut store = ParamStore::new(dev);
-    let ids: Vec<ParamId> = names
-        .iter()
-        .map(|n| store.add(n, f.tensor(&format!("param0.{n}"), dev)))
-        .collect();
+    let (mut store, ids) = optim_fixture_store(f, dev);
     let cfg = RmsPropConfig {
         lr: 1e-3,
         alpha: 0.99,
@@ -535,22 +544,11 @@ fn check_optim_rmsprop(f: &Fixture, case: &str, weight_decay: f32, dev: &Device)
     };
     let mut opt = RmsProp::new(&store, cfg).unwrap();
     for step in 1..=3u64 {
-        store.zero_grad();
-        let mut tape = Tape::new();
-        let mut terms = Vec::new();
-        for (n, &id) in names.iter().zip(&ids) {
-            let p = store.var(&mut tape, id);
-            let g = tape.constant(f.tensor(&format!("grad{step}.{n}"), dev));
-            let pg = ops::mul(&mut tape, p, g).unwrap();
-            terms.push(ops::sum(&mut tape, pg).unwrap());
-        }
-        let loss = ops::add(&mut tape, terms[0], terms[1]).unwrap();
-        let grads = tape.backward(loss).unwrap();
-        store.accumulate_grads(&grads).unwrap();
+        feed_fixture_grads(f, dev, &mut store, &ids, step);
         opt.step(&mut store).unwrap();
         assert_eq!(opt.step_count(), step);
         let (_, vs) = opt.state();
-        for (i, n) in names.iter().enumerate() {
+        for (i, n) in OPTIM_PARAMS.iter().enumerate() {
             let key = |t: &str| format!("{case}.step{step}.{n}.{t}");
             let what = |t: &str| {
                 format!(

@@ -27,6 +27,9 @@ use gan_engine::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod common;
+use common::conv::ConvCase;
+
 /// The backend under test, with TF32 convolutions.
 fn backend() -> Arc<CudaBackend> {
     let be = match std::env::var("GAN_ENGINE_TEST_DEVICE").as_deref() {
@@ -172,35 +175,6 @@ fn mma_m16n8k8_matches_a_tf32_reference() {
 
 // ---- convolution ---------------------------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug)]
-struct Case {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    k: (usize, usize),
-    p: Conv2dParams,
-}
-
-impl Case {
-    fn out(&self) -> (usize, usize) {
-        self.p
-            .output_size(self.h, self.w, self.k.0, self.k.1)
-            .unwrap()
-    }
-    fn x_shape(&self) -> [usize; 4] {
-        [self.n, self.c, self.h, self.w]
-    }
-    fn w_shape(&self) -> [usize; 4] {
-        [self.o, self.c, self.k.0, self.k.1]
-    }
-    fn y_shape(&self) -> [usize; 4] {
-        let (ho, wo) = self.out();
-        [self.n, self.o, ho, wo]
-    }
-}
-
 /// One direction's reference: the f64 sum and the sum of |terms| per output element.
 struct Reference {
     sum: Vec<f64>,
@@ -222,47 +196,23 @@ impl Reference {
 }
 
 /// y, dx, dw by direct summation over every in-image tap.
-fn reference(case: &Case, x: &[f32], w: &[f32], dy: &[f32]) -> [Reference; 3] {
+fn reference(case: &ConvCase, x: &[f32], w: &[f32], dy: &[f32]) -> [Reference; 3] {
     let numel = |s: [usize; 4]| s.iter().product::<usize>();
     let (mut y, mut dx, mut dw) = (
         Reference::new(numel(case.y_shape())),
         Reference::new(numel(case.x_shape())),
         Reference::new(numel(case.w_shape())),
     );
-    let (ho, wo) = case.out();
-    let (sh, sw) = case.p.stride;
-    let (ph, pw) = case.p.padding;
-    let (kh, kw) = case.k;
-    for n in 0..case.n {
-        for o in 0..case.o {
-            for c in 0..case.c {
-                for oh in 0..ho {
-                    for ow in 0..wo {
-                        for r in 0..kh {
-                            for s in 0..kw {
-                                let ih = (oh * sh + r) as isize - ph as isize;
-                                let iw = (ow * sw + s) as isize - pw as isize;
-                                if ih < 0
-                                    || iw < 0
-                                    || ih as usize >= case.h
-                                    || iw as usize >= case.w
-                                {
-                                    continue;
-                                }
-                                let (ih, iw) = (ih as usize, iw as usize);
-                                let xi = ((n * case.c + c) * case.h + ih) * case.w + iw;
-                                let wi = ((o * case.c + c) * kh + r) * kw + s;
-                                let yi = ((n * case.o + o) * ho + oh) * wo + ow;
-                                y.add(yi, x[xi], w[wi]);
-                                dx.add(xi, dy[yi], w[wi]);
-                                dw.add(wi, dy[yi], x[xi]);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    case.for_each_tap(|[n, o, c, oh, ow, ih, iw, r, s]| {
+        let (xi, wi, yi) = (
+            case.xi(n, c, ih, iw),
+            case.wi(o, c, r, s),
+            case.yi(n, o, oh, ow),
+        );
+        y.add(yi, x[xi], w[wi]);
+        dx.add(xi, dy[yi], w[wi]);
+        dw.add(wi, dy[yi], x[xi]);
+    });
     [y, dx, dw]
 }
 
@@ -280,7 +230,7 @@ fn check(what: &str, got: &[f32], want: &Reference, rel: f64) {
 }
 
 /// Runs the three directions on `be` (TF32) and checks them against both references.
-fn run_case(be: &Arc<CudaBackend>, name: &str, case: Case, rng: &mut ChaCha8Rng) {
+fn run_case(be: &Arc<CudaBackend>, name: &str, case: ConvCase, rng: &mut ChaCha8Rng) {
     let numel = |s: [usize; 4]| s.iter().product::<usize>();
     let x = random(rng, numel(case.x_shape()));
     let w = random(rng, numel(case.w_shape()));
@@ -344,8 +294,8 @@ fn p(s: usize, pad: usize) -> Conv2dParams {
     }
 }
 
-fn case(n: usize, c: usize, h: usize, w: usize, o: usize, k: usize, p: Conv2dParams) -> Case {
-    Case {
+fn case(n: usize, c: usize, h: usize, w: usize, o: usize, k: usize, p: Conv2dParams) -> ConvCase {
+    ConvCase {
         n,
         c,
         h,
@@ -370,7 +320,7 @@ fn conv2d_tf32_awkward_sizes() {
         ("1x1 s2", case(2, 20, 7, 8, 24, 1, p(2, 0))),
         (
             "3x5 s(2,1) p(1,2)",
-            Case {
+            ConvCase {
                 n: 2,
                 c: 17,
                 h: 9,

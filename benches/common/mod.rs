@@ -80,6 +80,51 @@ impl Ours {
     }
 }
 
+/// What one call did on a CUDA backend: kernel launches, host↔device copies and allocations the caching
+/// allocator could not serve from its cache. Printed beside the training-iteration bench: a captured CUDA
+/// graph would need the copies and driver allocations at zero, and the launch count is what it would save.
+pub struct StepCounts {
+    pub launches: u64,
+    pub transfers: gan_engine::cuda::TransferCounts,
+    pub driver_allocs: u64,
+}
+
+impl StepCounts {
+    pub fn of(be: &CudaBackend, f: impl FnOnce()) -> StepCounts {
+        let launched =
+            |be: &CudaBackend| -> u64 { be.runtime().launch_counts().iter().map(|(_, n)| n).sum() };
+        let (l0, t0, a0) = (
+            launched(be),
+            be.runtime().transfer_counts(),
+            be.alloc_stats().misses,
+        );
+        f();
+        let t1 = be.runtime().transfer_counts();
+        StepCounts {
+            launches: launched(be) - l0,
+            transfers: gan_engine::cuda::TransferCounts {
+                htod: t1.htod - t0.htod,
+                htod_bytes: t1.htod_bytes - t0.htod_bytes,
+                dtoh: t1.dtoh - t0.dtoh,
+                dtoh_bytes: t1.dtoh_bytes - t0.dtoh_bytes,
+            },
+            driver_allocs: be.alloc_stats().misses - a0,
+        }
+    }
+}
+
+impl std::fmt::Display for StepCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let t = &self.transfers;
+        write!(
+            f,
+            "{} kernel launches, {} host-to-device copies ({} B), {} device-to-host copies ({} B), {} driver \
+             allocations per step",
+            self.launches, t.htod, t.htod_bytes, t.dtoh, t.dtoh_bytes, self.driver_allocs
+        )
+    }
+}
+
 /// Our CUDA backend, if one opens. GAN_BENCH_CUDA=emu runs the CUDA groups on the CPU emulation of the
 /// kernels instead (far too slow to measure anything; it exists to exercise the CUDA code paths of these
 /// benches without a GPU, with `cargo test --benches`). The outcome is printed once per process.

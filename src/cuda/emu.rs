@@ -8,7 +8,9 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
-use super::runtime::{check_args, kernel_sig, GpuRuntime, KernelArg, LaunchCfg, LaunchCounter};
+use super::runtime::{
+    check_args, kernel_sig, GpuRuntime, KernelArg, LaunchCfg, LaunchCounter, TransferCounts,
+};
 
 type Wrapper = unsafe extern "C" fn(*mut *mut c_void);
 
@@ -125,6 +127,7 @@ impl GpuRuntime for EmuRuntime {
 
     fn htod(&self, dst: u64, src: &[u8]) -> Result<()> {
         self.check_range(dst, src.len(), "emu htod")?;
+        self.counts.record_htod(src.len());
         // SAFETY: range checked against a live allocation.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
         Ok(())
@@ -132,6 +135,7 @@ impl GpuRuntime for EmuRuntime {
 
     fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
         self.check_range(src, dst.len(), "emu dtoh")?;
+        self.counts.record_dtoh(dst.len());
         // SAFETY: range checked against a live allocation.
         unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
         Ok(())
@@ -221,6 +225,10 @@ impl GpuRuntime for EmuRuntime {
 
     fn launch_counts(&self) -> Vec<(&'static str, u64)> {
         self.counts.snapshot()
+    }
+
+    fn transfer_counts(&self) -> TransferCounts {
+        self.counts.transfers()
     }
 }
 

@@ -36,7 +36,7 @@ use crate::device::Device;
 pub use alloc::{AllocStats, DeviceAlloc};
 pub use backend::CudaBackend;
 pub use conv::{set_default_precision, Precision};
-pub use runtime::{GpuRuntime, KernelArg, LaunchCfg};
+pub use runtime::{GpuRuntime, KernelArg, LaunchCfg, TransferCounts};
 
 /// A device allocation owned by a GPU backend. Clones share the allocation; it returns to the backend's
 /// caching allocator when the last clone drops.

@@ -1,10 +1,12 @@
 //! Launch code for kernels/optim.cu: multi-tensor Adam, one launch for all parameters; RMSprop and weight
 //! clipping (WGAN), one launch per tensor.
 //!
-//! The Adam kernel reads two device tables: per-tensor addresses (param, grad, m, v) and a chunk table (which tensor
-//! and element range each block updates). Both are cached in the backend: the chunk table depends only on the
-//! tensor sizes, the address table is re-uploaded only when an address changes (gradients are fresh tensors
-//! every step, but the caching allocator usually hands back the same blocks, so after warm-up it rarely is).
+//! The Adam kernel reads two device tables: per-tensor addresses (param, grad, m, v) and a chunk table (which
+//! tensor and element range each block updates). Both are cached in the backend, one pair per tensor set (G's and
+//! D's optimizers take turns on one backend). The chunk table depends only on the tensor sizes; the address table
+//! is re-uploaded when an address changes. Gradients are fresh tensors every step and the caching allocator does
+//! not hand them the same blocks each time, so in a DCGAN step each optimizer still uploads its address table
+//! (a few hundred bytes): the one host-to-device copy per step left (benches/train.rs counts them).
 
 use anyhow::{ensure, Result};
 
@@ -19,17 +21,27 @@ use crate::tensor::Tensor;
 const CHUNK: usize = 4096;
 const BLOCK: u32 = 256;
 
-#[derive(Default)]
-pub struct AdamCache {
+/// The device tables of one optimizer's tensor set (found again by its tensor sizes).
+struct AdamTables {
     sizes: Vec<usize>,
     /// sizes (i32) ++ chunk_tensor (i32) ++ chunk_start (i32).
-    chunk_table: Option<DeviceAlloc>,
+    chunk_table: DeviceAlloc,
     nchunks: usize,
     addrs: Vec<u64>,
     addr_table: Option<DeviceAlloc>,
-    /// Uploads of each table (tests check that a steady state re-uploads nothing).
+}
+
+/// Tables of the last few tensor sets, so that G's and D's optimizers, which alternate every step on one
+/// backend, do not evict each other's tables (that cost four uploads per training step).
+#[derive(Default)]
+pub struct AdamCache {
+    sets: Vec<AdamTables>,
+    /// Uploads of either table (tests check that a steady state re-uploads nothing).
     pub uploads: u64,
 }
+
+/// Tensor sets kept; a GAN has two (G, D), a conditional one no more.
+const ADAM_SETS: usize = 4;
 
 pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
     ensure!(h.step >= 1, "adam: step is 1-based, got {}", h.step);
@@ -68,41 +80,55 @@ pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> 
     }
 
     let mut cache = be.adam_cache.lock().unwrap();
-    if cache.sizes != sizes || cache.chunk_table.is_none() {
-        let mut chunk_tensor = Vec::new();
-        let mut chunk_start = Vec::new();
-        for (t, &n) in sizes.iter().enumerate() {
-            for start in (0..n).step_by(CHUNK) {
-                chunk_tensor.push(t as i32);
-                chunk_start.push(start as i32);
+    let cache = &mut *cache;
+    let at = match cache.sets.iter().position(|t| t.sizes == sizes) {
+        Some(i) => i,
+        None => {
+            let mut chunk_tensor = Vec::new();
+            let mut chunk_start = Vec::new();
+            for (t, &n) in sizes.iter().enumerate() {
+                for start in (0..n).step_by(CHUNK) {
+                    chunk_tensor.push(t as i32);
+                    chunk_start.push(start as i32);
+                }
             }
+            let mut table: Vec<i32> = sizes.iter().map(|&n| n as i32).collect();
+            table.extend(&chunk_tensor);
+            table.extend(&chunk_start);
+            let mem = be.alloc_bytes(table.len() * 4)?;
+            be.htod_bytes(mem.ptr(), bytemuck::cast_slice(&table))?;
+            cache.uploads += 1;
+            if cache.sets.len() == ADAM_SETS {
+                cache.sets.remove(0);
+            }
+            cache.sets.push(AdamTables {
+                sizes,
+                chunk_table: mem,
+                nchunks: chunk_tensor.len(),
+                addrs: Vec::new(),
+                addr_table: None,
+            });
+            cache.sets.len() - 1
         }
-        let mut table: Vec<i32> = sizes.iter().map(|&n| n as i32).collect();
-        table.extend(&chunk_tensor);
-        table.extend(&chunk_start);
-        let mem = be.alloc_bytes(table.len() * 4)?;
-        be.htod_bytes(mem.ptr(), bytemuck::cast_slice(&table))?;
-        cache.nchunks = chunk_tensor.len();
-        cache.chunk_table = Some(mem);
-        cache.sizes = sizes;
-        cache.uploads += 1;
-    }
-    if cache.addrs != addrs || cache.addr_table.is_none() {
-        let mem = match cache.addr_table.take() {
+    };
+    let tables = &mut cache.sets[at];
+    if tables.addrs != addrs || tables.addr_table.is_none() {
+        let mem = match tables.addr_table.take() {
             Some(m) if m.bytes() == addrs.len() * 8 => m,
             _ => be.alloc_bytes(addrs.len() * 8)?,
         };
         be.htod_bytes(mem.ptr(), bytemuck::cast_slice(&addrs))?;
-        cache.addr_table = Some(mem);
-        cache.addrs = addrs;
+        tables.addr_table = Some(mem);
+        tables.addrs = addrs;
         cache.uploads += 1;
     }
-    let ntensors = cache.sizes.len() as u64;
-    let nchunks = cache.nchunks;
+    let addr_table = tables.addr_table.as_ref().unwrap().ptr();
+    let ntensors = tables.sizes.len() as u64;
+    let nchunks = tables.nchunks;
     if nchunks == 0 {
         return Ok(()); // every tensor is empty
     }
-    let chunks = cache.chunk_table.as_ref().unwrap().ptr();
+    let chunks = tables.chunk_table.ptr();
     let (sizes_p, tensor_p, start_p) = (
         chunks,
         chunks + ntensors * 4,
@@ -114,7 +140,7 @@ pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> 
         "adam_step_f32",
         LaunchCfg::blocks(nchunks as u32, BLOCK),
         &[
-            A::Ptr(cache.addr_table.as_ref().unwrap().ptr()),
+            A::Ptr(addr_table),
             A::Ptr(sizes_p),
             A::Ptr(tensor_p),
             A::Ptr(start_p),

@@ -19,6 +19,7 @@ use cudarc::driver::{result as drv, sys, CudaContext, CudaStream};
 use super::nvrtc;
 use super::runtime::{
     check_args, kernel_sig, kernels, GpuRuntime, KernelArg, LaunchCfg, LaunchCounter,
+    TransferCounts,
 };
 
 /// Raw driver handles are plain pointers; the driver API is thread-safe once the context is current.
@@ -165,6 +166,7 @@ impl GpuRuntime for RealRuntime {
 
     fn htod(&self, dst: u64, src: &[u8]) -> Result<()> {
         self.bind()?;
+        self.counts.record_htod(src.len());
         // SAFETY: dst is a device allocation of at least src.len() bytes (the backend sizes it). From pageable
         // memory the call returns after staging `src`, so `src` may be dropped afterwards.
         unsafe { drv::memcpy_htod_async(dst, src, self.stream()) }
@@ -173,6 +175,7 @@ impl GpuRuntime for RealRuntime {
 
     fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
         self.bind()?;
+        self.counts.record_dtoh(dst.len());
         // SAFETY: src holds at least dst.len() bytes; we synchronise before `dst` is used.
         unsafe {
             drv::memcpy_dtoh_async(dst, src, self.stream())
@@ -309,6 +312,10 @@ impl GpuRuntime for RealRuntime {
 
     fn launch_counts(&self) -> Vec<(&'static str, u64)> {
         self.counts.snapshot()
+    }
+
+    fn transfer_counts(&self) -> TransferCounts {
+        self.counts.transfers()
     }
 }
 

@@ -195,21 +195,48 @@ pub trait GpuRuntime: Send + Sync {
     fn is_emulated(&self) -> bool;
     /// Launches per kernel name since the runtime was created (tests check coverage; benchmarks count launches).
     fn launch_counts(&self) -> Vec<(&'static str, u64)>;
+    /// Host↔device copies since the runtime was created.
+    fn transfer_counts(&self) -> TransferCounts;
 }
 
-/// Per-kernel launch counter shared by the runtimes.
+/// Host↔device copies since a runtime was created: how many calls and how many bytes each way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransferCounts {
+    pub htod: u64,
+    pub htod_bytes: u64,
+    pub dtoh: u64,
+    pub dtoh_bytes: u64,
+}
+
+/// What a runtime has done, shared by the runtimes: launches per kernel name and host↔device copies. The
+/// training loop's promise (after warm-up, a step copies nothing but the logged scalars) is checked with it.
 #[derive(Default)]
-pub struct LaunchCounter(std::sync::Mutex<std::collections::HashMap<&'static str, u64>>);
+pub struct LaunchCounter {
+    launches: std::sync::Mutex<std::collections::HashMap<&'static str, u64>>,
+    transfers: std::sync::Mutex<TransferCounts>,
+}
 
 impl LaunchCounter {
     pub fn record(&self, kernel: &'static str) {
-        *self.0.lock().unwrap().entry(kernel).or_insert(0) += 1;
+        *self.launches.lock().unwrap().entry(kernel).or_insert(0) += 1;
+    }
+
+    pub fn record_htod(&self, bytes: usize) {
+        let mut t = self.transfers.lock().unwrap();
+        t.htod += 1;
+        t.htod_bytes += bytes as u64;
+    }
+
+    pub fn record_dtoh(&self, bytes: usize) {
+        let mut t = self.transfers.lock().unwrap();
+        t.dtoh += 1;
+        t.dtoh_bytes += bytes as u64;
     }
 
     /// Sorted by kernel name.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         let mut v: Vec<_> = self
-            .0
+            .launches
             .lock()
             .unwrap()
             .iter()
@@ -217,5 +244,9 @@ impl LaunchCounter {
             .collect();
         v.sort();
         v
+    }
+
+    pub fn transfers(&self) -> TransferCounts {
+        *self.transfers.lock().unwrap()
     }
 }

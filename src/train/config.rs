@@ -83,6 +83,16 @@ pub struct AdamSettings {
     pub eps: f32,
 }
 
+impl AdamSettings {
+    /// Radford et al.'s DCGAN settings (lr 2e-4, β1 0.5) with PyTorch's β2 and eps: the CLI's defaults.
+    pub const DCGAN: AdamSettings = AdamSettings {
+        lr: 2e-4,
+        beta1: 0.5,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+}
+
 /// The length of a run: a number of iterations (G steps), or whole passes over the data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -148,12 +158,7 @@ impl Default for TrainConfig {
     /// Measured on balls (docs/README.md): with 2e-4 step 2000 still shows dark blobs, while
     /// `--lr-d 5e-4 --lr-g 5e-4` shows shaded coloured balls by step 1000; the paper's rate stays the default.
     fn default() -> Self {
-        let adam = AdamSettings {
-            lr: 2e-4,
-            beta1: 0.5,
-            beta2: 0.999,
-            eps: 1e-8,
-        };
+        let adam = AdamSettings::DCGAN;
         TrainConfig {
             dataset: "balls".into(),
             model: ModelConfig {

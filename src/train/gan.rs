@@ -380,12 +380,7 @@ mod tests {
             hidden: 6,
             num_classes: 0,
         };
-        let a = AdamSettings {
-            lr: 2e-4,
-            beta1: 0.5,
-            beta2: 0.999,
-            eps: 1e-8,
-        };
+        let a = AdamSettings::DCGAN;
         Gan::new(&cfg, &a, &a, loss, 7, &Device::Cpu).unwrap()
     }
 
@@ -527,12 +522,7 @@ mod tests {
             hidden: 1,
             num_classes: 0,
         };
-        let a = AdamSettings {
-            lr: 2e-4,
-            beta1: 0.5,
-            beta2: 0.999,
-            eps: 1e-8,
-        };
+        let a = AdamSettings::DCGAN;
         let mut gan = Gan::new(&cfg, &a, &a, LossKind::Ns, 0, &dev).unwrap();
         f.load_store("g0.", &mut gan.g.store, "generator", &path)
             .unwrap();
