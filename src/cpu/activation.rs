@@ -5,7 +5,7 @@ use anyhow::{ensure, Result};
 use rayon::prelude::*;
 
 use super::elementwise::{same_shape, PAR_CHUNK};
-use super::{data, tensor};
+use super::{data, output_buffer, tensor};
 use crate::backend::Activation;
 use crate::tensor::Tensor;
 
@@ -30,12 +30,12 @@ fn check(a: Activation) -> Result<()> {
     Ok(())
 }
 
-/// Runs `f` over `x` in parallel chunks into a NaN-poisoned output (so an unwritten element would show).
+/// Runs `f` over `x` in parallel chunks into an [`output_buffer`] (NaN-poisoned in tests).
 /// Generic over `f` so each activation gets its own monomorphised, unswitched loop that LLVM vectorises:
 /// matching the activation kind inside the per-element closure kept the loop scalar and cost 6-10x
 /// (docs/perf-notes.md).
 fn map1(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![f32::NAN; x.len()];
+    let mut out = output_buffer(x.len());
     out.par_chunks_mut(PAR_CHUNK)
         .zip(x.par_chunks(PAR_CHUNK))
         .for_each(|(o, x)| {
@@ -48,7 +48,7 @@ fn map1(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
 
 /// Two-input form of [`map1`] for the backward passes.
 fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![f32::NAN; a.len()];
+    let mut out = output_buffer(a.len());
     out.par_chunks_mut(PAR_CHUNK)
         .zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)))
         .for_each(|(o, (a, b))| {

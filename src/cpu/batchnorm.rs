@@ -8,7 +8,7 @@
 use anyhow::{bail, ensure, Result};
 use rayon::prelude::*;
 
-use super::{data, data_mut, tensor};
+use super::{data, data_mut, output_buffer, tensor};
 use crate::backend::{BatchNormGrads, BatchNormOut};
 use crate::tensor::Tensor;
 
@@ -87,7 +87,7 @@ fn normalize(
     scale: &[f32],
     shift: &[f32],
 ) -> Vec<f32> {
-    let mut y = vec![f32::NAN; n * c * inner];
+    let mut y = output_buffer(n * c * inner);
     y.par_chunks_mut(inner)
         .zip(xd.par_chunks(inner))
         .enumerate()
@@ -217,7 +217,7 @@ pub fn backward(
         })
         .collect();
     let m = (n * inner) as f32;
-    let mut dx = vec![f32::NAN; xd.len()];
+    let mut dx = output_buffer(xd.len());
     dx.par_chunks_mut(inner)
         .zip(xd.par_chunks(inner).zip(gd.par_chunks(inner)))
         .enumerate()

@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 use crate::backend::{Conv2dParams, ConvGeom as Geom};
-use crate::cpu::{data, tensor};
+use crate::cpu::{data, output_buffer, tensor};
 use crate::tensor::Tensor;
 
 // How the work is cut. Chosen on DCGAN-64's layers (`benches/cpu_conv.rs`, 2-core AVX2 machine) as the best
@@ -353,17 +353,6 @@ fn gemm_parallelism(chunks: usize) -> Parallelism {
         Parallelism::None
     } else {
         threaded()
-    }
-}
-
-/// A buffer every element of which the pass will write. Debug builds (the tests) fill it with NaN, so an
-/// element left unwritten cannot pass for a result; release builds skip that extra pass over memory (for
-/// DCGAN's first layer it costs a quarter of the convolution's time).
-fn output_buffer(len: usize) -> Vec<f32> {
-    if cfg!(debug_assertions) {
-        vec![f32::NAN; len]
-    } else {
-        vec![0.0; len]
     }
 }
 

@@ -7,7 +7,7 @@
 use anyhow::{ensure, Result};
 use rayon::prelude::*;
 
-use super::{data, data_mut, tensor};
+use super::{data, data_mut, output_buffer, tensor};
 use crate::tensor::Tensor;
 
 /// Elements per parallel task: big enough that the task overhead (~µs) is noise next to the work.
@@ -28,7 +28,7 @@ pub(crate) fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
 fn zip_map(op: &str, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Result<Tensor> {
     same_shape(op, a, b)?;
     let (ad, bd) = (data(a)?, data(b)?);
-    let mut out = vec![f32::NAN; ad.len()];
+    let mut out = output_buffer(ad.len());
     out.par_chunks_mut(PAR_CHUNK)
         .zip(ad.par_chunks(PAR_CHUNK))
         .zip(bd.par_chunks(PAR_CHUNK))
@@ -66,7 +66,7 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 pub fn affine(a: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
     let ad = data(a)?;
-    let mut out = vec![f32::NAN; ad.len()];
+    let mut out = output_buffer(ad.len());
     out.par_chunks_mut(PAR_CHUNK)
         .zip(ad.par_chunks(PAR_CHUNK))
         .for_each(|(o, a)| {

@@ -5,7 +5,7 @@
 
 use anyhow::{ensure, Result};
 
-use super::{data, tensor};
+use super::{data, output_buffer, tensor};
 use crate::backend::LinearGrads;
 use crate::tensor::Tensor;
 
@@ -94,7 +94,7 @@ pub fn forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             }
             y
         }
-        None => vec![f32::NAN; n * fout],
+        None => output_buffer(n * fout),
     };
     // y [N, out] = x [N, in] · wᵀ [in, out]; wᵀ(k, j) = w[j * in + k].
     matmul(
@@ -136,7 +136,7 @@ pub fn backward(
     let (xd, wd, gd) = (data(x)?, data(w)?, data(dy)?);
     let dx = if ndx {
         // dx [N, in] = dy [N, out] · w [out, in]
-        let mut dx = vec![f32::NAN; n * fin];
+        let mut dx = output_buffer(n * fin);
         matmul(
             &mut dx,
             n,
@@ -160,7 +160,7 @@ pub fn backward(
     };
     let dw = if ndw {
         // dw [out, in] = dyᵀ [out, N] · x [N, in]; dyᵀ(o, r) = dy[r * out + o].
-        let mut dw = vec![f32::NAN; fout * fin];
+        let mut dw = output_buffer(fout * fin);
         matmul(
             &mut dw,
             fout,

@@ -2,7 +2,7 @@
 
 use anyhow::{ensure, Result};
 
-use super::{data, tensor};
+use super::{data, output_buffer, tensor};
 use crate::tensor::Tensor;
 
 /// Per element, with t the target:
@@ -23,7 +23,7 @@ pub fn bce_with_logits(logits: &Tensor, target: f32) -> Result<(Tensor, Tensor)>
     let n = x.len();
     let inv_n = 1.0 / n as f32;
     let t = target as f64;
-    let mut grad = vec![f32::NAN; n];
+    let mut grad = output_buffer(n);
     let mut total = 0.0f64;
     for (g, &xi) in grad.iter_mut().zip(x) {
         let xd = xi as f64;

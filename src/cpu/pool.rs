@@ -11,7 +11,7 @@
 use anyhow::Result;
 use rayon::prelude::*;
 
-use super::{data, tensor};
+use super::{data, output_buffer, tensor};
 use crate::backend::{Pool2d, PoolGeom};
 use crate::tensor::{numel, Tensor};
 
@@ -45,7 +45,7 @@ fn divisor(g: &PoolGeom, oh: usize, ow: usize, count_include_pad: bool) -> f32 {
     ((h1 - h0) * (w1 - w0)) as f32
 }
 
-/// Runs `f(plane_in, plane_out)` over every (n, c) plane in parallel; the output starts NaN-poisoned so a
+/// Runs `f(plane_in, plane_out)` over every (n, c) plane in parallel; the output starts NaN-poisoned in tests so a
 /// skipped element shows.
 fn per_plane(
     input: &[f32],
@@ -54,7 +54,7 @@ fn per_plane(
     out_plane: usize,
     f: impl Fn(&[f32], &mut [f32]) + Sync,
 ) -> Tensor {
-    let mut out = vec![f32::NAN; numel(&out_shape)];
+    let mut out = output_buffer(numel(&out_shape));
     if out_plane > 0 && in_plane > 0 {
         out.par_chunks_mut(out_plane)
             .zip(input.par_chunks(in_plane))

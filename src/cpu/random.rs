@@ -20,6 +20,8 @@
 
 use rayon::prelude::*;
 
+use super::output_buffer;
+
 // Multipliers and Weyl key increments from the paper (Philox4x32 constants).
 const M0: u32 = 0xD251_1F53;
 const M1: u32 = 0xCD9E_8D57;
@@ -80,7 +82,7 @@ const BLOCKS_PER_TASK: usize = 2048;
 
 /// Fills `n` values where each block of four comes from `f(words of its counter block)`.
 fn fill(n: usize, seed: u64, offset: u64, f: impl Fn([u32; 4]) -> [f32; 4] + Sync) -> Vec<f32> {
-    let mut out = vec![f32::NAN; n];
+    let mut out = output_buffer(n);
     out.par_chunks_mut(4 * BLOCKS_PER_TASK)
         .enumerate()
         .for_each(|(t, chunk)| {

@@ -6,7 +6,7 @@
 use anyhow::Result;
 use rayon::prelude::*;
 
-use super::{data, tensor};
+use super::{data, output_buffer, tensor};
 use crate::backend::{ResizeMode, ResizeTap};
 use crate::tensor::{numel, Tensor};
 
@@ -19,7 +19,7 @@ pub fn forward(x: &Tensor, out_h: usize, out_w: usize, mode: ResizeMode) -> Resu
     ResizeMode::check("resize_bilinear", xs, out_h, out_w)?;
     let (ty, tx) = (taps(mode, h, out_h), taps(mode, w, out_w));
     let xd = data(x)?;
-    let mut y = vec![f32::NAN; numel(&[n, c, out_h, out_w])];
+    let mut y = output_buffer(numel(&[n, c, out_h, out_w]));
     if n > 0 {
         y.par_chunks_mut(out_h * out_w)
             .zip(xd.par_chunks(h * w))

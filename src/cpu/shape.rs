@@ -5,7 +5,7 @@
 
 use anyhow::{bail, ensure, Result};
 
-use super::{data, tensor};
+use super::{data, output_buffer, tensor};
 use crate::tensor::Tensor;
 
 /// Splits a 2-D or 4-D shape into (N, C, inner).
@@ -31,7 +31,7 @@ pub fn concat_channels(xs: &[&Tensor]) -> Result<Tensor> {
         );
         total_c += b[1];
     }
-    let mut out = vec![f32::NAN; n * total_c * inner];
+    let mut out = output_buffer(n * total_c * inner);
     let mut dst = 0;
     for s in 0..n {
         for x in xs {
@@ -53,7 +53,7 @@ pub fn slice_channels(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
         x.shape()
     );
     let xd = data(x)?;
-    let mut out = vec![f32::NAN; n * len * inner];
+    let mut out = output_buffer(n * len * inner);
     for (s, o) in out
         .chunks_exact_mut((len * inner).max(1))
         .take(n)
