@@ -2,10 +2,9 @@
 //! (see [`Activation`]), so the tape keeps one tensor per activation instead of two.
 
 use anyhow::{ensure, Result};
-use rayon::prelude::*;
 
-use super::elementwise::{same_shape, PAR_CHUNK};
-use super::{data, output_buffer, tensor};
+use super::elementwise::{par_map, par_zip_map, same_shape};
+use super::{data, tensor};
 use crate::backend::Activation;
 use crate::tensor::Tensor;
 
@@ -30,44 +29,15 @@ fn check(a: Activation) -> Result<()> {
     Ok(())
 }
 
-/// Runs `f` over `x` in parallel chunks into an [`output_buffer`] (NaN-poisoned in tests).
-/// Generic over `f` so each activation gets its own monomorphised, unswitched loop that LLVM vectorises:
-/// matching the activation kind inside the per-element closure kept the loop scalar and cost 6-10x
-/// (docs/perf-notes.md).
-fn map1(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = output_buffer(x.len());
-    out.par_chunks_mut(PAR_CHUNK)
-        .zip(x.par_chunks(PAR_CHUNK))
-        .for_each(|(o, x)| {
-            for (o, &x) in o.iter_mut().zip(x) {
-                *o = f(x);
-            }
-        });
-    out
-}
-
-/// Two-input form of [`map1`] for the backward passes.
-fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = output_buffer(a.len());
-    out.par_chunks_mut(PAR_CHUNK)
-        .zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK)))
-        .for_each(|(o, (a, b))| {
-            for (o, (&a, &b)) in o.iter_mut().zip(a.iter().zip(b)) {
-                *o = f(a, b);
-            }
-        });
-    out
-}
-
 pub fn forward(x: &Tensor, a: Activation) -> Result<Tensor> {
     check(a)?;
     let xd = data(x)?;
     // Branch-free selects (`if` on a comparison, no early exit) so the loops compile to SIMD blends.
     let out = match a {
-        Activation::Relu => map1(xd, |x| if x > 0.0 { x } else { 0.0 }),
-        Activation::LeakyRelu(s) => map1(xd, move |x| if x > 0.0 { x } else { s * x }),
-        Activation::Tanh => map1(xd, f32::tanh),
-        Activation::Sigmoid => map1(xd, sigmoid),
+        Activation::Relu => par_map(xd, |x| if x > 0.0 { x } else { 0.0 }),
+        Activation::LeakyRelu(s) => par_map(xd, move |x| if x > 0.0 { x } else { s * x }),
+        Activation::Tanh => par_map(xd, f32::tanh),
+        Activation::Sigmoid => par_map(xd, sigmoid),
     };
     Ok(tensor(out, x.shape()))
 }
@@ -78,10 +48,12 @@ pub fn backward(y: &Tensor, dy: &Tensor, a: Activation) -> Result<Tensor> {
     let (yd, gd) = (data(y)?, data(dy)?);
     // d/dx expressed through y: tanh' = 1 - y², sigmoid' = y (1 - y).
     let out = match a {
-        Activation::Relu => map2(yd, gd, |y, g| if y > 0.0 { g } else { 0.0 }),
-        Activation::LeakyRelu(s) => map2(yd, gd, move |y, g| if y > 0.0 { g } else { s * g }),
-        Activation::Tanh => map2(yd, gd, |y, g| g * (1.0 - y * y)),
-        Activation::Sigmoid => map2(yd, gd, |y, g| g * y * (1.0 - y)),
+        Activation::Relu => par_zip_map(yd, gd, |y, g| if y > 0.0 { g } else { 0.0 }),
+        Activation::LeakyRelu(s) => {
+            par_zip_map(yd, gd, move |y, g| if y > 0.0 { g } else { s * g })
+        }
+        Activation::Tanh => par_zip_map(yd, gd, |y, g| g * (1.0 - y * y)),
+        Activation::Sigmoid => par_zip_map(yd, gd, |y, g| g * y * (1.0 - y)),
     };
     Ok(tensor(out, y.shape()))
 }

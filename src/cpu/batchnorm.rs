@@ -8,7 +8,8 @@
 use anyhow::{bail, ensure, Result};
 use rayon::prelude::*;
 
-use super::{data, data_mut, output_buffer, tensor};
+use super::elementwise::{par_map_runs, par_zip_map_runs};
+use super::{data, data_mut, tensor};
 use crate::backend::{BatchNormGrads, BatchNormOut};
 use crate::tensor::Tensor;
 
@@ -82,23 +83,16 @@ fn channel_sum2(
 /// centre first (rather than folding it into the shift) keeps precision when |mean| ≫ std.
 fn normalize(
     xd: &[f32],
-    (n, c, inner): (usize, usize, usize),
+    (_, c, inner): (usize, usize, usize),
     center: &[f32],
     scale: &[f32],
     shift: &[f32],
 ) -> Vec<f32> {
-    let mut y = output_buffer(n * c * inner);
-    y.par_chunks_mut(inner)
-        .zip(xd.par_chunks(inner))
-        .enumerate()
-        .for_each(|(run, (y, x))| {
-            let ch = run % c;
-            let (m, s, t) = (center[ch], scale[ch], shift[ch]);
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = (x - m) * s + t;
-            }
-        });
-    y
+    par_map_runs(xd, inner, |run| {
+        let ch = run % c;
+        let (m, s, t) = (center[ch], scale[ch], shift[ch]);
+        move |x| (x - m) * s + t
+    })
 }
 
 pub fn train_forward(
@@ -217,19 +211,13 @@ pub fn backward(
         })
         .collect();
     let m = (n * inner) as f32;
-    let mut dx = output_buffer(xd.len());
-    dx.par_chunks_mut(inner)
-        .zip(xd.par_chunks(inner).zip(gd.par_chunks(inner)))
-        .enumerate()
-        .for_each(|(run, (out, (x, g)))| {
-            let ch = run % c;
-            let (mu, is) = (md[ch], sd[ch]);
-            let k = gam[ch] * is / m;
-            let (db, dg) = (sums[ch].0 as f32, sums[ch].1 as f32);
-            for (o, (&x, &g)) in out.iter_mut().zip(x.iter().zip(g)) {
-                *o = k * (m * g - db - (x - mu) * is * dg);
-            }
-        });
+    let dx = par_zip_map_runs(xd, gd, inner, |run| {
+        let ch = run % c;
+        let (mu, is) = (md[ch], sd[ch]);
+        let k = gam[ch] * is / m;
+        let (db, dg) = (sums[ch].0 as f32, sums[ch].1 as f32);
+        move |x, g| k * (m * g - db - (x - mu) * is * dg)
+    });
     Ok(BatchNormGrads {
         dx: tensor(dx, x.shape()),
         dgamma: tensor(sums.iter().map(|s| s.1 as f32).collect(), &[c]),

@@ -1,13 +1,16 @@
 //! Elementwise arithmetic and the full sum.
 //!
 //! Large tensors are split into fixed-size chunks that rayon spreads over threads; small ones stay in one
-//! chunk, so they never pay for more than one task. Every output starts as NaN so a chunk that is never
-//! written shows up in the tests instead of passing as zeros.
+//! chunk, so they never pay for more than one task. The pointwise maps ([`par_map`], [`par_zip_map`]) write
+//! their outputs into fresh, uncleared memory: each output chunk is paired with the input chunk of the same
+//! length and every element is written, so nothing is left to poison.
+
+use std::mem::MaybeUninit;
 
 use anyhow::{ensure, Result};
 use rayon::prelude::*;
 
-use super::{data, data_mut, output_buffer, tensor};
+use super::{data, data_mut, tensor};
 use crate::tensor::Tensor;
 
 /// Elements per parallel task: big enough that the task overhead (~µs) is noise next to the work.
@@ -24,19 +27,72 @@ pub(crate) fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// `f(x[i])` for every element, in parallel chunks. The output is not cleared or poisoned first: a 16 MB
+/// output's clearing pass (a NaN fill, or calloc's memset of recycled heap memory) cost as much as the map
+/// itself (docs/perf-notes.md). Generic over `f` so each caller gets its own monomorphised loop that LLVM
+/// vectorises.
+pub(crate) fn par_map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    par_map_runs(x, PAR_CHUNK, |_| &f)
+}
+
+/// `f(a[i], b[i])` for every element of two equally long slices; as [`par_map`].
+pub(crate) fn par_zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    par_zip_map_runs(a, b, PAR_CHUNK, |_| &f)
+}
+
+/// [`par_map`] where the function depends on the run: `x` is cut into runs of `run` values (the last may be
+/// shorter) and run r's values go through `make(r)` (batch norm: one run per (sample, channel) plane).
+pub(crate) fn par_map_runs<F: Fn(f32) -> f32>(
+    x: &[f32],
+    run: usize,
+    make: impl Fn(usize) -> F + Sync,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len());
+    out.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(run.max(1))
+        .zip(x.par_chunks(run.max(1)))
+        .enumerate()
+        .for_each(|(r, (o, x))| {
+            let f = make(r);
+            for (o, &x) in o.iter_mut().zip(x) {
+                o.write(f(x));
+            }
+        });
+    // SAFETY: the first x.len() slots were cut into the same chunk lengths as `x` (both have x.len()
+    // elements) and the loop wrote every slot of every chunk.
+    unsafe { out.set_len(x.len()) };
+    out
+}
+
+/// The two-input form of [`par_map_runs`].
+pub(crate) fn par_zip_map_runs<F: Fn(f32, f32) -> f32>(
+    a: &[f32],
+    b: &[f32],
+    run: usize,
+    make: impl Fn(usize) -> F + Sync,
+) -> Vec<f32> {
+    assert_eq!(a.len(), b.len(), "par_zip_map: the callers check shapes");
+    let mut out: Vec<f32> = Vec::with_capacity(a.len());
+    let slots: &mut [MaybeUninit<f32>] = &mut out.spare_capacity_mut()[..a.len()];
+    slots
+        .par_chunks_mut(run.max(1))
+        .zip(a.par_chunks(run.max(1)).zip(b.par_chunks(run.max(1))))
+        .enumerate()
+        .for_each(|(r, (o, (a, b)))| {
+            let f = make(r);
+            for (o, (&a, &b)) in o.iter_mut().zip(a.iter().zip(b)) {
+                o.write(f(a, b));
+            }
+        });
+    // SAFETY: as in `par_map_runs`: a, b and the slots have the same length, so every slot was written.
+    unsafe { out.set_len(a.len()) };
+    out
+}
+
 /// out[i] = f(a[i], b[i]) over two same-shaped tensors.
 fn zip_map(op: &str, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Result<Tensor> {
     same_shape(op, a, b)?;
-    let (ad, bd) = (data(a)?, data(b)?);
-    let mut out = output_buffer(ad.len());
-    out.par_chunks_mut(PAR_CHUNK)
-        .zip(ad.par_chunks(PAR_CHUNK))
-        .zip(bd.par_chunks(PAR_CHUNK))
-        .for_each(|((o, a), b)| {
-            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                *o = f(a, b);
-            }
-        });
+    let out = par_zip_map(data(a)?, data(b)?, f);
     Ok(tensor(out, a.shape()))
 }
 
@@ -65,15 +121,7 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 pub fn affine(a: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
-    let ad = data(a)?;
-    let mut out = output_buffer(ad.len());
-    out.par_chunks_mut(PAR_CHUNK)
-        .zip(ad.par_chunks(PAR_CHUNK))
-        .for_each(|(o, a)| {
-            for (o, &a) in o.iter_mut().zip(a) {
-                *o = alpha * a + beta;
-            }
-        });
+    let out = par_map(data(a)?, |a| alpha * a + beta);
     Ok(tensor(out, a.shape()))
 }
 
@@ -103,6 +151,21 @@ pub fn sum(a: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use crate::ops::gradcheck::{test_tensor, test_values};
+
+    /// The uncleared-output maps write every element at every length: empty, shorter than a chunk, a chunk
+    /// exactly, and several chunks with a ragged tail.
+    #[test]
+    fn par_maps_write_every_element() {
+        for n in [0, 1, 7, PAR_CHUNK - 1, PAR_CHUNK, 2 * PAR_CHUNK + 3] {
+            let a = test_values(n, 3);
+            let b = test_values(n, 4);
+            let want1: Vec<f32> = a.iter().map(|x| 2.0 * x - 1.0).collect();
+            assert_eq!(par_map(&a, |x| 2.0 * x - 1.0), want1, "par_map, n = {n}");
+            let want2: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x * y + 0.5).collect();
+            let got2 = par_zip_map(&a, &b, |x, y| x * y + 0.5);
+            assert_eq!(got2, want2, "par_zip_map, n = {n}");
+        }
+    }
 
     #[test]
     fn add_mul_affine_values() {

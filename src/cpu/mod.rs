@@ -30,9 +30,10 @@ pub struct CpuBackend;
 pub static CPU: CpuBackend = CpuBackend;
 
 /// A buffer every element of which the pass will write. Debug builds (the tests) fill it with NaN, so an
-/// element left unwritten cannot pass for a result; release builds skip that extra pass over memory (`vec![0.0;
-/// n]` is a calloc: fresh pages come zeroed from the kernel). The pass cost a quarter of DCGAN's first
-/// convolution; on a fresh 16 MB LeakyReLU output it saved nothing, the page faults dominate (docs/perf-notes.md).
+/// element left unwritten cannot pass for a result. Release builds ask for zeros (`vec![0.0; n]`, a calloc):
+/// free on fresh pages, but calloc clears recycled heap memory with a memset, which is the same extra pass as
+/// the NaN fill (docs/perf-notes.md). The pointwise maps avoid both with uncleared memory
+/// (`elementwise::par_map`).
 pub(crate) fn output_buffer(len: usize) -> Vec<f32> {
     if cfg!(debug_assertions) {
         vec![f32::NAN; len]
