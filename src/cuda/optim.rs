@@ -36,8 +36,6 @@ struct AdamTables {
 #[derive(Default)]
 pub struct AdamCache {
     sets: Vec<AdamTables>,
-    /// Uploads of either table (tests check that a steady state re-uploads nothing).
-    pub uploads: u64,
 }
 
 /// Tensor sets kept; a GAN has two (G, D), a conditional one no more.
@@ -97,7 +95,6 @@ pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> 
             table.extend(&chunk_start);
             let mem = be.alloc_bytes(table.len() * 4)?;
             be.htod_bytes(mem.ptr(), bytemuck::cast_slice(&table))?;
-            cache.uploads += 1;
             if cache.sets.len() == ADAM_SETS {
                 cache.sets.remove(0);
             }
@@ -120,7 +117,6 @@ pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> 
         be.htod_bytes(mem.ptr(), bytemuck::cast_slice(&addrs))?;
         tables.addr_table = Some(mem);
         tables.addrs = addrs;
-        cache.uploads += 1;
     }
     let addr_table = tables.addr_table.as_ref().unwrap().ptr();
     let ntensors = tables.sizes.len() as u64;
