@@ -164,6 +164,24 @@ fn cli_fid_of_two_folders() -> Result<(), Failed> {
     check(
         out2.contains("cached") && out2.contains(line),
         format!("second run: {out2}"),
+    )?;
+    // Other real images with the same --real-stats file: refused, and the file keeps its statistics.
+    let before = std::fs::read(&stats)?;
+    let o = bin()
+        .args(["fid", "--real"])
+        .arg(&b)
+        .arg("--fake")
+        .arg(&a)
+        .arg("--real-stats")
+        .arg(&stats)
+        .output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    check(
+        o.status.code() == Some(1)
+            && err.contains("other images")
+            && !err.contains("panicked")
+            && std::fs::read(&stats)? == before,
+        format!("third run, other images: {:?} {err}", o.status),
     )
 }
 

@@ -10,7 +10,7 @@ use clap::Args;
 use crate::checkpoint;
 use crate::data::{open_dataset, DatasetOptions, Split};
 use crate::device::Device;
-use crate::fid::{self, FeatureExtractor, FeatureStats, PixelSet};
+use crate::fid::{self, FeatureExtractor, FeatureStats, PixelSet, StatsCache};
 
 #[derive(Args, Debug)]
 pub struct FidArgs {
@@ -39,8 +39,9 @@ pub struct FidArgs {
     /// The converted Inception weights [default: $GAN_ENGINE_INCEPTION or ~/.cache/gan-engine/inception_fid.safetensors]
     #[arg(long, value_name = "PATH")]
     pub inception: Option<PathBuf>,
-    /// Cache file for the real statistics: reused when it describes the same images, else (re)written
-    /// [default for mnist/fashion/balls: next to the weights, in fid_stats/]
+    /// Cache file for the real statistics: reused when it describes the same images, written when absent;
+    /// a file for other images is an error, never overwritten [default for mnist/fashion/balls: next to the
+    /// weights, in fid_stats/, one file per data set, split, size and count]
     #[arg(long, value_name = "PATH")]
     pub real_stats: Option<PathBuf>,
     /// Seed of the generator's latents
@@ -170,8 +171,8 @@ pub fn run(a: FidArgs) -> Result<()> {
         fake.chw[1],
         fake.chw[2]
     );
-    let fake_stats = ex.stats(&fake.pixels, fake.chw)?;
-
+    // Real statistics before the fakes' feature pass: a --real-stats file that cannot be reused fails here,
+    // not after an hour of Inception passes over the samples.
     let real_stats = match source(&a.real) {
         Source::Stats(p) => {
             let (s, key) = FeatureStats::load(&p)?;
@@ -200,14 +201,17 @@ pub fn run(a: FidArgs) -> Result<()> {
                 pixels.chw,
                 pixels.len()
             );
-            let cache = a.real_stats.clone().or_else(|| match &src {
+            let managed = match &src {
                 Source::Dataset(s) => default_cache(s, split, pixels.chw, pixels.len()),
                 _ => None,
-            });
-            let (s, hit) = fid::cached_stats(cache.as_deref(), &key, || {
-                ex.stats(&pixels.pixels, pixels.chw)
-            })?;
-            if let Some(c) = &cache {
+            };
+            let cache = match (&a.real_stats, &managed) {
+                (Some(p), _) => StatsCache::User(p),
+                (None, Some(p)) => StatsCache::Managed(p),
+                (None, None) => StatsCache::Off,
+            };
+            let (s, hit) = fid::cached_stats(cache, &key, || ex.stats(&pixels.pixels, pixels.chw))?;
+            if let StatsCache::User(c) | StatsCache::Managed(c) = cache {
                 println!(
                     "real statistics {} {}",
                     if hit { "cached in" } else { "written to" },
@@ -217,6 +221,7 @@ pub fn run(a: FidArgs) -> Result<()> {
             s
         }
     };
+    let fake_stats = ex.stats(&fake.pixels, fake.chw)?;
     let d = fid::frechet_distance(&real_stats, &fake_stats)?;
     println!(
         "n real {} / fake {}; {:.1} s",

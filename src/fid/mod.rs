@@ -263,27 +263,54 @@ pub fn generator_pixels(
     })
 }
 
+/// Where [`cached_stats`] keeps real-image statistics.
+#[derive(Clone, Copy, Debug)]
+pub enum StatsCache<'a> {
+    /// Compute every time.
+    Off,
+    /// A file the engine names (the default cache, the run directory's): recomputed and replaced when it
+    /// describes other images or cannot be read.
+    Managed(&'a Path),
+    /// A file the user named (`--real-stats`): reused when it describes the same images, written when absent,
+    /// and otherwise left alone with an error. It may hold an hour of feature passes over other images, or
+    /// not be ours at all; replacing it silently would lose that.
+    User(&'a Path),
+}
+
 /// Statistics of `key`'s images, read from `cache` when it holds statistics with the same key, else computed
-/// by `compute` and written there. Returns whether the cache was used.
+/// by `compute` and written there. Returns whether the cache was used. A [`StatsCache::User`] file that
+/// exists but describes other images (or is not a statistics file) is an error, raised before `compute`.
 pub fn cached_stats(
-    cache: Option<&Path>,
+    cache: StatsCache<'_>,
     key: &str,
     compute: impl FnOnce() -> Result<FeatureStats>,
 ) -> Result<(FeatureStats, bool)> {
-    if let Some(p) = cache.filter(|p| p.is_file()) {
-        match FeatureStats::load(p) {
+    let (path, user) = match cache {
+        StatsCache::Off => return Ok((compute()?, false)),
+        StatsCache::Managed(p) => (p, false),
+        StatsCache::User(p) => (p, true),
+    };
+    if path.exists() {
+        match FeatureStats::load(path) {
             Ok((s, k)) if k == key => return Ok((s, true)),
+            Ok((_, k)) if user => bail!(
+                "{} holds the statistics of other images ('{k}'), not of these ('{key}'); \
+                 name another file with --real-stats, or delete this one to recompute it",
+                path.display()
+            ),
+            Err(e) if user => return Err(e.context(format!(
+                "--real-stats {} exists and is not a statistics file to reuse; not overwriting it",
+                path.display()
+            ))),
             Ok((_, k)) => eprintln!(
                 "FID statistics cache {} is for '{k}', not '{key}': recomputing",
-                p.display()
+                path.display()
             ),
             Err(e) => eprintln!("ignoring the FID statistics cache: {e:#}"),
         }
     }
     let s = compute()?;
-    if let Some(p) = cache {
-        s.save(p, key)?;
-    }
+    s.save(path, key)?;
     Ok((s, false))
 }
 
@@ -325,7 +352,7 @@ impl FidMonitor {
             cfg.seed
         );
         let cache = cfg.out.join("fid_real_stats.safetensors");
-        let (real, _) = cached_stats(Some(&cache), &key, || {
+        let (real, _) = cached_stats(StatsCache::Managed(&cache), &key, || {
             let px = PixelSet::from_dataset(ds.as_ref(), Some(n))?;
             extractor.stats(&px.pixels, px.chw)
         })?;
@@ -395,5 +422,45 @@ mod tests {
             PixelSet::from_dir(dir.path(), Some(9)).err().unwrap()
         );
         assert!(e.contains("only 3"), "{e}");
+    }
+
+    /// A cache the engine names is replaced when it describes other images; a file the user named is reused
+    /// only when it matches and is otherwise refused, untouched, before any statistics are computed.
+    #[test]
+    fn user_stats_files_are_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = |v: f32| FeatureStats::from_features(&[v, 0.0, 1.0, v], 2).unwrap();
+        let (file, junk) = (
+            dir.path().join("s.safetensors"),
+            dir.path().join("j.safetensors"),
+        );
+        std::fs::write(&junk, b"not statistics").unwrap();
+        stats(3.0).save(&file, "ten thousand").unwrap();
+        let before = std::fs::read(&file).unwrap();
+
+        let (s, hit) =
+            cached_stats(StatsCache::User(&file), "ten thousand", || unreachable!()).unwrap();
+        assert!(hit && s.mu[0] == 2.0);
+        for path in [&file, &junk] {
+            let e = cached_stats(
+                StatsCache::User(path),
+                "forty",
+                || -> Result<FeatureStats> { panic!("computed before refusing") },
+            )
+            .unwrap_err();
+            let e = format!("{e:#}");
+            assert!(e.contains(&*path.to_string_lossy()), "{e}");
+        }
+        assert_eq!(std::fs::read(&file).unwrap(), before);
+        assert_eq!(std::fs::read(&junk).unwrap(), b"not statistics");
+
+        // Absent user file: computed and written. Managed file for other images: recomputed and replaced.
+        let fresh = dir.path().join("new.safetensors");
+        let (_, hit) = cached_stats(StatsCache::User(&fresh), "forty", || Ok(stats(5.0))).unwrap();
+        assert!(!hit && FeatureStats::load(&fresh).unwrap().1 == "forty");
+        let (s, hit) =
+            cached_stats(StatsCache::Managed(&file), "forty", || Ok(stats(5.0))).unwrap();
+        assert!(!hit && s.mu[0] == 3.0);
+        assert_eq!(FeatureStats::load(&file).unwrap().1, "forty");
     }
 }
