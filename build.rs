@@ -8,8 +8,8 @@
 //!    `void emu_wrap_NAME(void** args)` unpacks a CUDA-style argument array and calls the kernel; a registry
 //!    maps kernel names to wrappers (`emu_lookup`). `kernels/emu/tests.cu` holds emulation-only test kernels.
 //!
-//! The signature parser is deliberately small and strict: anything outside the rules of GPU_SPEC.md
-//! (one pointer or scalar per parameter) fails the build with a message naming the file and line.
+//! The signature parser is deliberately small and strict: each parameter is one pointer, one scalar, or one of
+//! the structs of PARAM_STRUCTS by value; anything else fails the build with a message naming the file and line.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -113,7 +113,13 @@ enum Kind {
     U32,
     F32,
     U64,
+    /// A struct passed by value (one of PARAM_STRUCTS); its name is the param's `cxx_type` without `const`.
+    Struct,
 }
+
+/// Structs a kernel may take by value. Each has a `#[repr(C)]` twin on the Rust side, and both sides assert its
+/// size (the launch copies the Rust value's bytes into the kernel's parameter space).
+const PARAM_STRUCTS: &[&str] = &["AdamTensorList"];
 
 struct Param {
     kind: Kind,
@@ -367,7 +373,7 @@ fn parse_params(toks: &[(usize, Tok)], kernel: &str, at: &str) -> Vec<Param> {
         let shown = text.join(" ");
         let bad = |why: &str| -> ! {
             fail(&format!(
-                "{at}: kernel {kernel}: cannot use parameter `{shown}` ({why}); allowed: float*, const float*, int*, unsigned int*, unsigned long long*, __half*, __nv_bfloat16*, float4*, int, unsigned int, float, unsigned long long"
+                "{at}: kernel {kernel}: cannot use parameter `{shown}` ({why}); allowed: float*, const float*, int*, unsigned int*, unsigned long long*, __half*, __nv_bfloat16*, float4*, int, unsigned int, float, unsigned long long, and by value {}", PARAM_STRUCTS.join(", ")
             ))
         };
         let mut pointee_const = false;
@@ -410,6 +416,7 @@ fn parse_params(toks: &[(usize, Tok)], kernel: &str, at: &str) -> Vec<Param> {
             (0, "int") => Kind::I32,
             (0, "unsigned int") => Kind::U32,
             (0, "unsigned long long") => Kind::U64,
+            (0, name) if PARAM_STRUCTS.contains(&name) => Kind::Struct,
             _ => bad("unsupported type"),
         };
         let cxx_type = format!(
@@ -444,6 +451,7 @@ fn kind_name(k: Kind) -> &'static str {
         Kind::U32 => "U32",
         Kind::F32 => "F32",
         Kind::U64 => "U64",
+        Kind::Struct => "Struct",
     }
 }
 
@@ -456,7 +464,13 @@ fn write_table(out: &Path, sources: &[PathBuf], modules: &[Module]) {
             let args: Vec<String> = k
                 .params
                 .iter()
-                .map(|p| format!("ArgKind::{}", kind_name(p.kind)))
+                .map(|p| match p.kind {
+                    Kind::Struct => format!(
+                        "ArgKind::Struct({:?})",
+                        p.cxx_type.trim_start_matches("const ")
+                    ),
+                    k => format!("ArgKind::{}", kind_name(k)),
+                })
                 .collect();
             writeln!(
                 s,

@@ -1,8 +1,10 @@
 // optim.cu — multi-tensor Adam: ONE launch updates every parameter of a model.
 //
-// The host builds (once per parameter set) a table with, per tensor, the device addresses of param / grad / m / v
-// and its element count, and a chunk table that cuts every tensor into pieces of `chunk_len` elements. Block b
-// updates chunk b. PyTorch's formulation (torch.optim.Adam, L2 weight decay added to the gradient):
+// The tensors travel in the kernel's parameters, not in device memory: an AdamTensorList holds, per tensor, the
+// addresses of param / grad / m / v, its element count and the index of its first chunk (pieces of `chunk_len`
+// elements). Block b updates chunk b. Gradients are fresh tensors every step, so a table in device memory would
+// have to be uploaded every step; parameters are copied by the launch itself (PyTorch's multi_tensor_apply does
+// the same). PyTorch's formulation (torch.optim.Adam, L2 weight decay added to the gradient):
 //
 //   g = grad + wd * p;  m = torch_lerp(m, g, 1 - β1) (= β1 m + (1 - β1) g);  v = β2 v + (1 - β2) g²
 //   p -= step_size * m / (sqrt(v) / sqrt(1 - β2^t) + eps),   step_size = lr / (1 - β1^t)
@@ -11,26 +13,43 @@
 // precision. No inline PTX.
 #include "common.cuh"
 
+// Tensors per launch. The list is 2568 bytes, under the 4 KiB that kernel parameters may take on every
+// architecture; a model with more parameter tensors is updated in several launches.
+#define ADAM_LIST_MAX 64
+
+// Mirrored by `AdamTensorList` in src/cuda/optim.rs (#[repr(C)], same field order); both sides assert the size.
+struct AdamTensorList {
+    unsigned long long param[ADAM_LIST_MAX];
+    unsigned long long grad[ADAM_LIST_MAX];
+    unsigned long long m[ADAM_LIST_MAX];
+    unsigned long long v[ADAM_LIST_MAX];
+    int size[ADAM_LIST_MAX];
+    // first_chunk[t]: the first block of tensor t; first_chunk[ntensors] is the number of blocks.
+    int first_chunk[ADAM_LIST_MAX + 1];
+    int ntensors;
+};
+static_assert(sizeof(AdamTensorList) == 2568, "AdamTensorList layout differs from src/cuda/optim.rs");
+
 // a + w (b - a) computed from the nearer end, as PyTorch's lerp (m = torch_lerp(m, g, 1 - β1) is its Adam's first
 // moment update), exact at both ends.
 __device__ __forceinline__ float torch_lerp(float a, float b, float w) {
     return fabsf(w) < 0.5f ? a + w * (b - a) : b - (b - a) * (1.0f - w);
 }
 
-// ptrs: 4 addresses per tensor (param, grad, m, v); sizes: elements per tensor;
-// chunk_tensor / chunk_start: tensor index and first element of each block's chunk.
-extern "C" __global__ void adam_step_f32(const unsigned long long* __restrict__ ptrs,
-                                         const int* __restrict__ sizes, const int* __restrict__ chunk_tensor,
-                                         const int* __restrict__ chunk_start, int chunk_len,
-                                         float one_minus_beta1, float beta2, float one_minus_beta2, float eps, float weight_decay, float step_size,
-                                         float bias_correction2_sqrt) {
-    const int t = chunk_tensor[blockIdx.x];
-    const int start = chunk_start[blockIdx.x];
-    const int end = min(start + chunk_len, sizes[t]);
-    float* p = reinterpret_cast<float*>(ptrs[4 * t + 0]);
-    const float* g = reinterpret_cast<const float*>(ptrs[4 * t + 1]);
-    float* m = reinterpret_cast<float*>(ptrs[4 * t + 2]);
-    float* v = reinterpret_cast<float*>(ptrs[4 * t + 3]);
+extern "C" __global__ void adam_step_f32(const AdamTensorList list, int chunk_len, float one_minus_beta1,
+                                         float beta2, float one_minus_beta2, float eps, float weight_decay,
+                                         float step_size, float bias_correction2_sqrt) {
+    // This block's tensor: the last one starting at or before it (a linear scan of at most 64 entries, the same
+    // for every thread; empty tensors start where the next one does and are passed over).
+    const int b = (int)blockIdx.x;
+    int t = 0;
+    while (t + 1 < list.ntensors && list.first_chunk[t + 1] <= b) ++t;
+    const int start = (b - list.first_chunk[t]) * chunk_len;
+    const int end = min(start + chunk_len, list.size[t]);
+    float* p = reinterpret_cast<float*>(list.param[t]);
+    const float* g = reinterpret_cast<const float*>(list.grad[t]);
+    float* m = reinterpret_cast<float*>(list.m[t]);
+    float* v = reinterpret_cast<float*>(list.v[t]);
     for (int i = start + (int)threadIdx.x; i < end; i += blockDim.x) {
         float gi = g[i];
         if (weight_decay != 0.0f) gi += weight_decay * p[i];

@@ -268,8 +268,11 @@ fn concat_and_slice_channels() {
 fn multi_tensor_adam_matches_cpu_over_several_steps() {
     let be = be();
     let mut rng = ChaCha8Rng::seed_from_u64(6);
-    // Awkward sizes, one larger than a 4096-element chunk (several blocks per tensor), one empty.
-    let shapes: Vec<Vec<usize>> = vec![vec![7], vec![5000], vec![3, 3, 3], vec![0], vec![1]];
+    // Awkward sizes, one larger than a 4096-element chunk (several blocks per tensor), empty ones; 70 tensors, so
+    // that a second launch takes the ones past the 64 of a tensor list, a multi-chunk and an empty one among them.
+    let mut shapes: Vec<Vec<usize>> = vec![vec![7], vec![5000], vec![3, 3, 3], vec![0], vec![1]];
+    shapes.extend((0..60).map(|i| vec![(i * 37) % 50]));
+    shapes.extend([vec![4097], vec![0], vec![2, 5], vec![4096], vec![3]]);
     let mk =
         |rng: &mut ChaCha8Rng, s: &Vec<usize>, scale: f32| random(rng, s.iter().product(), scale);
     let init: Vec<Vec<f32>> = shapes.iter().map(|s| mk(&mut rng, s, 1.0)).collect();

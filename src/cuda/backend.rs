@@ -2,7 +2,7 @@
 //! (tensor allocation through the caching allocator, host transfers, pointer access) and routes every op to its
 //! family file, where the launch code lives next to nothing but its own kernel's contract.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use anyhow::{bail, ensure, Result};
 
@@ -25,7 +25,6 @@ pub struct CudaBackend {
     /// GAN_ENGINE_POISON=0/1 overrides).
     poison: bool,
     /// Multi-tensor Adam's device-side pointer table, built once per parameter set.
-    pub(crate) adam_cache: Mutex<optim::AdamCache>,
     /// Convolution arithmetic, a [`conv::Precision`] as u8 (settable through `&self`: backends are shared).
     precision: std::sync::atomic::AtomicU8,
 }
@@ -42,7 +41,6 @@ impl CudaBackend {
             rt,
             me: me.clone(),
             poison,
-            adam_cache: Mutex::new(optim::AdamCache::default()),
             precision: std::sync::atomic::AtomicU8::new(0),
         })
     }
@@ -162,7 +160,7 @@ impl CudaBackend {
     }
 
     /// Launches a kernel (arguments checked against its parsed signature; errors name the kernel).
-    pub fn launch(&self, kernel: &str, cfg: LaunchCfg, args: &[KernelArg]) -> Result<()> {
+    pub fn launch(&self, kernel: &str, cfg: LaunchCfg, args: &[KernelArg<'_>]) -> Result<()> {
         self.rt.launch(kernel, cfg, args)
     }
 

@@ -84,7 +84,7 @@ impl Geom {
     }
 }
 
-fn ptr(t: &Tensor, be: &CudaBackend) -> Result<KernelArg> {
+fn ptr(t: &Tensor, be: &CudaBackend) -> Result<KernelArg<'static>> {
     Ok(KernelArg::Ptr(be.ptr(t)?))
 }
 

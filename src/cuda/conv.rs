@@ -132,7 +132,7 @@ fn geom(what: &str, x: [usize; 4], w: [usize; 4], p: Conv2dParams) -> Result<Geo
 impl Geom {
     /// The 13 size arguments every conv kernel takes after its pointers, in kernel order:
     /// N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW (all validated to fit i32 by [`geom`]).
-    fn args(&self) -> [KernelArg; 13] {
+    fn args(&self) -> [KernelArg<'static>; 13] {
         let i = |v: usize| KernelArg::I32(v as i32);
         [
             i(self.n),

@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
 use super::runtime::{
-    check_args, kernel_sig, GpuRuntime, KernelArg, LaunchCfg, LaunchCounter, TransferCounts,
+    check_args, kernel_sig, ArgSlots, GpuRuntime, KernelArg, LaunchCfg, LaunchCounter,
+    TransferCounts,
 };
 
 type Wrapper = unsafe extern "C" fn(*mut *mut c_void);
@@ -156,7 +157,7 @@ impl GpuRuntime for EmuRuntime {
         Ok(())
     }
 
-    fn launch(&self, kernel: &str, cfg: LaunchCfg, args: &[KernelArg]) -> Result<()> {
+    fn launch(&self, kernel: &str, cfg: LaunchCfg, args: &[KernelArg<'_>]) -> Result<()> {
         let sig = kernel_sig(kernel)?;
         check_args(sig, args)?;
         cfg.validate(kernel)?;
@@ -167,13 +168,8 @@ impl GpuRuntime for EmuRuntime {
         );
         let f = self.wrapper(kernel)?;
         self.counts.record(sig.name);
-        let mut slots: Vec<[u8; 8]> = args.iter().map(|a| a.bytes()).collect();
-        let ptrs = ArgPtrs(
-            slots
-                .iter_mut()
-                .map(|s| s.as_mut_ptr() as *mut c_void)
-                .collect(),
-        );
+        let mut slots = ArgSlots::new(args);
+        let ptrs = ArgPtrs(slots.pointers());
         let grid = [cfg.grid.0, cfg.grid.1, cfg.grid.2];
         let block = [cfg.block.0, cfg.block.1, cfg.block.2];
         let nblocks = cfg.num_blocks();

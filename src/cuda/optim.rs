@@ -1,16 +1,13 @@
-//! Launch code for kernels/optim.cu: multi-tensor Adam, one launch for all parameters; RMSprop and weight
-//! clipping (WGAN), one launch per tensor.
+//! Launch code for kernels/optim.cu: multi-tensor Adam, one launch for all parameters (up to 64 tensors); RMSprop
+//! and weight clipping (WGAN), one launch per tensor.
 //!
-//! The Adam kernel reads two device tables: per-tensor addresses (param, grad, m, v) and a chunk table (which
-//! tensor and element range each block updates). Both are cached in the backend, one pair per tensor set (G's and
-//! D's optimizers take turns on one backend). The chunk table depends only on the tensor sizes; the address table
-//! is re-uploaded when an address changes. Gradients are fresh tensors every step and the caching allocator does
-//! not hand them the same blocks each time, so in a DCGAN step each optimizer still uploads its address table
-//! (a few hundred bytes): the one host-to-device copy per step left (benches/train.rs counts them).
+//! Adam's tensors (addresses, sizes, first chunk of each) travel as a kernel parameter, an [`AdamTensorList`]:
+//! gradients are fresh tensors every step and land in other blocks of the caching allocator, so a table in
+//! device memory had to be uploaded by every step; a parameter is copied by the launch itself, and a training
+//! step makes no host-to-device copy (tests/emu_train_step.rs holds that).
 
 use anyhow::{ensure, Result};
 
-use super::alloc::DeviceAlloc;
 use super::backend::n_i32;
 use super::runtime::{KernelArg as A, LaunchCfg};
 use super::CudaBackend;
@@ -21,25 +18,23 @@ use crate::tensor::Tensor;
 const CHUNK: usize = 4096;
 const BLOCK: u32 = 256;
 
-/// The device tables of one optimizer's tensor set (found again by its tensor sizes).
-struct AdamTables {
-    sizes: Vec<usize>,
-    /// sizes (i32) ++ chunk_tensor (i32) ++ chunk_start (i32).
-    chunk_table: DeviceAlloc,
-    nchunks: usize,
-    addrs: Vec<u64>,
-    addr_table: Option<DeviceAlloc>,
-}
+/// Tensors per Adam launch (ADAM_LIST_MAX in kernels/optim.cu).
+const LIST_MAX: usize = 64;
 
-/// Tables of the last few tensor sets, so that G's and D's optimizers, which alternate every step on one
-/// backend, do not evict each other's tables (that cost four uploads per training step).
-#[derive(Default)]
-pub struct AdamCache {
-    sets: Vec<AdamTables>,
+/// The Rust twin of kernels/optim.cu's `AdamTensorList`: same fields in the same order, `#[repr(C)]`, no padding
+/// (bytemuck's `Pod` derive refuses padding), and both sides assert its size.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AdamTensorList {
+    param: [u64; LIST_MAX],
+    grad: [u64; LIST_MAX],
+    m: [u64; LIST_MAX],
+    v: [u64; LIST_MAX],
+    size: [i32; LIST_MAX],
+    first_chunk: [i32; LIST_MAX + 1],
+    ntensors: i32,
 }
-
-/// Tensor sets kept; a GAN has two (G, D), a conditional one no more.
-const ADAM_SETS: usize = 4;
+const _: () = assert!(std::mem::size_of::<AdamTensorList>() == 2568);
 
 pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
     ensure!(h.step >= 1, "adam: step is 1-based, got {}", h.step);
@@ -56,101 +51,58 @@ pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> 
         h.eps,
         h.weight_decay
     );
-    if slots.is_empty() {
-        return Ok(());
-    }
-    let mut sizes = Vec::with_capacity(slots.len());
-    let mut addrs = Vec::with_capacity(slots.len() * 4);
-    for (i, s) in slots.iter_mut().enumerate() {
-        let shape = s.param.shape().to_vec();
+    // Check every slot (shapes, devices, sizes) before updating any.
+    for (i, s) in slots.iter().enumerate() {
+        let shape = s.param.shape();
         for (what, t) in [("grad", s.grad), ("m", &*s.m), ("v", &*s.v)] {
             ensure!(
-                t.shape() == shape.as_slice(),
+                t.shape() == shape,
                 "adam slot {i}: {what} shape {:?} differs from param shape {shape:?}",
                 t.shape()
             );
+            be.ptr(t)?;
         }
-        n_i32(shape.iter().product(), "adam")?;
-        sizes.push(s.param.numel());
-        let g = be.ptr(s.grad)?;
-        // In-place updates: copy-on-write first if a tensor shares its storage.
-        addrs.extend([be.ptr_mut(s.param)?, g, be.ptr_mut(s.m)?, be.ptr_mut(s.v)?]);
+        be.ptr(s.param)?;
+        n_i32(s.param.numel(), "adam")?;
     }
-
-    let mut cache = be.adam_cache.lock().unwrap();
-    let cache = &mut *cache;
-    let at = match cache.sets.iter().position(|t| t.sizes == sizes) {
-        Some(i) => i,
-        None => {
-            let mut chunk_tensor = Vec::new();
-            let mut chunk_start = Vec::new();
-            for (t, &n) in sizes.iter().enumerate() {
-                for start in (0..n).step_by(CHUNK) {
-                    chunk_tensor.push(t as i32);
-                    chunk_start.push(start as i32);
-                }
-            }
-            let mut table: Vec<i32> = sizes.iter().map(|&n| n as i32).collect();
-            table.extend(&chunk_tensor);
-            table.extend(&chunk_start);
-            let mem = be.alloc_bytes(table.len() * 4)?;
-            be.htod_bytes(mem.ptr(), bytemuck::cast_slice(&table))?;
-            if cache.sets.len() == ADAM_SETS {
-                cache.sets.remove(0);
-            }
-            cache.sets.push(AdamTables {
-                sizes,
-                chunk_table: mem,
-                nchunks: chunk_tensor.len(),
-                addrs: Vec::new(),
-                addr_table: None,
-            });
-            cache.sets.len() - 1
-        }
-    };
-    let tables = &mut cache.sets[at];
-    if tables.addrs != addrs || tables.addr_table.is_none() {
-        let mem = match tables.addr_table.take() {
-            Some(m) if m.bytes() == addrs.len() * 8 => m,
-            _ => be.alloc_bytes(addrs.len() * 8)?,
-        };
-        be.htod_bytes(mem.ptr(), bytemuck::cast_slice(&addrs))?;
-        tables.addr_table = Some(mem);
-        tables.addrs = addrs;
-    }
-    let addr_table = tables.addr_table.as_ref().unwrap().ptr();
-    let ntensors = tables.sizes.len() as u64;
-    let nchunks = tables.nchunks;
-    if nchunks == 0 {
-        return Ok(()); // every tensor is empty
-    }
-    let chunks = tables.chunk_table.ptr();
-    let (sizes_p, tensor_p, start_p) = (
-        chunks,
-        chunks + ntensors * 4,
-        chunks + (ntensors + nchunks as u64) * 4,
-    );
     let bc1 = 1.0 - h.beta1.powi(h.step as i32);
     let bc2 = 1.0 - h.beta2.powi(h.step as i32);
-    be.launch(
-        "adam_step_f32",
-        LaunchCfg::blocks(nchunks as u32, BLOCK),
-        &[
-            A::Ptr(addr_table),
-            A::Ptr(sizes_p),
-            A::Ptr(tensor_p),
-            A::Ptr(start_p),
-            A::I32(CHUNK as i32),
-            // 1 − β in f64, then rounded: PyTorch's order (see AdamHyper).
-            A::F32((1.0 - h.beta1) as f32),
-            A::F32(h.beta2 as f32),
-            A::F32((1.0 - h.beta2) as f32),
-            A::F32(h.eps),
-            A::F32(h.weight_decay),
-            A::F32((h.lr as f64 / bc1) as f32),
-            A::F32(bc2.sqrt() as f32),
-        ],
-    )
+    for group in slots.chunks_mut(LIST_MAX) {
+        let mut list: AdamTensorList = bytemuck::Zeroable::zeroed();
+        let mut chunks = 0usize;
+        for (t, s) in group.iter_mut().enumerate() {
+            // In-place updates: copy-on-write first if a tensor shares its storage.
+            list.param[t] = be.ptr_mut(s.param)?;
+            list.grad[t] = be.ptr(s.grad)?;
+            list.m[t] = be.ptr_mut(s.m)?;
+            list.v[t] = be.ptr_mut(s.v)?;
+            list.size[t] = s.param.numel() as i32;
+            list.first_chunk[t] = n_i32(chunks, "adam chunks")?;
+            chunks += s.param.numel().div_ceil(CHUNK);
+        }
+        list.first_chunk[group.len()] = n_i32(chunks, "adam chunks")?;
+        list.ntensors = group.len() as i32;
+        if chunks == 0 {
+            continue; // every tensor is empty
+        }
+        be.launch(
+            "adam_step_f32",
+            LaunchCfg::blocks(chunks as u32, BLOCK),
+            &[
+                A::Struct("AdamTensorList", bytemuck::bytes_of(&list)),
+                A::I32(CHUNK as i32),
+                // 1 − β in f64, then rounded: PyTorch's order (see AdamHyper).
+                A::F32((1.0 - h.beta1) as f32),
+                A::F32(h.beta2 as f32),
+                A::F32((1.0 - h.beta2) as f32),
+                A::F32(h.eps),
+                A::F32(h.weight_decay),
+                A::F32((h.lr as f64 / bc1) as f32),
+                A::F32(bc2.sqrt() as f32),
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 // ---- losses and schedules (issue 5.1): weight clipping and RMSprop ----------------------------------------------

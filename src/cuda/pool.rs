@@ -15,7 +15,7 @@ pub(crate) fn cells_cfg(n: usize) -> LaunchCfg {
 
 /// The shared checks plus the kernels' 32-bit limit, and the size arguments every pool kernel takes after its
 /// pointers: planes, H, W, Ho, Wo, KH, KW, SH, SW, PH, PW.
-fn geom(what: &str, x: [usize; 4], p: Pool2d) -> Result<(PoolGeom, Vec<A>)> {
+fn geom(what: &str, x: [usize; 4], p: Pool2d) -> Result<(PoolGeom, Vec<A<'static>>)> {
     let g = PoolGeom::new(what, x, p)?;
     n_i32(numel(&x), what)?;
     n_i32(numel(&g.out_shape()), what)?;

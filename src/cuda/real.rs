@@ -18,7 +18,7 @@ use cudarc::driver::{result as drv, sys, CudaContext, CudaStream};
 
 use super::nvrtc;
 use super::runtime::{
-    check_args, kernel_sig, kernels, GpuRuntime, KernelArg, LaunchCfg, LaunchCounter,
+    check_args, kernel_sig, kernels, ArgSlots, GpuRuntime, KernelArg, LaunchCfg, LaunchCounter,
     TransferCounts,
 };
 
@@ -199,7 +199,7 @@ impl GpuRuntime for RealRuntime {
             .map_err(|e| self.describe("memset", e))
     }
 
-    fn launch(&self, kernel: &str, cfg: LaunchCfg, args: &[KernelArg]) -> Result<()> {
+    fn launch(&self, kernel: &str, cfg: LaunchCfg, args: &[KernelArg<'_>]) -> Result<()> {
         let sig = kernel_sig(kernel)?;
         check_args(sig, args)?;
         cfg.validate(kernel)?;
@@ -232,11 +232,8 @@ impl GpuRuntime for RealRuntime {
         };
         // cuLaunchKernel takes an array of pointers to each argument's value; it copies the values before
         // returning, so the slots only need to live across the call.
-        let mut slots: Vec<[u8; 8]> = args.iter().map(|a| a.bytes()).collect();
-        let mut params: Vec<*mut c_void> = slots
-            .iter_mut()
-            .map(|s| s.as_mut_ptr() as *mut c_void)
-            .collect();
+        let mut slots = ArgSlots::new(args);
+        let mut params = slots.pointers();
         *self.last_kernel.lock().unwrap() = sig.name;
         self.counts.record(sig.name);
         // SAFETY: argument kinds and count were checked against the kernel's parsed signature; pointer

@@ -16,7 +16,7 @@ fn sizes(
     out_h: usize,
     out_w: usize,
     mode: ResizeMode,
-) -> Result<Vec<A>> {
+) -> Result<Vec<A<'static>>> {
     ResizeMode::check(what, x, out_h, out_w)?;
     let [n, c, h, w] = x;
     n_i32(numel(&x), what)?;

@@ -10,16 +10,18 @@ use anyhow::Result;
 
 /// One kernel argument, passed by value exactly as the kernel's C signature declares it.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum KernelArg {
+pub enum KernelArg<'a> {
     /// Any pointer parameter (`float*`, `const float*`, `int*`, ...): a device address.
     Ptr(u64),
     I32(i32),
     U32(u32),
     F32(f32),
     U64(u64),
+    /// A struct parameter (build.rs's PARAM_STRUCTS): its C name and the bytes of its `#[repr(C)]` Rust twin.
+    Struct(&'static str, &'a [u8]),
 }
 
-impl KernelArg {
+impl KernelArg<'_> {
     /// The parameter kind this argument fills (checked against the signature parsed from the kernel source).
     pub fn kind(&self) -> ArgKind {
         match self {
@@ -28,23 +30,63 @@ impl KernelArg {
             KernelArg::U32(_) => ArgKind::U32,
             KernelArg::F32(_) => ArgKind::F32,
             KernelArg::U64(_) => ArgKind::U64,
+            KernelArg::Struct(name, _) => ArgKind::Struct(name),
         }
     }
 
-    /// The argument's bytes as the kernel receives them (little-endian, natural size).
-    pub fn bytes(&self) -> [u8; 8] {
+    /// Appends the argument's bytes as the kernel receives them (native endianness, natural size) to `words`,
+    /// starting on an 8-byte boundary.
+    fn push_words(&self, words: &mut Vec<u64>) {
         let mut b = [0u8; 8];
         match *self {
             KernelArg::Ptr(v) | KernelArg::U64(v) => b.copy_from_slice(&v.to_ne_bytes()),
             KernelArg::I32(v) => b[..4].copy_from_slice(&v.to_ne_bytes()),
             KernelArg::U32(v) => b[..4].copy_from_slice(&v.to_ne_bytes()),
             KernelArg::F32(v) => b[..4].copy_from_slice(&v.to_ne_bytes()),
+            KernelArg::Struct(_, bytes) => {
+                for c in bytes.chunks(8) {
+                    let mut w = [0u8; 8];
+                    w[..c.len()].copy_from_slice(c);
+                    words.push(u64::from_ne_bytes(w));
+                }
+                return;
+            }
         }
-        b
+        words.push(u64::from_ne_bytes(b));
     }
 }
 
-/// Parameter kinds a kernel signature may use (see GPU_SPEC.md: one scalar or pointer per parameter).
+/// A launch's argument values, each in its own 8-byte-aligned slot, and the array of pointers to the slots that
+/// cuLaunchKernel (and the emulation's wrappers) take.
+pub struct ArgSlots {
+    words: Vec<u64>,
+    starts: Vec<usize>,
+}
+
+impl ArgSlots {
+    pub fn new(args: &[KernelArg<'_>]) -> ArgSlots {
+        let mut words = Vec::with_capacity(args.len());
+        let mut starts = Vec::with_capacity(args.len());
+        for a in args {
+            starts.push(words.len());
+            a.push_words(&mut words);
+        }
+        ArgSlots { words, starts }
+    }
+
+    /// One pointer per argument, valid while `self` lives and is not moved.
+    pub fn pointers(&mut self) -> Vec<*mut std::ffi::c_void> {
+        let base = self.words.as_mut_ptr();
+        // SAFETY: every start is an index into `words` (each argument pushes at least one word).
+        self.starts
+            .iter()
+            .map(|&i| unsafe { base.add(i) } as *mut std::ffi::c_void)
+            .collect()
+    }
+}
+
+/// Parameter kinds a kernel signature may use (build.rs's parser: one scalar or pointer per parameter, or one
+/// of the structs it allows by value, named).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArgKind {
     Ptr,
@@ -52,6 +94,7 @@ pub enum ArgKind {
     U32,
     F32,
     U64,
+    Struct(&'static str),
 }
 
 /// A kernel entry point as parsed from `kernels/*.cu` by build.rs.
@@ -88,7 +131,7 @@ pub fn kernel_sig(name: &str) -> Result<&'static KernelSig> {
 
 /// Checks `args` against the kernel's parsed signature, so a wrong argument list is a clear error on both
 /// runtimes instead of garbage on the GPU.
-pub fn check_args(sig: &KernelSig, args: &[KernelArg]) -> Result<()> {
+pub fn check_args(sig: &KernelSig, args: &[KernelArg<'_>]) -> Result<()> {
     anyhow::ensure!(
         sig.args.len() == args.len(),
         "kernel {}: {} arguments given, the signature has {}",
@@ -181,7 +224,7 @@ pub trait GpuRuntime: Send + Sync {
     fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()>;
     fn memset_zero(&self, dst: u64, bytes: usize) -> Result<()>;
     /// Launches `kernel` (errors name the kernel). Arguments are checked against the parsed signature.
-    fn launch(&self, kernel: &str, cfg: LaunchCfg, args: &[KernelArg]) -> Result<()>;
+    fn launch(&self, kernel: &str, cfg: LaunchCfg, args: &[KernelArg<'_>]) -> Result<()>;
     fn synchronize(&self) -> Result<()>;
     /// Device time of the work `enqueue` queues, read from two events recorded on the stream around it (so
     /// the host's launch overhead counts only where it leaves the device idle). None, without calling

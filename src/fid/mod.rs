@@ -298,10 +298,12 @@ pub fn cached_stats(
                  name another file with --real-stats, or delete this one to recompute it",
                 path.display()
             ),
-            Err(e) if user => return Err(e.context(format!(
+            Err(e) if user => {
+                return Err(e.context(format!(
                 "--real-stats {} exists and is not a statistics file to reuse; not overwriting it",
                 path.display()
-            ))),
+            )))
+            }
             Ok((_, k)) => eprintln!(
                 "FID statistics cache {} is for '{k}', not '{key}': recomputing",
                 path.display()
