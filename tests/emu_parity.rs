@@ -335,6 +335,33 @@ fn multi_tensor_adam_matches_cpu_over_several_steps() {
             assert_close(&format!("{what} v"), &vg[i], &vc[i], 1e-6, 1e-12);
         }
     }
+    // Refused before any tensor is written: a bad hyper-parameter, and a gradient of the wrong shape in the
+    // second tensor list.
+    let before: Vec<Vec<f32>> = pg.iter().map(|t| t.to_vec().unwrap()).collect();
+    let good = AdamHyper {
+        lr: 2e-3,
+        beta1: 0.5,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        step: 6,
+    };
+    let mut gg: Vec<Tensor> = shapes.iter().map(|s| be.zeros(s).unwrap()).collect();
+    for (h, wrong) in [(AdamHyper { beta2: 1.0, ..good }, None), (good, Some(66))] {
+        if let Some(i) = wrong {
+            gg[i] = be.zeros(&[shapes[i][0] + 1]).unwrap();
+        }
+        let mut slots: Vec<AdamSlot> = pg
+            .iter_mut()
+            .zip(&gg)
+            .zip(mg.iter_mut().zip(vg.iter_mut()))
+            .map(|((param, grad), (m, v))| AdamSlot { param, grad, m, v })
+            .collect();
+        assert!(be.adam_step(&mut slots, h).is_err());
+    }
+    for (t, b) in pg.iter().zip(&before) {
+        assert_eq!(&t.to_vec().unwrap(), b);
+    }
 }
 
 /// WGAN weight clipping on tensors of awkward sizes, the values spread well beyond the bound so that most

@@ -28,7 +28,8 @@ fn lerp(a: f32, b: f32, w: f32) -> f32 {
     }
 }
 
-fn check_hyper(h: &AdamHyper) -> Result<()> {
+/// The hyper-parameter checks of both backends' Adam (the CUDA launch code calls this too).
+pub fn check_hyper(h: &AdamHyper) -> Result<()> {
     ensure!(h.step >= 1, "adam: step is 1-based, got {}", h.step);
     ensure!(h.lr.is_finite() && h.lr >= 0.0, "adam: invalid lr {}", h.lr);
     for (name, b) in [("beta1", h.beta1), ("beta2", h.beta2)] {

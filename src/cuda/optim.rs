@@ -37,20 +37,7 @@ struct AdamTensorList {
 const _: () = assert!(std::mem::size_of::<AdamTensorList>() == 2568);
 
 pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
-    ensure!(h.step >= 1, "adam: step is 1-based, got {}", h.step);
-    ensure!(h.lr.is_finite() && h.lr >= 0.0, "adam: invalid lr {}", h.lr);
-    for (name, b) in [("beta1", h.beta1), ("beta2", h.beta2)] {
-        ensure!(
-            (0.0..1.0).contains(&b),
-            "adam: {name} must be in [0, 1), got {b}"
-        );
-    }
-    ensure!(
-        h.eps.is_finite() && h.eps >= 0.0 && h.weight_decay.is_finite() && h.weight_decay >= 0.0,
-        "adam: invalid eps {} or weight_decay {}",
-        h.eps,
-        h.weight_decay
-    );
+    crate::cpu::adam::check_hyper(&h)?;
     // Check every slot (shapes, devices, sizes) before updating any.
     for (i, s) in slots.iter().enumerate() {
         let shape = s.param.shape();
