@@ -123,35 +123,58 @@ fn batch_norm(c: &mut Criterion, ours: &Ours) {
         let mut rm = Tensor::zeros(&[ch], &ours.device).unwrap();
         let mut rv = Tensor::full(&[ch], 1.0, &ours.device).unwrap();
         let [_, c1, h, w] = shape;
-        let mut g = c.benchmark_group(format!(
-            "{} batchnorm train fwd+bwd {c1}x{h}x{w} b{n}",
-            ours.label()
-        ));
-        g.bench_function("ours", |b| {
-            ours.time(b, || {
-                let be = x.backend();
-                let o = be
-                    .batch_norm_train(&x, &gamma, &beta, &mut rm, &mut rv, 0.1, 1e-5)
-                    .unwrap();
-                be.batch_norm_backward(&x, &dy, &gamma, &o.mean, &o.invstd)
-                    .unwrap()
-            })
-        });
-        #[cfg(feature = "libtorch")]
-        if let Some(dev) = common::torch::device_for(ours) {
-            use common::torch::{batch_norm_backward, batch_norm_train, from_ours, time};
-            let (tx, tdy) = (from_ours(&x, dev), from_ours(&dy, dev));
-            let (tgamma, tbeta) = (from_ours(&gamma, dev), from_ours(&beta, dev));
-            let (mut trm, mut trv) = (from_ours(&rm, dev), from_ours(&rv, dev));
-            g.bench_function("libtorch", |b| {
-                time(dev, b, || {
-                    let saved =
-                        batch_norm_train(&tx, &tgamma, &tbeta, &mut trm, &mut trv, 0.1, 1e-5);
-                    batch_norm_backward(&tdy, &tx, &tgamma, (&trm, &trv), &saved, 1e-5)
+        // Plain, then with D's LeakyReLU(0.2) after it: ours fused into batch norm's passes, libtorch's two
+        // ops (what autograd runs for nn.BatchNorm2d then nn.LeakyReLU(0.2)).
+        for act in [None, Some(Activation::LeakyRelu(0.2))] {
+            let what = if act.is_some() {
+                "batchnorm+leaky_relu"
+            } else {
+                "batchnorm"
+            };
+            let mut g = c.benchmark_group(format!(
+                "{} {what} train fwd+bwd {c1}x{h}x{w} b{n}",
+                ours.label()
+            ));
+            g.bench_function("ours", |b| {
+                ours.time(b, || {
+                    let be = x.backend();
+                    let o = be
+                        .batch_norm_train(&x, &gamma, &beta, &mut rm, &mut rv, 0.1, 1e-5, act)
+                        .unwrap();
+                    let out_act = act.map(|a| (&o.y, a));
+                    be.batch_norm_backward(&x, &dy, &gamma, &o.mean, &o.invstd, out_act)
+                        .unwrap()
                 })
             });
+            #[cfg(feature = "libtorch")]
+            if let Some(dev) = common::torch::device_for(ours) {
+                use common::torch::{batch_norm_backward, batch_norm_train, from_ours, time};
+                let (tx, tdy) = (from_ours(&x, dev), from_ours(&dy, dev));
+                let (tgamma, tbeta) = (from_ours(&gamma, dev), from_ours(&beta, dev));
+                let (mut trm, mut trv) = (from_ours(&rm, dev), from_ours(&rv, dev));
+                g.bench_function("libtorch", |b| {
+                    time(dev, b, || {
+                        let saved =
+                            batch_norm_train(&tx, &tgamma, &tbeta, &mut trm, &mut trv, 0.1, 1e-5);
+                        if act.is_none() {
+                            return batch_norm_backward(
+                                &tdy,
+                                &tx,
+                                &tgamma,
+                                (&trm, &trv),
+                                &saved,
+                                1e-5,
+                            );
+                        }
+                        let _z = common::torch::leaky_relu(&saved[0], 0.2);
+                        // Autograd's backward for the out-of-place LeakyReLU reads its saved input.
+                        let dz = saved[0].leaky_relu_backward(&tdy, 0.2, false);
+                        batch_norm_backward(&dz, &tx, &tgamma, (&trm, &trv), &saved, 1e-5)
+                    })
+                });
+            }
+            g.finish();
         }
-        g.finish();
     }
 }
 

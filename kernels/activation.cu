@@ -3,35 +3,11 @@
 //   relu:    dy * (y > 0)            leaky: dy * (y > 0 ? 1 : slope)    (slope >= 0, so y > 0 <=> x > 0)
 //   tanh:    dy * (1 - y^2)          sigmoid: dy * y * (1 - y)
 //
-// One templated grid-stride loop per direction; the entry points only pick the function. float4 vectorised
-// like elementwise.cu. No inline PTX.
+// One templated grid-stride loop per direction; the entry points only pick the function (act.cuh, shared with
+// batchnorm.cu's fused passes). float4 vectorised like elementwise.cu. No inline PTX.
 #include "common.cuh"
+#include "act.cuh"
 
-struct Relu {
-    float slope;
-    __device__ __forceinline__ float fwd(float x) const { return x > 0.0f ? x : 0.0f; }
-    __device__ __forceinline__ float bwd(float y, float dy) const { return y > 0.0f ? dy : 0.0f; }
-};
-struct LeakyRelu {
-    float slope;
-    __device__ __forceinline__ float fwd(float x) const { return x > 0.0f ? x : slope * x; }
-    __device__ __forceinline__ float bwd(float y, float dy) const { return y > 0.0f ? dy : slope * dy; }
-};
-struct Tanh {
-    float slope;
-    __device__ __forceinline__ float fwd(float x) const { return tanhf(x); }
-    __device__ __forceinline__ float bwd(float y, float dy) const { return dy * (1.0f - y * y); }
-};
-struct Sigmoid {
-    float slope;
-    // Written so that exp never overflows: for x < 0 use e^x / (1 + e^x).
-    __device__ __forceinline__ float fwd(float x) const {
-        if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
-        const float e = expf(x);
-        return e / (1.0f + e);
-    }
-    __device__ __forceinline__ float bwd(float y, float dy) const { return dy * y * (1.0f - y); }
-};
 
 template <class F>
 __device__ __forceinline__ void act_forward(float* __restrict__ y, const float* __restrict__ x, int n, F f) {

@@ -14,10 +14,14 @@
 // Eval forward: bn_eval_fwd_f32 (running statistics, one elementwise pass).
 // Backward:     bn_bwd_reduce_f32 (partial Σdy and Σdy·x̂ per chunk) -> bn_bwd_finalize_f32 (dbeta = Σdy,
 //               dgamma = Σdy·x̂) -> bn_bwd_data_f32 (dx = gamma*invstd * (dy - dbeta/M - x̂*dgamma/M)).
+// Fused activation: the forward passes take an ActKind (act.cuh) and apply it to their output; the backward
+// passes then take that output y and turn dy into dz = act'(y)·dy as they read it, so BN followed by ReLU or
+// LeakyReLU costs no separate activation pass or launch in either direction (ACT_NONE: plain batch norm).
 // Partials are laid out [C][S][2]. Reduction kernels need blockDim a multiple of 32 (launched with 256).
 // No inline PTX.
 
 #include "common.cuh"
+#include "act.cuh"
 
 namespace bn {
 
@@ -96,34 +100,40 @@ extern "C" __global__ void bn_train_finalize_f32(const float* __restrict__ part,
     running_var[c] = (1.0f - momentum) * running_var[c] + momentum * unbiased;
 }
 
-// y = (x - mean[c]) * invstd[c] * gamma[c] + beta[c] over total = N*C*HW elements; any 1-D grid.
+// y = act((x - mean[c]) * invstd[c] * gamma[c] + beta[c]) over total = N*C*HW elements (act: an ActKind, ACT_NONE
+// for plain batch norm); any 1-D grid.
 extern "C" __global__ void bn_train_fwd_f32(const float* __restrict__ x, const float* __restrict__ mean,
                                             const float* __restrict__ invstd, const float* __restrict__ gamma,
                                             const float* __restrict__ beta, float* __restrict__ y, int C, int HW,
-                                            int total) {
+                                            int total, int act, float slope) {
+    const AnyAct f{act, slope};
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
         const int c = (i / HW) % C;
         const float scale = __ldg(invstd + c) * __ldg(gamma + c);
-        y[i] = (__ldg(x + i) - __ldg(mean + c)) * scale + __ldg(beta + c);
+        y[i] = f.fwd((__ldg(x + i) - __ldg(mean + c)) * scale + __ldg(beta + c));
     }
 }
 
-// y = (x - running_mean[c]) / sqrt(running_var[c] + eps) * gamma[c] + beta[c]; any 1-D grid.
+// y = act((x - running_mean[c]) / sqrt(running_var[c] + eps) * gamma[c] + beta[c]); any 1-D grid.
 extern "C" __global__ void bn_eval_fwd_f32(const float* __restrict__ x, const float* __restrict__ gamma,
                                            const float* __restrict__ beta, const float* __restrict__ running_mean,
                                            const float* __restrict__ running_var, float* __restrict__ y, int C,
-                                           int HW, int total, float eps) {
+                                           int HW, int total, float eps, int act, float slope) {
+    const AnyAct f{act, slope};
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
         const int c = (i / HW) % C;
         const float scale = __ldg(gamma + c) / sqrtf(__ldg(running_var + c) + eps);
-        y[i] = (__ldg(x + i) - __ldg(running_mean + c)) * scale + __ldg(beta + c);
+        y[i] = f.fwd((__ldg(x + i) - __ldg(running_mean + c)) * scale + __ldg(beta + c));
     }
 }
 
-// grid = (C, S) as for bn_train_stats_f32. part[(c*S+s)*2 + 0/1] = (Σ dy, Σ dy * x̂) over the chunk.
+// grid = (C, S) as for bn_train_stats_f32. part[(c*S+s)*2 + 0/1] = (Σ dz, Σ dz * x̂) over the chunk, where dz is
+// dy taken back through the fused activation (dz = act'(y) dy, y the fused op's output; dz = dy for ACT_NONE,
+// and then y is not read).
 extern "C" __global__ void bn_bwd_reduce_f32(const float* __restrict__ x, const float* __restrict__ dy,
-                                             const float* __restrict__ mean, const float* __restrict__ invstd,
-                                             float* __restrict__ part, int N, int C, int HW, int chunk) {
+                                             const float* __restrict__ y, const float* __restrict__ mean,
+                                             const float* __restrict__ invstd, float* __restrict__ part, int N,
+                                             int C, int HW, int chunk, int act, float slope) {
     __shared__ float scratch[32];
     const int c = blockIdx.x, s = blockIdx.y;
     const int begin = s * chunk;
@@ -134,7 +144,7 @@ extern "C" __global__ void bn_bwd_reduce_f32(const float* __restrict__ x, const 
     float sdy = 0.0f, sdyx = 0.0f;
     for (int j = begin + threadIdx.x; j < end; j += blockDim.x) {
         const size_t idx = bn::chan_index(j, c, C, HW);
-        const float g = __ldg(dy + idx);
+        const float g = act == ACT_NONE ? __ldg(dy + idx) : AnyAct{act, slope}.bwd(__ldg(y + idx), __ldg(dy + idx));
         sdy += g;
         sdyx = fmaf(g, (__ldg(x + idx) - mu) * is, sdyx);
     }
@@ -160,17 +170,21 @@ extern "C" __global__ void bn_bwd_finalize_f32(const float* __restrict__ part, f
     dgamma[c] = sdyx;
 }
 
-// dx = gamma*invstd * (dy - dbeta/M - x̂ * dgamma/M), x̂ = (x - mean)*invstd; inv_m = 1/M; any 1-D grid.
+// dx = gamma*invstd * (dz - dbeta/M - x̂ * dgamma/M), x̂ = (x - mean)*invstd, dz as in bn_bwd_reduce_f32;
+// inv_m = 1/M; any 1-D grid.
 extern "C" __global__ void bn_bwd_data_f32(const float* __restrict__ x, const float* __restrict__ dy,
-                                           const float* __restrict__ mean, const float* __restrict__ invstd,
-                                           const float* __restrict__ gamma, const float* __restrict__ dgamma,
-                                           const float* __restrict__ dbeta, float* __restrict__ dx, int C, int HW,
-                                           int total, float inv_m) {
+                                           const float* __restrict__ y, const float* __restrict__ mean,
+                                           const float* __restrict__ invstd, const float* __restrict__ gamma,
+                                           const float* __restrict__ dgamma, const float* __restrict__ dbeta,
+                                           float* __restrict__ dx, int C, int HW, int total, float inv_m, int act,
+                                           float slope) {
+    const AnyAct f{act, slope};
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
         const int c = (i / HW) % C;
         const float is = __ldg(invstd + c);
         const float xhat = (__ldg(x + i) - __ldg(mean + c)) * is;
-        const float g = __ldg(dy + i) - __ldg(dbeta + c) * inv_m - xhat * (__ldg(dgamma + c) * inv_m);
+        const float dz = act == ACT_NONE ? __ldg(dy + i) : f.bwd(__ldg(y + i), __ldg(dy + i));
+        const float g = dz - __ldg(dbeta + c) * inv_m - xhat * (__ldg(dgamma + c) * inv_m);
         dx[i] = __ldg(gamma + c) * is * g;
     }
 }

@@ -251,6 +251,9 @@ pub trait Backend: Send + Sync {
     ) -> Result<Tensor>;
 
     // ---- batch norm over [N, C, H, W] (BatchNorm2d) or [N, C] (BatchNorm1d) --------------------------------
+    // `act`: an activation applied to the output in the same pass (DCGAN's BN + ReLU / LeakyReLU), `None` for
+    // plain batch norm. The backward of a fused op takes that output and the activation (`out_act`), and
+    // takes dy back through the activation as it reads it.
     /// Batch statistics; updates the running stats in place with PyTorch's convention
     /// (running = (1 - momentum) * running + momentum * batch, unbiased variance for the running var).
     #[allow(clippy::too_many_arguments)]
@@ -263,7 +266,9 @@ pub trait Backend: Send + Sync {
         running_var: &mut Tensor,
         momentum: f32,
         eps: f32,
+        act: Option<Activation>,
     ) -> Result<BatchNormOut>;
+    #[allow(clippy::too_many_arguments)]
     fn batch_norm_eval(
         &self,
         x: &Tensor,
@@ -272,7 +277,10 @@ pub trait Backend: Send + Sync {
         running_mean: &Tensor,
         running_var: &Tensor,
         eps: f32,
+        act: Option<Activation>,
     ) -> Result<Tensor>;
+    /// Gradients of the training-mode op; `dy` is the gradient of its output (after the activation if fused).
+    #[allow(clippy::too_many_arguments)]
     fn batch_norm_backward(
         &self,
         x: &Tensor,
@@ -280,6 +288,7 @@ pub trait Backend: Send + Sync {
         gamma: &Tensor,
         mean: &Tensor,
         invstd: &Tensor,
+        out_act: Option<(&Tensor, Activation)>,
     ) -> Result<BatchNormGrads>;
 
     // ---- linear: y = x wᵀ + b, x [N, in], w [out, in], b [out] ----------------------------------------------

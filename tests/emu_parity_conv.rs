@@ -9,7 +9,7 @@
 //! (scripts/gpu_run.sh does this).
 #![cfg(feature = "emulation")]
 
-use gan_engine::backend::Conv2dParams;
+use gan_engine::backend::{Activation, Conv2dParams};
 use gan_engine::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -363,7 +363,9 @@ fn batch_norm_matches_reference() {
         let (mut rmg, mut rvg) = (t(&rm, &[c]), t(&rv, &[c]));
         let name = format!("{shape:?}");
 
-        let eval_y = b.batch_norm_eval(&xg, &gg, &bg, &rmg, &rvg, eps).unwrap();
+        let eval_y = b
+            .batch_norm_eval(&xg, &gg, &bg, &rmg, &rvg, eps, None)
+            .unwrap();
         assert_close(
             &format!("{name} eval y"),
             &eval_y.to_vec().unwrap(),
@@ -371,7 +373,7 @@ fn batch_norm_matches_reference() {
         );
 
         let out = b
-            .batch_norm_train(&xg, &gg, &bg, &mut rmg, &mut rvg, momentum, eps)
+            .batch_norm_train(&xg, &gg, &bg, &mut rmg, &mut rvg, momentum, eps, None)
             .unwrap();
         assert_close(&format!("{name} y"), &out.y.to_vec().unwrap(), &want.y);
         assert_close(
@@ -396,7 +398,7 @@ fn batch_norm_matches_reference() {
         );
 
         let grads = b
-            .batch_norm_backward(&xg, &dyg, &gg, &out.mean, &out.invstd)
+            .batch_norm_backward(&xg, &dyg, &gg, &out.mean, &out.invstd, None)
             .unwrap();
         assert_close(&format!("{name} dx"), &grads.dx.to_vec().unwrap(), &want.dx);
         assert_close(
@@ -412,6 +414,132 @@ fn batch_norm_matches_reference() {
     }
 }
 
+/// Batch norm with an activation fused into its passes, on the device under test, against the CPU backend's
+/// plain batch norm followed by its separate activation op (the composition the fused op replaces): forward
+/// in training and eval mode, and the training backward taken from the activation's output gradient. Awkward
+/// shapes, every activation; fresh outputs are poisoned in test builds, so a skipped element fails.
+#[test]
+fn batch_norm_with_fused_activation_matches_the_composition() {
+    let dev = emu();
+    let (b, cpu) = (dev.backend(), Device::Cpu);
+    let c_be = cpu.backend();
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    let acts = [
+        Activation::Relu,
+        Activation::LeakyRelu(0.2),
+        Activation::Tanh,
+        Activation::Sigmoid,
+    ];
+    for (shape, act) in [&[3usize, 5, 7, 9][..], &[7, 6], &[2, 3, 31, 37]]
+        .iter()
+        .flat_map(|s| acts.iter().map(move |a| (*s, *a)))
+    {
+        let c = shape[1];
+        let total: usize = shape.iter().product();
+        let x: Vec<f32> = random(&mut rng, total)
+            .iter()
+            .map(|v| 0.5 + 2.0 * v)
+            .collect();
+        let dy = random(&mut rng, total);
+        let gamma: Vec<f32> = random(&mut rng, c).iter().map(|v| 1.0 + 0.5 * v).collect();
+        let (beta, rm) = (random(&mut rng, c), random(&mut rng, c));
+        let rv: Vec<f32> = random(&mut rng, c).iter().map(|v| 1.0 + 0.5 * v).collect();
+        let on = |d: &Device| {
+            let t = |v: &[f32], s: &[usize]| Tensor::from_vec(v.to_vec(), s, d).unwrap();
+            [
+                t(&x, shape),
+                t(&dy, shape),
+                t(&gamma, &[c]),
+                t(&beta, &[c]),
+                t(&rm, &[c]),
+                t(&rv, &[c]),
+            ]
+        };
+        let [xc, dyc, gc, bc, mut rmc, mut rvc] = on(&cpu);
+        let [xg, dyg, gg, bg, mut rmg, mut rvg] = on(&dev);
+        let name = format!("{shape:?} {act:?}");
+        let close = |what: &str, got: &Tensor, want: &Tensor| {
+            let w = to_f64(&want.to_vec().unwrap());
+            assert_close(&format!("{name} {what}"), &got.to_vec().unwrap(), &w)
+        };
+
+        let want = c_be
+            .batch_norm_eval(&xc, &gc, &bc, &rmc, &rvc, 1e-5, None)
+            .unwrap();
+        let want = c_be.activation(&want, act).unwrap();
+        close(
+            "eval y",
+            &b.batch_norm_eval(&xg, &gg, &bg, &rmg, &rvg, 1e-5, Some(act))
+                .unwrap(),
+            &want,
+        );
+
+        let plain = c_be
+            .batch_norm_train(&xc, &gc, &bc, &mut rmc, &mut rvc, 0.1, 1e-5, None)
+            .unwrap();
+        let want_y = c_be.activation(&plain.y, act).unwrap();
+        let dz = c_be.activation_backward(&want_y, &dyc, act).unwrap();
+        let want = c_be
+            .batch_norm_backward(&xc, &dz, &gc, &plain.mean, &plain.invstd, None)
+            .unwrap();
+
+        let out = b
+            .batch_norm_train(&xg, &gg, &bg, &mut rmg, &mut rvg, 0.1, 1e-5, Some(act))
+            .unwrap();
+        close("y", &out.y, &want_y);
+        close("running_var", &rvg, &rvc);
+        let out_act = Some((&out.y, act));
+        let got = b
+            .batch_norm_backward(&xg, &dyg, &gg, &out.mean, &out.invstd, out_act)
+            .unwrap();
+        close("dx", &got.dx, &want.dx);
+        close("dgamma", &got.dgamma, &want.dgamma);
+        close("dbeta", &got.dbeta, &want.dbeta);
+
+        // The CPU backend's own fused op gives the composition's values exactly.
+        let (mut rm2, mut rv2) = (on(&cpu)[4].clone(), on(&cpu)[5].clone());
+        let fused = c_be
+            .batch_norm_train(&xc, &gc, &bc, &mut rm2, &mut rv2, 0.1, 1e-5, Some(act))
+            .unwrap();
+        assert_eq!(
+            fused.y.to_vec().unwrap(),
+            want_y.to_vec().unwrap(),
+            "{name}: CPU fused y"
+        );
+        let g2 = c_be
+            .batch_norm_backward(
+                &xc,
+                &dyc,
+                &gc,
+                &fused.mean,
+                &fused.invstd,
+                Some((&fused.y, act)),
+            )
+            .unwrap();
+        assert_eq!(
+            g2.dx.to_vec().unwrap(),
+            want.dx.to_vec().unwrap(),
+            "{name}: CPU fused dx"
+        );
+    }
+    // The fused backward needs the output it differentiates through at x's shape.
+    let z = |s: &[usize]| Tensor::zeros(s, &dev).unwrap();
+    let (x, c4) = (z(&[2, 4, 3, 3]), z(&[4]));
+    let err = b
+        .batch_norm_backward(
+            &x,
+            &x,
+            &c4,
+            &c4,
+            &c4,
+            Some((&z(&[2, 4, 3, 2]), Activation::Relu)),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("fused output"), "{err}");
+}
+
 #[test]
 fn batch_norm_running_stats_do_not_leak_into_clones() {
     // The running stats are updated in place; a clone taken before must keep the old values.
@@ -423,7 +551,7 @@ fn batch_norm_running_stats_do_not_leak_into_clones() {
     let mut rv = t(vec![1.0; 3], &[3]);
     let before = rm.clone();
     dev.backend()
-        .batch_norm_train(&x, &g, &bt, &mut rm, &mut rv, 0.5, 1e-5)
+        .batch_norm_train(&x, &g, &bt, &mut rm, &mut rv, 0.5, 1e-5, None)
         .unwrap();
     assert_eq!(before.to_vec().unwrap(), vec![0.0; 3]);
     assert_eq!(rm.to_vec().unwrap(), vec![2.25, 2.75, 3.25]);
@@ -437,20 +565,20 @@ fn batch_norm_rejects_bad_shapes() {
     let (x, c4, c3) = (z(&[2, 4, 3, 3]), z(&[4]), z(&[3]));
     let (mut rm, mut rv) = (z(&[4]), z(&[4]));
     let err = b
-        .batch_norm_train(&x, &c3, &c4, &mut rm, &mut rv, 0.1, 1e-5)
+        .batch_norm_train(&x, &c3, &c4, &mut rm, &mut rv, 0.1, 1e-5, None)
         .err()
         .unwrap()
         .to_string();
     assert!(err.contains("gamma"), "{err}");
     let one = z(&[1, 4]);
     let err = b
-        .batch_norm_train(&one, &c4, &c4, &mut rm, &mut rv, 0.1, 1e-5)
+        .batch_norm_train(&one, &c4, &c4, &mut rm, &mut rv, 0.1, 1e-5, None)
         .err()
         .unwrap()
         .to_string();
     assert!(err.contains("at least 2"), "{err}");
     let err = b
-        .batch_norm_backward(&x, &z(&[2, 4, 3, 2]), &c4, &c4, &c4)
+        .batch_norm_backward(&x, &z(&[2, 4, 3, 2]), &c4, &c4, &c4, None)
         .err()
         .unwrap()
         .to_string();

@@ -235,6 +235,7 @@ fn check_bn_train(f: &Fixture, case: &str, dev: &Device) {
             &mut rv,
             BN_MOMENTUM,
             BN_EPS,
+            None,
         )
         .unwrap();
     assert_close(&what("Backend y"), &out.y, f.get(&k("y")), BN_TOL, 1.0);
@@ -246,7 +247,14 @@ fn check_bn_train(f: &Fixture, case: &str, dev: &Device) {
         0.0,
     );
     let grads = be
-        .batch_norm_backward(&xt, &f.tensor(&k("dy"), dev), &gt, &out.mean, &out.invstd)
+        .batch_norm_backward(
+            &xt,
+            &f.tensor(&k("dy"), dev),
+            &gt,
+            &out.mean,
+            &out.invstd,
+            None,
+        )
         .unwrap();
     assert_close(&what("Backend dx"), &grads.dx, f.get(&k("dx")), BN_TOL, 1.0);
     assert_close(
@@ -319,6 +327,7 @@ fn batch_norm2d_eval_matches_torch() {
                 &rm,
                 &rv,
                 BN_EPS,
+                None,
             )
             .unwrap();
         assert_close(&what("Backend y"), &y, f.get(&k("y")), BN_TOL, 1.0);

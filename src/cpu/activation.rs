@@ -8,8 +8,22 @@ use super::{data, tensor};
 use crate::backend::Activation;
 use crate::tensor::Tensor;
 
+// The forward functions, shared with batch norm's fused pass. Branch-free selects (`if` on a comparison, no
+// early exit) so the loops compile to SIMD blends.
+pub(crate) fn relu(x: f32) -> f32 {
+    if x > 0.0 {
+        x
+    } else {
+        0.0
+    }
+}
+
+pub(crate) fn leaky_relu(slope: f32) -> impl Fn(f32) -> f32 + Copy + Send + Sync {
+    move |x| if x > 0.0 { x } else { slope * x }
+}
+
 /// Logistic function without overflow: exp of a large positive argument is never formed.
-fn sigmoid(x: f32) -> f32 {
+pub(crate) fn sigmoid(x: f32) -> f32 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {
@@ -19,7 +33,7 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 /// Backward from `y` relies on `y > 0 ⇔ x > 0`, which a negative LeakyReLU slope would break.
-fn check(a: Activation) -> Result<()> {
+pub(crate) fn check(a: Activation) -> Result<()> {
     if let Activation::LeakyRelu(s) = a {
         ensure!(
             s >= 0.0 && s.is_finite(),
@@ -32,10 +46,9 @@ fn check(a: Activation) -> Result<()> {
 pub fn forward(x: &Tensor, a: Activation) -> Result<Tensor> {
     check(a)?;
     let xd = data(x)?;
-    // Branch-free selects (`if` on a comparison, no early exit) so the loops compile to SIMD blends.
     let out = match a {
-        Activation::Relu => par_map(xd, |x| if x > 0.0 { x } else { 0.0 }),
-        Activation::LeakyRelu(s) => par_map(xd, move |x| if x > 0.0 { x } else { s * x }),
+        Activation::Relu => par_map(xd, relu),
+        Activation::LeakyRelu(s) => par_map(xd, leaky_relu(s)),
         Activation::Tanh => par_map(xd, f32::tanh),
         Activation::Sigmoid => par_map(xd, sigmoid),
     };

@@ -8,9 +8,10 @@
 use anyhow::{bail, ensure, Result};
 use rayon::prelude::*;
 
+use super::activation;
 use super::elementwise::{par_map_runs, par_zip_map_runs};
 use super::{data, data_mut, tensor};
-use crate::backend::{BatchNormGrads, BatchNormOut};
+use crate::backend::{Activation, BatchNormGrads, BatchNormOut};
 use crate::tensor::Tensor;
 
 /// Layout of a batch-norm input: (N, C, inner).
@@ -79,22 +80,44 @@ fn channel_sum2(
         .sum()
 }
 
-/// y = (x - center[c])·scale[c] + shift[c], one task per contiguous (sample, channel) run. Subtracting the
-/// centre first (rather than folding it into the shift) keeps precision when |mean| ≫ std.
-fn normalize(
+/// y = act((x - center[c])·scale[c] + shift[c]), one task per contiguous (sample, channel) run. Subtracting
+/// the centre first (rather than folding it into the shift) keeps precision when |mean| ≫ std.
+fn normalize_with(
     xd: &[f32],
     (_, c, inner): (usize, usize, usize),
-    center: &[f32],
-    scale: &[f32],
-    shift: &[f32],
+    [center, scale, shift]: [&[f32]; 3],
+    act: impl Fn(f32) -> f32 + Copy + Send + Sync,
 ) -> Vec<f32> {
     par_map_runs(xd, inner, |run| {
         let ch = run % c;
         let (m, s, t) = (center[ch], scale[ch], shift[ch]);
-        move |x| (x - m) * s + t
+        move |x| act((x - m) * s + t)
     })
 }
 
+/// [`normalize_with`] the activation, if any, in the same pass: one monomorphised loop per kind (a `match`
+/// per element would keep the loop from vectorising).
+fn normalize(
+    xd: &[f32],
+    dims: (usize, usize, usize),
+    coefs: [&[f32]; 3],
+    act: Option<Activation>,
+) -> Result<Vec<f32>> {
+    if let Some(a) = act {
+        activation::check(a)?;
+    }
+    Ok(match act {
+        None => normalize_with(xd, dims, coefs, |v| v),
+        Some(Activation::Relu) => normalize_with(xd, dims, coefs, activation::relu),
+        Some(Activation::LeakyRelu(s)) => {
+            normalize_with(xd, dims, coefs, activation::leaky_relu(s))
+        }
+        Some(Activation::Tanh) => normalize_with(xd, dims, coefs, f32::tanh),
+        Some(Activation::Sigmoid) => normalize_with(xd, dims, coefs, activation::sigmoid),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 pub fn train_forward(
     x: &Tensor,
     g: &Tensor,
@@ -103,6 +126,7 @@ pub fn train_forward(
     rv: &mut Tensor,
     momentum: f32,
     eps: f32,
+    act: Option<Activation>,
 ) -> Result<BatchNormOut> {
     let dims @ (n, c, inner) = layout(x)?;
     for (what, t) in [
@@ -137,9 +161,9 @@ pub fn train_forward(
         .iter()
         .map(|s| (1.0 / (s.1 + eps as f64).sqrt()) as f32)
         .collect();
-    // y = (x - mean)·(invstd·γ) + β
+    // y = act((x - mean)·(invstd·γ) + β)
     let scale: Vec<f32> = (0..c).map(|ch| gd[ch] * invstd[ch]).collect();
-    let y = normalize(xd, dims, &mean, &scale, bd);
+    let y = normalize(xd, dims, [&mean, &scale, bd], act)?;
 
     let unbias = m as f64 / (m - 1) as f64;
     let mo = momentum as f64;
@@ -163,6 +187,7 @@ pub fn eval_forward(
     rm: &Tensor,
     rv: &Tensor,
     eps: f32,
+    act: Option<Activation>,
 ) -> Result<Tensor> {
     let dims @ (_, c, _) = layout(x)?;
     for (what, t) in [
@@ -177,19 +202,28 @@ pub fn eval_forward(
     let scale: Vec<f32> = (0..c)
         .map(|ch| (gd[ch] as f64 / (vd[ch] as f64 + eps as f64).sqrt()) as f32)
         .collect();
-    Ok(tensor(normalize(data(x)?, dims, md, &scale, bd), x.shape()))
+    let y = normalize(data(x)?, dims, [md, &scale, bd], act)?;
+    Ok(tensor(y, x.shape()))
 }
 
 /// With x̂ = (x - mean)·invstd and m values per channel, the batch-statistics gradient is
 ///   dβ = Σ dy,  dγ = Σ dy·x̂,  dx = γ·invstd/m · (m·dy - dβ - x̂·dγ)
 /// (the last two terms are the gradient flowing through the batch mean and variance).
+///
+/// With a fused activation (`out_act`: the op's output and its activation) dy is first taken back through the
+/// activation, in a pass of its own: on the CPU that pass costs what the separate activation backward did.
 pub fn backward(
     x: &Tensor,
     dy: &Tensor,
     g: &Tensor,
     mean: &Tensor,
     invstd: &Tensor,
+    out_act: Option<(&Tensor, Activation)>,
 ) -> Result<BatchNormGrads> {
+    if let Some((y, a)) = out_act {
+        let dz = activation::backward(y, dy, a)?;
+        return backward(x, &dz, g, mean, invstd, None);
+    }
     let dims @ (n, c, inner) = layout(x)?;
     ensure!(
         dy.shape() == x.shape(),
@@ -248,7 +282,7 @@ mod tests {
         let mut rm = tensor(vec![0.1, -0.2, 0.3, 0.0, 1.0], &[5]);
         let mut rv = tensor(vec![1.0, 2.0, 0.5, 1.0, 3.0], &[5]);
         let (rm0, rv0) = (rm.to_vec().unwrap(), rv.to_vec().unwrap());
-        let out = train_forward(&x, &g, &b, &mut rm, &mut rv, 0.1, 1e-5).unwrap();
+        let out = train_forward(&x, &g, &b, &mut rm, &mut rv, 0.1, 1e-5, None).unwrap();
         let (xv, yv) = (x.to_vec().unwrap(), out.y.to_vec().unwrap());
         let (gv, bv) = (g.to_vec().unwrap(), b.to_vec().unwrap());
         let m = 63.0;
@@ -279,7 +313,7 @@ mod tests {
         let zeros = tensor(vec![0.0; 2], &[2]);
         let mut rm = zeros.clone();
         let mut rv = ones.clone();
-        let out = train_forward(&x, &ones, &zeros, &mut rm, &mut rv, 0.1, 0.0).unwrap();
+        let out = train_forward(&x, &ones, &zeros, &mut rm, &mut rv, 0.1, 0.0, None).unwrap();
         assert_eq!(out.mean.to_vec().unwrap(), [3.0, 0.0]);
         let rmv = rm.to_vec().unwrap();
         let rvv = rv.to_vec().unwrap();
@@ -289,7 +323,7 @@ mod tests {
         let y = out.y.to_vec().unwrap();
         assert!((y[0] as f64 - (-2.0 / 3.5f64.sqrt())).abs() < 1e-6);
         // A constant channel with eps = 0 has infinite invstd; with the default eps it maps to zero.
-        let out = train_forward(&x, &ones, &zeros, &mut rm, &mut rv, 0.1, 1e-5).unwrap();
+        let out = train_forward(&x, &ones, &zeros, &mut rm, &mut rv, 0.1, 1e-5, None).unwrap();
         assert_eq!(out.y.to_vec().unwrap()[1], 0.0);
     }
 
@@ -301,7 +335,7 @@ mod tests {
         let b = test_tensor(&[5], 6);
         let rm = test_tensor(&[5], 7);
         let rv = tensor(vec![0.5, 1.0, 2.0, 0.1, 4.0], &[5]);
-        let y = eval_forward(&x, &g, &b, &rm, &rv, 1e-5)
+        let y = eval_forward(&x, &g, &b, &rm, &rv, 1e-5, None)
             .unwrap()
             .to_vec()
             .unwrap();
@@ -329,8 +363,8 @@ mod tests {
         let dy = test_tensor(&[3, 5, 3, 7], 11);
         let mut rm = tensor(vec![0.0; 5], &[5]);
         let mut rv = tensor(vec![1.0; 5], &[5]);
-        let out = train_forward(&x, &g, &b, &mut rm, &mut rv, 0.1, 1e-5).unwrap();
-        let gr = backward(&x, &dy, &g, &out.mean, &out.invstd).unwrap();
+        let out = train_forward(&x, &g, &b, &mut rm, &mut rv, 0.1, 1e-5, None).unwrap();
+        let gr = backward(&x, &dy, &g, &out.mean, &out.invstd, None).unwrap();
         let dims = (3, 5, 21);
         let dyv = dy.to_vec().unwrap();
         let dx = gr.dx.to_vec().unwrap();
@@ -349,17 +383,17 @@ mod tests {
         let c5 = test_tensor(&[5], 1);
         let c4 = test_tensor(&[4], 1);
         let (mut rm, mut rv) = (c5.clone(), c5.clone());
-        let msg = train_forward(&x, &c4, &c5, &mut rm, &mut rv, 0.1, 1e-5)
+        let msg = train_forward(&x, &c4, &c5, &mut rm, &mut rv, 0.1, 1e-5, None)
             .err()
             .unwrap()
             .to_string();
         assert!(msg.contains("[4]") && msg.contains("[3, 5, 3, 7]"), "{msg}");
-        assert!(eval_forward(&x, &c5, &c5, &c4, &c5, 1e-5).is_err());
-        assert!(eval_forward(&test_tensor(&[3, 5, 7], 1), &c5, &c5, &c5, &c5, 1e-5).is_err());
+        assert!(eval_forward(&x, &c5, &c5, &c4, &c5, 1e-5, None).is_err());
+        assert!(eval_forward(&test_tensor(&[3, 5, 7], 1), &c5, &c5, &c5, &c5, 1e-5, None).is_err());
         let dy = test_tensor(&[3, 5, 3, 6], 1);
-        assert!(backward(&x, &dy, &c5, &c5, &c5).is_err());
+        assert!(backward(&x, &dy, &c5, &c5, &c5, None).is_err());
         // One value per channel cannot give an unbiased variance.
         let x1 = test_tensor(&[1, 5], 1);
-        assert!(train_forward(&x1, &c5, &c5, &mut rm, &mut rv, 0.1, 1e-5).is_err());
+        assert!(train_forward(&x1, &c5, &c5, &mut rm, &mut rv, 0.1, 1e-5, None).is_err());
     }
 }

@@ -177,8 +177,18 @@ impl Backend for CpuBackend {
         running_var: &mut Tensor,
         momentum: f32,
         eps: f32,
+        act: Option<Activation>,
     ) -> Result<BatchNormOut> {
-        batchnorm::train_forward(x, gamma, beta, running_mean, running_var, momentum, eps)
+        batchnorm::train_forward(
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            momentum,
+            eps,
+            act,
+        )
     }
 
     fn batch_norm_eval(
@@ -189,8 +199,9 @@ impl Backend for CpuBackend {
         running_mean: &Tensor,
         running_var: &Tensor,
         eps: f32,
+        act: Option<Activation>,
     ) -> Result<Tensor> {
-        batchnorm::eval_forward(x, gamma, beta, running_mean, running_var, eps)
+        batchnorm::eval_forward(x, gamma, beta, running_mean, running_var, eps, act)
     }
 
     fn batch_norm_backward(
@@ -200,8 +211,9 @@ impl Backend for CpuBackend {
         gamma: &Tensor,
         mean: &Tensor,
         invstd: &Tensor,
+        out_act: Option<(&Tensor, Activation)>,
     ) -> Result<BatchNormGrads> {
-        batchnorm::backward(x, dy, gamma, mean, invstd)
+        batchnorm::backward(x, dy, gamma, mean, invstd, out_act)
     }
 
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {

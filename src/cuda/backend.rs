@@ -307,16 +307,17 @@ impl Backend for CudaBackend {
         running_var: &mut Tensor,
         momentum: f32,
         eps: f32,
+        act: Option<Activation>,
     ) -> Result<BatchNormOut> {
         batchnorm::batch_norm_train(
             self,
             x,
-            gamma,
-            beta,
+            [gamma, beta],
             running_mean,
             running_var,
             momentum,
             eps,
+            act,
         )
     }
 
@@ -328,8 +329,9 @@ impl Backend for CudaBackend {
         running_mean: &Tensor,
         running_var: &Tensor,
         eps: f32,
+        act: Option<Activation>,
     ) -> Result<Tensor> {
-        batchnorm::batch_norm_eval(self, x, gamma, beta, running_mean, running_var, eps)
+        batchnorm::batch_norm_eval(self, x, gamma, beta, running_mean, running_var, eps, act)
     }
 
     fn batch_norm_backward(
@@ -339,8 +341,9 @@ impl Backend for CudaBackend {
         gamma: &Tensor,
         mean: &Tensor,
         invstd: &Tensor,
+        out_act: Option<(&Tensor, Activation)>,
     ) -> Result<BatchNormGrads> {
-        batchnorm::batch_norm_backward(self, x, dy, gamma, mean, invstd)
+        batchnorm::batch_norm_backward(self, x, dy, gamma, mean, invstd, out_act)
     }
 
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {

@@ -11,7 +11,7 @@ use super::backend::n_i32;
 use super::conv::reduce_cfg;
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
-use crate::backend::{BatchNormGrads, BatchNormOut};
+use crate::backend::{Activation, BatchNormGrads, BatchNormOut};
 use crate::tensor::Tensor;
 
 const THREADS: u32 = 256;
@@ -88,18 +88,34 @@ fn ptr(t: &Tensor, be: &CudaBackend) -> Result<KernelArg<'static>> {
     Ok(KernelArg::Ptr(be.ptr(t)?))
 }
 
+/// The fused activation as the kernels' (ActKind, slope) arguments (kernels/act.cuh).
+fn act_args(act: Option<Activation>) -> Result<[KernelArg<'static>; 2]> {
+    if let Some(a) = act {
+        crate::cpu::activation::check(a)?;
+    }
+    let (kind, slope) = match act {
+        None => (0, 0.0),
+        Some(Activation::Relu) => (1, 0.0),
+        Some(Activation::LeakyRelu(s)) => (2, s),
+        Some(Activation::Tanh) => (3, 0.0),
+        Some(Activation::Sigmoid) => (4, 0.0),
+    };
+    Ok([KernelArg::I32(kind), KernelArg::F32(slope)])
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_train(
     be: &CudaBackend,
     x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
+    [gamma, beta]: [&Tensor; 2],
     running_mean: &mut Tensor,
     running_var: &mut Tensor,
     momentum: f32,
     eps: f32,
+    act: Option<Activation>,
 ) -> Result<BatchNormOut> {
     let what = "batch_norm_train";
+    let [act_kind, slope] = act_args(act)?;
     let g = Geom::new(what, x)?;
     g.check_channels(
         what,
@@ -168,11 +184,14 @@ pub fn batch_norm_train(
             i(g.c),
             i(g.hw),
             i(g.total()),
+            act_kind,
+            slope,
         ],
     )?;
     Ok(BatchNormOut { y, mean, invstd })
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn batch_norm_eval(
     be: &CudaBackend,
     x: &Tensor,
@@ -181,8 +200,10 @@ pub fn batch_norm_eval(
     running_mean: &Tensor,
     running_var: &Tensor,
     eps: f32,
+    act: Option<Activation>,
 ) -> Result<Tensor> {
     let what = "batch_norm_eval";
+    let [act_kind, slope] = act_args(act)?;
     let g = Geom::new(what, x)?;
     g.check_channels(
         what,
@@ -212,6 +233,8 @@ pub fn batch_norm_eval(
             i(g.hw),
             i(g.total()),
             KernelArg::F32(eps),
+            act_kind,
+            slope,
         ],
     )?;
     Ok(y)
@@ -224,6 +247,7 @@ pub fn batch_norm_backward(
     gamma: &Tensor,
     mean: &Tensor,
     invstd: &Tensor,
+    out_act: Option<(&Tensor, Activation)>,
 ) -> Result<BatchNormGrads> {
     let what = "batch_norm_backward";
     let g = Geom::new(what, x)?;
@@ -233,6 +257,20 @@ pub fn batch_norm_backward(
         dy.shape(),
         x.shape()
     );
+    // The fused op's output (read only with an activation; any valid address stands in otherwise).
+    let y = match out_act {
+        Some((y, _)) => {
+            ensure!(
+                y.shape() == x.shape(),
+                "{what}: the fused output has shape {:?} but x has {:?}",
+                y.shape(),
+                x.shape()
+            );
+            y
+        }
+        None => dy,
+    };
+    let [act_kind, slope] = act_args(out_act.map(|(_, a)| a))?;
     g.check_channels(
         what,
         &[("gamma", gamma), ("mean", mean), ("invstd", invstd)],
@@ -258,6 +296,7 @@ pub fn batch_norm_backward(
         &[
             ptr(x, be)?,
             ptr(dy, be)?,
+            ptr(y, be)?,
             ptr(mean, be)?,
             ptr(invstd, be)?,
             ptr(&part, be)?,
@@ -265,6 +304,8 @@ pub fn batch_norm_backward(
             i(g.c),
             i(g.hw),
             i(chunk),
+            act_kind,
+            slope,
         ],
     )?;
     be.launch(
@@ -284,6 +325,7 @@ pub fn batch_norm_backward(
         &[
             ptr(x, be)?,
             ptr(dy, be)?,
+            ptr(y, be)?,
             ptr(mean, be)?,
             ptr(invstd, be)?,
             ptr(gamma, be)?,
@@ -294,6 +336,8 @@ pub fn batch_norm_backward(
             i(g.hw),
             i(g.total()),
             KernelArg::F32(1.0 / g.m() as f32),
+            act_kind,
+            slope,
         ],
     )?;
     Ok(BatchNormGrads { dx, dgamma, dbeta })

@@ -156,13 +156,15 @@ impl BatchNorm {
     }
 
     /// Training mode normalises with the batch statistics and folds them into the running stats; eval mode
-    /// normalises with the running stats and changes nothing.
+    /// normalises with the running stats and changes nothing. `act`: an activation fused into the same op
+    /// ([`ops::batch_norm_act`]).
     pub fn forward(
         &self,
         tape: &mut Tape,
         store: &mut ParamStore,
         x: Var,
         train: bool,
+        act: Option<Activation>,
     ) -> Result<Var> {
         let shape = tape.value(x).shape().to_vec();
         ensure!(
@@ -177,7 +179,7 @@ impl BatchNorm {
         let b = store.var(tape, self.bias);
         let name = store.name(self.weight).to_string();
         let (rm, rv) = store.buffer_pair_mut(self.running_mean, self.running_var);
-        let y = ops::batch_norm(tape, x, g, b, rm, rv, train, self.momentum, self.eps)
+        let y = ops::batch_norm_act(tape, x, [g, b], rm, rv, train, self.momentum, self.eps, act)
             .with_context(|| format!("{name} (BatchNorm)"))?;
         if train {
             let t = store.buffer_mut(self.num_batches_tracked);
@@ -248,7 +250,7 @@ impl Layer {
         match self {
             Layer::Conv(l) => l.forward(tape, store, x),
             Layer::ConvT(l) => l.forward(tape, store, x),
-            Layer::BatchNorm(l) => l.forward(tape, store, x, train),
+            Layer::BatchNorm(l) => l.forward(tape, store, x, train, None),
             Layer::Linear(l) => l.forward(tape, store, x),
             Layer::Act(a) => ops::activation::activation(tape, x, *a),
         }
@@ -341,7 +343,14 @@ impl Sequential {
         mut x: Var,
         train: bool,
     ) -> Result<Var> {
-        for l in &self.layers {
+        let mut layers = self.layers.iter().peekable();
+        while let Some(l) = layers.next() {
+            // Batch norm and the activation after it run as one fused op (same values, one pass fewer).
+            if let (Layer::BatchNorm(bn), Some(Layer::Act(a))) = (l, layers.peek()) {
+                x = bn.forward(tape, store, x, train, Some(*a))?;
+                layers.next();
+                continue;
+            }
             x = l.forward(tape, store, x, train)?;
         }
         Ok(x)

@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use crate::autograd::{Tape, Var};
+use crate::backend::Activation;
 use crate::ops::elementwise::filled_like;
 use crate::tensor::Tensor;
 
@@ -26,19 +27,51 @@ pub fn batch_norm(
     momentum: f32,
     eps: f32,
 ) -> Result<Var> {
+    batch_norm_act(
+        tape,
+        x,
+        [gamma, beta],
+        running_mean,
+        running_var,
+        train,
+        momentum,
+        eps,
+        None,
+    )
+}
+
+/// act(batch_norm(x)) as one op: the backends apply the activation in batch norm's own passes (forward and,
+/// in training mode, backward), so the pre-activation tensor is never written and the activation costs no
+/// pass or launch of its own. The same values as [`batch_norm`] followed by [`activation`](super::activation).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_act(
+    tape: &mut Tape,
+    x: Var,
+    [gamma, beta]: [Var; 2],
+    running_mean: &mut Tensor,
+    running_var: &mut Tensor,
+    train: bool,
+    momentum: f32,
+    eps: f32,
+    act: Option<Activation>,
+) -> Result<Var> {
     let (xv, gv) = (tape.value(x).clone(), tape.value(gamma).clone());
     let bv = tape.value(beta);
     let be = xv.backend();
     if train {
-        let out = be.batch_norm_train(&xv, &gv, bv, running_mean, running_var, momentum, eps)?;
+        let out =
+            be.batch_norm_train(&xv, &gv, bv, running_mean, running_var, momentum, eps, act)?;
         let (mean, invstd) = (out.mean, out.invstd);
+        // The backward of a fused op reads its output (what the activation's derivative is written in).
+        let saved_y = act.map(|_| out.y.clone());
         return Ok(tape.push_op(
             out.y,
             &[x, gamma, beta],
             Box::new(move |dy, need| {
+                let out_act = saved_y.as_ref().zip(act);
                 let g = dy
                     .backend()
-                    .batch_norm_backward(&xv, dy, &gv, &mean, &invstd)?;
+                    .batch_norm_backward(&xv, dy, &gv, &mean, &invstd, out_act)?;
                 Ok(vec![
                     need[0].then_some(g.dx),
                     need[1].then_some(g.dgamma),
@@ -48,18 +81,29 @@ pub fn batch_norm(
         ));
     }
 
-    let y = be.batch_norm_eval(&xv, &gv, bv, running_mean, running_var, eps)?;
+    let y = be.batch_norm_eval(&xv, &gv, bv, running_mean, running_var, eps, act)?;
     // Snapshots: the caller may update its running stats (copy-on-write) before this backward runs.
     let (rm, rv) = (running_mean.clone(), running_var.clone());
+    let saved_y = act.map(|_| y.clone());
     Ok(tape.push_op(
         y,
         &[x, gamma, beta],
         Box::new(move |dy, need| {
             let be = dy.backend();
+            // Eval mode is for inference; its backward (tests, gradient probes) takes dy back through the
+            // activation in a pass of its own.
+            let dz;
+            let dy = match (&saved_y, act) {
+                (Some(y), Some(a)) => {
+                    dz = be.activation_backward(y, dy, a)?;
+                    &dz
+                }
+                _ => dy,
+            };
             let c = rv.numel();
             let zeros = be.zeros(&[c])?;
             let dx = if need[0] {
-                Some(be.batch_norm_eval(dy, &gv, &zeros, &zeros, &rv, eps)?)
+                Some(be.batch_norm_eval(dy, &gv, &zeros, &zeros, &rv, eps, None)?)
             } else {
                 None
             };
@@ -68,10 +112,18 @@ pub fn batch_norm(
                 // s = 1/sqrt(σ²_r + eps): eval-normalise a row of ones with γ = 1, β = 0, μ = 0.
                 let ones = filled_like(dy, &[c], 1.0)?;
                 let s = be
-                    .batch_norm_eval(&ones.reshape(&[1, c])?, &ones, &zeros, &zeros, &rv, eps)?
+                    .batch_norm_eval(
+                        &ones.reshape(&[1, c])?,
+                        &ones,
+                        &zeros,
+                        &zeros,
+                        &rv,
+                        eps,
+                        None,
+                    )?
                     .reshape(&[c])?;
                 // Its dx (the batch-statistics one) is not wanted here and is dropped.
-                let g = be.batch_norm_backward(&xv, dy, &gv, &rm, &s)?;
+                let g = be.batch_norm_backward(&xv, dy, &gv, &rm, &s, None)?;
                 dgamma = need[1].then_some(g.dgamma);
                 dbeta = need[2].then_some(g.dbeta);
             }
@@ -102,6 +154,10 @@ mod tests {
     }
 
     fn gradcheck(shape: &[usize], train: bool) {
+        gradcheck_act(shape, train, None);
+    }
+
+    fn gradcheck_act(shape: &[usize], train: bool, act: Option<Activation>) {
         let c = shape[1];
         let rv0: Vec<f32> = (0..c).map(|i| 0.5 + 0.3 * i as f32).collect();
         let rm0: Vec<f32> = (0..c).map(|i| 0.1 * i as f32 - 0.2).collect();
@@ -118,10 +174,30 @@ mod tests {
                 // Fresh running stats per evaluation: the check's repeated forwards must not drift them.
                 let mut rm = cpu(rm0.clone(), &[c]);
                 let mut rv = cpu(rv0.clone(), &[c]);
-                batch_norm(t, v[0], v[1], v[2], &mut rm, &mut rv, train, 0.1, 1e-5)
+                batch_norm_act(
+                    t,
+                    v[0],
+                    [v[1], v[2]],
+                    &mut rm,
+                    &mut rv,
+                    train,
+                    0.1,
+                    1e-5,
+                    act,
+                )
             })
             .unwrap();
         assert!(worst < 5e-3, "{worst}");
+    }
+
+    /// The fused op's gradients, through the smooth activations (a finite difference across ReLU's kink
+    /// would be wrong, not the op); its values against the composition are tested in emu_parity_conv.rs.
+    #[test]
+    fn gradcheck_fused_activation() {
+        for act in [Activation::Tanh, Activation::Sigmoid] {
+            gradcheck_act(&[3, 5, 3, 7], true, Some(act));
+            gradcheck_act(&[7, 5], false, Some(act));
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod resize;
 pub mod shape;
 
 pub use activation::{leaky_relu, relu, sigmoid, tanh};
-pub use batchnorm::batch_norm;
+pub use batchnorm::{batch_norm, batch_norm_act};
 pub use conv::{conv2d, conv_transpose2d};
 pub use elementwise::{add, mean, mul, scale, sum};
 pub use linear::linear;
