@@ -188,6 +188,12 @@ def main():
 
             record(f"cuda batchnorm train fwd+bwd {c}x{h}x{h} b{n}", bn_step)
 
+            def bn_leaky_step(bn=bn, x=x, dy=dy):
+                y = torch.nn.functional.leaky_relu(bn(x), 0.2)
+                torch.autograd.grad(y, (x, bn.weight, bn.bias), dy)
+
+            record(f"cuda batchnorm+leaky_relu train fwd+bwd {c}x{h}x{h} b{n}", bn_leaky_step)
+
     # LeakyReLU(0.2) on D1's output.
     x = torch.randn(n, 64, 32, 32, device=dev)
     dy = torch.randn_like(x)

@@ -42,6 +42,7 @@ SECTIONS = [
     ("g_inference", "Generator inference (eval mode, no gradients)"),
     ("conv", "DCGAN-64 convolution layers (G = ConvTranspose2d, D = Conv2d)"),
     ("batchnorm", "Batch norm, training mode, forward + backward"),
+    ("batchnorm+leaky_relu", "Batch norm then LeakyReLU(0.2), training mode, forward + backward (ours: one fused op)"),
     ("leaky_relu", "LeakyReLU(0.2)"),
     ("bce_with_logits", "Fused BCE with logits (loss and gradient)"),
     ("adam", "Adam step (lr 2e-4, betas 0.5 / 0.999)"),
