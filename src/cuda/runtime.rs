@@ -44,6 +44,9 @@ impl KernelArg<'_> {
             KernelArg::U32(v) => b[..4].copy_from_slice(&v.to_ne_bytes()),
             KernelArg::F32(v) => b[..4].copy_from_slice(&v.to_ne_bytes()),
             KernelArg::Struct(_, bytes) => {
+                if bytes.is_empty() {
+                    words.push(0); // every argument gets a slot to point at
+                }
                 for c in bytes.chunks(8) {
                     let mut w = [0u8; 8];
                     w[..c.len()].copy_from_slice(c);
