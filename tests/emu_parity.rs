@@ -264,6 +264,20 @@ fn concat_and_slice_channels() {
     assert!(be.concat_channels(&[&a, &b]).is_err());
 }
 
+/// One Adam slot per tensor of parallel lists.
+fn adam_slots<'a>(
+    p: &'a mut [Tensor],
+    g: &'a [Tensor],
+    m: &'a mut [Tensor],
+    v: &'a mut [Tensor],
+) -> Vec<AdamSlot<'a>> {
+    p.iter_mut()
+        .zip(g)
+        .zip(m.iter_mut().zip(v.iter_mut()))
+        .map(|((param, grad), (m, v))| AdamSlot { param, grad, m, v })
+        .collect()
+}
+
 #[test]
 fn multi_tensor_adam_matches_cpu_over_several_steps() {
     let be = be();
@@ -314,19 +328,9 @@ fn multi_tensor_adam_matches_cpu_over_several_steps() {
             .zip(&shapes)
             .map(|(v, s)| be.from_host(v, s).unwrap())
             .collect();
-        let mut slots_c: Vec<AdamSlot> = pc
-            .iter_mut()
-            .zip(&gc)
-            .zip(mc.iter_mut().zip(vc.iter_mut()))
-            .map(|((param, grad), (m, v))| AdamSlot { param, grad, m, v })
-            .collect();
+        let mut slots_c = adam_slots(&mut pc, &gc, &mut mc, &mut vc);
         CPU.adam_step(&mut slots_c, h).unwrap();
-        let mut slots_g: Vec<AdamSlot> = pg
-            .iter_mut()
-            .zip(&gg)
-            .zip(mg.iter_mut().zip(vg.iter_mut()))
-            .map(|((param, grad), (m, v))| AdamSlot { param, grad, m, v })
-            .collect();
+        let mut slots_g = adam_slots(&mut pg, &gg, &mut mg, &mut vg);
         be.adam_step(&mut slots_g, h).unwrap();
         for i in 0..shapes.len() {
             let what = format!("adam step {step} tensor {i}");
@@ -351,12 +355,7 @@ fn multi_tensor_adam_matches_cpu_over_several_steps() {
         if let Some(i) = wrong {
             gg[i] = be.zeros(&[shapes[i][0] + 1]).unwrap();
         }
-        let mut slots: Vec<AdamSlot> = pg
-            .iter_mut()
-            .zip(&gg)
-            .zip(mg.iter_mut().zip(vg.iter_mut()))
-            .map(|((param, grad), (m, v))| AdamSlot { param, grad, m, v })
-            .collect();
+        let mut slots = adam_slots(&mut pg, &gg, &mut mg, &mut vg);
         assert!(be.adam_step(&mut slots, h).is_err());
     }
     for (t, b) in pg.iter().zip(&before) {
