@@ -1,4 +1,5 @@
-//! CPU convolution throughput on the layer shapes of DCGAN-64 at batch 64.
+//! CPU convolution throughput on the layer shapes of DCGAN-64 at batch 64, and the forward pass of the
+//! largest or most distinct layers of the FID InceptionV3 at a batch of 10 images.
 //!
 //! Every layer of DCGAN's discriminator (Conv2d) and generator (ConvTranspose2d) is one of the conv
 //! geometries below: a generator layer Cin→Cout upsampling H→2H is the conv [Cout, 2H] → [Cin, H] run
@@ -64,6 +65,37 @@ fn layers() -> Vec<Layer> {
     ]
 }
 
+/// InceptionV3 layers (names as in `fid::inception`, then input C×H×W, kernel, /stride): the stem's large
+/// images, the 5×5, the 35 → 17 reduction, a factorised 7×1 and the 8×8 block's 3×3.
+fn inception_layers() -> Vec<Layer> {
+    let n = 10;
+    let layer = |name, (c, h, w), (o, kh, kw), s, (ph, pw)| Layer {
+        name,
+        x: [n, c, h, w],
+        w: [o, c, kh, kw],
+        p: Conv2dParams {
+            stride: (s, s),
+            padding: (ph, pw),
+        },
+    };
+    #[rustfmt::skip]
+    let table = vec![
+        layer("conv 3x299x299 3x3/2", (3, 299, 299), (32, 3, 3), 2, (0, 0)),
+        layer("conv_1 32x149x149 3x3", (32, 149, 149), (32, 3, 3), 1, (0, 0)),
+        layer("conv_2 32x147x147 3x3", (32, 147, 147), (64, 3, 3), 1, (1, 1)),
+        layer("conv_4 80x73x73 3x3", (80, 73, 73), (192, 3, 3), 1, (0, 0)),
+        layer("mixed.tower.conv_1 48x35x35 5x5", (48, 35, 35), (64, 5, 5), 1, (2, 2)),
+        layer("mixed_3.conv 288x35x35 3x3/2", (288, 35, 35), (384, 3, 3), 2, (0, 0)),
+        layer("mixed_7.tower.conv_2 192x17x17 7x1", (192, 17, 17), (192, 7, 1), 1, (3, 0)),
+        layer("mixed_9.tower_1_conv_1 448x8x8 3x3", (448, 8, 8), (384, 3, 3), 1, (1, 1)),
+    ];
+    table
+}
+
+fn flops(l: &Layer, y: &[usize]) -> u64 {
+    (2 * y.iter().product::<usize>() * l.w[1] * l.w[2] * l.w[3]) as u64
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("cpu_conv");
     for l in layers() {
@@ -71,9 +103,7 @@ fn bench(c: &mut Criterion) {
         let w = test_tensor(&l.w, 2);
         let y = conv::forward(&x, &w, l.p).unwrap();
         let dy = test_tensor(y.shape(), 3);
-        let [_, o, ho, wo] = [y.shape()[0], y.shape()[1], y.shape()[2], y.shape()[3]];
-        let flops = 2 * N * o * ho * wo * l.w[1] * l.w[2] * l.w[3];
-        group.throughput(Throughput::Elements(flops as u64));
+        group.throughput(Throughput::Elements(flops(&l, y.shape())));
         group.bench_function(BenchmarkId::new("forward", l.name), |b| {
             b.iter(|| conv::forward(&x, &w, l.p).unwrap())
         });
@@ -82,6 +112,18 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("backward_weight", l.name), |b| {
             b.iter(|| conv::backward_weight(&x, &dy, l.w, l.p).unwrap())
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("cpu_conv_inception");
+    for l in inception_layers() {
+        let x = test_tensor(&l.x, 1);
+        let w = test_tensor(&l.w, 2);
+        let y = conv::forward(&x, &w, l.p).unwrap();
+        group.throughput(Throughput::Elements(flops(&l, y.shape())));
+        group.bench_function(BenchmarkId::new("forward", l.name), |b| {
+            b.iter(|| conv::forward(&x, &w, l.p).unwrap())
         });
     }
     group.finish();

@@ -16,7 +16,9 @@
 //!
 //! Within a chunk the K rows of `col` are produced in *blocks* of whole input channels, each consumed right
 //! after it is made (forward: y += W[:, block] · col_block; backward_data: col2im of the block), so the
-//! patch matrix never leaves the cache; DCGAN's middle layers have K·P of 2–4 MB per chunk otherwise.
+//! patch matrix never leaves the cache; DCGAN's middle layers have K·P of 2–4 MB per chunk otherwise. An
+//! image with many output pixels (InceptionV3's 147×147 stem) is further cut, in the forward pass, into tiles
+//! of whole output rows, so that a block of rows × tile columns fits the same budget.
 //!
 //! Two shapes skip im2col: a 1×1, stride-1, unpadded convolution (the image itself is the [C, H·W]
 //! matrix), and a kernel covering the whole unpadded image (DCGAN's last D layer and, transposed, G's first):
@@ -46,12 +48,14 @@ const BLOCK_ELEMS: usize = 64 * 1024;
 /// block), and thinner blocks make thin GEMMs.
 const MIN_BLOCK_ROWS: usize = 256;
 
-/// How the work of one pass is cut: `nb` images per chunk (their columns side by side) and `cb` input
-/// channels per block of patch-matrix rows.
+/// How the work of one pass is cut: `nb` images per chunk (their columns side by side), `cb` input
+/// channels per block of patch-matrix rows and, in the forward pass of a chunk of one image, `rt` output rows
+/// per tile of columns.
 #[derive(Clone, Copy, Debug)]
 struct Plan {
     nb: usize,
     cb: usize,
+    rt: usize,
 }
 
 impl Geom {
@@ -97,13 +101,26 @@ impl Geom {
 
     /// Enough images per chunk for TARGET_COLS columns, but never so many that some thread is left
     /// without a chunk; enough channels per block for BLOCK_ELEMS elements or MIN_BLOCK_ROWS rows.
+    ///
+    /// A single image can still have far more columns than BLOCK_ELEMS allows (InceptionV3's 147×147 stem
+    /// layers: a block of 252 rows × 21609 columns is 22 MB), and the block then goes to memory and back. The
+    /// forward pass therefore also cuts such an image into tiles of whole output rows, about BLOCK_ELEMS per
+    /// block and tile but at least TARGET_COLS columns.
     fn plan(&self) -> Plan {
         let threads = rayon::current_num_threads().max(1);
         let wanted = TARGET_COLS.div_ceil(self.out_pixels());
         let nb = wanted.min(self.n.div_ceil(threads)).max(1);
         let rows = (BLOCK_ELEMS / (nb * self.out_pixels())).max(MIN_BLOCK_ROWS);
         let cb = (rows / (self.kh * self.kw)).clamp(1, self.c);
-        Plan { nb, cb }
+        let block = cb * self.kh * self.kw * self.out_pixels();
+        let rt = if nb == 1 && block >= 2 * BLOCK_ELEMS {
+            let tiles = block / BLOCK_ELEMS;
+            let min_rows = TARGET_COLS.div_ceil(self.wo);
+            self.ho.div_ceil(tiles).max(min_rows).min(self.ho)
+        } else {
+            self.ho
+        };
+        Plan { nb, cb, rt }
     }
 
     /// The input-channel blocks of a plan, as ranges.
@@ -202,27 +219,37 @@ fn matmul(
     }
 }
 
-/// Writes one image's patches for the input channels `chans` into columns `off .. off + P` of `col` (row
-/// length `ld`): `col[(c − chans.start, i, j), off + oh·Wo + ow] = x[c, oh·sh + i − ph, ow·sw + j − pw]`,
+/// Writes one image's patches for the input channels `chans` and the output rows `ohs` into columns
+/// `off .. off + ohs.len()·Wo` of `col` (row length `ld`):
+/// `col[(c − chans.start, i, j), off + (oh − ohs.start)·Wo + ow] = x[c, oh·sh + i − ph, ow·sw + j − pw]`,
 /// zero in the padding.
 /// Every element of those columns is written, so the scratch needs no clearing between uses.
 ///
 /// The valid (non-padding) output range of each tap is computed once per row of `col`, so the inner loop
 /// is a plain (strided) copy with no bounds tests: DCGAN's rows are only 4 to 32 elements long, and
 /// per-element branching would cost as much as the copy.
-fn im2col(g: &Geom, x: &[f32], chans: Range<usize>, col: &mut [f32], ld: usize, off: usize) {
-    let p = g.out_pixels();
+fn im2col(
+    g: &Geom,
+    x: &[f32],
+    chans: Range<usize>,
+    ohs: Range<usize>,
+    col: &mut [f32],
+    (ld, off): (usize, usize),
+) {
+    let p = ohs.len() * g.wo;
     let c0 = chans.start;
     for c in chans {
         let xc = &x[c * g.in_pixels()..(c + 1) * g.in_pixels()];
         for i in 0..g.kh {
-            let (oh_lo, oh_hi) = Geom::valid_range(g.ho, g.h, g.sh, i, g.ph);
+            let (lo, hi) = Geom::valid_range(g.ho, g.h, g.sh, i, g.ph);
+            let oh_hi = hi.min(ohs.end);
+            let oh_lo = lo.max(ohs.start).min(oh_hi);
             for j in 0..g.kw {
                 let (ow_lo, ow_hi) = Geom::valid_range(g.wo, g.w, g.sw, j, g.pw);
                 let row = ((c - c0) * g.kh + i) * g.kw + j;
                 let dst = &mut col[row * ld + off..][..p];
                 // One memset for the whole row beats zeroing the padded edges of every output row.
-                if oh_lo > 0 || oh_hi < g.ho || ow_lo > 0 || ow_hi < g.wo {
+                if oh_lo > ohs.start || oh_hi < ohs.end || ow_lo > 0 || ow_hi < g.wo {
                     dst.fill(0.0);
                 }
                 if ow_lo == ow_hi {
@@ -231,7 +258,8 @@ fn im2col(g: &Geom, x: &[f32], chans: Range<usize>, col: &mut [f32], ld: usize, 
                 let first = ow_lo * g.sw + j - g.pw;
                 for oh in oh_lo..oh_hi {
                     let src = &xc[(oh * g.sh + i - g.ph) * g.w + first..];
-                    copy_strided(&mut dst[oh * g.wo + ow_lo..oh * g.wo + ow_hi], src, g.sw);
+                    let d = (oh - ohs.start) * g.wo;
+                    copy_strided(&mut dst[d + ow_lo..d + ow_hi], src, g.sw);
                 }
             }
         }
@@ -407,15 +435,31 @@ fn forward_planned(g: &Geom, x: &[f32], w: &[f32], plan: Plan) -> Tensor {
                 let xm = Mat::row_major(xc, p);
                 matmul((g.o, p, k), out, p, false, wm, xm, par);
             } else {
-                for (bi, chans) in g.channel_blocks(plan).enumerate() {
-                    let rows = chans.len() * taps;
-                    let wb = Mat::row_major(&w[chans.start * taps..], k);
-                    let col = scratch(&mut s.col, rows * cols);
-                    for img in 0..nbc {
-                        im2col(g, &xc[img * g.x_len()..], chans.clone(), col, cols, img * p);
+                // Tiles of output rows only for a chunk of one image (several images have few pixels).
+                let rt = if nbc == 1 { plan.rt } else { g.ho };
+                for oh0 in (0..g.ho).step_by(rt.max(1)) {
+                    let ohs = oh0..(oh0 + rt).min(g.ho);
+                    let tile = ohs.len() * g.wo;
+                    let tile_cols = nbc * tile;
+                    for (bi, chans) in g.channel_blocks(plan).enumerate() {
+                        let rows = chans.len() * taps;
+                        let wb = Mat::row_major(&w[chans.start * taps..], k);
+                        let col = scratch(&mut s.col, rows * tile_cols);
+                        for img in 0..nbc {
+                            let xi = &xc[img * g.x_len()..];
+                            im2col(
+                                g,
+                                xi,
+                                chans.clone(),
+                                ohs.clone(),
+                                col,
+                                (tile_cols, img * tile),
+                            );
+                        }
+                        let colm = Mat::row_major(col, tile_cols);
+                        let dst = &mut out[oh0 * g.wo..];
+                        matmul((g.o, tile_cols, rows), dst, cols, bi > 0, wb, colm, par);
                     }
-                    let colm = Mat::row_major(col, cols);
-                    matmul((g.o, cols, rows), out, cols, bi > 0, wb, colm, par);
                 }
             }
             if nbc > 1 {
@@ -568,7 +612,8 @@ fn backward_weight_planned(g: &Geom, x: &[f32], dy: &[f32], plan: Plan) -> Tenso
                     let rows = chans.len() * taps;
                     let col = scratch(&mut s.col, rows * cols);
                     for img in 0..nbc {
-                        im2col(g, &xc[img * g.x_len()..], chans.clone(), col, cols, img * p);
+                        let xi = &xc[img * g.x_len()..];
+                        im2col(g, xi, chans.clone(), 0..g.ho, col, (cols, img * p));
                     }
                     let colt = Mat::col_major(col, cols);
                     let dwb = &mut dw[chans.start * taps..];
@@ -763,11 +808,15 @@ mod tests {
             assert_eq!(dw.shape(), &ws);
             want_dw.check(&format!("{tag} backward_weight"), dw.cpu_data().unwrap());
 
-            // ... and every chunk size and several channel blocks, so the packed multi-image layout, ragged
-            // chunks and ragged channel blocks are covered whatever the machine makes the default plan.
+            // ... and every chunk size, several channel blocks and row tiles, so the packed multi-image layout,
+            // ragged chunks, ragged channel blocks and ragged tiles are covered whatever the machine makes the
+            // default plan.
             for nb in 1..=xs[0] {
-                for cb in [1, 2, xs[1]] {
-                    let plan = Plan { nb, cb };
+                for (cb, rt) in [1, 2, xs[1]]
+                    .into_iter()
+                    .flat_map(|cb| [1, 2, g.ho].map(|rt| (cb, rt)))
+                {
+                    let plan = Plan { nb, cb, rt };
                     let y = forward_planned(&g, &xd, &wd, plan);
                     want_y.check(&format!("{tag} forward {plan:?}"), y.cpu_data().unwrap());
                     let dx = backward_data_planned(&g, &dy, &wd, plan);

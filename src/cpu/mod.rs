@@ -9,6 +9,7 @@ pub mod adam;
 pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;
+pub mod heap;
 pub mod linear;
 pub mod loss;
 pub mod pool;
