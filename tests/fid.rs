@@ -165,6 +165,23 @@ fn cli_fid_of_two_folders() -> Result<(), Failed> {
         out2.contains("cached") && out2.contains(line),
         format!("second run: {out2}"),
     )?;
+    // The statistics file as --real, under a name without .safetensors: the same number.
+    let renamed = dir.path().join("a_stats.bin");
+    std::fs::copy(&stats, &renamed)?;
+    let o = bin()
+        .args(["fid", "--real"])
+        .arg(&renamed)
+        .arg("--fake")
+        .arg(&b)
+        .output()?;
+    let out3 = String::from_utf8_lossy(&o.stdout);
+    check(
+        o.status.success() && out3.contains("statistics file") && out3.contains(line),
+        format!(
+            "stats file as --real: {out3}{}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )?;
     // Other real images with the same --real-stats file: refused, and the file keeps its statistics.
     let before = std::fs::read(&stats)?;
     let o = bin()
@@ -248,6 +265,22 @@ fn cli_errors() -> Result<(), Failed> {
             && err.contains("none.safetensors")
             && !err.contains("panicked"),
         format!("missing weights: {:?} {err}", o.status),
+    )?;
+    // A file that is not a statistics file as --real: named in the error.
+    let png = a.join("a00.png");
+    let o = bin()
+        .args(["fid", "--real"])
+        .arg(&png)
+        .arg("--fake")
+        .arg(&a)
+        .output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    check(
+        o.status.code() == Some(1)
+            && err.contains("a00.png")
+            && err.contains("not a gan-engine FID statistics file")
+            && !err.contains("panicked"),
+        format!("picture as --real: {:?} {err}", o.status),
     )?;
     let o = bin().args(["fid", "--real"]).arg(&a).output()?;
     let err = String::from_utf8_lossy(&o.stderr);

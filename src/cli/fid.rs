@@ -15,7 +15,7 @@ use crate::fid::{self, FeatureExtractor, FeatureStats, PixelSet, StatsCache};
 #[derive(Args, Debug)]
 pub struct FidArgs {
     /// Real images: a directory of pictures, a dataset (mnist[:DIR], fashion[:DIR], balls:N), or a statistics
-    /// file written by --real-stats
+    /// file written by --real-stats or train --fid-every (any file is read as one)
     #[arg(long, alias = "data", value_name = "SPEC")]
     pub real: String,
     /// Fake images: a directory of pictures or a dataset spec (or use --checkpoint)
@@ -63,9 +63,11 @@ enum Source {
     Dataset(String),
 }
 
+/// A file can only be statistics (whatever its name: `--real-stats` takes any), a directory only pictures;
+/// anything else is a dataset spec.
 fn source(spec: &str) -> Source {
     let p = Path::new(spec);
-    if p.is_file() && spec.ends_with(".safetensors") {
+    if p.is_file() {
         Source::Stats(p.to_path_buf())
     } else if p.is_dir() {
         Source::Dir(p.to_path_buf())
