@@ -75,6 +75,15 @@ extern "C" __global__ void clamp_f32(float* __restrict__ x, float lo, float hi, 
     }
 }
 
+// Exponential moving average in place: avg = decay·avg + (1 − decay)·x (train --g-ema). Both products are rounded
+// before the sum (__fmul_rn / __fadd_rn: no fma contraction), the CPU's order, so the backends agree bit for bit.
+extern "C" __global__ void ema_f32(float* __restrict__ avg, const float* __restrict__ x, float decay,
+                                   float one_minus_decay, int n) {
+    for (long long i = global_thread_id(); i < n; i += grid_stride()) {
+        avg[i] = __fadd_rn(__fmul_rn(decay, avg[i]), __fmul_rn(one_minus_decay, x[i]));
+    }
+}
+
 // torch.optim.RMSprop without momentum, not centered, in its operation order (as src/cpu/rmsprop.rs):
 //   g = grad + wd * p;  v = α v + (1 − α) g²;  p += −lr · g / (sqrt(v) + eps)
 extern "C" __global__ void rmsprop_step_f32(float* __restrict__ p, const float* __restrict__ grad,

@@ -361,6 +361,9 @@ pub trait Backend: Send + Sync {
     /// One RMSprop step over all slots, torch.optim.RMSprop's formulation (no momentum, not centered):
     /// g = grad + wd·p; v = α v + (1 − α) g²; p −= lr · g / (sqrt(v) + eps).
     fn rmsprop_step(&self, slots: &mut [RmsPropSlot<'_>], h: RmsPropHyper) -> Result<()>;
+    /// Exponential moving average in place, pair by pair: avg ← decay·avg + (1 − decay)·x, both products
+    /// rounded before the sum on every backend (the generator average of `train --g-ema`).
+    fn ema_(&self, avgs: &mut [&mut Tensor], xs: &[&Tensor], decay: f32) -> Result<()>;
 }
 
 // ---- pooling and bilinear resize (issue 6) ---------------------------------------------------------------------

@@ -4,7 +4,9 @@
 //! - `generator.safetensors`: only G's `state_dict`, under PyTorch's names (`main.0.weight`, ...,
 //!   `main.1.num_batches_tracked` as int64), so a PyTorch user loads it with
 //!   `G.load_state_dict(safetensors.torch.load_file(path))`. Its `__metadata__` carries the model config.
+//! - `generator_ema.safetensors` (runs with `--g-ema`): the same for G's moving average.
 //! - `checkpoint.safetensors`: everything needed to resume bit-exactly: G and D (prefixes `G.` and `D.`),
+//!   G's moving average if kept (`G_ema.`),
 //!   both Adam states (`opt_G.m.<name>`, `opt_G.v.<name>`, ...), and, as JSON in `__metadata__`, the model
 //!   config, the training config and the loop state (step, RNG offsets, data loader position).
 //!
@@ -26,6 +28,10 @@ use crate::nn::ParamStore;
 use crate::tensor::Tensor;
 
 pub const GENERATOR_FILE: &str = "generator.safetensors";
+/// G's exponential moving average (`train --g-ema`), in the layout of [`GENERATOR_FILE`].
+pub const GENERATOR_EMA_FILE: &str = "generator_ema.safetensors";
+/// Prefix of the average's tensors in a full checkpoint.
+pub const G_EMA_PREFIX: &str = "G_ema.";
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 
 /// `__metadata__` key saying which kind of file this is.
@@ -273,14 +279,15 @@ pub fn fmt_shape(s: &[usize]) -> String {
     format!("[{}]", inner.join(","))
 }
 
-/// The checkpoint file for a `--checkpoint` / `--resume` argument: a run directory (its
-/// `checkpoint.safetensors`, else its `generator.safetensors`) or a file.
+/// The checkpoint file for a `--checkpoint` / `--resume` argument: a file, or a run directory's
+/// `checkpoint.safetensors` (`prefer_full`, for resuming) or else the generator to sample from: its moving
+/// average if the run kept one, else G.
 pub fn resolve(path: &Path, prefer_full: bool) -> Result<PathBuf> {
     if path.is_dir() {
-        let order = if prefer_full {
-            [CHECKPOINT_FILE, GENERATOR_FILE]
+        let order: &[&str] = if prefer_full {
+            &[CHECKPOINT_FILE, GENERATOR_FILE]
         } else {
-            [GENERATOR_FILE, CHECKPOINT_FILE]
+            &[GENERATOR_EMA_FILE, GENERATOR_FILE, CHECKPOINT_FILE]
         };
         for f in order {
             let p = path.join(f);

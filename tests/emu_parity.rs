@@ -387,20 +387,59 @@ fn clamp_in_place_matches_cpu() {
     be.clamp_(&mut gpu.iter_mut().collect::<Vec<_>>(), -0.05, 0.05)
         .unwrap();
     for (i, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
-        let (gv, cv) = (host(g), host(c));
-        for (j, (a, b)) in gv.iter().zip(&cv).enumerate() {
-            assert!(
-                a.to_bits() == b.to_bits(),
-                "clamp tensor {i} (n = {}) element {j}: got {a}, want {b}",
-                SIZES[i]
-            );
-        }
+        assert_exact(&format!("clamp tensor {i} (n = {})", SIZES[i]), g, c);
     }
     assert!(host(&gpu[2])[1].is_nan());
     assert_eq!(host(&before), vals[5]);
     assert!(be.clamp_(&mut [&mut gpu[0]], 1.0, -1.0).is_err());
     let mut cpu_t = CPU.from_host(&[1.0], &[1]).unwrap();
     assert!(be.clamp_(&mut [&mut cpu_t], -1.0, 1.0).is_err());
+}
+
+/// The generator average (`train --g-ema`) on tensors of awkward sizes: bit for bit the CPU's (an element the
+/// kernel skipped would keep its old value), a shared clone left alone, bad arguments refused before anything
+/// is written.
+#[test]
+fn ema_in_place_matches_cpu() {
+    let be = be();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let avg: Vec<Vec<f32>> = SIZES.iter().map(|&n| random(&mut rng, n, 1.0)).collect();
+    let x: Vec<Vec<f32>> = SIZES.iter().map(|&n| random(&mut rng, n, 1.0)).collect();
+    let on = |b: &dyn Backend, v: &[Vec<f32>]| -> Vec<Tensor> {
+        v.iter()
+            .map(|v| b.from_host(v, &[v.len()]).unwrap())
+            .collect()
+    };
+    let (mut cpu, mut gpu) = (on(&CPU, &avg), on(&*be, &avg));
+    let (xc, xg) = (on(&CPU, &x), on(&*be, &x));
+    let before = gpu[5].clone();
+    // 0.9 rather than a training decay (0.999): every element moves by many ulps, so a skipped one shows.
+    let decay = 0.9;
+    CPU.ema_(
+        &mut cpu.iter_mut().collect::<Vec<_>>(),
+        &xc.iter().collect::<Vec<_>>(),
+        decay,
+    )
+    .unwrap();
+    be.ema_(
+        &mut gpu.iter_mut().collect::<Vec<_>>(),
+        &xg.iter().collect::<Vec<_>>(),
+        decay,
+    )
+    .unwrap();
+    for (i, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+        assert_exact(&format!("ema tensor {i} (n = {})", SIZES[i]), g, c);
+    }
+    assert_eq!(host(&before), avg[5]);
+    let kept = host(&gpu[0]);
+    assert!(be.ema_(&mut [&mut gpu[0]], &[&xg[0]], 1.5).is_err());
+    assert!(be.ema_(&mut [&mut gpu[0]], &[&xg[1]], 0.5).is_err());
+    // The second pair's tensor is on the CPU: refused, and the first pair not written either.
+    let (g0, rest) = gpu.split_at_mut(1);
+    assert!(be
+        .ema_(&mut [&mut g0[0], &mut rest[0]], &[&xg[0], &xc[1]], 0.5)
+        .is_err());
+    assert_eq!(host(&gpu[0]), kept);
 }
 
 fn rmsprop_slots<'a>(

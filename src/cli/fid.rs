@@ -21,7 +21,8 @@ pub struct FidArgs {
     /// Fake images: a directory of pictures or a dataset spec (or use --checkpoint)
     #[arg(long, value_name = "SPEC", conflicts_with = "checkpoint")]
     pub fake: Option<String>,
-    /// Sample the fakes from this generator (a run directory, generator.safetensors or checkpoint.safetensors)
+    /// Sample the fakes from this generator: a run directory (its --g-ema average if kept, else G), a generator
+    /// file or checkpoint.safetensors
     #[arg(long, value_name = "PATH")]
     pub checkpoint: Option<PathBuf>,
     /// Images per set [default: all real images; 10000 samples from a checkpoint]

@@ -35,7 +35,8 @@ const GEN_CHUNK: usize = 256;
 
 #[derive(Args, Debug)]
 pub struct InterpolateArgs {
-    /// A run directory, generator.safetensors or checkpoint.safetensors
+    /// A run directory (its generator_ema.safetensors if the run kept a --g-ema average, else
+    /// generator.safetensors), a generator file or checkpoint.safetensors
     #[arg(long, value_name = "PATH")]
     pub checkpoint: PathBuf,
     /// Key latents by seed, in order, comma-separated (at least 2): seed s is the first latent of
@@ -86,7 +87,8 @@ pub struct InterpolateArgs {
 
 #[derive(Args, Debug)]
 pub struct ArithArgs {
-    /// A run directory, generator.safetensors or checkpoint.safetensors
+    /// A run directory (its generator_ema.safetensors if the run kept a --g-ema average, else
+    /// generator.safetensors), a generator file or checkpoint.safetensors
     #[arg(long, value_name = "PATH")]
     pub checkpoint: PathBuf,
     /// Concept A's latents by seed, comma-separated (several: their mean is what is used)
@@ -150,7 +152,8 @@ pub struct ArithArgs {
 
 #[derive(Args, Debug)]
 pub struct SweepArgs {
-    /// A run directory, generator.safetensors or checkpoint.safetensors
+    /// A run directory (its generator_ema.safetensors if the run kept a --g-ema average, else
+    /// generator.safetensors), a generator file or checkpoint.safetensors
     #[arg(long, value_name = "PATH")]
     pub checkpoint: PathBuf,
     /// The latent held fixed: the first latent of `sample --seed <seed>`

@@ -169,6 +169,13 @@ pub struct TrainArgs {
     /// Images per FID measurement (real and generated) [default: 1000]
     #[arg(long, value_parser = positive_usize, value_name = "N")]
     pub fid_n: Option<usize>,
+    /// Keep an exponential moving average of G's weights with this decay (e.g. 0.999): after every G update,
+    /// avg = decay·avg + (1 − decay)·weights; BN running statistics are copied from G. Written to
+    /// generator_ema.safetensors; with it, the sample grids, the `fid` column and the commands given the run
+    /// directory (sample, fid, interpolate, ...) use the average (pass generator.safetensors for G itself).
+    /// Given on --resume of a run without one, the average starts from the resumed weights [default: none]
+    #[arg(long, value_name = "DECAY")]
+    pub g_ema: Option<f32>,
     /// Continue the run saved in DIR (or a checkpoint.safetensors file)
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
@@ -182,7 +189,8 @@ pub struct TrainArgs {
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
-    /// A run directory, generator.safetensors or checkpoint.safetensors
+    /// A run directory (its generator_ema.safetensors if the run kept a --g-ema average, else
+    /// generator.safetensors), a generator file or checkpoint.safetensors
     #[arg(long, value_name = "PATH")]
     pub checkpoint: PathBuf,
     /// Number of images (ignored with --z-npy)
@@ -366,6 +374,9 @@ pub fn train_config(a: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
     set!(cfg.num_samples, a.num_samples);
     set!(cfg.fid_every, a.fid_every);
     set!(cfg.fid_n, a.fid_n);
+    if a.g_ema.is_some() {
+        cfg.g_ema = a.g_ema;
+    }
     // A new conditional model has as many classes as its dataset; a resumed one keeps its own.
     if a.conditional && resume.is_none() {
         cfg.model.num_classes = crate::train::data::dataset_num_classes(&cfg)?;
@@ -463,8 +474,12 @@ fn train(a: TrainArgs) -> Result<()> {
     } else {
         "training".into()
     };
+    let ema = cfg
+        .g_ema
+        .map(|d| format!(" --g-ema {d}"))
+        .unwrap_or_default();
     eprintln!(
-        "{verb} {} on {} ({} steps, batch {}) with --loss {} --optimizer {} on {} -> {}",
+        "{verb} {} on {} ({} steps, batch {}) with --loss {} --optimizer {}{ema} on {} -> {}",
         cfg.model.describe(),
         cfg.dataset,
         t.total_steps,

@@ -9,6 +9,7 @@ pub mod adam;
 pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;
+pub mod ema;
 pub mod heap;
 pub mod linear;
 pub mod loss;
@@ -294,6 +295,10 @@ impl Backend for CpuBackend {
     // ---- losses and schedules (issue 5.1): weight clipping and RMSprop -----------------------------------------
     fn clamp_(&self, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()> {
         rmsprop::clamp_(xs, lo, hi)
+    }
+
+    fn ema_(&self, avgs: &mut [&mut Tensor], xs: &[&Tensor], decay: f32) -> Result<()> {
+        ema::ema_(avgs, xs, decay)
     }
 
     fn rmsprop_step(&self, slots: &mut [RmsPropSlot<'_>], h: RmsPropHyper) -> Result<()> {

@@ -425,6 +425,10 @@ impl Backend for CudaBackend {
         optim::clamp_(self, xs, lo, hi)
     }
 
+    fn ema_(&self, avgs: &mut [&mut Tensor], xs: &[&Tensor], decay: f32) -> Result<()> {
+        optim::ema_(self, avgs, xs, decay)
+    }
+
     fn rmsprop_step(&self, slots: &mut [RmsPropSlot<'_>], h: RmsPropHyper) -> Result<()> {
         optim::rmsprop_step(self, slots, h)
     }

@@ -1,5 +1,5 @@
 //! Launch code for kernels/optim.cu: multi-tensor Adam, one launch for all parameters (up to 64 tensors); RMSprop
-//! and weight clipping (WGAN), one launch per tensor.
+//! and weight clipping (WGAN) and the generator average (`--g-ema`), one launch per tensor.
 //!
 //! Adam's tensors (addresses, sizes, first chunk of each) travel as a kernel parameter, an [`AdamTensorList`]:
 //! gradients are fresh tensors every step and land in other blocks of the caching allocator, so a table in
@@ -110,6 +110,36 @@ pub fn clamp_(be: &CudaBackend, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Res
                 "clamp_f32",
                 LaunchCfg::linear(n, BLOCK),
                 &[A::Ptr(p), A::F32(lo), A::F32(hi), A::I32(n as i32)],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The generator average of `train --g-ema`, one launch per tensor.
+pub fn ema_(be: &CudaBackend, avgs: &mut [&mut Tensor], xs: &[&Tensor], decay: f32) -> Result<()> {
+    crate::cpu::ema::check(avgs, xs, decay)?;
+    // Check every tensor (device, size) before writing any.
+    for (a, x) in avgs.iter().zip(xs) {
+        be.ptr(a)?;
+        be.ptr(x)?;
+        n_i32(a.numel(), "ema")?;
+    }
+    let omd = crate::cpu::ema::one_minus(decay);
+    for (a, x) in avgs.iter_mut().zip(xs) {
+        let n = a.numel();
+        let (pa, px) = (be.ptr_mut(a)?, be.ptr(x)?);
+        if n > 0 {
+            be.launch(
+                "ema_f32",
+                LaunchCfg::linear(n, BLOCK),
+                &[
+                    A::Ptr(pa),
+                    A::Ptr(px),
+                    A::F32(decay),
+                    A::F32(omd),
+                    A::I32(n as i32),
+                ],
             )?;
         }
     }

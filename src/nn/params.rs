@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 
 use crate::autograd::{Gradients, ParamKey, Tape, Var};
 use crate::device::Device;
@@ -164,6 +164,29 @@ impl ParamStore {
             .zip(self.grads.iter())
             .enumerate()
             .map(|(i, (v, g))| (ParamId(i), v, g.as_ref()))
+    }
+
+    /// The parameter values (not the buffers), in registration order.
+    pub fn values(&self) -> &[Tensor] {
+        &self.values
+    }
+
+    pub fn values_mut(&mut self) -> &mut [Tensor] {
+        &mut self.values
+    }
+
+    /// Makes every buffer `other`'s (sharing its storage; copy-on-write keeps them apart afterwards). The two
+    /// stores must hold the same buffers, as two instances of one model do.
+    pub fn copy_buffers_from(&mut self, other: &ParamStore) -> Result<()> {
+        ensure!(
+            self.buffer_names == other.buffer_names,
+            "internal: copying buffers between stores of different models"
+        );
+        for (dst, src) in self.buffers.iter_mut().zip(&other.buffers) {
+            ensure!(dst.shape() == src.shape(), "internal: buffer shapes differ");
+            *dst = src.clone();
+        }
+        Ok(())
     }
 
     /// Replaces a parameter's or buffer's value by name, checking the shape.

@@ -142,6 +142,9 @@ pub struct TrainConfig {
     /// Real images and generator samples per FID measurement.
     #[serde(default = "default_fid_n")]
     pub fid_n: usize,
+    /// Decay of the generator's exponential moving average (`--g-ema`); None: no average kept.
+    #[serde(default)]
+    pub g_ema: Option<f32>,
 }
 
 fn default_plot_every() -> u64 {
@@ -186,6 +189,7 @@ impl Default for TrainConfig {
             precision: Precision::F32,
             fid_every: 0,
             fid_n: default_fid_n(),
+            g_ema: None,
         }
     }
 }
@@ -224,6 +228,12 @@ impl TrainConfig {
             "--checkpoint-every must be positive"
         );
         ensure!(self.num_samples > 0, "--num-samples must be positive");
+        if let Some(d) = self.g_ema {
+            ensure!(
+                d > 0.0 && d < 1.0,
+                "--g-ema must be in (0, 1) (e.g. 0.999), got {d}"
+            );
+        }
         ensure!(
             self.fid_n >= 2,
             "--fid-n must be at least 2 (a covariance needs two images)"

@@ -6,8 +6,9 @@
 //!                                 (d_x, d_g_z*: mean σ(D) for --loss ns/minimax, mean raw D output otherwise)
 //! out/metrics.png                 the curves of metrics.csv, every --plot-every steps
 //! out/fid_real_stats.safetensors  with --fid-every: the real images' Inception statistics (cache)
-//! out/samples/step_000100.png     G(fixed z) in eval mode, every --sample-every steps
+//! out/samples/step_000100.png     G(fixed z) in eval mode (the average's with --g-ema), every --sample-every steps
 //! out/generator.safetensors       G alone (PyTorch state_dict names)
+//! out/generator_ema.safetensors   with --g-ema: G's moving average, same layout
 //! out/checkpoint.safetensors      everything needed to resume bit-exactly
 //! ```
 
@@ -21,9 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::autograd::Tape;
 use crate::checkpoint::{
-    self, TensorFile, CHECKPOINT_FILE, FORMAT_CHECKPOINT, GENERATOR_FILE, MODEL_KEY,
+    self, TensorFile, CHECKPOINT_FILE, FORMAT_CHECKPOINT, GENERATOR_EMA_FILE, GENERATOR_FILE,
+    G_EMA_PREFIX, MODEL_KEY,
 };
 use crate::device::Device;
+use crate::nn::models::Generator;
 use crate::ops::random::RngStream;
 use crate::tensor::Tensor;
 
@@ -73,8 +76,39 @@ pub struct Trainer {
     pub fixed_labels: Option<Vec<u32>>,
     pub step: u64,
     pub total_steps: u64,
+    /// G's exponential moving average (`--g-ema`).
+    pub g_ema: Option<GeneratorAverage>,
     elapsed_before: f64,
     tape: Tape,
+}
+
+/// An exponential moving average of G's parameters, kept in a second generator: after every iteration
+/// avg ← decay·avg + (1 − decay)·G, and the BN running statistics (buffers) are G's. Averaging the weights of a
+/// GAN generator damps the oscillation of the game (Yazıcı et al. 2019); StyleGAN and BigGAN sample from such an
+/// average.
+pub struct GeneratorAverage {
+    pub decay: f32,
+    pub g: Generator,
+}
+
+impl GeneratorAverage {
+    /// An average that starts at `g`'s current weights.
+    pub fn starting_at(g: &Generator, decay: f32) -> Result<GeneratorAverage> {
+        // The init draws are replaced right away; any stream will do.
+        let mut avg = Generator::new(&g.cfg, &g.store.device, &mut RngStream::new(0))?;
+        for (name, t) in g.store.named_tensors() {
+            avg.store.set_by_name(name, t.clone())?;
+        }
+        Ok(GeneratorAverage { decay, g: avg })
+    }
+
+    /// One averaging step towards `g`.
+    pub fn update(&mut self, g: &Generator) -> Result<()> {
+        let xs: Vec<&Tensor> = g.store.values().iter().collect();
+        let mut avgs: Vec<&mut Tensor> = self.g.store.values_mut().iter_mut().collect();
+        g.store.device.backend().ema_(&mut avgs, &xs, self.decay)?;
+        self.g.store.copy_buffers_from(&g.store)
+    }
 }
 
 impl Trainer {
@@ -84,13 +118,18 @@ impl Trainer {
         let device = Device::parse(&cfg.device)?;
         let data = open_loader(&cfg, &device, None)?;
         let gan = Gan::from_config(&cfg, &device)?;
-        Trainer::assemble(cfg, gan, data, 0, 0.0)
+        let g_ema = cfg
+            .g_ema
+            .map(|d| GeneratorAverage::starting_at(&gan.g, d))
+            .transpose()?;
+        Trainer::assemble(cfg, gan, data, g_ema, 0, 0.0)
     }
 
     fn assemble(
         cfg: TrainConfig,
         gan: Gan,
         data: Loader,
+        g_ema: Option<GeneratorAverage>,
         step: u64,
         elapsed_before: f64,
     ) -> Result<Trainer> {
@@ -120,6 +159,7 @@ impl Trainer {
             fixed_labels,
             step,
             total_steps,
+            g_ema,
             elapsed_before,
             tape: Tape::new(),
         })
@@ -153,7 +193,18 @@ impl Trainer {
         super::optstate::load(&f, "opt_G.", &mut gan.opt_g, &gan.g.store, &file)?;
         super::optstate::load(&f, "opt_D.", &mut gan.opt_d, &gan.d.store, &file)?;
         gan.noise = state.noise;
-        let t = Trainer::assemble(cfg, gan, data, state.step, state.elapsed_s)?;
+        // The saved average if the run kept one; else, with --g-ema given now, one starting here.
+        let g_ema = match cfg.g_ema {
+            None => None,
+            Some(d) => {
+                let mut avg = GeneratorAverage::starting_at(&gan.g, d)?;
+                if f.tensors.keys().any(|k| k.starts_with(G_EMA_PREFIX)) {
+                    f.load_store(G_EMA_PREFIX, &mut avg.g.store, "generator average", &file)?;
+                }
+                Some(avg)
+            }
+        };
+        let t = Trainer::assemble(cfg, gan, data, g_ema, state.step, state.elapsed_s)?;
         if t.step >= t.total_steps {
             bail!(
                 "the run in {} is already at step {} of {}; give a larger --steps (the total) to train further",
@@ -183,15 +234,26 @@ impl Trainer {
                 let labels = if conditional { b.labels } else { None };
                 Ok((b.images.to_device(&dev)?, labels))
             })?;
+        if let Some(avg) = &mut self.g_ema {
+            avg.update(&self.gan.g)?;
+        }
         self.step = step;
         Ok(m)
     }
 
-    /// G(fixed z) in eval mode.
+    /// The generator samples and FID come from: G's average if kept, else G.
+    pub fn sampling_generator(&mut self) -> &mut Generator {
+        match &mut self.g_ema {
+            Some(avg) => &mut avg.g,
+            None => &mut self.gan.g,
+        }
+    }
+
+    /// G(fixed z) in eval mode (the average's with --g-ema).
     pub fn samples(&mut self) -> Result<Tensor> {
-        self.gan
-            .g
-            .generate_with_labels(&self.fixed_z, self.fixed_labels.as_deref())
+        let (z, labels) = (self.fixed_z.clone(), self.fixed_labels.clone());
+        self.sampling_generator()
+            .generate_with_labels(&z, labels.as_deref())
     }
 
     pub fn sample_path(&self, step: u64) -> PathBuf {
@@ -224,18 +286,31 @@ impl Trainer {
         )?;
         f.insert_store("G.", &self.gan.g.store)?;
         f.insert_store("D.", &self.gan.d.store)?;
+        if let Some(avg) = &self.g_ema {
+            f.insert_store(G_EMA_PREFIX, &avg.g.store)?;
+        }
         super::optstate::save(&mut f, "opt_G.", &self.gan.opt_g, &self.gan.g.store)?;
         super::optstate::save(&mut f, "opt_D.", &self.gan.opt_d, &self.gan.d.store)?;
         Ok(f)
     }
 
-    /// Writes `generator.safetensors` and `checkpoint.safetensors` (each atomically).
+    /// Writes `generator.safetensors`, `generator_ema.safetensors` with --g-ema, and `checkpoint.safetensors`
+    /// (each atomically).
     pub fn save_checkpoint(&self, elapsed_s: f64) -> Result<()> {
+        let out = &self.cfg.out;
         checkpoint::save_generator(
-            &self.cfg.out.join(GENERATOR_FILE),
+            &out.join(GENERATOR_FILE),
             &self.cfg.model,
             &self.gan.g.store,
         )?;
+        let ema_file = out.join(GENERATOR_EMA_FILE);
+        match &self.g_ema {
+            Some(avg) => checkpoint::save_generator(&ema_file, &self.cfg.model, &avg.g.store)?,
+            // Left by a replaced (--overwrite) run, it would be taken for this run's generator.
+            None if ema_file.exists() => fs::remove_file(&ema_file)
+                .with_context(|| format!("cannot remove the stale {}", ema_file.display()))?,
+            None => {}
+        }
         self.checkpoint_file(elapsed_s)?
             .save(&self.cfg.out.join(CHECKPOINT_FILE))
     }
@@ -277,7 +352,7 @@ impl Trainer {
             let elapsed = self.elapsed_s(&session);
             let fid_now = match &fid {
                 Some(f) if m.step % self.cfg.fid_every == 0 || last => {
-                    Some(f.measure(&mut self.gan.g)?)
+                    Some(f.measure(self.sampling_generator())?)
                 }
                 _ => None,
             };
