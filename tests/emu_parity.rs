@@ -614,6 +614,7 @@ fn kernel_coverage() {
     )
     .unwrap();
     be.clamp_(&mut [&mut p], -0.1, 0.1).unwrap();
+    be.ema_(&mut [&mut m], &[&g], 0.9).unwrap();
     be.rmsprop_step(
         &mut [RmsPropSlot {
             param: &mut p,
