@@ -1,15 +1,41 @@
 //! What a warmed-up DCGAN training step asks of the device, on the emulated CUDA backend: no driver allocations
 //! (the caching allocator serves all), the same kernel launches every step, no host-to-device copies (Adam's
-//! tensor lists travel as kernel parameters), and device-to-host copies only for the logged scalars. benches/train.rs
-//! prints the same counts for the benchmarked models; a CUDA graph capture (issue 4) needs these at zero.
+//! tensor lists travel as kernel parameters), no device-to-device copies (parameters are updated in place, never
+//! copied first), and device-to-host copies only for the logged scalars. The training state (weights, Adam's
+//! moments, batch-norm statistics) stays at the same device addresses from step to step. benches/train.rs
+//! prints the same counts for the benchmarked models; a CUDA graph capture (issue 4) needs all of these.
 #![cfg(feature = "emulation")]
 
 use gan_engine::cuda::{emulated_backend, CudaBackend, TransferCounts};
 use gan_engine::nn::models::{ModelConfig, ModelKind};
 use gan_engine::ops::random::RngStream;
+use gan_engine::optim::Optimizer;
 use gan_engine::train::config::{AdamSettings, LossKind};
 use gan_engine::train::Gan;
 use gan_engine::Tape;
+
+/// Device addresses of everything a step updates in place: G's and D's parameters, their batch norms' running
+/// statistics and both optimizers' moments. Not `num_batches_tracked`, which batch norm replaces with a new
+/// one-element tensor (count + 1) at each forward pass: a graph capture would need that in place too.
+fn state_addresses(be: &CudaBackend, gan: &Gan) -> Vec<u64> {
+    let mut tensors = Vec::new();
+    for store in [&gan.g.store, &gan.d.store] {
+        let named = store.named_tensors().into_iter();
+        tensors.extend(
+            named
+                .filter(|(name, _)| !name.ends_with("num_batches_tracked"))
+                .map(|(_, t)| t),
+        );
+    }
+    for opt in [&gan.opt_g, &gan.opt_d] {
+        let Optimizer::Adam(a) = opt else {
+            panic!("the test builds Adam optimizers")
+        };
+        let (_, m, v) = a.state();
+        tensors.extend(m.iter().chain(v));
+    }
+    tensors.iter().map(|t| be.ptr(t).unwrap()).collect()
+}
 
 /// (launches, transfers, driver allocations) so far.
 fn counts(be: &CudaBackend) -> (u64, TransferCounts, u64) {
@@ -42,6 +68,7 @@ fn a_warm_training_step_allocates_nothing_and_copies_only_what_it_logs() {
         .unwrap();
     let mut tape = Tape::new();
     let mut per_step = Vec::new();
+    let mut addresses = Vec::new();
     for step in 1..=6 {
         let before = counts(&be);
         gan.train_step(&mut tape, 1, step, || Ok(real.clone()))
@@ -52,18 +79,34 @@ fn a_warm_training_step_allocates_nothing_and_copies_only_what_it_logs() {
             after.1.htod - before.1.htod,
             after.1.dtoh - before.1.dtoh,
             after.2 - before.2,
+            after.1.dtod - before.1.dtod,
         ));
+        addresses.push(state_addresses(&be, &gan));
     }
-    eprintln!("(launches, htod, dtoh, driver allocations) per step: {per_step:?}");
+    eprintln!("(launches, htod, dtoh, driver allocations, dtod) per step: {per_step:?}");
     // The first steps fill the allocator's cache and the optimizers' tables; from the third on, steady state.
     let warm = &per_step[2..];
-    let (launches, _, dtoh, _) = warm[0];
+    let (launches, _, dtoh, _, _) = warm[0];
     assert!(launches > 50, "a DCGAN step is dozens of launches");
-    for &(l, htod, d, allocs) in warm {
+    for &(l, htod, d, allocs, dtod) in warm {
         assert_eq!(l, launches, "the same launches every step");
         assert_eq!(allocs, 0, "no driver allocations after warm-up");
         assert_eq!(htod, 0, "no host-to-device copy in a warmed-up step");
         assert_eq!(d, dtoh, "the same read-backs every step");
+        assert_eq!(
+            dtod, 0,
+            "no device-to-device copy (copy-on-write of a parameter) in a step"
+        );
+    }
+    // From the very first step: nothing of the training state moves (the optimizers update in place).
+    assert!(addresses[0].len() > 20);
+    for (i, a) in addresses.iter().enumerate() {
+        assert_eq!(
+            a,
+            &addresses[0],
+            "the training state moved in step {}",
+            i + 1
+        );
     }
     // The logged scalars only: D's and G's losses and D's mean outputs, a handful of 4-byte values each.
     assert!(dtoh <= 6, "{dtoh} device-to-host copies in a step");

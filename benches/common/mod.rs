@@ -107,6 +107,7 @@ impl StepCounts {
                 htod_bytes: t1.htod_bytes - t0.htod_bytes,
                 dtoh: t1.dtoh - t0.dtoh,
                 dtoh_bytes: t1.dtoh_bytes - t0.dtoh_bytes,
+                dtod: t1.dtod - t0.dtod,
             },
             driver_allocs: be.alloc_stats().misses - a0,
         }
@@ -118,9 +119,9 @@ impl std::fmt::Display for StepCounts {
         let t = &self.transfers;
         write!(
             f,
-            "{} kernel launches, {} host-to-device copies ({} B), {} device-to-host copies ({} B), {} driver \
-             allocations per step",
-            self.launches, t.htod, t.htod_bytes, t.dtoh, t.dtoh_bytes, self.driver_allocs
+            "{} kernel launches, {} host-to-device copies ({} B), {} device-to-host copies ({} B), {} \
+             device-to-device copies, {} driver allocations per step",
+            self.launches, t.htod, t.htod_bytes, t.dtoh, t.dtoh_bytes, t.dtod, self.driver_allocs
         )
     }
 }

@@ -145,6 +145,7 @@ impl GpuRuntime for EmuRuntime {
     fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
         self.check_range(src, bytes, "emu dtod source")?;
         self.check_range(dst, bytes, "emu dtod destination")?;
+        self.counts.record_dtod();
         // SAFETY: both ranges checked; `copy` tolerates overlap.
         unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes) };
         Ok(())

@@ -187,6 +187,7 @@ impl GpuRuntime for RealRuntime {
 
     fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
         self.bind()?;
+        self.counts.record_dtod();
         // SAFETY: both ranges are live device allocations of at least `bytes`.
         unsafe { drv::memcpy_dtod_async(dst, src, bytes, self.stream()) }
             .map_err(|e| self.describe("device-to-device copy", e))

@@ -245,13 +245,15 @@ pub trait GpuRuntime: Send + Sync {
     fn transfer_counts(&self) -> TransferCounts;
 }
 
-/// Host↔device copies since a runtime was created: how many calls and how many bytes each way.
+/// Copies since a runtime was created: how many calls and how many bytes each way between host and device,
+/// and how many device-to-device copies (a warm training step makes none: parameters are updated in place).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TransferCounts {
     pub htod: u64,
     pub htod_bytes: u64,
     pub dtoh: u64,
     pub dtoh_bytes: u64,
+    pub dtod: u64,
 }
 
 /// What a runtime has done, shared by the runtimes: launches per kernel name and host↔device copies. The
@@ -277,6 +279,10 @@ impl LaunchCounter {
         let mut t = self.transfers.lock().unwrap();
         t.dtoh += 1;
         t.dtoh_bytes += bytes as u64;
+    }
+
+    pub fn record_dtod(&self) {
+        self.transfers.lock().unwrap().dtod += 1;
     }
 
     /// Sorted by kernel name.

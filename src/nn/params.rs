@@ -46,6 +46,11 @@ impl ParamStore {
         }
     }
 
+    /// The key tapes tag this store's parameters with ([`crate::autograd::ParamKey::store`]).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     pub fn add(&mut self, name: &str, value: Tensor) -> ParamId {
         self.names.push(name.to_string());
         self.values.push(value);
@@ -126,10 +131,10 @@ impl ParamStore {
                 continue;
             }
             match &mut self.grads[k.index] {
-                Some(acc) => {
-                    let b = g.backend();
-                    b.add_assign(acc, g)?
-                }
+                // A parameter used twice in a step (D on the real and on the fake batch) has two gradients.
+                // The first is still shared with `grads`, so an in-place add would copy it first: a fresh sum
+                // costs one pass less.
+                Some(acc) => *acc = g.backend().add(acc, g)?,
                 slot @ None => *slot = Some(g.clone()),
             }
         }

@@ -257,6 +257,8 @@ impl Gan {
         let d_g_z1 = losses::d_output_metric(self.loss, tape.value(logits_fake))?;
         let grads = tape.backward(err_d)?;
         self.d.store.accumulate_grads(&grads)?;
+        // The tape's copies of D's weights are dead now; dropping them lets Adam update in place.
+        tape.release_params(self.d.store.id());
         self.opt_d.step(&mut self.d.store)?;
         if self.loss.clips_weights() {
             self.clip_d()?;
@@ -299,6 +301,7 @@ impl Gan {
         let d_g_z2 = losses::d_output_metric(self.loss, tape.value(logits))?;
         let grads = tape.backward(err_g)?;
         self.g.store.accumulate_grads(&grads)?;
+        tape.release_params(self.g.store.id());
         self.opt_g.step(&mut self.g.store)?;
         Ok(GStep {
             loss_g,
