@@ -220,6 +220,8 @@ pub trait Backend: Send + Sync {
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
     /// a += b in place (gradient accumulation).
     fn add_assign(&self, a: &mut Tensor, b: &Tensor) -> Result<()>;
+    /// x = alpha·x + beta in place (counters of the training state, which keep their storage).
+    fn affine_assign(&self, x: &mut Tensor, alpha: f32, beta: f32) -> Result<()>;
     /// a * b elementwise (same shape).
     fn mul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
     /// alpha * a + beta.

@@ -109,6 +109,16 @@ fn binary_and_affine_ops_are_bit_exact() {
         assert_exact(&format!("add_assign n={n}"), &acc_g, &acc_c);
         // Copy-on-write: the clone `ag` shared storage with `acc_g` and must be unchanged.
         assert_exact(&format!("add_assign cow n={n}"), &ag, &ac);
+        let (mut xc, mut xg) = (ac.clone(), ag.clone());
+        CPU.affine_assign(&mut xc, -1.37, 0.25).unwrap();
+        be.affine_assign(&mut xg, -1.37, 0.25).unwrap();
+        assert_exact(&format!("affine_assign n={n}"), &xg, &xc);
+        assert_exact(
+            &format!("affine_assign = affine n={n}"),
+            &xg,
+            &CPU.affine(&ac, -1.37, 0.25).unwrap(),
+        );
+        assert_exact(&format!("affine_assign cow n={n}"), &ag, &ac);
     }
 }
 
@@ -575,6 +585,7 @@ fn kernel_coverage() {
     be.add_assign(&mut acc, &be.add(&x, &x).unwrap()).unwrap();
     be.mul(&x, &x).unwrap();
     be.affine(&x, 2.0, 1.0).unwrap();
+    be.affine_assign(&mut acc, 2.0, 1.0).unwrap();
     be.sum(&x).unwrap();
     for act in [
         Activation::Relu,

@@ -14,18 +14,12 @@ use gan_engine::train::config::{AdamSettings, LossKind};
 use gan_engine::train::Gan;
 use gan_engine::Tape;
 
-/// Device addresses of everything a step updates in place: G's and D's parameters, their batch norms' running
-/// statistics and both optimizers' moments. Not `num_batches_tracked`, which batch norm replaces with a new
-/// one-element tensor (count + 1) at each forward pass: a graph capture would need that in place too.
+/// Device addresses of everything a step updates in place: G's and D's parameters and buffers (batch norm's
+/// running statistics and step counter) and both optimizers' moments.
 fn state_addresses(be: &CudaBackend, gan: &Gan) -> Vec<u64> {
     let mut tensors = Vec::new();
     for store in [&gan.g.store, &gan.d.store] {
-        let named = store.named_tensors().into_iter();
-        tensors.extend(
-            named
-                .filter(|(name, _)| !name.ends_with("num_batches_tracked"))
-                .map(|(_, t)| t),
-        );
+        tensors.extend(store.named_tensors().into_iter().map(|(_, t)| t));
     }
     for opt in [&gan.opt_g, &gan.opt_d] {
         let Optimizer::Adam(a) = opt else {

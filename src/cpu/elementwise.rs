@@ -120,6 +120,14 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     zip_map("mul", a, b, |a, b| a * b)
 }
 
+/// x = alpha·x + beta in place (copy-on-write if `x` is shared).
+pub fn affine_assign(x: &mut Tensor, alpha: f32, beta: f32) -> Result<()> {
+    data_mut(x)?
+        .par_chunks_mut(PAR_CHUNK)
+        .for_each(|c| c.iter_mut().for_each(|v| *v = alpha * *v + beta));
+    Ok(())
+}
+
 pub fn affine(a: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
     let out = par_map(data(a)?, |a| alpha * a + beta);
     Ok(tensor(out, a.shape()))

@@ -130,6 +130,10 @@ impl Backend for CpuBackend {
         elementwise::mul(a, b)
     }
 
+    fn affine_assign(&self, x: &mut Tensor, alpha: f32, beta: f32) -> Result<()> {
+        elementwise::affine_assign(x, alpha, beta)
+    }
+
     fn affine(&self, a: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
         elementwise::affine(a, alpha, beta)
     }

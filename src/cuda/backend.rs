@@ -258,6 +258,10 @@ impl Backend for CudaBackend {
         elementwise::mul(self, a, b)
     }
 
+    fn affine_assign(&self, x: &mut Tensor, alpha: f32, beta: f32) -> Result<()> {
+        elementwise::affine_assign(self, x, alpha, beta)
+    }
+
     fn affine(&self, a: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
         elementwise::affine(self, a, alpha, beta)
     }

@@ -1,4 +1,4 @@
-//! Launch code for kernels/elementwise.cu: fill, add, add_assign, mul, affine, sum.
+//! Launch code for kernels/elementwise.cu: fill, add, add_assign, mul, affine, affine_assign, sum.
 
 use anyhow::{ensure, Result};
 
@@ -78,6 +78,19 @@ pub fn add_assign(be: &CudaBackend, a: &mut Tensor, b: &Tensor) -> Result<()> {
             "add_assign_f32",
             vec4_cfg(n as usize),
             &[A::Ptr(pa), A::Ptr(pb), A::I32(n)],
+        )?;
+    }
+    Ok(())
+}
+
+pub fn affine_assign(be: &CudaBackend, x: &mut Tensor, alpha: f32, beta: f32) -> Result<()> {
+    let n = n_i32(x.numel(), "affine_assign")?;
+    let px = be.ptr_mut(x)?;
+    if n > 0 {
+        be.launch(
+            "affine_assign_f32",
+            LaunchCfg::linear(n as usize, BLOCK),
+            &[A::Ptr(px), A::F32(alpha), A::F32(beta), A::I32(n)],
         )?;
     }
     Ok(())

@@ -182,8 +182,10 @@ impl BatchNorm {
         let y = ops::batch_norm_act(tape, x, [g, b], rm, rv, train, self.momentum, self.eps, act)
             .with_context(|| format!("{name} (BatchNorm)"))?;
         if train {
+            // In place: the counter keeps its storage, as the running statistics do.
+            let device = store.device.clone();
             let t = store.buffer_mut(self.num_batches_tracked);
-            *t = t.backend().affine(t, 1.0, 1.0)?;
+            device.backend().affine_assign(t, 1.0, 1.0)?;
         }
         Ok(y)
     }
