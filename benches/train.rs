@@ -4,7 +4,8 @@
 //! - one DCGAN-28 (MNIST architecture, 1 channel) training iteration at batch 64;
 //! - DCGAN-64 G inference (eval mode, no gradients) at batch 64 and 1024.
 //!
-//! Ours is `gan_engine::train::Gan::train_step` (k = 1) and `Generator::generate`; libtorch is the same
+//! Ours is `gan_engine::train::Gan::train_step` (k = 1) and `Generator::generate`, and on CUDA also the
+//! iteration replayed from a captured CUDA graph (`ours_graph`, `train::graph::StepGraph`); libtorch is the same
 //! computation in tch (`common::torch::TorchGan`). The real batch is fixed random data: the data loader is not
 //! what this measures. Throughput is the iteration's conv FLOPs (`Dcgan::iteration_flops`), so Gelem/s reads as
 //! GFLOP/s. GAN_BENCH_BATCH overrides the batch of the CPU/64 cases (the ids say which was used).
@@ -15,6 +16,7 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throug
 use gan_engine::nn::models::{Generator, ModelConfig, ModelKind};
 use gan_engine::ops::random::RngStream;
 use gan_engine::train::config::{AdamSettings, LossKind};
+use gan_engine::train::graph::StepGraph;
 use gan_engine::train::Gan;
 use gan_engine::Tape;
 
@@ -88,6 +90,29 @@ fn iteration(c: &mut Criterion, ours: &Ours, image_size: usize, channels: usize,
                 ours.label()
             );
         }
+    }
+    // The same iteration captured once as a CUDA graph and replayed (`train --cuda-graph`).
+    if let Some(be) = &ours.cuda {
+        let mut gan = Gan::new(&cfg, &ADAM, &ADAM, LossKind::Ns, 0, &ours.device).unwrap();
+        let mut tape = Tape::new();
+        let (mut graph, _) = StepGraph::capture(&mut gan, &mut tape, &real, 1).unwrap();
+        let mut step = 1;
+        g.bench_function("ours_graph", |b| {
+            ours.time(b, || {
+                step += 1;
+                graph.step(&mut gan, &real, step).unwrap()
+            })
+        });
+        let counts = common::StepCounts::of(be, || {
+            step += 1;
+            graph.step(&mut gan, &real, step).unwrap();
+        });
+        eprintln!(
+            "gan-engine bench: {} train_iter dcgan{image_size} b{n} as a CUDA graph: one replay of {} kernels, \
+             besides it {counts}",
+            ours.label(),
+            graph.launches()
+        );
     }
     #[cfg(feature = "libtorch")]
     if let Some(dev) = common::torch::device_for(ours) {

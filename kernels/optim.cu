@@ -9,8 +9,8 @@
 //   g = grad + wd * p;  m = torch_lerp(m, g, 1 - β1) (= β1 m + (1 - β1) g);  v = β2 v + (1 - β2) g²
 //   p -= step_size * m / (sqrt(v) / sqrt(1 - β2^t) + eps),   step_size = lr / (1 - β1^t)
 //
-// in PyTorch's operation order (as src/cpu/adam.rs). The bias corrections are computed on the host in double
-// precision. No inline PTX.
+// in PyTorch's operation order (as src/cpu/adam.rs). The bias corrections are computed in double precision, on
+// the host (adam_step_f32) or, for a captured graph, on the device (adam_schedule_f32). No inline PTX.
 #include "common.cuh"
 
 // Tensors per launch. The list is 2568 bytes, under the 4 KiB that kernel parameters may take on every
@@ -36,9 +36,10 @@ __device__ __forceinline__ float torch_lerp(float a, float b, float w) {
     return fabsf(w) < 0.5f ? a + w * (b - a) : b - (b - a) * (1.0f - w);
 }
 
-extern "C" __global__ void adam_step_f32(const AdamTensorList list, int chunk_len, float one_minus_beta1,
-                                         float beta2, float one_minus_beta2, float eps, float weight_decay,
-                                         float step_size, float bias_correction2_sqrt) {
+// Block b updates chunk b of the list's tensors with the given bias corrections.
+__device__ __forceinline__ void adam_update(const AdamTensorList& list, int chunk_len, float one_minus_beta1,
+                                            float beta2, float one_minus_beta2, float eps, float weight_decay,
+                                            float step_size, float bias_correction2_sqrt) {
     // This block's tensor: the last one starting at or before it (a linear scan of at most 64 entries, the same
     // for every thread; empty tensors start where the next one does and are passed over).
     const int b = (int)blockIdx.x;
@@ -60,6 +61,48 @@ extern "C" __global__ void adam_step_f32(const AdamTensorList list, int chunk_le
         const float denom = sqrtf(vi) / bias_correction2_sqrt + eps;
         p[i] += -step_size * (mi / denom);
     }
+}
+
+// The bias corrections as arguments, computed by the host for this step.
+extern "C" __global__ void adam_step_f32(const AdamTensorList list, int chunk_len, float one_minus_beta1,
+                                         float beta2, float one_minus_beta2, float eps, float weight_decay,
+                                         float step_size, float bias_correction2_sqrt) {
+    adam_update(list, chunk_len, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, step_size,
+                bias_correction2_sqrt);
+}
+
+// ---- Adam with its step counter on the device (a captured CUDA graph replays the same arguments every step) ----
+// adam_schedule_f32 (one thread) advances the counter and writes sched = {step_size, sqrt(1 − β2^t)};
+// adam_step_sched_f32 reads them. The host's formulas in double precision (src/cpu/adam.rs), bit for bit: the
+// powers by square-and-multiply as Rust's f64::powi does it (compiler-builtins' __powidf2), each product rounded
+// on its own (__dmul_rn, so no fma contraction with the 1 − x that follows); division and sqrt in double are
+// correctly rounded on both sides, as are the conversions to float.
+__device__ __forceinline__ double powi_rn(double a, unsigned int n) {
+    double r = 1.0;
+    while (true) {
+        if (n & 1u) r = __dmul_rn(r, a);
+        n >>= 1;
+        if (n == 0) break;
+        a = __dmul_rn(a, a);
+    }
+    return r;
+}
+
+extern "C" __global__ void adam_schedule_f32(unsigned long long* step, float* sched, float lr,
+                                             unsigned long long beta1_bits, unsigned long long beta2_bits) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    const unsigned long long t = *step + 1;
+    *step = t;
+    const double bc1 = 1.0 - powi_rn(__longlong_as_double((long long)beta1_bits), (unsigned int)t);
+    const double bc2 = 1.0 - powi_rn(__longlong_as_double((long long)beta2_bits), (unsigned int)t);
+    sched[0] = (float)((double)lr / bc1);
+    sched[1] = (float)sqrt(bc2);
+}
+
+extern "C" __global__ void adam_step_sched_f32(const AdamTensorList list, int chunk_len, float one_minus_beta1,
+                                               float beta2, float one_minus_beta2, float eps, float weight_decay,
+                                               const float* sched) {
+    adam_update(list, chunk_len, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, sched[0], sched[1]);
 }
 
 // ---- losses and schedules (issue 5.1): weight clipping and RMSprop ------------------------------------------------

@@ -74,7 +74,7 @@ def collect(crit_dir, since, rename=None):
         group = bench.get("group_id", "")
         func = bench.get("function_id")
         m = re.match(r"^(cpu|cuda) (\S+)(.*)$", group)
-        if not m or func not in ("ours", "libtorch"):
+        if not m or func not in ("ours", "ours_graph", "libtorch"):
             continue
         tp = bench.get("throughput") or {}
         flops = tp.get("Elements")
@@ -213,6 +213,20 @@ def paired_table(groups, device):
         out.append("")
     out.append("Ratio = PyTorch time / our time (> 1: we are faster). Empty cells: not measured in this run (the "
                "TF32 pass covers the groups that TF32 changes: convolutions and whole models).")
+    graphed = [(g, fs) for g, fs in mine if "ours_graph" in fs or "ours_graph_tf32" in fs]
+    if graphed:
+        out.append("")
+        out.append("#### Training iteration replayed from a captured CUDA graph (`train --cuda-graph`)\n")
+        out.append("| benchmark | ours FP32 graph | vs ours FP32 eager | vs PyTorch FP32 | ours TF32 graph "
+                   "| vs ours TF32 eager | vs PyTorch default |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|")
+        for g, fs in graphed:
+            name = g.split(" ", 1)[1]
+            out.append(f"| {name} | {cell(fs, 'ours_graph')} | {ratio(fs, 'ours_graph', 'ours')} "
+                       f"| {ratio(fs, 'ours_graph', 'torch_fp32')} | {cell(fs, 'ours_graph_tf32')} "
+                       f"| {ratio(fs, 'ours_graph_tf32', 'ours_tf32')} | {ratio(fs, 'ours_graph_tf32', 'torch_tf32')} |")
+        out.append("")
+        out.append("Ratios: the other time / the graph's time (> 1: the graph is faster).")
     return "\n".join(out)
 
 
@@ -304,7 +318,8 @@ def main():
     since = None if args.all else meta.get("start_epoch")
     groups = collect(args.criterion, since)
     if args.criterion_tf32:
-        for key, fs in collect(args.criterion_tf32, None, {"ours": "ours_tf32"}).items():
+        renamed = {"ours": "ours_tf32", "ours_graph": "ours_graph_tf32"}
+        for key, fs in collect(args.criterion_tf32, None, renamed).items():
             groups.setdefault(key, {}).update(fs)
     torch_meta = [merge_torch_json(groups, p) for p in args.torch_json]
     if not groups:

@@ -39,7 +39,7 @@ executables() {
 }
 
 test_args=(--tests)
-((session)) && TESTS="emu_parity emu_parity_conv emu_parity_pool parity_tf32 cuda_runtime nvrtc_compile"
+((session)) && TESTS="emu_parity emu_parity_conv emu_parity_pool emu_graph parity_tf32 cuda_runtime nvrtc_compile"
 if [[ -n "${TESTS:-}" ]]; then
     test_args=(--lib)
     for t in $TESTS; do test_args+=(--test "$t"); done

@@ -137,7 +137,7 @@ resume_training() {
 }
 
 tests() {
-    step tests 200 env OUT="$out" PER_BINARY_TIMEOUT=100 bash scripts/gpu_run.sh emu_parity parity_tf32 \
+    step tests 200 env OUT="$out" PER_BINARY_TIMEOUT=100 bash scripts/gpu_run.sh emu_parity emu_graph parity_tf32 \
         cuda_runtime nvrtc_compile
     sed -n '/^binary /,$p' "$out/tests.log"
 }

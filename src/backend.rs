@@ -191,6 +191,11 @@ pub struct RmsPropSlot<'a> {
 }
 
 pub trait Backend: Send + Sync {
+    /// The CUDA backend behind this trait object, if it is one (CUDA-only features: graph capture).
+    fn as_cuda(&self) -> Option<&crate::cuda::CudaBackend> {
+        None
+    }
+
     /// Human-readable device name, e.g. "cpu (2 threads)" or "cuda:0 NVIDIA H200 (sm_90)".
     fn name(&self) -> String;
 

@@ -622,6 +622,68 @@ fn training_on_the_emulated_cuda_backend_agrees_with_the_cpu() {
     ]);
 }
 
+/// `--cuda-graph` (one captured iteration replayed for every later one) trains the same run as eager
+/// execution, bit for bit, with a generator average and a resume in between; the emulated CUDA backend records
+/// and replays the graph as a GPU would.
+#[test]
+fn a_cuda_graph_run_is_the_eager_run_bit_for_bit() {
+    if !emu_available() {
+        eprintln!("skipped: the CUDA emulation is not built in");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (eager, graphed) = (dir.path().join("eager"), dir.path().join("graphed"));
+    let args = ["--steps", "3", "--device", "emu", "--g-ema", "0.9"];
+    train(&eager, &args);
+    let mut with_graph = args.to_vec();
+    with_graph.push("--cuda-graph");
+    train(&graphed, &with_graph);
+    for run in [&eager, &graphed] {
+        ok(&[
+            "train",
+            "--resume",
+            run.to_str().unwrap(),
+            "--steps",
+            "5",
+            "--quiet",
+            "--cuda-graph",
+        ]);
+    }
+    let (a, b) = (
+        tensors(&eager.join("checkpoint.safetensors")),
+        tensors(&graphed.join("checkpoint.safetensors")),
+    );
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for (name, x) in &a.tensors {
+        let y = &b.tensors[name];
+        let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert!(bits(&x.data) == bits(&y.data), "{name} differs");
+    }
+    let cpu = dir.path().join("cpu");
+    let out = cpu.to_str().unwrap();
+    fails(
+        &["train", "--dataset", "balls", "--out", out, "--cuda-graph"],
+        1,
+        &["--cuda-graph", "--device cuda"],
+    );
+    fails(
+        &[
+            "train",
+            "--dataset",
+            "balls",
+            "--out",
+            out,
+            "--device",
+            "emu",
+            "--cuda-graph",
+            "--k",
+            "2",
+        ],
+        1,
+        &["--cuda-graph", "--k 1"],
+    );
+}
+
 #[test]
 fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();

@@ -288,6 +288,69 @@ fn adam_slots<'a>(
         .collect()
 }
 
+/// Adam with its step counter and bias corrections on the device (what a captured training step uses) against
+/// the host's corrections, bit for bit, at small and large step counts (β2^t underflows its way to 1 − β2^t = 1).
+#[test]
+fn adam_counting_on_the_device_matches_the_host_corrections_exactly() {
+    let be = be();
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    let shapes = [vec![7], vec![4099], vec![0], vec![3, 5]];
+    let numel = |s: &Vec<usize>| s.iter().product::<usize>();
+    for (done, lr, beta1, beta2) in [
+        (0u64, 2e-4f32, 0.5, 0.999),
+        (997, 1e-3, 0.9, 0.999),
+        (99_995, 2e-4, 0.5, 0.999),
+        (3, 0.1, 0.0, 0.0),
+    ] {
+        let init: Vec<Vec<f32>> = shapes
+            .iter()
+            .map(|s| random(&mut rng, numel(s), 1.0))
+            .collect();
+        let mk = |init: &[Vec<f32>]| -> Vec<Tensor> {
+            init.iter()
+                .zip(&shapes)
+                .map(|(v, s)| be.from_host(v, s).unwrap())
+                .collect()
+        };
+        let zeros = || -> Vec<Tensor> { shapes.iter().map(|s| be.zeros(s).unwrap()).collect() };
+        let (mut ph, mut mh, mut vh) = (mk(&init), zeros(), zeros());
+        let (mut pd, mut md, mut vd) = (mk(&init), zeros(), zeros());
+        let schedule = gan_engine::cuda::optim::AdamSchedule::new(&be, done).unwrap();
+        for step in done + 1..=done + 5 {
+            let h = AdamHyper {
+                lr,
+                beta1,
+                beta2,
+                eps: 1e-8,
+                weight_decay: 0.0,
+                step,
+            };
+            let grads: Vec<Vec<f32>> = shapes
+                .iter()
+                .map(|s| random(&mut rng, numel(s), 0.3))
+                .collect();
+            let g = mk(&grads);
+            be.adam_step(&mut adam_slots(&mut ph, &g, &mut mh, &mut vh), h)
+                .unwrap();
+            // The device counts on its own: a wrong host step here must not matter.
+            let h_ignored = AdamHyper { step: 1, ..h };
+            gan_engine::cuda::optim::adam_step_scheduled(
+                &be,
+                &mut adam_slots(&mut pd, &g, &mut md, &mut vd),
+                h_ignored,
+                &schedule,
+            )
+            .unwrap();
+            for i in 0..shapes.len() {
+                let what = format!("t={step} lr={lr} β=({beta1}, {beta2}) tensor {i}");
+                assert_exact(&format!("{what} param"), &pd[i], &ph[i]);
+                assert_exact(&format!("{what} m"), &md[i], &mh[i]);
+                assert_exact(&format!("{what} v"), &vd[i], &vh[i]);
+            }
+        }
+    }
+}
+
 #[test]
 fn multi_tensor_adam_matches_cpu_over_several_steps() {
     let be = be();
@@ -607,23 +670,23 @@ fn kernel_coverage() {
         be.zeros(&[5, 1]).unwrap(),
         be.zeros(&[5, 1]).unwrap(),
     );
-    be.adam_step(
-        &mut [AdamSlot {
-            param: &mut p,
-            grad: &g,
-            m: &mut m,
-            v: &mut v,
-        }],
-        AdamHyper {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            step: 1,
-        },
-    )
-    .unwrap();
+    let h = AdamHyper {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        step: 1,
+    };
+    let mut slot = [AdamSlot {
+        param: &mut p,
+        grad: &g,
+        m: &mut m,
+        v: &mut v,
+    }];
+    be.adam_step(&mut slot, h).unwrap();
+    let schedule = gan_engine::cuda::optim::AdamSchedule::new(&be, 0).unwrap();
+    gan_engine::cuda::optim::adam_step_scheduled(&be, &mut slot, h, &schedule).unwrap();
     be.clamp_(&mut [&mut p], -0.1, 0.1).unwrap();
     be.ema_(&mut [&mut m], &[&g], 0.9).unwrap();
     be.rmsprop_step(

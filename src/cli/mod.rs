@@ -145,6 +145,11 @@ pub struct TrainArgs {
     /// always computes in f32 and ignores it [default: fp32]
     #[arg(long, value_enum)]
     pub precision: Option<crate::cuda::Precision>,
+    /// Capture one training iteration as a CUDA graph after a first eager one, and replay it for every later
+    /// iteration (one launch instead of ~200); the same numbers as without. CUDA only, --k 1, unconditional
+    /// models
+    #[arg(long)]
+    pub cuda_graph: bool,
     /// Run directory [default: runs/<dataset>, or the --resume directory]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -367,6 +372,7 @@ pub fn train_config(a: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
     set!(cfg.seed, a.seed);
     set!(cfg.device, a.device);
     set!(cfg.precision, a.precision);
+    cfg.cuda_graph = a.cuda_graph;
     set!(cfg.out, a.out);
     set!(cfg.sample_every, a.sample_every);
     set!(cfg.log_every, a.log_every);
@@ -474,10 +480,13 @@ fn train(a: TrainArgs) -> Result<()> {
     } else {
         "training".into()
     };
-    let ema = cfg
+    let mut ema = cfg
         .g_ema
         .map(|d| format!(" --g-ema {d}"))
         .unwrap_or_default();
+    if cfg.cuda_graph {
+        ema.push_str(" --cuda-graph");
+    }
     eprintln!(
         "{verb} {} on {} ({} steps, batch {}) with --loss {} --optimizer {}{ema} on {} -> {}",
         cfg.model.describe(),

@@ -4,9 +4,14 @@
 //!
 //! Sizes are rounded up to buckets (powers of two up to 1 MiB, then steps of 1/8 of the next power of two, so at
 //! most 12.5 % is wasted) which makes a block reusable by any request of the same bucket.
+//!
+//! A captured CUDA graph replays its kernels on the addresses they had at capture, so the memory a captured
+//! step used must stay reserved for it: while a [`MemPool`] is open, allocations come from (and freed blocks
+//! return to) the pool's own free lists, never the shared ones, until the pool is retired with its graph. This
+//! is PyTorch's private graph pool.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
@@ -26,9 +31,14 @@ pub struct AllocStats {
     pub cached_bytes: u64,
 }
 
+/// Free blocks by bucket size.
+type FreeLists = HashMap<usize, Vec<u64>>;
+
 pub struct CachingAllocator {
     rt: Arc<dyn GpuRuntime>,
-    free: Mutex<HashMap<usize, Vec<u64>>>,
+    free: Mutex<FreeLists>,
+    /// The pool new allocations come from, if one is open.
+    open_pool: Mutex<Option<Arc<MemPool>>>,
     hits: AtomicU64,
     misses: AtomicU64,
     live_bytes: AtomicU64,
@@ -54,6 +64,7 @@ impl CachingAllocator {
         Arc::new(CachingAllocator {
             rt,
             free: Mutex::new(HashMap::new()),
+            open_pool: Mutex::new(None),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             live_bytes: AtomicU64::new(0),
@@ -69,16 +80,26 @@ impl CachingAllocator {
                 ptr: 0,
                 bytes: 0,
                 bucket: 0,
+                pool: None,
                 owner: self.clone(),
             });
         }
         let bucket = bucket_size(bytes);
-        let cached = self
-            .free
-            .lock()
-            .unwrap()
-            .get_mut(&bucket)
-            .and_then(|v| v.pop());
+        let pool = self.open_pool.lock().unwrap().clone();
+        let cached = match &pool {
+            Some(p) => p
+                .free
+                .lock()
+                .unwrap()
+                .get_mut(&bucket)
+                .and_then(|v| v.pop()),
+            None => self
+                .free
+                .lock()
+                .unwrap()
+                .get_mut(&bucket)
+                .and_then(|v| v.pop()),
+        };
         let ptr = match cached {
             Some(p) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -104,14 +125,24 @@ impl CachingAllocator {
             ptr,
             bytes,
             bucket,
+            pool,
             owner: self.clone(),
         })
     }
 
-    fn release(&self, ptr: u64, bucket: usize) {
+    fn release(&self, ptr: u64, bucket: usize, pool: Option<&MemPool>) {
         self.live_bytes.fetch_sub(bucket as u64, Ordering::Relaxed);
         self.cached_bytes
             .fetch_add(bucket as u64, Ordering::Relaxed);
+        // A block of a pool that is still reserved goes back to that pool. The check and the push happen
+        // under the pool's lock, which `retire` also takes, so no block is stranded in a retired pool.
+        if let Some(p) = pool {
+            let mut free = p.free.lock().unwrap();
+            if !p.retired.load(Ordering::Acquire) {
+                free.entry(bucket).or_default().push(ptr);
+                return;
+            }
+        }
         self.free
             .lock()
             .unwrap()
@@ -120,7 +151,48 @@ impl CachingAllocator {
             .push(ptr);
     }
 
-    /// Returns every cached block to the driver.
+    /// Opens a new private pool: every allocation until [`close_pool`](Self::close_pool) comes from it, and
+    /// its blocks, once freed, are reused only by later allocations of the pool (while it is open) until the
+    /// pool is retired. Errors if a pool is open already.
+    pub fn open_pool(&self) -> Result<Arc<MemPool>> {
+        let mut open = self.open_pool.lock().unwrap();
+        anyhow::ensure!(open.is_none(), "a memory pool is open already");
+        let pool = Arc::new(MemPool {
+            free: Mutex::new(HashMap::new()),
+            retired: AtomicBool::new(false),
+        });
+        *open = Some(pool.clone());
+        Ok(pool)
+    }
+
+    /// Allocations come from the shared lists again; the pool's blocks stay reserved until it is retired.
+    pub fn close_pool(&self) {
+        *self.open_pool.lock().unwrap() = None;
+    }
+
+    /// Hands a pool's blocks back to the shared lists (its graph is gone): the free ones now, the live ones
+    /// when they are freed.
+    pub fn retire_pool(&self, pool: &MemPool) {
+        let mut open = self.open_pool.lock().unwrap();
+        if open
+            .as_ref()
+            .is_some_and(|p| std::ptr::eq(p.as_ref(), pool))
+        {
+            *open = None;
+        }
+        drop(open);
+        let blocks: Vec<(usize, Vec<u64>)> = {
+            let mut free = pool.free.lock().unwrap();
+            pool.retired.store(true, Ordering::Release);
+            free.drain().collect()
+        };
+        let mut shared = self.free.lock().unwrap();
+        for (bucket, ptrs) in blocks {
+            shared.entry(bucket).or_default().extend(ptrs);
+        }
+    }
+
+    /// Returns every cached block of the shared lists to the driver (blocks reserved by a pool stay).
     pub fn empty_cache(&self) {
         let blocks: Vec<(usize, Vec<u64>)> = self.free.lock().unwrap().drain().collect();
         for (bucket, ptrs) in blocks {
@@ -154,7 +226,22 @@ pub struct DeviceAlloc {
     ptr: u64,
     bytes: usize,
     bucket: usize,
+    /// The private pool the block was allocated in, if any.
+    pool: Option<Arc<MemPool>>,
     owner: Arc<CachingAllocator>,
+}
+
+/// The free lists of one private pool (see the module comment), and whether it has been retired.
+pub struct MemPool {
+    free: Mutex<FreeLists>,
+    retired: AtomicBool,
+}
+
+impl MemPool {
+    /// Blocks parked in the pool's free lists (reserved for its graph).
+    pub fn free_blocks(&self) -> usize {
+        self.free.lock().unwrap().values().map(Vec::len).sum()
+    }
 }
 
 impl DeviceAlloc {
@@ -176,7 +263,8 @@ impl DeviceAlloc {
 impl Drop for DeviceAlloc {
     fn drop(&mut self) {
         if self.ptr != 0 {
-            self.owner.release(self.ptr, self.bucket);
+            self.owner
+                .release(self.ptr, self.bucket, self.pool.as_deref());
         }
     }
 }

@@ -68,6 +68,11 @@ impl CudaBackend {
         self.rt.is_emulated()
     }
 
+    /// The caching allocator (graph capture opens private pools in it).
+    pub fn allocator(&self) -> &Arc<CachingAllocator> {
+        &self.alloc
+    }
+
     pub fn alloc_stats(&self) -> AllocStats {
         self.alloc.stats()
     }
@@ -193,6 +198,10 @@ pub fn n_i32(n: usize, what: &str) -> Result<i32> {
 }
 
 impl Backend for CudaBackend {
+    fn as_cuda(&self) -> Option<&CudaBackend> {
+        Some(self)
+    }
+
     fn name(&self) -> String {
         self.rt.name()
     }

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
 use super::runtime::{
-    check_args, kernel_sig, ArgSlots, GpuRuntime, KernelArg, LaunchCfg, LaunchCounter,
+    check_args, kernel_sig, ArgSlots, DeviceGraph, GpuRuntime, KernelArg, LaunchCfg, LaunchCounter,
     TransferCounts,
 };
 
@@ -38,6 +38,64 @@ pub struct EmuRuntime {
     allocs: Mutex<BTreeMap<u64, usize>>,
     wrappers: Mutex<HashMap<String, Wrapper>>,
     counts: LaunchCounter,
+    /// The operations recorded since `begin_capture`, while a capture is in progress.
+    capture: Mutex<Option<Vec<Op>>>,
+}
+
+/// One recorded operation of a captured graph.
+enum Op {
+    Launch {
+        name: &'static str,
+        f: Wrapper,
+        cfg: LaunchCfg,
+        args: ArgSlots,
+    },
+    Dtod {
+        dst: u64,
+        src: u64,
+        bytes: usize,
+    },
+    Memset {
+        dst: u64,
+        bytes: usize,
+    },
+}
+
+impl Op {
+    fn run(&self) -> Result<()> {
+        match self {
+            Op::Launch { name, f, cfg, args } => run_launch(name, *f, *cfg, args),
+            // SAFETY: both ranges were checked against live allocations when recorded, and the graph's
+            // owner keeps them alive (the allocator's private pool, see alloc.rs) while it replays.
+            Op::Dtod { dst, src, bytes } => unsafe {
+                std::ptr::copy(*src as *const u8, *dst as *mut u8, *bytes);
+                Ok(())
+            },
+            // SAFETY: as above.
+            Op::Memset { dst, bytes } => unsafe {
+                std::ptr::write_bytes(*dst as *mut u8, 0, *bytes);
+                Ok(())
+            },
+        }
+    }
+}
+
+/// A captured graph on the emulation: its operations, run in order at each replay.
+struct EmuGraph {
+    ops: Vec<Op>,
+}
+
+impl DeviceGraph for EmuGraph {
+    fn replay(&self) -> Result<()> {
+        self.ops.iter().try_for_each(Op::run)
+    }
+
+    fn launches(&self) -> usize {
+        self.ops
+            .iter()
+            .filter(|op| matches!(op, Op::Launch { .. }))
+            .count()
+    }
 }
 
 impl Default for EmuRuntime {
@@ -61,7 +119,30 @@ impl EmuRuntime {
             allocs: Mutex::new(BTreeMap::new()),
             wrappers: Mutex::new(HashMap::new()),
             counts: LaunchCounter::default(),
+            capture: Mutex::new(None),
         }
+    }
+
+    fn capturing(&self) -> bool {
+        self.capture.lock().unwrap().is_some()
+    }
+
+    /// Appends `op` to the capture in progress, or runs it now if there is none.
+    fn record_or_run(&self, op: Op) -> Result<()> {
+        if let Some(ops) = self.capture.lock().unwrap().as_mut() {
+            ops.push(op);
+            return Ok(());
+        }
+        op.run()
+    }
+
+    /// The error of an operation a graph cannot contain, made while capturing.
+    fn refuse_while_capturing(&self, what: &str) -> Result<()> {
+        anyhow::ensure!(
+            !self.capturing(),
+            "{what} while a CUDA graph is being captured (a graph holds device work only)"
+        );
+        Ok(())
     }
 
     fn wrapper(&self, name: &str) -> Result<Wrapper> {
@@ -127,6 +208,7 @@ impl GpuRuntime for EmuRuntime {
     }
 
     fn htod(&self, dst: u64, src: &[u8]) -> Result<()> {
+        self.refuse_while_capturing("host-to-device copy")?;
         self.check_range(dst, src.len(), "emu htod")?;
         self.counts.record_htod(src.len());
         // SAFETY: range checked against a live allocation.
@@ -135,6 +217,7 @@ impl GpuRuntime for EmuRuntime {
     }
 
     fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        self.refuse_while_capturing("device-to-host copy")?;
         self.check_range(src, dst.len(), "emu dtoh")?;
         self.counts.record_dtoh(dst.len());
         // SAFETY: range checked against a live allocation.
@@ -146,16 +229,12 @@ impl GpuRuntime for EmuRuntime {
         self.check_range(src, bytes, "emu dtod source")?;
         self.check_range(dst, bytes, "emu dtod destination")?;
         self.counts.record_dtod();
-        // SAFETY: both ranges checked; `copy` tolerates overlap.
-        unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes) };
-        Ok(())
+        self.record_or_run(Op::Dtod { dst, src, bytes })
     }
 
     fn memset_zero(&self, dst: u64, bytes: usize) -> Result<()> {
         self.check_range(dst, bytes, "emu memset")?;
-        // SAFETY: range checked.
-        unsafe { std::ptr::write_bytes(dst as *mut u8, 0, bytes) };
-        Ok(())
+        self.record_or_run(Op::Memset { dst, bytes })
     }
 
     fn launch(&self, kernel: &str, cfg: LaunchCfg, args: &[KernelArg<'_>]) -> Result<()> {
@@ -169,55 +248,36 @@ impl GpuRuntime for EmuRuntime {
         );
         let f = self.wrapper(kernel)?;
         self.counts.record(sig.name);
-        let mut slots = ArgSlots::new(args);
-        let ptrs = ArgPtrs(slots.pointers());
-        let grid = [cfg.grid.0, cfg.grid.1, cfg.grid.2];
-        let block = [cfg.block.0, cfg.block.1, cfg.block.2];
-        let nblocks = cfg.num_blocks();
-        // A few contiguous ranges per worker: enough to balance, few enough to keep per-range setup negligible.
-        let chunks = (rayon::current_num_threads() as u64 * 4).clamp(1, nblocks);
-        let ptrs = &ptrs;
-        let run = |c: u64| -> Result<()> {
-            let first = nblocks * c / chunks;
-            let last = nblocks * (c + 1) / chunks;
-            let mut err = vec![0 as c_char; 1024];
-            // SAFETY: the wrapper reads `args.len()` slots as the signature (checked above) says; pointers in
-            // them are the caller's device (= host) addresses, as on a GPU.
-            let rc = unsafe {
-                emu_run_blocks(
-                    f,
-                    ptrs.0.as_ptr() as *mut *mut c_void,
-                    grid.as_ptr(),
-                    block.as_ptr(),
-                    cfg.shared_bytes,
-                    first,
-                    last,
-                    err.as_mut_ptr(),
-                    err.len() as c_ulong,
-                )
-            };
-            if rc != 0 {
-                // SAFETY: emu_run_blocks NUL-terminates the message (snprintf).
-                let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) };
-                bail!("{}", msg.to_string_lossy());
-            }
-            Ok(())
-        };
-        let res = if chunks == 1 {
-            run(0)
-        } else {
-            (0..chunks).into_par_iter().try_for_each(run)
-        };
-        drop(slots);
-        res.with_context(|| format!("kernel {kernel} (emulated) failed"))
+        self.record_or_run(Op::Launch {
+            name: sig.name,
+            f,
+            cfg,
+            args: ArgSlots::new(args),
+        })
     }
 
     fn synchronize(&self) -> Result<()> {
-        Ok(())
+        self.refuse_while_capturing("stream synchronisation")
     }
 
     fn is_emulated(&self) -> bool {
         true
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        let mut capture = self.capture.lock().unwrap();
+        anyhow::ensure!(
+            capture.is_none(),
+            "a CUDA graph capture is in progress already"
+        );
+        *capture = Some(Vec::new());
+        Ok(())
+    }
+
+    fn end_capture(&self) -> Result<Box<dyn DeviceGraph>> {
+        let ops = self.capture.lock().unwrap().take();
+        let ops = ops.ok_or_else(|| anyhow::anyhow!("end_capture without begin_capture"))?;
+        Ok(Box::new(EmuGraph { ops }))
     }
 
     fn launch_counts(&self) -> Vec<(&'static str, u64)> {
@@ -227,6 +287,49 @@ impl GpuRuntime for EmuRuntime {
     fn transfer_counts(&self) -> TransferCounts {
         self.counts.transfers()
     }
+}
+
+/// Runs one launch: the grid's blocks in a few contiguous ranges over the rayon pool.
+fn run_launch(kernel: &str, f: Wrapper, cfg: LaunchCfg, args: &ArgSlots) -> Result<()> {
+    let ptrs = ArgPtrs(args.pointers());
+    let grid = [cfg.grid.0, cfg.grid.1, cfg.grid.2];
+    let block = [cfg.block.0, cfg.block.1, cfg.block.2];
+    let nblocks = cfg.num_blocks();
+    // A few contiguous ranges per worker: enough to balance, few enough to keep per-range setup negligible.
+    let chunks = (rayon::current_num_threads() as u64 * 4).clamp(1, nblocks);
+    let ptrs = &ptrs;
+    let run = |c: u64| -> Result<()> {
+        let first = nblocks * c / chunks;
+        let last = nblocks * (c + 1) / chunks;
+        let mut err = vec![0 as c_char; 1024];
+        // SAFETY: the wrapper reads `args.len()` slots as the signature (checked at launch) says; pointers in
+        // them are the caller's device (= host) addresses, as on a GPU.
+        let rc = unsafe {
+            emu_run_blocks(
+                f,
+                ptrs.0.as_ptr() as *mut *mut c_void,
+                grid.as_ptr(),
+                block.as_ptr(),
+                cfg.shared_bytes,
+                first,
+                last,
+                err.as_mut_ptr(),
+                err.len() as c_ulong,
+            )
+        };
+        if rc != 0 {
+            // SAFETY: emu_run_blocks NUL-terminates the message (snprintf).
+            let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) };
+            bail!("{}", msg.to_string_lossy());
+        }
+        Ok(())
+    };
+    let res = if chunks == 1 {
+        run(0)
+    } else {
+        (0..chunks).into_par_iter().try_for_each(run)
+    };
+    res.with_context(|| format!("kernel {kernel} (emulated) failed"))
 }
 
 impl Drop for EmuRuntime {

@@ -10,7 +10,7 @@ use anyhow::{ensure, Result};
 
 use super::backend::n_i32;
 use super::runtime::{KernelArg as A, LaunchCfg};
-use super::CudaBackend;
+use super::{CudaBackend, DeviceAlloc};
 use crate::backend::{AdamHyper, AdamSlot, RmsPropHyper, RmsPropSlot};
 use crate::tensor::Tensor;
 
@@ -37,6 +37,53 @@ struct AdamTensorList {
 const _: () = assert!(std::mem::size_of::<AdamTensorList>() == 2568);
 
 pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
+    adam_launches(be, slots, h, None)
+}
+
+/// Adam's step counter and this step's bias corrections in device memory, for a training step captured as a
+/// CUDA graph: a replay repeats the launch arguments of the capture, so nothing that changes from step to step
+/// may be one. `adam_schedule_f32` advances the counter and computes the corrections on the device, bit for
+/// bit as the host would (kernels/optim.cu).
+pub struct AdamSchedule {
+    /// [u64 step counter, f32 step_size, f32 sqrt(1 − β2^t)].
+    mem: DeviceAlloc,
+}
+
+impl AdamSchedule {
+    /// A schedule whose next step is `done + 1` (one host-to-device copy).
+    pub fn new(be: &CudaBackend, done: u64) -> Result<AdamSchedule> {
+        let mem = be.alloc_bytes(16)?;
+        let mut init = [0u8; 16];
+        init[..8].copy_from_slice(&done.to_ne_bytes());
+        be.htod_bytes(mem.ptr(), &init)?;
+        Ok(AdamSchedule { mem })
+    }
+
+    fn counter(&self) -> u64 {
+        self.mem.ptr()
+    }
+
+    fn corrections(&self) -> u64 {
+        self.mem.ptr() + 8
+    }
+}
+
+/// [`adam_step`] with the step counter and bias corrections on the device (`h.step` is not used).
+pub fn adam_step_scheduled(
+    be: &CudaBackend,
+    slots: &mut [AdamSlot<'_>],
+    h: AdamHyper,
+    schedule: &AdamSchedule,
+) -> Result<()> {
+    adam_launches(be, slots, h, Some(schedule))
+}
+
+fn adam_launches(
+    be: &CudaBackend,
+    slots: &mut [AdamSlot<'_>],
+    h: AdamHyper,
+    schedule: Option<&AdamSchedule>,
+) -> Result<()> {
     crate::cpu::adam::check_hyper(&h)?;
     // Check every slot (shapes, devices, sizes) before updating any.
     for (i, s) in slots.iter().enumerate() {
@@ -52,8 +99,26 @@ pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> 
         be.ptr(s.param)?;
         n_i32(s.param.numel(), "adam")?;
     }
+    // This step's bias corrections: arguments computed here, or device memory the schedule kernel writes.
     let bc1 = 1.0 - h.beta1.powi(h.step as i32);
     let bc2 = 1.0 - h.beta2.powi(h.step as i32);
+    let corrections = [
+        A::F32((h.lr as f64 / bc1) as f32),
+        A::F32(bc2.sqrt() as f32),
+    ];
+    if let Some(s) = schedule {
+        be.launch(
+            "adam_schedule_f32",
+            LaunchCfg::blocks(1, 32),
+            &[
+                A::Ptr(s.counter()),
+                A::Ptr(s.corrections()),
+                A::F32(h.lr),
+                A::U64(h.beta1.to_bits()),
+                A::U64(h.beta2.to_bits()),
+            ],
+        )?;
+    }
     for group in slots.chunks_mut(LIST_MAX) {
         let mut list: AdamTensorList = bytemuck::Zeroable::zeroed();
         let mut chunks = 0usize;
@@ -72,22 +137,27 @@ pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> 
         if chunks == 0 {
             continue; // every tensor is empty
         }
-        be.launch(
-            "adam_step_f32",
-            LaunchCfg::blocks(chunks as u32, BLOCK),
-            &[
-                A::Struct("AdamTensorList", bytemuck::bytes_of(&list)),
-                A::I32(CHUNK as i32),
-                // 1 − β in f64, then rounded: PyTorch's order (see AdamHyper).
-                A::F32((1.0 - h.beta1) as f32),
-                A::F32(h.beta2 as f32),
-                A::F32((1.0 - h.beta2) as f32),
-                A::F32(h.eps),
-                A::F32(h.weight_decay),
-                A::F32((h.lr as f64 / bc1) as f32),
-                A::F32(bc2.sqrt() as f32),
-            ],
-        )?;
+        let mut args = vec![
+            A::Struct("AdamTensorList", bytemuck::bytes_of(&list)),
+            A::I32(CHUNK as i32),
+            // 1 − β in f64, then rounded: PyTorch's order (see AdamHyper).
+            A::F32((1.0 - h.beta1) as f32),
+            A::F32(h.beta2 as f32),
+            A::F32((1.0 - h.beta2) as f32),
+            A::F32(h.eps),
+            A::F32(h.weight_decay),
+        ];
+        let kernel = match schedule {
+            Some(s) => {
+                args.push(A::Ptr(s.corrections()));
+                "adam_step_sched_f32"
+            }
+            None => {
+                args.extend(corrections);
+                "adam_step_f32"
+            }
+        };
+        be.launch(kernel, LaunchCfg::blocks(chunks as u32, BLOCK), &args)?;
     }
     Ok(())
 }

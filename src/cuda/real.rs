@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use cudarc::driver::{result as drv, sys, CudaContext, CudaStream};
+use cudarc::driver::{result as drv, sys, CudaContext, CudaGraph, CudaStream};
 
 use super::nvrtc;
 use super::runtime::{
-    check_args, kernel_sig, kernels, ArgSlots, GpuRuntime, KernelArg, LaunchCfg, LaunchCounter,
-    TransferCounts,
+    check_args, kernel_sig, kernels, ArgSlots, DeviceGraph, GpuRuntime, KernelArg, LaunchCfg,
+    LaunchCounter, TransferCounts,
 };
 
 /// Raw driver handles are plain pointers; the driver API is thread-safe once the context is current.
@@ -49,6 +49,10 @@ pub struct RealRuntime {
     target: String,
     loaded: Mutex<Loaded>,
     sync_each_launch: bool,
+    /// True between begin_capture and end_capture.
+    capturing: std::sync::atomic::AtomicBool,
+    /// Kernel launches counted when the capture began.
+    launches_at_capture: std::sync::atomic::AtomicU64,
     last_kernel: Mutex<&'static str>,
     counts: LaunchCounter,
 }
@@ -91,6 +95,8 @@ impl RealRuntime {
                 funcs: HashMap::new(),
             }),
             sync_each_launch: std::env::var("GAN_ENGINE_CUDA_SYNC").is_ok_and(|v| v != "0"),
+            capturing: std::sync::atomic::AtomicBool::new(false),
+            launches_at_capture: std::sync::atomic::AtomicU64::new(0),
             last_kernel: Mutex::new("(none)"),
             counts: LaunchCounter::default(),
         };
@@ -133,11 +139,51 @@ impl RealRuntime {
         Ok(())
     }
 
+    fn capturing(&self) -> bool {
+        self.capturing.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Host copies and synchronisation would invalidate a capture; refuse them with a message instead.
+    fn refuse_while_capturing(&self, what: &str) -> Result<()> {
+        anyhow::ensure!(
+            !self.capturing(),
+            "{what} while a CUDA graph is being captured (a graph holds device work only)"
+        );
+        Ok(())
+    }
+
     fn describe(&self, what: &str, e: impl std::fmt::Display) -> anyhow::Error {
         anyhow!(
             "{what}: {e} (last kernel launched: {})",
             self.last_kernel.lock().unwrap()
         )
+    }
+}
+
+/// cudarc's graph handle holds raw driver pointers; CUDA allows using a graph from any thread as long as the
+/// calls are serialised, which the Mutex around it does.
+struct SendGraph(CudaGraph);
+// SAFETY: see above; every use goes through `RealGraph::graph`'s lock.
+unsafe impl Send for SendGraph {}
+
+/// A captured, instantiated CUDA graph.
+struct RealGraph {
+    graph: Mutex<SendGraph>,
+    launches: usize,
+}
+
+impl DeviceGraph for RealGraph {
+    fn replay(&self) -> Result<()> {
+        self.graph
+            .lock()
+            .unwrap()
+            .0
+            .launch()
+            .map_err(|e| anyhow!("cuGraphLaunch: {e}"))
+    }
+
+    fn launches(&self) -> usize {
+        self.launches
     }
 }
 
@@ -165,6 +211,7 @@ impl GpuRuntime for RealRuntime {
     }
 
     fn htod(&self, dst: u64, src: &[u8]) -> Result<()> {
+        self.refuse_while_capturing("host-to-device copy")?;
         self.bind()?;
         self.counts.record_htod(src.len());
         // SAFETY: dst is a device allocation of at least src.len() bytes (the backend sizes it). From pageable
@@ -174,6 +221,7 @@ impl GpuRuntime for RealRuntime {
     }
 
     fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        self.refuse_while_capturing("device-to-host copy")?;
         self.bind()?;
         self.counts.record_dtoh(dst.len());
         // SAFETY: src holds at least dst.len() bytes; we synchronise before `dst` is used.
@@ -233,7 +281,7 @@ impl GpuRuntime for RealRuntime {
         };
         // cuLaunchKernel takes an array of pointers to each argument's value; it copies the values before
         // returning, so the slots only need to live across the call.
-        let mut slots = ArgSlots::new(args);
+        let slots = ArgSlots::new(args);
         let mut params = slots.pointers();
         *self.last_kernel.lock().unwrap() = sig.name;
         self.counts.record(sig.name);
@@ -250,7 +298,7 @@ impl GpuRuntime for RealRuntime {
             )
         }
         .map_err(|e| anyhow!("kernel {kernel}: launch with {cfg:?} failed: {e}"))?;
-        if self.sync_each_launch {
+        if self.sync_each_launch && !self.capturing() {
             // SAFETY: our stream.
             unsafe { drv::stream::synchronize(self.stream()) }
                 .map_err(|e| anyhow!("kernel {kernel} failed: {e}"))?;
@@ -259,6 +307,7 @@ impl GpuRuntime for RealRuntime {
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.refuse_while_capturing("stream synchronisation")?;
         self.bind()?;
         // SAFETY: our stream.
         unsafe { drv::stream::synchronize(self.stream()) }
@@ -302,6 +351,46 @@ impl GpuRuntime for RealRuntime {
             let _ = drv::event::destroy(end);
         }
         timed.map(Some)
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        anyhow::ensure!(
+            !self.capturing(),
+            "a CUDA graph capture is in progress already"
+        );
+        // Relaxed: the caching allocator may call cuMemAlloc while the step is captured.
+        self.stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+            .map_err(|e| self.describe("cuStreamBeginCapture", e))?;
+        self.launches_at_capture.store(
+            self.counts.total_launches(),
+            std::sync::atomic::Ordering::Release,
+        );
+        self.capturing
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    fn end_capture(&self) -> Result<Box<dyn DeviceGraph>> {
+        anyhow::ensure!(self.capturing(), "end_capture without begin_capture");
+        self.capturing
+            .store(false, std::sync::atomic::Ordering::Release);
+        let launches = self.counts.total_launches()
+            - self
+                .launches_at_capture
+                .load(std::sync::atomic::Ordering::Acquire);
+        let graph = self
+            .stream
+            .end_capture(sys::CUgraphInstantiate_flags(0))
+            .map_err(|e| self.describe("cuStreamEndCapture / cuGraphInstantiate", e))?
+            .ok_or_else(|| anyhow!("the CUDA graph capture recorded nothing"))?;
+        graph
+            .upload()
+            .map_err(|e| self.describe("cuGraphUpload", e))?;
+        Ok(Box::new(RealGraph {
+            graph: Mutex::new(SendGraph(graph)),
+            launches: launches as usize,
+        }))
     }
 
     fn is_emulated(&self) -> bool {

@@ -77,9 +77,10 @@ impl ArgSlots {
         ArgSlots { words, starts }
     }
 
-    /// One pointer per argument, valid while `self` lives and is not moved.
-    pub fn pointers(&mut self) -> Vec<*mut std::ffi::c_void> {
-        let base = self.words.as_mut_ptr();
+    /// One pointer per argument, valid while `self` lives and is not moved. The callee only reads through
+    /// them (cuLaunchKernel's `void**` is not const, hence the `mut`).
+    pub fn pointers(&self) -> Vec<*mut std::ffi::c_void> {
+        let base = self.words.as_ptr() as *mut u64;
         // SAFETY: every start is an index into `words` (each argument pushes at least one word).
         self.starts
             .iter()
@@ -214,6 +215,15 @@ impl LaunchCfg {
     }
 }
 
+/// Device work recorded by a stream capture and replayable: a CUDA graph, or on the emulation the list of
+/// recorded operations.
+pub trait DeviceGraph: Send + Sync {
+    /// Enqueues the recorded work once, in the order it was recorded, on the addresses it was recorded with.
+    fn replay(&self) -> Result<()>;
+    /// Kernel launches recorded.
+    fn launches(&self) -> usize;
+}
+
 /// What a GPU runtime provides: real CUDA (cudarc driver + NVRTC) or the CPU emulation.
 ///
 /// All operations are ordered as if on one stream: a `dtoh` observes every earlier launch.
@@ -239,6 +249,13 @@ pub trait GpuRuntime: Send + Sync {
     }
     /// True for the CPU emulation (tests use this to pick tolerances / sizes).
     fn is_emulated(&self) -> bool;
+    /// Starts recording the stream's work (CUDA stream capture, relaxed mode): launches, device-to-device
+    /// copies and memsets are recorded, not executed, until [`end_capture`](Self::end_capture). Host↔device
+    /// copies and synchronisation are errors meanwhile (they cannot be part of a graph); allocations are
+    /// allowed.
+    fn begin_capture(&self) -> Result<()>;
+    /// Ends the recording and returns it as a replayable graph.
+    fn end_capture(&self) -> Result<Box<dyn DeviceGraph>>;
     /// Launches per kernel name since the runtime was created (tests check coverage; benchmarks count launches).
     fn launch_counts(&self) -> Vec<(&'static str, u64)>;
     /// Host↔device copies since the runtime was created.
@@ -283,6 +300,11 @@ impl LaunchCounter {
 
     pub fn record_dtod(&self) {
         self.transfers.lock().unwrap().dtod += 1;
+    }
+
+    /// Launches of all kernels together.
+    pub fn total_launches(&self) -> u64 {
+        self.launches.lock().unwrap().values().sum()
     }
 
     /// Sorted by kernel name.

@@ -72,6 +72,9 @@ pub struct Adam {
     /// First and second moments, one per parameter of the store, in the store's order.
     m: Vec<Tensor>,
     v: Vec<Tensor>,
+    /// On CUDA, for a training step captured as a graph: the step counter and bias corrections in device
+    /// memory, advanced by the device (see [`Adam::count_on_device`]).
+    schedule: Option<crate::cuda::optim::AdamSchedule>,
 }
 
 impl Adam {
@@ -87,7 +90,24 @@ impl Adam {
             step: 0,
             m,
             v,
+            schedule: None,
         })
+    }
+
+    /// From now on the device counts the steps and computes the bias corrections (CUDA only): a step's launch
+    /// arguments are then the same every step, as a captured CUDA graph needs. The numbers are the same bit
+    /// for bit. The host keeps counting as well, for checkpoints.
+    pub fn count_on_device(&mut self) -> Result<()> {
+        let Some(be) = self.device.backend().as_cuda() else {
+            anyhow::bail!("Adam: counting steps on the device needs a CUDA device");
+        };
+        self.schedule = Some(crate::cuda::optim::AdamSchedule::new(be, self.step)?);
+        Ok(())
+    }
+
+    /// Sets the host's step count only, e.g. after a graph capture that counted a step the device did not run.
+    pub fn set_host_step_count(&mut self, step: u64) {
+        self.step = step;
     }
 
     /// One update of every parameter that has a gradient. Parameters without one are skipped and their
@@ -117,7 +137,10 @@ impl Adam {
         if slots.is_empty() {
             return Ok(());
         }
-        device.backend().adam_step(&mut slots, h)?;
+        match (&self.schedule, device.backend().as_cuda()) {
+            (Some(s), Some(be)) => crate::cuda::optim::adam_step_scheduled(be, &mut slots, h, s)?,
+            _ => device.backend().adam_step(&mut slots, h)?,
+        }
         self.step += 1;
         Ok(())
     }
@@ -139,6 +162,9 @@ impl Adam {
         self.m = m;
         self.v = v;
         self.step = step;
+        if self.schedule.is_some() {
+            self.count_on_device()?;
+        }
         Ok(())
     }
 }

@@ -95,6 +95,11 @@ impl RmsProp {
         self.step
     }
 
+    /// See [`crate::optim::Adam::set_host_step_count`].
+    pub fn set_host_step_count(&mut self, step: u64) {
+        self.step = step;
+    }
+
     /// (steps taken, squared-gradient averages), for checkpoints.
     pub fn state(&self) -> (u64, &[Tensor]) {
         (self.step, &self.square_avg)
@@ -131,6 +136,23 @@ impl Optimizer {
         match self {
             Optimizer::Adam(o) => o.step_count(),
             Optimizer::RmsProp(o) => o.step_count(),
+        }
+    }
+
+    /// Makes a step's launch arguments the same from step to step, as a captured CUDA graph needs: Adam
+    /// counts its steps on the device ([`Adam::count_on_device`]); RMSprop's update depends on no step count.
+    pub fn count_on_device(&mut self) -> Result<()> {
+        match self {
+            Optimizer::Adam(o) => o.count_on_device(),
+            Optimizer::RmsProp(_) => Ok(()),
+        }
+    }
+
+    /// The host's step count only (see [`Adam::set_host_step_count`]).
+    pub fn set_host_step_count(&mut self, step: u64) {
+        match self {
+            Optimizer::Adam(o) => o.set_host_step_count(step),
+            Optimizer::RmsProp(o) => o.set_host_step_count(step),
         }
     }
 

@@ -145,6 +145,10 @@ pub struct TrainConfig {
     /// Decay of the generator's exponential moving average (`--g-ema`); None: no average kept.
     #[serde(default)]
     pub g_ema: Option<f32>,
+    /// Capture the training iteration as a CUDA graph and replay it (`--cuda-graph`). How this invocation runs,
+    /// not part of the run: never saved, so a resume decides again.
+    #[serde(skip)]
+    pub cuda_graph: bool,
 }
 
 fn default_plot_every() -> u64 {
@@ -190,6 +194,7 @@ impl Default for TrainConfig {
             fid_every: 0,
             fid_n: default_fid_n(),
             g_ema: None,
+            cuda_graph: false,
         }
     }
 }
@@ -232,6 +237,21 @@ impl TrainConfig {
             ensure!(
                 d > 0.0 && d < 1.0,
                 "--g-ema must be in (0, 1) (e.g. 0.999), got {d}"
+            );
+        }
+        if self.cuda_graph {
+            ensure!(
+                self.k == 1,
+                "--cuda-graph captures one D step and one G step: it needs --k 1"
+            );
+            ensure!(
+                !self.model.is_conditional(),
+                "--cuda-graph does not support conditional models yet (their labels are drawn on the host)"
+            );
+            ensure!(
+                self.device.starts_with("cuda") || self.device == "emu" || self.device == "auto",
+                "--cuda-graph needs --device cuda (or emu), not {}",
+                self.device
             );
         }
         ensure!(

@@ -45,6 +45,21 @@ pub struct StepMetrics {
     pub images: usize,
 }
 
+impl StepMetrics {
+    /// The metrics of iteration `step` from its last D step and its G step.
+    pub fn of(step: u64, d: &DStep, g: &GStep, images: usize) -> StepMetrics {
+        StepMetrics {
+            step,
+            loss_d: d.loss_d,
+            loss_g: g.loss_g,
+            d_x: d.d_x,
+            d_g_z1: d.d_g_z1,
+            d_g_z2: g.d_g_z2,
+            images,
+        }
+    }
+}
+
 /// Result of one D step. The gradients are returned for inspection (tests check which parameters got one).
 pub struct DStep {
     pub loss_d: f32,
@@ -76,6 +91,10 @@ pub struct Gan {
     /// WGAN weight-clipping bound (used only when the loss clips, see [`LossKind::clips_weights`]).
     pub clip: f32,
     pub device: Device,
+    /// While a step is captured as a CUDA graph ([`super::graph`]): the logged values are kept here as device
+    /// tensors (errD, D(x), D(G(z)) before and after D's update, errG) instead of being read back, which a
+    /// graph cannot do; the steps return NaN metrics meanwhile.
+    pub(crate) deferred: Option<Vec<Tensor>>,
 }
 
 /// The seed of each of the run's independent Philox streams (distinct keys give independent streams).
@@ -165,6 +184,7 @@ impl Gan {
             loss,
             clip: DEFAULT_CLIP,
             device: device.clone(),
+            deferred: None,
         })
     }
 
@@ -249,12 +269,14 @@ impl Gan {
         let err_fake = losses::d_loss_fake(tape, self.loss, logits_fake)?;
         let err_d = ops::add(tape, err_real, err_fake)?;
 
-        let loss_d = tape.value(err_d).scalar()?;
-        if !loss_d.is_finite() {
-            bail!("step {step}: the discriminator loss is {loss_d}; training diverged (try a lower learning rate)");
-        }
-        let d_x = losses::d_output_metric(self.loss, tape.value(logits_real))?;
-        let d_g_z1 = losses::d_output_metric(self.loss, tape.value(logits_fake))?;
+        let logged = [err_d, logits_real, logits_fake].map(|v| tape.value(v));
+        let [loss_d, d_x, d_g_z1] = match &mut self.deferred {
+            Some(keep) => {
+                keep.extend(logged.iter().map(|&t| t.clone()));
+                [f32::NAN; 3]
+            }
+            None => self.read_d_metrics(logged, step)?,
+        };
         let grads = tape.backward(err_d)?;
         self.d.store.accumulate_grads(&grads)?;
         // The tape's copies of D's weights are dead now; dropping them lets Adam update in place.
@@ -294,11 +316,14 @@ impl Gan {
         self.d.store.requires_grad = true;
         let logits = out?;
         let err_g = losses::g_loss(tape, self.loss, logits)?;
-        let loss_g = tape.value(err_g).scalar()?;
-        if !loss_g.is_finite() {
-            bail!("step {step}: the generator loss is {loss_g}; training diverged (try a lower learning rate)");
-        }
-        let d_g_z2 = losses::d_output_metric(self.loss, tape.value(logits))?;
+        let logged = [err_g, logits].map(|v| tape.value(v));
+        let [loss_g, d_g_z2] = match &mut self.deferred {
+            Some(keep) => {
+                keep.extend(logged.iter().map(|&t| t.clone()));
+                [f32::NAN; 2]
+            }
+            None => self.read_g_metrics(logged, step)?,
+        };
         let grads = tape.backward(err_g)?;
         self.g.store.accumulate_grads(&grads)?;
         tape.release_params(self.g.store.id());
@@ -308,6 +333,36 @@ impl Gan {
             d_g_z2,
             grads,
         })
+    }
+
+    /// errD, mean D(x) and mean D(G(z)) from the D step's loss and logits; a non-finite loss is an error.
+    pub(crate) fn read_d_metrics(
+        &self,
+        [err_d, real, fake]: [&Tensor; 3],
+        step: u64,
+    ) -> Result<[f32; 3]> {
+        let loss_d = err_d.scalar()?;
+        if !loss_d.is_finite() {
+            bail!("step {step}: the discriminator loss is {loss_d}; training diverged (try a lower learning rate)");
+        }
+        Ok([
+            loss_d,
+            losses::d_output_metric(self.loss, real)?,
+            losses::d_output_metric(self.loss, fake)?,
+        ])
+    }
+
+    /// errG and mean D(G(z)) from the G step's loss and logits; a non-finite loss is an error.
+    pub(crate) fn read_g_metrics(
+        &self,
+        [err_g, logits]: [&Tensor; 2],
+        step: u64,
+    ) -> Result<[f32; 2]> {
+        let loss_g = err_g.scalar()?;
+        if !loss_g.is_finite() {
+            bail!("step {step}: the generator loss is {loss_g}; training diverged (try a lower learning rate)");
+        }
+        Ok([loss_g, losses::d_output_metric(self.loss, logits)?])
     }
 
     /// WGAN's weight clipping: every D parameter (conv / linear weights and biases, and BN's γ, β, as in the
@@ -355,15 +410,7 @@ impl Gan {
         let d = last.expect("k >= 1");
         let g = self.g_step_labelled(tape, d.fake, d.fake_labels.as_deref(), step)?;
         tape.clear();
-        Ok(StepMetrics {
-            step,
-            loss_d: d.loss_d,
-            loss_g: g.loss_g,
-            d_x: d.d_x,
-            d_g_z1: d.d_g_z1,
-            d_g_z2: g.d_g_z2,
-            images,
-        })
+        Ok(StepMetrics::of(step, &d, &g, images))
     }
 }
 

@@ -33,6 +33,7 @@ use crate::tensor::Tensor;
 use super::config::{Duration, TrainConfig};
 use super::data::open_loader;
 use super::gan::{stream_seed, Gan, StepMetrics, STREAM_FIXED_Z};
+use super::graph::StepGraph;
 use crate::data::{Loader, LoaderState};
 
 pub const METRICS_FILE: &str = "metrics.csv";
@@ -80,6 +81,8 @@ pub struct Trainer {
     pub g_ema: Option<GeneratorAverage>,
     elapsed_before: f64,
     tape: Tape,
+    /// The captured iteration of `--cuda-graph` (made by the first step).
+    graph: Option<StepGraph>,
 }
 
 /// An exponential moving average of G's parameters, kept in a second generator: after every iteration
@@ -162,6 +165,7 @@ impl Trainer {
             g_ema,
             elapsed_before,
             tape: Tape::new(),
+            graph: None,
         })
     }
 
@@ -223,17 +227,28 @@ impl Trainer {
     /// One iteration (no files written).
     pub fn train_step(&mut self) -> Result<StepMetrics> {
         let step = self.step + 1;
-        let data = &mut self.data;
-        let dev = self.gan.device.clone();
-        // An unconditional model ignores the labels a dataset may have.
-        let conditional = self.cfg.model.is_conditional();
-        let m = self
-            .gan
-            .train_step_labelled(&mut self.tape, self.cfg.k, step, || {
-                let b = data.next_batch()?;
-                let labels = if conditional { b.labels } else { None };
-                Ok((b.images.to_device(&dev)?, labels))
-            })?;
+        let m = if self.cfg.cuda_graph {
+            let real = self.data.next_batch()?.images;
+            match &mut self.graph {
+                Some(g) => g.step(&mut self.gan, &real, step)?,
+                None => {
+                    let (g, m) = StepGraph::capture(&mut self.gan, &mut self.tape, &real, step)?;
+                    self.graph = Some(g);
+                    m
+                }
+            }
+        } else {
+            let data = &mut self.data;
+            let dev = self.gan.device.clone();
+            // An unconditional model ignores the labels a dataset may have.
+            let conditional = self.cfg.model.is_conditional();
+            self.gan
+                .train_step_labelled(&mut self.tape, self.cfg.k, step, || {
+                    let b = data.next_batch()?;
+                    let labels = if conditional { b.labels } else { None };
+                    Ok((b.images.to_device(&dev)?, labels))
+                })?
+        };
         if let Some(avg) = &mut self.g_ema {
             avg.update(&self.gan.g)?;
         }

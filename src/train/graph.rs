@@ -1,0 +1,230 @@
+//! One training iteration captured as a CUDA graph and replayed (`train --cuda-graph`).
+//!
+//! A DCGAN step is ~200 small kernel launches; on a GPU each costs a few microseconds of host time, which at
+//! these sizes is a large part of the step. A graph records the step's launches once and replays them with one
+//! call. A replay repeats everything exactly, so the step must look the same each time:
+//!
+//! - **Inputs at fixed addresses.** The real batch and z are copied into two buffers the graph reads; z is drawn
+//!   from the same noise stream as an eager step, so a graphed run is the same run, bit for bit.
+//! - **No per-step arguments.** Adam's bias corrections depend on the step; the optimizers count on the device
+//!   ([`crate::optim::Adam::count_on_device`]).
+//! - **Training state updated in place.** Weights, moments and batch-norm buffers keep their addresses (the
+//!   tape releases its copies of the weights before the optimizer step). Checked before every replay.
+//! - **Memory reserved.** Everything the captured step allocates comes from a private pool of the caching
+//!   allocator (`cuda::alloc::MemPool`) that nothing else can use while the graph lives. An eager warm-up step
+//!   (a real training step) fills the pool before the capture.
+//! - **No reads inside.** The logged losses and D outputs stay on the device ([`Gan::deferred`]) and are
+//!   read after each replay.
+//!
+//! The emulation runtime records and replays the same way (it executes nothing while capturing), so CI checks
+//! that graphed training equals eager training bit for bit (tests/emu_graph.rs).
+
+use std::sync::Arc;
+
+use anyhow::{bail, ensure, Context, Result};
+
+use super::gan::{Gan, StepMetrics};
+use crate::autograd::Tape;
+use crate::cuda::alloc::MemPool;
+use crate::cuda::runtime::DeviceGraph;
+use crate::cuda::CudaBackend;
+use crate::device::Device;
+use crate::optim::Optimizer;
+use crate::tensor::Tensor;
+
+/// A captured training iteration (one D step, one G step) and what it reads and writes.
+pub struct StepGraph {
+    graph: Box<dyn DeviceGraph>,
+    /// The private pool holding the step's temporaries; handed back to the allocator when the graph goes.
+    pool: Arc<MemPool>,
+    device: Device,
+    real: Tensor,
+    z: Tensor,
+    /// errD, D(x) logits, D(G(z)) logits before D's update, errG, D(G(z)) logits after: written by each replay.
+    logged: Vec<Tensor>,
+    /// Device addresses of the training state at capture, in [`state_tensors`] order.
+    state: Vec<u64>,
+}
+
+impl Drop for StepGraph {
+    fn drop(&mut self) {
+        if let Some(be) = self.device.backend().as_cuda() {
+            be.allocator().retire_pool(&self.pool);
+        }
+    }
+}
+
+/// Everything a step updates in place: both networks' parameters and buffers, both optimizers' state.
+fn state_tensors(gan: &Gan) -> Vec<&Tensor> {
+    let mut ts: Vec<&Tensor> = Vec::new();
+    for store in [&gan.g.store, &gan.d.store] {
+        ts.extend(store.named_tensors().into_iter().map(|(_, t)| t));
+    }
+    for opt in [&gan.opt_g, &gan.opt_d] {
+        match opt {
+            Optimizer::Adam(a) => {
+                let (_, m, v) = a.state();
+                ts.extend(m.iter().chain(v));
+            }
+            Optimizer::RmsProp(r) => ts.extend(r.state().1),
+        }
+    }
+    ts
+}
+
+fn addresses(be: &CudaBackend, gan: &Gan) -> Result<Vec<u64>> {
+    state_tensors(gan).into_iter().map(|t| be.ptr(t)).collect()
+}
+
+/// Copies `src` (on the host or this device) into the device tensor `dst` of the same shape, in place whatever
+/// shares `dst`: the graph reads that address.
+fn copy_into(be: &CudaBackend, dst: &Tensor, src: &Tensor, what: &str) -> Result<()> {
+    ensure!(
+        dst.shape() == src.shape(),
+        "--cuda-graph: the {what} has shape {:?}, the captured step {:?} (every batch must have the captured size)",
+        src.shape(),
+        dst.shape()
+    );
+    let p = be.ptr(dst)?;
+    match be.ptr(src) {
+        Ok(s) => be.runtime().dtod(p, s, src.numel() * 4),
+        Err(_) => be.htod_bytes(p, bytemuck::cast_slice(&src.to_vec()?)),
+    }
+}
+
+impl StepGraph {
+    /// Runs iteration `step` eagerly on `real` (a real training step, whose metrics are returned) with the
+    /// allocator's private pool open, then captures the same iteration as a graph for the next ones.
+    pub fn capture(
+        gan: &mut Gan,
+        tape: &mut Tape,
+        real: &Tensor,
+        step: u64,
+    ) -> Result<(StepGraph, StepMetrics)> {
+        let device = gan.device.clone();
+        let Some(be) = device.backend().as_cuda() else {
+            bail!("--cuda-graph needs a CUDA device (--device cuda or emu)");
+        };
+        ensure!(
+            gan.g.cfg.num_classes == 0,
+            "--cuda-graph: conditional models are not supported (their labels are drawn on the host)"
+        );
+        gan.opt_g.count_on_device()?;
+        gan.opt_d.count_on_device()?;
+        let n = real.dims4("real batch")?[0];
+        let inputs = (be.alloc(real.shape())?, be.alloc(&[n, gan.g.cfg.nz])?);
+        let pool = be.allocator().open_pool()?;
+        let captured = (|| -> Result<(Box<dyn DeviceGraph>, Vec<Tensor>, StepMetrics)> {
+            fill_inputs(be, gan, &inputs, real)?;
+            let metrics = run_step(gan, tape, &inputs, step)?;
+            // The capture: the same step recorded, not executed. The host counted a step the device did not
+            // run; its counts go back afterwards.
+            let counts = (gan.opt_g.step_count(), gan.opt_d.step_count());
+            let copies = be.runtime().transfer_counts().dtod;
+            gan.deferred = Some(Vec::new());
+            be.runtime().begin_capture()?;
+            let recorded = run_step(gan, tape, &inputs, step);
+            let graph = be.runtime().end_capture();
+            let logged = gan.deferred.take().unwrap_or_default();
+            gan.opt_g.set_host_step_count(counts.0);
+            gan.opt_d.set_host_step_count(counts.1);
+            recorded.context("--cuda-graph: capturing the training step")?;
+            let graph = graph?;
+            ensure!(
+                be.runtime().transfer_counts().dtod == copies,
+                "--cuda-graph: the captured step copied a shared tensor of the training state (copy-on-write), \
+                 so a replay would not update it in place"
+            );
+            ensure!(
+                logged.len() == 5,
+                "internal: {} logged values",
+                logged.len()
+            );
+            Ok((graph, logged, metrics))
+        })();
+        be.allocator().close_pool();
+        let (graph, logged, metrics) = match captured {
+            Ok(c) => c,
+            Err(e) => {
+                be.allocator().retire_pool(&pool);
+                return Err(e);
+            }
+        };
+        let state = addresses(be, gan)?;
+        let (real, z) = inputs;
+        Ok((
+            StepGraph {
+                graph,
+                pool,
+                device: device.clone(),
+                real,
+                z,
+                logged,
+                state,
+            },
+            metrics,
+        ))
+    }
+
+    /// Iteration `step` on `real` by replaying the graph.
+    pub fn step(&mut self, gan: &mut Gan, real: &Tensor, step: u64) -> Result<StepMetrics> {
+        let be = self
+            .device
+            .backend()
+            .as_cuda()
+            .expect("a StepGraph is made on CUDA only");
+        ensure!(
+            addresses(be, gan)? == self.state,
+            "--cuda-graph: a tensor of the training state was replaced since the step was captured"
+        );
+        fill_inputs(be, gan, &(self.real.clone(), self.z.clone()), real)?;
+        self.graph.replay()?;
+        for opt in [&mut gan.opt_g, &mut gan.opt_d] {
+            let done = opt.step_count();
+            opt.set_host_step_count(done + 1);
+        }
+        let l = &self.logged;
+        let [loss_d, d_x, d_g_z1] = gan.read_d_metrics([&l[0], &l[1], &l[2]], step)?;
+        let [loss_g, d_g_z2] = gan.read_g_metrics([&l[3], &l[4]], step)?;
+        Ok(StepMetrics {
+            step,
+            loss_d,
+            loss_g,
+            d_x,
+            d_g_z1,
+            d_g_z2,
+            images: real.shape()[0],
+        })
+    }
+
+    /// Kernel launches one replay makes.
+    pub fn launches(&self) -> usize {
+        self.graph.launches()
+    }
+}
+
+/// The real batch and a fresh z (drawn as an eager step draws it) into the graph's input buffers.
+fn fill_inputs(
+    be: &CudaBackend,
+    gan: &mut Gan,
+    (real_in, z_in): &(Tensor, Tensor),
+    real: &Tensor,
+) -> Result<()> {
+    copy_into(be, real_in, real, "real batch")?;
+    let shape = z_in.shape().to_vec();
+    let z = gan.noise.normal(&shape, 0.0, 1.0, &gan.device)?;
+    copy_into(be, z_in, &z, "latent batch")
+}
+
+/// One D step and one G step on the input buffers, as [`Gan::train_step`] with k = 1.
+fn run_step(
+    gan: &mut Gan,
+    tape: &mut Tape,
+    (real, z): &(Tensor, Tensor),
+    step: u64,
+) -> Result<StepMetrics> {
+    let d = gan.d_step_full(tape, real.clone(), None, z.clone(), None, step)?;
+    let g = gan.g_step(tape, d.fake, step);
+    tape.clear();
+    Ok(StepMetrics::of(step, &d, &g?, real.shape()[0]))
+}
