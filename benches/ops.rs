@@ -327,8 +327,21 @@ fn gemm(c: &mut Criterion, ours: &Ours) {
     g.finish();
 }
 
+/// The CPU's measured f32 FMA peak (benches/common/peak.rs): the denominator of "% of peak".
+fn cpu_peak(c: &mut Criterion) {
+    let iters = 2_000_000;
+    let mut g = c.benchmark_group("cpu peak fma f32");
+    g.sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(common::peak::flops(iters)));
+    g.bench_function("ours", |b| b.iter(|| common::peak::run(iters)));
+    g.finish();
+}
+
 fn all(c: &mut Criterion) {
     for ours in common::devices() {
+        if ours.cuda.is_none() {
+            cpu_peak(c);
+        }
         gemm(c, &ours);
         conv_layers(c, &ours);
         batch_norm(c, &ours);

@@ -47,6 +47,7 @@ SECTIONS = [
     ("bce_with_logits", "Fused BCE with logits (loss and gradient)"),
     ("adam", "Adam step (lr 2e-4, betas 0.5 / 0.999)"),
     ("gemm", "Reference GEMM (attainable matrix-multiply rate)"),
+    ("peak", "Machine peak (f32 multiply-add throughput, measured: benches/common/peak.rs)"),
 ]
 
 
@@ -155,6 +156,11 @@ def table(groups, device):
     mine = [(g, fs) for (d, g), fs in groups.items() if d == device]
     if not mine:
         return None
+    # The measured peak of this run (GFLOP/s), if its group ran: the denominator of the "% of peak" columns.
+    peaks = [fs["ours"] for g, fs in mine if g.split(" ", 2)[1] == "peak" and fs.get("ours", {}).get("flops")]
+    peak = peaks[-1]["flops"] / peaks[-1]["median_ns"] if peaks else None
+    def pct(row):
+        return f"{100 * row['flops'] / row['median_ns'] / peak:.0f} %" if peak and row and row.get("flops") else ""
     out = []
     for title, sec in sections(mine):
         out.append(f"#### {title}\n")
@@ -164,6 +170,9 @@ def table(groups, device):
         if has_flops:
             cols += " ours GFLOP/s | libtorch GFLOP/s |"
             rule += "---:|---:|"
+        if has_flops and peak:
+            cols += " ours % of peak | libtorch % of peak |"
+            rule += "---:|---:|"
         out += [cols, rule]
         for g, fs in sec:
             o, t = fs.get("ours"), fs.get("libtorch")
@@ -172,6 +181,8 @@ def table(groups, device):
             row = f"| {name} | {fmt_time(o and o['median_ns'])} | {fmt_time(t and t['median_ns'])} | {ratio} |"
             if has_flops:
                 row += f" {gflops(o)} | {gflops(t)} |"
+            if has_flops and peak:
+                row += f" {pct(o)} | {pct(t)} |"
             out.append(row)
         out.append("")
     known = {k for k, _ in SECTIONS}

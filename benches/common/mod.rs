@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod dcgan;
+pub mod peak;
 #[cfg(feature = "libtorch")]
 pub mod torch;
 
