@@ -68,6 +68,9 @@ smoke() {
     # One CUDA step end to end before spending the lease: if this fails nothing else can work.
     step smoke 90 "$bin/gan-engine" train --device cuda --steps 3 --batch-size 8 --out /tmp/smoke \
         --overwrite --log-every 1 || { echo "smoke failed: stopping"; pack smoke; exit 1; }
+    # The CUDA graph path (never run on a GPU before): eager, capture, replays; its failure stops nothing else.
+    step smoke-graph 90 "$bin/gan-engine" train --device cuda --cuda-graph --steps 20 --batch-size 8 \
+        --out /tmp/smoke-graph --overwrite --log-every 1 || echo "smoke-graph failed (see its log); going on"
 }
 
 bench() {
