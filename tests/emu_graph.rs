@@ -118,25 +118,13 @@ fn batches(n: usize) -> Vec<Tensor> {
         .collect()
 }
 
-/// Every tensor of the training state, as bits.
+/// Every tensor of the training state, as bits, named by its place in [`Gan::state_tensors`].
 fn state(gan: &Gan) -> Vec<(String, Vec<u32>)> {
-    let mut out = Vec::new();
-    for (net, store) in [("G", &gan.g.store), ("D", &gan.d.store)] {
-        for (name, t) in store.named_tensors() {
-            out.push((format!("{net}.{name}"), vals(t)));
-        }
-    }
-    for (net, opt) in [("G", &gan.opt_g), ("D", &gan.opt_d)] {
-        let gan_engine::optim::Optimizer::Adam(a) = opt else {
-            panic!("Adam")
-        };
-        let (_, m, v) = a.state();
-        for (i, (m, v)) in m.iter().zip(v).enumerate() {
-            out.push((format!("{net} m{i}"), vals(m)));
-            out.push((format!("{net} v{i}"), vals(v)));
-        }
-    }
-    out
+    let tensors = gan.state_tensors();
+    let named = tensors.iter().enumerate();
+    named
+        .map(|(i, t)| (format!("state tensor {i}"), vals(t)))
+        .collect()
 }
 
 fn same_metrics(a: &StepMetrics, b: &StepMetrics) -> bool {

@@ -9,7 +9,6 @@
 use gan_engine::cuda::{emulated_backend, CudaBackend, TransferCounts};
 use gan_engine::nn::models::{ModelConfig, ModelKind};
 use gan_engine::ops::random::RngStream;
-use gan_engine::optim::Optimizer;
 use gan_engine::train::config::{AdamSettings, LossKind};
 use gan_engine::train::Gan;
 use gan_engine::Tape;
@@ -17,17 +16,7 @@ use gan_engine::Tape;
 /// Device addresses of everything a step updates in place: G's and D's parameters and buffers (batch norm's
 /// running statistics and step counter) and both optimizers' moments.
 fn state_addresses(be: &CudaBackend, gan: &Gan) -> Vec<u64> {
-    let mut tensors = Vec::new();
-    for store in [&gan.g.store, &gan.d.store] {
-        tensors.extend(store.named_tensors().into_iter().map(|(_, t)| t));
-    }
-    for opt in [&gan.opt_g, &gan.opt_d] {
-        let Optimizer::Adam(a) = opt else {
-            panic!("the test builds Adam optimizers")
-        };
-        let (_, m, v) = a.state();
-        tensors.extend(m.iter().chain(v));
-    }
+    let tensors = gan.state_tensors();
     tensors.iter().map(|t| be.ptr(t).unwrap()).collect()
 }
 

@@ -86,20 +86,8 @@ impl CachingAllocator {
         }
         let bucket = bucket_size(bytes);
         let pool = self.open_pool.lock().unwrap().clone();
-        let cached = match &pool {
-            Some(p) => p
-                .free
-                .lock()
-                .unwrap()
-                .get_mut(&bucket)
-                .and_then(|v| v.pop()),
-            None => self
-                .free
-                .lock()
-                .unwrap()
-                .get_mut(&bucket)
-                .and_then(|v| v.pop()),
-        };
+        let lists = pool.as_ref().map_or(&self.free, |p| &p.free);
+        let cached = lists.lock().unwrap().get_mut(&bucket).and_then(Vec::pop);
         let ptr = match cached {
             Some(p) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);

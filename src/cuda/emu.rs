@@ -136,13 +136,8 @@ impl EmuRuntime {
         op.run()
     }
 
-    /// The error of an operation a graph cannot contain, made while capturing.
     fn refuse_while_capturing(&self, what: &str) -> Result<()> {
-        anyhow::ensure!(
-            !self.capturing(),
-            "{what} while a CUDA graph is being captured (a graph holds device work only)"
-        );
-        Ok(())
+        super::runtime::refuse_while_capturing(self.capturing(), what)
     }
 
     fn wrapper(&self, name: &str) -> Result<Wrapper> {

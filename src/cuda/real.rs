@@ -143,13 +143,8 @@ impl RealRuntime {
         self.capturing.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Host copies and synchronisation would invalidate a capture; refuse them with a message instead.
     fn refuse_while_capturing(&self, what: &str) -> Result<()> {
-        anyhow::ensure!(
-            !self.capturing(),
-            "{what} while a CUDA graph is being captured (a graph holds device work only)"
-        );
-        Ok(())
+        super::runtime::refuse_while_capturing(self.capturing(), what)
     }
 
     fn describe(&self, what: &str, e: impl std::fmt::Display) -> anyhow::Error {

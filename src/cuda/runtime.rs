@@ -215,6 +215,16 @@ impl LaunchCfg {
     }
 }
 
+/// The error of an operation a graph cannot contain (a host copy, a synchronisation), made while capturing:
+/// both runtimes refuse it with this message rather than invalidate the capture.
+pub fn refuse_while_capturing(capturing: bool, what: &str) -> Result<()> {
+    anyhow::ensure!(
+        !capturing,
+        "{what} while a CUDA graph is being captured (a graph holds device work only)"
+    );
+    Ok(())
+}
+
 /// Device work recorded by a stream capture and replayable: a CUDA graph, or on the emulation the list of
 /// recorded operations.
 pub trait DeviceGraph: Send + Sync {

@@ -148,6 +148,17 @@ impl Optimizer {
         }
     }
 
+    /// The optimizer's state tensors: Adam's first then second moments, or RMSprop's squared-gradient averages.
+    pub fn state_tensors(&self) -> Vec<&Tensor> {
+        match self {
+            Optimizer::Adam(o) => {
+                let (_, m, v) = o.state();
+                m.iter().chain(v).collect()
+            }
+            Optimizer::RmsProp(o) => o.state().1.iter().collect(),
+        }
+    }
+
     /// The host's step count only (see [`Adam::set_host_step_count`]).
     pub fn set_host_step_count(&mut self, step: u64) {
         match self {

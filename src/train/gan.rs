@@ -270,13 +270,8 @@ impl Gan {
         let err_d = ops::add(tape, err_real, err_fake)?;
 
         let logged = [err_d, logits_real, logits_fake].map(|v| tape.value(v));
-        let [loss_d, d_x, d_g_z1] = match &mut self.deferred {
-            Some(keep) => {
-                keep.extend(logged.iter().map(|&t| t.clone()));
-                [f32::NAN; 3]
-            }
-            None => self.read_d_metrics(logged, step)?,
-        };
+        let [loss_d, d_x, d_g_z1] =
+            self.keep_or_read(logged, |gan| gan.read_d_metrics(logged, step))?;
         let grads = tape.backward(err_d)?;
         self.d.store.accumulate_grads(&grads)?;
         // The tape's copies of D's weights are dead now; dropping them lets Adam update in place.
@@ -317,13 +312,7 @@ impl Gan {
         let logits = out?;
         let err_g = losses::g_loss(tape, self.loss, logits)?;
         let logged = [err_g, logits].map(|v| tape.value(v));
-        let [loss_g, d_g_z2] = match &mut self.deferred {
-            Some(keep) => {
-                keep.extend(logged.iter().map(|&t| t.clone()));
-                [f32::NAN; 2]
-            }
-            None => self.read_g_metrics(logged, step)?,
-        };
+        let [loss_g, d_g_z2] = self.keep_or_read(logged, |gan| gan.read_g_metrics(logged, step))?;
         let grads = tape.backward(err_g)?;
         self.g.store.accumulate_grads(&grads)?;
         tape.release_params(self.g.store.id());
@@ -333,6 +322,34 @@ impl Gan {
             d_g_z2,
             grads,
         })
+    }
+
+    /// The logged values of a step: kept as device tensors while a graph is captured (NaN metrics returned),
+    /// otherwise read back by `read`.
+    fn keep_or_read<const N: usize>(
+        &mut self,
+        logged: [&Tensor; N],
+        read: impl FnOnce(&Gan) -> Result<[f32; N]>,
+    ) -> Result<[f32; N]> {
+        match &mut self.deferred {
+            Some(keep) => {
+                keep.extend(logged.iter().map(|&t| t.clone()));
+                Ok([f32::NAN; N])
+            }
+            None => read(self),
+        }
+    }
+
+    /// Every tensor a training step updates in place: G's and D's parameters and buffers (in their stores'
+    /// order), then G's and D's optimizer state.
+    pub fn state_tensors(&self) -> Vec<&Tensor> {
+        let mut ts: Vec<&Tensor> = Vec::new();
+        for store in [&self.g.store, &self.d.store] {
+            ts.extend(store.named_tensors().into_iter().map(|(_, t)| t));
+        }
+        ts.extend(self.opt_g.state_tensors());
+        ts.extend(self.opt_d.state_tensors());
+        ts
     }
 
     /// errD, mean D(x) and mean D(G(z)) from the D step's loss and logits; a non-finite loss is an error.

@@ -29,7 +29,6 @@ use crate::cuda::alloc::MemPool;
 use crate::cuda::runtime::DeviceGraph;
 use crate::cuda::CudaBackend;
 use crate::device::Device;
-use crate::optim::Optimizer;
 use crate::tensor::Tensor;
 
 /// A captured training iteration (one D step, one G step) and what it reads and writes.
@@ -42,7 +41,7 @@ pub struct StepGraph {
     z: Tensor,
     /// errD, D(x) logits, D(G(z)) logits before D's update, errG, D(G(z)) logits after: written by each replay.
     logged: Vec<Tensor>,
-    /// Device addresses of the training state at capture, in [`state_tensors`] order.
+    /// Device addresses of the training state at capture, in [`Gan::state_tensors`] order.
     state: Vec<u64>,
 }
 
@@ -54,26 +53,8 @@ impl Drop for StepGraph {
     }
 }
 
-/// Everything a step updates in place: both networks' parameters and buffers, both optimizers' state.
-fn state_tensors(gan: &Gan) -> Vec<&Tensor> {
-    let mut ts: Vec<&Tensor> = Vec::new();
-    for store in [&gan.g.store, &gan.d.store] {
-        ts.extend(store.named_tensors().into_iter().map(|(_, t)| t));
-    }
-    for opt in [&gan.opt_g, &gan.opt_d] {
-        match opt {
-            Optimizer::Adam(a) => {
-                let (_, m, v) = a.state();
-                ts.extend(m.iter().chain(v));
-            }
-            Optimizer::RmsProp(r) => ts.extend(r.state().1),
-        }
-    }
-    ts
-}
-
 fn addresses(be: &CudaBackend, gan: &Gan) -> Result<Vec<u64>> {
-    state_tensors(gan).into_iter().map(|t| be.ptr(t)).collect()
+    gan.state_tensors().into_iter().map(|t| be.ptr(t)).collect()
 }
 
 /// Copies `src` (on the host or this device) into the device tensor `dst` of the same shape, in place whatever
