@@ -63,10 +63,10 @@ fn iteration(c: &mut Criterion, ours: &Ours, image_size: usize, channels: usize,
     ));
     g.sampling_mode(SamplingMode::Flat);
     g.throughput(Throughput::Elements(arch.iteration_flops()));
+    let mut gan = Gan::new(&cfg, &ADAM, &ADAM, LossKind::Ns, 0, &ours.device).unwrap();
+    let mut tape = Tape::new();
+    let mut step = 0;
     {
-        let mut gan = Gan::new(&cfg, &ADAM, &ADAM, LossKind::Ns, 0, &ours.device).unwrap();
-        let mut tape = Tape::new();
-        let mut step = 0;
         g.bench_function("ours", |b| {
             ours.time(b, || {
                 step += 1;
@@ -118,6 +118,15 @@ fn iteration(c: &mut Criterion, ours: &Ours, image_size: usize, channels: usize,
     if let Some(dev) = common::torch::device_for(ours) {
         let mut tg = common::torch::TorchGan::new(&arch, common::torch::from_ours(&real, dev));
         g.bench_function("libtorch", |b| common::torch::time(dev, b, || tg.step()));
+        if ours.cuda.is_none() {
+            let group = format!("cpu train_iter dcgan{image_size} b{n}");
+            let ours_step = || {
+                step += 1;
+                gan.train_step(&mut tape, 1, step, || Ok(real.clone()))
+                    .unwrap()
+            };
+            common::paired::measure(&group, common::paired::pairs(), ours_step, || tg.step());
+        }
     }
     g.finish();
 }

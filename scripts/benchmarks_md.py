@@ -4,7 +4,8 @@
 Reads target/criterion/**/new/{benchmark,estimates,sample}.json of the side-by-side benches (benches/ops.rs,
 benches/train.rs: group ids "<cpu|cuda> <what>", functions "ours" / "libtorch") and the run's metadata that
 scripts/bench.sh leaves in target/criterion/gan-bench-meta.json (command, commit, load average, torch version,
-start time). Replaces the text between the markers
+start time), and the alternating ours / libtorch timings of benches/common/paired.rs in
+target/criterion/gan-bench-paired/*.json (CPU training iterations). Replaces the text between the markers
 
     <!-- bench:cpu:start --> ... <!-- bench:cpu:end -->
     <!-- bench:cuda:start --> ... <!-- bench:cuda:end -->
@@ -36,6 +37,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 META = "gan-bench-meta.json"
+PAIRED = "gan-bench-paired"
 
 SECTIONS = [
     ("train_iter", "Training iteration (D step real + fake, G step, both Adam updates)"),
@@ -106,6 +108,49 @@ def collect(crit_dir, since, rename=None):
     return groups
 
 
+def collect_paired(crit_dir, since):
+    """{group: (ours_ns list, libtorch_ns list)} from benches/common/paired.rs (ours and libtorch alternating)."""
+    found = {}
+    pdir = os.path.join(crit_dir, PAIRED)
+    if not os.path.isdir(pdir):
+        return found
+    for name in sorted(os.listdir(pdir)):
+        path = os.path.join(pdir, name)
+        if not name.endswith(".json") or (since is not None and os.path.getmtime(path) < since):
+            continue
+        try:
+            d = load_json(path)
+            found[d["group"]] = (d["ours_ns"], d["libtorch_ns"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return found
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def alternating_table(sec, paired):
+    """The groups of one section that were also timed in alternation: per-pair ratios, median and range."""
+    rows = [(g, paired[g]) for g, _fs in sec if g in paired]
+    if not rows:
+        return []
+    out = ["The same, ours and libtorch timed in alternation (ours, libtorch, ours, ... one call each; "
+           "`benches/common/paired.rs`): each pair's ratio is taken at one machine speed, so the median ratio "
+           "holds when this shared machine's speed drifts between criterion's back-to-back samplings.\n",
+           "| benchmark | pairs | ours (median) | libtorch (median) | ratio per pair: median | min | max |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for g, (o, t) in rows:
+        ratios = [b / a for a, b in zip(o, t)]
+        name = g.split(" ", 1)[1]
+        out.append(f"| {name} | {len(ratios)} | {fmt_time(median(o))} | {fmt_time(median(t))} | "
+                   f"{median(ratios):.2f} | {min(ratios):.2f} | {max(ratios):.2f} |")
+    out.append("")
+    return out
+
+
 def merge_torch_json(groups, path):
     """Adds scripts/bench_torch_gpu.py's rows as functions torch_fp32 / torch_tf32 (its meta says which);
     returns its meta."""
@@ -151,8 +196,9 @@ def sections(mine):
             yield title, sec
 
 
-def table(groups, device):
-    """Markdown tables for one device, one per section, in run order within a section."""
+def table(groups, device, paired=None):
+    """Markdown tables for one device, one per section, in run order within a section; after a section's
+    table, the alternating measurements of its groups (`paired`) if any."""
     mine = [(g, fs) for (d, g), fs in groups.items() if d == device]
     if not mine:
         return None
@@ -185,6 +231,7 @@ def table(groups, device):
                 row += f" {pct(o)} | {pct(t)} |"
             out.append(row)
         out.append("")
+        out += alternating_table(sec, paired or {})
     known = {k for k, _ in SECTIONS}
     other = [(g, fs) for g, fs in mine if g.split(" ", 2)[1] not in known]
     if other:
@@ -339,7 +386,7 @@ def main():
 
     text = open(args.out).read() if os.path.exists(args.out) else SKELETON
     devices = set(args.devices.split(","))
-    cpu = table(groups, "cpu") if "cpu" in devices else None
+    cpu = table(groups, "cpu", collect_paired(args.criterion, since)) if "cpu" in devices else None
     paired = bool(args.criterion_tf32 or args.torch_json)
     cuda = (paired_table if paired else table)(groups, "cuda") if "cuda" in devices else None
     head = header(meta, groups)

@@ -9,6 +9,8 @@
 #![allow(dead_code)]
 
 pub mod dcgan;
+#[cfg(feature = "libtorch")]
+pub mod paired;
 pub mod peak;
 #[cfg(feature = "libtorch")]
 pub mod torch;
