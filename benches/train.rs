@@ -66,30 +66,25 @@ fn iteration(c: &mut Criterion, ours: &Ours, image_size: usize, channels: usize,
     let mut gan = Gan::new(&cfg, &ADAM, &ADAM, LossKind::Ns, 0, &ours.device).unwrap();
     let mut tape = Tape::new();
     let mut step = 0;
-    {
-        g.bench_function("ours", |b| {
-            ours.time(b, || {
-                step += 1;
-                gan.train_step(&mut tape, 1, step, || Ok(real.clone()))
-                    .unwrap()
-            })
-        });
-        if let Some(be) = &ours.cuda {
-            let mut next = || {
-                step += 1;
-                gan.train_step(&mut tape, 1, step, || Ok(real.clone()))
-                    .unwrap();
-            };
-            // The counts are of a warmed-up step: the allocator's cache and the optimizers' tables are filled.
-            for _ in 0..5 {
-                next();
-            }
-            let counts = common::StepCounts::of(be, next);
-            eprintln!(
-                "gan-engine bench: {} train_iter dcgan{image_size} b{n}: {counts}",
-                ours.label()
-            );
+    // One eager training step of ours: what criterion times, the counts count and the alternating pairs time.
+    let mut ours_step = || {
+        step += 1;
+        gan.train_step(&mut tape, 1, step, || Ok(real.clone()))
+            .unwrap()
+    };
+    g.bench_function("ours", |b| ours.time(b, &mut ours_step));
+    if let Some(be) = &ours.cuda {
+        // The counts are of a warmed-up step: the allocator's cache and the optimizers' tables are filled.
+        for _ in 0..5 {
+            ours_step();
         }
+        let counts = common::StepCounts::of(be, || {
+            ours_step();
+        });
+        eprintln!(
+            "gan-engine bench: {} train_iter dcgan{image_size} b{n}: {counts}",
+            ours.label()
+        );
     }
     // The same iteration captured once as a CUDA graph and replayed (`train --cuda-graph`).
     if let Some(be) = &ours.cuda {
@@ -120,12 +115,7 @@ fn iteration(c: &mut Criterion, ours: &Ours, image_size: usize, channels: usize,
         g.bench_function("libtorch", |b| common::torch::time(dev, b, || tg.step()));
         if ours.cuda.is_none() {
             let group = format!("cpu train_iter dcgan{image_size} b{n}");
-            let ours_step = || {
-                step += 1;
-                gan.train_step(&mut tape, 1, step, || Ok(real.clone()))
-                    .unwrap()
-            };
-            common::paired::measure(&group, common::paired::pairs(), ours_step, || tg.step());
+            common::paired::measure(&group, &mut ours_step, || tg.step());
         }
     }
     g.finish();

@@ -120,9 +120,9 @@ fn batches(n: usize) -> Vec<Tensor> {
 
 /// Every tensor of the training state, as bits, named by its place in [`Gan::state_tensors`].
 fn state(gan: &Gan) -> Vec<(String, Vec<u32>)> {
-    let tensors = gan.state_tensors();
-    let named = tensors.iter().enumerate();
-    named
+    gan.state_tensors()
+        .into_iter()
+        .enumerate()
         .map(|(i, t)| (format!("state tensor {i}"), vals(t)))
         .collect()
 }

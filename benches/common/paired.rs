@@ -14,21 +14,17 @@
 use std::time::Instant;
 
 /// Pairs per group: GAN_BENCH_PAIRS, 9 by default (odd, so the median is one pair); 0 turns the measurement off.
-pub fn pairs() -> usize {
+fn pairs() -> usize {
     std::env::var("GAN_BENCH_PAIRS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(9)
 }
 
-/// Times `pairs` alternating calls of `ours` and `torch` after one uncounted pair, and records them under
-/// `group`. Prints the median ratio (libtorch / ours) and its range.
-pub fn measure<A, B>(
-    group: &str,
-    pairs: usize,
-    mut ours: impl FnMut() -> A,
-    mut torch: impl FnMut() -> B,
-) {
+/// Times [`pairs`] alternating calls of `ours` and `torch` after one uncounted pair, and records them under
+/// `group`. Prints the median ratio (libtorch / ours, as scripts/benchmarks_md.py computes it) and its range.
+pub fn measure<A, B>(group: &str, mut ours: impl FnMut() -> A, mut torch: impl FnMut() -> B) {
+    let pairs = pairs();
     if pairs == 0 {
         return;
     }
@@ -48,12 +44,22 @@ pub fn measure<A, B>(
     eprintln!(
         "gan-engine bench: {group}: {pairs} alternating pairs, ratio libtorch / ours median {:.2} (min {:.2}, \
          max {:.2})",
-        ratios[ratios.len() / 2],
+        median(&ratios),
         ratios[0],
         ratios[ratios.len() - 1]
     );
     if let Err(e) = write(group, &ours_ns, &torch_ns) {
         eprintln!("gan-engine bench: {group}: alternating pairs not saved: {e}");
+    }
+}
+
+/// The median of sorted values: the middle one, or the mean of the two middle ones.
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
     }
 }
 
