@@ -105,10 +105,12 @@ echo
 echo "bundle in $out ($(du -sh "$out" | cut -f1)):"
 ls -l "$out/bin" | tail -n +2 | awk '{printf "  %-40s %6.1f MB\n", $NF, $5 / 1048576}'
 if ((session)); then
+    # Sized for the 15 minutes of device time a drawn session has (device README, 2026-11-30), counted from
+    # the machine's start (1-2 min) to its return, transfers included: ~120 + 370 + 40 + 280 s + transfers.
     echo "device calls (see scripts/gpu_session.sh): carry .gpu-bundle:"
-    echo "  DEADLINE=400 bash scripts/gpu_session.sh smoke train tests bench   (timeout_s 450)"
+    echo "  DEADLINE=330 bash scripts/gpu_session.sh smoke train tests bench   (timeout_s 370)"
     echo "  then at once, carry .gpu-wa: bash scripts/gpu_session.sh stage .gpu-wa"
-    echo "  then at once, carry .gpu-wb: FID_WAIT=60 bash scripts/gpu_session.sh stage .gpu-wb fid"
+    echo "  then at once, carry .gpu-wb: DEADLINE=240 bash scripts/gpu_session.sh stage .gpu-wb fid   (timeout_s 280)"
 else
     echo "run it on a GPU machine from the checkout root: scripts/gpu_run.sh (or .gpu-bundle/gpu_run.sh)"
 fi

@@ -21,11 +21,32 @@ fn pairs() -> usize {
         .unwrap_or(9)
 }
 
+/// Whether criterion is measuring, as it decides from its arguments: `cargo bench` passes `--bench`; `cargo test
+/// --benches` does not (criterion then runs each function once as a test), and `--test`, `--list` and
+/// `--profile-time` are not measurements either. Criterion does not expose its mode, hence the second reading.
+fn benchmarking() -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let has = |flag: &str| {
+        args.iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    has("--bench") && !has("--test") && !has("--list") && !has("--profile-time")
+}
+
 /// Times [`pairs`] alternating calls of `ours` and `torch` after one uncounted pair, and records them under
 /// `group`. Prints the median ratio (libtorch / ours, as scripts/benchmarks_md.py computes it) and its range.
-pub fn measure<A, B>(group: &str, mut ours: impl FnMut() -> A, mut torch: impl FnMut() -> B) {
+///
+/// `selected`: whether criterion ran both of the group's functions, i.e. its name filter let them through (the
+/// caller notes it from inside the `bench_function` closures; criterion does not expose its filter). A run
+/// filtered to other benchmarks, or to one side of this group, spends no time here.
+pub fn measure<A, B>(
+    group: &str,
+    selected: bool,
+    mut ours: impl FnMut() -> A,
+    mut torch: impl FnMut() -> B,
+) {
     let pairs = pairs();
-    if pairs == 0 {
+    if pairs == 0 || !selected || !benchmarking() {
         return;
     }
     std::hint::black_box(ours());
