@@ -127,8 +127,6 @@ fn iteration(c: &mut Criterion, ours: &Ours, image_size: usize, channels: usize,
             common::paired::measure(&group, ran_ours && ran_torch, &mut ours_step, || tg.step());
         }
     }
-    #[cfg(not(feature = "libtorch"))]
-    let _ = ran_ours; // read by the alternating pairs only, a libtorch-feature measurement
     g.finish();
 }
 
