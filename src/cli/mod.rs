@@ -715,7 +715,10 @@ fn info() -> Result<()> {
         }
     }
     match crate::cuda::nvrtc::version() {
-        Ok((a, b)) => println!("nvrtc: {a}.{b}"),
+        Ok((a, b)) => println!(
+            "nvrtc: {a}.{b} ({})",
+            crate::cuda::nvrtc::library_path().unwrap_or("?")
+        ),
         Err(e) => println!("nvrtc: unavailable ({e:#})"),
     }
     let files = crate::cuda::nvrtc::kernel_files();

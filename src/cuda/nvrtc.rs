@@ -1,4 +1,5 @@
-//! Run-time compilation of `kernels/*.cu` with NVRTC (through cudarc's bindings), with an on-disk cache.
+//! Run-time compilation of `kernels/*.cu` with NVRTC (loaded at run time, see [`LIB_NAMES`]), with an on-disk
+//! cache.
 //!
 //! Each kernel file is one NVRTC program; the headers (`common.cuh`, ...) are handed to NVRTC by include name, so
 //! nothing is read from disk at run time: the sources are embedded in the binary by build.rs. For a real GPU the
@@ -8,83 +9,219 @@
 //! `~/.cache/gan-engine/kernels`, keyed by a hash of the sources, options, target and NVRTC version, so the
 //! second start of the program loads kernels in milliseconds.
 
-use std::ffi::{c_char, c_int, CString};
+use std::ffi::{c_char, c_int, CStr, CString};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
-use anyhow::{bail, Context, Result};
-use cudarc::nvrtc::{result as nrt, sys};
+use anyhow::{anyhow, bail, Context, Result};
 
 use super::runtime::kernel_sources;
 
 /// Options every compilation uses. No --use_fast_math: the kernels must match the CPU reference closely.
 const BASE_OPTIONS: &[&str] = &["--std=c++17", "-lineinfo"];
 
-/// Loads libnvrtc from `$GAN_ENGINE_NVRTC_LIB_DIR` if that is set, so LD_LIBRARY_PATH is not needed: cudarc
-/// opens the library by name (`libnvrtc.so.12`, ...) and the dynamic loader answers such a request with an
-/// already-loaded library of that soname.
-fn preload_from_env() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let Some(dir) = std::env::var_os("GAN_ENGINE_NVRTC_LIB_DIR") else {
-            return;
-        };
-        extern "C" {
-            fn dlopen(filename: *const c_char, flags: c_int) -> *mut std::ffi::c_void;
-        }
-        const RTLD_NOW: c_int = 2;
-        const RTLD_GLOBAL: c_int = 0x100;
-        for name in ["libnvrtc.so.12", "libnvrtc.so", "libnvrtc.so.13"] {
-            let path = PathBuf::from(&dir).join(name);
-            let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
-                continue;
-            };
-            // SAFETY: dlopen of a shared library by path; the handle is deliberately kept for the process.
-            if path.exists() && !unsafe { dlopen(c.as_ptr(), RTLD_NOW | RTLD_GLOBAL) }.is_null() {
-                return;
-            }
-        }
-    });
+/// The library names tried, newest first. NVRTC's C API used here (program create / compile / log / PTX /
+/// CUBIN / version / supported architectures) is the same from CUDA 11.2 to 13, so one set of bindings serves
+/// them all: a CUDA 13 machine needs no `libnvrtc.so.12` symlink, and the PyPI NVRTC 12 still loads.
+const LIB_NAMES: &[&str] = &[
+    "libnvrtc.so.13",
+    "libnvrtc.so.12",
+    "libnvrtc.so.11.2",
+    "libnvrtc.so",
+];
+
+/// Folders searched after `$GAN_ENGINE_NVRTC_LIB_DIR` and the dynamic loader's own search path: where the
+/// CUDA toolkit and the distributions put the library.
+const LIB_DIRS: &[&str] = &[
+    "/usr/local/cuda/lib64",
+    "/usr/local/cuda/targets/x86_64-linux/lib",
+    "/usr/lib/x86_64-linux-gnu",
+];
+
+type Program = *mut std::ffi::c_void;
+type Status = c_int;
+
+/// The NVRTC functions this engine calls, resolved once from the first library that loads.
+struct Api {
+    path: String,
+    version: unsafe extern "C" fn(*mut c_int, *mut c_int) -> Status,
+    num_archs: unsafe extern "C" fn(*mut c_int) -> Status,
+    archs: unsafe extern "C" fn(*mut c_int) -> Status,
+    create: unsafe extern "C" fn(
+        *mut Program,
+        *const c_char,
+        *const c_char,
+        c_int,
+        *const *const c_char,
+        *const *const c_char,
+    ) -> Status,
+    compile: unsafe extern "C" fn(Program, c_int, *const *const c_char) -> Status,
+    log_size: unsafe extern "C" fn(Program, *mut usize) -> Status,
+    log: unsafe extern "C" fn(Program, *mut c_char) -> Status,
+    ptx_size: unsafe extern "C" fn(Program, *mut usize) -> Status,
+    ptx: unsafe extern "C" fn(Program, *mut c_char) -> Status,
+    cubin_size: unsafe extern "C" fn(Program, *mut usize) -> Status,
+    cubin: unsafe extern "C" fn(Program, *mut c_char) -> Status,
+    destroy: unsafe extern "C" fn(*mut Program) -> Status,
+    error_string: unsafe extern "C" fn(Status) -> *const c_char,
+    // Last: the function pointers above are valid while the library stays loaded, which is for the process.
+    _lib: libloading::Library,
+    _builtins: Option<libloading::Library>,
 }
 
-/// Checks that libnvrtc can be loaded (cudarc panics on first use otherwise).
-pub fn ensure_available() -> Result<()> {
-    preload_from_env();
-    // SAFETY: only probes dlopen with the candidate library names.
-    if !unsafe { sys::is_culib_present() } {
-        bail!(
-            "NVRTC (libnvrtc.so.12) not found: pip install nvidia-cuda-nvrtc-cu12 and put its lib dir on LD_LIBRARY_PATH (or in GAN_ENGINE_NVRTC_LIB_DIR)"
+impl Api {
+    fn open(path: &str) -> Result<Api, String> {
+        // SAFETY: loading libnvrtc runs no initialisers with preconditions; the symbols are looked up by their
+        // C names and given the C signatures of nvrtc.h.
+        unsafe {
+            let builtins = preload_builtins(path);
+            let lib = libloading::Library::new(path).map_err(|e| e.to_string())?;
+            macro_rules! sym {
+                ($name:literal) => {
+                    *lib.get(concat!($name, "\0").as_bytes())
+                        .map_err(|e| format!("{path}: {e}"))?
+                };
+            }
+            Ok(Api {
+                path: path.to_string(),
+                version: sym!("nvrtcVersion"),
+                num_archs: sym!("nvrtcGetNumSupportedArchs"),
+                archs: sym!("nvrtcGetSupportedArchs"),
+                create: sym!("nvrtcCreateProgram"),
+                compile: sym!("nvrtcCompileProgram"),
+                log_size: sym!("nvrtcGetProgramLogSize"),
+                log: sym!("nvrtcGetProgramLog"),
+                ptx_size: sym!("nvrtcGetPTXSize"),
+                ptx: sym!("nvrtcGetPTX"),
+                cubin_size: sym!("nvrtcGetCUBINSize"),
+                cubin: sym!("nvrtcGetCUBIN"),
+                destroy: sym!("nvrtcDestroyProgram"),
+                error_string: sym!("nvrtcGetErrorString"),
+                _lib: lib,
+                _builtins: builtins,
+            })
+        }
+    }
+
+    /// `Ok` for NVRTC_SUCCESS, else an error naming the call and NVRTC's message.
+    fn check(&self, status: Status, what: &str) -> Result<()> {
+        if status == 0 {
+            return Ok(());
+        }
+        // SAFETY: nvrtcGetErrorString returns a static NUL-terminated string for any status.
+        let msg = unsafe { CStr::from_ptr((self.error_string)(status)) };
+        bail!("{what}: {} ({status})", msg.to_string_lossy())
+    }
+}
+
+/// NVRTC opens `libnvrtc-builtins.so.X.Y` by bare name when it compiles, which only the loader's search path
+/// answers. Loading the one beside `path` first makes that request find it already loaded (by its soname), so a
+/// library outside the search path (a pip wheel's folder) works without LD_LIBRARY_PATH.
+fn preload_builtins(path: &str) -> Option<libloading::Library> {
+    let dir = std::path::Path::new(path).parent()?;
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libnvrtc-builtins.so.") && !n.contains(".alt."))
+        })
+        .collect();
+    // The newest version first, should a folder hold two.
+    found.sort();
+    found.into_iter().rev().find_map(|p| {
+        // SAFETY: loading a shared library by path; it is kept for the process.
+        unsafe { libloading::Library::new(&p) }.ok()
+    })
+}
+
+/// Every path tried, in order: `$GAN_ENGINE_NVRTC_LIB_DIR/NAME`, then each bare NAME (LD_LIBRARY_PATH, the
+/// loader cache), then the toolkit folders.
+fn candidates() -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(dir) = std::env::var_os("GAN_ENGINE_NVRTC_LIB_DIR") {
+        v.extend(
+            LIB_NAMES
+                .iter()
+                .map(|n| PathBuf::from(&dir).join(n).to_string_lossy().into_owned()),
         );
     }
-    Ok(())
+    v.extend(LIB_NAMES.iter().map(|n| n.to_string()));
+    for d in LIB_DIRS {
+        v.extend(LIB_NAMES.iter().map(|n| format!("{d}/{n}")));
+    }
+    v
+}
+
+fn api() -> Result<&'static Api> {
+    static API: OnceLock<Result<Api, String>> = OnceLock::new();
+    API.get_or_init(|| {
+        let tried = candidates();
+        let mut broken = Vec::new();
+        for path in &tried {
+            match Api::open(path) {
+                Ok(api) => return Ok(api),
+                // A library that loads but lacks a symbol is worth naming; "not found" is not.
+                Err(e) if e.contains(": undefined symbol") => broken.push(e),
+                Err(_) => {}
+            }
+        }
+        Err(format!(
+            "NVRTC not found (tried libnvrtc.so.13, .so.12, .so.11.2 and libnvrtc.so in \
+             $GAN_ENGINE_NVRTC_LIB_DIR, the loader's search path and {}){}. Install the CUDA toolkit, or \
+             `pip install nvidia-cuda-nvrtc-cu12` and set GAN_ENGINE_NVRTC_LIB_DIR to its nvidia/cuda_nvrtc/lib",
+            LIB_DIRS.join(", "),
+            if broken.is_empty() {
+                String::new()
+            } else {
+                format!("; unusable: {}", broken.join("; "))
+            }
+        ))
+    })
+    .as_ref()
+    .map_err(|e| anyhow!("{e}"))
+}
+
+/// Checks that an NVRTC library loads and has every function this engine calls.
+pub fn ensure_available() -> Result<()> {
+    api().map(|_| ())
+}
+
+/// The path of the NVRTC library in use (for `info` and the start-up banner).
+pub fn library_path() -> Result<&'static str> {
+    Ok(&api()?.path)
 }
 
 /// NVRTC's (major, minor) version.
 pub fn version() -> Result<(i32, i32)> {
-    ensure_available()?;
+    let api = api()?;
     let (mut major, mut minor) = (0, 0);
     // SAFETY: two out-pointers to ints.
-    unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
-        .result()
-        .map_err(|e| anyhow::anyhow!("nvrtcVersion: {e}"))?;
+    api.check(
+        unsafe { (api.version)(&mut major, &mut minor) },
+        "nvrtcVersion",
+    )?;
     Ok((major, minor))
 }
 
-/// The SM architectures this NVRTC can generate code for, e.g. [50, 52, ..., 90, 100, 120].
+/// The SM architectures this NVRTC can generate code for, e.g. [75, 80, ..., 90, 100, 120].
 pub fn supported_archs() -> Result<Vec<i32>> {
-    ensure_available()?;
+    let api = api()?;
     let mut n: c_int = 0;
-    // SAFETY: out-pointers sized by the first call.
-    unsafe {
-        sys::nvrtcGetNumSupportedArchs(&mut n)
-            .result()
-            .map_err(|e| anyhow::anyhow!("nvrtcGetNumSupportedArchs: {e}"))?;
-        let mut v = vec![0 as c_int; n.max(0) as usize];
-        sys::nvrtcGetSupportedArchs(v.as_mut_ptr())
-            .result()
-            .map_err(|e| anyhow::anyhow!("nvrtcGetSupportedArchs: {e}"))?;
-        Ok(v)
-    }
+    // SAFETY: out-pointer; the array is sized by the first call.
+    api.check(
+        unsafe { (api.num_archs)(&mut n) },
+        "nvrtcGetNumSupportedArchs",
+    )?;
+    let mut v = vec![0 as c_int; n.max(0) as usize];
+    // SAFETY: `v` has the `n` entries NVRTC writes.
+    api.check(
+        unsafe { (api.archs)(v.as_mut_ptr()) },
+        "nvrtcGetSupportedArchs",
+    )?;
+    Ok(v)
 }
 
 /// The NVRTC target for a device of compute capability `cc` (e.g. 90 for 9.0): a CUBIN for that exact SM when
@@ -154,67 +291,58 @@ pub fn compile(file: &str, target: &str, extra: &[&str]) -> Result<Compiled> {
     }
     opts.extend(extra.iter().map(|s| s.to_string()));
 
-    let mut prog: sys::nvrtcProgram = std::ptr::null_mut();
-    // SAFETY: all strings outlive the program (destroyed below); the arrays have `headers.len()` entries.
-    unsafe {
-        sys::nvrtcCreateProgram(
-            &mut prog,
-            src.as_ptr(),
-            name.as_ptr(),
-            headers.len() as c_int,
-            header_srcs.as_ptr(),
-            header_names.as_ptr(),
-        )
-        .result()
-        .map_err(|e| anyhow::anyhow!("nvrtcCreateProgram({file}): {e}"))?;
-    }
-    struct Guard(sys::nvrtcProgram);
+    let api = api()?;
+    let mut prog: Program = std::ptr::null_mut();
+    // SAFETY: all strings outlive the program (destroyed by the guard below); the arrays have `headers.len()`
+    // entries.
+    api.check(
+        unsafe {
+            (api.create)(
+                &mut prog,
+                src.as_ptr(),
+                name.as_ptr(),
+                headers.len() as c_int,
+                header_srcs.as_ptr(),
+                header_names.as_ptr(),
+            )
+        },
+        &format!("nvrtcCreateProgram({file})"),
+    )?;
+    struct Guard(&'static Api, Program);
     impl Drop for Guard {
         fn drop(&mut self) {
             // SAFETY: created above, destroyed once.
-            unsafe {
-                let _ = nrt::destroy_program(self.0);
-            }
+            unsafe { (self.0.destroy)(&mut self.1) };
         }
     }
-    let guard = Guard(prog);
+    let guard = Guard(api, prog);
 
-    // SAFETY: valid program; options are plain strings.
-    let compiled = unsafe { nrt::compile_program(guard.0, &opts) };
-    // SAFETY: valid program.
-    let log = unsafe { nrt::get_program_log(guard.0) }
+    let c_opts: Vec<CString> = opts
+        .iter()
+        .map(|o| CString::new(o.as_str()))
+        .collect::<Result<_, _>>()?;
+    let opt_ptrs: Vec<*const c_char> = c_opts.iter().map(|o| o.as_ptr()).collect();
+    // SAFETY: valid program; `opt_ptrs` holds `opts.len()` NUL-terminated strings alive for the call.
+    let compiled = unsafe { (api.compile)(guard.1, opt_ptrs.len() as c_int, opt_ptrs.as_ptr()) };
+    let log = read_sized(api, guard.1, api.log_size, api.log, "nvrtcGetProgramLog")
         .map(|v| c_chars_to_string(&v))
         .unwrap_or_default();
-    if let Err(e) = compiled {
+    if let Err(e) = api.check(compiled, "nvrtcCompileProgram") {
         bail!(
             "NVRTC failed to compile {file} for {target} ({e}):\n{}",
             log.trim_end()
         );
     }
     let is_cubin = target.starts_with("sm_");
-    let image = if is_cubin {
-        let mut size = 0usize;
-        // SAFETY: valid compiled program; buffer sized by the first call.
-        unsafe {
-            sys::nvrtcGetCUBINSize(guard.0, &mut size)
-                .result()
-                .map_err(|e| anyhow::anyhow!("nvrtcGetCUBINSize({file}): {e}"))?;
-            let mut buf = vec![0u8; size];
-            sys::nvrtcGetCUBIN(guard.0, buf.as_mut_ptr() as *mut c_char)
-                .result()
-                .map_err(|e| anyhow::anyhow!("nvrtcGetCUBIN({file}): {e}"))?;
-            buf
-        }
+    let mut image = if is_cubin {
+        read_sized(api, guard.1, api.cubin_size, api.cubin, "nvrtcGetCUBIN")
     } else {
-        // SAFETY: valid compiled program.
-        let ptx = unsafe { nrt::get_ptx(guard.0) }
-            .map_err(|e| anyhow::anyhow!("nvrtcGetPTX({file}): {e}"))?;
-        let mut bytes: Vec<u8> = ptx.iter().map(|&c| c as u8).collect();
-        if bytes.last() != Some(&0) {
-            bytes.push(0);
-        }
-        bytes
-    };
+        read_sized(api, guard.1, api.ptx_size, api.ptx, "nvrtcGetPTX")
+    }
+    .with_context(|| format!("reading the compiled {file}"))?;
+    if !is_cubin && image.last() != Some(&0) {
+        image.push(0);
+    }
     Ok(Compiled {
         image,
         is_cubin,
@@ -223,13 +351,26 @@ pub fn compile(file: &str, target: &str, extra: &[&str]) -> Result<Compiled> {
     })
 }
 
-fn c_chars_to_string(v: &[c_char]) -> String {
-    let bytes: Vec<u8> = v
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+/// One of NVRTC's size-then-fill getters (log, PTX, CUBIN) read into a byte vector.
+fn read_sized(
+    api: &Api,
+    prog: Program,
+    size: unsafe extern "C" fn(Program, *mut usize) -> Status,
+    fill: unsafe extern "C" fn(Program, *mut c_char) -> Status,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let mut n = 0usize;
+    // SAFETY: valid program; out-pointer.
+    api.check(unsafe { size(prog, &mut n) }, &format!("{what}Size"))?;
+    let mut buf = vec![0u8; n];
+    // SAFETY: `buf` has the `n` bytes NVRTC asked for.
+    api.check(unsafe { fill(prog, buf.as_mut_ptr() as *mut c_char) }, what)?;
+    Ok(buf)
+}
+
+fn c_chars_to_string(v: &[u8]) -> String {
+    let end = v.iter().position(|&c| c == 0).unwrap_or(v.len());
+    String::from_utf8_lossy(&v[..end]).into_owned()
 }
 
 /// Where compiled kernels are cached, if a cache directory can be determined.
