@@ -99,6 +99,16 @@ impl CachingAllocator {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 match self.rt.alloc(bucket) {
                     Ok(p) => p,
+                    // Returning the cache to the driver frees memory and synchronises the device, neither of
+                    // which a stream capture may contain: a capture that runs out of memory fails instead.
+                    Err(e) if self.rt.is_capturing() => {
+                        return Err(e.context(format!(
+                            "out of device memory while capturing a CUDA graph ({bucket} bytes requested, \
+                             {} in use, {} cached): run without --cuda-graph or with a smaller batch",
+                            self.live_bytes.load(Ordering::Relaxed),
+                            self.cached_bytes.load(Ordering::Relaxed)
+                        )))
+                    }
                     // Out of memory with blocks parked in the cache: give them back and try once more.
                     Err(_) if self.cached_bytes.load(Ordering::Relaxed) > 0 => {
                         self.empty_cache();
@@ -259,7 +269,110 @@ impl Drop for DeviceAlloc {
 
 #[cfg(test)]
 mod tests {
-    use super::bucket_size;
+    use super::*;
+    use crate::cuda::runtime::{DeviceGraph, KernelArg, LaunchCfg, TransferCounts};
+
+    /// A device of `limit` bytes that records frees; only what the allocator calls is implemented.
+    struct SmallDevice {
+        limit: usize,
+        /// Live blocks by address.
+        used: Mutex<HashMap<u64, usize>>,
+        frees: AtomicU64,
+        capturing: AtomicBool,
+    }
+
+    impl GpuRuntime for SmallDevice {
+        fn name(&self) -> String {
+            "small".into()
+        }
+        fn alloc(&self, bytes: usize) -> Result<u64> {
+            let mut u = self.used.lock().unwrap();
+            anyhow::ensure!(
+                u.values().sum::<usize>() + bytes <= self.limit,
+                "out of memory"
+            );
+            let ptr = (u.len() as u64 + 1) << 32;
+            u.insert(ptr, bytes);
+            Ok(ptr)
+        }
+        fn free(&self, ptr: u64) {
+            self.used.lock().unwrap().remove(&ptr);
+            self.frees.fetch_add(1, Ordering::Relaxed);
+        }
+        fn htod(&self, _: u64, _: &[u8]) -> Result<()> {
+            unimplemented!()
+        }
+        fn dtoh(&self, _: u64, _: &mut [u8]) -> Result<()> {
+            unimplemented!()
+        }
+        fn dtod(&self, _: u64, _: u64, _: usize) -> Result<()> {
+            unimplemented!()
+        }
+        fn memset_zero(&self, _: u64, _: usize) -> Result<()> {
+            unimplemented!()
+        }
+        fn launch(&self, _: &str, _: LaunchCfg, _: &[KernelArg<'_>]) -> Result<()> {
+            unimplemented!()
+        }
+        fn synchronize(&self) -> Result<()> {
+            Ok(())
+        }
+        fn is_emulated(&self) -> bool {
+            true
+        }
+        fn begin_capture(&self) -> Result<()> {
+            self.capturing.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        fn end_capture(&self) -> Result<Box<dyn DeviceGraph>> {
+            unimplemented!()
+        }
+        fn is_capturing(&self) -> bool {
+            self.capturing.load(Ordering::Relaxed)
+        }
+        fn launch_counts(&self) -> Vec<(&'static str, u64)> {
+            vec![]
+        }
+        fn transfer_counts(&self) -> TransferCounts {
+            TransferCounts::default()
+        }
+    }
+
+    fn small_device() -> (Arc<SmallDevice>, Arc<CachingAllocator>) {
+        let dev = Arc::new(SmallDevice {
+            limit: 3 << 20,
+            used: Mutex::new(HashMap::new()),
+            frees: AtomicU64::new(0),
+            capturing: AtomicBool::new(false),
+        });
+        let alloc = CachingAllocator::new(dev.clone());
+        (dev, alloc)
+    }
+
+    #[test]
+    fn out_of_memory_empties_the_cache_and_retries() {
+        let (dev, alloc) = small_device();
+        drop(alloc.alloc(2 << 20).unwrap());
+        // 2 MiB cached + 2 MiB more does not fit: the cache goes back to the driver and the request succeeds.
+        let _b = alloc.alloc(1536 << 10).unwrap();
+        assert_eq!(dev.frees.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn out_of_memory_during_a_capture_is_an_error_that_frees_nothing() {
+        let (dev, alloc) = small_device();
+        drop(alloc.alloc(2 << 20).unwrap());
+        dev.begin_capture().unwrap();
+        let e = alloc.alloc(1536 << 10).err().expect("must fail");
+        let msg = format!("{e:#}");
+        assert!(msg.contains("capturing a CUDA graph"), "{msg}");
+        assert_eq!(
+            dev.frees.load(Ordering::Relaxed),
+            0,
+            "freed during a capture"
+        );
+        assert_eq!(alloc.stats().cached_bytes, 2 << 20);
+    }
 
     #[test]
     fn buckets_round_up_with_bounded_waste() {

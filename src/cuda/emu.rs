@@ -269,6 +269,10 @@ impl GpuRuntime for EmuRuntime {
         Ok(())
     }
 
+    fn is_capturing(&self) -> bool {
+        self.capture.lock().unwrap().is_some()
+    }
+
     fn end_capture(&self) -> Result<Box<dyn DeviceGraph>> {
         let ops = self.capture.lock().unwrap().take();
         let ops = ops.ok_or_else(|| anyhow::anyhow!("end_capture without begin_capture"))?;

@@ -139,12 +139,8 @@ impl RealRuntime {
         Ok(())
     }
 
-    fn capturing(&self) -> bool {
-        self.capturing.load(std::sync::atomic::Ordering::Acquire)
-    }
-
     fn refuse_while_capturing(&self, what: &str) -> Result<()> {
-        super::runtime::refuse_while_capturing(self.capturing(), what)
+        super::runtime::refuse_while_capturing(self.is_capturing(), what)
     }
 
     fn describe(&self, what: &str, e: impl std::fmt::Display) -> anyhow::Error {
@@ -293,7 +289,7 @@ impl GpuRuntime for RealRuntime {
             )
         }
         .map_err(|e| anyhow!("kernel {kernel}: launch with {cfg:?} failed: {e}"))?;
-        if self.sync_each_launch && !self.capturing() {
+        if self.sync_each_launch && !self.is_capturing() {
             // SAFETY: our stream.
             unsafe { drv::stream::synchronize(self.stream()) }
                 .map_err(|e| anyhow!("kernel {kernel} failed: {e}"))?;
@@ -350,7 +346,7 @@ impl GpuRuntime for RealRuntime {
 
     fn begin_capture(&self) -> Result<()> {
         anyhow::ensure!(
-            !self.capturing(),
+            !self.is_capturing(),
             "a CUDA graph capture is in progress already"
         );
         // Relaxed: the caching allocator may call cuMemAlloc while the step is captured.
@@ -366,8 +362,12 @@ impl GpuRuntime for RealRuntime {
         Ok(())
     }
 
+    fn is_capturing(&self) -> bool {
+        self.capturing.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn end_capture(&self) -> Result<Box<dyn DeviceGraph>> {
-        anyhow::ensure!(self.capturing(), "end_capture without begin_capture");
+        anyhow::ensure!(self.is_capturing(), "end_capture without begin_capture");
         self.capturing
             .store(false, std::sync::atomic::Ordering::Release);
         let launches = self.counts.total_launches()

@@ -266,6 +266,8 @@ pub trait GpuRuntime: Send + Sync {
     fn begin_capture(&self) -> Result<()>;
     /// Ends the recording and returns it as a replayable graph.
     fn end_capture(&self) -> Result<Box<dyn DeviceGraph>>;
+    /// True between [`begin_capture`](Self::begin_capture) and [`end_capture`](Self::end_capture).
+    fn is_capturing(&self) -> bool;
     /// Launches per kernel name since the runtime was created (tests check coverage; benchmarks count launches).
     fn launch_counts(&self) -> Vec<(&'static str, u64)>;
     /// Host↔device copies since the runtime was created.
