@@ -1,9 +1,10 @@
-//! The `gan-engine` command line: `train`, `sample`, `info`.
+//! The `gan-engine` command line: `train`, `sample`, `fid`, the latent and plot tools, `info`, `benchmark`.
 //!
 //! Every failure ends as one `error: ...` message on stderr and a non-zero exit status: 2 for usage errors
 //! (reported by clap), 1 for everything else. Panics are caught and reported the same way (as internal
 //! errors), so users never see a Rust backtrace.
 
+mod bench;
 mod fid;
 mod plot;
 
@@ -54,6 +55,8 @@ pub enum Command {
     Sweep(latent::SweepArgs),
     /// Show the devices, the build and the kernels.
     Info,
+    /// Time one training iteration (D and G updates, the progress line's scalars read back) on a device.
+    Benchmark(bench::BenchArgs),
     /// Draw a run's training curves (metrics.csv) as a PNG.
     Plot(plot::PlotArgs),
     /// Scatter D's features of real vs generated images (PCA per block) as a PNG.
@@ -289,6 +292,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Arith(a) => latent::arith(a),
         Command::Sweep(a) => latent::sweep(a),
         Command::Info => info(),
+        Command::Benchmark(a) => bench::run(a),
         Command::Plot(a) => plot::run_plot(a),
         Command::Dfeatures(a) => plot::run_dfeatures(a),
     }

@@ -1,0 +1,223 @@
+//! `gan-engine benchmark`: the time of one training iteration, measured the way a user's loop runs it.
+//!
+//! One iteration is what `train` does per step with `--k 1`: a D update on a real and a fake batch, a G update,
+//! both optimiser steps, and the five scalars of the progress line (D loss, G loss, D(x), D(G(z)) before and
+//! after the D update) read back to the host, as PyTorch's DCGAN example reads them with `.item()`. The real
+//! batch is fixed random data, so the data loader is not part of it. `scripts/torch_dcgan_step.py` times the
+//! same iteration in PyTorch, so the two can be compared line by line.
+//!
+//! Timing: after `--warmup` iterations (kernel caches, allocator, cuDNN-style first-call costs on either side),
+//! `--repeat` samples of `--steps` back-to-back iterations each. On a GPU a sample is timed with two CUDA events
+//! recorded on the stream around it, starting from an idle device; elsewhere with the host clock between two
+//! synchronisations. The median sample is the result; min and max show the spread.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::Args;
+
+use crate::device::Device;
+use crate::nn::models::{ModelConfig, ModelKind};
+use crate::ops::random::RngStream;
+use crate::train::config::{AdamSettings, LossKind};
+use crate::train::graph::StepGraph;
+use crate::train::{Gan, StepMetrics};
+use crate::Tape;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Architecture
+    #[arg(long, value_enum, default_value = "dcgan")]
+    pub model: ModelKind,
+    /// Image height = width (DCGAN: 64, 32 or 28)
+    #[arg(long, default_value_t = 64, value_parser = super::positive_usize)]
+    pub image_size: usize,
+    /// Image channels
+    #[arg(long, default_value_t = 3, value_parser = super::positive_usize)]
+    pub channels: usize,
+    /// Batch size
+    #[arg(long, default_value_t = 128, value_parser = super::positive_usize)]
+    pub batch_size: usize,
+    /// Latent size
+    #[arg(long, default_value_t = 100, value_parser = super::positive_usize)]
+    pub nz: usize,
+    /// G's base width (the DCGAN paper's 64)
+    #[arg(long, default_value_t = 64, value_parser = super::positive_usize)]
+    pub ngf: usize,
+    /// D's base width (the DCGAN paper's 64)
+    #[arg(long, default_value_t = 64, value_parser = super::positive_usize)]
+    pub ndf: usize,
+    /// MLP hidden width
+    #[arg(long, default_value_t = 256, value_parser = super::positive_usize)]
+    pub hidden: usize,
+    /// cpu | cuda | cuda:N | auto | emu
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Convolutions on CUDA: fp32 or tf32
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: crate::cuda::Precision,
+    /// Replay each iteration from a captured CUDA graph (as `train --cuda-graph`)
+    #[arg(long)]
+    pub cuda_graph: bool,
+    /// Iterations run before timing
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// Iterations per timed sample
+    #[arg(long, default_value_t = 10, value_parser = super::positive_usize)]
+    pub steps: usize,
+    /// Timed samples; the median is reported
+    #[arg(long, default_value_t = 5, value_parser = super::positive_usize)]
+    pub repeat: usize,
+    /// Also write the result as JSON here
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// Sizes past which a benchmark is a typo, not a measurement.
+const MAX_BATCH: usize = 1 << 16;
+const MAX_ITERATIONS: usize = 1 << 20;
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    ensure!(
+        a.batch_size <= MAX_BATCH,
+        "--batch-size {} is larger than {MAX_BATCH}",
+        a.batch_size
+    );
+    ensure!(
+        a.steps.saturating_mul(a.repeat).saturating_add(a.warmup) <= MAX_ITERATIONS,
+        "--warmup + --steps x --repeat is more than {MAX_ITERATIONS} iterations"
+    );
+    crate::cuda::set_default_precision(a.precision);
+    let device = Device::parse(&a.device)?;
+    let cuda = device.backend().as_cuda();
+    if a.cuda_graph && cuda.is_none() {
+        bail!("--cuda-graph needs a CUDA device (--device cuda or emu)");
+    }
+    let model = ModelConfig {
+        kind: a.model,
+        image_size: a.image_size,
+        channels: a.channels,
+        nz: a.nz,
+        ngf: a.ngf,
+        ndf: a.ndf,
+        hidden: a.hidden,
+        num_classes: 0,
+    };
+    let adam = AdamSettings::DCGAN;
+    let mut gan = Gan::new(&model, &adam, &adam, LossKind::Ns, 0, &device)?;
+    let real = RngStream::new(1).uniform(
+        &[a.batch_size, a.channels, a.image_size, a.image_size],
+        -1.0,
+        1.0,
+        &device,
+    )?;
+    let mut tape = Tape::new();
+    let mut step = 0u64;
+    let mut graph = None;
+    let mut last: Option<StepMetrics> = None;
+    // One iteration; metrics are read back to the host inside it, as the progress line needs them.
+    let mut iteration = |gan: &mut Gan, tape: &mut Tape| -> Result<()> {
+        step += 1;
+        let m = match &mut graph {
+            Some(g) => StepGraph::step(g, gan, &real, step)?,
+            None if a.cuda_graph => {
+                let (g, m) = StepGraph::capture(gan, tape, &real, step)?;
+                graph = Some(g);
+                m
+            }
+            None => gan.train_step(tape, 1, step, || Ok(real.clone()))?,
+        };
+        last = Some(m);
+        Ok(())
+    };
+    for _ in 0..a.warmup.max(usize::from(a.cuda_graph)) {
+        iteration(&mut gan, &mut tape).context("warm-up iteration")?;
+    }
+    let mut samples_ms = Vec::with_capacity(a.repeat);
+    let mut timer = "host clock";
+    for _ in 0..a.repeat {
+        let mut run = || -> Result<()> {
+            for _ in 0..a.steps {
+                iteration(&mut gan, &mut tape)?;
+            }
+            Ok(())
+        };
+        let elapsed = match cuda {
+            Some(be) => {
+                be.synchronize()?;
+                match be.device_time(&mut run)? {
+                    Some(t) => {
+                        timer = "CUDA events";
+                        t
+                    }
+                    None => {
+                        let t = Instant::now();
+                        run()?;
+                        be.synchronize()?;
+                        t.elapsed()
+                    }
+                }
+            }
+            None => {
+                let t = Instant::now();
+                run()?;
+                t.elapsed()
+            }
+        };
+        samples_ms.push(elapsed.as_secs_f64() * 1e3 / a.steps as f64);
+    }
+    let m = last.expect("at least one timed iteration");
+    ensure!(
+        m.loss_d.is_finite() && m.loss_g.is_finite(),
+        "the benchmarked iteration produced a non-finite loss (D {}, G {})",
+        m.loss_d,
+        m.loss_g
+    );
+    let mut sorted = samples_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let what = format!(
+        "{:?}{} b{} ngf {} ndf {}",
+        a.model, a.image_size, a.batch_size, a.ngf, a.ndf
+    )
+    .to_lowercase();
+    let mode = if a.cuda_graph { "graph" } else { "eager" };
+    println!(
+        "{what} on {}: {} {mode}: {median:.3} ms per iteration (median of {} samples of {} iterations; min {:.3}, max {:.3}; {timer}), {:.0} images/s; last iteration: loss_d {:.4} loss_g {:.4} D(x) {:.4} D(G(z)) {:.4} / {:.4}",
+        device.name(),
+        a.precision,
+        a.repeat,
+        a.steps,
+        sorted[0],
+        sorted[sorted.len() - 1],
+        a.batch_size as f64 * 1e3 / median,
+        m.loss_d,
+        m.loss_g,
+        m.d_x,
+        m.d_g_z1,
+        m.d_g_z2,
+    );
+    if let Some(path) = &a.json {
+        let doc = serde_json::json!({
+            "engine": "gan-engine",
+            "version": env!("CARGO_PKG_VERSION"),
+            "what": what,
+            "device": device.name(),
+            "precision": a.precision.to_string(),
+            "mode": mode,
+            "batch": a.batch_size,
+            "warmup": a.warmup,
+            "steps_per_sample": a.steps,
+            "samples_ms_per_iteration": samples_ms,
+            "median_ms": median,
+            "min_ms": sorted[0],
+            "max_ms": sorted[sorted.len() - 1],
+            "timer": timer,
+            "last": {"loss_d": m.loss_d, "loss_g": m.loss_g, "d_x": m.d_x, "d_g_z1": m.d_g_z1, "d_g_z2": m.d_g_z2},
+        });
+        crate::io::atomic::write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

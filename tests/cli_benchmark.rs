@@ -1,0 +1,86 @@
+//! `gan-engine benchmark`: the iteration it times is the training iteration (eager and replayed from a CUDA
+//! graph give the same numbers), its JSON holds what the first-light and CPU-baseline scripts read, and bad
+//! arguments are clear errors.
+
+mod common;
+
+use common::cli::{fails, ok, stdout};
+
+/// A tiny DCGAN-32 iteration on `device`, as JSON.
+fn bench(device: &str, extra: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("b.json");
+    let mut args = vec![
+        "benchmark",
+        "--device",
+        device,
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--nz",
+        "16",
+        "--warmup",
+        "1",
+        "--steps",
+        "2",
+        "--repeat",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = ok(&args);
+    assert!(stdout(&o).contains("ms per iteration"), "{}", stdout(&o));
+    serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap()
+}
+
+#[test]
+fn cpu_benchmark_reports_samples_and_the_last_iteration() {
+    let v = bench("cpu", &[]);
+    let samples = v["samples_ms_per_iteration"].as_array().unwrap();
+    assert_eq!(samples.len(), 3);
+    assert!(samples.iter().all(|s| s.as_f64().unwrap() > 0.0));
+    let median = v["median_ms"].as_f64().unwrap();
+    assert!(v["min_ms"].as_f64().unwrap() <= median && median <= v["max_ms"].as_f64().unwrap());
+    assert_eq!(v["timer"], "host clock");
+    assert_eq!(v["mode"], "eager");
+    for k in ["loss_d", "loss_g", "d_x", "d_g_z1", "d_g_z2"] {
+        assert!(v["last"][k].as_f64().unwrap().is_finite(), "{k}");
+    }
+    // 1 warm-up + 3 x 2 timed iterations from one seed: a second run computes the same last iteration.
+    assert_eq!(v["last"], bench("cpu", &[])["last"]);
+}
+
+#[cfg(feature = "emulation")]
+#[test]
+fn graph_replay_times_the_same_iteration_as_eager() {
+    let eager = bench("emu", &[]);
+    let graph = bench("emu", &["--cuda-graph"]);
+    assert_eq!(graph["mode"], "graph");
+    assert_eq!(eager["last"], graph["last"], "the replayed iterations computed other numbers");
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    fails(
+        &["benchmark", "--device", "cpu", "--cuda-graph"],
+        1,
+        &["--cuda-graph needs a CUDA device"],
+    );
+    fails(
+        &["benchmark", "--device", "cpu", "--batch-size", "100000000"],
+        1,
+        &["--batch-size 100000000 is larger than"],
+    );
+    fails(&["benchmark", "--steps", "0"], 2, &["--steps"]);
+    fails(
+        &["benchmark", "--device", "cpu", "--image-size", "48"],
+        1,
+        &["48"],
+    );
+}
