@@ -20,7 +20,7 @@ two per multiply-add).
 Usage: python3 scripts/benchmarks_md.py [--criterion target/criterion] [--out BENCHMARKS.md] [--all]
 (--all keeps results older than the last scripts/bench.sh run.)
 
-GPU runs of scripts/gpu_session.sh (no tch build runs on the lent GPU machines) give, instead of criterion's
+GPU runs of scripts/first_light.sh phase 6 (no tch build runs on the lent GPU machines) give, instead of criterion's
 `libtorch` functions: our criterion results at --precision fp32 (--criterion) and tf32 (--criterion-tf32, conv
 and whole-model groups only), and PyTorch eager timed by scripts/bench_torch_gpu.py with TF32 off and on
 (--torch-json, once per file). The CUDA table then pairs like with like: ours FP32 vs PyTorch with TF32 off,
@@ -253,7 +253,7 @@ def table(groups, device, paired=None):
 
 
 def paired_table(groups, device):
-    """The GPU table of a gpu_session.sh run: ours FP32 vs PyTorch TF32-off, ours TF32 vs PyTorch defaults."""
+    """The GPU table of a first-light run: ours FP32 vs PyTorch TF32-off, ours TF32 vs PyTorch defaults."""
     mine = [(g, fs) for (d, g), fs in groups.items() if d == device and "ours" in fs]
     if not mine:
         return None

@@ -19,7 +19,7 @@ logs="${OUT:-$bundle/logs}"
 mkdir -p "$logs"
 timeout_s="${PER_BINARY_TIMEOUT:-240}"
 
-# ---- libraries: cudarc dlopens libcuda.so(.1) and libnvrtc.so / libnvrtc.so.12 by name ----------------------
+# ---- libraries: libcuda for cudarc (NVRTC is found by the engine itself) ----------------------------------
 source scripts/gpu_env.sh
 
 # Tests that find fixtures via CARGO_MANIFEST_DIR look under the build machine's path.
@@ -37,7 +37,7 @@ export RUST_BACKTRACE=1
 
 echo "bundle: commit $(cat $bundle/commit 2>/dev/null || echo '?'), built $(cat $bundle/built_at 2>/dev/null || echo '?')"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-echo "libnvrtc: ${nvrtc:-NOT FOUND}"
+"$bundle/bin/gan-engine" info 2>/dev/null | grep "^nvrtc" || echo "nvrtc: (no gan-engine in the bundle to ask)"
 echo
 
 rows=()

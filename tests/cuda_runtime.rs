@@ -32,17 +32,33 @@ fn missing_gpu_is_a_clear_error_not_a_panic() {
 #[test]
 #[ignore = "needs a GPU: scripts/gpu_run.sh runs it with --include-ignored"]
 fn start_up_uses_the_kernel_cache() {
+    let t = Instant::now();
     let first = gpu("start_up_uses_the_kernel_cache");
+    let first_secs = t.elapsed().as_secs_f64();
+    // The runtime's name ends "... -> TARGET)": the NVRTC target its modules were built for.
+    let name = first.runtime().name();
+    let target = name
+        .rsplit("-> ")
+        .next()
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no target in {name}"))
+        .to_string();
     drop(first);
-    // Every module is now in the disk cache: a second start must not recompile.
+    // Every module is now in the disk cache: what a second start loads must all come from it. Asserted on
+    // the cache, not on a time: context creation alone takes a varying fraction of a second on a real GPU.
+    for file in gan_engine::cuda::nvrtc::kernel_files() {
+        let c = gan_engine::cuda::nvrtc::compile_cached(file, &target).unwrap();
+        assert!(c.from_cache, "{file} for {target} was compiled again");
+    }
     let t = Instant::now();
     let be = cuda_backend(0).unwrap();
     let secs = t.elapsed().as_secs_f64();
-    println!("second start of {}: {:.3} s", be.runtime().name(), secs);
-    assert!(
-        secs < 2.0,
-        "second start took {secs:.2} s: is the kernel cache working?"
+    println!(
+        "start of {}: first {first_secs:.3} s, second (kernel cache) {secs:.3} s",
+        be.runtime().name()
     );
+    // Only a gross regression: loading cached CUBINs is milliseconds, the driver's context a second at most.
+    assert!(secs < 10.0, "second start took {secs:.2} s");
 }
 
 #[test]

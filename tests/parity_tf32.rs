@@ -229,7 +229,8 @@ fn check(what: &str, got: &[f32], want: &Reference, rel: f64) {
     }
 }
 
-/// Runs the three directions on `be` (TF32) and checks them against both references.
+/// Runs the three directions on `be` and checks them: at TF32, against both references; at FP32, against the
+/// f32 reference with the tight bound.
 fn run_case(be: &Arc<CudaBackend>, name: &str, case: ConvCase, rng: &mut ChaCha8Rng) {
     let numel = |s: [usize; 4]| s.iter().product::<usize>();
     let x = random(rng, numel(case.x_shape()));
@@ -259,9 +260,10 @@ fn run_case(be: &Arc<CudaBackend>, name: &str, case: ConvCase, rng: &mut ChaCha8
     let round = |v: &[f32]| v.iter().map(|&a| tf32(a)).collect::<Vec<_>>();
     let [ry, rdx, rdw] = reference(&case, &round(&x), &round(&w), &round(&dy));
     let [fy, fdx, fdw] = reference(&case, &x, &w, &dy);
-    // Which directions ran on tensor cores: GEMMs with more than 16 rows (conv.rs); the others are the f32
-    // kernels and are held to the f32 path's own accuracy (they do not round).
-    let tc = |rows: usize| rows > 16;
+    // Which directions ran on tensor cores: at TF32, GEMMs with more than 16 rows (conv.rs); the others are the
+    // f32 kernels and are held to the f32 path's own accuracy (they do not round).
+    let tensor_cores = be.precision() == Precision::Tf32;
+    let tc = |rows: usize| tensor_cores && rows > 16;
     for (dir, got, r_tf32, r_f32, rows) in [
         ("conv2d", &y, &ry, &fy, case.o),
         ("backward data", &dx, &rdx, &fdx, case.c),
@@ -422,21 +424,38 @@ fn gpu_build_uses_tensor_core_instructions() {
 
 /// The real GPU: the checks above on the hardware mma.sync / cvt.rna, plus larger DCGAN layers (batch 8, full
 /// channel counts) that are too slow to emulate.
-#[test]
-#[ignore = "needs a GPU: scripts/gpu_run.sh runs it with --include-ignored"]
-fn tf32_on_a_real_gpu() {
-    let be = gan_engine::cuda::cuda_backend(0)
-        .unwrap_or_else(|e| panic!("tf32_on_a_real_gpu: cuda:0 does not open: {e:#}"));
-    be.set_precision(Precision::Tf32);
-    let mut rng = ChaCha8Rng::seed_from_u64(21);
-    for (name, c) in [
+/// DCGAN-64's discriminator convolutions at batch 8, and an awkward shape: the real-GPU cases.
+fn gpu_cases() -> Vec<(&'static str, ConvCase)> {
+    vec![
         ("D1 3->64", case(8, 3, 64, 64, 64, 4, p(2, 1))),
         ("D2 64->128", case(8, 64, 32, 32, 128, 4, p(2, 1))),
         ("D3 128->256", case(8, 128, 16, 16, 256, 4, p(2, 1))),
         ("D4 256->512", case(8, 256, 8, 8, 512, 4, p(2, 1))),
         ("D5 512->1", case(8, 512, 4, 4, 1, 4, p(1, 0))),
         ("awkward", case(3, 19, 9, 11, 67, 4, p(2, 1))),
-    ] {
+    ]
+}
+
+fn on_a_real_gpu(test: &str, precision: Precision) {
+    let be = gan_engine::cuda::cuda_backend(0)
+        .unwrap_or_else(|e| panic!("{test}: cuda:0 does not open: {e:#}"));
+    be.set_precision(precision);
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    for (name, c) in gpu_cases() {
         run_case(&be, name, c, &mut rng);
     }
+}
+
+#[test]
+#[ignore = "needs a GPU: scripts/gpu_run.sh runs it with --include-ignored"]
+fn tf32_on_a_real_gpu() {
+    on_a_real_gpu("tf32_on_a_real_gpu", Precision::Tf32);
+}
+
+/// The same shapes through the FP32 kernels: a failure in both names the shared code (loaders, epilogue), one
+/// in the TF32 test alone names the tensor-core path.
+#[test]
+#[ignore = "needs a GPU: scripts/gpu_run.sh runs it with --include-ignored"]
+fn fp32_on_a_real_gpu() {
+    on_a_real_gpu("fp32_on_a_real_gpu", Precision::F32);
 }

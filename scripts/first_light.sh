@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# First light: one device call that proves the kernels on a real GPU and times them against PyTorch.
+#
+# Runs on the GPU machine from the checkout root, over the bundle that scripts/first_light_bundle.sh made here
+# (.gpu-bundle/, carried). Phases run in order of value; each prints a one-line summary as it ends, appends it to
+# $OUT/summary.txt and packs its logs into $OUT/pN-NAME.tgz, so a failure or a timeout in one phase still
+# returns the others (a device call brings back at most 8 files: summary.txt and these seven):
+#   0 probe     nvidia-smi, driver, NVRTC, glibc / libstdc++ against what the binaries need, `gan-engine info`
+#   1 smoke     20 training steps each in fp32, tf32 and --cuda-graph
+#   2 parity    the parity suites on the real GPU, one test thread; failures rerun one by one
+#   3 timing    DCGAN-64 iteration at batch 128: ours fp32 / tf32, eager / graph; PyTorch eager TF32 off / on,
+#               graphed TF32 off / on (scripts/torch_dcgan_step.py), all with CUDA events
+#   4 sanitize  compute-sanitizer memcheck, racecheck, initcheck, synccheck on a 2-step training run in fp32 and
+#               tf32, then memcheck on the parity suite
+#   5 ncu       Nsight Compute (--clock-control none) on the conv kernels of one iteration: speed of light,
+#               instruction mix, occupancy
+#   6 bench     per-layer benches, ours and PyTorch, with whatever time is left
+#   7 train     (only when asked: PHASES=7, a call of its own) DCGAN-28 on MNIST for TRAIN_SECONDS, then the run
+#               (config, metrics, samples, generator) packed for FID here; needs a bundle made with --mnist
+#
+#   DEADLINE=450 bash scripts/first_light.sh            # on the GPU machine (device call timeout_s 480)
+#   FIRST_LIGHT_DEVICE=emu bash scripts/first_light.sh  # the dry run here, against the emulated backend
+#   PHASES="0 1 3" bash scripts/first_light.sh          # a subset (a rerun inside the same lease)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bundle="${BUNDLE:-.gpu-bundle}"
+bin=$bundle/bin
+OUT="${OUT:-$bundle/out}"
+mkdir -p "$OUT"
+dev="${FIRST_LIGHT_DEVICE:-cuda}"
+deadline="${DEADLINE:-450}"
+phases="${PHASES:-0 1 2 3 4 5 6}"
+work=/tmp/first-light
+rm -rf "$work"
+mkdir -p "$work"
+export GAN_ENGINE_CACHE_DIR="$work/kernel-cache" RUST_BACKTRACE=1
+# PyTorch runs with the library path it came with; ours gets libcuda's folder added where the loader lacks it.
+torch_ld="${LD_LIBRARY_PATH-}"
+source scripts/gpu_env.sh
+summary="$OUT/summary.txt"
+: >"$summary"
+
+say() { echo "$*" | tee -a "$summary"; }
+left() { echo $((deadline - SECONDS)); }
+
+# run NAME LIMIT CMD...: runs CMD with its output in $log_dir/NAME.log, capped by LIMIT and by the deadline.
+# Sets $rc and $took; prints the log's tail on failure.
+run() {
+    local name=$1 limit=$2
+    shift 2
+    local l
+    l=$(left)
+    if ((l < 10)); then
+        rc=124 took=0
+        echo "  $name: SKIPPED (deadline)" | tee -a "$log_dir/phase.txt"
+        return
+    fi
+    ((limit > l)) && limit=$l
+    local t0=$SECONDS
+    timeout --kill-after=5 "$limit" "$@" >"$log_dir/$name.log" 2>&1
+    rc=$? took=$((SECONDS - t0))
+    local st=ok
+    ((rc == 124 || rc == 137)) && st=TIMEOUT
+    ((rc != 0 && rc != 124 && rc != 137)) && st="FAIL($rc)"
+    echo "  $name: $st ${took}s" | tee -a "$log_dir/phase.txt"
+    if [[ $st != ok ]]; then
+        tail -15 "$log_dir/$name.log" | sed 's/^/    | /'
+    fi
+}
+
+begin() {
+    phase_name=$1
+    log_dir="$work/$1"
+    mkdir -p "$log_dir"
+    phase_t0=$SECONDS
+    echo "== phase $1 (at ${SECONDS}s, $(left)s left)"
+}
+# end "one-line summary": the phase's line in summary.txt, and its logs packed for the return trip.
+end() {
+    say "$(printf '%-10s %4ss  %s' "$phase_name" $((SECONDS - phase_t0)) "$1")"
+    tar czf "$OUT/$phase_name.tgz" -C "$work" "$phase_name" 2>/dev/null
+}
+
+# ---- the bundle -----------------------------------------------------------------------------------------------
+[[ -d $bin ]] || { say "no $bin: run scripts/first_light_bundle.sh here first"; exit 2; }
+for f in "$bin"/*.xz; do
+    [[ -e $f ]] || continue
+    python3 -c 'import lzma, sys; open(sys.argv[2], "wb").write(lzma.open(sys.argv[1]).read())' "$f" "${f%.xz}" &&
+        chmod +x "${f%.xz}" && rm "$f"
+done
+# Tests find their fixtures under the build machine's checkout path.
+if [[ -f $bundle/manifest_dir ]]; then
+    md=$(cat "$bundle/manifest_dir")
+    [[ -e $md ]] || { mkdir -p "$(dirname "$md")" && ln -s "$PWD" "$md"; }
+fi
+ge="$bin/gan-engine"
+commit=$(cat "$bundle/commit" 2>/dev/null || echo '?')
+say "first light: commit $commit, device $dev, deadline ${deadline}s, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+
+# Tiny shapes for the emulated dry run (one fiber per CUDA thread: full-size runs take hours there).
+if [[ $dev == emu ]]; then
+    small=(--image-size 32 --batch-size 4 --ngf 8 --ndf 8)
+    smoke_steps=2 bench_batch=4
+else
+    small=()
+    smoke_steps=20 bench_batch=128
+fi
+
+phase_probe() {
+    begin p0-probe
+    {
+        command -v nvidia-smi >/dev/null &&
+            nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,compute_cap --format=csv
+        echo "kernel: $(uname -r)"
+        echo "glibc here: $(ldd --version 2>&1 | head -1)"
+        local cxx
+        cxx=$(ldconfig -p 2>/dev/null | awk '/libstdc\+\+\.so\.6 /{print $NF; exit}')
+        echo "libstdc++ here: ${cxx:-?} newest $(grep -ao 'GLIBCXX_3\.4\.[0-9]*' "${cxx:-/dev/null}" 2>/dev/null | sort -uV | tail -1)"
+        echo "the binaries need: $(cat "$bundle/requires.txt" 2>/dev/null)"
+        for t in compute-sanitizer ncu nvcc; do echo "$t: $(command -v $t || echo missing) $($t --version 2>/dev/null | tail -1)"; done
+    } >"$log_dir/host.txt" 2>&1
+    cat "$log_dir/host.txt"
+    # The binaries' newest glibc / libstdc++ symbol versions against the host's: a mismatch stops everything.
+    local need_glibc have_glibc ok=yes
+    need_glibc=$(sed -n 's/.*GLIBC_\([0-9.]*\).*/\1/p' "$bundle/requires.txt" 2>/dev/null)
+    have_glibc=$(ldd --version 2>&1 | head -1 | grep -o '[0-9]\+\.[0-9]\+$')
+    if [[ -n $need_glibc && -n $have_glibc ]] &&
+        [[ $(printf '%s\n%s\n' "$need_glibc" "$have_glibc" | sort -V | tail -1) != "$have_glibc" ]]; then
+        ok="NO: binaries need GLIBC_$need_glibc, host has $have_glibc"
+    fi
+    run info 30 "$ge" info
+    cat "$log_dir/info.log" | head -8
+    local gpu nv
+    gpu=$(grep -m1 "^  $dev:" "$log_dir/info.log" | cut -c1-110)
+    nv=$(grep -m1 '^nvrtc:' "$log_dir/info.log" | cut -c1-100)
+    end "glibc ok: $ok; ${gpu:-no $dev line}; ${nv:-no nvrtc line}"
+    [[ $ok == yes && $rc == 0 ]]
+}
+
+phase_smoke() {
+    begin p1-smoke
+    local res=()
+    for mode in fp32 tf32 graph; do
+        local extra=(--precision "${mode/graph/fp32}")
+        [[ $mode == graph ]] && extra+=(--cuda-graph)
+        run "train-$mode" 120 "$ge" train --device "$dev" --steps "$smoke_steps" "${small[@]}" "${extra[@]}" \
+            --out "$work/runs/smoke-$mode" --overwrite --log-every 1 --sample-every "$smoke_steps" --seed 1
+        local last
+        last=$(grep -o 'trained [0-9]* steps in [0-9.]* [a-z]*' "$log_dir/train-$mode.log" | tail -1)
+        res+=("$mode $([[ $rc == 0 ]] && echo ok || echo "FAIL($rc)") ${took}s")
+        tail -3 "$work/runs/smoke-$mode/metrics.csv" >"$log_dir/metrics-$mode.txt" 2>/dev/null
+        [[ -n $last ]] && echo "  $mode: $last"
+    done
+    # The three runs start from one seed: fp32 eager and graph must agree bit for bit (metrics.csv without time).
+    local same="graph==fp32: n/a"
+    if [[ -f $work/runs/smoke-fp32/metrics.csv && -f $work/runs/smoke-graph/metrics.csv ]]; then
+        if cmp -s <(cut -d, -f1-6 "$work/runs/smoke-fp32/metrics.csv") <(cut -d, -f1-6 "$work/runs/smoke-graph/metrics.csv"); then
+            same="graph==fp32: identical losses"
+        else
+            same="graph==fp32: DIFFERENT losses"
+        fi
+    fi
+    end "$(IFS=';'; echo "${res[*]}"); $same"
+}
+
+# One test binary on the device, one thread; a failing binary's failed tests are rerun one by one, so that one
+# sticky kernel fault does not hide whether the others pass.
+test_binary() {
+    local name=$1 limit=$2
+    local exe=$bin/test-$name
+    [[ -x $exe ]] || { echo "  $name: not in the bundle"; return; }
+    local args=(--test-threads=1)
+    [[ $dev == cuda ]] && args+=(--include-ignored)
+    run "$name" "$limit" env GAN_ENGINE_TEST_DEVICE="$dev" GAN_ENGINE_POISON=1 GAN_ENGINE_CUDA_SYNC=1 CI=1 \
+        "$exe" "${args[@]}"
+    local line
+    line=$(grep -E '^test result:' "$log_dir/$name.log" | tail -1 | sed -E 's/test result: ([A-Za-z]+)\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 passed \3 failed \4 ignored/')
+    if ((rc != 0)); then
+        local failed
+        failed=$(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$log_dir/$name.log")
+        for t in $failed; do
+            run "$name--$t" 60 env GAN_ENGINE_TEST_DEVICE="$dev" GAN_ENGINE_POISON=1 GAN_ENGINE_CUDA_SYNC=1 CI=1 \
+                "$exe" --exact "$t" --include-ignored
+            [[ $rc == 0 ]] && line+=" ($t passes alone)"
+        done
+    fi
+    parity+=("$name: ${line:-no result (rc $rc)}")
+}
+
+phase_parity() {
+    begin p2-parity
+    parity=()
+    for b in cuda_runtime parity_tf32 emu_parity emu_parity_conv emu_parity_pool emu_graph nvrtc_compile; do
+        test_binary "$b" 90
+    done
+    printf '  %s\n' "${parity[@]}"
+    local bad
+    bad=$(printf '%s\n' "${parity[@]}" | grep -cv ' 0 failed')
+    end "$((${#parity[@]} - bad))/${#parity[@]} binaries clean; $(printf '%s\n' "${parity[@]}" | grep -v ' 0 failed' | cut -c1-60 | tr '\n' ';')"
+}
+
+phase_timing() {
+    begin p3-timing
+    local rows=()
+    for mode in fp32 tf32 fp32-graph tf32-graph; do
+        local extra=(--precision "${mode%-graph}")
+        [[ $mode == *graph ]] && extra+=(--cuda-graph)
+        local shape=(--batch-size "$bench_batch")
+        [[ $dev == emu ]] && shape=("${small[@]}") && extra+=(--warmup 1 --steps 1 --repeat 2)
+        run "ours-$mode" 60 "$ge" benchmark --device "$dev" "${shape[@]}" "${extra[@]}" --json "$log_dir/ours-$mode.json"
+        rows+=("ours $mode $(grep -o '[0-9.]* ms per iteration' "$log_dir/ours-$mode.log" | head -1 | cut -d' ' -f1)")
+    done
+    if [[ $dev == cuda ]]; then
+        # PyTorch with its own libraries: nothing of ours on its library path.
+        run torch 150 env LD_LIBRARY_PATH="$torch_ld" PYTHONUNBUFFERED=1 python3 scripts/torch_dcgan_step.py \
+            --batch "$bench_batch" --modes eager,graph --out "$log_dir/torch.json"
+        while read -r l; do rows+=("$l"); done < <(grep -o 'torch [a-z]* *tf32 o[nf ]*f*: *[0-9.]* ms' "$log_dir/torch.log" |
+            sed -E 's/ +/ /g; s/: / /; s/ ms$//')
+    fi
+    printf '  %s\n' "${rows[@]}"
+    end "b$bench_batch ms/iteration: $(IFS=';'; echo "${rows[*]}")"
+}
+
+phase_sanitize() {
+    begin p4-sanitize
+    local res=()
+    if [[ $dev != cuda ]] || ! command -v compute-sanitizer >/dev/null; then
+        end "skipped (no compute-sanitizer or no GPU)"
+        return
+    fi
+    for prec in fp32 tf32; do
+        for tool in memcheck racecheck initcheck synccheck; do
+            run "$tool-$prec" 30 compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 50 \
+                "$ge" train --device cuda --steps 2 --batch-size 8 --image-size 32 --ngf 16 --ndf 16 \
+                --precision "$prec" --out "$work/runs/san-$tool-$prec" --overwrite --sample-every 2 --seed 1
+            local errs
+            errs=$(grep -o 'ERROR SUMMARY: [0-9]* error' "$log_dir/$tool-$prec.log" | tail -1 | grep -o '[0-9]*')
+            res+=("$tool/$prec ${errs:-?}err rc$rc")
+        done
+    done
+    run memcheck-parity 60 env GAN_ENGINE_TEST_DEVICE=cuda compute-sanitizer --tool memcheck --error-exitcode 99 \
+        --print-limit 50 "$bin/test-emu_parity" --test-threads=1
+    res+=("memcheck/emu_parity $(grep -o 'ERROR SUMMARY: [0-9]* error' "$log_dir/memcheck-parity.log" | tail -1 | grep -o '[0-9]*')err rc$rc")
+    end "$(IFS=';'; echo "${res[*]}")"
+}
+
+phase_ncu() {
+    begin p5-ncu
+    if [[ $dev != cuda ]] || ! command -v ncu >/dev/null; then
+        end "skipped (no ncu or no GPU)"
+        return
+    fi
+    for prec in fp32 tf32; do
+        # The conv kernel launches of the first iteration (each of the kernels at each of its DCGAN shapes).
+        run "ncu-$prec" 75 ncu --clock-control none --kernel-name regex:conv2d --launch-count 40 \
+            --section SpeedOfLight --section InstructionStats --section Occupancy --section LaunchStats \
+            --csv --page details "$ge" benchmark --device cuda --batch-size "$bench_batch" --precision "$prec" \
+            --warmup 1 --steps 1 --repeat 1
+    done
+    local n
+    n=$(grep -c 'SM Busy\|Compute (SM) Throughput' "$log_dir"/ncu-*.log 2>/dev/null | awk -F: '{s += $2} END {print s + 0}')
+    end "profiled rows: $n"
+}
+
+phase_bench() {
+    begin p6-bench
+    if [[ $dev != cuda ]]; then
+        run bench-ops 60 env GAN_BENCH_DEVICES=cuda GAN_BENCH_CUDA=emu CRITERION_HOME="$work/criterion" \
+            "$bin/bench-ops" --bench 'cuda leaky' --warm-up-time 0.1 --measurement-time 0.2
+        end "dry run: bench-ops rc $rc"
+        return
+    fi
+    for prec in fp32 tf32; do
+        run "ops-$prec" 90 env GAN_BENCH_DEVICES=cuda GAN_ENGINE_PRECISION="$prec" CRITERION_HOME="$work/criterion-$prec" \
+            "$bin/bench-ops" --bench 'cuda conv' --warm-up-time 0.2 --measurement-time 0.5
+    done
+    run torch-layers 90 env LD_LIBRARY_PATH="$torch_ld" python3 scripts/bench_torch_gpu.py --tf32 off --samples 5 \
+        --out "$log_dir/torch_fp32.json"
+    (cd "$work" && find criterion-fp32 criterion-tf32 -name estimates.json -path '*new*' 2>/dev/null |
+        tar czf "$log_dir/criterion.tgz" -T -) 2>/dev/null
+    end "ops fp32/tf32 and torch per-layer rows written (see logs)"
+}
+
+phase_train() {
+    begin p7-train
+    local data=$bundle/data/mnist secs=${TRAIN_SECONDS:-300}
+    [[ -d $data ]] || { end "no $data: make the bundle with --mnist"; return; }
+    # Stopped by the clock: the run keeps its last checkpoint (every 500 steps) and generator.
+    run mnist "$((secs + 30))" timeout --signal=INT "$secs" "$ge" train --dataset "mnist:$data" --device "$dev" \
+        --ngf 64 --ndf 64 --epochs 1000 --checkpoint-every 500 --sample-every 2000 --log-every 100 --seed 1 \
+        --g-ema 0.999 --out "$work/runs/mnist" --overwrite
+    local steps
+    steps=$(tail -1 "$work/runs/mnist/metrics.csv" 2>/dev/null | cut -d, -f1)
+    tar czf "$OUT/run-mnist.tgz" -C "$work/runs" --exclude=checkpoint.safetensors --exclude='*.tmp' mnist
+    end "MNIST: ${steps:-no} steps in ${secs}s; run-mnist.tgz (generator, samples, metrics) to score here"
+}
+
+for p in $phases; do
+    case $p in
+        0) phase_probe || { say "probe failed: stopping (see p0-probe.tgz)"; exit 1; } ;;
+        1) phase_smoke ;;
+        2) phase_parity ;;
+        3) phase_timing ;;
+        4) phase_sanitize ;;
+        5) phase_ncu ;;
+        6) phase_bench ;;
+        7) phase_train ;;
+        *) echo "unknown phase $p" >&2 ;;
+    esac
+done
+say "done at ${SECONDS}s"
