@@ -52,8 +52,10 @@ def make(batch, dev, capturable, image_size):
     return netG, netD, optD, optG, real, nz
 
 
-def iteration_fn(netG, netD, optD, optG, real, nz, crit):
-    """The example's iteration; returns the five scalars as 0-d tensors (still on the device)."""
+def iteration_fn(netG, netD, optD, optG, real, nz, crit, static_grads=False):
+    """The example's iteration; returns the five scalars as 0-d tensors (still on the device). Gradients are
+    released between steps (zero_grad's default) unless `static_grads`: a captured graph needs them to stay at
+    their addresses."""
     batch = real.shape[0]
     dev = real.device
     ones = torch.ones(batch, device=dev)
@@ -61,7 +63,7 @@ def iteration_fn(netG, netD, optD, optG, real, nz, crit):
     z = torch.empty(batch, nz, 1, 1, device=dev)
 
     def it():
-        netD.zero_grad(set_to_none=False)
+        netD.zero_grad(set_to_none=not static_grads)
         out = netD(real).view(-1)
         err_real = crit(out, ones)
         err_real.backward()
@@ -73,7 +75,7 @@ def iteration_fn(netG, netD, optD, optG, real, nz, crit):
         err_fake.backward()
         d_g_z1 = torch.sigmoid(out).mean()
         optD.step()
-        netG.zero_grad(set_to_none=False)
+        netG.zero_grad(set_to_none=not static_grads)
         out = netD(fake).view(-1)
         err_g = crit(out, ones)
         err_g.backward()
@@ -122,7 +124,7 @@ def eager(args, dev):
 
 def graphed(args, dev):
     netG, netD, optD, optG, real, nz = make(args.batch, dev, True, args.image_size)
-    it = iteration_fn(netG, netD, optD, optG, real, nz, nn.BCEWithLogitsLoss())
+    it = iteration_fn(netG, netD, optD, optG, real, nz, nn.BCEWithLogitsLoss(), static_grads=True)
     # Warm-up on a side stream (cuDNN's algorithm search, the optimizers' state), as torch.cuda.graph requires.
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
