@@ -151,3 +151,93 @@ fn device_target_selection() {
         format!("compute_{newest}")
     );
 }
+
+/// The static instruction count of a tensor-core kernel's main loop, read from its PTX.
+#[derive(Debug, PartialEq)]
+struct MainLoop {
+    instructions: usize,
+    mmas: usize,
+}
+
+/// The innermost loop of `kernel` that holds an `mma` instruction, in the PTX of its file: the lines from a
+/// label to the last backward branch to it. Every instruction line in between counts once (both sides of a
+/// branch inside the loop), so this is what the loop's body costs per trip as written, not a dynamic count.
+fn main_loop(ptx: &str, kernel: &str) -> Option<MainLoop> {
+    let start = ptx.find(&format!(".entry {kernel}("))?;
+    let body = &ptx[start..];
+    let end = body[1..].find(".entry ").map_or(body.len(), |e| e + 1);
+    let lines: Vec<&str> = body[..end].lines().map(str::trim).collect();
+    let mut labels = std::collections::HashMap::new();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(name) = l.strip_suffix(':') {
+            labels.insert(name, i);
+        }
+    }
+    let is_instruction = |l: &str| l.ends_with(';') && !l.starts_with('.') && !l.starts_with("//");
+    lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let target = l.split("bra").nth(1)?.split_whitespace().last()?;
+            let from = *labels.get(target.trim_end_matches(';'))?;
+            (from < i).then_some((from, i))
+        })
+        .filter_map(|(from, to)| {
+            let body: Vec<&str> = lines[from..=to]
+                .iter()
+                .copied()
+                .filter(|l| is_instruction(l))
+                .collect();
+            let mmas = body.iter().filter(|l| l.contains("mma.sync")).count();
+            (mmas > 0).then_some(MainLoop {
+                instructions: body.len(),
+                mmas,
+            })
+        })
+        .min_by_key(|m| m.instructions)
+}
+
+#[test]
+fn main_loop_is_found_in_ptx() {
+    let ptx = ".visible .entry k(\n.reg .f32 %f<4>;\nmov.u32 %r1, 0;\n$L__BB0_1:\nld.shared.f32 %f1, [%r1];\n\
+               @%p1 bra $L__BB0_2;\nadd.s32 %r1, %r1, 4;\n$L__BB0_2:\nmma.sync.aligned.m16n8k8 {%f1}, {%r1}, {%r2}, {%f1};\n\
+               setp.lt.s32 %p2, %r1, 64;\n@%p2 bra $L__BB0_1;\nret;\n}\n.visible .entry other(\nret;\n}\n";
+    assert_eq!(
+        main_loop(ptx, "k"),
+        Some(MainLoop {
+            instructions: 6,
+            mmas: 1
+        })
+    );
+    assert_eq!(main_loop(ptx, "other"), None);
+}
+
+/// Prints each tensor-core conv kernel's main-loop instructions per MMA (docs/perf-notes.md records them), and
+/// holds them under a ceiling so that a change that bloats the loop fails here before it reaches a GPU.
+#[test]
+fn tensor_core_main_loops_per_mma() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let c = nvrtc::compile("conv.cu", "compute_80", &[]).unwrap();
+    let ptx = String::from_utf8_lossy(&c.image);
+    let kernels: Vec<&str> = expected("conv.cu")
+        .into_iter()
+        .filter(|k| k.ends_with("_tf32") && k.starts_with("conv2d"))
+        .collect();
+    assert!(!kernels.is_empty(), "no tensor-core conv kernels found");
+    // The kernels when this test was written were at 18-25; a rewrite's aim is a third of that.
+    const CEILING: f64 = 30.0;
+    for k in kernels {
+        let m = main_loop(&ptx, k).unwrap_or_else(|| panic!("{k}: no loop with an mma in its PTX"));
+        let per = m.instructions as f64 / m.mmas as f64;
+        println!(
+            "{k:24} main loop: {:4} PTX instructions, {:3} mma, {per:5.1} per mma",
+            m.instructions, m.mmas
+        );
+        assert!(
+            per <= CEILING,
+            "{k}: {per:.1} instructions per mma (ceiling {CEILING})"
+        );
+    }
+}
