@@ -150,6 +150,96 @@ fn plot_errors_are_clear() {
     fails(&["plot"], 2, &["--run"]);
 }
 
+/// A run directory holding only a metrics.csv of `rows` rows whose D loss is `level` plus a wiggle.
+fn csv_run(dir: &Path, name: &str, rows: usize, level: f64) -> std::path::PathBuf {
+    let run = dir.join(name);
+    std::fs::create_dir_all(&run).unwrap();
+    let mut t = String::from("step,loss_d,loss_g,d_x,d_g_z1,d_g_z2,img_per_s,elapsed_s\n");
+    for i in 1..=rows {
+        let w = (i as f64 * 0.5).sin() * 0.1;
+        t.push_str(&format!(
+            "{},{},{},0.6,0.4,0.45,100,{i}\n",
+            i * 10,
+            level + w,
+            0.7 - w
+        ));
+    }
+    std::fs::write(run.join("metrics.csv"), t).unwrap();
+    run
+}
+
+#[test]
+fn plot_overlays_runs_and_splits_per_metric() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Runs of different lengths: each curve keeps its own steps.
+    let (a, b) = (csv_run(d, "lr2e-4", 40, 1.3), csv_run(d, "lr5e-4", 25, 1.0));
+    let png = d.join("cmp.png");
+    let o = ok(&[
+        "plot",
+        "--run",
+        s(&a),
+        "--run",
+        s(&b),
+        "--loss",
+        "ns",
+        "--out",
+        s(&png),
+        "--width",
+        "700",
+        "--height",
+        "900",
+    ]);
+    assert_eq!(png_size(&png), (700, 900), "{}", text(&o.stdout));
+    // The two runs are drawn in different colours: the first run's blue and the second's orange both appear.
+    let img = image::open(&png).unwrap().to_rgb8();
+    let has = |c: [u8; 3]| img.pixels().any(|p| p.0 == c);
+    assert!(
+        has([31, 119, 180]) && has([255, 127, 14]),
+        "both run colours drawn"
+    );
+
+    ok(&[
+        "plot",
+        "--run",
+        s(&a),
+        "--run",
+        s(&b),
+        "--label",
+        "D 2e-4",
+        "--label",
+        "D 5e-4",
+        "--split",
+        "--out",
+        s(&png),
+    ]);
+    for col in ["loss_d", "loss_g", "d_x", "d_g_z1", "img_per_s"] {
+        let f = d.join(format!("cmp_{col}.png"));
+        assert_eq!(png_size(&f), (1200, 1000), "{col}");
+    }
+    assert!(!d.join("cmp_fid.png").exists(), "no run has an fid column");
+
+    fails(
+        &[
+            "plot",
+            "--run",
+            s(&a),
+            "--run",
+            s(&b),
+            "--label",
+            "only one",
+        ],
+        1,
+        &["1 --label for 2 --run"],
+    );
+    fails(&["plot", "--run", s(&a), "--split"], 1, &["two or more"]);
+    fails(
+        &["plot", "--run", s(&a), "--run", s(&d.join("nope"))],
+        1,
+        &["does not exist"],
+    );
+}
+
 /// (block name, [PC1 %, PC2 %, split % in the plane, split % in all dims]) per line of dfeatures' report.
 fn report(o: &Output) -> Vec<(String, Vec<f64>)> {
     text(&o.stdout)

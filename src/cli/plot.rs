@@ -1,30 +1,39 @@
 //! `plot` (a run's training curves) and `dfeatures` (D's features of real vs generated images).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::device::Device;
 use crate::study::dfeatures::{compute, default_size, render_dfeatures, DFeaturesOptions};
-use crate::study::plot::{plot_metrics_file, PlotOptions};
+use crate::study::plot::{
+    plot_metrics_file, render_overlay, render_overlay_split, Metrics, NamedRun, PlotOptions,
+};
 use crate::train::config::LossKind;
 use crate::train::run::{read_checkpoint_config, METRICS_FILE, METRICS_PLOT_FILE};
 
 #[derive(Args, Debug)]
 pub struct PlotArgs {
-    /// A run directory: plots its metrics.csv, with the loss kind read from its checkpoint
+    /// A run directory: plots its metrics.csv, with the loss kind read from its checkpoint. Given more than
+    /// once, overlays the runs: one panel per metric, one colour per run
     #[arg(
         long,
         value_name = "DIR",
         conflicts_with = "csv",
         required_unless_present = "csv"
     )]
-    pub run: Option<PathBuf>,
+    pub run: Vec<PathBuf>,
+    /// Legend name of each --run, in order [default: the run directory's name]
+    #[arg(long, value_name = "NAME")]
+    pub label: Vec<String>,
+    /// With several --run: one PNG per metric (OUT_loss_d.png, OUT_loss_g.png, ...) instead of one figure
+    #[arg(long)]
+    pub split: bool,
     /// A metrics CSV file (columns by header name: step, loss_d, loss_g, d_x, d_g_z1, d_g_z2, img_per_s, fid)
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
-    /// PNG to write [default: metrics.png next to the CSV]
+    /// PNG to write [default: metrics.png next to the CSV; compare.png for several runs]
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Weight of the exponential moving average drawn in bold, in [0, 1); 0 = raw curves only
@@ -45,7 +54,13 @@ pub fn run_plot(a: PlotArgs) -> Result<()> {
     if !(0.0..1.0).contains(&a.smooth) {
         bail!("--smooth must be in [0, 1), got {}", a.smooth);
     }
-    let (csv, dir) = match (&a.run, &a.csv) {
+    if a.run.len() > 1 {
+        return run_overlay(&a);
+    }
+    if a.split || !a.label.is_empty() {
+        bail!("--split and --label are for overlays: give --run two or more times");
+    }
+    let (csv, dir) = match (a.run.first(), &a.csv) {
         (Some(dir), _) => {
             if !dir.is_dir() {
                 bail!("run directory {} does not exist", dir.display());
@@ -58,11 +73,7 @@ pub fn run_plot(a: PlotArgs) -> Result<()> {
     // The loss kind: the flag, else the checkpoint beside the CSV (a CSV alone does not say).
     let loss = match a.loss {
         Some(l) => Some(l.to_string()),
-        None => dir
-            .as_ref()
-            .filter(|d| d.join(crate::checkpoint::CHECKPOINT_FILE).is_file())
-            .and_then(|d| read_checkpoint_config(d).ok())
-            .map(|(_, cfg)| cfg.loss.to_string()),
+        None => dir.as_deref().and_then(run_loss),
     };
     if loss.is_none() {
         eprintln!("note: the loss kind is unknown (no checkpoint next to the CSV); pass --loss to draw the equilibrium lines");
@@ -82,6 +93,79 @@ pub fn run_plot(a: PlotArgs) -> Result<()> {
     };
     plot_metrics_file(&csv, &out, &o)?;
     println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// The loss kind recorded in a run directory's checkpoint, if it has one.
+fn run_loss(dir: &Path) -> Option<String> {
+    dir.join(crate::checkpoint::CHECKPOINT_FILE)
+        .is_file()
+        .then(|| read_checkpoint_config(dir).ok())
+        .flatten()
+        .map(|(_, cfg)| cfg.loss.to_string())
+}
+
+/// `plot --run A --run B ...`: the runs overlaid.
+fn run_overlay(a: &PlotArgs) -> Result<()> {
+    if !a.label.is_empty() && a.label.len() != a.run.len() {
+        bail!(
+            "{} --label for {} --run: give one per run, in the same order",
+            a.label.len(),
+            a.run.len()
+        );
+    }
+    let mut runs = Vec::new();
+    let mut losses = Vec::new();
+    for (i, dir) in a.run.iter().enumerate() {
+        if !dir.is_dir() {
+            bail!("run directory {} does not exist", dir.display());
+        }
+        let name = a.label.get(i).cloned().unwrap_or_else(|| {
+            dir.file_name().map_or_else(
+                || dir.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        });
+        runs.push(NamedRun {
+            name,
+            metrics: Metrics::read(&dir.join(METRICS_FILE))?,
+        });
+        losses.push(a.loss.map(|l| l.to_string()).or_else(|| run_loss(dir)));
+    }
+    // The equilibrium lines need one loss for all: the flag, or the one every checkpoint records.
+    let loss = match losses.first() {
+        Some(Some(l)) if losses.iter().all(|x| x.as_deref() == Some(l)) => Some(l.clone()),
+        _ => {
+            eprintln!("note: the runs do not share one known loss kind; no equilibrium lines (pass --loss to draw them)");
+            None
+        }
+    };
+    let o = PlotOptions {
+        smooth: a.smooth,
+        loss,
+        width: a.width,
+        height: a.height,
+        title: runs
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" vs "),
+    };
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("compare.png"));
+    if a.split {
+        let stem = out.with_extension("");
+        for (col, img) in render_overlay_split(&runs, &o)? {
+            let path = PathBuf::from(format!("{}_{col}.png", stem.display()));
+            crate::io::save_png(&img, &path)?;
+            println!("wrote {}", path.display());
+        }
+    } else {
+        crate::io::save_png(&render_overlay(&runs, &o)?, &out)?;
+        println!("wrote {}", out.display());
+    }
     Ok(())
 }
 

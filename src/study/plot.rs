@@ -1,10 +1,12 @@
 //! Training curves of a run (`plot`, and `train --plot-every`): the losses, D's outputs and the throughput
-//! recorded in `metrics.csv`, drawn as one PNG.
+//! recorded in `metrics.csv`, drawn as one PNG; or several runs overlaid, one panel (or PNG) per metric and one
+//! colour per run (`plot --run A --run B`).
 //!
 //! Every series is drawn twice: the raw values as a thin pale line, and an exponential moving average as a bold
 //! line (single GAN steps are noisy enough that the trend is invisible without it). For the BCE losses (`ns`,
 //! `minimax`) the values of the game's equilibrium, D(x) = D(G(z)) = 1/2, are drawn as dashed reference lines:
-//! the summed D loss −log D(x) − log(1 − D(G(z))) is then 2 ln 2 ≈ 1.386, each of its two terms ln 2. For other
+//! the summed D loss −log D(x) − log(1 − D(G(z))) is then 2 ln 2 ≈ 1.386, each of its two terms ln 2 (the line
+//! the lectures draw; both are drawn and labelled). For other
 //! losses the CSV's "D(x)" columns are raw critic outputs and there is no such line.
 //!
 //! Text is drawn with the DejaVu Sans font embedded in the binary (assets/fonts), so plotting does not depend
@@ -230,9 +232,10 @@ const RED: RGBColor = RGBColor(214, 39, 40);
 const PURPLE: RGBColor = RGBColor(148, 103, 189);
 const GREY: RGBColor = RGBColor(90, 90, 90);
 
-/// One curve: a CSV column, its legend label and colour.
+/// One curve: a CSV column against its run's steps, its legend label and colour.
 struct Curve<'a> {
-    label: &'a str,
+    label: String,
+    steps: &'a [f64],
     values: &'a [f64],
     color: RGBColor,
 }
@@ -320,13 +323,13 @@ fn segments(steps: &[f64], values: &[f64], lo: f64, hi: f64) -> Vec<Vec<(f64, f6
 
 fn draw_panel(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
-    steps: &[f64],
     p: &Panel,
     smooth_w: f64,
 ) -> Result<()> {
     let (x0, x1) = {
-        let lo = steps.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = steps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let steps = || p.curves.iter().flat_map(|c| c.steps.iter().copied());
+        let lo = steps().fold(f64::INFINITY, f64::min);
+        let hi = steps().fold(f64::NEG_INFINITY, f64::max);
         if hi > lo {
             (lo, hi)
         } else {
@@ -401,7 +404,7 @@ fn draw_panel(
             color.mix(0.3).stroke_width(1)
         };
         let mut labelled = false;
-        for seg in segments(steps, c.values, y0, y1) {
+        for seg in segments(c.steps, c.values, y0, y1) {
             if p.points {
                 chart
                     .draw_series(seg.iter().map(|&pt| Circle::new(pt, 3, color.filled())))
@@ -411,18 +414,18 @@ fn draw_panel(
                 .draw_series(LineSeries::new(seg, raw_style))
                 .map_err(draw_err)?;
             if sm.is_empty() && !labelled {
-                s.label(c.label).legend(move |(x, y)| {
+                s.label(c.label.as_str()).legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
                 });
                 labelled = true;
             }
         }
-        for seg in segments(steps, sm, y0, y1) {
+        for seg in segments(c.steps, sm, y0, y1) {
             let s = chart
                 .draw_series(LineSeries::new(seg, color.stroke_width(3)))
                 .map_err(draw_err)?;
             if !labelled {
-                s.label(c.label).legend(move |(x, y)| {
+                s.label(c.label.as_str()).legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
                 });
                 labelled = true;
@@ -440,6 +443,51 @@ fn draw_panel(
     Ok(())
 }
 
+/// The BCE losses' equilibrium lines (D(x) = D(G(z)) = 1/2): for D's loss, the logged sum of its two terms at
+/// 2 ln 2 and each term (−log D(x), −log(1 − D(G(z)))) at ln 2, the value the lectures draw; for G's, ln 2
+/// (ns) or −ln 2 (minimax). One line where two values coincide (ns: G's and a D term's).
+fn loss_refs(loss: &str, d: bool, g: bool) -> Vec<RefLine> {
+    use std::f64::consts::LN_2;
+    let mut refs = vec![];
+    if d {
+        refs.push(RefLine {
+            label: "D loss at equilibrium: 2 ln 2 ≈ 1.386 (real + fake terms, as logged)".into(),
+            y: 2.0 * LN_2,
+            color: BLUE,
+        });
+    }
+    let g_minimax = loss == "minimax";
+    match (d, g, g_minimax) {
+        (true, true, false) => refs.push(RefLine {
+            label: "ln 2 ≈ 0.693: each D term, and G's loss (ns), at equilibrium".into(),
+            y: LN_2,
+            color: ORANGE,
+        }),
+        (d, g, _) => {
+            if d {
+                refs.push(RefLine {
+                    label: "each D term at equilibrium: ln 2 ≈ 0.693".into(),
+                    y: LN_2,
+                    color: GREY,
+                });
+            }
+            if g {
+                let (y, label) = if g_minimax {
+                    (-LN_2, "G loss at equilibrium: −ln 2 ≈ −0.693 (minimax)")
+                } else {
+                    (LN_2, "G loss at equilibrium: ln 2 ≈ 0.693 (ns)")
+                };
+                refs.push(RefLine {
+                    label: label.into(),
+                    y,
+                    color: ORANGE,
+                });
+            }
+        }
+    }
+    refs
+}
+
 /// Draws the training curves of `m`. Panels whose columns the CSV lacks are left out.
 pub fn render_metrics(m: &Metrics, o: &PlotOptions) -> Result<RgbImage> {
     ensure!(!m.is_empty(), "no metrics rows to plot yet");
@@ -451,39 +499,21 @@ pub fn render_metrics(m: &Metrics, o: &PlotOptions) -> Result<RgbImage> {
     let bce = o.loss.as_deref().map(is_bce_loss);
     let loss_name = o.loss.as_deref().unwrap_or("unknown");
     let steps = m.step();
-    let curve = |name: &str, label: &'static str, color| {
+    let curve = |name: &str, label: &str, color| {
         m.series(name).map(|values| Curve {
-            label,
+            label: label.to_string(),
+            steps,
             values,
             color,
         })
     };
     let mut panels = vec![];
 
-    let mut refs = vec![];
-    if bce == Some(true) {
-        refs.push(RefLine {
-            label: "equilibrium D loss = 2 ln 2 ≈ 1.386 (real + fake terms summed)".into(),
-            y: 2.0 * std::f64::consts::LN_2,
-            color: BLUE,
-        });
-        let (g_eq, g_label) = if loss_name == "minimax" {
-            (
-                -std::f64::consts::LN_2,
-                "equilibrium G loss = −ln 2 ≈ −0.693 (minimax)",
-            )
-        } else {
-            (
-                std::f64::consts::LN_2,
-                "equilibrium G loss = ln 2 ≈ 0.693 (ns)",
-            )
-        };
-        refs.push(RefLine {
-            label: g_label.into(),
-            y: g_eq,
-            color: ORANGE,
-        });
-    }
+    let refs = if bce == Some(true) {
+        loss_refs(loss_name, true, true)
+    } else {
+        vec![]
+    };
     let curves: Vec<Curve> = [
         curve("loss_d", "D loss", BLUE),
         curve("loss_g", "G loss", ORANGE),
@@ -581,6 +611,11 @@ pub fn render_metrics(m: &Metrics, o: &PlotOptions) -> Result<RgbImage> {
         "the metrics have none of the columns loss_d, loss_g, d_x, d_g_z1, d_g_z2, img_per_s, fid"
     );
 
+    stack(&panels, o)
+}
+
+/// The panels one above the other, heights in proportion to their weights, under `o.title`.
+fn stack(panels: &[Panel], o: &PlotOptions) -> Result<RgbImage> {
     render(o.width, o.height, |root| {
         let body = if o.title.is_empty() {
             root.clone()
@@ -599,10 +634,128 @@ pub fn render_metrics(m: &Metrics, o: &PlotOptions) -> Result<RgbImage> {
                 rest = b;
                 a
             };
-            draw_panel(&area, steps, p, o.smooth)?;
+            draw_panel(&area, p, o.smooth)?;
         }
         Ok(())
     })
+}
+
+/// One run of an overlay: its legend name and its metrics.
+pub struct NamedRun {
+    pub name: String,
+    pub metrics: Metrics,
+}
+
+/// What an overlay compares, one panel (or one PNG) each: column, panel title, y label.
+pub const OVERLAY_METRICS: &[(&str, &str, &str)] = &[
+    ("loss_d", "D loss", "loss"),
+    ("loss_g", "G loss", "loss"),
+    ("d_x", "D(x) on real images", "D(x)"),
+    ("d_g_z1", "D(G(z)) before the D step", "D(G(z))"),
+    ("img_per_s", "Throughput", "images/s"),
+    ("fid", "FID (lower is better)", "FID"),
+];
+
+/// Colours of the runs, in order (matplotlib's tab10, which readers know from PyTorch tutorials).
+const RUN_COLORS: [RGBColor; 8] = [
+    BLUE,
+    ORANGE,
+    GREEN,
+    RED,
+    PURPLE,
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+];
+
+/// The overlay's panels: each metric of [`OVERLAY_METRICS`] that some run has, with one curve per run. The
+/// equilibrium lines are drawn when `o.loss` (the runs' common loss) is a BCE loss.
+fn overlay_panels<'a>(runs: &'a [NamedRun], o: &PlotOptions) -> Vec<(&'static str, Panel<'a>)> {
+    let loss = o.loss.as_deref().unwrap_or("unknown");
+    let bce = o.loss.as_deref().is_some_and(is_bce_loss);
+    OVERLAY_METRICS
+        .iter()
+        .filter_map(|&(col, title, y_desc)| {
+            let curves: Vec<Curve> = runs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    r.metrics.series(col).map(|values| Curve {
+                        label: r.name.clone(),
+                        steps: r.metrics.step(),
+                        values,
+                        color: RUN_COLORS[i % RUN_COLORS.len()],
+                    })
+                })
+                .collect();
+            if curves.is_empty() {
+                return None;
+            }
+            let probability = bce && col.starts_with("d_");
+            let mut refs = match col {
+                "loss_d" if bce => loss_refs(loss, true, false),
+                "loss_g" if bce => loss_refs(loss, false, true),
+                _ if probability => vec![RefLine {
+                    label: "D = 0.5".into(),
+                    y: 0.5,
+                    color: GREY,
+                }],
+                _ => vec![],
+            };
+            // The runs own the colours here: reference lines are greys.
+            for (r, grey) in refs.iter_mut().zip([GREY, RGBColor(165, 165, 165)]) {
+                r.color = grey;
+            }
+            let sparse = col == "fid";
+            Some((
+                col,
+                Panel {
+                    title: format!("{title} ({loss})"),
+                    y_desc: y_desc.into(),
+                    curves,
+                    refs,
+                    y_range: probability.then_some((0.0, 1.0)),
+                    smooth: !sparse && col != "img_per_s",
+                    from_zero: col == "img_per_s",
+                    points: sparse,
+                    weight: if col.starts_with("loss") { 3 } else { 2 },
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Several runs' curves overlaid, one panel per metric, each run in its own colour with its name in the
+/// legends (the lectures' comparisons: two learning rates, k, a trick switched off).
+pub fn render_overlay(runs: &[NamedRun], o: &PlotOptions) -> Result<RgbImage> {
+    ensure!(
+        runs.iter().any(|r| !r.metrics.is_empty()),
+        "no metrics rows to plot yet"
+    );
+    let panels: Vec<Panel> = overlay_panels(runs, o)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    ensure!(
+        !panels.is_empty(),
+        "the runs share none of the plotted columns"
+    );
+    stack(&panels, o)
+}
+
+/// Each overlaid metric as a PNG of its own: (column, image).
+pub fn render_overlay_split(
+    runs: &[NamedRun],
+    o: &PlotOptions,
+) -> Result<Vec<(&'static str, RgbImage)>> {
+    ensure!(
+        runs.iter().any(|r| !r.metrics.is_empty()),
+        "no metrics rows to plot yet"
+    );
+    overlay_panels(runs, o)
+        .into_iter()
+        .map(|(col, p)| Ok((col, stack(std::slice::from_ref(&p), o)?)))
+        .collect()
 }
 
 /// Reads `csv`, draws it and writes the PNG `out` (atomically, so a viewer never sees half a file).
