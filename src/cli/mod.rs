@@ -523,7 +523,9 @@ fn train(a: TrainArgs) -> Result<()> {
     let start_step = t.step;
     // ls / hinge / wgan report D's mean raw output rather than a probability: say so, with more digits.
     let raw = !cfg.loss.reports_probabilities();
-    let status = |p: &Progress| {
+    // Updated at every step the trainer reports, whether or not a line is printed.
+    let mut balance = crate::train::balance::Balance::default();
+    let status = |p: &Progress, verdict: &str| {
         let m = &p.metrics;
         if raw {
             format!(
@@ -532,19 +534,25 @@ fn train(a: TrainArgs) -> Result<()> {
             )
         } else {
             format!(
-                "D {:.3} G {:.3} D(x) {:.2} D(G(z)) {:.2}/{:.2} {:.0} img/s",
-                m.loss_d, m.loss_g, m.d_x, m.d_g_z1, m.d_g_z2, p.img_per_s
+                "D {:.3} G {:.3} D(x) {:.2} D(G(z)) {:.2}/{:.2} {}, {:.0} img/s",
+                m.loss_d, m.loss_g, m.d_x, m.d_g_z1, m.d_g_z2, verdict, p.img_per_s
             )
         }
     };
     let result = t.run(|p| {
+        let verdict = balance.update(p.metrics.d_x, p.metrics.d_g_z1);
         if tty {
             bar.set_position(p.metrics.step);
-            bar.set_message(status(p));
+            bar.set_message(status(p, verdict));
         } else if !quiet && (p.metrics.step % sample_every == 0 || p.metrics.step == p.total_steps)
         {
             // Without a terminal (logs, CI): a plain line whenever a sample grid is written.
-            eprintln!("step {}/{} {}", p.metrics.step, p.total_steps, status(p));
+            eprintln!(
+                "step {}/{} {}",
+                p.metrics.step,
+                p.total_steps,
+                status(p, verdict)
+            );
         }
     });
     bar.finish_and_clear();

@@ -3,6 +3,7 @@
 //! loop with its outputs and resume ([`run`]), and the glue to the data loader ([`data`]) and to the optimiser state in checkpoints
 //! ([`optstate`]).
 
+pub mod balance;
 pub mod config;
 pub mod data;
 pub mod gan;
