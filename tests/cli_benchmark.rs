@@ -62,7 +62,10 @@ fn graph_replay_times_the_same_iteration_as_eager() {
     let eager = bench("emu", &[]);
     let graph = bench("emu", &["--cuda-graph"]);
     assert_eq!(graph["mode"], "graph");
-    assert_eq!(eager["last"], graph["last"], "the replayed iterations computed other numbers");
+    assert_eq!(
+        eager["last"], graph["last"],
+        "the replayed iterations computed other numbers"
+    );
 }
 
 #[test]

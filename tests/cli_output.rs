@@ -1,9 +1,29 @@
-//! The progress line `train` prints without a terminal: one line per sample grid, with the losses, D's outputs
-//! and who is winning (see src/train/balance.rs).
+//! What the CLI prints: the progress line `train` writes without a terminal (one line per sample grid, with the
+//! losses, D's outputs and who is winning, see src/train/balance.rs), and nothing at all when its reader goes
+//! away.
 
 mod common;
 
-use common::cli::{ok, stderr};
+use std::process::Stdio;
+
+use common::cli::{bin, ok, stderr};
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    // `gan-engine info | true`: the reader is gone before the first line is written (the process takes
+    // milliseconds to start), so the first print meets a closed pipe.
+    let mut child = bin()
+        .arg("info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("error"), "{err}");
+    assert_ne!(o.status.code(), Some(1), "{err}");
+}
 
 #[test]
 fn progress_lines_say_who_is_winning() {
