@@ -191,11 +191,6 @@ pub struct RmsPropSlot<'a> {
 }
 
 pub trait Backend: Send + Sync {
-    /// The CUDA backend behind this trait object, if it is one (CUDA-only features: graph capture).
-    fn as_cuda(&self) -> Option<&crate::cuda::CudaBackend> {
-        None
-    }
-
     /// Human-readable device name, e.g. "cpu (2 threads)" or "cuda:0 NVIDIA H200 (sm_90)".
     fn name(&self) -> String;
 
@@ -371,6 +366,157 @@ pub trait Backend: Send + Sync {
     /// Exponential moving average in place, pair by pair: avg ← decay·avg + (1 − decay)·x, both products
     /// rounded before the sum on every backend (the generator average of `train --g-ema`).
     fn ema_(&self, avgs: &mut [&mut Tensor], xs: &[&Tensor], decay: f32) -> Result<()>;
+
+    // ---- capabilities: what only some backends can do. The defaults say "not here". ---------------------------
+    /// Adam's step counter kept in this backend's memory, its next step `done + 1`: with it,
+    /// [`adam_step_counted`](Backend::adam_step_counted) computes the bias corrections on the device, so a step's
+    /// launch arguments are the same every step, as a captured graph needs. None where the backend has no use
+    /// for one (the host counts).
+    fn adam_counter(&self, done: u64) -> Result<Option<AdamCounter>> {
+        let _ = done;
+        Ok(None)
+    }
+    /// [`adam_step`](Backend::adam_step) with the step counter and bias corrections of `counter` (`h.step` is
+    /// not used where the backend keeps the counter).
+    fn adam_step_counted(
+        &self,
+        slots: &mut [AdamSlot<'_>],
+        h: AdamHyper,
+        counter: &AdamCounter,
+    ) -> Result<()> {
+        let _ = counter;
+        self.adam_step(slots, h)
+    }
+    /// Recording launches once and replaying them (CUDA graphs), where the backend can.
+    fn graph_capture(&self) -> Option<&dyn GraphCapture> {
+        None
+    }
+    /// Waits until the work queued so far has finished (a no-op where ops run synchronously, as on the CPU).
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Device time of the work `enqueue` queues, measured by the device (CUDA events); None, and `enqueue` not
+    /// called, where the backend has no such clock.
+    fn device_time(
+        &self,
+        enqueue: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Option<std::time::Duration>> {
+        let _ = enqueue;
+        Ok(None)
+    }
+}
+
+/// Adam's step counter in a backend's own memory (see [`Backend::adam_counter`]); only the backend that made it
+/// reads what is inside.
+pub struct AdamCounter(pub Box<dyn std::any::Any + Send + Sync>);
+
+/// A private memory pool opened by [`GraphCapture::open_pool`]: what is allocated while it is open stays
+/// reserved to it until this handle is dropped.
+pub struct PoolHandle(pub Box<dyn std::any::Any + Send + Sync>);
+
+/// Work recorded once by [`GraphCapture`] and replayed on the addresses it was recorded with.
+pub trait DeviceGraph: Send + Sync {
+    /// Enqueues the recorded work once, in the order it was recorded, on the addresses it was recorded with.
+    fn replay(&self) -> Result<()>;
+    /// Kernel launches recorded.
+    fn launches(&self) -> usize;
+}
+
+/// What a backend offers to record a training step as a graph and replay it (`train --cuda-graph`,
+/// src/train/graph.rs). A graph holds device addresses, so its inputs and the training state must keep theirs.
+pub trait GraphCapture {
+    /// A new tensor whose contents are not initialised (the graph's input buffers).
+    fn alloc_uninit(&self, shape: &[usize]) -> Result<Tensor>;
+    /// Device address of a tensor's data; an error if the tensor is not on this backend.
+    fn address(&self, t: &Tensor) -> Result<u64>;
+    /// Copies `src` (on the host or on this device) into `dst` of the same size, in place whatever shares `dst`.
+    fn copy_into(&self, dst: &Tensor, src: &Tensor) -> Result<()>;
+    /// Device-to-device copies so far (a copy-on-write counts as one).
+    fn device_copies(&self) -> u64;
+    /// Opens a private pool: every allocation until [`close_pool`](GraphCapture::close_pool) comes from it.
+    /// Errors if one is open already.
+    fn open_pool(&self) -> Result<PoolHandle>;
+    /// Allocations come from the shared memory again; the pool's blocks stay reserved until its handle drops.
+    fn close_pool(&self);
+    /// Starts recording: from now on launches are recorded, not executed.
+    fn begin_capture(&self) -> Result<()>;
+    /// Stops recording and returns what was recorded.
+    fn end_capture(&self) -> Result<Box<dyn DeviceGraph>>;
+}
+
+/// Operand precision of the convolution GEMMs on a backend that has a choice (CUDA: see src/cuda/conv.rs).
+/// The CPU backend always computes in f32, as PyTorch's CPU convolutions ignore `allow_tf32`. Chosen when a
+/// device is opened ([`crate::device::Device::open`]).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+pub enum Precision {
+    /// f32 operands and f32 FMA accumulation (PyTorch with TF32 disabled).
+    #[default]
+    #[serde(rename = "fp32", alias = "f32")]
+    #[value(name = "fp32", alias = "f32")]
+    F32,
+    /// TF32 operands (10-bit mantissa, rounded to nearest) on tensor cores, f32 accumulation (PyTorch's
+    /// default for cuDNN convolutions).
+    #[serde(rename = "tf32")]
+    #[value(name = "tf32")]
+    Tf32,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Precision> {
+        match s.to_ascii_lowercase().as_str() {
+            "fp32" | "f32" => Ok(Precision::F32),
+            "tf32" => Ok(Precision::Tf32),
+            _ => bail!("invalid precision '{s}': expected fp32 or tf32"),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "fp32",
+            Precision::Tf32 => "tf32",
+        })
+    }
+}
+
+impl Precision {
+    /// The precision of a device opened without one: the environment variable `GAN_ENGINE_PRECISION`
+    /// (`fp32` / `tf32`; the GPU benchmark scripts set it), else F32.
+    pub fn from_env() -> Result<Precision> {
+        match std::env::var("GAN_ENGINE_PRECISION") {
+            Ok(v) if !v.is_empty() => v
+                .parse()
+                .map_err(|e| anyhow::anyhow!("GAN_ENGINE_PRECISION: {e}")),
+            _ => Ok(Precision::F32),
+        }
+    }
+
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Precision::F32 => 1,
+            Precision::Tf32 => 2,
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Precision {
+        if v == 2 {
+            Precision::Tf32
+        } else {
+            Precision::F32
+        }
+    }
 }
 
 // ---- pooling and bilinear resize (issue 6) ---------------------------------------------------------------------
@@ -578,5 +724,28 @@ impl ResizeMode {
             "{what}: sizes above {LIMIT} are not supported (input {h}x{w}, output {out_h}x{out_w})"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_parses_and_prints() {
+        for (s, p) in [
+            ("fp32", Precision::F32),
+            ("f32", Precision::F32),
+            ("TF32", Precision::Tf32),
+        ] {
+            assert_eq!(s.parse::<Precision>().unwrap(), p);
+        }
+        assert_eq!(Precision::Tf32.to_string(), "tf32");
+        assert_eq!(Precision::F32.to_string(), "fp32");
+        let e = "bf16".parse::<Precision>().unwrap_err().to_string();
+        assert!(e.contains("fp32 or tf32"), "{e}");
+        for p in [Precision::F32, Precision::Tf32] {
+            assert_eq!(Precision::from_u8(p.to_u8()), p);
+        }
     }
 }

@@ -1,16 +1,24 @@
 //! Where tensors live and which backend runs the ops.
+//!
+//! The core names no backend module: the host backend's type is declared here and implemented by the cpu
+//! module, and GPU backends arrive as trait objects. Devices are opened from a spec by
+//! [`crate::open`] (`Device::parse`, `Device::open`), the one module that knows every backend.
 
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
-
 use crate::backend::Backend;
-use crate::cpu::CPU;
+
+/// The host backend. Declared in the core so host tensors can reach it; its [`Backend`] implementation is
+/// the cpu module's.
+pub struct CpuBackend;
+
+/// The one CPU backend instance.
+pub static CPU: CpuBackend = CpuBackend;
 
 #[derive(Clone)]
 pub enum Device {
     Cpu,
-    /// Our CUDA kernels, on a real GPU or on the CPU emulation runtime (see [`crate::cuda`]).
+    /// A GPU backend: our CUDA kernels, on a real GPU or on the CPU emulation runtime.
     Cuda(Arc<dyn Backend>),
 }
 
@@ -36,22 +44,6 @@ impl Device {
             (Device::Cpu, Device::Cpu) => true,
             (Device::Cuda(a), Device::Cuda(b)) => Arc::ptr_eq(a, b),
             _ => false,
-        }
-    }
-
-    /// Parses `cpu`, `cuda`, `cuda:N`, `auto` (CUDA when a GPU and NVRTC are usable, else CPU) and `emu`
-    /// (the CUDA backend on the CPU emulation runtime, for testing the kernels without a GPU).
-    pub fn parse(spec: &str) -> Result<Device> {
-        match spec {
-            "cpu" => Ok(Device::Cpu),
-            "auto" => Ok(crate::cuda::open_cuda(0).unwrap_or(Device::Cpu)),
-            "cuda" => crate::cuda::open_cuda(0),
-            "emu" => crate::cuda::open_emulated(),
-            s if s.starts_with("cuda:") => match s[5..].parse::<usize>() {
-                Ok(i) => crate::cuda::open_cuda(i),
-                Err(_) => bail!("invalid device '{spec}': expected cpu, cuda, cuda:N, auto or emu"),
-            },
-            _ => bail!("invalid device '{spec}': expected cpu, cuda, cuda:N, auto or emu"),
         }
     }
 }

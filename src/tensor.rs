@@ -1,16 +1,29 @@
 //! Dense f32 tensors, row-major (NCHW for images), on one device.
 //!
 //! A `Tensor` is a shape plus a storage handle. Cloning is cheap (the data is reference counted); the CPU
-//! storage is copy-on-write through [`Tensor::cpu_data_mut`].
+//! storage is copy-on-write through [`Tensor::cpu_data_mut`]. Device storage is memory a backend allocated,
+//! seen here only as an address: the backend that made it is the one that reads it.
 
 use std::sync::Arc;
 
 use anyhow::{bail, ensure, Result};
 
 use crate::backend::Backend;
-use crate::cpu::CPU;
-use crate::cuda::GpuBuffer;
-use crate::device::Device;
+use crate::device::{Device, CPU};
+
+/// Memory a device backend allocated for a tensor; it goes back to that backend when dropped.
+pub trait DeviceMemory: Send + Sync {
+    /// Device address of the first byte.
+    fn ptr(&self) -> u64;
+}
+
+/// A device allocation owned by a GPU backend. Clones share the allocation; it returns to the backend's
+/// allocator when the last clone drops.
+#[derive(Clone)]
+pub struct GpuBuffer {
+    pub backend: Arc<dyn Backend>,
+    pub mem: Arc<dyn DeviceMemory>,
+}
 
 #[derive(Clone)]
 pub enum Storage {

@@ -56,7 +56,7 @@ pub struct BenchArgs {
     pub device: String,
     /// Convolutions on CUDA: fp32 or tf32
     #[arg(long, value_enum, default_value = "fp32")]
-    pub precision: crate::cuda::Precision,
+    pub precision: crate::backend::Precision,
     /// Replay each iteration from a captured CUDA graph (as `train --cuda-graph`)
     #[arg(long)]
     pub cuda_graph: bool,
@@ -88,10 +88,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         a.steps.saturating_mul(a.repeat).saturating_add(a.warmup) <= MAX_ITERATIONS,
         "--warmup + --steps x --repeat is more than {MAX_ITERATIONS} iterations"
     );
-    crate::cuda::set_default_precision(a.precision);
-    let device = Device::parse(&a.device)?;
-    let cuda = device.backend().as_cuda();
-    if a.cuda_graph && cuda.is_none() {
+    let device = Device::open(&a.device, a.precision)?;
+    let be = device.backend();
+    if a.cuda_graph && be.graph_capture().is_none() {
         bail!("--cuda-graph needs a CUDA device (--device cuda or emu)");
     }
     let model = ModelConfig {
@@ -143,25 +142,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
             }
             Ok(())
         };
-        let elapsed = match cuda {
-            Some(be) => {
-                be.synchronize()?;
-                match be.device_time(&mut run)? {
-                    Some(t) => {
-                        timer = "CUDA events";
-                        t
-                    }
-                    None => {
-                        let t = Instant::now();
-                        run()?;
-                        be.synchronize()?;
-                        t.elapsed()
-                    }
-                }
+        be.synchronize()?;
+        let elapsed = match be.device_time(&mut run)? {
+            Some(t) => {
+                timer = "CUDA events";
+                t
             }
             None => {
                 let t = Instant::now();
                 run()?;
+                be.synchronize()?;
                 t.elapsed()
             }
         };

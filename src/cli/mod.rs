@@ -147,7 +147,7 @@ pub struct TrainArgs {
     /// Convolutions on CUDA: fp32, or tf32 (tensor cores: TF32 operands, f32 accumulation); the CPU backend
     /// always computes in f32 and ignores it [default: fp32]
     #[arg(long, value_enum)]
-    pub precision: Option<crate::cuda::Precision>,
+    pub precision: Option<crate::backend::Precision>,
     /// Capture one training iteration as a CUDA graph after a first eager one, and replay it for every later
     /// iteration (one launch instead of ~200); the same numbers as without. CUDA only, --k 1, unconditional
     /// models
@@ -233,7 +233,7 @@ pub struct SampleArgs {
     pub device: String,
     /// Convolutions on CUDA: fp32 or tf32 (tensor cores); ignored by the CPU backend
     #[arg(long, value_enum, default_value = "fp32")]
-    pub precision: crate::cuda::Precision,
+    pub precision: crate::backend::Precision,
 }
 
 fn positive_usize(s: &str) -> Result<usize, String> {
@@ -473,7 +473,6 @@ fn train(a: TrainArgs) -> Result<()> {
             cfg.out.display()
         );
     }
-    crate::cuda::set_default_precision(cfg.precision);
     let mut t = match &resume {
         None => Trainer::new(cfg)?,
         Some(p) => Trainer::resume(p, cfg)?,
@@ -568,8 +567,7 @@ fn train(a: TrainArgs) -> Result<()> {
 }
 
 fn sample(a: SampleArgs) -> Result<()> {
-    crate::cuda::set_default_precision(a.precision);
-    let device = Device::parse(&a.device)?;
+    let device = Device::open(&a.device, a.precision)?;
     let file = checkpoint::resolve(&a.checkpoint, false)?;
     let mut g = checkpoint::load_generator(&file, &device)?;
     let nz = g.cfg.nz;
@@ -726,18 +724,18 @@ fn info() -> Result<()> {
             Err(e) => println!("  {spec}: unavailable ({e:#})"),
         }
     }
-    match crate::cuda::nvrtc::version() {
+    match crate::open::nvrtc_version() {
         Ok((a, b)) => println!(
             "nvrtc: {a}.{b} ({})",
-            crate::cuda::nvrtc::library_path().unwrap_or("?")
+            crate::open::nvrtc_library_path().unwrap_or("?")
         ),
         Err(e) => println!("nvrtc: unavailable ({e:#})"),
     }
-    let files = crate::cuda::nvrtc::kernel_files();
+    let files = crate::open::kernel_sources();
     let mut total = 0;
     let mut lines = vec![];
-    for f in &files {
-        let names = kernel_entries(crate::cuda::nvrtc::source(f).unwrap_or(""));
+    for (f, src) in &files {
+        let names = kernel_entries(src);
         total += names.len();
         lines.push(format!("  {f}: {}", names.join(" ")));
     }

@@ -26,10 +26,7 @@ use anyhow::{bail, Result};
 use crate::backend::*;
 use crate::tensor::{numel, Storage, Tensor};
 
-pub struct CpuBackend;
-
-/// The one CPU backend instance.
-pub static CPU: CpuBackend = CpuBackend;
+pub use crate::device::{CpuBackend, CPU};
 
 /// A buffer every element of which the pass will write. Debug builds (the tests) fill it with NaN, so an
 /// element left unwritten cannot pass for a result. Release builds ask for zeros (`vec![0.0; n]`, a calloc):

@@ -1,20 +1,24 @@
 //! `CudaBackend`: the [`Backend`] implementation on top of a [`GpuRuntime`]. This file holds the memory side
-//! (tensor allocation through the caching allocator, host transfers, pointer access) and routes every op to its
-//! family file, where the launch code lives next to nothing but its own kernel's contract.
+//! (tensor allocation through the caching allocator, host transfers, pointer access), the capabilities only
+//! this backend has (Adam's device-side step counter, graph capture), and routes every op to its family file,
+//! where the launch code lives next to nothing but its own kernel's contract.
 
 use std::sync::{Arc, Weak};
 
 use anyhow::{bail, ensure, Result};
 
-use super::alloc::{AllocStats, CachingAllocator};
+use super::alloc::{AllocStats, CachingAllocator, DeviceAlloc, MemPool};
 use super::runtime::{GpuRuntime, KernelArg, LaunchCfg};
-use super::{
-    activation, batchnorm, conv, elementwise, linear, loss, optim, random, shape, GpuBuffer,
-};
-// Pooling and bilinear resize (issue 6).
+use super::{activation, batchnorm, conv, elementwise, linear, loss, optim, random, shape};
 use super::{pool, resize};
 use crate::backend::*;
-use crate::tensor::{numel, Storage, Tensor};
+use crate::tensor::{numel, DeviceMemory, GpuBuffer, Storage, Tensor};
+
+impl DeviceMemory for DeviceAlloc {
+    fn ptr(&self) -> u64 {
+        DeviceAlloc::ptr(self)
+    }
+}
 
 pub struct CudaBackend {
     rt: Arc<dyn GpuRuntime>,
@@ -24,7 +28,6 @@ pub struct CudaBackend {
     /// Fill new outputs with NaN so a kernel that skips an element is caught (debug builds; env
     /// GAN_ENGINE_POISON=0/1 overrides).
     poison: bool,
-    /// Multi-tensor Adam's device-side pointer table, built once per parameter set.
     /// Convolution arithmetic, a [`conv::Precision`] as u8 (settable through `&self`: backends are shared).
     precision: std::sync::atomic::AtomicU8,
 }
@@ -86,7 +89,7 @@ impl CudaBackend {
         self.poison = on;
     }
 
-    fn wrap(&self, mem: super::DeviceAlloc, shape: &[usize]) -> Tensor {
+    fn wrap(&self, mem: DeviceAlloc, shape: &[usize]) -> Tensor {
         let backend: Arc<dyn Backend> = self.me.upgrade().expect("CudaBackend used after drop");
         Tensor::from_storage(
             Storage::Gpu(GpuBuffer {
@@ -118,7 +121,7 @@ impl CudaBackend {
     }
 
     /// Raw device memory (not a tensor) of `bytes` bytes, e.g. for kernel-side tables and scratch.
-    pub fn alloc_bytes(&self, bytes: usize) -> Result<super::DeviceAlloc> {
+    pub fn alloc_bytes(&self, bytes: usize) -> Result<DeviceAlloc> {
         self.alloc.alloc(bytes)
     }
 
@@ -198,10 +201,6 @@ pub fn n_i32(n: usize, what: &str) -> Result<i32> {
 }
 
 impl Backend for CudaBackend {
-    fn as_cuda(&self) -> Option<&CudaBackend> {
-        Some(self)
-    }
-
     fn name(&self) -> String {
         self.rt.name()
     }
@@ -444,5 +443,97 @@ impl Backend for CudaBackend {
 
     fn rmsprop_step(&self, slots: &mut [RmsPropSlot<'_>], h: RmsPropHyper) -> Result<()> {
         optim::rmsprop_step(self, slots, h)
+    }
+
+    fn adam_counter(&self, done: u64) -> Result<Option<AdamCounter>> {
+        let schedule = optim::AdamSchedule::new(self, done)?;
+        Ok(Some(AdamCounter(Box::new(schedule))))
+    }
+
+    fn adam_step_counted(
+        &self,
+        slots: &mut [AdamSlot<'_>],
+        h: AdamHyper,
+        counter: &AdamCounter,
+    ) -> Result<()> {
+        let Some(schedule) = counter.0.downcast_ref::<optim::AdamSchedule>() else {
+            bail!("Adam: the step counter was made by another backend");
+        };
+        optim::adam_step_scheduled(self, slots, h, schedule)
+    }
+
+    fn graph_capture(&self) -> Option<&dyn GraphCapture> {
+        Some(self)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.rt.synchronize()
+    }
+
+    fn device_time(
+        &self,
+        enqueue: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Option<std::time::Duration>> {
+        self.rt.device_time(enqueue)
+    }
+}
+
+/// A private pool of the caching allocator, retired (its blocks handed back) when the handle drops.
+struct PoolGuard {
+    alloc: Arc<CachingAllocator>,
+    pool: Arc<MemPool>,
+}
+
+impl Drop for PoolGuard {
+    fn drop(&mut self) {
+        self.alloc.retire_pool(&self.pool);
+    }
+}
+
+impl GraphCapture for CudaBackend {
+    fn alloc_uninit(&self, shape: &[usize]) -> Result<Tensor> {
+        self.alloc(shape)
+    }
+
+    fn address(&self, t: &Tensor) -> Result<u64> {
+        self.ptr(t)
+    }
+
+    fn copy_into(&self, dst: &Tensor, src: &Tensor) -> Result<()> {
+        ensure!(
+            dst.numel() == src.numel(),
+            "copy of {:?} into {:?}: sizes differ",
+            src.shape(),
+            dst.shape()
+        );
+        let p = self.ptr(dst)?;
+        match self.ptr(src) {
+            Ok(s) => self.rt.dtod(p, s, src.numel() * 4),
+            Err(_) => self.htod_bytes(p, bytemuck::cast_slice(&src.to_vec()?)),
+        }
+    }
+
+    fn device_copies(&self) -> u64 {
+        self.rt.transfer_counts().dtod
+    }
+
+    fn open_pool(&self) -> Result<PoolHandle> {
+        let pool = self.alloc.open_pool()?;
+        Ok(PoolHandle(Box::new(PoolGuard {
+            alloc: self.alloc.clone(),
+            pool,
+        })))
+    }
+
+    fn close_pool(&self) {
+        self.alloc.close_pool()
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        self.rt.begin_capture()
+    }
+
+    fn end_capture(&self) -> Result<Box<dyn DeviceGraph>> {
+        self.rt.end_capture()
     }
 }

@@ -12,14 +12,12 @@
 //! `allow_tf32`) for every GEMM with more than 16 rows; the narrow GEMMs (3 or 1 channels) stay on the f32
 //! kernels whatever the precision. Parameters, activations and gradients stay f32 in memory either way.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-
-use anyhow::{bail, ensure, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::{ensure, Result};
 
 use super::backend::n_i32;
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
+pub use crate::backend::Precision;
 use crate::backend::{Conv2dParams, ConvGeom as Geom};
 use crate::tensor::{numel, Tensor};
 
@@ -37,81 +35,6 @@ const TARGET_BLOCKS: usize = 264;
 /// Fewest K slices a split may get, so the partial sums are not dominated by their own write-back and reduction.
 const MIN_SLICES_PER_SPLIT: usize = 4;
 const MAX_SPLITS: usize = 64;
-
-/// Operand precision of the convolution GEMMs on the CUDA backend (see the module doc). The CPU backend always
-/// computes in f32 and ignores this setting, as PyTorch's CPU convolutions ignore `allow_tf32`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-pub enum Precision {
-    /// f32 operands and f32 FMA accumulation (PyTorch with TF32 disabled).
-    #[default]
-    #[serde(rename = "fp32", alias = "f32")]
-    #[value(name = "fp32", alias = "f32")]
-    F32,
-    /// TF32 operands (10-bit mantissa, rounded to nearest) on tensor cores, f32 accumulation (PyTorch's
-    /// default for cuDNN convolutions).
-    #[serde(rename = "tf32")]
-    #[value(name = "tf32")]
-    Tf32,
-}
-
-impl std::str::FromStr for Precision {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Precision> {
-        match s.to_ascii_lowercase().as_str() {
-            "fp32" | "f32" => Ok(Precision::F32),
-            "tf32" => Ok(Precision::Tf32),
-            _ => bail!("invalid precision '{s}': expected fp32 or tf32"),
-        }
-    }
-}
-
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Precision::F32 => "fp32",
-            Precision::Tf32 => "tf32",
-        })
-    }
-}
-
-impl Precision {
-    pub(crate) fn to_u8(self) -> u8 {
-        match self {
-            Precision::F32 => 1,
-            Precision::Tf32 => 2,
-        }
-    }
-    pub(crate) fn from_u8(v: u8) -> Precision {
-        if v == 2 {
-            Precision::Tf32
-        } else {
-            Precision::F32
-        }
-    }
-}
-
-/// The process-wide precision set by the CLI (0 = not set).
-static DEFAULT_PRECISION: AtomicU8 = AtomicU8::new(0);
-
-/// Sets the precision of CUDA backends opened from now on (the `--precision` flag).
-pub fn set_default_precision(p: Precision) {
-    DEFAULT_PRECISION.store(p.to_u8(), Ordering::Relaxed);
-}
-
-/// The precision a newly opened CUDA backend starts with: the one [`set_default_precision`] set (the CLI always
-/// does, from `--precision` or the resumed run's config), else the environment variable `GAN_ENGINE_PRECISION`
-/// (`fp32` / `tf32`, for benches and tests), else F32.
-pub fn default_precision() -> Result<Precision> {
-    match DEFAULT_PRECISION.load(Ordering::Relaxed) {
-        0 => match std::env::var("GAN_ENGINE_PRECISION") {
-            Ok(v) if !v.is_empty() => v
-                .parse()
-                .map_err(|e| anyhow::anyhow!("GAN_ENGINE_PRECISION: {e}")),
-            _ => Ok(Precision::F32),
-        },
-        v => Ok(Precision::from_u8(v)),
-    }
-}
 
 /// Whether a GEMM with `rows` rows runs on the tensor-core kernels.
 fn use_tc(be: &CudaBackend, rows: usize) -> bool {
@@ -344,57 +267,6 @@ pub fn conv2d_backward_weight(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn precision_parses_and_prints() {
-        for (s, p) in [
-            ("fp32", Precision::F32),
-            ("f32", Precision::F32),
-            ("TF32", Precision::Tf32),
-        ] {
-            assert_eq!(s.parse::<Precision>().unwrap(), p);
-        }
-        assert_eq!(Precision::Tf32.to_string(), "tf32");
-        assert_eq!(Precision::F32.to_string(), "fp32");
-        let e = "bf16".parse::<Precision>().unwrap_err().to_string();
-        assert!(e.contains("fp32 or tf32"), "{e}");
-        for p in [Precision::F32, Precision::Tf32] {
-            assert_eq!(Precision::from_u8(p.to_u8()), p);
-        }
-    }
-
-    #[test]
-    fn precision_flag_and_config() {
-        use crate::cli::{Cli, Command};
-        use clap::Parser;
-        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
-        match parse(&["gan-engine", "train", "--precision", "tf32"])
-            .unwrap()
-            .command
-        {
-            Command::Train(a) => {
-                assert_eq!(a.precision, Some(Precision::Tf32));
-                let (cfg, _) = crate::cli::train_config(&a).unwrap();
-                assert_eq!(cfg.precision, Precision::Tf32);
-            }
-            c => panic!("{c:?}"),
-        }
-        match parse(&["gan-engine", "sample", "--checkpoint", "x"])
-            .unwrap()
-            .command
-        {
-            Command::Sample(a) => assert_eq!(a.precision, Precision::F32),
-            c => panic!("{c:?}"),
-        }
-        assert!(parse(&["gan-engine", "train", "--precision", "bf16"]).is_err());
-        // Checkpoints written before the setting existed resume in fp32.
-        let cfg = crate::train::config::TrainConfig::default();
-        let mut json = serde_json::to_value(&cfg).unwrap();
-        assert_eq!(json["precision"], "fp32");
-        json.as_object_mut().unwrap().remove("precision");
-        let back: crate::train::config::TrainConfig = serde_json::from_value(json).unwrap();
-        assert_eq!(back.precision, Precision::F32);
-    }
 
     #[test]
     fn split_k_covers_k_without_empty_splits() {

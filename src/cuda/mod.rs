@@ -30,50 +30,42 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::backend::Backend;
-use crate::device::Device;
-
+pub use crate::backend::Precision;
+pub use crate::tensor::GpuBuffer;
 pub use alloc::{AllocStats, DeviceAlloc};
 pub use backend::CudaBackend;
-pub use conv::{set_default_precision, Precision};
 pub use runtime::{GpuRuntime, KernelArg, LaunchCfg, TransferCounts};
 
-/// A device allocation owned by a GPU backend. Clones share the allocation; it returns to the backend's
-/// caching allocator when the last clone drops.
-#[derive(Clone)]
-pub struct GpuBuffer {
-    pub backend: Arc<dyn Backend>,
-    pub mem: Arc<DeviceAlloc>,
-}
-
-/// The CUDA backend on GPU `ordinal` (real hardware: needs libcuda and libnvrtc at run time).
-pub fn open_cuda(ordinal: usize) -> Result<Device> {
-    Ok(Device::Cuda(cuda_backend(ordinal)?))
-}
-
-/// The CUDA backend on the CPU emulation runtime: the same kernels and launch code, executed on the host.
-pub fn open_emulated() -> Result<Device> {
-    Ok(Device::Cuda(emulated_backend()?))
-}
-
-/// Like [`open_cuda`], but the concrete backend (tests and benchmarks launch kernels and read allocator stats).
-pub fn cuda_backend(ordinal: usize) -> Result<Arc<CudaBackend>> {
+/// The CUDA backend on GPU `ordinal` (real hardware: needs libcuda and libnvrtc at run time), its convolutions
+/// at `precision`.
+pub fn open_cuda(ordinal: usize, precision: Precision) -> Result<Arc<CudaBackend>> {
     let rt = real::RealRuntime::new(ordinal)?;
     let be = CudaBackend::new(Arc::new(rt));
-    be.set_precision(conv::default_precision()?);
+    be.set_precision(precision);
     Ok(be)
 }
 
-/// Like [`open_emulated`], but the concrete backend.
-pub fn emulated_backend() -> Result<Arc<CudaBackend>> {
+/// The CUDA backend on the CPU emulation runtime: the same kernels and launch code, executed on the host.
+pub fn open_emulated(precision: Precision) -> Result<Arc<CudaBackend>> {
     #[cfg(feature = "emulation")]
     {
         let be = CudaBackend::new(Arc::new(emu::EmuRuntime::new()));
-        be.set_precision(conv::default_precision()?);
+        be.set_precision(precision);
         Ok(be)
     }
     #[cfg(not(feature = "emulation"))]
     {
+        let _ = precision;
         anyhow::bail!("--device emu: this binary was built without the `emulation` feature")
     }
+}
+
+/// [`open_cuda`] at the default precision ([`Precision::from_env`]), for tests and benchmarks.
+pub fn cuda_backend(ordinal: usize) -> Result<Arc<CudaBackend>> {
+    open_cuda(ordinal, Precision::from_env()?)
+}
+
+/// [`open_emulated`] at the default precision ([`Precision::from_env`]), for tests and benchmarks.
+pub fn emulated_backend() -> Result<Arc<CudaBackend>> {
+    open_emulated(Precision::from_env()?)
 }

@@ -226,13 +226,8 @@ pub fn refuse_while_capturing(capturing: bool, what: &str) -> Result<()> {
 }
 
 /// Device work recorded by a stream capture and replayable: a CUDA graph, or on the emulation the list of
-/// recorded operations.
-pub trait DeviceGraph: Send + Sync {
-    /// Enqueues the recorded work once, in the order it was recorded, on the addresses it was recorded with.
-    fn replay(&self) -> Result<()>;
-    /// Kernel launches recorded.
-    fn launches(&self) -> usize;
-}
+/// recorded operations. The trait is the core's, so graph capture is reached through the backend trait.
+pub use crate::backend::DeviceGraph;
 
 /// What a GPU runtime provides: real CUDA (cudarc driver + NVRTC) or the CPU emulation.
 ///

@@ -8,7 +8,7 @@ pub mod rmsprop;
 mod state;
 pub use rmsprop::{Optimizer, RmsProp, RmsPropConfig};
 
-use crate::backend::{AdamHyper, AdamSlot};
+use crate::backend::{AdamCounter, AdamHyper, AdamSlot};
 use crate::device::Device;
 use crate::nn::params::ParamStore;
 use crate::tensor::Tensor;
@@ -72,9 +72,9 @@ pub struct Adam {
     /// First and second moments, one per parameter of the store, in the store's order.
     m: Vec<Tensor>,
     v: Vec<Tensor>,
-    /// On CUDA, for a training step captured as a graph: the step counter and bias corrections in device
-    /// memory, advanced by the device (see [`Adam::count_on_device`]).
-    schedule: Option<crate::cuda::optim::AdamSchedule>,
+    /// For a training step captured as a graph: the step counter and bias corrections in device memory,
+    /// advanced by the device (see [`Adam::count_on_device`]).
+    schedule: Option<AdamCounter>,
 }
 
 impl Adam {
@@ -98,10 +98,10 @@ impl Adam {
     /// arguments are then the same every step, as a captured CUDA graph needs. The numbers are the same bit
     /// for bit. The host keeps counting as well, for checkpoints.
     pub fn count_on_device(&mut self) -> Result<()> {
-        let Some(be) = self.device.backend().as_cuda() else {
+        let Some(counter) = self.device.backend().adam_counter(self.step)? else {
             anyhow::bail!("Adam: counting steps on the device needs a CUDA device");
         };
-        self.schedule = Some(crate::cuda::optim::AdamSchedule::new(be, self.step)?);
+        self.schedule = Some(counter);
         Ok(())
     }
 
@@ -137,9 +137,9 @@ impl Adam {
         if slots.is_empty() {
             return Ok(());
         }
-        match (&self.schedule, device.backend().as_cuda()) {
-            (Some(s), Some(be)) => crate::cuda::optim::adam_step_scheduled(be, &mut slots, h, s)?,
-            _ => device.backend().adam_step(&mut slots, h)?,
+        match &self.schedule {
+            Some(counter) => device.backend().adam_step_counted(&mut slots, h, counter)?,
+            None => device.backend().adam_step(&mut slots, h)?,
         }
         self.step += 1;
         Ok(())

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cuda::Precision;
+use crate::backend::Precision;
 use crate::nn::models::ModelConfig;
 
 /// The GAN objective (D's and G's losses), `train --loss`. The serde names are what checkpoints store.
@@ -265,6 +265,39 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn precision_flag_and_config() {
+        use crate::cli::{Cli, Command};
+        use clap::Parser;
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        match parse(&["gan-engine", "train", "--precision", "tf32"])
+            .unwrap()
+            .command
+        {
+            Command::Train(a) => {
+                assert_eq!(a.precision, Some(Precision::Tf32));
+                let (cfg, _) = crate::cli::train_config(&a).unwrap();
+                assert_eq!(cfg.precision, Precision::Tf32);
+            }
+            c => panic!("{c:?}"),
+        }
+        match parse(&["gan-engine", "sample", "--checkpoint", "x"])
+            .unwrap()
+            .command
+        {
+            Command::Sample(a) => assert_eq!(a.precision, Precision::F32),
+            c => panic!("{c:?}"),
+        }
+        assert!(parse(&["gan-engine", "train", "--precision", "bf16"]).is_err());
+        // Checkpoints written before the setting existed resume in fp32.
+        let cfg = crate::train::config::TrainConfig::default();
+        let mut json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(json["precision"], "fp32");
+        json.as_object_mut().unwrap().remove("precision");
+        let back: crate::train::config::TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back.precision, Precision::F32);
+    }
 
     #[test]
     fn configs_saved_before_optimizer_and_clip_existed_still_load() {

@@ -10,32 +10,30 @@
 //!   ([`crate::optim::Adam::count_on_device`]).
 //! - **Training state updated in place.** Weights, moments and batch-norm buffers keep their addresses (the
 //!   tape releases its copies of the weights before the optimizer step). Checked before every replay.
-//! - **Memory reserved.** Everything the captured step allocates comes from a private pool of the caching
-//!   allocator (`cuda::alloc::MemPool`) that nothing else can use while the graph lives. An eager warm-up step
+//! - **Memory reserved.** Everything the captured step allocates comes from a private pool of the backend's
+//!   allocator ([`GraphCapture::open_pool`]) that nothing else can use while the graph lives. An eager warm-up step
 //!   (a real training step) fills the pool before the capture.
 //! - **No reads inside.** The logged losses and D outputs stay on the device ([`Gan::deferred`]) and are
 //!   read after each replay.
 //!
-//! The emulation runtime records and replays the same way (it executes nothing while capturing), so CI checks
+//! The backend is reached through its [`GraphCapture`] capability, so this file names no backend. The emulation
+//! runtime records and replays the same way (it executes nothing while capturing), so CI checks
 //! that graphed training equals eager training bit for bit (tests/emu_graph.rs).
-
-use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
 
 use super::gan::{Gan, StepMetrics};
 use crate::autograd::Tape;
-use crate::cuda::alloc::MemPool;
-use crate::cuda::runtime::DeviceGraph;
-use crate::cuda::CudaBackend;
+use crate::backend::{DeviceGraph, GraphCapture, PoolHandle};
 use crate::device::Device;
 use crate::tensor::Tensor;
 
 /// A captured training iteration (one D step, one G step) and what it reads and writes.
 pub struct StepGraph {
+    /// The private pool holding the step's temporaries; handed back to the allocator when the graph goes. First,
+    /// so it drops first.
+    _pool: PoolHandle,
     graph: Box<dyn DeviceGraph>,
-    /// The private pool holding the step's temporaries; handed back to the allocator when the graph goes.
-    pool: Arc<MemPool>,
     device: Device,
     real: Tensor,
     z: Tensor,
@@ -45,32 +43,23 @@ pub struct StepGraph {
     state: Vec<u64>,
 }
 
-impl Drop for StepGraph {
-    fn drop(&mut self) {
-        if let Some(be) = self.device.backend().as_cuda() {
-            be.allocator().retire_pool(&self.pool);
-        }
-    }
-}
-
-fn addresses(be: &CudaBackend, gan: &Gan) -> Result<Vec<u64>> {
-    gan.state_tensors().into_iter().map(|t| be.ptr(t)).collect()
+fn addresses(be: &dyn GraphCapture, gan: &Gan) -> Result<Vec<u64>> {
+    gan.state_tensors()
+        .into_iter()
+        .map(|t| be.address(t))
+        .collect()
 }
 
 /// Copies `src` (on the host or this device) into the device tensor `dst` of the same shape, in place whatever
 /// shares `dst`: the graph reads that address.
-fn copy_into(be: &CudaBackend, dst: &Tensor, src: &Tensor, what: &str) -> Result<()> {
+fn copy_into(be: &dyn GraphCapture, dst: &Tensor, src: &Tensor, what: &str) -> Result<()> {
     ensure!(
         dst.shape() == src.shape(),
         "--cuda-graph: the {what} has shape {:?}, the captured step {:?} (every batch must have the captured size)",
         src.shape(),
         dst.shape()
     );
-    let p = be.ptr(dst)?;
-    match be.ptr(src) {
-        Ok(s) => be.runtime().dtod(p, s, src.numel() * 4),
-        Err(_) => be.htod_bytes(p, bytemuck::cast_slice(&src.to_vec()?)),
-    }
+    be.copy_into(dst, src)
 }
 
 impl StepGraph {
@@ -83,7 +72,7 @@ impl StepGraph {
         step: u64,
     ) -> Result<(StepGraph, StepMetrics)> {
         let device = gan.device.clone();
-        let Some(be) = device.backend().as_cuda() else {
+        let Some(be) = device.backend().graph_capture() else {
             bail!("--cuda-graph needs a CUDA device (--device cuda or emu)");
         };
         ensure!(
@@ -93,26 +82,29 @@ impl StepGraph {
         gan.opt_g.count_on_device()?;
         gan.opt_d.count_on_device()?;
         let n = real.dims4("real batch")?[0];
-        let inputs = (be.alloc(real.shape())?, be.alloc(&[n, gan.g.cfg.nz])?);
-        let pool = be.allocator().open_pool()?;
+        let inputs = (
+            be.alloc_uninit(real.shape())?,
+            be.alloc_uninit(&[n, gan.g.cfg.nz])?,
+        );
+        let pool = be.open_pool()?;
         let captured = (|| -> Result<(Box<dyn DeviceGraph>, Vec<Tensor>, StepMetrics)> {
             fill_inputs(be, gan, &inputs, real)?;
             let metrics = run_step(gan, tape, &inputs, step)?;
             // The capture: the same step recorded, not executed. The host counted a step the device did not
             // run; its counts go back afterwards.
             let counts = (gan.opt_g.step_count(), gan.opt_d.step_count());
-            let copies = be.runtime().transfer_counts().dtod;
+            let copies = be.device_copies();
             gan.deferred = Some(Vec::new());
-            be.runtime().begin_capture()?;
+            be.begin_capture()?;
             let recorded = run_step(gan, tape, &inputs, step);
-            let graph = be.runtime().end_capture();
+            let graph = be.end_capture();
             let logged = gan.deferred.take().unwrap_or_default();
             gan.opt_g.set_host_step_count(counts.0);
             gan.opt_d.set_host_step_count(counts.1);
             recorded.context("--cuda-graph: capturing the training step")?;
             let graph = graph?;
             ensure!(
-                be.runtime().transfer_counts().dtod == copies,
+                be.device_copies() == copies,
                 "--cuda-graph: the captured step copied a shared tensor of the training state (copy-on-write), \
                  so a replay would not update it in place"
             );
@@ -123,20 +115,15 @@ impl StepGraph {
             );
             Ok((graph, logged, metrics))
         })();
-        be.allocator().close_pool();
-        let (graph, logged, metrics) = match captured {
-            Ok(c) => c,
-            Err(e) => {
-                be.allocator().retire_pool(&pool);
-                return Err(e);
-            }
-        };
+        be.close_pool();
+        // On an error the pool handle drops here, which retires the pool.
+        let (graph, logged, metrics) = captured?;
         let state = addresses(be, gan)?;
         let (real, z) = inputs;
         Ok((
             StepGraph {
+                _pool: pool,
                 graph,
-                pool,
                 device: device.clone(),
                 real,
                 z,
@@ -152,8 +139,8 @@ impl StepGraph {
         let be = self
             .device
             .backend()
-            .as_cuda()
-            .expect("a StepGraph is made on CUDA only");
+            .graph_capture()
+            .context("internal: a StepGraph on a backend without graph capture")?;
         ensure!(
             addresses(be, gan)? == self.state,
             "--cuda-graph: a tensor of the training state was replaced since the step was captured"
@@ -186,7 +173,7 @@ impl StepGraph {
 
 /// The real batch and a fresh z (drawn as an eager step draws it) into the graph's input buffers.
 fn fill_inputs(
-    be: &CudaBackend,
+    be: &dyn GraphCapture,
     gan: &mut Gan,
     (real_in, z_in): &(Tensor, Tensor),
     real: &Tensor,

@@ -118,7 +118,7 @@ impl Trainer {
     /// A new run: fresh models from `cfg.seed`.
     pub fn new(cfg: TrainConfig) -> Result<Trainer> {
         cfg.validate()?;
-        let device = Device::parse(&cfg.device)?;
+        let device = Device::open(&cfg.device, cfg.precision)?;
         let data = open_loader(&cfg, &device, None)?;
         let gan = Gan::from_config(&cfg, &device)?;
         let g_ema = cfg
@@ -188,7 +188,7 @@ impl Trainer {
         }
         cfg.validate()?;
         let state: TrainState = f.get_json(STATE_KEY, &file)?;
-        let device = Device::parse(&cfg.device)?;
+        let device = Device::open(&cfg.device, cfg.precision)?;
         let data = open_loader(&cfg, &device, Some(&state.data))
             .with_context(|| format!("resuming from {}", file.display()))?;
         let mut gan = Gan::from_config(&cfg, &device)?;
