@@ -101,17 +101,17 @@ fn bench(c: &mut Criterion) {
     for l in layers() {
         let x = test_tensor(&l.x, 1);
         let w = test_tensor(&l.w, 2);
-        let y = conv::forward(&x, &w, l.p).unwrap();
+        let y = conv::conv2d(&x, &w, l.p).unwrap();
         let dy = test_tensor(y.shape(), 3);
         group.throughput(Throughput::Elements(flops(&l, y.shape())));
         group.bench_function(BenchmarkId::new("forward", l.name), |b| {
-            b.iter(|| conv::forward(&x, &w, l.p).unwrap())
+            b.iter(|| conv::conv2d(&x, &w, l.p).unwrap())
         });
         group.bench_function(BenchmarkId::new("backward_data", l.name), |b| {
-            b.iter(|| conv::backward_data(&dy, &w, l.x, l.p).unwrap())
+            b.iter(|| conv::conv2d_backward_data(&dy, &w, l.x, l.p).unwrap())
         });
         group.bench_function(BenchmarkId::new("backward_weight", l.name), |b| {
-            b.iter(|| conv::backward_weight(&x, &dy, l.w, l.p).unwrap())
+            b.iter(|| conv::conv2d_backward_weight(&x, &dy, l.w, l.p).unwrap())
         });
     }
     group.finish();
@@ -120,10 +120,10 @@ fn bench(c: &mut Criterion) {
     for l in inception_layers() {
         let x = test_tensor(&l.x, 1);
         let w = test_tensor(&l.w, 2);
-        let y = conv::forward(&x, &w, l.p).unwrap();
+        let y = conv::conv2d(&x, &w, l.p).unwrap();
         group.throughput(Throughput::Elements(flops(&l, y.shape())));
         group.bench_function(BenchmarkId::new("forward", l.name), |b| {
-            b.iter(|| conv::forward(&x, &w, l.p).unwrap())
+            b.iter(|| conv::conv2d(&x, &w, l.p).unwrap())
         });
     }
     group.finish();

@@ -130,6 +130,19 @@ pub enum Activation {
     Sigmoid,
 }
 
+impl Activation {
+    /// Backward from `y` relies on `y > 0 ⇔ x > 0`, which a negative LeakyReLU slope would break.
+    pub fn check(self) -> Result<()> {
+        if let Activation::LeakyRelu(s) = self {
+            ensure!(
+                s >= 0.0 && s.is_finite(),
+                "LeakyReLU slope must be a finite value >= 0, got {s}"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Result of a training-mode batch norm forward: the output and what backward needs.
 pub struct BatchNormOut {
     pub y: Tensor,
@@ -164,6 +177,35 @@ pub struct AdamHyper {
     pub step: u64,
 }
 
+impl AdamHyper {
+    /// The checks every backend's Adam makes before touching anything.
+    pub fn check(&self) -> Result<()> {
+        ensure!(self.step >= 1, "adam: step is 1-based, got {}", self.step);
+        ensure!(
+            self.lr.is_finite() && self.lr >= 0.0,
+            "adam: invalid lr {}",
+            self.lr
+        );
+        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            ensure!(
+                (0.0..1.0).contains(&b),
+                "adam: {name} must be in [0, 1), got {b}"
+            );
+        }
+        ensure!(
+            self.eps.is_finite() && self.eps >= 0.0,
+            "adam: invalid eps {}",
+            self.eps
+        );
+        ensure!(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            "adam: invalid weight_decay {}",
+            self.weight_decay
+        );
+        Ok(())
+    }
+}
+
 /// One parameter's slot in a multi-tensor Adam update.
 pub struct AdamSlot<'a> {
     pub param: &'a mut Tensor,
@@ -181,6 +223,71 @@ pub struct RmsPropHyper {
     pub alpha: f64,
     pub eps: f32,
     pub weight_decay: f32,
+}
+
+impl RmsPropHyper {
+    /// The checks every backend makes before touching anything.
+    pub fn check(&self) -> Result<()> {
+        ensure!(
+            self.lr.is_finite() && self.lr >= 0.0,
+            "rmsprop: invalid lr {}",
+            self.lr
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.alpha),
+            "rmsprop: alpha must be in [0, 1], got {}",
+            self.alpha
+        );
+        ensure!(
+            self.eps.is_finite() && self.eps >= 0.0,
+            "rmsprop: invalid eps {}",
+            self.eps
+        );
+        ensure!(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            "rmsprop: invalid weight_decay {}",
+            self.weight_decay
+        );
+        Ok(())
+    }
+}
+
+/// The checks of a clamp's bounds (shared by the backends so the messages agree).
+pub fn check_clamp(lo: f32, hi: f32) -> Result<()> {
+    ensure!(
+        !lo.is_nan() && !hi.is_nan() && lo <= hi,
+        "clamp: need lo <= hi, got [{lo}, {hi}]"
+    );
+    Ok(())
+}
+
+/// 1 − decay, computed in f64 and rounded once, so that every backend multiplies by the same f32.
+pub fn ema_one_minus(decay: f32) -> f32 {
+    (1.0 - decay as f64) as f32
+}
+
+/// The checks both backends make before writing anything (so the messages agree): a decay in [0, 1], as many
+/// averages as tensors, equal shapes.
+pub fn check_ema(avgs: &[&mut Tensor], xs: &[&Tensor], decay: f32) -> Result<()> {
+    ensure!(
+        (0.0..=1.0).contains(&decay),
+        "ema: decay must be in [0, 1], got {decay}"
+    );
+    ensure!(
+        avgs.len() == xs.len(),
+        "ema: {} averages for {} tensors",
+        avgs.len(),
+        xs.len()
+    );
+    for (i, (a, x)) in avgs.iter().zip(xs).enumerate() {
+        ensure!(
+            a.shape() == x.shape(),
+            "ema pair {i}: average shape {:?} differs from tensor shape {:?}",
+            a.shape(),
+            x.shape()
+        );
+    }
+    Ok(())
 }
 
 /// One parameter's slot in a multi-tensor RMSprop update.

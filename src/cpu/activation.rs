@@ -1,7 +1,7 @@
 //! Pointwise nonlinearities. The backward passes read the forward output `y`, which is all each of them needs
 //! (see [`Activation`]), so the tape keeps one tensor per activation instead of two.
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 
 use super::elementwise::{par_map, par_zip_map, same_shape};
 use super::{data, tensor};
@@ -32,19 +32,8 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
     }
 }
 
-/// Backward from `y` relies on `y > 0 ⇔ x > 0`, which a negative LeakyReLU slope would break.
-pub(crate) fn check(a: Activation) -> Result<()> {
-    if let Activation::LeakyRelu(s) = a {
-        ensure!(
-            s >= 0.0 && s.is_finite(),
-            "LeakyReLU slope must be a finite value >= 0, got {s}"
-        );
-    }
-    Ok(())
-}
-
-pub fn forward(x: &Tensor, a: Activation) -> Result<Tensor> {
-    check(a)?;
+pub fn activation(x: &Tensor, a: Activation) -> Result<Tensor> {
+    a.check()?;
     let xd = data(x)?;
     let out = match a {
         Activation::Relu => par_map(xd, relu),
@@ -55,8 +44,8 @@ pub fn forward(x: &Tensor, a: Activation) -> Result<Tensor> {
     Ok(tensor(out, x.shape()))
 }
 
-pub fn backward(y: &Tensor, dy: &Tensor, a: Activation) -> Result<Tensor> {
-    check(a)?;
+pub fn activation_backward(y: &Tensor, dy: &Tensor, a: Activation) -> Result<Tensor> {
+    a.check()?;
     same_shape("activation_backward (y vs dy)", y, dy)?;
     let (yd, gd) = (data(y)?, data(dy)?);
     // d/dx expressed through y: tanh' = 1 - y², sigmoid' = y (1 - y).
@@ -79,7 +68,7 @@ mod tests {
     #[test]
     fn forward_values() {
         let x = tensor(vec![-2.0, -0.5, 0.0, 0.5, 3.0, -100.0, 100.0], &[7]);
-        let get = |a| forward(&x, a).unwrap().to_vec().unwrap();
+        let get = |a| activation(&x, a).unwrap().to_vec().unwrap();
         assert_eq!(get(Activation::Relu), [0.0, 0.0, 0.0, 0.5, 3.0, 0.0, 100.0]);
         assert_eq!(
             get(Activation::LeakyRelu(0.2)),
@@ -106,8 +95,8 @@ mod tests {
             Activation::Tanh,
             Activation::Sigmoid,
         ] {
-            let y = forward(&x, a).unwrap();
-            let dx = backward(&y, &dy, a).unwrap().to_vec().unwrap();
+            let y = activation(&x, a).unwrap();
+            let dx = activation_backward(&y, &dy, a).unwrap().to_vec().unwrap();
             for i in 0..xv.len() {
                 let xi = xv[i] as f64;
                 let d = match a {
@@ -137,8 +126,10 @@ mod tests {
     fn errors() {
         let y = test_tensor(&[2, 3], 1);
         let dy = test_tensor(&[3, 2], 1);
-        let msg = backward(&y, &dy, Activation::Tanh).unwrap_err().to_string();
+        let msg = activation_backward(&y, &dy, Activation::Tanh)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("[2, 3]") && msg.contains("[3, 2]"), "{msg}");
-        assert!(forward(&y, Activation::LeakyRelu(-0.1)).is_err());
+        assert!(activation(&y, Activation::LeakyRelu(-0.1)).is_err());
     }
 }

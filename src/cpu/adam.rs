@@ -28,31 +28,8 @@ fn lerp(a: f32, b: f32, w: f32) -> f32 {
     }
 }
 
-/// The hyper-parameter checks of both backends' Adam (the CUDA launch code calls this too).
-pub fn check_hyper(h: &AdamHyper) -> Result<()> {
-    ensure!(h.step >= 1, "adam: step is 1-based, got {}", h.step);
-    ensure!(h.lr.is_finite() && h.lr >= 0.0, "adam: invalid lr {}", h.lr);
-    for (name, b) in [("beta1", h.beta1), ("beta2", h.beta2)] {
-        ensure!(
-            (0.0..1.0).contains(&b),
-            "adam: {name} must be in [0, 1), got {b}"
-        );
-    }
-    ensure!(
-        h.eps.is_finite() && h.eps >= 0.0,
-        "adam: invalid eps {}",
-        h.eps
-    );
-    ensure!(
-        h.weight_decay.is_finite() && h.weight_decay >= 0.0,
-        "adam: invalid weight_decay {}",
-        h.weight_decay
-    );
-    Ok(())
-}
-
-pub fn step(slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
-    check_hyper(&h)?;
+pub fn adam_step(slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
+    h.check()?;
     // Validate everything before touching anything, so an error leaves every parameter and moment unchanged.
     for (i, s) in slots.iter().enumerate() {
         let p = s.param.shape();
@@ -134,7 +111,7 @@ mod tests {
             .zip(m.iter_mut().zip(v.iter_mut()))
             .map(|((param, grad), (m, v))| AdamSlot { param, grad, m, v })
             .collect();
-        step(&mut slots, h)
+        adam_step(&mut slots, h)
     }
 
     #[test]

@@ -104,7 +104,7 @@ fn normalize(
     act: Option<Activation>,
 ) -> Result<Vec<f32>> {
     if let Some(a) = act {
-        activation::check(a)?;
+        a.check()?;
     }
     Ok(match act {
         None => normalize_with(xd, dims, coefs, |v| v),
@@ -118,7 +118,7 @@ fn normalize(
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn train_forward(
+pub fn batch_norm_train(
     x: &Tensor,
     g: &Tensor,
     b: &Tensor,
@@ -180,7 +180,7 @@ pub fn train_forward(
     })
 }
 
-pub fn eval_forward(
+pub fn batch_norm_eval(
     x: &Tensor,
     g: &Tensor,
     b: &Tensor,
@@ -212,7 +212,7 @@ pub fn eval_forward(
 ///
 /// With a fused activation (`out_act`: the op's output and its activation) dy is first taken back through the
 /// activation, in a pass of its own: on the CPU that pass costs what the separate activation backward did.
-pub fn backward(
+pub fn batch_norm_backward(
     x: &Tensor,
     dy: &Tensor,
     g: &Tensor,
@@ -221,8 +221,8 @@ pub fn backward(
     out_act: Option<(&Tensor, Activation)>,
 ) -> Result<BatchNormGrads> {
     if let Some((y, a)) = out_act {
-        let dz = activation::backward(y, dy, a)?;
-        return backward(x, &dz, g, mean, invstd, None);
+        let dz = activation::activation_backward(y, dy, a)?;
+        return batch_norm_backward(x, &dz, g, mean, invstd, None);
     }
     let dims @ (n, c, inner) = layout(x)?;
     ensure!(
@@ -282,7 +282,7 @@ mod tests {
         let mut rm = tensor(vec![0.1, -0.2, 0.3, 0.0, 1.0], &[5]);
         let mut rv = tensor(vec![1.0, 2.0, 0.5, 1.0, 3.0], &[5]);
         let (rm0, rv0) = (rm.to_vec().unwrap(), rv.to_vec().unwrap());
-        let out = train_forward(&x, &g, &b, &mut rm, &mut rv, 0.1, 1e-5, None).unwrap();
+        let out = batch_norm_train(&x, &g, &b, &mut rm, &mut rv, 0.1, 1e-5, None).unwrap();
         let (xv, yv) = (x.to_vec().unwrap(), out.y.to_vec().unwrap());
         let (gv, bv) = (g.to_vec().unwrap(), b.to_vec().unwrap());
         let m = 63.0;
@@ -313,7 +313,7 @@ mod tests {
         let zeros = tensor(vec![0.0; 2], &[2]);
         let mut rm = zeros.clone();
         let mut rv = ones.clone();
-        let out = train_forward(&x, &ones, &zeros, &mut rm, &mut rv, 0.1, 0.0, None).unwrap();
+        let out = batch_norm_train(&x, &ones, &zeros, &mut rm, &mut rv, 0.1, 0.0, None).unwrap();
         assert_eq!(out.mean.to_vec().unwrap(), [3.0, 0.0]);
         let rmv = rm.to_vec().unwrap();
         let rvv = rv.to_vec().unwrap();
@@ -323,7 +323,7 @@ mod tests {
         let y = out.y.to_vec().unwrap();
         assert!((y[0] as f64 - (-2.0 / 3.5f64.sqrt())).abs() < 1e-6);
         // A constant channel with eps = 0 has infinite invstd; with the default eps it maps to zero.
-        let out = train_forward(&x, &ones, &zeros, &mut rm, &mut rv, 0.1, 1e-5, None).unwrap();
+        let out = batch_norm_train(&x, &ones, &zeros, &mut rm, &mut rv, 0.1, 1e-5, None).unwrap();
         assert_eq!(out.y.to_vec().unwrap()[1], 0.0);
     }
 
@@ -335,7 +335,7 @@ mod tests {
         let b = test_tensor(&[5], 6);
         let rm = test_tensor(&[5], 7);
         let rv = tensor(vec![0.5, 1.0, 2.0, 0.1, 4.0], &[5]);
-        let y = eval_forward(&x, &g, &b, &rm, &rv, 1e-5, None)
+        let y = batch_norm_eval(&x, &g, &b, &rm, &rv, 1e-5, None)
             .unwrap()
             .to_vec()
             .unwrap();
@@ -363,8 +363,8 @@ mod tests {
         let dy = test_tensor(&[3, 5, 3, 7], 11);
         let mut rm = tensor(vec![0.0; 5], &[5]);
         let mut rv = tensor(vec![1.0; 5], &[5]);
-        let out = train_forward(&x, &g, &b, &mut rm, &mut rv, 0.1, 1e-5, None).unwrap();
-        let gr = backward(&x, &dy, &g, &out.mean, &out.invstd, None).unwrap();
+        let out = batch_norm_train(&x, &g, &b, &mut rm, &mut rv, 0.1, 1e-5, None).unwrap();
+        let gr = batch_norm_backward(&x, &dy, &g, &out.mean, &out.invstd, None).unwrap();
         let dims = (3, 5, 21);
         let dyv = dy.to_vec().unwrap();
         let dx = gr.dx.to_vec().unwrap();
@@ -383,17 +383,19 @@ mod tests {
         let c5 = test_tensor(&[5], 1);
         let c4 = test_tensor(&[4], 1);
         let (mut rm, mut rv) = (c5.clone(), c5.clone());
-        let msg = train_forward(&x, &c4, &c5, &mut rm, &mut rv, 0.1, 1e-5, None)
+        let msg = batch_norm_train(&x, &c4, &c5, &mut rm, &mut rv, 0.1, 1e-5, None)
             .err()
             .unwrap()
             .to_string();
         assert!(msg.contains("[4]") && msg.contains("[3, 5, 3, 7]"), "{msg}");
-        assert!(eval_forward(&x, &c5, &c5, &c4, &c5, 1e-5, None).is_err());
-        assert!(eval_forward(&test_tensor(&[3, 5, 7], 1), &c5, &c5, &c5, &c5, 1e-5, None).is_err());
+        assert!(batch_norm_eval(&x, &c5, &c5, &c4, &c5, 1e-5, None).is_err());
+        assert!(
+            batch_norm_eval(&test_tensor(&[3, 5, 7], 1), &c5, &c5, &c5, &c5, 1e-5, None).is_err()
+        );
         let dy = test_tensor(&[3, 5, 3, 6], 1);
-        assert!(backward(&x, &dy, &c5, &c5, &c5, None).is_err());
+        assert!(batch_norm_backward(&x, &dy, &c5, &c5, &c5, None).is_err());
         // One value per channel cannot give an unbiased variance.
         let x1 = test_tensor(&[1, 5], 1);
-        assert!(train_forward(&x1, &c5, &c5, &mut rm, &mut rv, 0.1, 1e-5, None).is_err());
+        assert!(batch_norm_train(&x1, &c5, &c5, &mut rm, &mut rv, 0.1, 1e-5, None).is_err());
     }
 }

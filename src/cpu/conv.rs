@@ -401,7 +401,7 @@ fn scratch(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// x [N, C, H, W], w [O, C, kh, kw] → y [N, O, Ho, Wo].
-pub fn forward(x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+pub fn conv2d(x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
     let g = Geom::new("conv2d", x.dims4("conv2d x")?, w.dims4("conv2d w")?, p)?;
     let (x, w) = (data(x)?, data(w)?);
     if g.dense() {
@@ -470,7 +470,7 @@ fn forward_planned(g: &Geom, x: &[f32], w: &[f32], plan: Plan) -> Tensor {
 }
 
 /// dx [x_shape] from dy [N, O, Ho, Wo] and w [O, C, kh, kw].
-pub fn backward_data(
+pub fn conv2d_backward_data(
     dy: &Tensor,
     w: &Tensor,
     x_shape: [usize; 4],
@@ -543,7 +543,7 @@ fn backward_data_planned(g: &Geom, dy: &[f32], w: &[f32], plan: Plan) -> Tensor 
 }
 
 /// dw [w_shape] from x [N, C, H, W] and dy [N, O, Ho, Wo].
-pub fn backward_weight(
+pub fn conv2d_backward_weight(
     x: &Tensor,
     dy: &Tensor,
     w_shape: [usize; 4],
@@ -784,7 +784,7 @@ mod tests {
         for (ci, (xs, ws, p)) in cases().into_iter().enumerate() {
             let x = test_tensor(&xs, 1 + ci as u64);
             let w = test_tensor(&ws, 100 + ci as u64);
-            let y = forward(&x, &w, p).unwrap();
+            let y = conv2d(&x, &w, p).unwrap();
             let (xd, wd, yd) = (
                 x.to_vec().unwrap(),
                 w.to_vec().unwrap(),
@@ -801,10 +801,10 @@ mod tests {
 
             // The public entry points (default chunking) ...
             let dyt = crate::cpu::tensor(dy.clone(), y.shape());
-            let dx = backward_data(&dyt, &w, xs, p).unwrap();
+            let dx = conv2d_backward_data(&dyt, &w, xs, p).unwrap();
             assert_eq!(dx.shape(), &xs);
             want_dx.check(&format!("{tag} backward_data"), dx.cpu_data().unwrap());
-            let dw = backward_weight(&x, &dyt, ws, p).unwrap();
+            let dw = conv2d_backward_weight(&x, &dyt, ws, p).unwrap();
             assert_eq!(dw.shape(), &ws);
             want_dw.check(&format!("{tag} backward_weight"), dw.cpu_data().unwrap());
 
@@ -871,57 +871,57 @@ mod tests {
         let w = test_tensor(&[4, 3, 3, 3], 2);
         let dy = test_tensor(&[2, 4, 3, 3], 3);
 
-        let e = err_text(forward(&x, &test_tensor(&[4, 2, 3, 3], 2), p));
+        let e = err_text(conv2d(&x, &test_tensor(&[4, 2, 3, 3], 2), p));
         assert!(e.contains("3 channels") && e.contains("expects 2"), "{e}");
-        let e = err_text(forward(&x, &test_tensor(&[4, 3, 6, 3], 2), p));
+        let e = err_text(conv2d(&x, &test_tensor(&[4, 3, 6, 3], 2), p));
         assert!(e.contains("larger than the padded input"), "{e}");
-        let e = err_text(forward(
+        let e = err_text(conv2d(
             &x,
             &test_tensor(&[4, 3, 8, 3], 2),
             Conv2dParams::new(1, 1),
         ));
         assert!(e.contains("kernel 8x3") && e.contains("7x7"), "{e}");
-        let e = err_text(forward(&test_tensor(&[3, 5, 5], 1), &w, p));
+        let e = err_text(conv2d(&test_tensor(&[3, 5, 5], 1), &w, p));
         assert!(e.contains("4-D"), "{e}");
-        let e = err_text(forward(&x, &test_tensor(&[4, 3, 3], 2), p));
+        let e = err_text(conv2d(&x, &test_tensor(&[4, 3, 3], 2), p));
         assert!(e.contains("4-D"), "{e}");
-        let e = err_text(forward(&x, &w, Conv2dParams::new(0, 0)));
+        let e = err_text(conv2d(&x, &w, Conv2dParams::new(0, 0)));
         assert!(e.contains("stride"), "{e}");
-        let e = err_text(forward(&x, &test_tensor(&[0, 3, 3, 3], 2), p));
+        let e = err_text(conv2d(&x, &test_tensor(&[0, 3, 3, 3], 2), p));
         assert!(e.contains("empty"), "{e}");
 
         // backward_data: dy must be what x_shape and w produce.
-        assert!(backward_data(&dy, &w, [2, 3, 5, 5], p).is_ok());
-        let e = err_text(backward_data(&dy, &w, [2, 3, 6, 5], p));
+        assert!(conv2d_backward_data(&dy, &w, [2, 3, 5, 5], p).is_ok());
+        let e = err_text(conv2d_backward_data(&dy, &w, [2, 3, 6, 5], p));
         assert!(e.contains("dy has shape") && e.contains("x_shape"), "{e}");
-        let e = err_text(backward_data(&dy, &w, [3, 3, 5, 5], p));
+        let e = err_text(conv2d_backward_data(&dy, &w, [3, 3, 5, 5], p));
         assert!(e.contains("dy has shape"), "{e}");
-        let e = err_text(backward_data(
+        let e = err_text(conv2d_backward_data(
             &dy,
             &test_tensor(&[5, 3, 3, 3], 2),
             [2, 3, 5, 5],
             p,
         ));
         assert!(e.contains("dy has shape"), "{e}");
-        let e = err_text(backward_data(&dy, &w, [2, 2, 5, 5], p));
+        let e = err_text(conv2d_backward_data(&dy, &w, [2, 2, 5, 5], p));
         assert!(e.contains("channels"), "{e}");
-        let e = err_text(backward_data(&dy, &w, [2, 3, 2, 2], p));
+        let e = err_text(conv2d_backward_data(&dy, &w, [2, 3, 2, 2], p));
         assert!(e.contains("larger than the padded input"), "{e}");
 
         // backward_weight: same rules, with x given as a tensor.
-        assert!(backward_weight(&x, &dy, [4, 3, 3, 3], p).is_ok());
-        let e = err_text(backward_weight(&x, &dy, [4, 3, 2, 3], p));
+        assert!(conv2d_backward_weight(&x, &dy, [4, 3, 3, 3], p).is_ok());
+        let e = err_text(conv2d_backward_weight(&x, &dy, [4, 3, 2, 3], p));
         assert!(e.contains("dy has shape"), "{e}");
-        let e = err_text(backward_weight(
+        let e = err_text(conv2d_backward_weight(
             &test_tensor(&[3, 3, 5, 5], 1),
             &dy,
             [4, 3, 3, 3],
             p,
         ));
         assert!(e.contains("dy has shape"), "{e}");
-        let e = err_text(backward_weight(&x, &dy, [4, 2, 3, 3], p));
+        let e = err_text(conv2d_backward_weight(&x, &dy, [4, 2, 3, 3], p));
         assert!(e.contains("channels"), "{e}");
-        let e = err_text(backward_weight(
+        let e = err_text(conv2d_backward_weight(
             &x,
             &test_tensor(&[2, 4, 9], 3),
             [4, 3, 3, 3],
@@ -935,21 +935,21 @@ mod tests {
         let p = Conv2dParams::new(2, 1);
         let x = test_tensor(&[0, 3, 5, 5], 1);
         let w = test_tensor(&[4, 3, 3, 3], 2);
-        let y = forward(&x, &w, p).unwrap();
+        let y = conv2d(&x, &w, p).unwrap();
         assert_eq!(y.shape(), &[0, 4, 3, 3]);
-        let dx = backward_data(&y, &w, [0, 3, 5, 5], p).unwrap();
+        let dx = conv2d_backward_data(&y, &w, [0, 3, 5, 5], p).unwrap();
         assert_eq!(dx.shape(), &[0, 3, 5, 5]);
-        let dw = backward_weight(&x, &y, [4, 3, 3, 3], p).unwrap();
+        let dw = conv2d_backward_weight(&x, &y, [4, 3, 3, 3], p).unwrap();
         assert!(dw.to_vec().unwrap().iter().all(|&v| v == 0.0));
 
         // The same through the fully connected path (kernel = image).
         let p = Conv2dParams::new(1, 0);
         let w = test_tensor(&[4, 3, 5, 5], 2);
-        let y = forward(&x, &w, p).unwrap();
+        let y = conv2d(&x, &w, p).unwrap();
         assert_eq!(y.shape(), &[0, 4, 1, 1]);
-        let dx = backward_data(&y, &w, [0, 3, 5, 5], p).unwrap();
+        let dx = conv2d_backward_data(&y, &w, [0, 3, 5, 5], p).unwrap();
         assert_eq!(dx.shape(), &[0, 3, 5, 5]);
-        let dw = backward_weight(&x, &y, [4, 3, 5, 5], p).unwrap();
+        let dw = conv2d_backward_weight(&x, &y, [4, 3, 5, 5], p).unwrap();
         assert_eq!(dw.shape(), &[4, 3, 5, 5]);
         assert!(dw.to_vec().unwrap().iter().all(|&v| v == 0.0));
     }

@@ -1,49 +1,21 @@
 //! Exponential moving average of tensors, in place: the generator average of `train --g-ema` (Yazıcı et al.
 //! 2019, "The Unusual Effectiveness of Averaging in GAN Training"; StyleGAN and BigGAN sample from such an average).
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use rayon::prelude::*;
 
 use super::elementwise::PAR_CHUNK;
 use super::{data, data_mut};
+use crate::backend::{check_ema, ema_one_minus};
 use crate::tensor::Tensor;
 
-/// 1 − decay, computed in f64 and rounded once, so that every backend multiplies by the same f32.
-pub fn one_minus(decay: f32) -> f32 {
-    (1.0 - decay as f64) as f32
-}
-
-/// The checks both backends make before writing anything (so the messages agree): a decay in [0, 1], as many
-/// averages as tensors, equal shapes.
-pub fn check(avgs: &[&mut Tensor], xs: &[&Tensor], decay: f32) -> Result<()> {
-    ensure!(
-        (0.0..=1.0).contains(&decay),
-        "ema: decay must be in [0, 1], got {decay}"
-    );
-    ensure!(
-        avgs.len() == xs.len(),
-        "ema: {} averages for {} tensors",
-        avgs.len(),
-        xs.len()
-    );
-    for (i, (a, x)) in avgs.iter().zip(xs).enumerate() {
-        ensure!(
-            a.shape() == x.shape(),
-            "ema pair {i}: average shape {:?} differs from tensor shape {:?}",
-            a.shape(),
-            x.shape()
-        );
-    }
-    Ok(())
-}
-
 pub fn ema_(avgs: &mut [&mut Tensor], xs: &[&Tensor], decay: f32) -> Result<()> {
-    check(avgs, xs, decay)?;
+    check_ema(avgs, xs, decay)?;
     for (a, x) in avgs.iter().zip(xs) {
         data(a)?;
         data(x)?;
     }
-    let omd = one_minus(decay);
+    let omd = ema_one_minus(decay);
     for (a, x) in avgs.iter_mut().zip(xs) {
         let x = data(x)?;
         data_mut(a)?

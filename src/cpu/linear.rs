@@ -76,7 +76,7 @@ fn dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
     Ok((n, fin, fout))
 }
 
-pub fn forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let (n, fin, fout) = dims(x, w)?;
     let (xd, wd) = (data(x)?, data(w)?);
     let mut y = match b {
@@ -117,7 +117,7 @@ pub fn forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     Ok(tensor(y, &[n, fout]))
 }
 
-pub fn backward(
+pub fn linear_backward(
     x: &Tensor,
     w: &Tensor,
     dy: &Tensor,
@@ -237,7 +237,7 @@ mod tests {
                 b.to_vec().unwrap(),
             );
             for bias in [false, true] {
-                let y = forward(&x, &w, bias.then_some(&b)).unwrap();
+                let y = linear(&x, &w, bias.then_some(&b)).unwrap();
                 assert_eq!(y.shape(), &[n, fout]);
                 let want = reference(&xv, &wv, bias.then_some(&bv[..]), n, fin, fout);
                 for (a, e) in y.to_vec().unwrap().iter().zip(&want) {
@@ -258,7 +258,7 @@ mod tests {
             w.to_vec().unwrap(),
             dy.to_vec().unwrap(),
         );
-        let g = backward(&x, &w, &dy, true, true, true).unwrap();
+        let g = linear_backward(&x, &w, &dy, true, true, true).unwrap();
         let dx = g.dx.unwrap().to_vec().unwrap();
         let dw = g.dw.unwrap().to_vec().unwrap();
         let db = g.db.unwrap().to_vec().unwrap();
@@ -280,7 +280,7 @@ mod tests {
             let e: f64 = (0..n).map(|r| gv[r * fout + o] as f64).sum();
             assert!((db[o] as f64 - e).abs() < 1e-6);
         }
-        let g = backward(&x, &w, &dy, false, true, false).unwrap();
+        let g = linear_backward(&x, &w, &dy, false, true, false).unwrap();
         assert!(g.dx.is_none() && g.dw.is_some() && g.db.is_none());
     }
 
@@ -288,18 +288,18 @@ mod tests {
     fn shape_errors_name_the_shapes() {
         let x = test_tensor(&[3, 5], 1);
         let w = test_tensor(&[7, 4], 1);
-        let msg = forward(&x, &w, None).unwrap_err().to_string();
+        let msg = linear(&x, &w, None).unwrap_err().to_string();
         assert!(msg.contains("[3, 5]") && msg.contains("[7, 4]"), "{msg}");
         let w = test_tensor(&[7, 5], 1);
         let b = test_tensor(&[6], 1);
-        let msg = forward(&x, &w, Some(&b)).unwrap_err().to_string();
+        let msg = linear(&x, &w, Some(&b)).unwrap_err().to_string();
         assert!(msg.contains("[6]"), "{msg}");
         let dy = test_tensor(&[3, 6], 1);
-        let msg = backward(&x, &w, &dy, true, true, true)
+        let msg = linear_backward(&x, &w, &dy, true, true, true)
             .err()
             .unwrap()
             .to_string();
         assert!(msg.contains("[3, 6]"), "{msg}");
-        assert!(forward(&test_tensor(&[3, 5, 1], 1), &w, None).is_err());
+        assert!(linear(&test_tensor(&[3, 5, 1], 1), &w, None).is_err());
     }
 }

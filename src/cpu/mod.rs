@@ -140,15 +140,15 @@ impl Backend for CpuBackend {
     }
 
     fn activation(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
-        activation::forward(x, act)
+        activation::activation(x, act)
     }
 
     fn activation_backward(&self, y: &Tensor, dy: &Tensor, act: Activation) -> Result<Tensor> {
-        activation::backward(y, dy, act)
+        activation::activation_backward(y, dy, act)
     }
 
     fn conv2d(&self, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
-        conv::forward(x, w, p)
+        conv::conv2d(x, w, p)
     }
 
     fn conv2d_backward_data(
@@ -158,7 +158,7 @@ impl Backend for CpuBackend {
         x_shape: [usize; 4],
         p: Conv2dParams,
     ) -> Result<Tensor> {
-        conv::backward_data(dy, w, x_shape, p)
+        conv::conv2d_backward_data(dy, w, x_shape, p)
     }
 
     fn conv2d_backward_weight(
@@ -168,7 +168,7 @@ impl Backend for CpuBackend {
         w_shape: [usize; 4],
         p: Conv2dParams,
     ) -> Result<Tensor> {
-        conv::backward_weight(x, dy, w_shape, p)
+        conv::conv2d_backward_weight(x, dy, w_shape, p)
     }
 
     fn batch_norm_train(
@@ -182,7 +182,7 @@ impl Backend for CpuBackend {
         eps: f32,
         act: Option<Activation>,
     ) -> Result<BatchNormOut> {
-        batchnorm::train_forward(
+        batchnorm::batch_norm_train(
             x,
             gamma,
             beta,
@@ -204,7 +204,7 @@ impl Backend for CpuBackend {
         eps: f32,
         act: Option<Activation>,
     ) -> Result<Tensor> {
-        batchnorm::eval_forward(x, gamma, beta, running_mean, running_var, eps, act)
+        batchnorm::batch_norm_eval(x, gamma, beta, running_mean, running_var, eps, act)
     }
 
     fn batch_norm_backward(
@@ -216,11 +216,11 @@ impl Backend for CpuBackend {
         invstd: &Tensor,
         out_act: Option<(&Tensor, Activation)>,
     ) -> Result<BatchNormGrads> {
-        batchnorm::backward(x, dy, gamma, mean, invstd, out_act)
+        batchnorm::batch_norm_backward(x, dy, gamma, mean, invstd, out_act)
     }
 
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-        linear::forward(x, w, b)
+        linear::linear(x, w, b)
     }
 
     fn linear_backward(
@@ -232,7 +232,7 @@ impl Backend for CpuBackend {
         need_dw: bool,
         need_db: bool,
     ) -> Result<LinearGrads> {
-        linear::backward(x, w, dy, need_dx, need_dw, need_db)
+        linear::linear_backward(x, w, dy, need_dx, need_dw, need_db)
     }
 
     fn bce_with_logits(&self, logits: &Tensor, target: f32) -> Result<(Tensor, Tensor)> {
@@ -248,20 +248,20 @@ impl Backend for CpuBackend {
     }
 
     fn adam_step(&self, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
-        adam::step(slots, h)
+        adam::adam_step(slots, h)
     }
 
     // ---- pooling and bilinear resize (issue 6) ----
     fn max_pool2d(&self, x: &Tensor, p: Pool2d) -> Result<Tensor> {
-        pool::max_forward(x, p)
+        pool::max_pool2d(x, p)
     }
 
     fn max_pool2d_backward(&self, x: &Tensor, dy: &Tensor, p: Pool2d) -> Result<Tensor> {
-        pool::max_backward(x, dy, p)
+        pool::max_pool2d_backward(x, dy, p)
     }
 
     fn avg_pool2d(&self, x: &Tensor, p: Pool2d, count_include_pad: bool) -> Result<Tensor> {
-        pool::avg_forward(x, p, count_include_pad)
+        pool::avg_pool2d(x, p, count_include_pad)
     }
 
     fn avg_pool2d_backward(
@@ -271,7 +271,7 @@ impl Backend for CpuBackend {
         p: Pool2d,
         count_include_pad: bool,
     ) -> Result<Tensor> {
-        pool::avg_backward(dy, x_shape, p, count_include_pad)
+        pool::avg_pool2d_backward(dy, x_shape, p, count_include_pad)
     }
 
     fn resize_bilinear(
@@ -281,7 +281,7 @@ impl Backend for CpuBackend {
         out_w: usize,
         mode: ResizeMode,
     ) -> Result<Tensor> {
-        resize::forward(x, out_h, out_w, mode)
+        resize::resize_bilinear(x, out_h, out_w, mode)
     }
 
     fn resize_bilinear_backward(
@@ -290,7 +290,7 @@ impl Backend for CpuBackend {
         x_shape: [usize; 4],
         mode: ResizeMode,
     ) -> Result<Tensor> {
-        resize::backward(dy, x_shape, mode)
+        resize::resize_bilinear_backward(dy, x_shape, mode)
     }
 
     // ---- losses and schedules (issue 5.1): weight clipping and RMSprop -----------------------------------------
@@ -303,6 +303,6 @@ impl Backend for CpuBackend {
     }
 
     fn rmsprop_step(&self, slots: &mut [RmsPropSlot<'_>], h: RmsPropHyper) -> Result<()> {
-        rmsprop::step(slots, h)
+        rmsprop::rmsprop_step(slots, h)
     }
 }

@@ -63,7 +63,7 @@ fn per_plane(
     tensor(out, &out_shape)
 }
 
-pub fn max_forward(x: &Tensor, p: Pool2d) -> Result<Tensor> {
+pub fn max_pool2d(x: &Tensor, p: Pool2d) -> Result<Tensor> {
     let g = PoolGeom::new("max_pool2d", x.dims4("max_pool2d x")?, p)?;
     Ok(per_plane(
         data(x)?,
@@ -80,7 +80,7 @@ pub fn max_forward(x: &Tensor, p: Pool2d) -> Result<Tensor> {
     ))
 }
 
-pub fn max_backward(x: &Tensor, dy: &Tensor, p: Pool2d) -> Result<Tensor> {
+pub fn max_pool2d_backward(x: &Tensor, dy: &Tensor, p: Pool2d) -> Result<Tensor> {
     let g = PoolGeom::new("max_pool2d_backward", x.dims4("max_pool2d_backward x")?, p)?;
     g.check_dy("max_pool2d_backward", dy.dims4("max_pool2d_backward dy")?)?;
     let (xd, gd) = (data(x)?, data(dy)?);
@@ -100,7 +100,7 @@ pub fn max_backward(x: &Tensor, dy: &Tensor, p: Pool2d) -> Result<Tensor> {
     Ok(tensor(dx, &[g.n, g.c, g.h, g.w]))
 }
 
-pub fn avg_forward(x: &Tensor, p: Pool2d, count_include_pad: bool) -> Result<Tensor> {
+pub fn avg_pool2d(x: &Tensor, p: Pool2d, count_include_pad: bool) -> Result<Tensor> {
     let g = PoolGeom::new("avg_pool2d", x.dims4("avg_pool2d x")?, p)?;
     Ok(per_plane(
         data(x)?,
@@ -125,7 +125,7 @@ pub fn avg_forward(x: &Tensor, p: Pool2d, count_include_pad: bool) -> Result<Ten
     ))
 }
 
-pub fn avg_backward(
+pub fn avg_pool2d_backward(
     dy: &Tensor,
     x_shape: [usize; 4],
     p: Pool2d,

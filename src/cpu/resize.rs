@@ -14,7 +14,7 @@ fn taps(mode: ResizeMode, len_in: usize, len_out: usize) -> Vec<ResizeTap> {
     (0..len_out).map(|d| mode.tap(d, len_in, len_out)).collect()
 }
 
-pub fn forward(x: &Tensor, out_h: usize, out_w: usize, mode: ResizeMode) -> Result<Tensor> {
+pub fn resize_bilinear(x: &Tensor, out_h: usize, out_w: usize, mode: ResizeMode) -> Result<Tensor> {
     let xs @ [n, c, h, w] = x.dims4("resize_bilinear x")?;
     ResizeMode::check("resize_bilinear", xs, out_h, out_w)?;
     let (ty, tx) = (taps(mode, h, out_h), taps(mode, w, out_w));
@@ -38,7 +38,11 @@ pub fn forward(x: &Tensor, out_h: usize, out_w: usize, mode: ResizeMode) -> Resu
     Ok(tensor(y, &[n, c, out_h, out_w]))
 }
 
-pub fn backward(dy: &Tensor, x_shape: [usize; 4], mode: ResizeMode) -> Result<Tensor> {
+pub fn resize_bilinear_backward(
+    dy: &Tensor,
+    x_shape: [usize; 4],
+    mode: ResizeMode,
+) -> Result<Tensor> {
     let [n, c, h, w] = x_shape;
     let ds @ [dn, dc, out_h, out_w] = dy.dims4("resize_bilinear_backward dy")?;
     ResizeMode::check("resize_bilinear_backward", x_shape, out_h, out_w)?;

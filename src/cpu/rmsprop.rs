@@ -16,42 +16,8 @@ use rayon::prelude::*;
 
 use super::elementwise::PAR_CHUNK;
 use super::{data, data_mut};
-use crate::backend::{RmsPropHyper, RmsPropSlot};
+use crate::backend::{check_clamp, RmsPropHyper, RmsPropSlot};
 use crate::tensor::Tensor;
-
-/// The checks every backend makes before touching anything.
-pub fn check_hyper(h: &RmsPropHyper) -> Result<()> {
-    ensure!(
-        h.lr.is_finite() && h.lr >= 0.0,
-        "rmsprop: invalid lr {}",
-        h.lr
-    );
-    ensure!(
-        (0.0..=1.0).contains(&h.alpha),
-        "rmsprop: alpha must be in [0, 1], got {}",
-        h.alpha
-    );
-    ensure!(
-        h.eps.is_finite() && h.eps >= 0.0,
-        "rmsprop: invalid eps {}",
-        h.eps
-    );
-    ensure!(
-        h.weight_decay.is_finite() && h.weight_decay >= 0.0,
-        "rmsprop: invalid weight_decay {}",
-        h.weight_decay
-    );
-    Ok(())
-}
-
-/// The checks of a clamp's bounds (shared by the backends so the messages agree).
-pub fn check_bounds(lo: f32, hi: f32) -> Result<()> {
-    ensure!(
-        !lo.is_nan() && !hi.is_nan() && lo <= hi,
-        "clamp: need lo <= hi, got [{lo}, {hi}]"
-    );
-    Ok(())
-}
 
 /// One element of the clamp. Written with comparisons rather than `f32::clamp`/`fminf(fmaxf(..))` so that
 /// every backend treats NaN the same way: it fails both comparisons and passes through.
@@ -67,7 +33,7 @@ pub fn clamp1(x: f32, lo: f32, hi: f32) -> f32 {
 }
 
 pub fn clamp_(xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()> {
-    check_bounds(lo, hi)?;
+    check_clamp(lo, hi)?;
     for x in xs.iter() {
         data(x)?;
     }
@@ -81,8 +47,8 @@ pub fn clamp_(xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()> {
     Ok(())
 }
 
-pub fn step(slots: &mut [RmsPropSlot<'_>], h: RmsPropHyper) -> Result<()> {
-    check_hyper(&h)?;
+pub fn rmsprop_step(slots: &mut [RmsPropSlot<'_>], h: RmsPropHyper) -> Result<()> {
+    h.check()?;
     // Validate every slot before updating any, so an error leaves all parameters and averages unchanged.
     for (i, s) in slots.iter().enumerate() {
         let p = s.param.shape();
@@ -134,7 +100,7 @@ mod tests {
                 square_avg,
             })
             .collect();
-        step(&mut slots, h)
+        rmsprop_step(&mut slots, h)
     }
 
     const H: RmsPropHyper = RmsPropHyper {

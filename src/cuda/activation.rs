@@ -25,7 +25,7 @@ fn kernel(act: Activation) -> Result<(&'static str, Option<f32>)> {
     })
 }
 
-pub fn forward(be: &CudaBackend, x: &Tensor, act: Activation) -> Result<Tensor> {
+pub fn activation(be: &CudaBackend, x: &Tensor, act: Activation) -> Result<Tensor> {
     let (stem, slope) = kernel(act)?;
     let n = n_i32(x.numel(), stem)?;
     let y = be.alloc(x.shape())?;
@@ -38,7 +38,12 @@ pub fn forward(be: &CudaBackend, x: &Tensor, act: Activation) -> Result<Tensor> 
     Ok(y)
 }
 
-pub fn backward(be: &CudaBackend, y: &Tensor, dy: &Tensor, act: Activation) -> Result<Tensor> {
+pub fn activation_backward(
+    be: &CudaBackend,
+    y: &Tensor,
+    dy: &Tensor,
+    act: Activation,
+) -> Result<Tensor> {
     let (stem, slope) = kernel(act)?;
     ensure!(
         y.shape() == dy.shape(),

@@ -279,11 +279,11 @@ impl Backend for CudaBackend {
     }
 
     fn activation(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
-        activation::forward(self, x, act)
+        activation::activation(self, x, act)
     }
 
     fn activation_backward(&self, y: &Tensor, dy: &Tensor, act: Activation) -> Result<Tensor> {
-        activation::backward(self, y, dy, act)
+        activation::activation_backward(self, y, dy, act)
     }
 
     fn conv2d(&self, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {

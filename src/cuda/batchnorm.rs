@@ -91,7 +91,7 @@ fn ptr(t: &Tensor, be: &CudaBackend) -> Result<KernelArg<'static>> {
 /// The fused activation as the kernels' (ActKind, slope) arguments (kernels/act.cuh).
 fn act_args(act: Option<Activation>) -> Result<[KernelArg<'static>; 2]> {
     if let Some(a) = act {
-        crate::cpu::activation::check(a)?;
+        a.check()?;
     }
     let (kind, slope) = match act {
         None => (0, 0.0),

@@ -11,7 +11,9 @@ use anyhow::{ensure, Result};
 use super::backend::n_i32;
 use super::runtime::{KernelArg as A, LaunchCfg};
 use super::{CudaBackend, DeviceAlloc};
-use crate::backend::{AdamHyper, AdamSlot, RmsPropHyper, RmsPropSlot};
+use crate::backend::{
+    check_clamp, check_ema, ema_one_minus, AdamHyper, AdamSlot, RmsPropHyper, RmsPropSlot,
+};
 use crate::tensor::Tensor;
 
 /// Elements per block; 256 threads each update 16 of them.
@@ -84,7 +86,7 @@ fn adam_launches(
     h: AdamHyper,
     schedule: Option<&AdamSchedule>,
 ) -> Result<()> {
-    crate::cpu::adam::check_hyper(&h)?;
+    h.check()?;
     // Check every slot (shapes, devices, sizes) before updating any.
     for (i, s) in slots.iter().enumerate() {
         let shape = s.param.shape();
@@ -166,7 +168,7 @@ fn adam_launches(
 
 /// WGAN weight clipping: every tensor clamped to [lo, hi] in place, one launch per tensor.
 pub fn clamp_(be: &CudaBackend, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()> {
-    crate::cpu::rmsprop::check_bounds(lo, hi)?;
+    check_clamp(lo, hi)?;
     // Check every tensor (device, size) before writing any.
     for x in xs.iter() {
         be.ptr(x)?;
@@ -188,14 +190,14 @@ pub fn clamp_(be: &CudaBackend, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Res
 
 /// The generator average of `train --g-ema`, one launch per tensor.
 pub fn ema_(be: &CudaBackend, avgs: &mut [&mut Tensor], xs: &[&Tensor], decay: f32) -> Result<()> {
-    crate::cpu::ema::check(avgs, xs, decay)?;
+    check_ema(avgs, xs, decay)?;
     // Check every tensor (device, size) before writing any.
     for (a, x) in avgs.iter().zip(xs) {
         be.ptr(a)?;
         be.ptr(x)?;
         n_i32(a.numel(), "ema")?;
     }
-    let omd = crate::cpu::ema::one_minus(decay);
+    let omd = ema_one_minus(decay);
     for (a, x) in avgs.iter_mut().zip(xs) {
         let n = a.numel();
         let (pa, px) = (be.ptr_mut(a)?, be.ptr(x)?);
@@ -222,7 +224,7 @@ pub fn rmsprop_step(
     slots: &mut [RmsPropSlot<'_>],
     h: RmsPropHyper,
 ) -> Result<()> {
-    crate::cpu::rmsprop::check_hyper(&h)?;
+    h.check()?;
     for (i, s) in slots.iter().enumerate() {
         let shape = s.param.shape();
         for (what, t) in [("grad", s.grad), ("square_avg", &*s.square_avg)] {

@@ -54,7 +54,7 @@ pub struct RmsProp {
 
 impl RmsProp {
     pub fn new(store: &ParamStore, cfg: RmsPropConfig) -> Result<RmsProp> {
-        crate::cpu::rmsprop::check_hyper(&cfg.hyper())?;
+        cfg.hyper().check()?;
         let device = store.device.clone();
         let square_avg = state::zeros_like_params(store, &device)?;
         Ok(RmsProp {
