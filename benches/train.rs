@@ -69,7 +69,7 @@ fn iteration(c: &mut Criterion, ours: &Ours, image_size: usize, channels: usize,
     // One eager training step of ours: what criterion times, the counts count and the alternating pairs time.
     let mut ours_step = || {
         step += 1;
-        gan.train_step(&mut tape, 1, step, || Ok(real.clone()))
+        gan.train_step(&mut tape, 1, step, || Ok(real.clone().into()))
             .unwrap()
     };
     // Set when criterion's filter lets the function run: the alternating pairs below need both sides.

@@ -11,6 +11,7 @@ use gan_engine::nn::models::{ModelConfig, ModelKind};
 use gan_engine::nn::ParamId;
 use gan_engine::ops::random::RngStream;
 use gan_engine::train::config::{AdamSettings, LossKind};
+use gan_engine::train::gan::Batch;
 use gan_engine::train::Gan;
 use gan_engine::{Device, Tape, Tensor};
 
@@ -98,11 +99,15 @@ fn a_conditional_step_trains_exactly_the_label_weights_of_the_classes_present() 
         let mut tape = Tape::new();
         let n = 4;
         let real_labels = [1u32, 1, 4, 7];
-        let d = gan
-            .d_step_labelled(&mut tape, real(n, 1), Some(&real_labels), 1)
-            .unwrap();
+        let batch = Batch {
+            images: real(n, 1),
+            labels: Some(real_labels.to_vec()),
+        };
+        let latents = gan.latents(n).unwrap();
+        let d = gan.d_step(&mut tape, batch, latents, 1).unwrap();
         let fake_labels = d
-            .fake_labels
+            .fake
+            .labels
             .clone()
             .expect("a conditional D step draws fake labels");
         assert_eq!(fake_labels.len(), n);
@@ -145,9 +150,7 @@ fn a_conditional_step_trains_exactly_the_label_weights_of_the_classes_present() 
         }
 
         // The G step judges the fake under its own labels: G's label inputs of exactly those classes learn.
-        let g = gan
-            .g_step_labelled(&mut tape, d.fake, Some(&fake_labels), 1)
-            .unwrap();
+        let g = gan.g_step(&mut tape, &d.fake, 1).unwrap();
         assert!(g.loss_g.is_finite());
         let (shape, gw) = grad_of(&mut gan.g.store, &g.grads, "main.0.weight");
         let g_slot_grad = |c: usize| -> f32 {
@@ -181,14 +184,20 @@ fn a_conditional_step_trains_exactly_the_label_weights_of_the_classes_present() 
 fn a_conditional_model_refuses_a_step_without_labels() {
     let mut gan = tiny_conditional_gan(ModelKind::Dcgan, 6);
     let mut tape = Tape::new();
+    let latents = gan.latents(2).unwrap();
     let e = gan
-        .d_step(&mut tape, real(2, 1), 1)
+        .d_step(&mut tape, real(2, 1).into(), latents, 1)
         .err()
         .unwrap()
         .to_string();
     assert!(e.contains("needs a class label"), "{e}");
+    let batch = Batch {
+        images: real(2, 1),
+        labels: Some(vec![1, 10]),
+    };
+    let latents = gan.latents(2).unwrap();
     let e = gan
-        .d_step_labelled(&mut tape, real(2, 1), Some(&[1, 10]), 1)
+        .d_step(&mut tape, batch, latents, 1)
         .err()
         .unwrap()
         .to_string();

@@ -153,7 +153,7 @@ fn graphed_equals_eager(loss: LossKind, done: u64, steps: usize) {
         let real = real.clone();
         want.push(
             eager
-                .train_step(&mut tape, 1, i as u64 + 1, || Ok(real.clone()))
+                .train_step(&mut tape, 1, i as u64 + 1, || Ok(real.clone().into()))
                 .unwrap(),
         );
     }

@@ -54,7 +54,7 @@ fn a_warm_training_step_allocates_nothing_and_copies_only_what_it_logs() {
     let mut addresses = Vec::new();
     for step in 1..=6 {
         let before = counts(&be);
-        gan.train_step(&mut tape, 1, step, || Ok(real.clone()))
+        gan.train_step(&mut tape, 1, step, || Ok(real.clone().into()))
             .unwrap();
         let after = counts(&be);
         per_step.push((

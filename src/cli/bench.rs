@@ -125,7 +125,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 graph = Some(g);
                 m
             }
-            None => gan.train_step(tape, 1, step, || Ok(real.clone()))?,
+            None => gan.train_step(tape, 1, step, || Ok(real.clone().into()))?,
         };
         last = Some(m);
         Ok(())

@@ -60,15 +60,42 @@ impl StepMetrics {
     }
 }
 
+/// A real batch for a D step: images [N, C, H, W] and, for a conditional model, their class labels.
+pub struct Batch {
+    pub images: Tensor,
+    pub labels: Option<Vec<u32>>,
+}
+
+impl From<Tensor> for Batch {
+    /// An unlabelled batch.
+    fn from(images: Tensor) -> Batch {
+        Batch {
+            images,
+            labels: None,
+        }
+    }
+}
+
+/// What G generates a fake batch from: latents z [N, nz] and, for a conditional model, the class labels.
+pub struct Latents {
+    pub z: Tensor,
+    pub labels: Option<Vec<u32>>,
+}
+
+/// G(z) on the tape, still connected to G's parameters, and the class labels it was generated for
+/// (conditional models), which the G step shows D again.
+pub struct Fake {
+    pub x: Var,
+    pub labels: Option<Vec<u32>>,
+}
+
 /// Result of one D step. The gradients are returned for inspection (tests check which parameters got one).
 pub struct DStep {
     pub loss_d: f32,
     pub d_x: f32,
     pub d_g_z1: f32,
-    /// G(z) on the tape, still connected to G's parameters, for the G step.
-    pub fake: Var,
-    /// The class labels the fake was generated for (conditional models), which the G step shows D again.
-    pub fake_labels: Option<Vec<u32>>,
+    /// The fake of this step, for the G step.
+    pub fake: Fake,
     pub grads: Gradients,
 }
 
@@ -147,18 +174,15 @@ pub fn optimizer(
 impl Gan {
     /// The Gan of a training config: fresh models from its seed, its loss, optimiser and clip bound.
     pub fn from_config(cfg: &TrainConfig, device: &Device) -> Result<Gan> {
-        let mut gan = Gan::new(
+        Gan::build(
             &cfg.model,
-            &cfg.adam_g,
-            &cfg.adam_d,
+            cfg.optimizer,
+            [&cfg.adam_g, &cfg.adam_d],
             cfg.loss,
+            cfg.clip,
             cfg.seed,
             device,
-        )?;
-        gan.opt_g = optimizer(cfg.optimizer, &cfg.adam_g, &gan.g.store)?;
-        gan.opt_d = optimizer(cfg.optimizer, &cfg.adam_d, &gan.d.store)?;
-        gan.clip = cfg.clip;
-        Ok(gan)
+        )
     }
 
     /// Fresh models initialised from `seed` (G first, then D, from one stream), with Adam and the default clip.
@@ -170,11 +194,31 @@ impl Gan {
         seed: u64,
         device: &Device,
     ) -> Result<Gan> {
+        Gan::build(
+            model,
+            OptimizerKind::Adam,
+            [adam_g, adam_d],
+            loss,
+            DEFAULT_CLIP,
+            seed,
+            device,
+        )
+    }
+
+    fn build(
+        model: &ModelConfig,
+        kind: OptimizerKind,
+        [settings_g, settings_d]: [&AdamSettings; 2],
+        loss: LossKind,
+        clip: f32,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Gan> {
         let mut init = RngStream::new(stream_seed(seed, STREAM_INIT));
         let g = Generator::new(model, device, &mut init)?;
         let d = Discriminator::new(model, device, &mut init)?;
-        let opt_g = Optimizer::Adam(adam(adam_g, &g.store)?);
-        let opt_d = Optimizer::Adam(adam(adam_d, &d.store)?);
+        let opt_g = optimizer(kind, settings_g, &g.store)?;
+        let opt_d = optimizer(kind, settings_d, &d.store)?;
         Ok(Gan {
             g,
             d,
@@ -182,34 +226,20 @@ impl Gan {
             opt_d,
             noise: RngStream::new(stream_seed(seed, STREAM_NOISE)),
             loss,
-            clip: DEFAULT_CLIP,
+            clip,
             device: device.clone(),
             deferred: None,
         })
     }
 
-    /// One D update on the real batch `real`. Clears the tape first: the fake it leaves on the tape is the
-    /// only thing the G step needs.
-    pub fn d_step(&mut self, tape: &mut Tape, real: Tensor, step: u64) -> Result<DStep> {
-        self.d_step_labelled(tape, real, None, step)
-    }
-
-    /// [`d_step`](Gan::d_step) with the real batch's class labels (`None` for an unconditional model). A
-    /// conditional model's fake labels are drawn uniformly from the noise stream, right after z, so they
-    /// are reproducible and resume exactly like z.
-    pub fn d_step_labelled(
-        &mut self,
-        tape: &mut Tape,
-        real: Tensor,
-        real_labels: Option<&[u32]>,
-        step: u64,
-    ) -> Result<DStep> {
-        let n = real.dims4("real batch")?[0];
+    /// Latents for a batch of `n` from the noise stream: z ~ N(0, 1), then, for a conditional model, the fake
+    /// labels drawn right after z, so they are reproducible and resume exactly like z.
+    pub fn latents(&mut self, n: usize) -> Result<Latents> {
         let z = self
             .noise
             .normal(&[n, self.g.cfg.nz], 0.0, 1.0, &self.device)?;
-        let fake_labels = self.draw_labels(n)?;
-        self.d_step_full(tape, real, real_labels, z, fake_labels, step)
+        let labels = self.draw_labels(n)?;
+        Ok(Latents { z, labels })
     }
 
     /// `n` class labels uniform over the model's classes from the noise stream; `None` (and no draw) for an
@@ -230,34 +260,24 @@ impl Gan {
         ))
     }
 
-    /// [`d_step`](Gan::d_step) with given latents `z` [N, nz] instead of drawn ones (golden tests).
-    pub fn d_step_with_z(
+    /// One D update on the real batch `real`, against the fake G makes from `latents`. Clears the tape first:
+    /// the fake it leaves on the tape is the only thing the G step needs.
+    pub fn d_step(
         &mut self,
         tape: &mut Tape,
-        real: Tensor,
-        z: Tensor,
+        real: Batch,
+        latents: Latents,
         step: u64,
     ) -> Result<DStep> {
-        self.d_step_full(tape, real, None, z, None, step)
-    }
-
-    /// The D step with everything given: the real batch and its labels, the latents and the labels of the fake.
-    pub fn d_step_full(
-        &mut self,
-        tape: &mut Tape,
-        real: Tensor,
-        real_labels: Option<&[u32]>,
-        z: Tensor,
-        fake_labels: Option<Vec<u32>>,
-        step: u64,
-    ) -> Result<DStep> {
+        let real_labels = real.labels.as_deref();
+        let fake_labels = latents.labels;
         tape.clear();
         self.d.store.zero_grad();
-        let x = tape.constant(real.to_device(&self.device)?);
+        let x = tape.constant(real.images.to_device(&self.device)?);
         let logits_real = self.d.forward_labelled(tape, x, real_labels, true)?;
         let err_real = losses::d_loss_real(tape, self.loss, logits_real)?;
 
-        let z = tape.constant(z.to_device(&self.device)?);
+        let z = tape.constant(latents.z.to_device(&self.device)?);
         let fake = self
             .g
             .forward_labelled(tape, z, fake_labels.as_deref(), true)?;
@@ -284,30 +304,23 @@ impl Gan {
             loss_d,
             d_x,
             d_g_z1,
-            fake,
-            fake_labels,
+            fake: Fake {
+                x: fake,
+                labels: fake_labels,
+            },
             grads,
         })
     }
 
     /// One G update through the (just updated) D, on the fake of the last D step.
-    pub fn g_step(&mut self, tape: &mut Tape, fake: Var, step: u64) -> Result<GStep> {
-        self.g_step_labelled(tape, fake, None, step)
-    }
-
-    /// [`g_step`](Gan::g_step) for a fake generated for the class labels `fake_labels` (conditional models).
-    pub fn g_step_labelled(
-        &mut self,
-        tape: &mut Tape,
-        fake: Var,
-        fake_labels: Option<&[u32]>,
-        step: u64,
-    ) -> Result<GStep> {
+    pub fn g_step(&mut self, tape: &mut Tape, fake: &Fake, step: u64) -> Result<GStep> {
         self.g.store.zero_grad();
         // Frozen D: its parameters enter the tape as constants, so backward computes only the gradient
         // flowing through D's activations into the fake, never D's weight gradients.
         self.d.store.requires_grad = false;
-        let out = self.d.forward_labelled(tape, fake, fake_labels, true);
+        let out = self
+            .d
+            .forward_labelled(tape, fake.x, fake.labels.as_deref(), true);
         self.d.store.requires_grad = true;
         let logits = out?;
         let err_g = losses::g_loss(tape, self.loss, logits)?;
@@ -397,35 +410,26 @@ impl Gan {
         backend.clamp_(&mut params, -c, c)
     }
 
-    /// A full iteration: `k` D steps, each on a fresh batch from `next_real`, then one G step.
+    /// A full iteration: `k` D steps, each on a fresh batch from `next_real` against fresh latents, then one
+    /// G step.
     pub fn train_step(
         &mut self,
         tape: &mut Tape,
         k: usize,
         step: u64,
-        mut next_real: impl FnMut() -> Result<Tensor>,
-    ) -> Result<StepMetrics> {
-        self.train_step_labelled(tape, k, step, || Ok((next_real()?, None)))
-    }
-
-    /// [`train_step`](Gan::train_step) where each real batch comes with its class labels (`None` for an
-    /// unconditional model).
-    pub fn train_step_labelled(
-        &mut self,
-        tape: &mut Tape,
-        k: usize,
-        step: u64,
-        mut next_real: impl FnMut() -> Result<(Tensor, Option<Vec<u32>>)>,
+        mut next_real: impl FnMut() -> Result<Batch>,
     ) -> Result<StepMetrics> {
         let mut images = 0;
         let mut last = None;
         for _ in 0..k.max(1) {
-            let (real, labels) = next_real()?;
-            images += real.shape()[0];
-            last = Some(self.d_step_labelled(tape, real, labels.as_deref(), step)?);
+            let real = next_real()?;
+            let n = real.images.dims4("real batch")?[0];
+            images += n;
+            let latents = self.latents(n)?;
+            last = Some(self.d_step(tape, real, latents, step)?);
         }
         let d = last.expect("k >= 1");
-        let g = self.g_step_labelled(tape, d.fake, d.fake_labels.as_deref(), step)?;
+        let g = self.g_step(tape, &d.fake, step)?;
         tape.clear();
         Ok(StepMetrics::of(step, &d, &g, images))
     }
@@ -449,6 +453,12 @@ mod tests {
         };
         let a = AdamSettings::DCGAN;
         Gan::new(&cfg, &a, &a, loss, 7, &Device::Cpu).unwrap()
+    }
+
+    /// A D step on an unlabelled batch against latents drawn from the noise stream.
+    fn step_d(gan: &mut Gan, tape: &mut Tape, real: Tensor, step: u64) -> Result<DStep> {
+        let latents = gan.latents(real.shape()[0])?;
+        gan.d_step(tape, real.into(), latents, step)
     }
 
     fn real(n: usize, seed: u64) -> Tensor {
@@ -478,7 +488,7 @@ mod tests {
         for kind in [ModelKind::Dcgan, ModelKind::Mlp] {
             let mut gan = tiny_gan(kind, LossKind::Ns);
             let mut tape = Tape::new();
-            let d = gan.d_step(&mut tape, real(4, 1), 1).unwrap();
+            let d = step_d(&mut gan, &mut tape, real(4, 1), 1).unwrap();
             // The D step's backward reached every D parameter and no G parameter (fake was detached):
             // route its gradients into a cleared G store and into D's, and see which fill.
             gan.g.store.zero_grad();
@@ -493,7 +503,7 @@ mod tests {
             );
 
             let g_params_before = snapshot(&gan.g.store);
-            let g = gan.g_step(&mut tape, d.fake, 1).unwrap();
+            let g = gan.g_step(&mut tape, &d.fake, 1).unwrap();
             gan.d.store.zero_grad();
             gan.d.store.accumulate_grads(&g.grads).unwrap();
             assert!(
@@ -524,11 +534,11 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let (g0, d0) = (params(&gan.g.store), params(&gan.d.store));
-        let d = gan.d_step(&mut tape, real(3, 2), 1).unwrap();
+        let d = step_d(&mut gan, &mut tape, real(3, 2), 1).unwrap();
         assert_eq!(params(&gan.g.store), g0);
         let d1 = params(&gan.d.store);
         assert_ne!(d1, d0);
-        let g = gan.g_step(&mut tape, d.fake, 1).unwrap();
+        let g = gan.g_step(&mut tape, &d.fake, 1).unwrap();
         assert_eq!(params(&gan.d.store), d1);
         assert_ne!(params(&gan.g.store), g0);
         // Minimax: errG = -BCE(D(G(z)), 0) = mean log(1 - D(G(z))) < 0.
@@ -543,7 +553,7 @@ mod tests {
         let m = gan
             .train_step(&mut tape, 2, 1, || {
                 seed += 1;
-                Ok(real(4, seed))
+                Ok(real(4, seed).into())
             })
             .unwrap();
         assert_eq!(m.images, 8);
@@ -621,13 +631,17 @@ mod tests {
         };
 
         let mut tape = Tape::new();
-        let d = gan.d_step_with_z(&mut tape, t("x"), t("z"), 1).unwrap();
+        let latents = Latents {
+            z: t("z"),
+            labels: None,
+        };
+        let d = gan.d_step(&mut tape, t("x").into(), latents, 1).unwrap();
         assert!(
-            tape.value(d.fake).device().same(&dev),
+            tape.value(d.fake.x).device().same(&dev),
             "the step ran on {}",
             dev.name()
         );
-        close("fake", tape.value(d.fake), &f.tensors["fake"], 1e-5);
+        close("fake", tape.value(d.fake.x), &f.tensors["fake"], 1e-5);
         close_scalar("errD", d.loss_d, scalar("errD_real") + scalar("errD_fake"));
         close_scalar("D_x", d.d_x, scalar("D_x"));
         close_scalar("D_G_z1", d.d_g_z1, scalar("D_G_z1"));
@@ -641,7 +655,7 @@ mod tests {
                 1e-4,
             );
         }
-        let g = gan.g_step(&mut tape, d.fake, 1).unwrap();
+        let g = gan.g_step(&mut tape, &d.fake, 1).unwrap();
         close_scalar("errG", g.loss_g, scalar("errG"));
         close_scalar("D_G_z2", g.d_g_z2, scalar("D_G_z2"));
         for i in 0..gan.g.store.len() {
@@ -706,7 +720,7 @@ mod tests {
                         let m = gan
                             .train_step(&mut tape, 2, step, || {
                                 seed += 1;
-                                real(3, seed).to_device(dev)
+                                real(3, seed).to_device(dev).map(Batch::from)
                             })
                             .unwrap();
                         for v in [m.loss_d, m.loss_g, m.d_x, m.d_g_z1, m.d_g_z2] {
@@ -766,7 +780,10 @@ mod tests {
         let mut gan = tiny_gan(ModelKind::Mlp, LossKind::Ns);
         let mut tape = Tape::new();
         let bad = Tensor::full(&[2, 1, 28, 28], f32::NAN, &Device::Cpu).unwrap();
-        let e = gan.d_step(&mut tape, bad, 17).err().unwrap().to_string();
+        let e = step_d(&mut gan, &mut tape, bad, 17)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("step 17") && e.contains("NaN"), "{e}");
     }
 }

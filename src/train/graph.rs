@@ -22,7 +22,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::gan::{Gan, StepMetrics};
+use super::gan::{Gan, Latents, StepMetrics};
 use crate::autograd::Tape;
 use crate::backend::{DeviceGraph, GraphCapture, PoolHandle};
 use crate::device::Device;
@@ -191,8 +191,12 @@ fn run_step(
     (real, z): &(Tensor, Tensor),
     step: u64,
 ) -> Result<StepMetrics> {
-    let d = gan.d_step_full(tape, real.clone(), None, z.clone(), None, step)?;
-    let g = gan.g_step(tape, d.fake, step);
+    let latents = Latents {
+        z: z.clone(),
+        labels: None,
+    };
+    let d = gan.d_step(tape, real.clone().into(), latents, step)?;
+    let g = gan.g_step(tape, &d.fake, step);
     tape.clear();
     Ok(StepMetrics::of(step, &d, &g?, real.shape()[0]))
 }

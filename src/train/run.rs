@@ -242,12 +242,12 @@ impl Trainer {
             let dev = self.gan.device.clone();
             // An unconditional model ignores the labels a dataset may have.
             let conditional = self.cfg.model.is_conditional();
-            self.gan
-                .train_step_labelled(&mut self.tape, self.cfg.k, step, || {
-                    let b = data.next_batch()?;
-                    let labels = if conditional { b.labels } else { None };
-                    Ok((b.images.to_device(&dev)?, labels))
-                })?
+            self.gan.train_step(&mut self.tape, self.cfg.k, step, || {
+                let b = data.next_batch()?;
+                let labels = if conditional { b.labels } else { None };
+                let images = b.images.to_device(&dev)?;
+                Ok(super::gan::Batch { images, labels })
+            })?
         };
         if let Some(avg) = &mut self.g_ema {
             avg.update(&self.gan.g)?;
