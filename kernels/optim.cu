@@ -105,7 +105,7 @@ extern "C" __global__ void adam_step_sched_f32(const AdamTensorList list, int ch
     adam_update(list, chunk_len, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, sched[0], sched[1]);
 }
 
-// ---- losses and schedules (issue 5.1): weight clipping and RMSprop ------------------------------------------------
+// ---- WGAN training: weight clipping and RMSprop ----------------------------------------------------------------
 // Both launch once per tensor (a WGAN critic has a dozen parameter tensors; a pointer table like Adam's would save
 // a few launches per step at the price of a host-to-device copy of the table).
 

@@ -343,7 +343,7 @@ def gen_dcgan_iteration():
     })
 
 
-# ---- pooling and bilinear resize (issue 6: InceptionV3 for FID) ---------------------------------------------------
+# ---- pooling and bilinear resize (the InceptionV3 ops FID needs) -------------------------------------------------
 
 
 def pool_case(g, prefix, kind, x_shape, kernel, stride, padding, count_include_pad=True):

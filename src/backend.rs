@@ -429,8 +429,7 @@ pub trait Backend: Send + Sync {
     /// sqrt(v̂)); `weight_decay` is L2 added to the gradient, as torch.optim.Adam does.
     fn adam_step(&self, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()>;
 
-    // ---- pooling and bilinear resize (issue 6: InceptionV3 for FID; src/cpu/{pool,resize}.rs,
-    // src/cuda/{pool,resize}.rs + kernels/{pool,resize}.cu) --------------------------------------------------
+    // ---- pooling and bilinear resize (the InceptionV3 ops FID needs) -----------------------------------------
     /// Max pooling of x [N, C, H, W] (PyTorch MaxPool2d, ceil_mode = false): padded cells are −inf, so they
     /// never win; a NaN in a window wins, as in PyTorch.
     fn max_pool2d(&self, x: &Tensor, p: Pool2d) -> Result<Tensor>;
@@ -463,7 +462,7 @@ pub trait Backend: Send + Sync {
         mode: ResizeMode,
     ) -> Result<Tensor>;
 
-    // ---- losses and schedules (issue 5.1): weight clipping and RMSprop -----------------------------------------
+    // ---- WGAN training: weight clipping and RMSprop; the generator average ----------------------------------
     /// Clamps every element of every tensor to [lo, hi] in place (WGAN weight clipping). NaN stays NaN, so a
     /// diverged weight is not hidden by the clip.
     fn clamp_(&self, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()>;
@@ -626,7 +625,7 @@ impl Precision {
     }
 }
 
-// ---- pooling and bilinear resize (issue 6) ---------------------------------------------------------------------
+// ---- pooling and bilinear resize --------------------------------------------------------------------------------
 
 /// Window, stride and padding of a 2-D max / average pool, as (height, width). Floor mode (PyTorch
 /// `ceil_mode=False`): windows that would start in the bottom/right padding are dropped.

@@ -1,14 +1,15 @@
 //! Checkpoints as safetensors files.
 //!
-//! A run directory holds two files:
+//! A run directory holds these files:
 //! - `generator.safetensors`: only G's `state_dict`, under PyTorch's names (`main.0.weight`, ...,
 //!   `main.1.num_batches_tracked` as int64), so a PyTorch user loads it with
 //!   `G.load_state_dict(safetensors.torch.load_file(path))`. Its `__metadata__` carries the model config.
 //! - `generator_ema.safetensors` (runs with `--g-ema`): the same for G's moving average.
 //! - `checkpoint.safetensors`: everything needed to resume bit-exactly: G and D (prefixes `G.` and `D.`),
-//!   G's moving average if kept (`G_ema.`),
-//!   both Adam states (`opt_G.m.<name>`, `opt_G.v.<name>`, ...), and, as JSON in `__metadata__`, the model
-//!   config, the training config and the loop state (step, RNG offsets, data loader position).
+//!   G's moving average if kept (`G_ema.`), both optimiser states under PyTorch's names (Adam:
+//!   `opt_G.exp_avg.<name>`, `opt_G.exp_avg_sq.<name>`; RMSprop: `opt_G.square_avg.<name>`; likewise `opt_D.`,
+//!   see src/train/optstate.rs), and, as JSON in `__metadata__`, the model config, the training config and
+//!   the loop state (step, RNG offsets, data loader position).
 //!
 //! Files are written atomically (temporary file + rename), so a crash mid-save leaves the previous checkpoint.
 //! Loading checks the format, every name and every shape, and says precisely what does not match.

@@ -3,7 +3,7 @@
 //! tensor lists travel as kernel parameters), no device-to-device copies (parameters are updated in place, never
 //! copied first), and device-to-host copies only for the logged scalars. The training state (weights, Adam's
 //! moments, batch-norm statistics) stays at the same device addresses from step to step. benches/train.rs
-//! prints the same counts for the benchmarked models; a CUDA graph capture (issue 4) needs all of these.
+//! prints the same counts for the benchmarked models; a CUDA graph capture (`train --cuda-graph`) needs all of these.
 #![cfg(feature = "emulation")]
 
 use gan_engine::cuda::{emulated_backend, CudaBackend, TransferCounts};

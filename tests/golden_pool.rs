@@ -1,4 +1,4 @@
-//! Golden tests for pooling and bilinear resize against PyTorch (issue 6: the InceptionV3 ops FID needs).
+//! Golden tests for pooling and bilinear resize against PyTorch (the InceptionV3 ops FID needs).
 //!
 //! References: `tests/fixtures/pool.safetensors` and `resize.safetensors`, written by
 //! `scripts/gen_golden.py pool resize` in float64 from float32 inputs (see tests/fixtures/README.md). The

@@ -251,7 +251,7 @@ impl Backend for CpuBackend {
         adam::adam_step(slots, h)
     }
 
-    // ---- pooling and bilinear resize (issue 6) ----
+    // ---- pooling and bilinear resize ----
     fn max_pool2d(&self, x: &Tensor, p: Pool2d) -> Result<Tensor> {
         pool::max_pool2d(x, p)
     }
@@ -293,7 +293,7 @@ impl Backend for CpuBackend {
         resize::resize_bilinear_backward(dy, x_shape, mode)
     }
 
-    // ---- losses and schedules (issue 5.1): weight clipping and RMSprop -----------------------------------------
+    // ---- WGAN training: weight clipping and RMSprop; the generator average ----------------------------------
     fn clamp_(&self, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()> {
         rmsprop::clamp_(xs, lo, hi)
     }

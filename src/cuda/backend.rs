@@ -390,7 +390,7 @@ impl Backend for CudaBackend {
         optim::adam_step(self, slots, h)
     }
 
-    // ---- pooling and bilinear resize (issue 6) ----
+    // ---- pooling and bilinear resize ----
     fn max_pool2d(&self, x: &Tensor, p: Pool2d) -> Result<Tensor> {
         pool::max_pool2d(self, x, p)
     }
@@ -432,7 +432,7 @@ impl Backend for CudaBackend {
         resize::resize_bilinear_backward(self, dy, x_shape, mode)
     }
 
-    // ---- losses and schedules (issue 5.1): weight clipping and RMSprop -----------------------------------------
+    // ---- WGAN training: weight clipping and RMSprop; the generator average ----------------------------------
     fn clamp_(&self, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()> {
         optim::clamp_(self, xs, lo, hi)
     }

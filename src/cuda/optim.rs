@@ -164,7 +164,7 @@ fn adam_launches(
     Ok(())
 }
 
-// ---- losses and schedules (issue 5.1): weight clipping and RMSprop ----------------------------------------------
+// ---- WGAN training: weight clipping and RMSprop; the generator average --------------------------------------
 
 /// WGAN weight clipping: every tensor clamped to [lo, hi] in place, one launch per tensor.
 pub fn clamp_(be: &CudaBackend, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()> {
