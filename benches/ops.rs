@@ -13,7 +13,7 @@
 mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use gan_engine::backend::{Activation, AdamHyper, AdamSlot};
+use gan_engine::backend::{Activation, AdamHyper, AdamSlot, BatchNormAffine, RunningStatsMut};
 use gan_engine::ops::gradcheck::test_tensor;
 use gan_engine::Tensor;
 
@@ -139,7 +139,12 @@ fn batch_norm(c: &mut Criterion, ours: &Ours) {
                 ours.time(b, || {
                     let be = x.backend();
                     let o = be
-                        .batch_norm_train(&x, &gamma, &beta, &mut rm, &mut rv, 0.1, 1e-5, act)
+                        .batch_norm_train(
+                            &x,
+                            BatchNormAffine::new(&gamma, &beta, 1e-5),
+                            RunningStatsMut::new(&mut rm, &mut rv, 0.1),
+                            act,
+                        )
                         .unwrap();
                     let out_act = act.map(|a| (&o.y, a));
                     be.batch_norm_backward(&x, &dy, &gamma, &o.mean, &o.invstd, out_act)

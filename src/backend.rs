@@ -143,6 +143,50 @@ impl Activation {
     }
 }
 
+/// Batch norm's per-channel affine transform γ, β (shape [C]) and the ε added to the variance.
+#[derive(Clone, Copy)]
+pub struct BatchNormAffine<'a> {
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub eps: f32,
+}
+
+impl<'a> BatchNormAffine<'a> {
+    pub fn new(gamma: &'a Tensor, beta: &'a Tensor, eps: f32) -> Self {
+        BatchNormAffine { gamma, beta, eps }
+    }
+}
+
+/// The running statistics a training-mode batch norm updates in place, shape [C], and the update's momentum.
+pub struct RunningStatsMut<'a> {
+    pub mean: &'a mut Tensor,
+    pub var: &'a mut Tensor,
+    pub momentum: f32,
+}
+
+impl<'a> RunningStatsMut<'a> {
+    pub fn new(mean: &'a mut Tensor, var: &'a mut Tensor, momentum: f32) -> Self {
+        RunningStatsMut {
+            mean,
+            var,
+            momentum,
+        }
+    }
+}
+
+/// The running statistics an eval-mode batch norm normalises with, shape [C].
+#[derive(Clone, Copy)]
+pub struct RunningStats<'a> {
+    pub mean: &'a Tensor,
+    pub var: &'a Tensor,
+}
+
+impl<'a> RunningStats<'a> {
+    pub fn new(mean: &'a Tensor, var: &'a Tensor) -> Self {
+        RunningStats { mean, var }
+    }
+}
+
 /// Result of a training-mode batch norm forward: the output and what backward needs.
 pub struct BatchNormOut {
     pub y: Tensor,
@@ -365,31 +409,21 @@ pub trait Backend: Send + Sync {
     // takes dy back through the activation as it reads it.
     /// Batch statistics; updates the running stats in place with PyTorch's convention
     /// (running = (1 - momentum) * running + momentum * batch, unbiased variance for the running var).
-    #[allow(clippy::too_many_arguments)]
     fn batch_norm_train(
         &self,
         x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        running_mean: &mut Tensor,
-        running_var: &mut Tensor,
-        momentum: f32,
-        eps: f32,
+        affine: BatchNormAffine<'_>,
+        running: RunningStatsMut<'_>,
         act: Option<Activation>,
     ) -> Result<BatchNormOut>;
-    #[allow(clippy::too_many_arguments)]
     fn batch_norm_eval(
         &self,
         x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        running_mean: &Tensor,
-        running_var: &Tensor,
-        eps: f32,
+        affine: BatchNormAffine<'_>,
+        running: RunningStats<'_>,
         act: Option<Activation>,
     ) -> Result<Tensor>;
     /// Gradients of the training-mode op; `dy` is the gradient of its output (after the activation if fused).
-    #[allow(clippy::too_many_arguments)]
     fn batch_norm_backward(
         &self,
         x: &Tensor,

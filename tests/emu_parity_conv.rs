@@ -9,7 +9,9 @@
 //! (scripts/gpu_run.sh does this).
 #![cfg(feature = "emulation")]
 
-use gan_engine::backend::{Activation, Conv2dParams};
+use gan_engine::backend::{
+    Activation, BatchNormAffine, Conv2dParams, RunningStats, RunningStatsMut,
+};
 use gan_engine::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -364,7 +366,12 @@ fn batch_norm_matches_reference() {
         let name = format!("{shape:?}");
 
         let eval_y = b
-            .batch_norm_eval(&xg, &gg, &bg, &rmg, &rvg, eps, None)
+            .batch_norm_eval(
+                &xg,
+                BatchNormAffine::new(&gg, &bg, eps),
+                RunningStats::new(&rmg, &rvg),
+                None,
+            )
             .unwrap();
         assert_close(
             &format!("{name} eval y"),
@@ -373,7 +380,12 @@ fn batch_norm_matches_reference() {
         );
 
         let out = b
-            .batch_norm_train(&xg, &gg, &bg, &mut rmg, &mut rvg, momentum, eps, None)
+            .batch_norm_train(
+                &xg,
+                BatchNormAffine::new(&gg, &bg, eps),
+                RunningStatsMut::new(&mut rmg, &mut rvg, momentum),
+                None,
+            )
             .unwrap();
         assert_close(&format!("{name} y"), &out.y.to_vec().unwrap(), &want.y);
         assert_close(
@@ -464,18 +476,33 @@ fn batch_norm_with_fused_activation_matches_the_composition() {
         };
 
         let want = c_be
-            .batch_norm_eval(&xc, &gc, &bc, &rmc, &rvc, 1e-5, None)
+            .batch_norm_eval(
+                &xc,
+                BatchNormAffine::new(&gc, &bc, 1e-5),
+                RunningStats::new(&rmc, &rvc),
+                None,
+            )
             .unwrap();
         let want = c_be.activation(&want, act).unwrap();
         close(
             "eval y",
-            &b.batch_norm_eval(&xg, &gg, &bg, &rmg, &rvg, 1e-5, Some(act))
-                .unwrap(),
+            &b.batch_norm_eval(
+                &xg,
+                BatchNormAffine::new(&gg, &bg, 1e-5),
+                RunningStats::new(&rmg, &rvg),
+                Some(act),
+            )
+            .unwrap(),
             &want,
         );
 
         let plain = c_be
-            .batch_norm_train(&xc, &gc, &bc, &mut rmc, &mut rvc, 0.1, 1e-5, None)
+            .batch_norm_train(
+                &xc,
+                BatchNormAffine::new(&gc, &bc, 1e-5),
+                RunningStatsMut::new(&mut rmc, &mut rvc, 0.1),
+                None,
+            )
             .unwrap();
         let want_y = c_be.activation(&plain.y, act).unwrap();
         let dz = c_be.activation_backward(&want_y, &dyc, act).unwrap();
@@ -484,7 +511,12 @@ fn batch_norm_with_fused_activation_matches_the_composition() {
             .unwrap();
 
         let out = b
-            .batch_norm_train(&xg, &gg, &bg, &mut rmg, &mut rvg, 0.1, 1e-5, Some(act))
+            .batch_norm_train(
+                &xg,
+                BatchNormAffine::new(&gg, &bg, 1e-5),
+                RunningStatsMut::new(&mut rmg, &mut rvg, 0.1),
+                Some(act),
+            )
             .unwrap();
         close("y", &out.y, &want_y);
         close("running_var", &rvg, &rvc);
@@ -499,7 +531,12 @@ fn batch_norm_with_fused_activation_matches_the_composition() {
         // The CPU backend's own fused op gives the composition's values exactly.
         let (mut rm2, mut rv2) = (on(&cpu)[4].clone(), on(&cpu)[5].clone());
         let fused = c_be
-            .batch_norm_train(&xc, &gc, &bc, &mut rm2, &mut rv2, 0.1, 1e-5, Some(act))
+            .batch_norm_train(
+                &xc,
+                BatchNormAffine::new(&gc, &bc, 1e-5),
+                RunningStatsMut::new(&mut rm2, &mut rv2, 0.1),
+                Some(act),
+            )
             .unwrap();
         assert_eq!(
             fused.y.to_vec().unwrap(),
@@ -551,7 +588,12 @@ fn batch_norm_running_stats_do_not_leak_into_clones() {
     let mut rv = t(vec![1.0; 3], &[3]);
     let before = rm.clone();
     dev.backend()
-        .batch_norm_train(&x, &g, &bt, &mut rm, &mut rv, 0.5, 1e-5, None)
+        .batch_norm_train(
+            &x,
+            BatchNormAffine::new(&g, &bt, 1e-5),
+            RunningStatsMut::new(&mut rm, &mut rv, 0.5),
+            None,
+        )
         .unwrap();
     assert_eq!(before.to_vec().unwrap(), vec![0.0; 3]);
     assert_eq!(rm.to_vec().unwrap(), vec![2.25, 2.75, 3.25]);
@@ -565,14 +607,24 @@ fn batch_norm_rejects_bad_shapes() {
     let (x, c4, c3) = (z(&[2, 4, 3, 3]), z(&[4]), z(&[3]));
     let (mut rm, mut rv) = (z(&[4]), z(&[4]));
     let err = b
-        .batch_norm_train(&x, &c3, &c4, &mut rm, &mut rv, 0.1, 1e-5, None)
+        .batch_norm_train(
+            &x,
+            BatchNormAffine::new(&c3, &c4, 1e-5),
+            RunningStatsMut::new(&mut rm, &mut rv, 0.1),
+            None,
+        )
         .err()
         .unwrap()
         .to_string();
     assert!(err.contains("gamma"), "{err}");
     let one = z(&[1, 4]);
     let err = b
-        .batch_norm_train(&one, &c4, &c4, &mut rm, &mut rv, 0.1, 1e-5, None)
+        .batch_norm_train(
+            &one,
+            BatchNormAffine::new(&c4, &c4, 1e-5),
+            RunningStatsMut::new(&mut rm, &mut rv, 0.1),
+            None,
+        )
         .err()
         .unwrap()
         .to_string();

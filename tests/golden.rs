@@ -12,7 +12,9 @@
 //! The end-to-end DCGAN-iteration fixture (`dcgan32_iteration.safetensors`) is compared against the training
 //! code in its own test; here we only check that the fixture holds what its README promises.
 
-use gan_engine::backend::{AdamHyper, AdamSlot, Conv2dParams};
+use gan_engine::backend::{
+    AdamHyper, AdamSlot, BatchNormAffine, Conv2dParams, RunningStats, RunningStatsMut,
+};
 use gan_engine::nn::params::{ParamId, ParamStore};
 use gan_engine::ops;
 use gan_engine::optim::{Adam, AdamConfig, RmsProp, RmsPropConfig};
@@ -229,12 +231,12 @@ fn check_bn_train(f: &Fixture, case: &str, dev: &Device) {
     let out = be
         .batch_norm_train(
             &xt,
-            &gt,
-            &f.tensor(&k("beta"), dev),
-            &mut rm,
-            &mut rv,
-            BN_MOMENTUM,
-            BN_EPS,
+            BatchNormAffine {
+                gamma: &gt,
+                beta: &f.tensor(&k("beta"), dev),
+                eps: BN_EPS,
+            },
+            RunningStatsMut::new(&mut rm, &mut rv, BN_MOMENTUM),
             None,
         )
         .unwrap();
@@ -322,11 +324,12 @@ fn batch_norm2d_eval_matches_torch() {
         let y = be
             .batch_norm_eval(
                 &f.tensor(&k("x"), &dev),
-                &f.tensor(&k("gamma"), &dev),
-                &f.tensor(&k("beta"), &dev),
-                &rm,
-                &rv,
-                BN_EPS,
+                BatchNormAffine {
+                    gamma: &f.tensor(&k("gamma"), &dev),
+                    beta: &f.tensor(&k("beta"), &dev),
+                    eps: BN_EPS,
+                },
+                RunningStats::new(&rm, &rv),
                 None,
             )
             .unwrap();

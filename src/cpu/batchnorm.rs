@@ -11,7 +11,9 @@ use rayon::prelude::*;
 use super::activation;
 use super::elementwise::{par_map_runs, par_zip_map_runs};
 use super::{data, data_mut, tensor};
-use crate::backend::{Activation, BatchNormGrads, BatchNormOut};
+use crate::backend::{
+    Activation, BatchNormAffine, BatchNormGrads, BatchNormOut, RunningStats, RunningStatsMut,
+};
 use crate::tensor::Tensor;
 
 /// Layout of a batch-norm input: (N, C, inner).
@@ -117,17 +119,22 @@ fn normalize(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn batch_norm_train(
     x: &Tensor,
-    g: &Tensor,
-    b: &Tensor,
-    rm: &mut Tensor,
-    rv: &mut Tensor,
-    momentum: f32,
-    eps: f32,
+    affine: BatchNormAffine<'_>,
+    running: RunningStatsMut<'_>,
     act: Option<Activation>,
 ) -> Result<BatchNormOut> {
+    let BatchNormAffine {
+        gamma: g,
+        beta: b,
+        eps,
+    } = affine;
+    let RunningStatsMut {
+        mean: rm,
+        var: rv,
+        momentum,
+    } = running;
     let dims @ (n, c, inner) = layout(x)?;
     for (what, t) in [
         ("gamma", g),
@@ -182,13 +189,16 @@ pub fn batch_norm_train(
 
 pub fn batch_norm_eval(
     x: &Tensor,
-    g: &Tensor,
-    b: &Tensor,
-    rm: &Tensor,
-    rv: &Tensor,
-    eps: f32,
+    affine: BatchNormAffine<'_>,
+    running: RunningStats<'_>,
     act: Option<Activation>,
 ) -> Result<Tensor> {
+    let BatchNormAffine {
+        gamma: g,
+        beta: b,
+        eps,
+    } = affine;
+    let RunningStats { mean: rm, var: rv } = running;
     let dims @ (_, c, _) = layout(x)?;
     for (what, t) in [
         ("gamma", g),
@@ -282,7 +292,13 @@ mod tests {
         let mut rm = tensor(vec![0.1, -0.2, 0.3, 0.0, 1.0], &[5]);
         let mut rv = tensor(vec![1.0, 2.0, 0.5, 1.0, 3.0], &[5]);
         let (rm0, rv0) = (rm.to_vec().unwrap(), rv.to_vec().unwrap());
-        let out = batch_norm_train(&x, &g, &b, &mut rm, &mut rv, 0.1, 1e-5, None).unwrap();
+        let out = batch_norm_train(
+            &x,
+            BatchNormAffine::new(&g, &b, 1e-5),
+            RunningStatsMut::new(&mut rm, &mut rv, 0.1),
+            None,
+        )
+        .unwrap();
         let (xv, yv) = (x.to_vec().unwrap(), out.y.to_vec().unwrap());
         let (gv, bv) = (g.to_vec().unwrap(), b.to_vec().unwrap());
         let m = 63.0;
@@ -313,7 +329,13 @@ mod tests {
         let zeros = tensor(vec![0.0; 2], &[2]);
         let mut rm = zeros.clone();
         let mut rv = ones.clone();
-        let out = batch_norm_train(&x, &ones, &zeros, &mut rm, &mut rv, 0.1, 0.0, None).unwrap();
+        let out = batch_norm_train(
+            &x,
+            BatchNormAffine::new(&ones, &zeros, 0.0),
+            RunningStatsMut::new(&mut rm, &mut rv, 0.1),
+            None,
+        )
+        .unwrap();
         assert_eq!(out.mean.to_vec().unwrap(), [3.0, 0.0]);
         let rmv = rm.to_vec().unwrap();
         let rvv = rv.to_vec().unwrap();
@@ -323,7 +345,13 @@ mod tests {
         let y = out.y.to_vec().unwrap();
         assert!((y[0] as f64 - (-2.0 / 3.5f64.sqrt())).abs() < 1e-6);
         // A constant channel with eps = 0 has infinite invstd; with the default eps it maps to zero.
-        let out = batch_norm_train(&x, &ones, &zeros, &mut rm, &mut rv, 0.1, 1e-5, None).unwrap();
+        let out = batch_norm_train(
+            &x,
+            BatchNormAffine::new(&ones, &zeros, 1e-5),
+            RunningStatsMut::new(&mut rm, &mut rv, 0.1),
+            None,
+        )
+        .unwrap();
         assert_eq!(out.y.to_vec().unwrap()[1], 0.0);
     }
 
@@ -335,10 +363,15 @@ mod tests {
         let b = test_tensor(&[5], 6);
         let rm = test_tensor(&[5], 7);
         let rv = tensor(vec![0.5, 1.0, 2.0, 0.1, 4.0], &[5]);
-        let y = batch_norm_eval(&x, &g, &b, &rm, &rv, 1e-5, None)
-            .unwrap()
-            .to_vec()
-            .unwrap();
+        let y = batch_norm_eval(
+            &x,
+            BatchNormAffine::new(&g, &b, 1e-5),
+            RunningStats::new(&rm, &rv),
+            None,
+        )
+        .unwrap()
+        .to_vec()
+        .unwrap();
         let (xv, gv, bv, mv, vv) = (
             x.to_vec().unwrap(),
             g.to_vec().unwrap(),
@@ -363,7 +396,13 @@ mod tests {
         let dy = test_tensor(&[3, 5, 3, 7], 11);
         let mut rm = tensor(vec![0.0; 5], &[5]);
         let mut rv = tensor(vec![1.0; 5], &[5]);
-        let out = batch_norm_train(&x, &g, &b, &mut rm, &mut rv, 0.1, 1e-5, None).unwrap();
+        let out = batch_norm_train(
+            &x,
+            BatchNormAffine::new(&g, &b, 1e-5),
+            RunningStatsMut::new(&mut rm, &mut rv, 0.1),
+            None,
+        )
+        .unwrap();
         let gr = batch_norm_backward(&x, &dy, &g, &out.mean, &out.invstd, None).unwrap();
         let dims = (3, 5, 21);
         let dyv = dy.to_vec().unwrap();
@@ -383,19 +422,40 @@ mod tests {
         let c5 = test_tensor(&[5], 1);
         let c4 = test_tensor(&[4], 1);
         let (mut rm, mut rv) = (c5.clone(), c5.clone());
-        let msg = batch_norm_train(&x, &c4, &c5, &mut rm, &mut rv, 0.1, 1e-5, None)
-            .err()
-            .unwrap()
-            .to_string();
+        let msg = batch_norm_train(
+            &x,
+            BatchNormAffine::new(&c4, &c5, 1e-5),
+            RunningStatsMut::new(&mut rm, &mut rv, 0.1),
+            None,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(msg.contains("[4]") && msg.contains("[3, 5, 3, 7]"), "{msg}");
-        assert!(batch_norm_eval(&x, &c5, &c5, &c4, &c5, 1e-5, None).is_err());
-        assert!(
-            batch_norm_eval(&test_tensor(&[3, 5, 7], 1), &c5, &c5, &c5, &c5, 1e-5, None).is_err()
-        );
+        assert!(batch_norm_eval(
+            &x,
+            BatchNormAffine::new(&c5, &c5, 1e-5),
+            RunningStats::new(&c4, &c5),
+            None
+        )
+        .is_err());
+        assert!(batch_norm_eval(
+            &test_tensor(&[3, 5, 7], 1),
+            BatchNormAffine::new(&c5, &c5, 1e-5),
+            RunningStats::new(&c5, &c5),
+            None
+        )
+        .is_err());
         let dy = test_tensor(&[3, 5, 3, 6], 1);
         assert!(batch_norm_backward(&x, &dy, &c5, &c5, &c5, None).is_err());
         // One value per channel cannot give an unbiased variance.
         let x1 = test_tensor(&[1, 5], 1);
-        assert!(batch_norm_train(&x1, &c5, &c5, &mut rm, &mut rv, 0.1, 1e-5, None).is_err());
+        assert!(batch_norm_train(
+            &x1,
+            BatchNormAffine::new(&c5, &c5, 1e-5),
+            RunningStatsMut::new(&mut rm, &mut rv, 0.1),
+            None
+        )
+        .is_err());
     }
 }

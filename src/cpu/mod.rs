@@ -174,37 +174,21 @@ impl Backend for CpuBackend {
     fn batch_norm_train(
         &self,
         x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        running_mean: &mut Tensor,
-        running_var: &mut Tensor,
-        momentum: f32,
-        eps: f32,
+        affine: BatchNormAffine<'_>,
+        running: RunningStatsMut<'_>,
         act: Option<Activation>,
     ) -> Result<BatchNormOut> {
-        batchnorm::batch_norm_train(
-            x,
-            gamma,
-            beta,
-            running_mean,
-            running_var,
-            momentum,
-            eps,
-            act,
-        )
+        batchnorm::batch_norm_train(x, affine, running, act)
     }
 
     fn batch_norm_eval(
         &self,
         x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        running_mean: &Tensor,
-        running_var: &Tensor,
-        eps: f32,
+        affine: BatchNormAffine<'_>,
+        running: RunningStats<'_>,
         act: Option<Activation>,
     ) -> Result<Tensor> {
-        batchnorm::batch_norm_eval(x, gamma, beta, running_mean, running_var, eps, act)
+        batchnorm::batch_norm_eval(x, affine, running, act)
     }
 
     fn batch_norm_backward(

@@ -11,7 +11,9 @@ use super::backend::n_i32;
 use super::conv::reduce_cfg;
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
-use crate::backend::{Activation, BatchNormGrads, BatchNormOut};
+use crate::backend::{
+    Activation, BatchNormAffine, BatchNormGrads, BatchNormOut, RunningStats, RunningStatsMut,
+};
 use crate::tensor::Tensor;
 
 const THREADS: u32 = 256;
@@ -103,17 +105,19 @@ fn act_args(act: Option<Activation>) -> Result<[KernelArg<'static>; 2]> {
     Ok([KernelArg::I32(kind), KernelArg::F32(slope)])
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn batch_norm_train(
     be: &CudaBackend,
     x: &Tensor,
-    [gamma, beta]: [&Tensor; 2],
-    running_mean: &mut Tensor,
-    running_var: &mut Tensor,
-    momentum: f32,
-    eps: f32,
+    affine: BatchNormAffine<'_>,
+    running: RunningStatsMut<'_>,
     act: Option<Activation>,
 ) -> Result<BatchNormOut> {
+    let BatchNormAffine { gamma, beta, eps } = affine;
+    let RunningStatsMut {
+        mean: running_mean,
+        var: running_var,
+        momentum,
+    } = running;
     let what = "batch_norm_train";
     let [act_kind, slope] = act_args(act)?;
     let g = Geom::new(what, x)?;
@@ -191,17 +195,18 @@ pub fn batch_norm_train(
     Ok(BatchNormOut { y, mean, invstd })
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn batch_norm_eval(
     be: &CudaBackend,
     x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    eps: f32,
+    affine: BatchNormAffine<'_>,
+    running: RunningStats<'_>,
     act: Option<Activation>,
 ) -> Result<Tensor> {
+    let BatchNormAffine { gamma, beta, eps } = affine;
+    let RunningStats {
+        mean: running_mean,
+        var: running_var,
+    } = running;
     let what = "batch_norm_eval";
     let [act_kind, slope] = act_args(act)?;
     let g = Geom::new(what, x)?;

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::autograd::{Tape, Var};
-use crate::backend::Activation;
+use crate::backend::{Activation, BatchNormAffine, RunningStats, RunningStatsMut};
 use crate::ops::elementwise::filled_like;
 use crate::tensor::Tensor;
 
@@ -59,8 +59,12 @@ pub fn batch_norm_act(
     let bv = tape.value(beta);
     let be = xv.backend();
     if train {
-        let out =
-            be.batch_norm_train(&xv, &gv, bv, running_mean, running_var, momentum, eps, act)?;
+        let out = be.batch_norm_train(
+            &xv,
+            BatchNormAffine::new(&gv, bv, eps),
+            RunningStatsMut::new(running_mean, running_var, momentum),
+            act,
+        )?;
         let (mean, invstd) = (out.mean, out.invstd);
         // The backward of a fused op reads its output (what the activation's derivative is written in).
         let saved_y = act.map(|_| out.y.clone());
@@ -81,7 +85,12 @@ pub fn batch_norm_act(
         ));
     }
 
-    let y = be.batch_norm_eval(&xv, &gv, bv, running_mean, running_var, eps, act)?;
+    let y = be.batch_norm_eval(
+        &xv,
+        BatchNormAffine::new(&gv, bv, eps),
+        RunningStats::new(running_mean, running_var),
+        act,
+    )?;
     // Snapshots: the caller may update its running stats (copy-on-write) before this backward runs.
     let (rm, rv) = (running_mean.clone(), running_var.clone());
     let saved_y = act.map(|_| y.clone());
@@ -103,7 +112,12 @@ pub fn batch_norm_act(
             let c = rv.numel();
             let zeros = be.zeros(&[c])?;
             let dx = if need[0] {
-                Some(be.batch_norm_eval(dy, &gv, &zeros, &zeros, &rv, eps, None)?)
+                Some(be.batch_norm_eval(
+                    dy,
+                    BatchNormAffine::new(&gv, &zeros, eps),
+                    RunningStats::new(&zeros, &rv),
+                    None,
+                )?)
             } else {
                 None
             };
@@ -114,11 +128,8 @@ pub fn batch_norm_act(
                 let s = be
                     .batch_norm_eval(
                         &ones.reshape(&[1, c])?,
-                        &ones,
-                        &zeros,
-                        &zeros,
-                        &rv,
-                        eps,
+                        BatchNormAffine::new(&ones, &zeros, eps),
+                        RunningStats::new(&zeros, &rv),
                         None,
                     )?
                     .reshape(&[c])?;
