@@ -12,6 +12,28 @@
 //! - [`nn`], [`optim`]: parameters, layers, DCGAN / MLP models, Adam.
 //! - [`data`], [`io`], [`checkpoint`], [`train`]: datasets, image grids / .npy, safetensors checkpoints, the GAN loop.
 
+/// One test body, `fn(&Device)`, run as one `#[test]` per device the build can open: `<name>::cpu`, and
+/// `<name>::emu` (the CUDA kernels on the CPU emulation) with the `emulation` feature. Real GPUs are covered by
+/// the integration tests that GAN_ENGINE_TEST_DEVICE=cuda switches.
+#[cfg(test)]
+macro_rules! test_devices {
+    ($(#[$meta:meta])* $name:ident => $body:path) => {
+        $(#[$meta])*
+        mod $name {
+            #[test]
+            fn cpu() {
+                $body(&$crate::device::Device::Cpu);
+            }
+
+            #[cfg(feature = "emulation")]
+            #[test]
+            fn emu() {
+                $body(&$crate::device::Device::parse("emu").expect("the emulated CUDA backend must open"));
+            }
+        }
+    };
+}
+
 pub mod autograd;
 pub mod backend;
 pub mod checkpoint;

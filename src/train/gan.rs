@@ -566,21 +566,13 @@ mod tests {
         assert!(tape.is_empty(), "the tape is cleared after the iteration");
     }
 
-    /// One iteration against PyTorch's DCGAN example step (tests/fixtures/dcgan32_iteration.safetensors, written
-    /// by scripts/gen_golden.py): same initial weights, x and z; every loss, probability, gradient, updated
-    /// weight and BN buffer must agree to float32 rounding.
-    #[test]
-    fn one_iteration_matches_pytorch_dcgan_example() {
-        check_iteration_against_pytorch(&Device::Cpu);
-    }
-
-    /// The same iteration on the CUDA backend's kernels and launch code, executed by the CPU emulation: the
-    /// whole DCGAN step (convs, transposed convs, batch norm, activations, fused BCE, multi-tensor Adam) on the
-    /// GPU path, held to the same PyTorch reference as the CPU backend.
-    #[cfg(feature = "emulation")]
-    #[test]
-    fn one_iteration_on_the_emulated_cuda_backend_matches_pytorch() {
-        check_iteration_against_pytorch(&Device::parse("emu").unwrap());
+    test_devices! {
+        /// One iteration against PyTorch's DCGAN example step (tests/fixtures/dcgan32_iteration.safetensors,
+        /// written by scripts/gen_golden.py): same initial weights, x and z; every loss, probability, gradient,
+        /// updated weight and BN buffer must agree to float32 rounding. On emu: the whole DCGAN step (convs,
+        /// transposed convs, batch norm, activations, fused BCE, multi-tensor Adam) on the GPU path, held to the
+        /// same PyTorch reference as the CPU backend.
+        one_iteration_matches_pytorch_dcgan_example => super::check_iteration_against_pytorch
     }
 
     fn check_iteration_against_pytorch(dev: &Device) {
@@ -764,16 +756,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_loss_and_optimizer_trains_a_few_steps() {
-        train_a_few_steps(&Device::Cpu);
-    }
-
-    #[cfg(feature = "emulation")]
-    #[test]
-    fn every_loss_and_optimizer_trains_a_few_steps_on_the_emulated_gpu() {
-        train_a_few_steps(&Device::parse("emu").unwrap());
-    }
+    test_devices!(every_loss_and_optimizer_trains_a_few_steps => super::train_a_few_steps);
 
     #[test]
     fn non_finite_loss_stops_with_the_step() {

@@ -223,16 +223,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_loss_matches_hand_computed_values_and_gradients_on_the_cpu() {
-        check_on(&Device::Cpu);
-    }
-
-    #[cfg(feature = "emulation")]
-    #[test]
-    fn every_loss_matches_hand_computed_values_and_gradients_on_the_emulated_gpu() {
-        check_on(&Device::parse("emu").unwrap());
-    }
+    test_devices!(every_loss_matches_hand_computed_values_and_gradients => super::check_on);
 
     #[test]
     fn metrics_are_probabilities_only_for_the_bce_losses() {
