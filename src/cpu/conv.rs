@@ -29,8 +29,9 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 use std::ops::Range;
 
-use crate::backend::{Conv2dParams, ConvGeom as Geom};
+use crate::backend::Conv2dParams;
 use crate::cpu::{data, output_buffer, tensor};
+use crate::ops::conv::ConvGeom as Geom;
 use crate::tensor::Tensor;
 
 // How the work is cut. Chosen on DCGAN-64's layers (`benches/cpu_conv.rs`, 2-core AVX2 machine) as the best

@@ -12,7 +12,8 @@ use anyhow::Result;
 use rayon::prelude::*;
 
 use super::{data, output_buffer, tensor};
-use crate::backend::{Pool2d, PoolGeom};
+use crate::backend::Pool2d;
+use crate::ops::pool::PoolGeom;
 use crate::tensor::{numel, Tensor};
 
 /// Offset within the plane of the first maximum of window (oh, ow) in row-major order, and its value. Padded

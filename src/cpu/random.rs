@@ -72,11 +72,6 @@ pub fn u32_to_unit(x: u32) -> f32 {
     ((x >> 8) as f32 + 0.5) * (1.0 / 16_777_216.0)
 }
 
-/// Counter blocks consumed by a draw of `n` elements.
-pub fn blocks_for(n: usize) -> u64 {
-    n.div_ceil(4) as u64
-}
-
 /// Blocks handed to one rayon task.
 const BLOCKS_PER_TASK: usize = 2048;
 
@@ -120,6 +115,7 @@ pub fn uniform(n: usize, lo: f32, hi: f32, seed: u64, offset: u64) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::blocks_for;
 
     /// Known-answer vectors for Philox4x32-10 from Random123's `tests/kat_vectors` (counter words, key words,
     /// expected output words).

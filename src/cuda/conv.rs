@@ -17,8 +17,9 @@ use anyhow::{ensure, Result};
 use super::backend::n_i32;
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
+use crate::backend::Conv2dParams;
 pub use crate::backend::Precision;
-use crate::backend::{Conv2dParams, ConvGeom as Geom};
+use crate::ops::conv::ConvGeom as Geom;
 use crate::tensor::{numel, Tensor};
 
 const THREADS: u32 = 256;
@@ -41,7 +42,7 @@ fn use_tc(be: &CudaBackend, rows: usize) -> bool {
     be.precision() == Precision::Tf32 && rows > NARROW.0
 }
 
-/// The shared shape checks of [`ConvGeom::new`], plus the kernels' limit: they index with i32, so every
+/// The shared shape checks of [`Geom::new`], plus the kernels' limit: they index with i32, so every
 /// tensor and every GEMM extent must fit.
 fn geom(what: &str, x: [usize; 4], w: [usize; 4], p: Conv2dParams) -> Result<Geom> {
     let g = Geom::new(what, x, w, p)?;

@@ -5,7 +5,8 @@ use anyhow::Result;
 use super::backend::n_i32;
 use super::runtime::{KernelArg as A, LaunchCfg};
 use super::CudaBackend;
-use crate::backend::{Pool2d, PoolGeom};
+use crate::backend::Pool2d;
+use crate::ops::pool::PoolGeom;
 use crate::tensor::{numel, Tensor};
 
 /// Grid-stride launch over `n` cells: a few thousand 256-thread blocks fill any GPU, the loop covers the rest.

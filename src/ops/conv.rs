@@ -12,6 +12,92 @@ use anyhow::{bail, ensure, Result};
 use crate::autograd::{Tape, Var};
 use crate::backend::Conv2dParams;
 
+/// The sizes of one convolution, validated once: both backends build it for each of the three passes, so the
+/// checks and their messages are the same on every device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl ConvGeom {
+    /// Validates an input of `x` = [N, C, H, W] against a weight `w` = [O, C, kh, kw].
+    pub fn new(what: &str, x: [usize; 4], w: [usize; 4], p: Conv2dParams) -> Result<ConvGeom> {
+        let [n, c, h, wd] = x;
+        let [o, wc, kh, kw] = w;
+        ensure!(
+            c == wc,
+            "{what}: input has {c} channels but the weight {w:?} expects {wc}"
+        );
+        ensure!(
+            c > 0 && h > 0 && wd > 0 && o > 0 && kh > 0 && kw > 0,
+            "{what}: empty dimension in input {x:?} or weight {w:?}"
+        );
+        ensure!(
+            p.stride.0 > 0 && p.stride.1 > 0,
+            "{what}: stride must be positive, got {:?}",
+            p.stride
+        );
+        let Some((ho, wo)) = p.output_size(h, wd, kh, kw) else {
+            bail!(
+                "{what}: kernel {kh}x{kw} is larger than the padded input {}x{} (input {h}x{wd}, padding {:?})",
+                h + 2 * p.padding.0,
+                wd + 2 * p.padding.1,
+                p.padding
+            );
+        };
+        Ok(ConvGeom {
+            n,
+            c,
+            h,
+            w: wd,
+            o,
+            kh,
+            kw,
+            sh: p.stride.0,
+            sw: p.stride.1,
+            ph: p.padding.0,
+            pw: p.padding.1,
+            ho,
+            wo,
+        })
+    }
+
+    pub fn out_shape(&self) -> [usize; 4] {
+        [self.n, self.o, self.ho, self.wo]
+    }
+
+    /// dy must be exactly the output shape of this convolution.
+    pub fn check_dy(&self, what: &str, dy: [usize; 4], input_name: &str) -> Result<()> {
+        ensure!(
+            dy == self.out_shape(),
+            "{what}: dy has shape {dy:?}, but a {}x{} kernel with stride {:?} and padding {:?} over {input_name} \
+             [{}, {}, {}, {}] gives {:?}",
+            self.kh,
+            self.kw,
+            (self.sh, self.sw),
+            (self.ph, self.pw),
+            self.n,
+            self.c,
+            self.h,
+            self.w,
+            self.out_shape()
+        );
+        Ok(())
+    }
+}
+
 /// x [N, C, H, W], w [O, C, kh, kw] (PyTorch Conv2d layout), no bias.
 pub fn conv2d(tape: &mut Tape, x: Var, w: Var, p: Conv2dParams) -> Result<Var> {
     let (xv, wv) = (tape.value(x), tape.value(w));

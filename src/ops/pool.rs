@@ -3,10 +3,107 @@
 //! Max pooling saves its input, not argmax indices: the backward recomputes each window's first maximum from x
 //! (see src/cpu/pool.rs for why). Average pooling saves nothing but the input's shape.
 
-use anyhow::Result;
+use anyhow::{bail, ensure, Result};
 
 use crate::autograd::{Tape, Var};
 use crate::backend::Pool2d;
+
+/// The sizes of one pooling, validated once so every backend gives the same errors. Planes = N·C (pooling never
+/// mixes channels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl PoolGeom {
+    pub fn new(what: &str, x: [usize; 4], p: Pool2d) -> Result<PoolGeom> {
+        let [n, c, h, w] = x;
+        let (kh, kw) = p.kernel;
+        ensure!(
+            c > 0 && h > 0 && w > 0,
+            "{what}: empty dimension in input {x:?}"
+        );
+        ensure!(
+            kh > 0 && kw > 0 && p.stride.0 > 0 && p.stride.1 > 0,
+            "{what}: kernel {:?} and stride {:?} must be positive",
+            p.kernel,
+            p.stride
+        );
+        // PyTorch's rule. It also guarantees that every window holds at least one cell of the image, so a max
+        // is always a real value and the count_include_pad=false divisor is never 0.
+        ensure!(
+            2 * p.padding.0 <= kh && 2 * p.padding.1 <= kw,
+            "{what}: padding {:?} must be at most half the kernel {:?}",
+            p.padding,
+            p.kernel
+        );
+        let Some((ho, wo)) = p.output_size(h, w) else {
+            bail!(
+                "{what}: window {kh}x{kw} is larger than the padded input {}x{} (input {h}x{w}, padding {:?})",
+                h + 2 * p.padding.0,
+                w + 2 * p.padding.1,
+                p.padding
+            );
+        };
+        Ok(PoolGeom {
+            n,
+            c,
+            h,
+            w,
+            kh,
+            kw,
+            sh: p.stride.0,
+            sw: p.stride.1,
+            ph: p.padding.0,
+            pw: p.padding.1,
+            ho,
+            wo,
+        })
+    }
+
+    pub fn out_shape(&self) -> [usize; 4] {
+        [self.n, self.c, self.ho, self.wo]
+    }
+
+    /// dy must be exactly the output shape of this pooling.
+    pub fn check_dy(&self, what: &str, dy: [usize; 4]) -> Result<()> {
+        ensure!(
+            dy == self.out_shape(),
+            "{what}: dy has shape {dy:?}, but a {}x{} window with stride {:?} and padding {:?} over [{}, {}, {}, \
+             {}] gives {:?}",
+            self.kh,
+            self.kw,
+            (self.sh, self.sw),
+            (self.ph, self.pw),
+            self.n,
+            self.c,
+            self.h,
+            self.w,
+            self.out_shape()
+        );
+        Ok(())
+    }
+
+    /// Rows (or columns) [lo, hi) of the image under window `o` of an axis with kernel k, stride s, padding p
+    /// and length len: the padded cells clipped away.
+    pub fn window(o: usize, k: usize, s: usize, p: usize, len: usize) -> (usize, usize) {
+        let start = (o * s) as isize - p as isize;
+        let lo = start.max(0) as usize;
+        let hi = ((start + k as isize) as usize).min(len);
+        (lo, hi)
+    }
+}
 
 /// x [N, C, H, W] → [N, C, Ho, Wo]. Padded cells never win; the gradient of each output goes to the first
 /// maximum of its window in row-major order.

@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use crate::cpu::random::blocks_for;
+use crate::backend::blocks_for;
 use crate::device::Device;
 use crate::tensor::{numel, Tensor};
 
