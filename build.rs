@@ -6,7 +6,10 @@
 //! 2. With the `emulation` feature: the same `.cu` files are compiled as C++ (g++ -O2) against
 //!    `kernels/emu/cuda_emu.h`, the CPU shim of the CUDA execution model. For each entry point a wrapper
 //!    `void emu_wrap_NAME(void** args)` unpacks a CUDA-style argument array and calls the kernel; a registry
-//!    maps kernel names to wrappers (`emu_lookup`). `kernels/emu/tests.cu` holds emulation-only test kernels.
+//!    maps kernel names to wrappers (`emu_lookup`). `kernels/emu/tests.cu` holds emulation-only test kernels and
+//!    `kernels/emu/planted.cu` the sanitizer's planted bugs. The kernels are instrumented (GCC's kernel-address
+//!    sanitizer in callback mode) so that the shim's runtime sees every load and store: that is the emulator's
+//!    sanitizer (memcheck, racecheck, initcheck, synccheck; see cuda_emu.cpp).
 //!
 //! The signature parser is deliberately small and strict: each parameter is one pointer, one scalar, or one of
 //! the structs of PARAM_STRUCTS by value; anything else fails the build with a message naming the file and line.
@@ -22,8 +25,8 @@ fn main() {
     println!("cargo:rerun-if-changed={}", kdir.join("emu").display());
 
     let sources = list_sources(&kdir);
-    let emu_tests = kdir.join("emu").join("tests.cu");
-    for p in sources.iter().chain(std::iter::once(&emu_tests)) {
+    let emu_only: Vec<PathBuf> = EMU_ONLY.iter().map(|f| kdir.join("emu").join(f)).collect();
+    for p in sources.iter().chain(&emu_only) {
         println!("cargo:rerun-if-changed={}", p.display());
     }
 
@@ -35,8 +38,13 @@ fn main() {
         }
     }
     let emulation = std::env::var_os("CARGO_FEATURE_EMULATION").is_some();
-    if emulation && emu_tests.exists() {
-        modules.push(parse_module(&emu_tests, true));
+    if emulation {
+        modules.extend(
+            emu_only
+                .iter()
+                .filter(|p| p.exists())
+                .map(|p| parse_module(p, true)),
+        );
     }
     check_unique(&modules);
 
@@ -99,6 +107,14 @@ fn list_sources(kdir: &Path) -> Vec<PathBuf> {
     };
     v.sort();
     v
+}
+
+/// Emulation-only kernel files in `kernels/emu/` (never compiled by NVRTC): tests of the shim, planted bugs.
+const EMU_ONLY: &[&str] = &["tests.cu", "planted.cu"];
+
+/// Name of the rewritten copy of a kernel file in OUT_DIR/emu_src (`emu/tests` -> `emu_tests.cu`).
+fn emu_copy_name(stem: &str) -> String {
+    format!("{}.cu", stem.replace('/', "_"))
 }
 
 fn fail(msg: &str) -> ! {
@@ -232,10 +248,11 @@ fn parse_module(path: &Path, emu_only: bool) -> Module {
         .unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", path.display())));
     let clean = strip_comments(&text);
     let toks = tokenize(&clean);
+    let file_stem = path.file_stem().unwrap().to_string_lossy();
     let stem = if emu_only {
-        "emu/tests".to_string()
+        format!("emu/{file_stem}")
     } else {
-        path.file_stem().unwrap().to_string_lossy().into_owned()
+        file_stem.into_owned()
     };
     let at = |off: usize| format!("{}:{}", path.display(), line_of(&clean, off));
     let mut kernels = Vec::new();
@@ -505,8 +522,10 @@ fn write_if_changed(path: &Path, text: &str) {
 }
 
 /// Rewrites `extern __shared__ [__align__(N)] T name[];` (dynamic shared memory) into a pointer to the
-/// emulation's per-block buffer. Static `__shared__` needs no rewrite (the header maps it to a per-OS-thread
-/// static). Only the line's text changes, so line numbers stay those of the original file.
+/// emulation's per-block buffer, and each static `__shared__ T name[..];` (a per-OS-thread static under the
+/// header's macro) into that static under another name plus a reference `name` to it that registers it with the
+/// runtime (poisoned per block, known to the checks by name and extent). Only the line's text changes, so line
+/// numbers stay those of the original file.
 fn rewrite_for_emulation(path: &Path, text: &str) -> String {
     let clean = strip_comments(text);
     let toks = tokenize(&clean);
@@ -553,9 +572,20 @@ fn rewrite_for_emulation(path: &Path, text: &str) -> String {
                 edits.push((
                     start,
                     end,
-                    format!("{ty}* const {name} = reinterpret_cast<{ty}*>(emu_dynamic_smem());"),
+                    format!("{ty}* const {name} = reinterpret_cast<{ty}*>(emu_dynamic_smem(\"{name}\"));"),
                 ));
                 i = j + 3;
+                continue;
+            }
+            Tok::Ident(id) if id == "__shared__" => {
+                let (name_at, name, end) = static_shared_decl(&toks, i, depth, &clean, path);
+                edits.push((name_at, name_at + name.len(), format!("{name}__emu")));
+                edits.push((
+                    end,
+                    end,
+                    format!(" auto& {name} = *emu_shared_static(&{name}__emu, \"{name}\");"),
+                ));
+                i += 1;
                 continue;
             }
             _ => {}
@@ -569,6 +599,54 @@ fn rewrite_for_emulation(path: &Path, text: &str) -> String {
         outs.replace_range(s..e, &format!("{r}{}", "\n".repeat(nl)));
     }
     outs
+}
+
+/// The static `__shared__` declaration whose keyword is token `i`: (offset of its name, the name, offset just
+/// past its `;`). One declarator, no initialiser, inside a function.
+fn static_shared_decl(
+    toks: &[(usize, Tok)],
+    i: usize,
+    depth: i32,
+    clean: &str,
+    path: &Path,
+) -> (usize, String, usize) {
+    let at = format!("{}:{}", path.display(), line_of(clean, toks[i].0));
+    if depth <= 0 {
+        fail(&format!(
+            "{at}: declare `__shared__` variables inside the kernel or device function, not at file scope"
+        ));
+    }
+    let mut name: Option<(usize, String)> = None;
+    let mut last_ident: Option<(usize, String)> = None;
+    let mut nest = 0i32;
+    for (off, t) in &toks[i + 1..] {
+        match t {
+            Tok::Punct('(') => nest += 1,
+            Tok::Punct(')') => nest -= 1,
+            Tok::Punct('[') if nest == 0 => {
+                if name.is_none() {
+                    name = last_ident.clone();
+                }
+                nest += 1;
+            }
+            Tok::Punct('[') => nest += 1,
+            Tok::Punct(']') => nest -= 1,
+            Tok::Punct(',' | '=' | '{') if nest == 0 => fail(&format!(
+                "{at}: one `__shared__` variable per declaration, without an initialiser"
+            )),
+            Tok::Punct(';') => {
+                let (name_at, name) = name.or(last_ident).unwrap_or_else(|| {
+                    fail(&format!(
+                        "{at}: cannot find the name of this `__shared__` variable"
+                    ))
+                });
+                return (name_at, name, off + 1);
+            }
+            Tok::Ident(id) if nest == 0 => last_ident = Some((*off, id.clone())),
+            _ => {}
+        }
+    }
+    fail(&format!("{at}: `__shared__` declaration without a `;`"))
 }
 
 fn build_emulation(kdir: &Path, out: &Path, sources: &[PathBuf], modules: &[Module]) {
@@ -598,14 +676,12 @@ fn build_emulation(kdir: &Path, out: &Path, sources: &[PathBuf], modules: &[Modu
     for p in sources {
         copy(p, &p.file_name().unwrap().to_string_lossy());
     }
-    let tests = emu_dir.join("tests.cu");
-    if tests.exists() {
-        copy(&tests, "emu_tests.cu");
+    for m in modules.iter().filter(|m| m.emu_only) {
+        copy(&m.path, &emu_copy_name(&m.stem));
     }
 
-    let mut build = cc::Build::new();
-    build
-        .cpp(true)
+    let mut base = cc::Build::new();
+    base.cpp(true)
         .opt_level(2)
         .debug(false)
         .warnings(false)
@@ -614,18 +690,43 @@ fn build_emulation(kdir: &Path, out: &Path, sources: &[PathBuf], modules: &[Modu
         .flag(header.to_str().unwrap())
         .include(&gen)
         .include(kdir)
-        .include(&emu_dir)
-        .file(&runtime);
+        .include(&emu_dir);
     // GAN_EMU_UCONTEXT=1 selects the portable ucontext fiber switch on x86-64 too (to test that path).
     println!("cargo:rerun-if-env-changed=GAN_EMU_UCONTEXT");
     if std::env::var("GAN_EMU_UCONTEXT").is_ok_and(|v| v == "1") {
-        build.define("EMU_USE_UCONTEXT", None);
+        base.define("EMU_USE_UCONTEXT", None);
+    }
+    // The kernels are instrumented: every load and store calls the runtime's __asan_* callbacks (not inline
+    // shadow checks: call threshold 0), locals and globals get no redzones, and no loop is vectorised (a vector
+    // load of 4 floats would look like a misaligned 16-byte access). -fsanitize=alignment reports a pointer to
+    // a vector type that is not aligned for it, even where the compiler splits the access into scalars. The
+    // runtime itself is not instrumented.
+    let mut build = base.clone();
+    let compiler = build.get_compiler();
+    if compiler.is_like_gnu() && !compiler.is_like_clang() {
+        for f in [
+            "-fsanitize=kernel-address",
+            "--param=asan-instrumentation-with-call-threshold=0",
+            "--param=asan-stack=0",
+            "--param=asan-globals=0",
+            "--param=asan-use-after-return=0",
+            "-fno-tree-vectorize",
+            "-fsanitize=alignment",
+            "-fsanitize-recover=alignment",
+        ] {
+            build.flag(f);
+        }
+    } else {
+        println!(
+            "cargo:warning=the emulator's sanitizer needs GCC; with this C++ compiler kernel memory accesses are \
+             not checked"
+        );
     }
 
     let mut registry = String::from("// @generated by build.rs\n#include <cstring>\n");
     for m in modules {
         let file = if m.emu_only {
-            "emu_tests.cu".to_string()
+            emu_copy_name(&m.stem)
         } else {
             m.path.file_name().unwrap().to_string_lossy().into_owned()
         };
@@ -677,5 +778,7 @@ fn build_emulation(kdir: &Path, out: &Path, sources: &[PathBuf], modules: &[Modu
     let reg_path = gen.join("registry.cpp");
     write_if_changed(&reg_path, &registry);
     build.file(&reg_path);
+    // Kernels first: they call into the runtime, and the linker resolves static libraries in order.
     build.compile("gan_emu");
+    base.file(&runtime).compile("gan_emu_rt");
 }

@@ -11,13 +11,17 @@
 // EMULATED
 //   threadIdx / blockIdx / blockDim / gridDim (per-fiber thread-locals), warpSize
 //   __global__ __device__ __host__ __forceinline__ __noinline__ __launch_bounds__ __align__ __restrict__
-//   __shared__ (static: one instance per OS thread = per running block), extern __shared__ (dynamic: build.rs
-//     rewrites the declaration into a pointer to the block's buffer, which is filled with NaN bytes per block)
+//   __shared__ (static: one instance per OS thread = per running block; build.rs rewrites each declaration so
+//     that the runtime registers it), extern __shared__ (dynamic: build.rs rewrites the declaration into a pointer
+//     to the block's buffer); both are filled with 0xff bytes (NaN as floats) at every block start
 //   __syncthreads()            block barrier; a barrier some threads never reach (they exited, or wait elsewhere)
 //                              is reported as a launch error instead of hanging
 //   __syncwarp, __shfl_sync, __shfl_xor_sync, __shfl_down_sync, __shfl_up_sync (with width), __ballot_sync,
-//   __any_sync, __all_sync     all 32 lanes of the warp (fewer in a partial last warp) must arrive, then values
-//                              are exchanged; a lane that exited while its warp waits is reported
+//   __any_sync, __all_sync     every live lane of the warp must arrive, then values are exchanged; lanes that
+//                              exited are fine unless the mask names them. __activemask() = the live lanes
+//
+// Every kernel memory access is checked by the runtime's sanitizer (cuda_emu.cpp: memcheck, initcheck, racecheck,
+// synccheck), which also enforces the member masks of the warp collectives.
 //   atomicAdd (float, int, unsigned, unsigned long long), atomicSub, atomicMax/Min (int, unsigned), atomicExch,
 //   atomicCAS; __threadfence(), __threadfence_block()
 //   math: the float C library (expf, logf, sqrtf, ...), rsqrtf, __expf, __logf, __sinf, __cosf, __powf,
@@ -31,8 +35,9 @@
 //     portable fallback; the emulation never defines __CUDA_ARCH__ (it defines __CUDA_EMU__ instead)
 //   __syncthreads_count/_and/_or, cooperative groups, grid sync, dynamic parallelism, textures/surfaces,
 //   __constant__ memory written from the host, __half / __nv_bfloat16 arithmetic, clock(), warp-synchronous
-//   code WITHOUT *_sync intrinsics (lanes are not in lock-step here), partial shuffle masks (the mask is ignored:
-//   every live lane of the warp must take part), memory-model subtleties beyond "blocks run concurrently".
+//   code WITHOUT *_sync intrinsics (lanes are not in lock-step here), a collective that only part of the live
+//   lanes of a warp call (every live lane must take part), memory-model subtleties beyond "blocks run
+//   concurrently" and barriers.
 //   Fast-math intrinsics are computed at full precision, so results can differ from a GPU in the last bits.
 #pragma once
 
@@ -85,15 +90,28 @@ extern thread_local dim3 gridDim;
 static const int warpSize = 32;
 
 // ---- runtime entry points (cuda_emu.cpp) ----------------------------------------------------------------------
-extern "C" void emu_syncthreads(void);
+// `file` and `line` name the __syncthreads() call: synccheck requires all threads to wait at the same one.
+extern "C" void emu_syncthreads(const char* file, int line);
 // Warp exchange: every live lane of the calling warp deposits `value`; once all have, lane L receives the value
 // deposited by lane src[L] (its own value if src[L] is not a live lane). op 1 = ballot: every lane receives the
-// bitmask of lanes whose value was non-zero.
-extern "C" unsigned long long emu_warp_exchange(unsigned long long value, int src_lane, int op);
-extern "C" void* emu_dynamic_smem(void);
+// bitmask of lanes whose value was non-zero. `mask` is the intrinsic's member mask (checked by synccheck).
+extern "C" unsigned long long emu_warp_exchange(unsigned long long value, int src_lane, int op, unsigned mask);
+extern "C" void* emu_dynamic_smem(const char* name);
+// Registers a static __shared__ variable of the running block (build.rs rewrites each declaration to call it):
+// the first call per block poisons it, and the checks learn its extent and name. Returns `p`; being opaque to the
+// compiler, it also makes every access go through the instrumented path.
+extern "C" void* emu_register_shared(void* p, unsigned long long bytes, const char* name);
+template <typename T>
+inline T* emu_shared_static(T* p, const char* name) {
+    return static_cast<T*>(emu_register_shared(p, sizeof(T), name));
+}
+// Member mask of the calling lane's warp: its live lanes.
+extern "C" unsigned emu_active_mask(void);
 
-inline void __syncthreads() { emu_syncthreads(); }
-inline void __syncwarp(unsigned = 0xffffffffu) { (void)emu_warp_exchange(0, 0, 0); }
+inline void __syncthreads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    emu_syncthreads(file, line);
+}
+inline void __syncwarp(unsigned mask = 0xffffffffu) { (void)emu_warp_exchange(0, 0, 2, mask); }
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
@@ -104,11 +122,11 @@ inline unsigned int emu_lane_id() {
 }
 
 template <typename T>
-inline T emu_shfl(T v, int src) {
+inline T emu_shfl(unsigned mask, T v, int src) {
     static_assert(sizeof(T) <= 8, "shuffle of a type wider than 8 bytes");
     unsigned long long bits = 0;
     memcpy(&bits, &v, sizeof(T));
-    bits = emu_warp_exchange(bits, src, 0);
+    bits = emu_warp_exchange(bits, src, 0, mask);
     T out;
     memcpy(&out, &bits, sizeof(T));
     return out;
@@ -117,41 +135,41 @@ inline T emu_shfl(T v, int src) {
 // Source lanes follow the CUDA programming guide: `width` splits the warp into segments; a source outside the
 // caller's segment yields the caller's own value.
 template <typename T>
-inline T __shfl_sync(unsigned, T v, int src_lane, int width = 32) {
+inline T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
     int lane = (int)emu_lane_id();
     int base = lane & ~(width - 1);
-    return emu_shfl(v, base + (src_lane & (width - 1)));
+    return emu_shfl(mask, v, base + (src_lane & (width - 1)));
 }
 template <typename T>
-inline T __shfl_xor_sync(unsigned, T v, int lane_mask, int width = 32) {
+inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
     int lane = (int)emu_lane_id();
     int src = lane ^ lane_mask;
     if ((src & ~(width - 1)) != (lane & ~(width - 1))) src = lane;
-    return emu_shfl(v, src);
+    return emu_shfl(mask, v, src);
 }
 template <typename T>
-inline T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
+inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
     int lane = (int)emu_lane_id();
     int src = lane + (int)delta;
     if ((src & ~(width - 1)) != (lane & ~(width - 1))) src = lane;
-    return emu_shfl(v, src);
+    return emu_shfl(mask, v, src);
 }
 template <typename T>
-inline T __shfl_up_sync(unsigned, T v, unsigned delta, int width = 32) {
+inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
     int lane = (int)emu_lane_id();
     int src = lane - (int)delta;
     if (src < (lane & ~(width - 1))) src = lane;
-    return emu_shfl(v, src);
+    return emu_shfl(mask, v, src);
 }
-inline unsigned int __ballot_sync(unsigned, int pred) {
-    return (unsigned int)emu_warp_exchange(pred ? 1 : 0, 0, 1);
+inline unsigned int __ballot_sync(unsigned mask, int pred) {
+    return (unsigned int)emu_warp_exchange(pred ? 1 : 0, 0, 1, mask);
 }
 inline int __any_sync(unsigned m, int pred) { return __ballot_sync(m, pred) != 0; }
 inline int __all_sync(unsigned m, int pred) {
     // Every live lane votes; "all" means no live lane voted false.
     return __ballot_sync(m, !pred) == 0;
 }
-inline unsigned int __activemask() { return 0xffffffffu; }
+inline unsigned int __activemask() { return emu_active_mask(); }
 
 // ---- atomics (blocks run on several OS threads: these must be real atomics) -------------------------------------
 inline float atomicAdd(float* p, float v) {

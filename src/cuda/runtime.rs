@@ -77,6 +77,12 @@ impl ArgSlots {
         ArgSlots { words, starts }
     }
 
+    /// The bytes holding the argument values, `[start, end)` (the emulator's checks let kernels read them).
+    pub fn byte_range(&self) -> (u64, u64) {
+        let start = self.words.as_ptr() as u64;
+        (start, start + 8 * self.words.len() as u64)
+    }
+
     /// One pointer per argument, valid while `self` lives and is not moved. The callee only reads through
     /// them (cuLaunchKernel's `void**` is not const, hence the `mut`).
     pub fn pointers(&self) -> Vec<*mut std::ffi::c_void> {
