@@ -125,7 +125,7 @@ fn racecheck_reports_both_directions() {
 
 #[test]
 fn schedules_alone_find_races_in_shared_and_global_memory() {
-    // `schedules` compares the first launch of each kernel and shape; these two share theirs.
+    // `schedules` compares the first launch of each kernel only.
     let be = backend(checks("schedules-every"));
     let x = ramp(&be, 64);
     for shift in [1, -1] {

@@ -167,6 +167,7 @@ struct Block {
     const char* bar_file = nullptr;   // the __syncthreads() call the first thread waiting at the barrier made
     int bar_line = 0;
     int bar_first = 0;                // that thread
+    const EmuAlloc* last_alloc = nullptr;  // the allocation of the previous global access (most hit it again)
     std::vector<SharedRange> shared;  // this block's __shared__ variables, dynamic first
     std::vector<Shadow> shadow;
     size_t shadow_used = 0;
@@ -602,11 +603,15 @@ inline void access(uintptr_t a, size_t n, bool write) {
     Block& b = tl;
     if (!b.flags) return;
     if (a - b.stack_lo < kStackBytes) return;  // the thread's locals
+    if (const EmuAlloc* l = b.last_alloc; l && a - l->base < l->size) return global_access(*l, a, n, write);
     for (const SharedRange& r : b.shared)
         if (a >= r.lo && a < r.hi) return shared_access(r, a, n, write);
     const EmuChecks& c = *b.chk;
     const EmuAlloc* al = find(c.allocs, c.nallocs, a);
-    if (al && a < al->base + al->size) return global_access(*al, a, n, write);
+    if (al && a < al->base + al->size) {
+        b.last_alloc = al;
+        return global_access(*al, a, n, write);
+    }
     if ((a >= c.args[0] && a < c.args[1]) || (a >= c.argv[0] && a < c.argv[1])) return;  // the wrapper
     if (!(b.flags & CHECK_MEM)) return;
     if (const EmuAlloc* f = find(c.freed, c.nfreed, a); f && a < f->base + f->size)
@@ -681,6 +686,7 @@ extern "C" int emu_run_blocks(EmuWrapper fn, void** args, const unsigned* grid, 
     b.failed = false;
     b.error.clear();
     b.chk = chk;
+    b.last_alloc = nullptr;
     b.schedule = chk->schedule;
     gridDim = dim3(grid[0], grid[1], grid[2]);
     blockDim = dim3(block[0], block[1], block[2]);

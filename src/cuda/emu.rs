@@ -86,8 +86,8 @@ const REDZONE: usize = 1024;
 const FREED_KEPT: usize = 4096;
 
 /// The sanitizer's checks, from `GAN_ENGINE_EMU_CHECK`: a comma-separated list of `memcheck`, `racecheck`,
-/// `initcheck`, `synccheck`, `schedules` and `schedules-every`, or `all` (the default: every check, schedules
-/// sampled) or `none`.
+/// `initcheck`, `synccheck`, `schedules` (the first launch of each kernel) and `schedules-every`, or `all` (the
+/// default: every check, schedules on first launches) or `none`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Checks {
     /// CHECK_* bits for the runtime.
@@ -100,16 +100,16 @@ pub struct Checks {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Compare {
     None,
-    /// The first launch of each kernel and launch shape of a runtime: every kernel and shape the tests use,
-    /// without multiplying the cost of loops that repeat them.
-    FirstOfShape,
+    /// The first launch of each kernel on a runtime: every kernel each test uses, without multiplying the cost
+    /// of training loops.
+    FirstOfKernel,
     Every,
 }
 
 impl Checks {
     pub const ALL: Checks = Checks {
         flags: CHECK_MEM | CHECK_RACE | CHECK_INIT | CHECK_SYNC,
-        schedules: Compare::FirstOfShape,
+        schedules: Compare::FirstOfKernel,
     };
     pub const NONE: Checks = Checks {
         flags: 0,
@@ -127,7 +127,7 @@ impl Checks {
                 "racecheck" => c.flags |= CHECK_RACE,
                 "initcheck" => c.flags |= CHECK_INIT,
                 "synccheck" => c.flags |= CHECK_SYNC,
-                "schedules" => c.schedules = c.schedules.max(Compare::FirstOfShape),
+                "schedules" => c.schedules = c.schedules.max(Compare::FirstOfKernel),
                 "schedules-every" => c.schedules = Compare::Every,
                 _ => bail!(
                     "GAN_ENGINE_EMU_CHECK: unknown check `{word}` (expected all, none, or a comma-separated list of \
@@ -154,14 +154,14 @@ struct Alloc {
     init: Vec<u8>,
 }
 
-/// The emulated device memory: live allocations and the recently freed ranges; and the kernels and launch
-/// shapes whose schedules were compared.
+/// The emulated device memory: live allocations and the recently freed ranges; and the kernels whose schedules
+/// were compared.
 #[derive(Default)]
 struct Memory {
     live: BTreeMap<u64, Alloc>,
     freed: BTreeMap<u64, usize>,
     freed_order: VecDeque<u64>,
-    compared: HashSet<(&'static str, [u32; 7])>,
+    compared: HashSet<&'static str>,
 }
 
 impl Memory {
@@ -603,10 +603,9 @@ fn run_launch(
     let run = |c: &CChecks| {
         run_blocks(f, &ptrs, cfg, c).with_context(|| format!("kernel {kernel} (emulated) failed"))
     };
-    let shape = (kernel, launch_shape(&cfg));
     let compare = match checks.schedules {
         Compare::None => false,
-        Compare::FirstOfShape => memory.compared.insert(shape),
+        Compare::FirstOfKernel => memory.compared.insert(kernel),
         Compare::Every => true,
     };
     if !compare {
