@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use gan_engine::cuda::emu::{Checks, EmuRuntime};
-use gan_engine::cuda::{CudaBackend, KernelArg as A, LaunchCfg};
+use gan_engine::cuda::{CudaBackend, GpuRuntime, KernelArg as A, LaunchCfg};
 use gan_engine::Tensor;
 
 fn backend(checks: Checks) -> Arc<CudaBackend> {
@@ -314,5 +314,24 @@ fn unknown_check_names_are_errors() {
     assert_eq!(
         Checks::parse("memcheck, racecheck,initcheck,synccheck,schedules").unwrap(),
         Checks::ALL
+    );
+}
+
+#[test]
+fn reading_freed_device_memory_is_a_use_after_free() {
+    // Straight on the runtime: the backend's caching allocator keeps freed blocks, so tensors never free.
+    let rt = EmuRuntime::with_checks(Checks::ALL);
+    let out = rt.alloc(256).unwrap();
+    rt.memset_zero(out, 256).unwrap();
+    let x = rt.alloc(256).unwrap();
+    rt.htod(x, &[0u8; 256]).unwrap();
+    let args = [A::Ptr(out), A::Ptr(x)];
+    rt.launch("planted_double", LaunchCfg::blocks(1, 64), &args)
+        .unwrap();
+    rt.free(x);
+    reported(
+        rt.launch("planted_double", LaunchCfg::blocks(1, 64), &args),
+        "planted_double",
+        &["memcheck", "use after free"],
     );
 }
