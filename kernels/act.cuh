@@ -3,10 +3,12 @@
 // written through the forward output y, which is what the autograd ops keep.
 #pragma once
 
+// ReLU tests `<= 0` rather than `> 0` so that a NaN passes through (forward) and keeps its gradient
+// (backward), as PyTorch's relu and threshold_backward do: a diverging run must show NaN, not silent zeros.
 struct Relu {
     float slope;
-    __device__ __forceinline__ float fwd(float x) const { return x > 0.0f ? x : 0.0f; }
-    __device__ __forceinline__ float bwd(float y, float dy) const { return y > 0.0f ? dy : 0.0f; }
+    __device__ __forceinline__ float fwd(float x) const { return x <= 0.0f ? 0.0f : x; }
+    __device__ __forceinline__ float bwd(float y, float dy) const { return y <= 0.0f ? 0.0f : dy; }
 };
 struct LeakyRelu {
     float slope;

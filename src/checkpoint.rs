@@ -14,7 +14,7 @@
 //! Files are written atomically (temporary file + rename), so a crash mid-save leaves the previous checkpoint.
 //! Loading checks the format, every name and every shape, and says precisely what does not match.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -81,11 +81,12 @@ impl HostTensor {
     }
 }
 
-/// The tensors and `__metadata__` of one safetensors file.
+/// The tensors and `__metadata__` of one safetensors file. Both are ordered maps, so the same contents always
+/// make the same bytes.
 #[derive(Clone, Debug, Default)]
 pub struct TensorFile {
     pub tensors: BTreeMap<String, HostTensor>,
-    pub metadata: HashMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl TensorFile {
@@ -144,7 +145,23 @@ impl TensorFile {
             .iter()
             .map(|(n, shape, dt, b)| Ok((*n, TensorView::new(*dt, shape.clone(), b)?)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(safetensors::serialize(views, &Some(self.metadata.clone()))?)
+        // The safetensors crate writes `__metadata__` from a HashMap, in a different order every run; it is
+        // written here instead, in key order.
+        let body = safetensors::serialize(views, &None)?;
+        let n = u64::from_le_bytes(body[..8].try_into().expect("8 bytes")) as usize;
+        let mut header: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&body[8..8 + n])?;
+        if !self.metadata.is_empty() {
+            header.insert("__metadata__".into(), serde_json::to_value(&self.metadata)?);
+        }
+        let mut json = serde_json::to_vec(&header)?;
+        // Tensor data starts 8-byte aligned, as the crate writes it.
+        json.resize(json.len().div_ceil(8) * 8, b' ');
+        let mut out = Vec::with_capacity(8 + json.len() + body.len() - 8 - n);
+        out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        out.extend_from_slice(&json);
+        out.extend_from_slice(&body[8 + n..]);
+        Ok(out)
     }
 
     /// Writes the file atomically.
@@ -161,7 +178,12 @@ impl TensorFile {
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| not_st(&e))?;
         let mut f = TensorFile {
             tensors: BTreeMap::new(),
-            metadata: meta.metadata().clone().unwrap_or_default(),
+            metadata: meta
+                .metadata()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
         };
         for (name, view) in st.tensors() {
             let raw = view.data();
@@ -171,6 +193,11 @@ impl TensorFile {
                         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
                         .collect(),
                     false,
+                ),
+                Dtype::I64 if !is_integer_buffer(&name) => bail!(
+                    "{}: tensor '{name}' has dtype I64; only the num_batches_tracked counters are integers, \
+                     weights are F32",
+                    path.display()
                 ),
                 Dtype::I64 => (
                     raw.chunks_exact(8)
@@ -322,8 +349,41 @@ pub fn model_config(f: &TensorFile, path: &Path) -> Result<ModelConfig> {
             path.display()
         ),
     }
-    f.get_json(MODEL_KEY, path)
+    let cfg: ModelConfig = f.get_json(MODEL_KEY, path)?;
+    cfg.validate()
+        .with_context(|| format!("{}: the model in its metadata is invalid", path.display()))?;
+    Ok(cfg)
 }
+
+/// Refuses a file whose metadata describes a much bigger model than the tensors under `prefix` hold, before the
+/// model is built (metadata claiming a huge model would otherwise allocate it). `values` is the model's count of
+/// parameters and buffers ([`ModelConfig::sizes`]). A small difference is left to
+/// [`TensorFile::load_store`], which names every tensor that does not fit.
+pub fn check_size(
+    f: &TensorFile,
+    prefix: &str,
+    values: u128,
+    what: &str,
+    path: &Path,
+) -> Result<()> {
+    let held: u128 = f
+        .tensors
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, t)| t.data.len() as u128)
+        .sum();
+    if values > (2 * held).max(SIZE_SLACK) {
+        bail!(
+            "{}: its metadata describes a {what} of {values} values, but the file holds only {held} values for it",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Values of a model that may be built for a file holding fewer (64 MiB of f32), so that its loading can name
+/// the tensors that differ.
+const SIZE_SLACK: u128 = 1 << 24;
 
 /// The generator's tensors' name prefix in a file of this format.
 pub fn generator_prefix(f: &TensorFile) -> &'static str {
@@ -346,10 +406,12 @@ pub fn save_generator(path: &Path, cfg: &ModelConfig, g: &ParamStore) -> Result<
 pub fn load_generator(path: &Path, device: &Device) -> Result<crate::nn::models::Generator> {
     let f = TensorFile::load(path)?;
     let cfg = model_config(&f, path)?;
+    let prefix = generator_prefix(&f);
+    check_size(&f, prefix, cfg.sizes()?.0, "generator", path)?;
     // The init draws are overwritten right away; any stream will do.
     let mut rng = crate::ops::random::RngStream::new(0);
     let mut g = crate::nn::models::Generator::new(&cfg, device, &mut rng)?;
-    f.load_store(generator_prefix(&f), &mut g.store, "generator", path)?;
+    f.load_store(prefix, &mut g.store, "generator", path)?;
     Ok(g)
 }
 
@@ -412,6 +474,71 @@ mod tests {
             assert_eq!(st.tensor("main.0.weight").unwrap().dtype(), Dtype::F32);
             assert_eq!(st.len(), g.store.named_tensors().len());
         }
+    }
+
+    #[test]
+    fn metadata_claiming_a_huge_model_is_refused_before_it_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = small(ModelKind::Dcgan);
+        let g = Generator::new(&cfg, &Device::Cpu, &mut RngStream::new(1)).unwrap();
+        let p = dir.path().join("huge.safetensors");
+        for (huge, needle) in [
+            (
+                ModelConfig {
+                    ngf: 10_000_000,
+                    ..cfg.clone()
+                },
+                "ngf is 10000000",
+            ),
+            (
+                ModelConfig {
+                    ngf: 1000,
+                    ..cfg.clone()
+                },
+                "values, but the file holds only",
+            ),
+        ] {
+            let mut f = TensorFile::new(FORMAT_GENERATOR);
+            f.set_json(MODEL_KEY, &huge).unwrap();
+            f.insert_store("", &g.store).unwrap();
+            f.save(&p).unwrap();
+            let e = format!("{:#}", load_generator(&p, &Device::Cpu).err().unwrap());
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_integer_weight_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = small(ModelKind::Dcgan);
+        let g = Generator::new(&cfg, &Device::Cpu, &mut RngStream::new(1)).unwrap();
+        let mut f = TensorFile::new(FORMAT_GENERATOR);
+        f.set_json(MODEL_KEY, &cfg).unwrap();
+        f.insert_store("", &g.store).unwrap();
+        f.tensors.get_mut("main.0.weight").unwrap().integer = true;
+        let p = dir.path().join("i64.safetensors");
+        f.save(&p).unwrap();
+        let e = format!("{:#}", load_generator(&p, &Device::Cpu).err().unwrap());
+        assert!(e.contains("'main.0.weight' has dtype I64"), "{e}");
+    }
+
+    #[test]
+    fn the_same_contents_make_the_same_bytes() {
+        let build = |order: &[usize]| {
+            let mut f = TensorFile::new(FORMAT_CHECKPOINT);
+            for &i in order {
+                f.metadata.insert(format!("key{i}"), format!("value {i}"));
+            }
+            f.to_bytes().unwrap()
+        };
+        let forward: Vec<usize> = (0..32).collect();
+        let backward: Vec<usize> = (0..32).rev().collect();
+        let a = build(&forward);
+        assert_eq!(a, build(&backward));
+        // Still a safetensors file with all its metadata.
+        let back = TensorFile::from_bytes(&a, Path::new("x")).unwrap();
+        assert_eq!(back.metadata.len(), 33);
+        assert_eq!(a.len() % 8, 0);
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub mod data;
 pub mod device;
 pub mod fid;
 pub mod io;
+pub mod limits;
 pub mod nn;
 pub mod open;
 pub mod ops;

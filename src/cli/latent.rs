@@ -17,6 +17,7 @@ use image::{Delay, Frame, RgbImage};
 use crate::checkpoint;
 use crate::device::Device;
 use crate::io::{make_grid, save_grid, write_atomic, write_npy};
+use crate::limits;
 use crate::nn::models::Generator;
 use crate::ops::random::RngStream;
 use crate::study::latent::{
@@ -72,7 +73,7 @@ pub struct InterpolateArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(10..=60_000), value_name = "MS")]
     pub frame_ms: u32,
     /// GIF frames are enlarged by a whole factor (nearest neighbour) until their larger side is at least this
-    #[arg(long, default_value_t = 128, value_name = "PX")]
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=limits::MAX_GIF_SIZE as i64), value_name = "PX")]
     pub gif_size: u32,
     /// Write the path's latents (the GIF's frames, in order) as .npy, [F, nz] float32
     #[arg(long, value_name = "FILE")]
@@ -218,6 +219,10 @@ fn parse_range(s: &str) -> Result<ValueRange, String> {
 
 fn at_least_2(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
+        Ok(n) if n > limits::MAX_STEPS => Err(format!(
+            "at most {} images per row, got {n}",
+            limits::MAX_STEPS
+        )),
         Ok(n) if n >= 2 => Ok(n),
         Ok(n) => Err(format!(
             "must be at least 2 (the two ends are included), got {n}"
@@ -412,6 +417,14 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
     if a.closed {
         keys.push(keys[0].clone());
     }
+    let images = (keys.len() - 1) * a.steps;
+    ensure!(
+        images <= limits::MAX_SAMPLES,
+        "{} segments of --steps {} are {images} images, more than the limit of {}",
+        keys.len() - 1,
+        a.steps,
+        limits::MAX_SAMPLES
+    );
     let segments = interpolation_path(&keys, a.steps, a.mode)?;
     let frames = flatten_path(&segments);
     let imgs = decode(&mut g, &frames, a.class)?;
@@ -545,7 +558,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
         None => seed_latent(a.seed, nz)?,
     };
     let dims = match (&a.dims, a.first) {
-        (Some(spec), _) => parse_dims(spec).context("--dims")?,
+        (Some(spec), _) => parse_dims(spec, nz).context("--dims")?,
         (None, Some(k)) => {
             ensure!(
                 k <= nz,

@@ -12,13 +12,14 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 mod latent;
 
 use crate::checkpoint;
 use crate::device::Device;
+use crate::limits;
 use crate::nn::models::ModelKind;
 use crate::ops::random::RngStream;
 use crate::train::config::{Duration, LossKind, OptimizerKind, TrainConfig};
@@ -392,6 +393,12 @@ pub fn train_config(a: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
         cfg.model.num_classes = crate::train::data::dataset_num_classes(&cfg)?;
     }
     set!(cfg.plot_every, a.plot_every);
+    if a.clip.is_some() && !cfg.loss.clips_weights() {
+        bail!(
+            "--clip only applies to --loss wgan (weight clipping), but the run uses --loss {}",
+            cfg.loss
+        );
+    }
     cfg.validate()?;
     Ok((cfg, resume))
 }
@@ -612,12 +619,23 @@ fn sample(a: SampleArgs) -> Result<()> {
             if n_draw == 0 {
                 bail!("--n must be positive");
             }
+            ensure!(
+                n_draw <= limits::MAX_SAMPLES,
+                "--n {n_draw}: `sample` makes at most {} images per call",
+                limits::MAX_SAMPLES
+            );
             // The same stream as the training run's fixed z, so `--seed <training seed>` reproduces its grids.
             let mut rng = RngStream::new(stream_seed(a.seed, STREAM_FIXED_Z));
             rng.normal(&[n_draw, nz], 0.0, 1.0, &device)?
         }
     };
     let (z, labels, nrow) = sample_labels(z, &a, classes)?;
+    ensure!(
+        z.shape()[0] <= limits::MAX_SAMPLES,
+        "{} images asked for; `sample` makes at most {} per call",
+        z.shape()[0],
+        limits::MAX_SAMPLES
+    );
     let imgs = g
         .generate_with_labels(&z, labels.as_deref())
         .context("generating")?;
@@ -665,6 +683,11 @@ fn sample_labels(
     use crate::nn::models::row_labels;
     let n = z.shape()[0];
     if a.class_grid {
+        ensure!(
+            n.saturating_mul(classes) <= limits::MAX_SAMPLES,
+            "--class-grid of {n} columns x {classes} classes is more than {} images",
+            limits::MAX_SAMPLES
+        );
         let tiled = z.to_vec()?.repeat(classes);
         let zs = crate::tensor::Tensor::from_vec(tiled, &[n * classes, z.shape()[1]], &z.device())?;
         return Ok((zs, Some(row_labels(n * classes, n, classes)), n));

@@ -10,11 +10,12 @@ use crate::tensor::Tensor;
 
 // The forward functions, shared with batch norm's fused pass. Branch-free selects (`if` on a comparison, no
 // early exit) so the loops compile to SIMD blends.
+// ReLU tests `<= 0` so that NaN passes through, as in PyTorch (forward and backward alike).
 pub(crate) fn relu(x: f32) -> f32 {
-    if x > 0.0 {
-        x
-    } else {
+    if x <= 0.0 {
         0.0
+    } else {
+        x
     }
 }
 
@@ -50,7 +51,7 @@ pub fn activation_backward(y: &Tensor, dy: &Tensor, a: Activation) -> Result<Ten
     let (yd, gd) = (data(y)?, data(dy)?);
     // d/dx expressed through y: tanh' = 1 - y², sigmoid' = y (1 - y).
     let out = match a {
-        Activation::Relu => par_zip_map(yd, gd, |y, g| if y > 0.0 { g } else { 0.0 }),
+        Activation::Relu => par_zip_map(yd, gd, |y, g| if y <= 0.0 { 0.0 } else { g }),
         Activation::LeakyRelu(s) => {
             par_zip_map(yd, gd, move |y, g| if y > 0.0 { g } else { s * g })
         }
@@ -64,6 +65,20 @@ pub fn activation_backward(y: &Tensor, dy: &Tensor, a: Activation) -> Result<Ten
 mod tests {
     use super::*;
     use crate::ops::gradcheck::test_tensor;
+
+    #[test]
+    fn relu_propagates_nan_like_pytorch() {
+        let x = tensor(vec![f32::NAN, -1.0, 2.0], &[3]);
+        let y = activation(&x, Activation::Relu).unwrap().to_vec().unwrap();
+        assert!(y[0].is_nan() && y[1] == 0.0 && y[2] == 2.0, "{y:?}");
+        let y = tensor(y, &[3]);
+        let dy = tensor(vec![0.5, 0.5, 0.5], &[3]);
+        let dx = activation_backward(&y, &dy, Activation::Relu)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        assert_eq!(dx, [0.5, 0.0, 0.5]);
+    }
 
     #[test]
     fn forward_values() {

@@ -47,6 +47,11 @@ impl BallsDataset {
     pub fn new(seed: u64, len: usize, size: usize, channels: usize) -> Result<Self> {
         ensure!(len > 0, "balls: the dataset length must be at least 1");
         ensure!(
+            len <= crate::limits::MAX_BALLS,
+            "balls:{len}: at most {} images (every epoch shuffles an index of them all)",
+            crate::limits::MAX_BALLS
+        );
+        ensure!(
             (8..=4096).contains(&size),
             "balls: image size must be between 8 and 4096 pixels, got {size}"
         );

@@ -15,9 +15,12 @@ use image::{ImageBuffer, Luma};
 use serde::{Deserialize, Serialize};
 
 use super::Dataset;
+use crate::limits;
 
 const IMAGES_MAGIC: u32 = 0x0000_0803;
 const LABELS_MAGIC: u32 = 0x0000_0801;
+/// Classes of MNIST and of Fashion-MNIST.
+const MNIST_CLASSES: u8 = 10;
 
 /// Which half of MNIST: the 60000 training images (`train-*`) or the 10000 test images (`t10k-*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,39 +47,60 @@ pub struct IdxImages {
     pub pixels: Vec<u8>,
 }
 
-/// Reads a whole file, gunzipping it if it starts with the gzip magic (the extension is not trusted: some
-/// mirrors serve decompressed files under `.gz` names and vice versa).
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .with_context(|| format!("{}: corrupt or truncated gzip data", path.display()))?;
-        Ok(out)
+/// An IDX file opened for reading: gunzipped on the fly if it starts with the gzip magic (the extension is not
+/// trusted: some mirrors serve decompressed files under `.gz` names and vice versa). Streaming, so the header is
+/// checked before the body is read and a small `.gz` that inflates to gigabytes costs no more than its header
+/// allows.
+fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut magic = [0u8; 2];
+    let n = read_up_to(&mut file, &mut magic)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let head = std::io::Cursor::new(magic[..n].to_vec());
+    let whole = head.chain(file);
+    Ok(if magic[..n] == [0x1f, 0x8b] {
+        Box::new(GzDecoder::new(whole))
     } else {
-        Ok(raw)
+        Box::new(whole)
+    })
+}
+
+/// Fills `buf` as far as the stream goes; returns how many bytes were read.
+fn read_up_to(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
+    Ok(n)
 }
 
 fn be_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
-/// Checks the magic number, naming the file and, when the magic belongs to the other kind of IDX file, saying so.
-fn check_magic(bytes: &[u8], path: &Path, want: u32) -> Result<()> {
+/// Reads the `len`-byte header of an IDX file of kind `want`, checking its magic number (naming the file and,
+/// when the magic belongs to the other kind of IDX file, saying so).
+fn read_header(r: &mut dyn Read, path: &Path, want: u32, len: usize) -> Result<Vec<u8>> {
     let what = if want == IMAGES_MAGIC {
         "image"
     } else {
         "label"
     };
+    let mut bytes = vec![0u8; len];
+    let n = read_up_to(r, &mut bytes)
+        .with_context(|| format!("{}: corrupt or truncated gzip data", path.display()))?;
     ensure!(
-        bytes.len() >= 4,
-        "{}: file too short ({} bytes) to be an MNIST {what} file",
-        path.display(),
-        bytes.len()
+        n >= 4,
+        "{}: file too short ({n} bytes) to be an MNIST {what} file",
+        path.display()
     );
-    let magic = be_u32(bytes, 0);
+    let magic = be_u32(&bytes, 0);
     if magic != want {
         let hint = match magic {
             IMAGES_MAGIC => " (it is an image file; were the image and label files swapped?)",
@@ -88,24 +112,56 @@ fn check_magic(bytes: &[u8], path: &Path, want: u32) -> Result<()> {
             path.display()
         );
     }
-    Ok(())
+    ensure!(
+        n == len,
+        "{}: truncated IDX header ({n} bytes, need {len})",
+        path.display()
+    );
+    Ok(bytes)
+}
+
+/// Reads the `need` bytes after the header, refusing a body of another length. Memory grows with the data
+/// actually present, never beyond `need` + 1 bytes, whatever the header claims.
+fn read_body(r: &mut dyn Read, path: &Path, need: usize, what: &str) -> Result<Vec<u8>> {
+    ensure!(
+        need as u64 <= limits::MAX_IDX_BYTES,
+        "{}: its header claims {what} of {need} bytes, more than the limit of {} bytes",
+        path.display(),
+        limits::MAX_IDX_BYTES
+    );
+    let mut body = Vec::new();
+    r.take(need as u64 + 1)
+        .read_to_end(&mut body)
+        .with_context(|| format!("{}: corrupt or truncated gzip data", path.display()))?;
+    let have = body.len();
+    if have != need {
+        bail!(
+            "{}: file size does not match its header: {what} need {need} bytes, found {}{}",
+            path.display(),
+            if have > need {
+                "more".to_string()
+            } else {
+                have.to_string()
+            },
+            if have < need {
+                " (truncated download?)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(body)
 }
 
 /// Reads an IDX3 image file (`*-images-idx3-ubyte`, optionally `.gz`).
 pub fn read_idx_images(path: impl AsRef<Path>) -> Result<IdxImages> {
     let path = path.as_ref();
-    let bytes = read_maybe_gz(path)?;
-    check_magic(&bytes, path, IMAGES_MAGIC)?;
-    ensure!(
-        bytes.len() >= 16,
-        "{}: truncated IDX header ({} bytes, need 16)",
-        path.display(),
-        bytes.len()
-    );
+    let mut r = open_maybe_gz(path)?;
+    let header = read_header(&mut r, path, IMAGES_MAGIC, 16)?;
     let (count, rows, cols) = (
-        be_u32(&bytes, 4) as usize,
-        be_u32(&bytes, 8) as usize,
-        be_u32(&bytes, 12) as usize,
+        be_u32(&header, 4) as usize,
+        be_u32(&header, 8) as usize,
+        be_u32(&header, 12) as usize,
     );
     ensure!(
         rows > 0 && cols > 0 && rows <= 4096 && cols <= 4096,
@@ -115,16 +171,12 @@ pub fn read_idx_images(path: impl AsRef<Path>) -> Result<IdxImages> {
     let need = count
         .checked_mul(rows * cols)
         .with_context(|| format!("{}: image count {count} overflows", path.display()))?;
-    let have = bytes.len() - 16;
-    ensure!(
-        have == need,
-        "{}: file size does not match its header: {count} images of {rows}x{cols} need {need} bytes of \
-         pixels, found {have}{}",
-        path.display(),
-        if have < need { " (truncated download?)" } else { "" }
-    );
-    let mut pixels = bytes;
-    pixels.drain(..16);
+    let pixels = read_body(
+        &mut r,
+        path,
+        need,
+        &format!("{count} images of {rows}x{cols} pixels"),
+    )?;
     Ok(IdxImages {
         count,
         rows,
@@ -136,23 +188,10 @@ pub fn read_idx_images(path: impl AsRef<Path>) -> Result<IdxImages> {
 /// Reads an IDX1 label file (`*-labels-idx1-ubyte`, optionally `.gz`).
 pub fn read_idx_labels(path: impl AsRef<Path>) -> Result<Vec<u8>> {
     let path = path.as_ref();
-    let bytes = read_maybe_gz(path)?;
-    check_magic(&bytes, path, LABELS_MAGIC)?;
-    ensure!(
-        bytes.len() >= 8,
-        "{}: truncated IDX header ({} bytes, need 8)",
-        path.display(),
-        bytes.len()
-    );
-    let count = be_u32(&bytes, 4) as usize;
-    let have = bytes.len() - 8;
-    ensure!(
-        have == count,
-        "{}: file size does not match its header: {count} labels need {count} bytes, found {have}{}",
-        path.display(),
-        if have < count { " (truncated download?)" } else { "" }
-    );
-    Ok(bytes[8..].to_vec())
+    let mut r = open_maybe_gz(path)?;
+    let header = read_header(&mut r, path, LABELS_MAGIC, 8)?;
+    let count = be_u32(&header, 4) as usize;
+    read_body(&mut r, path, count, &format!("{count} labels"))
 }
 
 /// The first of `names` (tried with and without `.gz`) that exists in `dir`.
@@ -210,6 +249,18 @@ impl IdxDataset {
         })?;
         let labels = find_file(dir, &label_names);
         let mut ds = IdxDataset::from_files(&images, labels.as_deref(), name, size, channels)?;
+        // Both datasets have the ten classes 0..9; a larger label means a corrupt or foreign label file, which
+        // would silently widen a conditional model.
+        if let (Some(lp), Some(l)) = (&labels, &ds.labels) {
+            if let Some(i) = l.iter().position(|&y| y >= MNIST_CLASSES) {
+                bail!(
+                    "{}: label {} of image {i} is not a {name} class (0 to {})",
+                    lp.display(),
+                    l[i],
+                    MNIST_CLASSES - 1
+                );
+            }
+        }
         ds.name = format!(
             "{name} {}",
             if split == Split::Train {
@@ -536,6 +587,26 @@ mod tests {
         let e = err_of(IdxDataset::open(dir.path(), "mnist", Split::Test, 8, 1));
         assert!(
             e.contains("3 labels") && e.contains("4 images") && e.contains("t10k-labels"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn labels_above_nine_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("train-images-idx3-ubyte"),
+            images_bytes(3, 3, 3, pix),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("train-labels-idx1-ubyte"),
+            labels_bytes(&[1, 200, 3]),
+        )
+        .unwrap();
+        let e = err_of(IdxDataset::open(dir.path(), "mnist", Split::Train, 8, 1));
+        assert!(
+            e.contains("label 200 of image 1") && e.contains("train-labels"),
             "{e}"
         );
     }

@@ -39,6 +39,14 @@ pub fn read_latents(path: impl AsRef<Path>, device: &Device) -> Result<Tensor> {
         path.display(),
         shape
     );
+    if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+        bail!(
+            "{}: latent {} holds {} (at element {i}); latents must be finite numbers",
+            path.display(),
+            i / (data.len() / shape[0]),
+            data[i]
+        );
+    }
     Tensor::from_vec(data, &shape, device).with_context(|| format!("loading {}", path.display()))
 }
 

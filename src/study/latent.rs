@@ -7,6 +7,8 @@
 
 use anyhow::{ensure, Result};
 
+use crate::limits;
+
 /// How to move between two latents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Interp {
@@ -241,7 +243,7 @@ pub fn sweep_latents(z: &[f32], dims: &[usize], values: &[f64]) -> Result<Vec<Ve
 
 /// Parses a dimension list: `3`, `0,4,7`, a half-open range `0..8`, an inclusive one `2..=5`, or a mix
 /// (`0..3,10`). Duplicates are kept: the user asked for those rows.
-pub fn parse_dims(spec: &str) -> Result<Vec<usize>> {
+pub fn parse_dims(spec: &str, nz: usize) -> Result<Vec<usize>> {
     let mut out = vec![];
     for part in spec.split(',').map(str::trim) {
         ensure!(!part.is_empty(), "empty item in dimension list '{spec}'");
@@ -255,14 +257,25 @@ pub fn parse_dims(spec: &str) -> Result<Vec<usize>> {
         if let Some((lo, hi)) = part.split_once("..") {
             let lo = num(lo)?;
             let hi = match hi.strip_prefix('=') {
-                Some(h) => num(h)? + 1,
+                Some(h) => num(h)?.saturating_add(1),
                 None => num(hi)?,
             };
             ensure!(hi > lo, "empty range '{part}' in dimension list '{spec}'");
+            // Checked before the range is expanded: a huge one would fill memory.
+            ensure!(
+                hi <= nz,
+                "dimension range '{part}' goes past the latent's last dimension {} (nz = {nz})",
+                nz - 1
+            );
             out.extend(lo..hi);
         } else {
             out.push(num(part)?);
         }
+        ensure!(
+            out.len() <= limits::MAX_STEPS,
+            "dimension list '{spec}' has more than {} entries",
+            limits::MAX_STEPS
+        );
     }
     Ok(out)
 }
@@ -450,12 +463,21 @@ mod tests {
 
     #[test]
     fn dimension_lists() {
-        assert_eq!(parse_dims("3").unwrap(), vec![3]);
-        assert_eq!(parse_dims("0..4").unwrap(), vec![0, 1, 2, 3]);
-        assert_eq!(parse_dims("2..=4").unwrap(), vec![2, 3, 4]);
-        assert_eq!(parse_dims("0..2, 7,5").unwrap(), vec![0, 1, 7, 5]);
+        assert_eq!(parse_dims("3", 8).unwrap(), vec![3]);
+        assert_eq!(parse_dims("0..4", 8).unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(parse_dims("2..=4", 8).unwrap(), vec![2, 3, 4]);
+        assert_eq!(parse_dims("0..2, 7,5", 8).unwrap(), vec![0, 1, 7, 5]);
         for bad in ["", "a", "3..3", "5..2", "1,,2", "-1"] {
-            assert!(parse_dims(bad).is_err(), "{bad}");
+            assert!(parse_dims(bad, 8).is_err(), "{bad}");
+        }
+        // A range is checked against nz before it is expanded, and the end may be the largest integer.
+        for huge in [
+            "0..18446744073709551615",
+            "0..=18446744073709551615",
+            "5..9",
+        ] {
+            let e = parse_dims(huge, 8).unwrap_err().to_string();
+            assert!(e.contains("nz = 8"), "{huge}: {e}");
         }
     }
 }

@@ -233,6 +233,12 @@ impl TrainConfig {
             "--checkpoint-every must be positive"
         );
         ensure!(self.num_samples > 0, "--num-samples must be positive");
+        ensure!(
+            self.num_samples <= crate::limits::MAX_SAMPLES,
+            "--num-samples {} is more than the limit of {} images per sample grid",
+            self.num_samples,
+            crate::limits::MAX_SAMPLES
+        );
         if let Some(d) = self.g_ema {
             ensure!(
                 d > 0.0 && d < 1.0,

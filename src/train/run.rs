@@ -191,6 +191,9 @@ impl Trainer {
         let device = Device::open(&cfg.device, cfg.precision)?;
         let data = open_loader(&cfg, &device, Some(&state.data))
             .with_context(|| format!("resuming from {}", file.display()))?;
+        let (g_values, d_values) = cfg.model.sizes()?;
+        checkpoint::check_size(&f, "G.", g_values, "generator", &file)?;
+        checkpoint::check_size(&f, "D.", d_values, "discriminator", &file)?;
         let mut gan = Gan::from_config(&cfg, &device)?;
         f.load_store("G.", &mut gan.g.store, "generator", &file)?;
         f.load_store("D.", &mut gan.d.store, "discriminator", &file)?;

@@ -35,8 +35,12 @@ pub fn ok(args: &[&str]) -> Output {
 /// Runs and requires failure with `code`, exactly one `error:` line (progress lines may come first) holding
 /// every needle, and no panic or backtrace. Returns the message from `error:` on.
 pub fn fails(args: &[&str], code: i32, needles: &[&str]) -> String {
-    let o = run(args);
-    let err = stderr(&o);
+    failed(&run(args), args, code, needles)
+}
+
+/// [`fails`] for a run already made (e.g. under a memory cap, see [`capped`]).
+pub fn failed(o: &Output, args: &[&str], code: i32, needles: &[&str]) -> String {
+    let err = stderr(o);
     assert_eq!(o.status.code(), Some(code), "gan-engine {args:?}: {err}");
     assert_eq!(
         err.lines().filter(|l| l.starts_with("error:")).count(),
@@ -55,6 +59,18 @@ pub fn fails(args: &[&str], code: i32, needles: &[&str]) -> String {
         );
     }
     msg.to_string()
+}
+
+/// Runs the binary with its address space capped at `mib` MiB (`ulimit -v`): an allocation beyond it fails, which
+/// aborts the process, so a test sees an exit status 134 instead of a machine thrashing.
+pub fn capped(mib: u64, args: &[&str]) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v {}; exec \"$0\" \"$@\"", mib * 1024))
+        .arg(env!("CARGO_BIN_EXE_gan-engine"))
+        .args(args)
+        .output()
+        .expect("sh runs")
 }
 
 /// The arguments of the tiny run the CLI tests build on: DCGAN on `dataset` at its default size (32×32 for

@@ -32,6 +32,32 @@ fn ladder(image_size: usize) -> Result<Ladder> {
     })
 }
 
+/// Values (parameters and buffers) of G and of D for `cfg`, counted without building them: convolutions have no
+/// bias, a BatchNorm holds weight, bias, running mean and variance (4 per channel) and one batch counter.
+pub fn sizes(cfg: &ModelConfig) -> Result<(u128, u128)> {
+    let Ladder { g, d, k0 } = ladder(cfg.image_size)?;
+    let u = |x: usize| x as u128;
+    let bn = |c: u128| 4 * c + 1;
+    let mut gs = 0;
+    let mut cin = u(cfg.nz + cfg.num_classes);
+    for (i, &m) in g.iter().enumerate() {
+        let cout = u(m * cfg.ngf);
+        let k = u(if i == 0 { k0 } else { 4 });
+        gs += cin * cout * k * k + bn(cout);
+        cin = cout;
+    }
+    gs += cin * u(cfg.channels) * 16;
+    let mut ds = 0;
+    let mut cin = u(cfg.channels + cfg.num_classes);
+    for (i, &m) in d.iter().enumerate() {
+        let cout = u(m * cfg.ndf);
+        ds += cin * cout * 16 + if i > 0 { bn(cout) } else { 0 };
+        cin = cout;
+    }
+    ds += cin * u(k0 * k0);
+    Ok((gs, ds))
+}
+
 /// G: ConvT(nz, m0·ngf, k0, 1, 0) BN ReLU, then ConvT(m·ngf, m'·ngf, 4, 2, 1) BN ReLU per stage, then
 /// ConvT(→ nc, 4, 2, 1) Tanh. A class-conditional G takes nz + num_classes input channels: the one-hot label
 /// joins z as extra 1×1 channels, so the first layer's weights are a learned per-class embedding.

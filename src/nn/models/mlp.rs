@@ -11,6 +11,24 @@ use crate::ops::random::RngStream;
 
 use super::ModelConfig;
 
+/// Values (parameters and buffers) of G and of D for `cfg`, counted without building them: a Linear holds
+/// weight and bias, a BatchNorm1d 4 values per feature and one batch counter.
+pub fn sizes(cfg: &ModelConfig) -> (u128, u128) {
+    let u = |x: usize| x as u128;
+    let lin = |i: u128, o: u128| i * o + o;
+    let h = u(cfg.hidden);
+    let img = u(cfg.image_numel());
+    let mut gs = 0;
+    let mut fin = u(cfg.nz + cfg.num_classes);
+    for m in [1, 2, 4] {
+        gs += lin(fin, m * h) + 4 * m * h + 1;
+        fin = m * h;
+    }
+    gs += lin(fin, img);
+    let ds = lin(img + u(cfg.num_classes), 4 * h) + lin(4 * h, 2 * h) + lin(2 * h, 1);
+    (gs, ds)
+}
+
 /// G: Linear(nz, h) BN ReLU, Linear(h, 2h) BN ReLU, Linear(2h, 4h) BN ReLU, Linear(4h, C·H·W) Tanh.
 /// A class-conditional G's input is z followed by the one-hot label (nz + num_classes features).
 pub fn generator(

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::autograd::{Tape, Var};
 use crate::device::Device;
+use crate::limits;
 use crate::nn::layers::Sequential;
 use crate::nn::params::ParamStore;
 use crate::ops;
@@ -84,6 +85,26 @@ impl ModelConfig {
         ensure!(self.image_size > 0, "the image size must be positive");
         ensure!(self.channels > 0, "the number of channels must be positive");
         ensure!(self.nz > 0, "nz (latent size) must be positive");
+        let bounds = [
+            ("the image size", self.image_size, limits::MAX_IMAGE_SIZE),
+            (
+                "the number of channels",
+                self.channels,
+                limits::MAX_CHANNELS,
+            ),
+            ("nz (latent size)", self.nz, limits::MAX_NZ),
+            ("ngf", self.ngf, limits::MAX_WIDTH),
+            ("ndf", self.ndf, limits::MAX_WIDTH),
+            ("the MLP hidden width", self.hidden, limits::MAX_WIDTH),
+            (
+                "the number of classes",
+                self.num_classes,
+                limits::MAX_CLASSES,
+            ),
+        ];
+        for (what, v, max) in bounds {
+            ensure!(v <= max, "{what} is {v}, more than the limit of {max}");
+        }
         match self.kind {
             ModelKind::Dcgan => {
                 ensure!(
@@ -95,7 +116,25 @@ impl ModelConfig {
             }
             ModelKind::Mlp => ensure!(self.hidden > 0, "the MLP hidden width must be positive"),
         }
+        let (g, d) = self.sizes()?;
+        for (net, n) in [("generator", g), ("discriminator", d)] {
+            ensure!(
+                n <= limits::MAX_PARAMS,
+                "the {net} of {} would have {n} parameters, more than the limit of {}",
+                self.describe(),
+                limits::MAX_PARAMS
+            );
+        }
         Ok(())
+    }
+
+    /// Values (parameters and buffers) of G and of D, counted without building them. The fields must be
+    /// within their limits (as [`validate`](ModelConfig::validate) checks first) for the count not to overflow.
+    pub fn sizes(&self) -> Result<(u128, u128)> {
+        match self.kind {
+            ModelKind::Dcgan => dcgan::sizes(self),
+            ModelKind::Mlp => Ok(mlp::sizes(self)),
+        }
     }
 
     /// Elements of one image, C·H·W.
@@ -302,7 +341,35 @@ impl Generator {
     }
 
     /// [`generate`](Generator::generate) with a class label per latent (`None` for an unconditional model).
+    /// Runs in chunks of [`limits::GENERATE_CHUNK`] latents, so memory for activations stays bounded
+    /// whatever the number of images (eval mode treats every latent on its own).
     pub fn generate_with_labels(&mut self, z: &Tensor, labels: Option<&[u32]>) -> Result<Tensor> {
+        let n = z.shape().first().copied().unwrap_or(0);
+        if n <= limits::GENERATE_CHUNK {
+            return self.generate_chunk(z, labels);
+        }
+        self.cfg.check_labels(labels, n, "generator")?;
+        let nz = z.numel() / n;
+        let host = z.to_vec()?;
+        let mut data = vec![];
+        let mut shape = vec![];
+        for start in (0..n).step_by(limits::GENERATE_CHUNK) {
+            let m = limits::GENERATE_CHUNK.min(n - start);
+            let part = Tensor::from_vec(
+                host[start * nz..(start + m) * nz].to_vec(),
+                &[m, nz],
+                &z.device(),
+            )?;
+            let l = labels.map(|l| &l[start..start + m]);
+            let y = self.generate_chunk(&part, l)?;
+            shape = y.shape().to_vec();
+            data.extend(y.to_vec()?);
+        }
+        shape[0] = n;
+        Tensor::from_vec(data, &shape, &self.store.device)
+    }
+
+    fn generate_chunk(&mut self, z: &Tensor, labels: Option<&[u32]>) -> Result<Tensor> {
         let mut tape = Tape::no_grad();
         let z = tape.constant(z.to_device(&self.store.device)?);
         let y = self.forward_labelled(&mut tape, z, labels, false)?;
@@ -464,6 +531,112 @@ mod tests {
         assert_eq!(g_names.len(), 5 + 4 * 5);
         let d_names: Vec<String> = shapes(&d.store).into_iter().map(|(n, _)| n).collect();
         assert_eq!(d_names.len(), 5 + 3 * 5);
+    }
+
+    #[test]
+    fn sizes_count_every_value_of_the_built_models() {
+        let mut rng = RngStream::new(2);
+        for (kind, size, nc, classes) in [
+            (ModelKind::Dcgan, 64, 3, 0),
+            (ModelKind::Dcgan, 32, 1, 10),
+            (ModelKind::Dcgan, 28, 1, 3),
+            (ModelKind::Mlp, 28, 1, 0),
+            (ModelKind::Mlp, 16, 3, 5),
+        ] {
+            let c = ModelConfig {
+                ngf: 8,
+                ndf: 6,
+                nz: 16,
+                hidden: 12,
+                num_classes: classes,
+                ..cfg(kind, size, nc)
+            };
+            let g = Generator::new(&c, &Device::Cpu, &mut rng).unwrap();
+            let d = Discriminator::new(&c, &Device::Cpu, &mut rng).unwrap();
+            let count = |s: &ParamStore| -> u128 {
+                s.named_tensors()
+                    .iter()
+                    .map(|(_, t)| t.numel() as u128)
+                    .sum()
+            };
+            assert_eq!(
+                c.sizes().unwrap(),
+                (count(&g.store), count(&d.store)),
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn huge_models_are_refused_before_anything_is_built() {
+        for (c, needle) in [
+            (
+                ModelConfig {
+                    ngf: 10_000_000,
+                    ..ModelConfig::default()
+                },
+                "ngf is 10000000",
+            ),
+            (
+                ModelConfig {
+                    nz: usize::MAX,
+                    ..ModelConfig::default()
+                },
+                "nz (latent size)",
+            ),
+            (
+                ModelConfig {
+                    num_classes: 1 << 40,
+                    ..ModelConfig::default()
+                },
+                "classes",
+            ),
+            (
+                ModelConfig {
+                    ngf: 8192,
+                    ..ModelConfig::default()
+                },
+                "parameters, more than the limit",
+            ),
+        ] {
+            let e = Generator::new(&c, &Device::Cpu, &mut RngStream::new(0))
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn generating_in_chunks_matches_one_pass() {
+        let c = ModelConfig {
+            ngf: 4,
+            ndf: 4,
+            nz: 5,
+            num_classes: 3,
+            ..cfg(ModelKind::Dcgan, 28, 1)
+        };
+        let mut g = Generator::new(&c, &Device::Cpu, &mut RngStream::new(4)).unwrap();
+        let n = limits::GENERATE_CHUNK + 3;
+        let z = RngStream::new(5)
+            .normal(&[n, 5], 0.0, 1.0, &Device::Cpu)
+            .unwrap();
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+        let all = g.generate_with_labels(&z, Some(&labels)).unwrap();
+        assert_eq!(all.shape(), [n, 1, 28, 28]);
+        let tail = Tensor::from_vec(
+            z.to_vec().unwrap()[(n - 3) * 5..].to_vec(),
+            &[3, 5],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let last = g
+            .generate_with_labels(&tail, Some(&labels[n - 3..]))
+            .unwrap();
+        assert_eq!(
+            all.to_vec().unwrap()[(n - 3) * 784..],
+            last.to_vec().unwrap()[..]
+        );
     }
 
     #[test]
