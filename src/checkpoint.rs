@@ -394,6 +394,34 @@ pub fn generator_prefix(f: &TensorFile) -> &'static str {
     }
 }
 
+/// `__metadata__` key of the training step a run's generator file was saved at (files saved before it existed
+/// have none).
+pub const STEP_KEY: &str = "step";
+
+/// The generator file of the model under `prefix` (`G.` or [`G_EMA_PREFIX`]) of full checkpoint `ck`, saved at
+/// training step `step`: the same tensors, under their plain names.
+pub fn generator_from(ck: &TensorFile, prefix: &str, step: u64) -> Result<TensorFile> {
+    let mut f = TensorFile::new(FORMAT_GENERATOR);
+    let model = ck
+        .metadata
+        .get(MODEL_KEY)
+        .ok_or_else(|| anyhow!("internal: a checkpoint without its model config"))?;
+    f.metadata.insert(MODEL_KEY.into(), model.clone());
+    f.metadata.insert(STEP_KEY.into(), step.to_string());
+    for (name, t) in &ck.tensors {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            f.tensors.insert(rest.to_string(), t.clone());
+        }
+    }
+    Ok(f)
+}
+
+/// The training step a run's generator file at `path` was saved at, if it says.
+pub fn saved_step(path: &Path) -> Option<u64> {
+    let f = TensorFile::load(path).ok()?;
+    f.metadata.get(STEP_KEY)?.parse().ok()
+}
+
 /// Saves G's state_dict alone, in the PyTorch-loadable layout.
 pub fn save_generator(path: &Path, cfg: &ModelConfig, g: &ParamStore) -> Result<()> {
     let mut f = TensorFile::new(FORMAT_GENERATOR);

@@ -30,3 +30,6 @@ pub const MAX_STEPS: usize = 1024;
 pub const MAX_GIF_SIZE: u32 = 4096;
 /// Elements of a `.npy` array read from the user (latents).
 pub const MAX_NPY_ELEMENTS: u64 = 1 << 28;
+/// The largest magnitude a checkpoint may hold: a weight, BN statistic or optimiser moment beyond it means the
+/// run diverged (its square overflows f32 at 1.8e19), and such a checkpoint would diverge again on resume.
+pub const MAX_SAVED_ABS: f32 = 1e18;

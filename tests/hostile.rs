@@ -273,3 +273,313 @@ fn nan_latents_and_clip_without_wgan_are_refused() {
     );
     eprintln!("hostile flags: 2 bad inputs, 2 clear errors");
 }
+
+/// The bytes of every file of a run directory (top level and samples/), by name, without the lock file.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = vec![];
+    for sub in ["", "samples"] {
+        let d = dir.join(sub);
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_file() && !p.ends_with(".lock") {
+                out.push((
+                    format!("{sub}/{}", p.file_name().unwrap().to_string_lossy()),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn step_of(file: &Path) -> u64 {
+    let f = TensorFile::load(file).unwrap();
+    match f.metadata.get("state") {
+        Some(s) => serde_json::from_str::<serde_json::Value>(s).unwrap()["step"]
+            .as_u64()
+            .unwrap(),
+        None => f.metadata["step"].parse().unwrap(),
+    }
+}
+
+#[test]
+fn a_run_is_never_replaced_without_overwrite_nor_cleared_by_a_failed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = tiny_run(dir.path(), "a", "2");
+    let b = dir.path().join("b");
+    tiny_train("balls", &b, &["--steps", "1", "--seed", "7"]);
+    let before = snapshot(&b);
+    // Continuing A into B, which holds another run, is refused like a fresh run into B.
+    fails(
+        &[
+            "train",
+            "--resume",
+            s(&a),
+            "--out",
+            s(&b),
+            "--steps",
+            "3",
+            "--quiet",
+        ],
+        1,
+        &["already holds another run", "--overwrite"],
+    );
+    assert_eq!(snapshot(&b), before, "B untouched");
+    // A new run that fails at its first step (every picture of its folder is truncated) leaves B whole, even
+    // with --overwrite.
+    let pics = dir.path().join("pics");
+    std::fs::create_dir_all(&pics).unwrap();
+    for i in 0..6 {
+        let img = image::RgbImage::from_fn(40, 40, |x, y| {
+            image::Rgb([x as u8 * 6, y as u8 * 6, i * 40])
+        });
+        let mut png = vec![];
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        std::fs::write(pics.join(format!("{i}.png")), &png[..png.len() / 2]).unwrap();
+    }
+    let spec = format!("folder:{}", s(&pics));
+    fails(
+        &common::cli::tiny_train_args(&spec, &b, &["--overwrite"]),
+        1,
+        &["decode"],
+    );
+    assert_eq!(
+        snapshot(&b),
+        before,
+        "B untouched by a run that never started"
+    );
+    // With --overwrite, continuing A into B replaces B's run entirely: nothing of B's is mixed in.
+    let o = common::cli::ok(&[
+        "train",
+        "--resume",
+        s(&a),
+        "--out",
+        s(&b),
+        "--steps",
+        "3",
+        "--overwrite",
+        "--quiet",
+    ]);
+    drop(o);
+    let csv = std::fs::read_to_string(b.join("metrics.csv")).unwrap();
+    let steps: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(steps, ["3"], "{csv}");
+    assert!(
+        !b.join("samples/step_000001.png").exists(),
+        "B's old grids are gone"
+    );
+    assert_eq!(step_of(&b.join("checkpoint.safetensors")), 3);
+    assert_eq!(step_of(&b.join("generator.safetensors")), 3);
+    eprintln!("hostile run directories: 3 bad inputs, 3 clear errors, 0 runs lost data");
+}
+
+#[test]
+fn a_diverging_run_keeps_a_checkpoint_that_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path(), "run", "2");
+    let r = s(&run);
+    // G's weights reach ~1e30 at step 3 while the losses are still finite; step 4's loss is NaN.
+    fails(
+        &[
+            "train",
+            "--resume",
+            r,
+            "--steps",
+            "8",
+            "--lr-g",
+            "1e30",
+            "--checkpoint-every",
+            "1",
+            "--quiet",
+        ],
+        1,
+        &["diverged"],
+    );
+    let ck = TensorFile::load(&run.join("checkpoint.safetensors")).unwrap();
+    for (name, t) in &ck.tensors {
+        assert!(
+            t.data.iter().all(|v| v.abs() <= 1e18),
+            "{name} was saved diverged"
+        );
+    }
+    // The kept checkpoint trains on with a sane learning rate.
+    common::cli::ok(&["train", "--resume", r, "--steps", "5", "--quiet"]);
+    eprintln!("hostile divergence: 1 bad input, 1 clear error, 0 runs lost data");
+}
+
+/// Starts a training into `out` that would run for long, and waits until it has written its first checkpoint.
+fn start_long_run(out: &Path, resume: bool) -> std::process::Child {
+    let mut args: Vec<&str> = vec![
+        "train",
+        "--steps",
+        "100000",
+        "--checkpoint-every",
+        "1",
+        "--quiet",
+    ];
+    if resume {
+        args.extend(["--resume", s(out)]);
+    } else {
+        args.extend([
+            "--ngf",
+            "8",
+            "--ndf",
+            "8",
+            "--nz",
+            "16",
+            "--batch-size",
+            "4",
+            "--out",
+            s(out),
+        ]);
+    }
+    let before = std::fs::metadata(out.join("checkpoint.safetensors"))
+        .and_then(|m| m.modified())
+        .ok();
+    let child = common::cli::bin()
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    loop {
+        let now = std::fs::metadata(out.join("checkpoint.safetensors"))
+            .and_then(|m| m.modified())
+            .ok();
+        if now.is_some() && now != before {
+            return child;
+        }
+        assert!(t0.elapsed().as_secs() < 60, "no checkpoint after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn a_second_writer_is_refused_and_sigint_saves_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let first = start_long_run(&run, false);
+    for extra in [
+        &["--resume", s(&run)][..],
+        &["--overwrite", "--out", s(&run)][..],
+    ] {
+        // Bounded, so that without the lock the second writer would finish (and the test fail) quickly.
+        let mut args = vec!["train", "--steps", "30", "--quiet"];
+        args.extend(extra);
+        fails(&args, 1, &["in use by another training"]);
+    }
+    signal(&first, "-INT");
+    let o = first.wait_with_output().unwrap();
+    let err = common::cli::stderr(&o);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted: the run is saved at step") && err.contains("--resume"),
+        "{err}"
+    );
+    assert!(!err.contains("error:"), "{err}");
+    let step = step_of(&run.join("checkpoint.safetensors"));
+    assert_eq!(step_of(&run.join("generator.safetensors")), step);
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert!(
+        csv.lines().last().unwrap().starts_with(&format!("{step},")),
+        "{csv}"
+    );
+    common::cli::ok(&[
+        "train",
+        "--resume",
+        s(&run),
+        "--steps",
+        &(step + 2).to_string(),
+        "--quiet",
+    ]);
+
+    // A second Ctrl-C while the first is being handled ends the process at once, still with status 130.
+    let again = start_long_run(&run, true);
+    signal(&again, "-INT");
+    signal(&again, "-INT");
+    let o = again.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", common::cli::stderr(&o));
+    TensorFile::load(&run.join("checkpoint.safetensors")).unwrap();
+    eprintln!("hostile writers and signals: 2 bad inputs, 2 clear errors, 0 runs lost data");
+}
+
+#[test]
+fn kill_9_at_random_points_always_leaves_a_consistent_resumable_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    // A fixed-seed LCG picks the kill delays, so a failure reproduces.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut last_step = 0;
+    let kills = 5;
+    for k in 0..kills {
+        let child = start_long_run(&run, k > 0);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(std::time::Duration::from_millis(20 + (x >> 33) % 300));
+        signal(&child, "-KILL");
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), None, "killed by the signal");
+        let step = step_of(&run.join("checkpoint.safetensors"));
+        assert!(
+            step >= last_step.max(1),
+            "kill {k}: checkpoint went back from {last_step} to {step}"
+        );
+        // The generator is at the checkpoint's step, or one save behind if the kill fell between the two
+        // writes (the next resume brings it up).
+        let g = step_of(&run.join("generator.safetensors"));
+        assert!(
+            g == step || g + 1 == step,
+            "kill {k}: generator at {g}, checkpoint at {step}"
+        );
+        last_step = step;
+    }
+    common::cli::ok(&[
+        "train",
+        "--resume",
+        s(&run),
+        "--steps",
+        &(last_step + 2).to_string(),
+        "--quiet",
+    ]);
+    let step = step_of(&run.join("checkpoint.safetensors"));
+    assert_eq!(step, last_step + 2);
+    assert_eq!(step_of(&run.join("generator.safetensors")), step);
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let steps: Vec<u64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        steps.windows(2).all(|w| w[0] < w[1]),
+        "one row per step: {csv}"
+    );
+    let tmp: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            n.ends_with(".tmp").then_some(n)
+        })
+        .collect();
+    assert!(tmp.is_empty(), "stale temporaries: {tmp:?}");
+    eprintln!("hostile kill -9: {kills} kills, 0 runs lost data");
+}

@@ -11,6 +11,8 @@ mod plot;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -24,7 +26,8 @@ use crate::nn::models::ModelKind;
 use crate::ops::random::RngStream;
 use crate::train::config::{Duration, LossKind, OptimizerKind, TrainConfig};
 use crate::train::gan::{stream_seed, STREAM_FIXED_Z};
-use crate::train::run::{grid_columns, read_checkpoint_config, Progress, Trainer};
+use crate::train::run::{grid_columns, read_checkpoint_config, Interrupted, Progress, Trainer};
+use crate::train::rundir::Claim;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -276,6 +279,11 @@ pub fn main() -> ExitCode {
     }));
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
+        // Stopped by SIGINT / SIGTERM with everything saved: said as such, with the shell's status for it.
+        Ok(Err(e)) if e.is::<Interrupted>() => {
+            eprintln!("{e}");
+            ExitCode::from(130)
+        }
         Ok(Err(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
@@ -472,18 +480,36 @@ fn fmt_secs(s: f64) -> String {
     }
 }
 
+/// A flag that SIGINT and SIGTERM set, for the training loop to stop after its current step with everything
+/// saved. A second signal while it is set ends the process at once with status 130, as a second Ctrl-C should.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as it was before this signal.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+            .context("cannot install the signal handlers")?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("cannot install the signal handlers")?;
+    }
+    Ok(stop)
+}
+
 fn train(a: TrainArgs) -> Result<()> {
     let (cfg, resume) = train_config(&a)?;
-    if resume.is_none() && !a.overwrite && cfg.out.join(checkpoint::CHECKPOINT_FILE).exists() {
-        bail!(
-            "{} already holds a run; continue it with --resume {0}, or pass --overwrite or another --out",
-            cfg.out.display()
-        );
-    }
+    // The directory of the run a --resume continues.
+    let from = resume.as_ref().map(|p| match p.is_dir() {
+        true => p.clone(),
+        false => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+    });
+    let claim = Claim::acquire(&cfg.out, from.as_deref(), a.overwrite)?;
+    let stop = stop_on_signals()?;
     let mut t = match &resume {
         None => Trainer::new(cfg)?,
         Some(p) => Trainer::resume(p, cfg)?,
     };
+    t.claim = Some(claim);
+    t.stop = Some(stop);
     let cfg = t.cfg.clone();
     let verb = if resume.is_some() {
         format!("resuming at step {} of", t.step)

@@ -15,6 +15,8 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -26,6 +28,7 @@ use crate::checkpoint::{
     G_EMA_PREFIX, MODEL_KEY,
 };
 use crate::device::Device;
+use crate::limits;
 use crate::nn::models::Generator;
 use crate::ops::random::RngStream;
 use crate::tensor::Tensor;
@@ -34,6 +37,7 @@ use super::config::{Duration, TrainConfig};
 use super::data::open_loader;
 use super::gan::{stream_seed, Gan, StepMetrics, STREAM_FIXED_Z};
 use super::graph::StepGraph;
+use super::rundir::{same_dir, Claim};
 use crate::data::{Loader, LoaderState};
 
 pub const METRICS_FILE: &str = "metrics.csv";
@@ -83,6 +87,21 @@ pub struct Trainer {
     tape: Tape,
     /// The captured iteration of `--cuda-graph` (made by the first step).
     graph: Option<StepGraph>,
+    /// The run directory, held for this training (the CLI's; a library caller may train without one).
+    pub claim: Option<Claim>,
+    /// Set (by a SIGINT / SIGTERM handler) to stop after the current step, with everything saved.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// The step of the last checkpoint written or resumed from.
+    saved_step: u64,
+}
+
+/// The error [`Trainer::run`] returns when it stopped early because [`Trainer::stop`] was set; the run was saved
+/// at `step`.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: the run is saved at step {step}; continue it with --resume {}", out.display())]
+pub struct Interrupted {
+    pub step: u64,
+    pub out: PathBuf,
 }
 
 /// An exponential moving average of G's parameters, kept in a second generator: after every iteration
@@ -166,6 +185,9 @@ impl Trainer {
             elapsed_before,
             tape: Tape::new(),
             graph: None,
+            claim: None,
+            stop: None,
+            saved_step: step,
         })
     }
 
@@ -212,6 +234,12 @@ impl Trainer {
             }
         };
         let t = Trainer::assemble(cfg, gan, data, g_ema, state.step, state.elapsed_s)?;
+        // A crash between the checkpoint's write and the generators' leaves them a save behind: bring them to
+        // the checkpoint's step (only in the run's own directory; another --out is written from the first step).
+        let own_dir = file.parent().is_some_and(|d| same_dir(d, &t.cfg.out));
+        if own_dir && checkpoint::saved_step(&t.cfg.out.join(GENERATOR_FILE)) != Some(state.step) {
+            t.save_generators(&f)?;
+        }
         if t.step >= t.total_steps {
             bail!(
                 "the run in {} is already at step {} of {}; give a larger --steps (the total) to train further",
@@ -312,25 +340,42 @@ impl Trainer {
         Ok(f)
     }
 
-    /// Writes `generator.safetensors`, `generator_ema.safetensors` with --g-ema, and `checkpoint.safetensors`
-    /// (each atomically).
-    pub fn save_checkpoint(&self, elapsed_s: f64) -> Result<()> {
-        let out = &self.cfg.out;
-        checkpoint::save_generator(
-            &out.join(GENERATOR_FILE),
-            &self.cfg.model,
-            &self.gan.g.store,
-        )?;
-        let ema_file = out.join(GENERATOR_EMA_FILE);
-        match &self.g_ema {
-            Some(avg) => checkpoint::save_generator(&ema_file, &self.cfg.model, &avg.g.store)?,
-            // Left by a replaced (--overwrite) run, it would be taken for this run's generator.
-            None if ema_file.exists() => fs::remove_file(&ema_file)
-                .with_context(|| format!("cannot remove the stale {}", ema_file.display()))?,
-            None => {}
+    /// Writes `checkpoint.safetensors`, then `generator.safetensors` and, with --g-ema,
+    /// `generator_ema.safetensors` (each atomically), all three stamped with the step. The checkpoint goes
+    /// first: it is what a resume reads, and a resume rewrites generator files left at an older step by a
+    /// crash between the writes. Nothing is written if any value is not finite or beyond
+    /// [`limits::MAX_SAVED_ABS`]: the last good checkpoint stays, and the error names the tensor.
+    pub fn save_checkpoint(&mut self, elapsed_s: f64) -> Result<()> {
+        let ck = self.checkpoint_file(elapsed_s)?;
+        if let Some((name, v)) = first_diverged(&ck) {
+            bail!(
+                "step {}: {name} holds {v}; the training diverged (try a lower learning rate). Nothing was saved: \
+                 {} keeps step {}",
+                self.step,
+                self.cfg.out.join(CHECKPOINT_FILE).display(),
+                self.saved_step
+            );
         }
-        self.checkpoint_file(elapsed_s)?
-            .save(&self.cfg.out.join(CHECKPOINT_FILE))
+        ck.save(&self.cfg.out.join(CHECKPOINT_FILE))?;
+        self.save_generators(&ck)?;
+        self.saved_step = self.step;
+        Ok(())
+    }
+
+    /// The generator files of the run, from the tensors of checkpoint `ck`.
+    fn save_generators(&self, ck: &TensorFile) -> Result<()> {
+        let out = &self.cfg.out;
+        let step = ck.get_json::<TrainState>(STATE_KEY, out)?.step;
+        checkpoint::generator_from(ck, "G.", step)?.save(&out.join(GENERATOR_FILE))?;
+        let ema_file = out.join(GENERATOR_EMA_FILE);
+        if ck.tensors.keys().any(|k| k.starts_with(G_EMA_PREFIX)) {
+            checkpoint::generator_from(ck, G_EMA_PREFIX, step)?.save(&ema_file)?;
+        } else if ema_file.exists() {
+            // Left by a replaced (--overwrite) run, it would be taken for this run's generator.
+            fs::remove_file(&ema_file)
+                .with_context(|| format!("cannot remove the stale {}", ema_file.display()))?;
+        }
+        Ok(())
     }
 
     /// Trains to `total_steps`, writing metrics, samples and checkpoints on schedule and at the end.
@@ -344,7 +389,8 @@ impl Trainer {
             0 => None,
             _ => Some(crate::fid::FidMonitor::new(&self.cfg, &self.gan.device)?),
         };
-        let mut csv = MetricsCsv::open(&out.join(METRICS_FILE), self.step, fid.is_some())?;
+        // Opened after the first step succeeds, so a run that fails at once leaves the directory as it was.
+        let mut csv = None;
         let session = Instant::now();
         let mut window_start = Instant::now();
         let mut window_images = 0usize;
@@ -353,6 +399,16 @@ impl Trainer {
         let mut plot_warned = false;
         while self.step < self.total_steps {
             let m = self.train_step()?;
+            let csv = match &mut csv {
+                Some(c) => c,
+                None => {
+                    if let Some(c) = &mut self.claim {
+                        c.clear_replaced()?;
+                    }
+                    let c = MetricsCsv::open(&out.join(METRICS_FILE), m.step - 1, fid.is_some())?;
+                    csv.insert(c)
+                }
+            };
             window_images += m.images;
             session_images += m.images;
             let dt = window_start.elapsed().as_secs_f64();
@@ -366,7 +422,9 @@ impl Trainer {
             let img_per_s = img_per_s.unwrap_or_else(|| {
                 session_images as f64 / session.elapsed().as_secs_f64().max(1e-9)
             });
-            let last = self.step == self.total_steps;
+            let stopping = self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+            // An interrupted session ends like a finished one: a metrics row, a grid and a checkpoint.
+            let last = self.step == self.total_steps || stopping;
             let elapsed = self.elapsed_s(&session);
             let fid_now = match &fid {
                 Some(f) if m.step % self.cfg.fid_every == 0 || last => {
@@ -392,9 +450,27 @@ impl Trainer {
                 img_per_s,
                 elapsed_s: elapsed,
             });
+            if stopping {
+                return Err(Interrupted {
+                    step: self.step,
+                    out: self.cfg.out.clone(),
+                }
+                .into());
+            }
         }
         Ok(())
     }
+}
+
+/// The first value of a checkpoint that is not finite or beyond [`limits::MAX_SAVED_ABS`] (a diverged run), with
+/// the name of its tensor.
+fn first_diverged(f: &TensorFile) -> Option<(&str, f32)> {
+    f.tensors.iter().find_map(|(name, t)| {
+        t.data
+            .iter()
+            .find(|v| !(v.abs() <= limits::MAX_SAVED_ABS))
+            .map(|&v| (name.as_str(), v))
+    })
 }
 
 /// Images per row of a sample grid of `n` images: a square as near as can be.
