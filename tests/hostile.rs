@@ -583,3 +583,288 @@ fn kill_9_at_random_points_always_leaves_a_consistent_resumable_run() {
     assert!(tmp.is_empty(), "stale temporaries: {tmp:?}");
     eprintln!("hostile kill -9: {kills} kills, 0 runs lost data");
 }
+
+#[test]
+fn a_run_resumes_from_any_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let data = work.join("m");
+    std::fs::create_dir_all(&data).unwrap();
+    // A tiny MNIST-format set: 8 images of 28x28.
+    let mut imgs = vec![0, 0, 8, 3, 0, 0, 0, 8, 0, 0, 0, 28, 0, 0, 0, 28];
+    imgs.extend((0..8 * 784).map(|i| (i * 7 % 256) as u8));
+    std::fs::write(data.join("train-images-idx3-ubyte"), imgs).unwrap();
+    let run = dir.path().join("run");
+    let train = |cwd: &Path, args: &[&str]| {
+        let o = common::cli::bin()
+            .current_dir(cwd)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", common::cli::stderr(&o));
+    };
+    train(
+        &work,
+        &common::cli::tiny_train_args("mnist:m", &run, &["--steps", "1"]),
+    );
+    // Resumed from elsewhere, the relative path given at the start still finds the data.
+    train(
+        dir.path(),
+        &["train", "--resume", s(&run), "--steps", "2", "--quiet"],
+    );
+    // A dataset that is gone is named with the path that was tried.
+    std::fs::remove_dir_all(&data).unwrap();
+    fails(
+        &["train", "--resume", s(&run), "--steps", "3", "--quiet"],
+        1,
+        &[s(&data)],
+    );
+    eprintln!("hostile resume elsewhere: 1 bad input, 1 clear error");
+}
+
+/// A seeded xorshift generator: the mutation loops below are reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// A mutant of `valid`: random byte flips, a truncation, an insertion, or a 4-byte field set to an extreme
+/// value, biased towards the first `header` bytes where the sizes live.
+fn mutate(rng: &mut Rng, valid: &[u8], header: usize) -> Vec<u8> {
+    let mut b = valid.to_vec();
+    let at = |rng: &mut Rng, len: usize| {
+        if rng.below(2) == 0 {
+            rng.below(header.min(len))
+        } else {
+            rng.below(len)
+        }
+    };
+    match rng.below(5) {
+        0 => {
+            for _ in 0..1 + rng.below(4) {
+                let i = at(rng, b.len());
+                b[i] ^= 1 << rng.below(8);
+            }
+        }
+        1 => b.truncate(rng.below(valid.len())),
+        2 => {
+            let i = at(rng, b.len());
+            let extra: Vec<u8> = (0..1 + rng.below(16)).map(|_| rng.next() as u8).collect();
+            b.splice(i..i, extra);
+        }
+        3 => {
+            let i = at(rng, b.len().saturating_sub(4));
+            let v: [u8; 4] = match rng.below(3) {
+                0 => [0xff; 4],
+                1 => [0; 4],
+                _ => (rng.next() as u32).to_le_bytes(),
+            };
+            let end = (i + 4).min(b.len());
+            b[i..end].copy_from_slice(&v[..end - i]);
+        }
+        _ => {
+            // A digit of a JSON header turned into many: sizes in metadata grow by orders of magnitude.
+            let digits: Vec<usize> = b[..header.min(b.len())]
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.is_ascii_digit())
+                .map(|(i, _)| i)
+                .collect();
+            if !digits.is_empty() {
+                let i = digits[rng.below(digits.len())];
+                b.splice(i..i, std::iter::repeat_n(b'9', 1 + rng.below(12)));
+            }
+        }
+    }
+    b
+}
+
+/// Counts of one mutation loop.
+#[derive(Default)]
+struct Tally {
+    tried: usize,
+    errors: usize,
+    accepted: usize,
+    panics: usize,
+}
+
+impl Tally {
+    /// Runs `read` on one mutant, counting its outcome; an error must name `what` (the file).
+    fn run(&mut self, what: &str, read: impl FnOnce() -> gan_engine::Result<()>) {
+        self.tried += 1;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
+            Ok(Ok(())) => self.accepted += 1,
+            Ok(Err(e)) => {
+                let msg = format!("{e:#}");
+                assert!(
+                    msg.contains(what),
+                    "an error that does not name {what}: {msg}"
+                );
+                self.errors += 1;
+            }
+            Err(_) => self.panics += 1,
+        }
+    }
+
+    fn report(&self, format: &str) {
+        eprintln!(
+            "hostile {format}: {} mutants, {} clear errors, {} accepted, {} panics",
+            self.tried, self.errors, self.accepted, self.panics
+        );
+        assert_eq!(self.panics, 0, "{format}: a reader panicked");
+    }
+}
+
+const MUTANTS: usize = 400;
+
+#[test]
+fn mutated_idx_files_are_errors_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut valid = vec![0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 5, 0, 0, 0, 5];
+    valid.extend((0..75).map(|i| i as u8 * 3));
+    let labels = vec![0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3];
+    let gz = |b: &[u8]| gz_bomb(b, 0);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut t = Tally::default();
+    let p = dir.path().join("train-images-idx3-ubyte");
+    let lp = dir.path().join("train-labels-idx1-ubyte");
+    for i in 0..MUTANTS {
+        let (base, path) = if i % 4 == 3 {
+            (&labels, &lp)
+        } else {
+            (&valid, &p)
+        };
+        let m = mutate(&mut rng, base, 16);
+        // Every other mutant is gzipped (a valid stream of mutated content); some gzip streams are mutated.
+        let bytes = match i % 3 {
+            0 => m,
+            1 => gz(&m),
+            _ => mutate(&mut rng, &gz(base), 24),
+        };
+        std::fs::write(path, &bytes).unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        if path == &p {
+            t.run(name, || gan_engine::data::read_idx_images(path).map(drop));
+        } else {
+            t.run(name, || gan_engine::data::read_idx_labels(path).map(drop));
+        }
+    }
+    t.report("IDX");
+}
+
+#[test]
+fn mutated_npy_latents_are_errors_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("z.npy");
+    let z = gan_engine::Tensor::from_vec(
+        (0..24).map(|i| i as f32 / 7.0).collect(),
+        &[3, 8],
+        &gan_engine::Device::Cpu,
+    )
+    .unwrap();
+    gan_engine::io::write_npy(&p, &z).unwrap();
+    let valid = std::fs::read(&p).unwrap();
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut t = Tally::default();
+    for _ in 0..MUTANTS {
+        std::fs::write(&p, mutate(&mut rng, &valid, 128)).unwrap();
+        t.run("z.npy", || {
+            gan_engine::io::read_latents(&p, &gan_engine::Device::Cpu).map(drop)
+        });
+    }
+    t.report("npy");
+}
+
+#[test]
+fn mutated_safetensors_generators_are_errors_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path(), "run", "1");
+    let valid = std::fs::read(run.join("generator.safetensors")).unwrap();
+    let header = 8 + u64::from_le_bytes(valid[..8].try_into().unwrap()) as usize;
+    let p = dir.path().join("g.safetensors");
+    let mut rng = Rng(0x0dd_b1a5_e5ca_1ab1);
+    let mut t = Tally::default();
+    for _ in 0..MUTANTS {
+        std::fs::write(&p, mutate(&mut rng, &valid, header)).unwrap();
+        t.run("g.safetensors", || {
+            gan_engine::checkpoint::load_generator(&p, &gan_engine::Device::Cpu).map(drop)
+        });
+    }
+    t.report("safetensors");
+}
+
+#[test]
+fn mutated_pictures_in_a_folder_are_errors_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image::RgbImage::from_fn(24, 20, |x, y| image::Rgb([x as u8 * 9, y as u8 * 11, 77]));
+    let mut valid = vec![];
+    for fmt in [image::ImageFormat::Png, image::ImageFormat::Jpeg] {
+        let mut b = vec![];
+        img.write_to(&mut std::io::Cursor::new(&mut b), fmt)
+            .unwrap();
+        valid.push((
+            b,
+            if fmt == image::ImageFormat::Png {
+                "png"
+            } else {
+                "jpg"
+            },
+        ));
+    }
+    let mut rng = Rng(0xfeed_face_cafe_beef);
+    let mut t = Tally::default();
+    for i in 0..MUTANTS / 2 {
+        let folder = dir.path().join(format!("f{i}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let (b, ext) = &valid[i % 2];
+        std::fs::write(folder.join(format!("x.{ext}")), mutate(&mut rng, b, 64)).unwrap();
+        let name = format!("f{i}");
+        t.run(&name, || {
+            let ds = gan_engine::data::FolderDataset::open(&folder, 16, 3, 1)?;
+            gan_engine::data::Dataset::get(&ds, 0).map(drop)
+        });
+    }
+    t.report("image folder");
+}
+
+#[test]
+fn resuming_with_another_cpu_thread_count_says_it_is_not_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let go = |threads: &str, args: &[&str]| {
+        let o = common::cli::bin()
+            .env("RAYON_NUM_THREADS", threads)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", common::cli::stderr(&o));
+        common::cli::stderr(&o)
+    };
+    go(
+        "2",
+        &common::cli::tiny_train_args("balls", &run, &["--steps", "1"]),
+    );
+    let err = go(
+        "1",
+        &["train", "--resume", s(&run), "--steps", "2", "--quiet"],
+    );
+    assert!(
+        err.contains("warning: the run was computed with 2 CPU threads and resumes with 1"),
+        "{err}"
+    );
+    assert!(err.contains("RAYON_NUM_THREADS=2"), "{err}");
+    let err = go(
+        "1",
+        &["train", "--resume", s(&run), "--steps", "3", "--quiet"],
+    );
+    assert!(!err.contains("warning"), "same count, no warning: {err}");
+}

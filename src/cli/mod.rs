@@ -361,6 +361,10 @@ pub fn train_config(a: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
     set!(m.ndf, a.ndf);
     set!(m.hidden, a.hidden);
     set!(cfg.dataset, a.dataset);
+    // Recorded with an absolute directory, so the run resumes from any working directory.
+    if resume.is_none() || a.dataset.is_some() {
+        cfg.dataset = crate::data::absolute_spec(&cfg.dataset);
+    }
     set!(cfg.batch_size, a.batch_size);
     if let Some(s) = a.steps {
         cfg.duration = Duration::Steps(s);

@@ -160,7 +160,18 @@ impl FolderDataset {
     /// Decodes and prepares one picture: composite any transparency onto white (transparent pixels' colours
     /// are arbitrary, often black), crop the centre square, shrink, convert to `[-1, 1]` CHW.
     fn load(&self, path: &Path) -> Result<Vec<f32>> {
-        let img = ImageReader::open(path)?.with_guessed_format()?.decode()?;
+        let bytes = std::fs::read(path)?;
+        let reader = ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format()?;
+        // The JPEG decoder fills a truncated scan with grey instead of failing; the missing end-of-image
+        // marker (FF D9, after which only padding may follow) gives the truncation away.
+        if reader.format() == Some(image::ImageFormat::Jpeg) {
+            let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+            ensure!(
+                bytes[..end].ends_with(&[0xFF, 0xD9]),
+                "truncated JPEG (no end-of-image marker)"
+            );
+        }
+        let img = reader.decode()?;
         let (w, h) = (img.width(), img.height());
         let side = w.min(h);
         let mut img = img.crop_imm((w - side) / 2, (h - side) / 2, side, side);
@@ -206,6 +217,16 @@ fn flatten_on_white(img: &DynamicImage) -> Rgb32FImage {
 }
 
 impl Dataset for FolderDataset {
+    fn problems(&self) -> Option<String> {
+        match self.decode_failures() {
+            0 => None,
+            n => Some(format!(
+                "{n} picture loads under {} failed to decode and were replaced by the next picture",
+                self.root.display()
+            )),
+        }
+    }
+
     fn len(&self) -> usize {
         self.files.len()
     }
@@ -358,6 +379,26 @@ mod tests {
         let (sub, _) = ds.get(3).unwrap();
         assert_eq!(sub, b);
         assert_eq!(ds.decode_failures(), 1);
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_a_decode_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image::RgbImage::from_fn(64, 64, |x, y| Rgb([x as u8 * 4, y as u8 * 4, 9]));
+        let mut jpg = vec![];
+        img.write_to(
+            &mut std::io::Cursor::new(&mut jpg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("a.jpg"), &jpg).unwrap();
+        std::fs::write(dir.path().join("b.jpg"), &jpg[..jpg.len() * 2 / 3]).unwrap();
+        let ds = FolderDataset::open(dir.path(), 32, 3, 1).unwrap();
+        let a = ds.get(0).unwrap().0;
+        // b.jpg is replaced by the next picture (a.jpg), and counted.
+        assert_eq!(ds.get(1).unwrap().0, a);
+        assert_eq!(ds.decode_failures(), 1);
+        assert!(ds.problems().unwrap().contains("1 picture loads"));
     }
 
     #[test]

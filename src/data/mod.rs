@@ -13,7 +13,7 @@ pub mod loader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 pub use balls::{BallsDataset, DEFAULT_BALLS_LEN};
 pub use folder::FolderDataset;
@@ -42,6 +42,12 @@ pub trait Dataset: Send + Sync {
     fn describe(&self) -> String {
         let (c, h, w) = self.image_shape();
         format!("dataset of {} images, {c}x{h}x{w}", self.len())
+    }
+
+    /// A summary of what went wrong while reading (pictures that failed to decode and were replaced), to be
+    /// shown at the end of a training; `None` when all went well.
+    fn problems(&self) -> Option<String> {
+        None
     }
 }
 
@@ -88,6 +94,44 @@ fashion[:DIR] (default DIR ./data/fashion), folder:DIR, or a path to a directory
 /// - `mnist`, `mnist:DIR`, `fashion`, `fashion:DIR`: IDX files ([`IdxDataset`]), resized if `image_size`
 ///   is not 28, replicated to RGB if `channels` is 3.
 /// - `folder:DIR`, or any path that is an existing directory: pictures ([`FolderDataset`]).
+/// Where `mnist` and `fashion` are read from without a `:DIR` (`scripts/fetch_mnist.sh` puts them there).
+fn default_dir(name: &str) -> &'static str {
+    if name == "mnist" {
+        "data/mnist"
+    } else {
+        "data/fashion"
+    }
+}
+
+/// Says which directory a relative dataset path was taken in, for the error of a dataset that cannot be opened.
+fn relative_note(dir: &Path) -> String {
+    match std::env::current_dir() {
+        Ok(cwd) if dir.is_relative() => format!(
+            "dataset directory {} was looked for as {}",
+            dir.display(),
+            cwd.join(dir).display()
+        ),
+        _ => format!("dataset directory {}", dir.display()),
+    }
+}
+
+/// `spec` with its directory made absolute (`mnist` → `mnist:/home/me/data/mnist`), so a run's record names
+/// its data wherever it is resumed from. Specs without a directory, or whose directory does not exist, are
+/// returned as they are (opening them reports the problem).
+pub fn absolute_spec(spec: &str) -> String {
+    let spec = spec.trim();
+    let (name, dir) = match spec.split_once(':') {
+        Some((n @ ("mnist" | "fashion" | "folder"), d)) if !d.is_empty() => (n, PathBuf::from(d)),
+        None if matches!(spec, "mnist" | "fashion") => (spec, PathBuf::from(default_dir(spec))),
+        None if Path::new(spec).is_dir() => ("folder", PathBuf::from(spec)),
+        _ => return spec.to_string(),
+    };
+    match std::path::absolute(&dir) {
+        Ok(abs) if dir.is_dir() => format!("{name}:{}", abs.display()),
+        _ => spec.to_string(),
+    }
+}
+
 pub fn open_dataset(
     spec: &str,
     image_size: usize,
@@ -123,14 +167,10 @@ pub fn open_dataset(
             )?))
         }
         "mnist" | "fashion" => {
-            let dir = dir_arg(if name == "mnist" {
-                "data/mnist"
-            } else {
-                "data/fashion"
-            })?;
-            Ok(Arc::new(IdxDataset::open(
-                &dir, name, opts.split, image_size, channels,
-            )?))
+            let dir = dir_arg(default_dir(name))?;
+            let ds = IdxDataset::open(&dir, name, opts.split, image_size, channels)
+                .with_context(|| relative_note(&dir))?;
+            Ok(Arc::new(ds))
         }
         "folder" => {
             let dir = dir_arg("")?;
@@ -138,12 +178,9 @@ pub fn open_dataset(
                 arg.is_some(),
                 "dataset 'folder' needs a directory: folder:DIR"
             );
-            Ok(Arc::new(FolderDataset::open(
-                &dir,
-                image_size,
-                channels,
-                opts.scan_threads,
-            )?))
+            let ds = FolderDataset::open(&dir, image_size, channels, opts.scan_threads)
+                .with_context(|| relative_note(&dir))?;
+            Ok(Arc::new(ds))
         }
         _ if Path::new(spec).is_dir() => Ok(Arc::new(FolderDataset::open(
             Path::new(spec),

@@ -59,6 +59,10 @@ pub struct TrainState {
     pub data: LoaderState,
     /// Wall time spent in earlier sessions of this run.
     pub elapsed_s: f64,
+    /// Threads of the CPU backend that computed the run (`None` on CUDA, and in checkpoints from before it was
+    /// recorded). The CPU reductions split their work by thread, so another count changes the last bits.
+    #[serde(default)]
+    pub cpu_threads: Option<usize>,
 }
 
 /// What the loop reports after each iteration.
@@ -233,6 +237,15 @@ impl Trainer {
                 Some(avg)
             }
         };
+        if let (Some(then), Some(now)) = (state.cpu_threads, cpu_threads(&device)) {
+            if then != now {
+                eprintln!(
+                    "warning: the run was computed with {then} CPU threads and resumes with {now}: CPU reductions \
+                     split their sums by thread, so from here on the numbers differ in the last bits from an \
+                     uninterrupted run (set RAYON_NUM_THREADS={then} for a bit-exact resume)"
+                );
+            }
+        }
         let t = Trainer::assemble(cfg, gan, data, g_ema, state.step, state.elapsed_s)?;
         // A crash between the checkpoint's write and the generators' leaves them a save behind: bring them to
         // the checkpoint's step (only in the run's own directory; another --out is written from the first step).
@@ -328,6 +341,7 @@ impl Trainer {
                 noise: self.gan.noise,
                 data: self.data.state(),
                 elapsed_s,
+                cpu_threads: cpu_threads(&self.gan.device),
             },
         )?;
         f.insert_store("G.", &self.gan.g.store)?;
@@ -391,6 +405,20 @@ impl Trainer {
         };
         // Opened after the first step succeeds, so a run that fails at once leaves the directory as it was.
         let mut csv = None;
+        let result = self.run_steps(&out, fid, &mut csv, &mut on_step);
+        if let Some(p) = self.data.dataset().problems() {
+            eprintln!("warning: {p}");
+        }
+        result
+    }
+
+    fn run_steps(
+        &mut self,
+        out: &Path,
+        fid: Option<crate::fid::FidMonitor>,
+        csv: &mut Option<MetricsCsv>,
+        on_step: &mut impl FnMut(&Progress),
+    ) -> Result<()> {
         let session = Instant::now();
         let mut window_start = Instant::now();
         let mut window_images = 0usize;
@@ -399,7 +427,7 @@ impl Trainer {
         let mut plot_warned = false;
         while self.step < self.total_steps {
             let m = self.train_step()?;
-            let csv = match &mut csv {
+            let csv = match csv {
                 Some(c) => c,
                 None => {
                     if let Some(c) = &mut self.claim {
@@ -460,6 +488,11 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// Threads of the CPU backend, or `None` for a GPU device.
+fn cpu_threads(device: &Device) -> Option<usize> {
+    matches!(device, Device::Cpu).then(rayon::current_num_threads)
 }
 
 /// The first value of a checkpoint that is not finite or beyond [`limits::MAX_SAVED_ABS`] (a diverged run), with
