@@ -417,6 +417,8 @@ fn a_diverging_run_keeps_a_checkpoint_that_resumes() {
 }
 
 /// Starts a training into `out` that would run for long, and waits until it has written its first checkpoint.
+// The child is handed to the caller, which waits for it.
+#[allow(clippy::zombie_processes)]
 fn start_long_run(out: &Path, resume: bool) -> std::process::Child {
     let mut args: Vec<&str> = vec![
         "train",
@@ -445,7 +447,7 @@ fn start_long_run(out: &Path, resume: bool) -> std::process::Child {
     let before = std::fs::metadata(out.join("checkpoint.safetensors"))
         .and_then(|m| m.modified())
         .ok();
-    let child = common::cli::bin()
+    let mut child = common::cli::bin()
         .args(&args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -459,7 +461,11 @@ fn start_long_run(out: &Path, resume: bool) -> std::process::Child {
         if now.is_some() && now != before {
             return child;
         }
-        assert!(t0.elapsed().as_secs() < 60, "no checkpoint after 60 s");
+        if t0.elapsed().as_secs() > 60 {
+            child.kill().unwrap();
+            let o = child.wait_with_output().unwrap();
+            panic!("no checkpoint after 60 s: {}", common::cli::stderr(&o));
+        }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

@@ -88,12 +88,6 @@ pub fn default_threads() -> usize {
 pub const DATASET_SPECS: &str = "balls[:N] (default), mnist[:DIR] (default DIR ./data/mnist), \
 fashion[:DIR] (default DIR ./data/fashion), folder:DIR, or a path to a directory of images";
 
-/// Opens the dataset a command-line string names, producing `channels` x `image_size` x `image_size` images:
-///
-/// - `balls` or `""`: the procedural demo set ([`BallsDataset`]); `balls:N` sets its length.
-/// - `mnist`, `mnist:DIR`, `fashion`, `fashion:DIR`: IDX files ([`IdxDataset`]), resized if `image_size`
-///   is not 28, replicated to RGB if `channels` is 3.
-/// - `folder:DIR`, or any path that is an existing directory: pictures ([`FolderDataset`]).
 /// Where `mnist` and `fashion` are read from without a `:DIR` (`scripts/fetch_mnist.sh` puts them there).
 fn default_dir(name: &str) -> &'static str {
     if name == "mnist" {
@@ -132,6 +126,12 @@ pub fn absolute_spec(spec: &str) -> String {
     }
 }
 
+/// Opens the dataset a command-line string names, producing `channels` x `image_size` x `image_size` images:
+///
+/// - `balls` or `""`: the procedural demo set ([`BallsDataset`]); `balls:N` sets its length.
+/// - `mnist`, `mnist:DIR`, `fashion`, `fashion:DIR`: IDX files ([`IdxDataset`]), resized if `image_size`
+///   is not 28, replicated to RGB if `channels` is 3.
+/// - `folder:DIR`, or any path that is an existing directory: pictures ([`FolderDataset`]).
 pub fn open_dataset(
     spec: &str,
     image_size: usize,

@@ -501,7 +501,7 @@ fn first_diverged(f: &TensorFile) -> Option<(&str, f32)> {
     f.tensors.iter().find_map(|(name, t)| {
         t.data
             .iter()
-            .find(|v| !(v.abs() <= limits::MAX_SAVED_ABS))
+            .find(|v| v.is_nan() || v.abs() > limits::MAX_SAVED_ABS)
             .map(|&v| (name.as_str(), v))
     })
 }
