@@ -134,109 +134,63 @@ fn user_given_sizes_beyond_the_limits_are_refused() {
     let png = s(&png);
     let out = dir.path().join("new");
     let o = s(&out);
-    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+    // Written as command lines (the temporary paths hold no spaces).
+    let cases = [
         (
-            vec![
-                "sample",
-                "--checkpoint",
-                r,
-                "--n",
-                "100000000",
-                "--out",
-                png,
-            ],
+            format!("sample --checkpoint {r} --n 100000000 --out {png}"),
             1,
             "at most",
         ),
         (
-            vec!["train", "--out", o, "--nz", "1000000000"],
+            format!("train --out {o} --nz 1000000000"),
             1,
             "nz (latent size)",
         ),
-        (vec!["train", "--out", o, "--ngf", "100000000"], 1, "ngf"),
+        (format!("train --out {o} --ngf 100000000"), 1, "ngf"),
         (
-            vec!["train", "--out", o, "--num-samples", "100000000"],
+            format!("train --out {o} --num-samples 100000000"),
             1,
             "--num-samples",
         ),
         (
-            vec!["train", "--out", o, "--dataset", "balls:999999999"],
+            format!("train --out {o} --dataset balls:999999999"),
             1,
             "at most",
         ),
         (
-            vec!["train", "--out", o, "--model", "mlp", "--hidden", "1000000"],
+            format!("train --out {o} --model mlp --hidden 1000000"),
             1,
             "hidden",
         ),
         (
-            vec![
-                "interpolate",
-                "--checkpoint",
-                r,
-                "--steps",
-                "1000000000",
-                "--out",
-                png,
-            ],
+            format!("interpolate --checkpoint {r} --steps 1000000000 --out {png}"),
             2,
             "--steps",
         ),
         (
-            vec![
-                "interpolate",
-                "--checkpoint",
-                r,
-                "--gif-size",
-                "1000000",
-                "--out",
-                png,
-            ],
+            format!("interpolate --checkpoint {r} --gif-size 1000000 --out {png}"),
             2,
             "--gif-size",
         ),
         (
-            vec![
-                "sweep",
-                "--checkpoint",
-                r,
-                "--dims",
-                "0..18446744073709551615",
-                "--out",
-                png,
-            ],
+            format!("sweep --checkpoint {r} --dims 0..18446744073709551615 --out {png}"),
             1,
             "nz = 16",
         ),
         (
-            vec![
-                "sweep",
-                "--checkpoint",
-                r,
-                "--dims",
-                "0..=18446744073709551615",
-                "--out",
-                png,
-            ],
+            format!("sweep --checkpoint {r} --dims 0..=18446744073709551615 --out {png}"),
             1,
             "nz = 16",
         ),
         (
-            vec![
-                "sweep",
-                "--checkpoint",
-                r,
-                "--steps",
-                "100000000",
-                "--out",
-                png,
-            ],
+            format!("sweep --checkpoint {r} --steps 100000000 --out {png}"),
             2,
             "--steps",
         ),
     ];
-    for (args, code, needle) in &cases {
-        failed(&capped(CAP_MIB, args), args, *code, &[needle]);
+    for (line, code, needle) in &cases {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        failed(&capped(CAP_MIB, &args), &args, *code, &[needle]);
     }
     eprintln!(
         "hostile sizes: {} bad inputs, {0} clear errors",
@@ -420,30 +374,14 @@ fn a_diverging_run_keeps_a_checkpoint_that_resumes() {
 // The child is handed to the caller, which waits for it.
 #[allow(clippy::zombie_processes)]
 fn start_long_run(out: &Path, resume: bool) -> std::process::Child {
-    let mut args: Vec<&str> = vec![
-        "train",
-        "--steps",
-        "100000",
-        "--checkpoint-every",
-        "1",
-        "--quiet",
-    ];
-    if resume {
-        args.extend(["--resume", s(out)]);
+    let long = ["--steps", "100000", "--checkpoint-every", "1"];
+    let args = if resume {
+        let mut a = vec!["train", "--quiet", "--resume", s(out)];
+        a.extend(long);
+        a
     } else {
-        args.extend([
-            "--ngf",
-            "8",
-            "--ndf",
-            "8",
-            "--nz",
-            "16",
-            "--batch-size",
-            "4",
-            "--out",
-            s(out),
-        ]);
-    }
+        common::cli::tiny_train_args("balls", out, &long)
+    };
     let before = std::fs::metadata(out.join("checkpoint.safetensors"))
         .and_then(|m| m.modified())
         .ok();
@@ -779,15 +717,28 @@ fn mutated_npy_latents_are_errors_never_panics() {
     .unwrap();
     gan_engine::io::write_npy(&p, &z).unwrap();
     let valid = std::fs::read(&p).unwrap();
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    mutation_loop(0x1234_5678_9abc_def1, &valid, 128, &p, |p| {
+        gan_engine::io::read_latents(p, &gan_engine::Device::Cpu).map(drop)
+    })
+    .report("npy");
+}
+
+/// [`MUTANTS`] mutants of `valid` written to `path` in turn, each read by `read`.
+fn mutation_loop(
+    seed: u64,
+    valid: &[u8],
+    header: usize,
+    path: &Path,
+    read: impl Fn(&Path) -> gan_engine::Result<()>,
+) -> Tally {
+    let mut rng = Rng(seed);
     let mut t = Tally::default();
+    let name = path.file_name().unwrap().to_str().unwrap();
     for _ in 0..MUTANTS {
-        std::fs::write(&p, mutate(&mut rng, &valid, 128)).unwrap();
-        t.run("z.npy", || {
-            gan_engine::io::read_latents(&p, &gan_engine::Device::Cpu).map(drop)
-        });
+        std::fs::write(path, mutate(&mut rng, valid, header)).unwrap();
+        t.run(name, || read(path));
     }
-    t.report("npy");
+    t
 }
 
 #[test]
@@ -797,15 +748,10 @@ fn mutated_safetensors_generators_are_errors_never_panics() {
     let valid = std::fs::read(run.join("generator.safetensors")).unwrap();
     let header = 8 + u64::from_le_bytes(valid[..8].try_into().unwrap()) as usize;
     let p = dir.path().join("g.safetensors");
-    let mut rng = Rng(0x0dd_b1a5_e5ca_1ab1);
-    let mut t = Tally::default();
-    for _ in 0..MUTANTS {
-        std::fs::write(&p, mutate(&mut rng, &valid, header)).unwrap();
-        t.run("g.safetensors", || {
-            gan_engine::checkpoint::load_generator(&p, &gan_engine::Device::Cpu).map(drop)
-        });
-    }
-    t.report("safetensors");
+    mutation_loop(0x0dd_b1a5_e5ca_1ab1, &valid, header, &p, |p| {
+        gan_engine::checkpoint::load_generator(p, &gan_engine::Device::Cpu).map(drop)
+    })
+    .report("safetensors");
 }
 
 #[test]
