@@ -31,8 +31,12 @@ use crate::tensor::Tensor;
 pub const GENERATOR_FILE: &str = "generator.safetensors";
 /// G's exponential moving average (`train --g-ema`), in the layout of [`GENERATOR_FILE`].
 pub const GENERATOR_EMA_FILE: &str = "generator_ema.safetensors";
-/// Prefix of the average's tensors in a full checkpoint.
+/// Prefixes of the tensors of a full checkpoint: G, D, G's average, and the optimiser state of G and of D.
+pub const G_PREFIX: &str = "G.";
+pub const D_PREFIX: &str = "D.";
 pub const G_EMA_PREFIX: &str = "G_ema.";
+pub const OPT_G_PREFIX: &str = "opt_G.";
+pub const OPT_D_PREFIX: &str = "opt_D.";
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 
 /// `__metadata__` key saying which kind of file this is.
@@ -385,10 +389,29 @@ pub fn check_size(
 /// the tensors that differ.
 const SIZE_SLACK: u128 = 1 << 24;
 
+/// Refuses a full checkpoint whose G or D, as `model` describes them, is much bigger than its tensors; called
+/// before the models are built (see [`check_size`]).
+pub fn check_gan_size(f: &TensorFile, model: &ModelConfig, path: &Path) -> Result<()> {
+    let (g, d) = model.sizes()?;
+    check_size(f, G_PREFIX, g, "generator", path)?;
+    check_size(f, D_PREFIX, d, "discriminator", path)
+}
+
+/// Copies G's and D's parameters and buffers from full checkpoint `f` into their stores.
+pub fn load_gan_stores(
+    f: &TensorFile,
+    g: &mut ParamStore,
+    d: &mut ParamStore,
+    path: &Path,
+) -> Result<()> {
+    f.load_store(G_PREFIX, g, "generator", path)?;
+    f.load_store(D_PREFIX, d, "discriminator", path)
+}
+
 /// The generator's tensors' name prefix in a file of this format.
 pub fn generator_prefix(f: &TensorFile) -> &'static str {
     if f.format() == Some(FORMAT_CHECKPOINT) {
-        "G."
+        G_PREFIX
     } else {
         ""
     }

@@ -98,13 +98,10 @@ pub fn compute(checkpoint: &Path, o: &DFeaturesOptions) -> Result<DFeatures> {
     let dev = &o.device;
     // The init draws are overwritten by the checkpoint's tensors right away.
     let mut rng = RngStream::new(0);
-    let (g_values, d_values) = cfg.model.sizes()?;
-    checkpoint::check_size(&f, "G.", g_values, "generator", &file)?;
-    checkpoint::check_size(&f, "D.", d_values, "discriminator", &file)?;
+    checkpoint::check_gan_size(&f, &cfg.model, &file)?;
     let mut g = Generator::new(&cfg.model, dev, &mut rng)?;
     let mut d = Discriminator::new(&cfg.model, dev, &mut rng)?;
-    f.load_store("G.", &mut g.store, "generator", &file)?;
-    f.load_store("D.", &mut d.store, "discriminator", &file)?;
+    checkpoint::load_gan_stores(&f, &mut g.store, &mut d.store, &file)?;
 
     let spec = o.dataset.clone().unwrap_or_else(|| cfg.dataset.clone());
     let (real, labels) =

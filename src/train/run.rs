@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::autograd::Tape;
 use crate::checkpoint::{
-    self, TensorFile, CHECKPOINT_FILE, FORMAT_CHECKPOINT, GENERATOR_EMA_FILE, GENERATOR_FILE,
-    G_EMA_PREFIX, MODEL_KEY,
+    self, TensorFile, CHECKPOINT_FILE, D_PREFIX, FORMAT_CHECKPOINT, GENERATOR_EMA_FILE,
+    GENERATOR_FILE, G_EMA_PREFIX, G_PREFIX, MODEL_KEY, OPT_D_PREFIX, OPT_G_PREFIX,
 };
 use crate::device::Device;
 use crate::limits;
@@ -217,14 +217,11 @@ impl Trainer {
         let device = Device::open(&cfg.device, cfg.precision)?;
         let data = open_loader(&cfg, &device, Some(&state.data))
             .with_context(|| format!("resuming from {}", file.display()))?;
-        let (g_values, d_values) = cfg.model.sizes()?;
-        checkpoint::check_size(&f, "G.", g_values, "generator", &file)?;
-        checkpoint::check_size(&f, "D.", d_values, "discriminator", &file)?;
+        checkpoint::check_gan_size(&f, &cfg.model, &file)?;
         let mut gan = Gan::from_config(&cfg, &device)?;
-        f.load_store("G.", &mut gan.g.store, "generator", &file)?;
-        f.load_store("D.", &mut gan.d.store, "discriminator", &file)?;
-        super::optstate::load(&f, "opt_G.", &mut gan.opt_g, &gan.g.store, &file)?;
-        super::optstate::load(&f, "opt_D.", &mut gan.opt_d, &gan.d.store, &file)?;
+        checkpoint::load_gan_stores(&f, &mut gan.g.store, &mut gan.d.store, &file)?;
+        super::optstate::load(&f, OPT_G_PREFIX, &mut gan.opt_g, &gan.g.store, &file)?;
+        super::optstate::load(&f, OPT_D_PREFIX, &mut gan.opt_d, &gan.d.store, &file)?;
         gan.noise = state.noise;
         // The saved average if the run kept one; else, with --g-ema given now, one starting here.
         let g_ema = match cfg.g_ema {
@@ -344,13 +341,13 @@ impl Trainer {
                 cpu_threads: cpu_threads(&self.gan.device),
             },
         )?;
-        f.insert_store("G.", &self.gan.g.store)?;
-        f.insert_store("D.", &self.gan.d.store)?;
+        f.insert_store(G_PREFIX, &self.gan.g.store)?;
+        f.insert_store(D_PREFIX, &self.gan.d.store)?;
         if let Some(avg) = &self.g_ema {
             f.insert_store(G_EMA_PREFIX, &avg.g.store)?;
         }
-        super::optstate::save(&mut f, "opt_G.", &self.gan.opt_g, &self.gan.g.store)?;
-        super::optstate::save(&mut f, "opt_D.", &self.gan.opt_d, &self.gan.d.store)?;
+        super::optstate::save(&mut f, OPT_G_PREFIX, &self.gan.opt_g, &self.gan.g.store)?;
+        super::optstate::save(&mut f, OPT_D_PREFIX, &self.gan.opt_d, &self.gan.d.store)?;
         Ok(f)
     }
 
@@ -380,7 +377,7 @@ impl Trainer {
     fn save_generators(&self, ck: &TensorFile) -> Result<()> {
         let out = &self.cfg.out;
         let step = ck.get_json::<TrainState>(STATE_KEY, out)?.step;
-        checkpoint::generator_from(ck, "G.", step)?.save(&out.join(GENERATOR_FILE))?;
+        checkpoint::generator_from(ck, G_PREFIX, step)?.save(&out.join(GENERATOR_FILE))?;
         let ema_file = out.join(GENERATOR_EMA_FILE);
         if ck.tensors.keys().any(|k| k.starts_with(G_EMA_PREFIX)) {
             checkpoint::generator_from(ck, G_EMA_PREFIX, step)?.save(&ema_file)?;
