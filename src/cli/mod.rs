@@ -26,7 +26,9 @@ use crate::nn::models::ModelKind;
 use crate::ops::random::RngStream;
 use crate::train::config::{Duration, LossKind, OptimizerKind, TrainConfig};
 use crate::train::gan::{stream_seed, STREAM_FIXED_Z};
-use crate::train::run::{grid_columns, read_checkpoint_config, Interrupted, Progress, Trainer};
+use crate::train::run::{
+    grid_columns, read_checkpoint, run_dir_of, Interrupted, Progress, SavedRun, Trainer,
+};
 use crate::train::rundir::Claim;
 
 #[derive(Parser, Debug)]
@@ -319,7 +321,14 @@ fn default_out(spec: &str) -> PathBuf {
 
 /// Builds the training config: the defaults (new run) or the checkpoint's (resume), then the given flags.
 pub fn train_config(a: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
+    let (cfg, saved) = train_config_read(a)?;
+    Ok((cfg, saved.map(|_| a.resume.clone().unwrap_or_default())))
+}
+
+/// [`train_config`], with the checkpoint it read for a --resume (read once, checked once).
+fn train_config_read(a: &TrainArgs) -> Result<(TrainConfig, Option<SavedRun>)> {
     let resume = a.resume.clone();
+    let mut saved = None;
     let mut cfg = match &resume {
         None => {
             let mut c = TrainConfig::default();
@@ -333,14 +342,16 @@ pub fn train_config(a: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
             c
         }
         Some(path) => {
-            let (file, c) = read_checkpoint_config(path)?;
-            check_unchanged(&c, a, &file)?;
-            let mut c = c;
+            let ck = read_checkpoint(path)?;
+            let file = ck.file.clone();
+            check_unchanged(&ck.cfg, a, &file)?;
+            let mut c = ck.cfg.clone();
+            saved = Some(ck);
             // By default a resumed run keeps writing into its own directory.
             c.out = if path.is_dir() {
                 path.clone()
             } else {
-                file.parent().map(Path::to_path_buf).unwrap_or_default()
+                run_dir_of(&file)
             };
             c
         }
@@ -412,7 +423,7 @@ pub fn train_config(a: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
         );
     }
     cfg.validate()?;
-    Ok((cfg, resume))
+    Ok((cfg, saved))
 }
 
 /// On resume, the flags that define the run's identity must agree with the checkpoint.
@@ -500,22 +511,21 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
-    let (cfg, resume) = train_config(&a)?;
+    let (cfg, saved) = train_config_read(&a)?;
+    let resumed = saved.is_some();
     // The directory of the run a --resume continues.
-    let from = resume.as_ref().map(|p| match p.is_dir() {
-        true => p.clone(),
-        false => p.parent().map(Path::to_path_buf).unwrap_or_default(),
-    });
+    let from = saved.as_ref().map(|ck| run_dir_of(&ck.file));
     let claim = Claim::acquire(&cfg.out, from.as_deref(), a.overwrite)?;
     let stop = stop_on_signals()?;
-    let mut t = match &resume {
+    // check_unchanged has compared the model with the checkpoint's.
+    let mut t = match saved {
         None => Trainer::new(cfg)?,
-        Some(p) => Trainer::resume(p, cfg)?,
+        Some(ck) => Trainer::resume_from(ck, cfg)?,
     };
     t.claim = Some(claim);
     t.stop = Some(stop);
     let cfg = t.cfg.clone();
-    let verb = if resume.is_some() {
+    let verb = if resumed {
         format!("resuming at step {} of", t.step)
     } else {
         "training".into()

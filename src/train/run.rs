@@ -199,19 +199,25 @@ impl Trainer {
     /// checkpoint's own config with the caller's allowed overrides already applied (see
     /// [`read_checkpoint_config`]); its model must equal the checkpoint's.
     pub fn resume(path: &Path, cfg: TrainConfig) -> Result<Trainer> {
-        let file = resolve_full(path)?;
-        let f = TensorFile::load(&file)?;
-        ensure_full(&f, &file)?;
-        let saved: TrainConfig = f.get_json(TRAIN_KEY, &file)?;
-        let diff = saved.model.differences(&cfg.model);
+        let ck = read_checkpoint(path)?;
+        let diff = ck.cfg.model.differences(&cfg.model);
         if !diff.is_empty() {
             bail!(
                 "checkpoint {} is for {} but {} was given",
-                file.display(),
-                saved.model.describe(),
+                ck.file.display(),
+                ck.cfg.model.describe(),
                 diff.join(" ")
             );
         }
+        Trainer::resume_from(ck, cfg)
+    }
+
+    /// [`resume`](Trainer::resume) from a checkpoint already read, whose model `cfg` has been checked to
+    /// match (the CLI reads the checkpoint once, for its config and then for this).
+    pub fn resume_from(ck: SavedRun, cfg: TrainConfig) -> Result<Trainer> {
+        let SavedRun {
+            file, tensors: f, ..
+        } = ck;
         cfg.validate()?;
         let state: TrainState = f.get_json(STATE_KEY, &file)?;
         let device = Device::open(&cfg.device, cfg.precision)?;
@@ -246,7 +252,7 @@ impl Trainer {
         let t = Trainer::assemble(cfg, gan, data, g_ema, state.step, state.elapsed_s)?;
         // A crash between the checkpoint's write and the generators' leaves them a save behind: bring them to
         // the checkpoint's step (only in the run's own directory; another --out is written from the first step).
-        let own_dir = file.parent().is_some_and(|d| same_dir(d, &t.cfg.out));
+        let own_dir = same_dir(&run_dir_of(&file), &t.cfg.out);
         if own_dir && checkpoint::saved_step(&t.cfg.out.join(GENERATOR_FILE)) != Some(state.step) {
             t.save_generators(&f)?;
         }
@@ -567,13 +573,34 @@ fn ensure_full(f: &TensorFile, file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The run directory a checkpoint file belongs to (`.` for a bare file name).
+pub fn run_dir_of(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// A full checkpoint as read for `--resume`: its file, its tensors and its training config.
+pub struct SavedRun {
+    pub file: PathBuf,
+    pub tensors: TensorFile,
+    pub cfg: TrainConfig,
+}
+
+/// Reads the full checkpoint of a run directory or file, checking its format and model.
+pub fn read_checkpoint(path: &Path) -> Result<SavedRun> {
+    let file = resolve_full(path)?;
+    let tensors = TensorFile::load(&file)?;
+    ensure_full(&tensors, &file)?;
+    let cfg = tensors.get_json(TRAIN_KEY, &file)?;
+    Ok(SavedRun { file, tensors, cfg })
+}
+
 /// The training config stored in a checkpoint (the starting point for `--resume`, before overrides).
 pub fn read_checkpoint_config(path: &Path) -> Result<(PathBuf, TrainConfig)> {
-    let file = resolve_full(path)?;
-    let f = TensorFile::load(&file)?;
-    ensure_full(&f, &file)?;
-    let cfg = f.get_json(TRAIN_KEY, &file)?;
-    Ok((file, cfg))
+    let ck = read_checkpoint(path)?;
+    Ok((ck.file, ck.cfg))
 }
 
 /// metrics.csv, appended to; on resume, rows after the resumed step (written by a session that crashed
