@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Stdio;
 
-use common::cli::{bin, ok, stderr};
+use common::cli::{bin, ok, stderr, tiny_train_args};
 
 #[test]
 fn a_closed_pipe_ends_the_output_quietly() {
@@ -25,30 +25,20 @@ fn a_closed_pipe_ends_the_output_quietly() {
     assert_ne!(o.status.code(), Some(1), "{err}");
 }
 
+/// The stderr of the tiny run (`tiny_train_args`) with its progress lines: without --quiet, a line every 2 steps.
+fn progress(out: &std::path::Path, extra: &[&str]) -> String {
+    let mut args: Vec<&str> = tiny_train_args("balls:64", out, &["--sample-every", "2"])
+        .into_iter()
+        .filter(|a| *a != "--quiet")
+        .collect();
+    args.extend_from_slice(extra);
+    stderr(&ok(&args))
+}
+
 #[test]
 fn progress_lines_say_who_is_winning() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run");
-    let o = ok(&[
-        "train",
-        "--dataset",
-        "balls:64",
-        "--ngf",
-        "8",
-        "--ndf",
-        "8",
-        "--nz",
-        "16",
-        "--batch-size",
-        "4",
-        "--steps",
-        "4",
-        "--sample-every",
-        "2",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let err = stderr(&o);
+    let err = progress(&dir.path().join("run"), &["--steps", "4"]);
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("step ")).collect();
     assert_eq!(lines.len(), 2, "{err}");
     for l in lines {
@@ -60,28 +50,10 @@ fn progress_lines_say_who_is_winning() {
         );
     }
     // Raw-output losses have no probabilities to compare: no verdict.
-    let o = ok(&[
-        "train",
-        "--dataset",
-        "balls:64",
-        "--ngf",
-        "8",
-        "--ndf",
-        "8",
-        "--nz",
-        "16",
-        "--batch-size",
-        "4",
-        "--steps",
-        "2",
-        "--sample-every",
-        "2",
-        "--loss",
-        "hinge",
-        "--out",
-        dir.path().join("hinge").to_str().unwrap(),
-    ]);
-    let err = stderr(&o);
+    let err = progress(
+        &dir.path().join("hinge"),
+        &["--steps", "2", "--loss", "hinge"],
+    );
     assert!(
         err.contains("raw D(x)") && !err.contains("balanced"),
         "{err}"
