@@ -119,7 +119,12 @@ impl Api {
 /// answers. Loading the one beside `path` first makes that request find it already loaded (by its soname), so a
 /// library outside the search path (a pip wheel's folder) works without LD_LIBRARY_PATH.
 fn preload_builtins(path: &str) -> Option<libloading::Library> {
-    let dir = std::path::Path::new(path).parent()?;
+    let path = std::path::Path::new(path);
+    // Only beside a library that is there: most candidates are names or paths that do not exist.
+    if !path.is_file() {
+        return None;
+    }
+    let dir = path.parent()?;
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
