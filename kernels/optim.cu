@@ -30,10 +30,16 @@ struct AdamTensorList {
 };
 static_assert(sizeof(AdamTensorList) == 2568, "AdamTensorList layout differs from src/cuda/optim.rs");
 
+// The optimizer updates round every product before the sum (__fmul_rn / __fadd_rn), as the CPU backend does:
+// left to itself the compiler contracts x + y·z into one fma, which rounds once, and where the sum cancels (a
+// small m from a large gradient and its weight decay) the two differ by an ulp of the large term, not of the
+// result. Memory-bound kernels, so the extra instructions cost nothing.
+__device__ __forceinline__ float mul_add_rn(float x, float y, float z) { return __fadd_rn(x, __fmul_rn(y, z)); }
+
 // a + w (b - a) computed from the nearer end, as PyTorch's lerp (m = torch_lerp(m, g, 1 - β1) is its Adam's first
 // moment update), exact at both ends.
 __device__ __forceinline__ float torch_lerp(float a, float b, float w) {
-    return fabsf(w) < 0.5f ? a + w * (b - a) : b - (b - a) * (1.0f - w);
+    return fabsf(w) < 0.5f ? mul_add_rn(a, w, b - a) : __fsub_rn(b, __fmul_rn(b - a, 1.0f - w));
 }
 
 // Block b updates chunk b of the list's tensors with the given bias corrections.
@@ -53,13 +59,13 @@ __device__ __forceinline__ void adam_update(const AdamTensorList& list, int chun
     float* v = reinterpret_cast<float*>(list.v[t]);
     for (int i = start + (int)threadIdx.x; i < end; i += blockDim.x) {
         float gi = g[i];
-        if (weight_decay != 0.0f) gi += weight_decay * p[i];
+        if (weight_decay != 0.0f) gi = mul_add_rn(gi, weight_decay, p[i]);
         const float mi = torch_lerp(m[i], gi, one_minus_beta1);
-        const float vi = v[i] * beta2 + one_minus_beta2 * gi * gi;
+        const float vi = __fadd_rn(__fmul_rn(v[i], beta2), __fmul_rn(__fmul_rn(one_minus_beta2, gi), gi));
         m[i] = mi;
         v[i] = vi;
-        const float denom = sqrtf(vi) / bias_correction2_sqrt + eps;
-        p[i] += -step_size * (mi / denom);
+        const float denom = __fadd_rn(sqrtf(vi) / bias_correction2_sqrt, eps);
+        p[i] = mul_add_rn(p[i], -step_size, mi / denom);
     }
 }
 
@@ -134,9 +140,9 @@ extern "C" __global__ void rmsprop_step_f32(float* __restrict__ p, const float* 
                                             float one_minus_alpha, float eps, float weight_decay) {
     for (long long i = global_thread_id(); i < n; i += grid_stride()) {
         float g = grad[i];
-        if (weight_decay != 0.0f) g += weight_decay * p[i];
-        const float v = square_avg[i] * alpha + one_minus_alpha * g * g;
+        if (weight_decay != 0.0f) g = mul_add_rn(g, weight_decay, p[i]);
+        const float v = __fadd_rn(__fmul_rn(square_avg[i], alpha), __fmul_rn(__fmul_rn(one_minus_alpha, g), g));
         square_avg[i] = v;
-        p[i] += -lr * (g / (sqrtf(v) + eps));
+        p[i] = mul_add_rn(p[i], -lr, g / __fadd_rn(sqrtf(v), eps));
     }
 }

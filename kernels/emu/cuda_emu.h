@@ -25,7 +25,8 @@
 //   atomicAdd (float, int, unsigned, unsigned long long), atomicSub, atomicMax/Min (int, unsigned), atomicExch,
 //   atomicCAS; __threadfence(), __threadfence_block()
 //   math: the float C library (expf, logf, sqrtf, ...), rsqrtf, __expf, __logf, __sinf, __cosf, __powf,
-//     __fdividef, __frcp_rn, __fsqrt_rn, __saturatef, sincosf, __sincosf, fmaf, __fmaf_rn;
+//     __fdividef, __frcp_rn, __fsqrt_rn, __fadd_rn, __fsub_rn, __fmul_rn, __saturatef, sincosf, __sincosf,
+//     fmaf, __fmaf_rn;
 //     intrinsics __float_as_int / __int_as_float / __float_as_uint / __uint_as_float, __umulhi, __mulhi,
 //     __popc, __clz, __ffs, __brev; min / max overloads; __ldg, __ldcg, __ldcs, __stcg, __stcs
 //   float2 / float4 / int2 / int4 / uint2 / uint4 / dim3 / uint3 and their make_* functions
@@ -236,6 +237,7 @@ inline float __frcp_rn(float x) { return 1.0f / x; }
 inline float __fsqrt_rn(float x) { return sqrtf(x); }
 inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
 inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline double __dmul_rn(double a, double b) { return a * b; }
 inline float __saturatef(float x) { return x < 0.f ? 0.f : (x > 1.f ? 1.f : (x == x ? x : 0.f)); }
