@@ -9,7 +9,8 @@
 #   1 smoke     20 training steps each in fp32, tf32 and --cuda-graph
 #   2 parity    the parity suites on the real GPU, one test thread; failures rerun one by one
 #   3 timing    DCGAN-64 iteration at batch 128: ours fp32 / tf32, eager / graph; PyTorch eager TF32 off / on,
-#               graphed TF32 off / on (scripts/torch_dcgan_step.py), all with CUDA events
+#               graphed TF32 off / on (scripts/torch_dcgan_step.py), all with CUDA events; then the measured peak
+#               (scripts/gpu_peak.py: cuBLAS matmul per precision, copy bandwidth) that "% of peak" divides by
 #   4 sanitize  compute-sanitizer memcheck, racecheck, initcheck, synccheck on a 2-step training run in fp32 and
 #               tf32, then memcheck on the parity suite
 #   5 ncu       Nsight Compute (--clock-control none) on the conv kernels of one iteration: speed of light,
@@ -21,6 +22,7 @@
 #   DEADLINE=450 bash scripts/first_light.sh            # on the GPU machine (device call timeout_s 480)
 #   FIRST_LIGHT_DEVICE=emu bash scripts/first_light.sh  # the dry run here, against the emulated backend
 #   PHASES="0 1 3" bash scripts/first_light.sh          # a subset (a rerun inside the same lease)
+#   PARITY="emu_parity" PHASES=2 bash ...               # phase 2 on some of the parity binaries only
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bundle="${BUNDLE:-.gpu-bundle}"
@@ -190,7 +192,7 @@ test_binary() {
 phase_parity() {
     begin p2-parity
     parity=()
-    for b in cuda_runtime parity_tf32 emu_parity emu_parity_conv emu_parity_pool emu_graph nvrtc_compile; do
+    for b in ${PARITY:-cuda_runtime parity_tf32 emu_parity emu_parity_conv emu_parity_pool emu_graph nvrtc_compile}; do
         test_binary "$b" 90
     done
     printf '  %s\n' "${parity[@]}"
@@ -216,9 +218,20 @@ phase_timing() {
             --batch "$bench_batch" --modes eager,graph --out "$log_dir/torch.json"
         while read -r l; do rows+=("$l"); done < <(grep -o 'torch [a-z]* *tf32 o[nf ]*f*: *[0-9.]* ms' "$log_dir/torch.log" |
             sed -E 's/ +/ /g; s/: / /; s/ ms$//')
+        run peak 60 env LD_LIBRARY_PATH="$torch_ld" python3 scripts/gpu_peak.py --out "$log_dir/peak.json"
+        while read -r l; do rows+=("$l"); done < <(grep -o 'peak .*' "$log_dir/peak.log" | sed -E 's/ +/ /g')
     fi
     printf '  %s\n' "${rows[@]}"
     end "b$bench_batch ms/iteration: $(IFS=';'; echo "${rows[*]}")"
+}
+
+# The error count of a compute-sanitizer log: "ERROR SUMMARY: E errors", or racecheck's
+# "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)"; "?" when the log has neither.
+sanitizer_errors() {
+    local e
+    e=$(grep -oE 'ERROR SUMMARY: [0-9]+ error|SUMMARY: [0-9]+ hazards? displayed \([0-9]+ error' "$1" | tail -1 |
+        grep -oE '[0-9]+ error' | grep -oE '[0-9]+')
+    echo "${e:-?}"
 }
 
 phase_sanitize() {
@@ -234,13 +247,12 @@ phase_sanitize() {
                 "$ge" train --device cuda --steps 2 --batch-size 8 --image-size 32 --ngf 16 --ndf 16 \
                 --precision "$prec" --out "$work/runs/san-$tool-$prec" --overwrite --sample-every 2 --seed 1
             local errs
-            errs=$(grep -o 'ERROR SUMMARY: [0-9]* error' "$log_dir/$tool-$prec.log" | tail -1 | grep -o '[0-9]*')
-            res+=("$tool/$prec ${errs:-?}err rc$rc")
+            res+=("$tool/$prec $(sanitizer_errors "$log_dir/$tool-$prec.log")err rc$rc")
         done
     done
     run memcheck-parity 60 env GAN_ENGINE_TEST_DEVICE=cuda compute-sanitizer --tool memcheck --error-exitcode 99 \
         --print-limit 50 "$bin/test-emu_parity" --test-threads=1
-    res+=("memcheck/emu_parity $(grep -o 'ERROR SUMMARY: [0-9]* error' "$log_dir/memcheck-parity.log" | tail -1 | grep -o '[0-9]*')err rc$rc")
+    res+=("memcheck/emu_parity $(sanitizer_errors "$log_dir/memcheck-parity.log")err rc$rc")
     end "$(IFS=';'; echo "${res[*]}")"
 }
 
