@@ -288,7 +288,9 @@ phase_bench() {
     done
     run torch-layers 90 env LD_LIBRARY_PATH="$torch_ld" python3 scripts/bench_torch_gpu.py --tf32 off --samples 5 \
         --out "$log_dir/torch_fp32.json"
-    (cd "$work" && find criterion-fp32 criterion-tf32 -name estimates.json -path '*new*' 2>/dev/null |
+    # What scripts/benchmarks_md.py reads: the group ids (benchmark.json), estimates and samples.
+    (cd "$work" && find criterion-fp32 criterion-tf32 -path '*new*' \
+        \( -name estimates.json -o -name benchmark.json -o -name sample.json \) 2>/dev/null |
         tar czf "$log_dir/criterion.tgz" -T -) 2>/dev/null
     end "ops fp32/tf32 and torch per-layer rows written (see logs)"
 }
