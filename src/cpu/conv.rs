@@ -49,6 +49,10 @@ const BLOCK_ELEMS: usize = 64 * 1024;
 /// block), and thinner blocks make thin GEMMs.
 const MIN_BLOCK_ROWS: usize = 256;
 
+/// Partial weight gradients summed at the end of a backward-weight pass: enough to keep a few threads busy
+/// without threaded GEMMs, few enough that their final sum stays small next to the GEMMs.
+const WEIGHT_GRAD_GROUPS: usize = 4;
+
 /// How the work of one pass is cut: `nb` images per chunk (their columns side by side), `cb` input
 /// channels per block of patch-matrix rows and, in the forward pass of a chunk of one image, `rt` output rows
 /// per tile of columns.
@@ -107,11 +111,24 @@ impl Geom {
     /// layers: a block of 252 rows × 21609 columns is 22 MB), and the block then goes to memory and back. The
     /// forward pass therefore also cuts such an image into tiles of whole output rows, about BLOCK_ELEMS per
     /// block and tile but at least TARGET_COLS columns.
+    ///
+    /// The thread count may change how the columns are cut (which output a chunk computes), never how a sum
+    /// is cut: the channel blocks, over which the forward pass sums, are sized for the largest chunk any
+    /// thread count gives, so a run resumed with another RAYON_NUM_THREADS computes the same bits.
     fn plan(&self) -> Plan {
         let threads = rayon::current_num_threads().max(1);
-        let wanted = TARGET_COLS.div_ceil(self.out_pixels());
-        let nb = wanted.min(self.n.div_ceil(threads)).max(1);
-        let rows = (BLOCK_ELEMS / (nb * self.out_pixels())).max(MIN_BLOCK_ROWS);
+        self.plan_with(self.chunk_images_max().min(self.n.div_ceil(threads)).max(1))
+    }
+
+    /// Images per chunk with one thread: as many as TARGET_COLS columns need.
+    fn chunk_images_max(&self) -> usize {
+        TARGET_COLS.div_ceil(self.out_pixels()).min(self.n).max(1)
+    }
+
+    /// The plan for chunks of `nb` images.
+    fn plan_with(&self, nb: usize) -> Plan {
+        let rows =
+            (BLOCK_ELEMS / (self.chunk_images_max() * self.out_pixels())).max(MIN_BLOCK_ROWS);
         let cb = (rows / (self.kh * self.kw)).clamp(1, self.c);
         let block = cb * self.kh * self.kw * self.out_pixels();
         let rt = if nb == 1 && block >= 2 * BLOCK_ELEMS {
@@ -569,7 +586,13 @@ pub fn conv2d_backward_weight(
         );
         return Ok(tensor(dw, &w_shape));
     }
-    Ok(backward_weight_planned(&g, x, dy, g.plan()))
+    // The weight gradient sums over images, so its chunks must not depend on the thread count.
+    Ok(backward_weight_planned(
+        &g,
+        x,
+        dy,
+        g.plan_with(g.chunk_images_max()),
+    ))
 }
 
 /// dW[:, rows of block b] += dy · col_bᵀ over every chunk and block.
@@ -581,9 +604,11 @@ fn backward_weight_planned(g: &Geom, x: &[f32], dy: &[f32], plan: Plan) -> Tenso
         // An empty batch contributes nothing.
         return tensor(vec![0.0; g.o * k], &w_shape);
     }
-    // One contiguous run of chunks per thread, each summed into the thread's own dW; fixed (not
-    // work-stolen) groups keep the summation order, hence the result, independent of scheduling.
-    let groups = chunks.min(rayon::current_num_threads().max(1));
+    // Contiguous runs of chunks, each summed into its own dW, then the partial dWs in order: a fixed number
+    // of groups (not one per thread, not work-stolen) keeps the summation order, hence the result,
+    // independent of the thread count and of scheduling. With fewer groups than threads the GEMMs thread
+    // themselves (their threads split the output, not the sum).
+    let groups = chunks.min(WEIGHT_GRAD_GROUPS);
     let imgs_per_group = chunks.div_ceil(groups) * nb;
     let par = gemm_parallelism(groups);
     let partials: Vec<Vec<f32>> = x

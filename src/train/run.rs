@@ -59,10 +59,6 @@ pub struct TrainState {
     pub data: LoaderState,
     /// Wall time spent in earlier sessions of this run.
     pub elapsed_s: f64,
-    /// Threads of the CPU backend that computed the run (`None` on CUDA, and in checkpoints from before it was
-    /// recorded). The CPU reductions split their work by thread, so another count changes the last bits.
-    #[serde(default)]
-    pub cpu_threads: Option<usize>,
 }
 
 /// What the loop reports after each iteration.
@@ -240,15 +236,6 @@ impl Trainer {
                 Some(avg)
             }
         };
-        if let (Some(then), Some(now)) = (state.cpu_threads, cpu_threads(&device)) {
-            if then != now {
-                eprintln!(
-                    "warning: the run was computed with {then} CPU threads and resumes with {now}: CPU reductions \
-                     split their sums by thread, so from here on the numbers differ in the last bits from an \
-                     uninterrupted run (set RAYON_NUM_THREADS={then} for a bit-exact resume)"
-                );
-            }
-        }
         let t = Trainer::assemble(cfg, gan, data, g_ema, state.step, state.elapsed_s)?;
         // A crash between the checkpoint's write and the generators' leaves them a save behind: bring them to
         // the checkpoint's step (only in the run's own directory; another --out is written from the first step).
@@ -344,7 +331,6 @@ impl Trainer {
                 noise: self.gan.noise,
                 data: self.data.state(),
                 elapsed_s,
-                cpu_threads: cpu_threads(&self.gan.device),
             },
         )?;
         f.insert_store(G_PREFIX, &self.gan.g.store)?;
@@ -491,11 +477,6 @@ impl Trainer {
         }
         Ok(())
     }
-}
-
-/// Threads of the CPU backend, or `None` for a GPU device.
-fn cpu_threads(device: &Device) -> Option<usize> {
-    matches!(device, Device::Cpu).then(rayon::current_num_threads)
 }
 
 /// The first value of a checkpoint that is not finite or beyond [`limits::MAX_SAVED_ABS`] (a diverged run), with
