@@ -40,6 +40,7 @@ fn model(image_size: usize, channels: usize) -> ModelConfig {
         ndf: NDF,
         hidden: 256,
         num_classes: 0,
+        tricks: Default::default(),
     }
 }
 

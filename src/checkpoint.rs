@@ -482,6 +482,7 @@ mod tests {
             ndf: 4,
             hidden: 8,
             num_classes: 0,
+            tricks: Default::default(),
         }
     }
 

@@ -750,3 +750,53 @@ fn epochs_count_passes_over_the_data() {
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 10, "{csv}");
 }
+
+#[test]
+fn dcgan_switches_build_train_sample_and_resume_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ablation");
+    let switches = [
+        "--no-g-batch-norm",
+        "--no-d-batch-norm",
+        "--g-act",
+        "leaky",
+        "--d-act",
+        "relu",
+        "--d-downsample",
+        "maxpool",
+    ];
+    let mut args = switches.to_vec();
+    args.extend(["--steps", "2", "--image-size", "32"]);
+    train(&out, &args);
+    // No batch-norm tensors in either network; D's halving convolutions are 3x3 (a max pool follows each).
+    let ck = tensors(&out.join("checkpoint.safetensors"));
+    assert!(
+        !ck.tensors.keys().any(|k| k.contains("running_mean")),
+        "no BN"
+    );
+    assert_eq!(ck.tensors["D.main.0.weight"].shape, [8, 3, 3, 3]);
+    // `sample` rebuilds the same generator from the file alone.
+    let grid = dir.path().join("grid.png");
+    let (o, g) = (out.to_str().unwrap(), grid.to_str().unwrap());
+    ok(&["sample", "--checkpoint", o, "--n", "4", "--out", g]);
+    // The resume keeps the switches without being told; contradicting one is refused.
+    ok(&["train", "--resume", o, "--steps", "3", "--quiet"]);
+    fails(
+        &["train", "--resume", o, "--steps", "4", "--d-act", "leaky"],
+        1,
+        &["--no-g-batch-norm --no-d-batch-norm --g-act leaky --d-downsample maxpool"],
+    );
+    // The MLP model has none of these layers.
+    fails(
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--no-g-batch-norm",
+            "--steps",
+            "1",
+        ],
+        1,
+        &["--no-g-batch-norm", "MLP"],
+    );
+}

@@ -33,6 +33,7 @@ fn tiny_conditional_gan(kind: ModelKind, seed: u64) -> Gan {
         ndf: 3,
         hidden: 6,
         num_classes: CLASSES,
+        tricks: Default::default(),
     };
     let a = AdamSettings::DCGAN;
     Gan::new(&cfg, &a, &a, LossKind::Ns, seed, &Device::Cpu).unwrap()

@@ -100,6 +100,7 @@ fn tiny_dcgan() -> ModelConfig {
         ndf: 3,
         hidden: 6,
         num_classes: 0,
+        tricks: Default::default(),
     }
 }
 

@@ -43,6 +43,7 @@ fn a_warm_training_step_allocates_nothing_and_copies_only_what_it_logs() {
         ndf: 3,
         hidden: 6,
         num_classes: 0,
+        tricks: Default::default(),
     };
     let a = AdamSettings::DCGAN;
     let mut gan = Gan::new(&cfg, &a, &a, LossKind::Ns, 1, &dev).unwrap();

@@ -102,6 +102,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         ndf: a.ndf,
         hidden: a.hidden,
         num_classes: 0,
+        tricks: Default::default(),
     };
     let adam = AdamSettings::DCGAN;
     let mut gan = Gan::new(&model, &adam, &adam, LossKind::Ns, 0, &device)?;

@@ -22,7 +22,8 @@ mod latent;
 use crate::checkpoint;
 use crate::device::Device;
 use crate::limits;
-use crate::nn::models::ModelKind;
+use crate::nn::models::dcgan::{Downsample, Nonlinearity};
+use crate::nn::models::{ModelConfig, ModelKind};
 use crate::ops::random::RngStream;
 use crate::train::config::{Duration, LossKind, OptimizerKind, TrainConfig};
 use crate::train::gan::{stream_seed, STREAM_FIXED_Z};
@@ -140,6 +141,23 @@ pub struct TrainArgs {
     /// MLP hidden width h (layers h, 2h, 4h) [default: 256]
     #[arg(long, value_parser = positive_usize)]
     pub hidden: Option<usize>,
+    /// DCGAN ablation: no batch norm in G (the paper has it after every G layer but the output); kept on
+    /// --resume, like the four options below
+    #[arg(long)]
+    pub no_g_batch_norm: bool,
+    /// DCGAN ablation: no batch norm in D (the paper has it after every D layer but the input)
+    #[arg(long)]
+    pub no_d_batch_norm: bool,
+    /// DCGAN: G's hidden activation, relu or leaky (LeakyReLU 0.2) [default: relu, the paper's]
+    #[arg(long, value_enum)]
+    pub g_act: Option<Nonlinearity>,
+    /// DCGAN: D's activation, leaky (LeakyReLU 0.2) or relu [default: leaky, the paper's]
+    #[arg(long, value_enum)]
+    pub d_act: Option<Nonlinearity>,
+    /// DCGAN: how D halves the resolution: stride (4x4 convolutions with stride 2) or maxpool (3x3
+    /// convolutions, then 2x2 max pooling) [default: stride, the paper's]
+    #[arg(long, value_enum)]
+    pub d_downsample: Option<Downsample>,
     /// Class-conditional GAN: G and D both get each image's class label (one-hot). Needs a dataset with
     /// labels: mnist, fashion (the digit / garment class) or balls (number of balls); kept on --resume
     #[arg(long)]
@@ -356,7 +374,7 @@ fn train_config_read(a: &TrainArgs) -> Result<(TrainConfig, Option<SavedRun>)> {
             c
         }
     };
-    let m = &mut cfg.model;
+    apply_model_args(&mut cfg.model, a);
     macro_rules! set {
         ($dst:expr, $src:expr) => {
             if let Some(v) = $src.clone() {
@@ -364,13 +382,6 @@ fn train_config_read(a: &TrainArgs) -> Result<(TrainConfig, Option<SavedRun>)> {
             }
         };
     }
-    set!(m.image_size, a.image_size);
-    set!(m.channels, a.channels);
-    set!(m.kind, a.model);
-    set!(m.nz, a.nz);
-    set!(m.ngf, a.ngf);
-    set!(m.ndf, a.ndf);
-    set!(m.hidden, a.hidden);
     set!(cfg.dataset, a.dataset);
     // Recorded with an absolute directory, so the run resumes from any working directory.
     if resume.is_none() || a.dataset.is_some() {
@@ -427,30 +438,26 @@ fn train_config_read(a: &TrainArgs) -> Result<(TrainConfig, Option<SavedRun>)> {
 }
 
 /// On resume, the flags that define the run's identity must agree with the checkpoint.
+/// The model options given on the command line, over `m`.
+fn apply_model_args(m: &mut ModelConfig, a: &TrainArgs) {
+    m.image_size = a.image_size.unwrap_or(m.image_size);
+    m.channels = a.channels.unwrap_or(m.channels);
+    m.kind = a.model.unwrap_or(m.kind);
+    m.nz = a.nz.unwrap_or(m.nz);
+    m.ngf = a.ngf.unwrap_or(m.ngf);
+    m.ndf = a.ndf.unwrap_or(m.ndf);
+    m.hidden = a.hidden.unwrap_or(m.hidden);
+    let t = &mut m.tricks;
+    t.g_batch_norm &= !a.no_g_batch_norm;
+    t.d_batch_norm &= !a.no_d_batch_norm;
+    t.g_act = a.g_act.unwrap_or(t.g_act);
+    t.d_act = a.d_act.unwrap_or(t.d_act);
+    t.d_downsample = a.d_downsample.unwrap_or(t.d_downsample);
+}
+
 fn check_unchanged(saved: &TrainConfig, a: &TrainArgs, file: &Path) -> Result<()> {
     let mut given = saved.model.clone();
-    let m = &mut given;
-    if let Some(v) = a.image_size {
-        m.image_size = v;
-    }
-    if let Some(v) = a.channels {
-        m.channels = v;
-    }
-    if let Some(v) = a.model {
-        m.kind = v;
-    }
-    if let Some(v) = a.nz {
-        m.nz = v;
-    }
-    if let Some(v) = a.ngf {
-        m.ngf = v;
-    }
-    if let Some(v) = a.ndf {
-        m.ndf = v;
-    }
-    if let Some(v) = a.hidden {
-        m.hidden = v;
-    }
+    apply_model_args(&mut given, a);
     if a.conditional && !saved.model.is_conditional() {
         bail!(
             "checkpoint {} holds an unconditional model; --conditional cannot be added on resume",

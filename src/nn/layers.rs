@@ -1,4 +1,4 @@
-//! Layers: Conv2d, ConvTranspose2d, BatchNorm (1-D and 2-D), Linear, and the pointwise activations.
+//! Layers: Conv2d, ConvTranspose2d, BatchNorm (1-D and 2-D), Linear, max pooling and the pointwise activations.
 //!
 //! A layer holds only ids into a [`ParamStore`]; the tensors live in the store under PyTorch's `state_dict`
 //! names (`{prefix}.weight`, `{prefix}.running_mean`, ...), so a whole model saves and loads by name.
@@ -9,7 +9,7 @@
 use anyhow::{ensure, Context, Result};
 
 use crate::autograd::{Tape, Var};
-use crate::backend::{Activation, Conv2dParams};
+use crate::backend::{Activation, Conv2dParams, Pool2d};
 use crate::nn::params::{BufferId, ParamId, ParamStore};
 use crate::ops;
 use crate::ops::random::RngStream;
@@ -239,6 +239,7 @@ pub enum Layer {
     BatchNorm(BatchNorm),
     Linear(Linear),
     Act(Activation),
+    MaxPool(Pool2d),
 }
 
 impl Layer {
@@ -255,6 +256,7 @@ impl Layer {
             Layer::BatchNorm(l) => l.forward(tape, store, x, train, None),
             Layer::Linear(l) => l.forward(tape, store, x),
             Layer::Act(a) => ops::activation::activation(tape, x, *a),
+            Layer::MaxPool(p) => ops::pool::max_pool2d(tape, x, *p),
         }
     }
 }
@@ -336,6 +338,10 @@ impl Sequential {
 
     pub fn act(&mut self, a: Activation) {
         self.layers.push(Layer::Act(a));
+    }
+
+    pub fn max_pool(&mut self, p: Pool2d) {
+        self.layers.push(Layer::MaxPool(p));
     }
 
     pub fn forward(

@@ -454,6 +454,7 @@ mod tests {
                     ndf: 5,
                     hidden: 1,
                     num_classes: 0,
+                    tricks: Default::default(),
                 },
                 vec![
                     ("main.1", vec![5, 16, 16]),
@@ -471,6 +472,7 @@ mod tests {
                     ndf: 1,
                     hidden: 3,
                     num_classes: 0,
+                    tricks: Default::default(),
                 },
                 vec![("main.1", vec![12]), ("main.3", vec![6])],
             ),

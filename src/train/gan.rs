@@ -450,6 +450,7 @@ mod tests {
             ndf: 3,
             hidden: 6,
             num_classes: 0,
+            tricks: Default::default(),
         };
         let a = AdamSettings::DCGAN;
         Gan::new(&cfg, &a, &a, loss, 7, &Device::Cpu).unwrap()
@@ -590,6 +591,7 @@ mod tests {
             ndf: 4,
             hidden: 1,
             num_classes: 0,
+            tricks: Default::default(),
         };
         let a = AdamSettings::DCGAN;
         let mut gan = Gan::new(&cfg, &a, &a, LossKind::Ns, 0, &dev).unwrap();

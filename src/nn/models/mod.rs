@@ -63,6 +63,10 @@ pub struct ModelConfig {
     /// conditioning existed lack the field, and they are unconditional: hence the default.
     #[serde(default)]
     pub num_classes: usize,
+    /// DCGAN: the paper's architecture guidelines, each switchable (the paper's by default, and in checkpoints
+    /// written before they existed).
+    #[serde(default)]
+    pub tricks: dcgan::Tricks,
 }
 
 impl Default for ModelConfig {
@@ -76,6 +80,7 @@ impl Default for ModelConfig {
             ndf: 64,
             hidden: 256,
             num_classes: 0,
+            tricks: dcgan::Tricks::default(),
         }
     }
 }
@@ -114,7 +119,14 @@ impl ModelConfig {
                 );
                 ensure!(self.ngf > 0 && self.ndf > 0, "ngf and ndf must be positive");
             }
-            ModelKind::Mlp => ensure!(self.hidden > 0, "the MLP hidden width must be positive"),
+            ModelKind::Mlp => {
+                ensure!(self.hidden > 0, "the MLP hidden width must be positive");
+                ensure!(
+                    self.tricks == dcgan::Tricks::default(),
+                    "{} switch the DCGAN model's layers; the MLP model has none of them",
+                    self.tricks.flags().join(" ")
+                );
+            }
         }
         let (g, d) = self.sizes()?;
         for (net, n) in [("generator", g), ("discriminator", d)] {
@@ -158,8 +170,14 @@ impl ModelConfig {
             0 => String::new(),
             c => format!(" conditional on {c} classes"),
         };
+        let tricks: String = self
+            .tricks
+            .flags()
+            .iter()
+            .map(|f| format!(" {f}"))
+            .collect();
         format!(
-            "{} {s}x{s}x{} nz={} {widths}{cond}",
+            "{} {s}x{s}x{} nz={} {widths}{cond}{tricks}",
             self.kind, self.channels, self.nz
         )
     }
@@ -228,6 +246,13 @@ impl ModelConfig {
             d.push(match other.num_classes {
                 0 => "no --conditional".to_string(),
                 c => format!("--conditional ({c} classes)"),
+            });
+        }
+        if self.tricks != other.tricks {
+            let flags = other.tricks.flags();
+            d.push(match flags.is_empty() {
+                true => "the DCGAN paper's layers".to_string(),
+                false => flags.join(" "),
             });
         }
         d
@@ -553,18 +578,109 @@ mod tests {
             };
             let g = Generator::new(&c, &Device::Cpu, &mut rng).unwrap();
             let d = Discriminator::new(&c, &Device::Cpu, &mut rng).unwrap();
-            let count = |s: &ParamStore| -> u128 {
-                s.named_tensors()
-                    .iter()
-                    .map(|(_, t)| t.numel() as u128)
-                    .sum()
-            };
             assert_eq!(
                 c.sizes().unwrap(),
                 (count(&g.store), count(&d.store)),
                 "{c:?}"
             );
         }
+    }
+
+    fn count(s: &ParamStore) -> u128 {
+        s.named_tensors()
+            .iter()
+            .map(|(_, t)| t.numel() as u128)
+            .sum()
+    }
+
+    #[test]
+    fn every_dcgan_switch_builds_what_it_says_and_sizes_count_it() {
+        use crate::backend::Activation;
+        use crate::nn::layers::Layer;
+        use dcgan::{Downsample, Nonlinearity, Tricks};
+        let mut rng = RngStream::new(3);
+        let paper = Tricks::default();
+        let variants = [
+            Tricks {
+                g_batch_norm: false,
+                ..paper
+            },
+            Tricks {
+                d_batch_norm: false,
+                ..paper
+            },
+            Tricks {
+                g_act: Nonlinearity::Leaky,
+                d_act: Nonlinearity::Relu,
+                ..paper
+            },
+            Tricks {
+                d_downsample: Downsample::Maxpool,
+                ..paper
+            },
+        ];
+        for (size, t) in [64, 32, 28]
+            .into_iter()
+            .flat_map(|s| variants.map(|t| (s, t)))
+        {
+            let c = ModelConfig {
+                ngf: 8,
+                ndf: 6,
+                nz: 16,
+                tricks: t,
+                ..cfg(ModelKind::Dcgan, size, 1)
+            };
+            let g = Generator::new(&c, &Device::Cpu, &mut rng).unwrap();
+            let d = Discriminator::new(&c, &Device::Cpu, &mut rng).unwrap();
+            assert_eq!(
+                c.sizes().unwrap(),
+                (count(&g.store), count(&d.store)),
+                "{c:?}"
+            );
+            let has = |s: &Sequential, f: &dyn Fn(&Layer) -> bool| s.layers.iter().any(f);
+            let bn = |l: &Layer| matches!(l, Layer::BatchNorm(_));
+            assert_eq!(has(&g.net, &bn), t.g_batch_norm, "{c:?}");
+            assert_eq!(has(&d.net, &bn), t.d_batch_norm, "{c:?}");
+            let pool = |l: &Layer| matches!(l, Layer::MaxPool(_));
+            assert_eq!(
+                has(&d.net, &pool),
+                t.d_downsample == Downsample::Maxpool,
+                "{c:?}"
+            );
+            let act = |a: Activation| move |l: &Layer| matches!(l, Layer::Act(x) if *x == a);
+            let leaky = Activation::LeakyRelu(0.2);
+            assert_eq!(
+                has(&g.net, &act(leaky)),
+                t.g_act == Nonlinearity::Leaky,
+                "{c:?}"
+            );
+            assert_eq!(
+                has(&d.net, &act(Activation::Relu)),
+                t.d_act == Nonlinearity::Relu,
+                "{c:?}"
+            );
+            // Both networks still map a batch to the same shapes as the paper's.
+            let z = Tensor::zeros(&[2, 16], &Device::Cpu).unwrap();
+            let (mut g, mut d, mut tape) = (g, d, Tape::new());
+            let zv = tape.constant(z);
+            let x = g.forward(&mut tape, zv, true).unwrap();
+            assert_eq!(tape.value(x).shape(), &[2, 1, size, size], "{c:?}");
+            let y = d.forward(&mut tape, x, true).unwrap();
+            assert_eq!(tape.value(y).shape().iter().product::<usize>(), 2, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn dcgan_switches_are_refused_for_the_mlp_model() {
+        let c = ModelConfig {
+            tricks: dcgan::Tricks {
+                d_batch_norm: false,
+                ..Default::default()
+            },
+            ..cfg(ModelKind::Mlp, 28, 1)
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("--no-d-batch-norm") && e.contains("MLP"), "{e}");
     }
 
     #[test]
