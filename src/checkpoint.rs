@@ -38,6 +38,9 @@ pub const G_EMA_PREFIX: &str = "G_ema.";
 pub const OPT_G_PREFIX: &str = "opt_G.";
 pub const OPT_D_PREFIX: &str = "opt_D.";
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+/// The directory of a run that holds the last save (checkpoint and generators, written as one unit by
+/// [`crate::io::write_file_set`]); the run's top-level files of those names are symlinks into it.
+pub const SAVED_DIR: &str = "saved";
 
 /// `__metadata__` key saying which kind of file this is.
 pub const FORMAT_KEY: &str = "format";

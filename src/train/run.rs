@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::autograd::Tape;
 use crate::checkpoint::{
     self, TensorFile, CHECKPOINT_FILE, D_PREFIX, FORMAT_CHECKPOINT, GENERATOR_EMA_FILE,
-    GENERATOR_FILE, G_EMA_PREFIX, G_PREFIX, MODEL_KEY, OPT_D_PREFIX, OPT_G_PREFIX,
+    GENERATOR_FILE, G_EMA_PREFIX, G_PREFIX, MODEL_KEY, OPT_D_PREFIX, OPT_G_PREFIX, SAVED_DIR,
 };
 use crate::device::Device;
 use crate::limits;
@@ -59,6 +59,36 @@ pub struct TrainState {
     pub data: LoaderState,
     /// Wall time spent in earlier sessions of this run.
     pub elapsed_s: f64,
+}
+
+/// The checkpoint `ck` and the generator files made from it, written into `out` as one unit.
+fn save_run_files(out: &Path, ck: &TensorFile) -> Result<()> {
+    let step = ck.get_json::<TrainState>(STATE_KEY, out)?.step;
+    let mut files = vec![
+        (CHECKPOINT_FILE, ck.to_bytes()?),
+        (
+            GENERATOR_FILE,
+            checkpoint::generator_from(ck, G_PREFIX, step)?.to_bytes()?,
+        ),
+    ];
+    if ck.tensors.keys().any(|k| k.starts_with(G_EMA_PREFIX)) {
+        files.push((
+            GENERATOR_EMA_FILE,
+            checkpoint::generator_from(ck, G_EMA_PREFIX, step)?.to_bytes()?,
+        ));
+    }
+    crate::io::write_file_set(out, SAVED_DIR, &files)
+        .with_context(|| format!("cannot save the run in {}", out.display()))?;
+    if files.len() == 2 {
+        // An average left by a replaced (--overwrite) run would be taken for this run's.
+        let ema_file = out.join(GENERATOR_EMA_FILE);
+        crate::io::fileset::remove_link(out, SAVED_DIR, GENERATOR_EMA_FILE)?;
+        if ema_file.is_file() && !ema_file.is_symlink() {
+            fs::remove_file(&ema_file)
+                .with_context(|| format!("cannot remove the stale {}", ema_file.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// What the loop reports after each iteration.
@@ -237,11 +267,12 @@ impl Trainer {
             }
         };
         let t = Trainer::assemble(cfg, gan, data, g_ema, state.step, state.elapsed_s)?;
-        // A crash between the checkpoint's write and the generators' leaves them a save behind: bring them to
-        // the checkpoint's step (only in the run's own directory; another --out is written from the first step).
+        // A run saved before saves were one unit (or on a file system that cannot exchange directories) can hold
+        // generators a save behind the checkpoint: save the set again at the checkpoint's step (only in the
+        // run's own directory; another --out is written from the first step).
         let own_dir = same_dir(&run_dir_of(&file), &t.cfg.out);
         if own_dir && checkpoint::saved_step(&t.cfg.out.join(GENERATOR_FILE)) != Some(state.step) {
-            t.save_generators(&f)?;
+            save_run_files(&t.cfg.out, &f)?;
         }
         if t.step >= t.total_steps {
             bail!(
@@ -343,10 +374,9 @@ impl Trainer {
         Ok(f)
     }
 
-    /// Writes `checkpoint.safetensors`, then `generator.safetensors` and, with --g-ema,
-    /// `generator_ema.safetensors` (each atomically), all three stamped with the step. The checkpoint goes
-    /// first: it is what a resume reads, and a resume rewrites generator files left at an older step by a
-    /// crash between the writes. Nothing is written if any value is not finite or beyond
+    /// Writes `checkpoint.safetensors`, `generator.safetensors` and, with --g-ema, `generator_ema.safetensors`,
+    /// all stamped with the step, as one unit (see [`crate::io::fileset`]): a crash at any instant leaves the
+    /// three at the same step. Nothing is written if any value is not finite or beyond
     /// [`limits::MAX_SAVED_ABS`]: the last good checkpoint stays, and the error names the tensor.
     pub fn save_checkpoint(&mut self, elapsed_s: f64) -> Result<()> {
         let ck = self.checkpoint_file(elapsed_s)?;
@@ -359,25 +389,8 @@ impl Trainer {
                 self.saved_step
             );
         }
-        ck.save(&self.cfg.out.join(CHECKPOINT_FILE))?;
-        self.save_generators(&ck)?;
+        save_run_files(&self.cfg.out, &ck)?;
         self.saved_step = self.step;
-        Ok(())
-    }
-
-    /// The generator files of the run, from the tensors of checkpoint `ck`.
-    fn save_generators(&self, ck: &TensorFile) -> Result<()> {
-        let out = &self.cfg.out;
-        let step = ck.get_json::<TrainState>(STATE_KEY, out)?.step;
-        checkpoint::generator_from(ck, G_PREFIX, step)?.save(&out.join(GENERATOR_FILE))?;
-        let ema_file = out.join(GENERATOR_EMA_FILE);
-        if ck.tensors.keys().any(|k| k.starts_with(G_EMA_PREFIX)) {
-            checkpoint::generator_from(ck, G_EMA_PREFIX, step)?.save(&ema_file)?;
-        } else if ema_file.exists() {
-            // Left by a replaced (--overwrite) run, it would be taken for this run's generator.
-            fs::remove_file(&ema_file)
-                .with_context(|| format!("cannot remove the stale {}", ema_file.display()))?;
-        }
         Ok(())
     }
 

@@ -7,14 +7,14 @@
 //!   run, or `--resume A --out B` with B holding another run) needs `--overwrite`.
 //! - An overwritten run's files are removed only once the new run has completed its first step (see
 //!   [`Claim::clear_replaced`]), so a new run that fails at once leaves the old one whole.
-//! - Temporary files left by a writer that was killed mid-save (`.NAME.PID.N.tmp`) are removed.
+//! - Temporary files and save sets left by a writer that was killed mid-save (`.NAME.PID.N.tmp`) are removed.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::checkpoint::{CHECKPOINT_FILE, GENERATOR_EMA_FILE, GENERATOR_FILE};
+use crate::checkpoint::{CHECKPOINT_FILE, GENERATOR_EMA_FILE, GENERATOR_FILE, SAVED_DIR};
 
 use super::run::{METRICS_FILE, METRICS_PLOT_FILE};
 
@@ -97,6 +97,7 @@ impl Claim {
         for f in RUN_FILES {
             remove_if_present(&self.out.join(f))?;
         }
+        remove_dir_if_present(&self.out.join(SAVED_DIR))?;
         let samples = self.out.join("samples");
         if samples.is_dir() {
             for e in fs::read_dir(&samples)
@@ -109,6 +110,15 @@ impl Claim {
             }
         }
         Ok(())
+    }
+}
+
+fn remove_dir_if_present(p: &Path) -> Result<()> {
+    match fs::remove_dir_all(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", p.display()))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -139,7 +149,12 @@ fn remove_temporaries(dir: &Path) -> Result<()> {
         let p = e?.path();
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
         if name.is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp")) {
-            remove_if_present(&p)?;
+            // A save's set is written as a directory (crate::io::fileset), single files as files.
+            if p.is_dir() && !p.is_symlink() {
+                remove_dir_if_present(&p)?;
+            } else {
+                remove_if_present(&p)?;
+            }
         }
     }
     Ok(())
