@@ -76,18 +76,20 @@ fn temp_path_for(path: &Path) -> Result<PathBuf> {
 /// Makes the rename itself durable. Best effort: some platforms and file systems cannot open or sync a
 /// directory, and the data is already safe at this point, so failures are ignored.
 fn sync_parent_dir(path: &Path) {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// Makes renames in `dir` durable, best effort (see `sync_parent_dir`).
+pub(crate) fn sync_dir(dir: &Path) {
     #[cfg(unix)]
-    {
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        if let Ok(dir) = File::open(parent) {
-            let _ = dir.sync_all();
-        }
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
     }
     #[cfg(not(unix))]
-    let _ = path;
+    let _ = dir;
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 
+use super::atomic::sync_dir;
+
 /// Writes `files` (name, contents) as the set `dir/set`, reached as `dir/NAME`. A symlink `dir/NAME` into the set
 /// whose file the new set lacks is removed with it.
 pub fn write_file_set(dir: &Path, set: &str, files: &[(&str, Vec<u8>)]) -> Result<()> {
@@ -138,16 +140,6 @@ fn link(dir: &Path, set: &str, name: &str) -> Result<()> {
     }
     sync_dir(dir);
     Ok(())
-}
-
-/// Makes renames in `dir` durable. Best effort, as for single files (see `write_atomic`).
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
 }
 
 #[cfg(test)]
