@@ -39,8 +39,7 @@ fn model(image_size: usize, channels: usize) -> ModelConfig {
         ngf: NGF,
         ndf: NDF,
         hidden: 256,
-        num_classes: 0,
-        tricks: Default::default(),
+        ..ModelConfig::default()
     }
 }
 

@@ -484,8 +484,7 @@ mod tests {
             ngf: 4,
             ndf: 4,
             hidden: 8,
-            num_classes: 0,
-            tricks: Default::default(),
+            ..ModelConfig::default()
         }
     }
 

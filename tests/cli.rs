@@ -175,16 +175,10 @@ fn resumed_training_is_bit_exact() {
         &a.join("checkpoint.safetensors"),
         &b.join("checkpoint.safetensors"),
     );
-    let csv = std::fs::read_to_string(b.join("metrics.csv")).unwrap();
-    let steps: Vec<&str> = csv
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').next().unwrap())
-        .collect();
     assert_eq!(
-        steps,
-        ["2", "4"],
-        "one row per logged step across the resume: {csv}"
+        common::cli::metric_steps(&b),
+        [2, 4],
+        "one row per logged step across the resume"
     );
 
     // Nothing left to do.
@@ -221,14 +215,10 @@ fn wgan_with_rmsprop_trains_and_resumes_bit_exactly() {
         v
     };
     train(&a, &with("3"));
-    let csv = std::fs::read_to_string(a.join("metrics.csv")).unwrap();
-    let rows: Vec<Vec<f64>> = csv
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').map(|x| x.parse().unwrap()).collect())
-        .collect();
+    let (rows, csv) = common::cli::metrics(&a);
     assert_eq!(rows.len(), 3, "{csv}");
-    assert!(rows.iter().flatten().all(|v| v.is_finite()), "{csv}");
+    let finite = |v: &String| v.parse::<f64>().unwrap().is_finite();
+    assert!(rows.iter().flatten().all(finite), "{csv}");
     let t = tensors(&a.join("checkpoint.safetensors"));
     let cfg: serde_json::Value = serde_json::from_str(&t.metadata["train"]).unwrap();
     assert_eq!(

@@ -6,7 +6,8 @@
 
 use gan_engine::backend::Backend;
 use gan_engine::cuda::{cuda_backend, emulated_backend, CudaBackend};
-use gan_engine::nn::models::{ModelConfig, ModelKind};
+mod common;
+use common::model::tiny_dcgan;
 use gan_engine::ops::random::RngStream;
 use gan_engine::train::config::{AdamSettings, LossKind};
 use gan_engine::train::gan::StepMetrics;
@@ -88,20 +89,6 @@ fn a_private_pool_keeps_its_blocks_until_retired() {
         "both served from the cache"
     );
     assert!([be.ptr(&d).unwrap(), be.ptr(&e).unwrap()].contains(&pa));
-}
-
-fn tiny_dcgan() -> ModelConfig {
-    ModelConfig {
-        kind: ModelKind::Dcgan,
-        image_size: 28,
-        channels: 1,
-        nz: 10,
-        ngf: 3,
-        ndf: 3,
-        hidden: 6,
-        num_classes: 0,
-        tricks: Default::default(),
-    }
 }
 
 fn gan_on(be: &std::sync::Arc<CudaBackend>, loss: LossKind) -> Gan {

@@ -7,7 +7,8 @@
 #![cfg(feature = "emulation")]
 
 use gan_engine::cuda::{emulated_backend, CudaBackend, TransferCounts};
-use gan_engine::nn::models::{ModelConfig, ModelKind};
+mod common;
+use common::model::tiny_dcgan;
 use gan_engine::ops::random::RngStream;
 use gan_engine::train::config::{AdamSettings, LossKind};
 use gan_engine::train::Gan;
@@ -34,17 +35,7 @@ fn counts(be: &CudaBackend) -> (u64, TransferCounts, u64) {
 fn a_warm_training_step_allocates_nothing_and_copies_only_what_it_logs() {
     let be = emulated_backend().unwrap();
     let dev = be.device();
-    let cfg = ModelConfig {
-        kind: ModelKind::Dcgan,
-        image_size: 28,
-        channels: 1,
-        nz: 10,
-        ngf: 3,
-        ndf: 3,
-        hidden: 6,
-        num_classes: 0,
-        tricks: Default::default(),
-    };
+    let cfg = tiny_dcgan();
     let a = AdamSettings::DCGAN;
     let mut gan = Gan::new(&cfg, &a, &a, LossKind::Ns, 1, &dev).unwrap();
     let real = RngStream::new(2)

@@ -320,13 +320,7 @@ fn a_run_is_never_replaced_without_overwrite_nor_cleared_by_a_failed_one() {
         "--quiet",
     ]);
     drop(o);
-    let csv = std::fs::read_to_string(b.join("metrics.csv")).unwrap();
-    let steps: Vec<&str> = csv
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').next().unwrap())
-        .collect();
-    assert_eq!(steps, ["3"], "{csv}");
+    assert_eq!(common::cli::metric_steps(&b), [3]);
     assert!(
         !b.join("samples/step_000001.png").exists(),
         "B's old grids are gone"
@@ -503,15 +497,10 @@ fn kill_9_at_random_points_always_leaves_a_consistent_resumable_run() {
     let step = step_of(&run.join("checkpoint.safetensors"));
     assert_eq!(step, last_step + 2);
     assert_eq!(step_of(&run.join("generator.safetensors")), step);
-    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
-    let steps: Vec<u64> = csv
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').next().unwrap().parse().unwrap())
-        .collect();
+    let steps = common::cli::metric_steps(&run);
     assert!(
         steps.windows(2).all(|w| w[0] < w[1]),
-        "one row per step: {csv}"
+        "one row per step: {steps:?}"
     );
     let tmp: Vec<_> = std::fs::read_dir(&run)
         .unwrap()
@@ -810,15 +799,19 @@ fn resuming_with_another_cpu_thread_count_continues_bit_for_bit() {
         "3",
         &["train", "--resume", s(&resumed), "--steps", "6", "--quiet"],
     );
-    let losses = |run: &Path| -> Vec<String> {
-        let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
-        // Everything but the timing columns (img_per_s, elapsed_s).
-        csv.lines()
-            .map(|l| l.split(',').take(6).collect::<Vec<_>>().join(","))
+    // Everything but the timing columns (img_per_s, elapsed_s).
+    let losses = |run: &Path| -> Vec<Vec<String>> {
+        common::cli::metrics(run)
+            .0
+            .into_iter()
+            .map(|mut r| {
+                r.truncate(6);
+                r
+            })
             .collect()
     };
     assert_eq!(losses(&resumed), losses(&whole));
-    assert_eq!(losses(&whole).len(), 7, "a header and 6 steps");
+    assert_eq!(losses(&whole).len(), 6, "6 steps");
     let weights = |run: &Path| {
         let f = TensorFile::load(&run.join("checkpoint.safetensors")).unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

@@ -101,8 +101,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         ngf: a.ngf,
         ndf: a.ndf,
         hidden: a.hidden,
-        num_classes: 0,
-        tricks: Default::default(),
+        ..ModelConfig::default()
     };
     let adam = AdamSettings::DCGAN;
     let mut gan = Gan::new(&model, &adam, &adam, LossKind::Ns, 0, &device)?;

@@ -166,6 +166,16 @@ mod tests {
         }
     }
 
+    /// PyTorch's default betas, a large lr (so the moves are easy to see by hand), no weight decay.
+    const FIRST_STEP: AdamHyper = AdamHyper {
+        lr: 0.1,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        step: 1,
+    };
+
     #[test]
     fn hand_computed_first_steps() {
         // Step 1 with zero moments: m̂ = g, v̂ = g², so p moves by lr·g/(|g| + eps) ≈ lr·sign(g).
@@ -173,14 +183,7 @@ mod tests {
         let g = [tensor(vec![0.5, -3.0, 0.0], &[3])];
         let mut m = [tensor(vec![0.0; 3], &[3])];
         let mut v = [tensor(vec![0.0; 3], &[3])];
-        let h = AdamHyper {
-            lr: 0.1,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            step: 1,
-        };
+        let h = FIRST_STEP;
         run(&mut p, &g, &mut m, &mut v, h).unwrap();
         let pv = p[0].to_vec().unwrap();
         assert!((pv[0] - 0.9).abs() < 1e-6 && (pv[1] + 1.9).abs() < 1e-6 && pv[2] == 0.5);
@@ -202,14 +205,7 @@ mod tests {
         let g = [tensor(vec![1.0; 3], &[3]), tensor(vec![1.0; 3], &[3])];
         let mut m = [tensor(vec![0.0; 3], &[3]), tensor(vec![0.0; 2], &[2])];
         let mut v = [tensor(vec![0.0; 3], &[3]), tensor(vec![0.0; 2], &[2])];
-        let h = AdamHyper {
-            lr: 0.1,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            step: 1,
-        };
+        let h = FIRST_STEP;
         let msg = run(&mut p, &g, &mut m, &mut v, h).unwrap_err().to_string();
         assert!(
             msg.contains("slot 1") && msg.contains("[2]") && msg.contains("[3]"),

@@ -1,4 +1,4 @@
-//! Layers: Conv2d, ConvTranspose2d, BatchNorm (1-D and 2-D), Linear, max pooling and the pointwise activations.
+//! Layers: Conv2d (and transposed), BatchNorm (1-D and 2-D), Linear, max pooling and the pointwise activations.
 //!
 //! A layer holds only ids into a [`ParamStore`]; the tensors live in the store under PyTorch's `state_dict`
 //! names (`{prefix}.weight`, `{prefix}.running_mean`, ...), so a whole model saves and loads by name.
@@ -18,8 +18,8 @@ use crate::tensor::Tensor;
 /// Standard deviation of the DCGAN weight init.
 pub const INIT_STD: f32 = 0.02;
 
-/// 2-D convolution without bias (DCGAN follows every conv by batch norm or the output), PyTorch layout
-/// `weight [out, in, kh, kw]`.
+/// 2-D convolution without bias (DCGAN follows every conv by batch norm or the output): PyTorch's Conv2d, weight
+/// `[out, in, kh, kw]`, or with `transposed` its ConvTranspose2d, weight `[in, out, kh, kw]`.
 #[derive(Clone, Debug)]
 pub struct Conv2d {
     pub weight: ParamId,
@@ -27,6 +27,7 @@ pub struct Conv2d {
     pub out_channels: usize,
     pub kernel: usize,
     pub params: Conv2dParams,
+    pub transposed: bool,
 }
 
 impl Conv2d {
@@ -39,10 +40,14 @@ impl Conv2d {
         kernel: usize,
         stride: usize,
         padding: usize,
+        transposed: bool,
         rng: &mut RngStream,
     ) -> Result<Conv2d> {
-        let shape = [out_channels, in_channels, kernel, kernel];
-        let w = rng.normal(&shape, 0.0, INIT_STD, &store.device)?;
+        let (a, b) = match transposed {
+            false => (out_channels, in_channels),
+            true => (in_channels, out_channels),
+        };
+        let w = rng.normal(&[a, b, kernel, kernel], 0.0, INIT_STD, &store.device)?;
         let weight = store.add(&format!("{prefix}.weight"), w);
         Ok(Conv2d {
             weight,
@@ -50,54 +55,20 @@ impl Conv2d {
             out_channels,
             kernel,
             params: Conv2dParams::new(stride, padding),
+            transposed,
         })
     }
 
     pub fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var) -> Result<Var> {
         let w = store.var(tape, self.weight);
-        ops::conv2d(tape, x, w, self.params)
-            .with_context(|| format!("{} (Conv2d)", store.name(self.weight)))
-    }
-}
-
-/// Transposed 2-D convolution without bias, PyTorch layout `weight [in, out, kh, kw]`.
-#[derive(Clone, Debug)]
-pub struct ConvTranspose2d {
-    pub weight: ParamId,
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub kernel: usize,
-    pub params: Conv2dParams,
-}
-
-impl ConvTranspose2d {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: &mut ParamStore,
-        prefix: &str,
-        in_channels: usize,
-        out_channels: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        rng: &mut RngStream,
-    ) -> Result<ConvTranspose2d> {
-        let shape = [in_channels, out_channels, kernel, kernel];
-        let w = rng.normal(&shape, 0.0, INIT_STD, &store.device)?;
-        let weight = store.add(&format!("{prefix}.weight"), w);
-        Ok(ConvTranspose2d {
-            weight,
-            in_channels,
-            out_channels,
-            kernel,
-            params: Conv2dParams::new(stride, padding),
-        })
-    }
-
-    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var) -> Result<Var> {
-        let w = store.var(tape, self.weight);
-        ops::conv_transpose2d(tape, x, w, self.params, None)
-            .with_context(|| format!("{} (ConvTranspose2d)", store.name(self.weight)))
+        let (y, kind) = match self.transposed {
+            false => (ops::conv2d(tape, x, w, self.params), "Conv2d"),
+            true => (
+                ops::conv_transpose2d(tape, x, w, self.params, None),
+                "ConvTranspose2d",
+            ),
+        };
+        y.with_context(|| format!("{} ({kind})", store.name(self.weight)))
     }
 }
 
@@ -235,7 +206,6 @@ impl Linear {
 #[derive(Clone, Debug)]
 pub enum Layer {
     Conv(Conv2d),
-    ConvT(ConvTranspose2d),
     BatchNorm(BatchNorm),
     Linear(Linear),
     Act(Activation),
@@ -252,11 +222,32 @@ impl Layer {
     ) -> Result<Var> {
         match self {
             Layer::Conv(l) => l.forward(tape, store, x),
-            Layer::ConvT(l) => l.forward(tape, store, x),
             Layer::BatchNorm(l) => l.forward(tape, store, x, train, None),
             Layer::Linear(l) => l.forward(tape, store, x),
             Layer::Act(a) => ops::activation::activation(tape, x, *a),
             Layer::MaxPool(p) => ops::pool::max_pool2d(tape, x, *p),
+        }
+    }
+}
+
+/// A square convolution's channels (in, out), kernel, stride and padding, as PyTorch's Conv2d takes them.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvShape {
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl ConvShape {
+    pub fn new(cin: usize, cout: usize, k: usize, stride: usize, pad: usize) -> Self {
+        ConvShape {
+            cin,
+            cout,
+            k,
+            stride,
+            pad,
         }
     }
 }
@@ -281,35 +272,42 @@ impl Sequential {
         format!("{}.{}", self.prefix, self.layers.len())
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn conv(
         &mut self,
         store: &mut ParamStore,
         rng: &mut RngStream,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        pad: usize,
+        c: ConvShape,
     ) -> Result<()> {
-        let l = Conv2d::new(store, &self.next_name(), cin, cout, k, stride, pad, rng)?;
-        self.layers.push(Layer::Conv(l));
-        Ok(())
+        self.push_conv(store, rng, c, false)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A transposed convolution (PyTorch's ConvTranspose2d).
     pub fn conv_t(
         &mut self,
         store: &mut ParamStore,
         rng: &mut RngStream,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        pad: usize,
+        c: ConvShape,
     ) -> Result<()> {
-        let l = ConvTranspose2d::new(store, &self.next_name(), cin, cout, k, stride, pad, rng)?;
-        self.layers.push(Layer::ConvT(l));
+        self.push_conv(store, rng, c, true)
+    }
+
+    fn push_conv(
+        &mut self,
+        store: &mut ParamStore,
+        rng: &mut RngStream,
+        c: ConvShape,
+        transposed: bool,
+    ) -> Result<()> {
+        let ConvShape {
+            cin,
+            cout,
+            k,
+            stride,
+            pad,
+        } = c;
+        let name = self.next_name();
+        let l = Conv2d::new(store, &name, cin, cout, k, stride, pad, transposed, rng)?;
+        self.layers.push(Layer::Conv(l));
         Ok(())
     }
 

@@ -453,8 +453,7 @@ mod tests {
                     ngf: 3,
                     ndf: 5,
                     hidden: 1,
-                    num_classes: 0,
-                    tricks: Default::default(),
+                    ..ModelConfig::default()
                 },
                 vec![
                     ("main.1", vec![5, 16, 16]),
@@ -471,8 +470,7 @@ mod tests {
                     ngf: 1,
                     ndf: 1,
                     hidden: 3,
-                    num_classes: 0,
-                    tricks: Default::default(),
+                    ..ModelConfig::default()
                 },
                 vec![("main.1", vec![12]), ("main.3", vec![6])],
             ),

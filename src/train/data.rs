@@ -1,8 +1,10 @@
 //! The training loop's side of the data: which dataset a config names, and its batch loader.
 
+use std::sync::Arc;
+
 use anyhow::{bail, Context, Result};
 
-use crate::data::{open_dataset, DatasetOptions, Loader, LoaderConfig, LoaderState};
+use crate::data::{open_dataset, Dataset, DatasetOptions, Loader, LoaderConfig, LoaderState};
 use crate::device::Device;
 
 use super::config::TrainConfig;
@@ -33,16 +35,7 @@ pub fn natural_format(spec: &str) -> NaturalFormat {
 /// The number of label classes of the dataset `cfg` names, for a new conditional model; a clear error when the
 /// dataset has no labels.
 pub fn dataset_num_classes(cfg: &TrainConfig) -> Result<usize> {
-    let opts = DatasetOptions {
-        seed: cfg.seed,
-        ..DatasetOptions::default()
-    };
-    let ds = open_dataset(
-        &cfg.dataset,
-        cfg.model.image_size,
-        cfg.model.channels,
-        &opts,
-    )?;
+    let ds = run_dataset(cfg)?;
     match ds.num_classes() {
         Some(c) if c > 0 => Ok(c),
         _ => bail!(
@@ -56,6 +49,21 @@ pub fn dataset_num_classes(cfg: &TrainConfig) -> Result<usize> {
     }
 }
 
+/// The dataset `cfg` names, at the model's image format.
+fn run_dataset(cfg: &TrainConfig) -> Result<Arc<dyn Dataset>> {
+    let opts = DatasetOptions {
+        // The procedural balls are part of the run's identity: the same seed draws the same pictures.
+        seed: cfg.seed,
+        ..DatasetOptions::default()
+    };
+    open_dataset(
+        &cfg.dataset,
+        cfg.model.image_size,
+        cfg.model.channels,
+        &opts,
+    )
+}
+
 fn spec_kind(spec: &str) -> &str {
     spec.split(':').next().unwrap_or(spec)
 }
@@ -66,17 +74,7 @@ pub fn open_loader(
     device: &Device,
     state: Option<&LoaderState>,
 ) -> Result<Loader> {
-    let opts = DatasetOptions {
-        // The procedural balls are part of the run's identity: the same seed draws the same pictures.
-        seed: cfg.seed,
-        ..DatasetOptions::default()
-    };
-    let ds = open_dataset(
-        &cfg.dataset,
-        cfg.model.image_size,
-        cfg.model.channels,
-        &opts,
-    )?;
+    let ds = run_dataset(cfg)?;
     let lc = LoaderConfig::new(
         cfg.batch_size,
         stream_seed(cfg.seed, STREAM_DATA),

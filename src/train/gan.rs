@@ -449,8 +449,7 @@ mod tests {
             ngf: 3,
             ndf: 3,
             hidden: 6,
-            num_classes: 0,
-            tricks: Default::default(),
+            ..ModelConfig::default()
         };
         let a = AdamSettings::DCGAN;
         Gan::new(&cfg, &a, &a, loss, 7, &Device::Cpu).unwrap()
@@ -590,8 +589,7 @@ mod tests {
             ngf: 4,
             ndf: 4,
             hidden: 1,
-            num_classes: 0,
-            tricks: Default::default(),
+            ..ModelConfig::default()
         };
         let a = AdamSettings::DCGAN;
         let mut gan = Gan::new(&cfg, &a, &a, LossKind::Ns, 0, &dev).unwrap();

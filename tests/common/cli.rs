@@ -100,3 +100,24 @@ pub fn tiny_train_args<'a>(dataset: &'a str, out: &'a Path, extra: &[&'a str]) -
 pub fn tiny_train(dataset: &str, out: &Path, extra: &[&str]) -> Output {
     ok(&tiny_train_args(dataset, out, extra))
 }
+
+/// The rows of a run's metrics.csv (header left out), each split at its commas, and the whole text for
+/// assertion messages.
+pub fn metrics(run: &Path) -> (Vec<Vec<String>>, String) {
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).expect("the run has a metrics.csv");
+    let rows = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    (rows, csv)
+}
+
+/// The step column of a run's metrics.csv.
+pub fn metric_steps(run: &Path) -> Vec<u64> {
+    metrics(run)
+        .0
+        .iter()
+        .map(|r| r[0].parse().expect("a step number"))
+        .collect()
+}

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Activation, Pool2d};
-use crate::nn::layers::Sequential;
+use crate::nn::layers::{ConvShape, Sequential};
 use crate::nn::params::ParamStore;
 use crate::ops::random::RngStream;
 
@@ -182,9 +182,9 @@ pub fn generator(
     for (i, &m) in mults.iter().enumerate() {
         let cout = m * cfg.ngf;
         if i == 0 {
-            s.conv_t(store, rng, cin, cout, k0, 1, 0)?;
+            s.conv_t(store, rng, ConvShape::new(cin, cout, k0, 1, 0))?;
         } else {
-            s.conv_t(store, rng, cin, cout, 4, 2, 1)?;
+            s.conv_t(store, rng, ConvShape::new(cin, cout, 4, 2, 1))?;
         }
         if cfg.tricks.g_batch_norm {
             s.batch_norm(store, rng, cout)?;
@@ -192,7 +192,7 @@ pub fn generator(
         s.act(cfg.tricks.g_act.activation());
         cin = cout;
     }
-    s.conv_t(store, rng, cin, cfg.channels, 4, 2, 1)?;
+    s.conv_t(store, rng, ConvShape::new(cin, cfg.channels, 4, 2, 1))?;
     s.act(Activation::Tanh);
     Ok(s)
 }
@@ -214,9 +214,9 @@ pub fn discriminator(
     for (i, &m) in mults.iter().enumerate() {
         let cout = m * cfg.ndf;
         match t.d_downsample {
-            Downsample::Stride => s.conv(store, rng, cin, cout, 4, 2, 1)?,
+            Downsample::Stride => s.conv(store, rng, ConvShape::new(cin, cout, 4, 2, 1))?,
             Downsample::Maxpool => {
-                s.conv(store, rng, cin, cout, 3, 1, 1)?;
+                s.conv(store, rng, ConvShape::new(cin, cout, 3, 1, 1))?;
                 s.max_pool(Pool2d::new(2, 2, 0));
             }
         }
@@ -226,6 +226,6 @@ pub fn discriminator(
         s.act(t.d_act.activation());
         cin = cout;
     }
-    s.conv(store, rng, cin, 1, k0, 1, 0)?;
+    s.conv(store, rng, ConvShape::new(cin, 1, k0, 1, 0))?;
     Ok(s)
 }
