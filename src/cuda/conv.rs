@@ -11,10 +11,14 @@
 //! tensor-core kernels (`*_tf32`: operands rounded to TF32, products accumulated in f32, like PyTorch's
 //! `allow_tf32`) for every GEMM with more than 16 rows; the narrow GEMMs (3 or 1 channels) stay on the f32
 //! kernels whatever the precision. Parameters, activations and gradients stay f32 in memory either way.
+//!
+//! Backward data of few input channels or of a 1x1 output covering the input does not run the GEMM at all:
+//! [`conv_narrow`] has kernels for those shapes (f32 at every precision).
 
 use anyhow::{ensure, Result};
 
 use super::backend::n_i32;
+use super::conv_narrow;
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
 use crate::backend::Conv2dParams;
@@ -56,7 +60,7 @@ fn geom(what: &str, x: [usize; 4], w: [usize; 4], p: Conv2dParams) -> Result<Geo
 impl Geom {
     /// The 13 size arguments every conv kernel takes after its pointers, in kernel order:
     /// N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW (all validated to fit i32 by [`geom`]).
-    fn args(&self) -> [KernelArg<'static>; 13] {
+    pub(super) fn args(&self) -> [KernelArg<'static>; 13] {
         let i = |v: usize| KernelArg::I32(v as i32);
         [
             i(self.n),
@@ -197,7 +201,7 @@ pub fn conv2d_backward_data(
     let dy_shape = dy.dims4("conv2d_backward_data dy")?;
     g.check_dy(what, dy_shape, "x")?;
     let dx = be.alloc(&x_shape)?;
-    if g.n == 0 {
+    if g.n == 0 || conv_narrow::backward_data(be, dy, w, &dx, &g)? {
         return Ok(dx);
     }
     // One GEMM per stride phase (grid.z): rows = C, columns = the phase's input pixels. No phase has more than

@@ -137,6 +137,24 @@ fn gemm(
     Ok(())
 }
 
+/// out [m, cols] = a [m, k] · b [k, cols], all three row-major and contiguous: the backward-data product of a
+/// layer with `k` outputs and `cols` inputs, for callers whose operands have that layout under other shapes
+/// (conv2d's backward data when the output is 1x1 and covers the input). Sizes are the caller's to validate.
+pub(crate) fn matmul(
+    be: &CudaBackend,
+    a: &Tensor,
+    b: &Tensor,
+    out: &Tensor,
+    (m, k, cols): (usize, usize, usize),
+) -> Result<()> {
+    let g = Geom {
+        n: m,
+        inp: cols,
+        out: k,
+    };
+    gemm(be, &g, Product::BackwardData, [a, b], out)
+}
+
 /// y [N, out] = x [N, in] · wᵀ (+ b).
 pub fn linear(be: &CudaBackend, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let g = Geom::new("linear", x, w)?;

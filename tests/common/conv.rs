@@ -61,6 +61,16 @@ impl ConvCase {
         }
     }
 
+    /// conv2d's dx (= conv_transpose2d's output) from `dy` and `w`, summed directly in f64.
+    pub fn backward_data_reference(&self, dy: &[f32], w: &[f32]) -> Vec<f64> {
+        let mut dx = vec![0f64; self.x_shape().iter().product()];
+        self.for_each_tap(|[n, o, c, oh, ow, ih, iw, r, s]| {
+            dx[self.xi(n, c, ih, iw)] +=
+                dy[self.yi(n, o, oh, ow)] as f64 * w[self.wi(o, c, r, s)] as f64;
+        });
+        dx
+    }
+
     /// Flat NCHW / OIHW indices of x, w and y.
     pub fn xi(&self, n: usize, c: usize, h: usize, w: usize) -> usize {
         ((n * self.c + c) * self.h + h) * self.w + w
