@@ -81,10 +81,15 @@ __device__ __forceinline__ void bwd_data(const float* __restrict__ dy, const flo
         }
     }
 
-    // dy index of tap (0, 0) at o = 0 in each image (fits in int: see conv_narrow.rs).
-    int base[IMGS];
+    // dy at (ohb - t, owb) in each image, for the current o (advanced by Ho*Wo per o); tap u is u floats
+    // before it, an immediate offset.
+    const float* rows[T][IMGS];
 #pragma unroll
-    for (int p = 0; p < IMGS; ++p) base[p] = min(g * IMGS + p, N - 1) * O * HoWo + ohb * Wo + owb;
+    for (int p = 0; p < IMGS; ++p) {
+        const float* img = dy + (size_t)min(g * IMGS + p, N - 1) * O * HoWo;
+#pragma unroll
+        for (int t = 0; t < T; ++t) rows[t][p] = img + (ohb - t) * Wo + owb;
+    }
 
     float acc[IMGS][C] = {};
     const int ochunk = WTAPS / KHW;
@@ -104,15 +109,8 @@ __device__ __forceinline__ void bwd_data(const float* __restrict__ dy, const flo
         if (!active) continue;
         for (int o = 0; o < oc; ++o) {
             const float4* wo = ws + o * KHW;
-            const int off_o = (o0 + o) * HoWo;
 #pragma unroll
             for (int t = 0; t < T; ++t) {
-                if (!(live & (((1u << T) - 1) << (t * T)))) continue;
-                // dy at (ohb - t, owb) per image; tap u is `u` floats before it (an immediate offset).
-                // Unsigned indices keep the address arithmetic 32-bit.
-                const float* row[IMGS];
-#pragma unroll
-                for (int p = 0; p < IMGS; ++p) row[p] = dy + (unsigned)(base[p] + off_o - t * Wo);
 #pragma unroll
                 for (int u = 0; u < T; ++u) {
                     if (!(live & (1u << (t * T + u)))) continue;
@@ -120,11 +118,13 @@ __device__ __forceinline__ void bwd_data(const float* __restrict__ dy, const flo
                     const float wc[4] = {wv.x, wv.y, wv.z, wv.w};
 #pragma unroll
                     for (int p = 0; p < IMGS; ++p) {
-                        const float d = __ldg(row[p] - u);
+                        const float d = __ldg(rows[t][p] - u);
 #pragma unroll
                         for (int c = 0; c < C; ++c) acc[p][c] = fmaf(wc[c], d, acc[p][c]);
                     }
                 }
+#pragma unroll
+                for (int p = 0; p < IMGS; ++p) rows[t][p] += HoWo;
             }
         }
     }
@@ -148,50 +148,50 @@ __device__ __forceinline__ void bwd_data(const float* __restrict__ dy, const flo
 // ceil(SH*SW * ceil(P / 32) / 8) blocks for P = ceil(N / 4) * ceil(H / SH) * ceil(W / SW) positions; requires
 // KH*KW <= 1024. Writes every element of dx.
 
-extern "C" __global__ void conv2d_bwd_data_narrow_c1_t2_f32(const float* dy, const float* w, float* dx,
-                                                         int N, int C, int H, int W, int O, int KH, int KW, int Ho,
-                                                         int Wo, int SH, int SW, int PH, int PW) {
+extern "C" __global__ void conv2d_bwd_data_narrow_c1_t2_f32(
+    const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH, int KW, int Ho, int Wo,
+    int SH, int SW, int PH, int PW) {
     narrow::bwd_data<1, 2>(dy, w, dx, N, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW);
 }
 
-extern "C" __global__ void conv2d_bwd_data_narrow_c2_t2_f32(const float* dy, const float* w, float* dx,
-                                                         int N, int C, int H, int W, int O, int KH, int KW, int Ho,
-                                                         int Wo, int SH, int SW, int PH, int PW) {
+extern "C" __global__ void conv2d_bwd_data_narrow_c2_t2_f32(
+    const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH, int KW, int Ho, int Wo,
+    int SH, int SW, int PH, int PW) {
     narrow::bwd_data<2, 2>(dy, w, dx, N, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW);
 }
 
-extern "C" __global__ void conv2d_bwd_data_narrow_c3_t2_f32(const float* dy, const float* w, float* dx,
-                                                         int N, int C, int H, int W, int O, int KH, int KW, int Ho,
-                                                         int Wo, int SH, int SW, int PH, int PW) {
+extern "C" __global__ void conv2d_bwd_data_narrow_c3_t2_f32(
+    const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH, int KW, int Ho, int Wo,
+    int SH, int SW, int PH, int PW) {
     narrow::bwd_data<3, 2>(dy, w, dx, N, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW);
 }
 
-extern "C" __global__ void conv2d_bwd_data_narrow_c4_t2_f32(const float* dy, const float* w, float* dx,
-                                                         int N, int C, int H, int W, int O, int KH, int KW, int Ho,
-                                                         int Wo, int SH, int SW, int PH, int PW) {
+extern "C" __global__ void conv2d_bwd_data_narrow_c4_t2_f32(
+    const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH, int KW, int Ho, int Wo,
+    int SH, int SW, int PH, int PW) {
     narrow::bwd_data<4, 2>(dy, w, dx, N, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW);
 }
 
-extern "C" __global__ void conv2d_bwd_data_narrow_c1_t4_f32(const float* dy, const float* w, float* dx,
-                                                         int N, int C, int H, int W, int O, int KH, int KW, int Ho,
-                                                         int Wo, int SH, int SW, int PH, int PW) {
+extern "C" __global__ void conv2d_bwd_data_narrow_c1_t4_f32(
+    const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH, int KW, int Ho, int Wo,
+    int SH, int SW, int PH, int PW) {
     narrow::bwd_data<1, 4>(dy, w, dx, N, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW);
 }
 
-extern "C" __global__ void conv2d_bwd_data_narrow_c2_t4_f32(const float* dy, const float* w, float* dx,
-                                                         int N, int C, int H, int W, int O, int KH, int KW, int Ho,
-                                                         int Wo, int SH, int SW, int PH, int PW) {
+extern "C" __global__ void conv2d_bwd_data_narrow_c2_t4_f32(
+    const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH, int KW, int Ho, int Wo,
+    int SH, int SW, int PH, int PW) {
     narrow::bwd_data<2, 4>(dy, w, dx, N, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW);
 }
 
-extern "C" __global__ void conv2d_bwd_data_narrow_c3_t4_f32(const float* dy, const float* w, float* dx,
-                                                         int N, int C, int H, int W, int O, int KH, int KW, int Ho,
-                                                         int Wo, int SH, int SW, int PH, int PW) {
+extern "C" __global__ void conv2d_bwd_data_narrow_c3_t4_f32(
+    const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH, int KW, int Ho, int Wo,
+    int SH, int SW, int PH, int PW) {
     narrow::bwd_data<3, 4>(dy, w, dx, N, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW);
 }
 
-extern "C" __global__ void conv2d_bwd_data_narrow_c4_t4_f32(const float* dy, const float* w, float* dx,
-                                                         int N, int C, int H, int W, int O, int KH, int KW, int Ho,
-                                                         int Wo, int SH, int SW, int PH, int PW) {
+extern "C" __global__ void conv2d_bwd_data_narrow_c4_t4_f32(
+    const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH, int KW, int Ho, int Wo,
+    int SH, int SW, int PH, int PW) {
     narrow::bwd_data<4, 4>(dy, w, dx, N, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW);
 }
