@@ -192,7 +192,8 @@ test_binary() {
 phase_parity() {
     begin p2-parity
     parity=()
-    for b in ${PARITY:-cuda_runtime parity_tf32 emu_parity emu_parity_conv emu_parity_pool emu_graph nvrtc_compile}; do
+    for b in ${PARITY:-cuda_runtime parity_tf32 emu_parity emu_parity_conv emu_parity_conv_narrow emu_parity_pool emu_graph \
+        nvrtc_compile}; do
         test_binary "$b" 90
     done
     printf '  %s\n' "${parity[@]}"
