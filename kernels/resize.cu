@@ -1,4 +1,6 @@
-// resize.cu — bilinear resize of NCHW tensors (no antialiasing) in three coordinate conventions, `mode`:
+// resize.cu — bilinear resize of NCHW tensors (no antialiasing) in three coordinate conventions, `mode`, and
+// nearest-neighbour upsampling by an integer scale (at the end of the file).
+// Bilinear modes:
 //   0 AlignCorners  src = dst * (in - 1) / (out - 1)          (PyTorch align_corners=True; 0 when out == 1)
 //   1 HalfPixel     src = max((dst + 0.5) * in / out - 0.5, 0) (PyTorch align_corners=False)
 //   2 Legacy        src = dst * in / out                        (TF1 resize_bilinear, what FID uses)
@@ -96,6 +98,35 @@ extern "C" __global__ void resize_bilinear_bwd_f32(float* __restrict__ dx, const
                 if (a.i1 == iy && b.i1 == ix) acc = __fadd_rn(acc, __fmul_rn(b.frac, bot));
             }
         }
+        dx[i] = acc;
+    }
+}
+
+// ---- nearest-neighbour upsampling by an integer scale ------------------------------------------------------
+// Forward: one thread per output cell copies its source cell. Backward: one thread per input cell sums its
+// scale x scale block of dy in row-major order, as src/cpu/resize.rs does, so both backends agree bit for bit.
+extern "C" __global__ void upsample_nearest_fwd_f32(float* __restrict__ y, const float* __restrict__ x, int planes,
+                                                    int h, int w, int scale) {
+    const int oh = h * scale, ow = w * scale;
+    const long long total = (long long)planes * oh * ow;
+    for (long long i = global_thread_id(); i < total; i += grid_stride()) {
+        const long long plane = i / ((long long)oh * ow);
+        const int r = (int)(i - plane * oh * ow);
+        y[i] = x[plane * h * w + (long long)(r / ow / scale) * w + (r % ow) / scale];
+    }
+}
+
+extern "C" __global__ void upsample_nearest_bwd_f32(float* __restrict__ dx, const float* __restrict__ dy,
+                                                    int planes, int h, int w, int scale) {
+    const int ow = w * scale;
+    const long long total = (long long)planes * h * w;
+    for (long long i = global_thread_id(); i < total; i += grid_stride()) {
+        const long long plane = i / ((long long)h * w);
+        const int r = (int)(i - plane * h * w);
+        const float* g = dy + plane * h * scale * ow + (long long)(r / w) * scale * ow + (r % w) * scale;
+        float acc = 0.0f;
+        for (int a = 0; a < scale; ++a)
+            for (int b = 0; b < scale; ++b) acc += g[a * ow + b];
         dx[i] = acc;
     }
 }

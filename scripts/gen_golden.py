@@ -422,6 +422,29 @@ def gen_resize():
     })
 
 
+UPSAMPLE_CASES = [
+    # prefix, x shape, scale: a generator stage's 2x, odd sizes, 3x, and the identity
+    ("x2", (2, 3, 4, 5), 2),
+    ("x3_odd", (1, 2, 3, 7), 3),
+    ("x1", (2, 1, 3, 3), 1),
+]
+
+
+def gen_upsample():
+    g = torch.Generator().manual_seed(1009)
+    t = {}
+    for prefix, xs, scale in UPSAMPLE_CASES:
+        x = randn32(g, *xs).requires_grad_()
+        y = F.interpolate(x, scale_factor=scale, mode="nearest")
+        dy = randn32(g, *y.shape)
+        (dx,) = torch.autograd.grad(y, (x,), dy)
+        t.update({f"{prefix}.x": x, f"{prefix}.y": y, f"{prefix}.dy": dy, f"{prefix}.dx": dx})
+    save("upsample.safetensors", t, {
+        "cases": "; ".join(f"{p}: {xs} x{s}" for p, xs, s in UPSAMPLE_CASES),
+        "op": "F.interpolate(mode='nearest', scale_factor=scale)",
+    })
+
+
 GENERATORS = {
     "conv2d": gen_conv2d,
     "conv_transpose2d": gen_conv_transpose2d,
@@ -432,6 +455,7 @@ GENERATORS = {
     "dcgan_iteration": gen_dcgan_iteration,
     "pool": gen_pool,
     "resize": gen_resize,
+    "upsample": gen_upsample,
 }
 
 

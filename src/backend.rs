@@ -415,6 +415,11 @@ pub trait Backend: Send + Sync {
         x_shape: [usize; 4],
         mode: ResizeMode,
     ) -> Result<Tensor>;
+    /// Nearest-neighbour upsampling of x [N, C, H, W] by an integer `scale` to [N, C, scale·H, scale·W]: every
+    /// input cell becomes a scale × scale block (PyTorch's `interpolate(mode="nearest", scale_factor=scale)`).
+    fn upsample_nearest(&self, x: &Tensor, scale: usize) -> Result<Tensor>;
+    /// dx [N, C, H, W] from dy [N, C, scale·H, scale·W]: each block summed, in row-major order.
+    fn upsample_nearest_backward(&self, dy: &Tensor, scale: usize) -> Result<Tensor>;
 
     // ---- WGAN training: weight clipping and RMSprop; the generator average ----------------------------------
     /// Clamps every element of every tensor to [lo, hi] in place (WGAN weight clipping). NaN stays NaN, so a
@@ -666,6 +671,16 @@ impl ResizeMode {
             i1: (i0 as usize + 1).min(len_in - 1),
             frac: (num - i0 * den) as f32 / den as f32,
         }
+    }
+
+    /// Validates a nearest-neighbour upsampling of x [N, C, H, W] by `scale` (both backends call it).
+    pub fn check_upsample(what: &str, x: [usize; 4], scale: usize) -> Result<()> {
+        ensure!(
+            scale >= 1,
+            "{what}: the scale must be at least 1, got {scale}"
+        );
+        let [_, _, h, w] = x;
+        Self::check(what, x, h.saturating_mul(scale), w.saturating_mul(scale))
     }
 
     /// Validates a resize of x [N, C, H, W] to out_h × out_w (both backends call it, so they refuse the same

@@ -254,12 +254,14 @@ fn kernel_coverage() {
     let y = be.resize_bilinear(&x, 3, 7, ResizeMode::Legacy).unwrap();
     be.resize_bilinear_backward(&y, [1, 2, 5, 4], ResizeMode::Legacy)
         .unwrap();
+    let y = be.upsample_nearest(&x, 2).unwrap();
+    be.upsample_nearest_backward(&y, 2).unwrap();
     let mine: Vec<_> = kernels()
         .iter()
         .filter(|k| (k.module == "pool" || k.module == "resize") && !k.emu_only)
         .map(|k| k.name)
         .collect();
-    assert_eq!(mine.len(), 6, "pool.cu + resize.cu kernels: {mine:?}");
+    assert_eq!(mine.len(), 8, "pool.cu + resize.cu kernels: {mine:?}");
     if !be.is_emulated() {
         return;
     }
@@ -310,4 +312,40 @@ fn gradcheck_on_device() {
                 .unwrap_or_else(|e| panic!("{mode:?} -> {oh}x{ow}: {e:#}"));
         }
     }
+}
+
+#[test]
+fn upsample_nearest_matches_cpu() {
+    let be = be();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for (xs, scale) in [
+        ([2usize, 3, 4, 4], 2usize),
+        ([1, 5, 7, 3], 2),
+        ([3, 2, 5, 6], 3),
+        ([1, 1, 1, 1], 4),
+        ([2, 4, 3, 5], 1),
+        ([64, 3, 8, 8], 2),
+    ] {
+        let what = format!("{xs:?} x{scale}");
+        let ys = [xs[0], xs[1], xs[2] * scale, xs[3] * scale];
+        let (xc, xg) = pair(&be, &mut rng, xs);
+        let (dyc, dyg) = pair(&be, &mut rng, ys);
+        assert_exact(
+            &format!("upsample_nearest {what}"),
+            &be.upsample_nearest(&xg, scale).unwrap(),
+            &CPU.upsample_nearest(&xc, scale).unwrap(),
+        );
+        assert_exact(
+            &format!("upsample_nearest_backward {what}"),
+            &be.upsample_nearest_backward(&dyg, scale).unwrap(),
+            &CPU.upsample_nearest_backward(&dyc, scale).unwrap(),
+        );
+    }
+    let x = be.zeros(&[1, 1, 2, 2]).unwrap();
+    assert!(be.upsample_nearest(&x, 0).is_err(), "scale 0 is refused");
+    let dy = be.zeros(&[1, 1, 3, 4]).unwrap();
+    assert!(
+        be.upsample_nearest_backward(&dy, 2).is_err(),
+        "3 rows are not an upsampling by 2"
+    );
 }

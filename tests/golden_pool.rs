@@ -127,3 +127,29 @@ fn resize_matches_torch() {
         }
     }
 }
+
+#[test]
+fn upsample_nearest_matches_torch() {
+    let f = Fixture::load("upsample.safetensors");
+    for dev in devices() {
+        let be = dev.backend();
+        for (case, scale) in [("x2", 2), ("x3_odd", 3), ("x1", 1)] {
+            let what = |t: &str| format!("{case} {t} on {}", dev.name());
+            let (x, dy) = (
+                f.tensor(&format!("{case}.x"), &dev),
+                f.tensor(&format!("{case}.dy"), &dev),
+            );
+            let (ry, rdx) = (f.get(&format!("{case}.y")), f.get(&format!("{case}.dx")));
+            let y = be.upsample_nearest(&x, scale).unwrap();
+            assert_close(&what("Backend y"), &y, ry, 0.0);
+            let dx = be.upsample_nearest_backward(&dy, scale).unwrap();
+            assert_close(&what("Backend dx"), &dx, rdx, TOL);
+            let mut tape = Tape::new();
+            let xv = tape.leaf(x.clone());
+            let y = ops::upsample_nearest(&mut tape, xv, scale).unwrap();
+            assert_close(&what("op y"), tape.value(y), ry, 0.0);
+            let g = tape.backward_from(y, dy.clone()).unwrap();
+            assert_close(&what("op dx"), g.get(xv).unwrap(), rdx, TOL);
+        }
+    }
+}

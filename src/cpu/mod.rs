@@ -277,6 +277,14 @@ impl Backend for CpuBackend {
         resize::resize_bilinear_backward(dy, x_shape, mode)
     }
 
+    fn upsample_nearest(&self, x: &Tensor, scale: usize) -> Result<Tensor> {
+        resize::upsample_nearest(x, scale)
+    }
+
+    fn upsample_nearest_backward(&self, dy: &Tensor, scale: usize) -> Result<Tensor> {
+        resize::upsample_nearest_backward(dy, scale)
+    }
+
     // ---- WGAN training: weight clipping and RMSprop; the generator average ----------------------------------
     fn clamp_(&self, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()> {
         rmsprop::clamp_(xs, lo, hi)

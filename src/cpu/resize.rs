@@ -1,4 +1,5 @@
-//! Bilinear resize of NCHW images (no antialiasing), in the three coordinate conventions of [`ResizeMode`].
+//! Bilinear resize of NCHW images (no antialiasing), in the three coordinate conventions of [`ResizeMode`], and
+//! nearest-neighbour upsampling by an integer scale.
 //! The interpolation is separable: each output row reads two input rows and each output column two input
 //! columns, with the taps from [`ResizeMode::tap`] (shared with kernels/resize.cu). One rayon task per (n, c)
 //! plane; the backward scatters within a plane, serially, so it is deterministic.
@@ -72,4 +73,61 @@ pub fn resize_bilinear_backward(
             });
     }
     Ok(tensor(dx, &x_shape))
+}
+
+/// The input and output shapes of an upsampling by `scale`, checked.
+fn upsample_shapes(what: &str, x: [usize; 4], scale: usize) -> Result<[usize; 4]> {
+    ResizeMode::check_upsample(what, x, scale)?;
+    let [n, c, h, w] = x;
+    Ok([n, c, h * scale, w * scale])
+}
+
+pub fn upsample_nearest(x: &Tensor, scale: usize) -> Result<Tensor> {
+    let xs @ [_, _, h, w] = x.dims4("upsample_nearest x")?;
+    let ys = upsample_shapes("upsample_nearest", xs, scale)?;
+    let xd = data(x)?;
+    let mut y = output_buffer(numel(&ys));
+    if !y.is_empty() {
+        y.par_chunks_mut(ys[2] * ys[3])
+            .zip(xd.par_chunks(h * w))
+            .for_each(|(yp, xp)| {
+                for (oy, row) in yp.chunks_mut(ys[3]).enumerate() {
+                    let src = &xp[(oy / scale) * w..][..w];
+                    for (ox, v) in row.iter_mut().enumerate() {
+                        *v = src[ox / scale];
+                    }
+                }
+            });
+    }
+    Ok(tensor(y, &ys))
+}
+
+pub fn upsample_nearest_backward(dy: &Tensor, scale: usize) -> Result<Tensor> {
+    let ds @ [n, c, oh, ow] = dy.dims4("upsample_nearest_backward dy")?;
+    anyhow::ensure!(
+        scale >= 1 && oh % scale == 0 && ow % scale == 0,
+        "upsample_nearest_backward: dy {ds:?} is not an upsampling by {scale}"
+    );
+    let xs = [n, c, oh / scale, ow / scale];
+    upsample_shapes("upsample_nearest_backward", xs, scale)?;
+    let gd = data(dy)?;
+    let mut dx = output_buffer(numel(&xs));
+    if !dx.is_empty() {
+        dx.par_chunks_mut(xs[2] * xs[3])
+            .zip(gd.par_chunks(oh * ow))
+            .for_each(|(dxp, gp)| {
+                for (i, v) in dxp.iter_mut().enumerate() {
+                    let (iy, ix) = (i / xs[3], i % xs[3]);
+                    // The block's cells in row-major order (kernels/resize.cu sums in the same order).
+                    let mut acc = 0.0f32;
+                    for r in 0..scale {
+                        for s in 0..scale {
+                            acc += gp[(iy * scale + r) * ow + ix * scale + s];
+                        }
+                    }
+                    *v = acc;
+                }
+            });
+    }
+    Ok(tensor(dx, &xs))
 }

@@ -416,6 +416,14 @@ impl Backend for CudaBackend {
         resize::resize_bilinear_backward(self, dy, x_shape, mode)
     }
 
+    fn upsample_nearest(&self, x: &Tensor, scale: usize) -> Result<Tensor> {
+        resize::upsample_nearest(self, x, scale)
+    }
+
+    fn upsample_nearest_backward(&self, dy: &Tensor, scale: usize) -> Result<Tensor> {
+        resize::upsample_nearest_backward(self, dy, scale)
+    }
+
     // ---- WGAN training: weight clipping and RMSprop; the generator average ----------------------------------
     fn clamp_(&self, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()> {
         optim::clamp_(self, xs, lo, hi)

@@ -1,4 +1,4 @@
-//! Launch code for kernels/resize.cu (bilinear resize, forward and gather backward).
+//! Launch code for kernels/resize.cu (bilinear resize, forward and gather backward; nearest upsampling).
 
 use anyhow::{ensure, Result};
 
@@ -67,6 +67,51 @@ pub fn resize_bilinear_backward(
         let mut args = vec![A::Ptr(be.ptr(&dx)?), A::Ptr(be.ptr(dy)?)];
         args.extend(sizes);
         be.launch("resize_bilinear_bwd_f32", cells_cfg(dx.numel()), &args)?;
+    }
+    Ok(dx)
+}
+
+pub fn upsample_nearest(be: &CudaBackend, x: &Tensor, scale: usize) -> Result<Tensor> {
+    let xs @ [n, c, h, w] = x.dims4("upsample_nearest x")?;
+    ResizeMode::check_upsample("upsample_nearest", xs, scale)?;
+    let y = be.alloc(&[n, c, h * scale, w * scale])?;
+    n_i32(y.numel(), "upsample_nearest")?;
+    if y.numel() > 0 {
+        let i = |v: usize| A::I32(v as i32);
+        let args = [
+            A::Ptr(be.ptr(&y)?),
+            A::Ptr(be.ptr(x)?),
+            i(n * c),
+            i(h),
+            i(w),
+            i(scale),
+        ];
+        be.launch("upsample_nearest_fwd_f32", cells_cfg(y.numel()), &args)?;
+    }
+    Ok(y)
+}
+
+pub fn upsample_nearest_backward(be: &CudaBackend, dy: &Tensor, scale: usize) -> Result<Tensor> {
+    let ds @ [n, c, oh, ow] = dy.dims4("upsample_nearest_backward dy")?;
+    ensure!(
+        scale >= 1 && oh % scale == 0 && ow % scale == 0,
+        "upsample_nearest_backward: dy {ds:?} is not an upsampling by {scale}"
+    );
+    let (h, w) = (oh / scale, ow / scale);
+    ResizeMode::check_upsample("upsample_nearest_backward", [n, c, h, w], scale)?;
+    n_i32(dy.numel(), "upsample_nearest_backward")?;
+    let dx = be.alloc(&[n, c, h, w])?;
+    if dx.numel() > 0 {
+        let i = |v: usize| A::I32(v as i32);
+        let args = [
+            A::Ptr(be.ptr(&dx)?),
+            A::Ptr(be.ptr(dy)?),
+            i(n * c),
+            i(h),
+            i(w),
+            i(scale),
+        ];
+        be.launch("upsample_nearest_bwd_f32", cells_cfg(dx.numel()), &args)?;
     }
     Ok(dx)
 }

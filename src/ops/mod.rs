@@ -23,5 +23,5 @@ pub use elementwise::{add, mean, mul, scale, sum};
 pub use linear::linear;
 pub use loss::bce_with_logits;
 pub use pool::{avg_pool2d, max_pool2d};
-pub use resize::resize_bilinear;
+pub use resize::{resize_bilinear, upsample_nearest};
 pub use shape::{concat_channels, flatten, reshape};

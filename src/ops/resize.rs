@@ -1,5 +1,6 @@
 //! Bilinear resize (no antialiasing) in the coordinate conventions of [`ResizeMode`]; FID resizes its images to
-//! 299×299 with [`ResizeMode::Legacy`].
+//! 299×299 with [`ResizeMode::Legacy`]. Nearest-neighbour upsampling by an integer scale (a generator's
+//! resize-then-convolve upsampling).
 
 use anyhow::Result;
 
@@ -28,6 +29,21 @@ pub fn resize_bilinear(
     ))
 }
 
+/// x [N, C, H, W] → [N, C, scale·H, scale·W], each cell repeated over a scale × scale block.
+pub fn upsample_nearest(tape: &mut Tape, x: Var, scale: usize) -> Result<Var> {
+    let xv = tape.value(x);
+    let y = xv.backend().upsample_nearest(xv, scale)?;
+    Ok(tape.push_op(
+        y,
+        &[x],
+        Box::new(move |dy, _need| {
+            Ok(vec![Some(
+                dy.backend().upsample_nearest_backward(dy, scale)?,
+            )])
+        }),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +67,29 @@ mod tests {
             ([1, 2, 1, 3], (4, 2)),
             ([1, 1, 6, 5], (6, 5)),
         ]
+    }
+
+    #[test]
+    fn upsample_nearest_gradcheck_and_by_hand() {
+        for (ci, (xs, scale)) in [([2, 2, 3, 4], 2), ([1, 3, 2, 5], 3), ([1, 1, 2, 2], 1)]
+            .into_iter()
+            .enumerate()
+        {
+            let x = test_tensor(&xs, 50 + ci as u64);
+            GradCheck::default()
+                .run(&[x], |t, v| upsample_nearest(t, v[0], scale))
+                .unwrap_or_else(|e| panic!("case {ci} {xs:?} x{scale}: {e:#}"));
+        }
+        let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[1, 1, 2, 2], &Device::Cpu).unwrap();
+        let mut tape = Tape::new();
+        let xv = tape.leaf(x);
+        let y = upsample_nearest(&mut tape, xv, 2).unwrap();
+        #[rustfmt::skip]
+        let want = [1.0, 1.0, 2.0, 2.0,
+                    1.0, 1.0, 2.0, 2.0,
+                    3.0, 3.0, 4.0, 4.0,
+                    3.0, 3.0, 4.0, 4.0];
+        assert_eq!(tape.value(y).to_vec().unwrap(), want);
     }
 
     #[test]
