@@ -754,6 +754,8 @@ fn dcgan_switches_build_train_sample_and_resume_the_same_model() {
         "relu",
         "--d-downsample",
         "maxpool",
+        "--g-upsample",
+        "nearest",
     ];
     let mut args = switches.to_vec();
     args.extend(["--steps", "2", "--image-size", "32"]);
@@ -765,6 +767,9 @@ fn dcgan_switches_build_train_sample_and_resume_the_same_model() {
         "no BN"
     );
     assert_eq!(ck.tensors["D.main.0.weight"].shape, [8, 3, 3, 3]);
+    // G doubles by resizing then convolving: after ConvT (0) and LeakyReLU (1, no BN), layer 2 is the Upsample
+    // and layer 3 a 3x3 Conv2d from 4·ngf to 2·ngf channels.
+    assert_eq!(ck.tensors["G.main.3.weight"].shape, [16, 32, 3, 3]);
     // `sample` rebuilds the same generator from the file alone.
     let grid = dir.path().join("grid.png");
     let (o, g) = (out.to_str().unwrap(), grid.to_str().unwrap());
@@ -774,7 +779,7 @@ fn dcgan_switches_build_train_sample_and_resume_the_same_model() {
     fails(
         &["train", "--resume", o, "--steps", "4", "--d-act", "leaky"],
         1,
-        &["--no-g-batch-norm --no-d-batch-norm --g-act leaky --d-downsample maxpool"],
+        &["--no-g-batch-norm --no-d-batch-norm --g-act leaky --d-downsample maxpool --g-upsample nearest"],
     );
     // The MLP model has none of these layers.
     fails(

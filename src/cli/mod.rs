@@ -22,7 +22,7 @@ mod latent;
 use crate::checkpoint;
 use crate::device::Device;
 use crate::limits;
-use crate::nn::models::dcgan::{Downsample, Nonlinearity};
+use crate::nn::models::dcgan::{Downsample, Nonlinearity, Upsample};
 use crate::nn::models::{ModelConfig, ModelKind};
 use crate::ops::random::RngStream;
 use crate::train::config::{Duration, LossKind, OptimizerKind, TrainConfig};
@@ -158,6 +158,10 @@ pub struct TrainArgs {
     /// convolutions, then 2x2 max pooling) [default: stride, the paper's]
     #[arg(long, value_enum)]
     pub d_downsample: Option<Downsample>,
+    /// DCGAN: how G doubles the resolution: convt (4x4 transposed convolutions with stride 2) or nearest (2x
+    /// nearest-neighbour resize, then a 3x3 convolution) [default: convt, the paper's]
+    #[arg(long, value_enum)]
+    pub g_upsample: Option<Upsample>,
     /// Class-conditional GAN: G and D both get each image's class label (one-hot). Needs a dataset with
     /// labels: mnist, fashion (the digit / garment class) or balls (number of balls); kept on --resume
     #[arg(long)]
@@ -453,6 +457,7 @@ fn apply_model_args(m: &mut ModelConfig, a: &TrainArgs) {
     t.g_act = a.g_act.unwrap_or(t.g_act);
     t.d_act = a.d_act.unwrap_or(t.d_act);
     t.d_downsample = a.d_downsample.unwrap_or(t.d_downsample);
+    t.g_upsample = a.g_upsample.unwrap_or(t.g_upsample);
 }
 
 fn check_unchanged(saved: &TrainConfig, a: &TrainArgs, file: &Path) -> Result<()> {

@@ -1,4 +1,5 @@
-//! Layers: Conv2d (and transposed), BatchNorm (1-D and 2-D), Linear, max pooling and the pointwise activations.
+//! Layers: Conv2d (and transposed), BatchNorm (1-D and 2-D), Linear, max pooling, nearest upsampling and the
+//! pointwise activations.
 //!
 //! A layer holds only ids into a [`ParamStore`]; the tensors live in the store under PyTorch's `state_dict`
 //! names (`{prefix}.weight`, `{prefix}.running_mean`, ...), so a whole model saves and loads by name.
@@ -210,6 +211,8 @@ pub enum Layer {
     Linear(Linear),
     Act(Activation),
     MaxPool(Pool2d),
+    /// Nearest-neighbour upsampling by this integer scale (PyTorch's `nn.Upsample(scale_factor, "nearest")`).
+    Upsample(usize),
 }
 
 impl Layer {
@@ -226,6 +229,7 @@ impl Layer {
             Layer::Linear(l) => l.forward(tape, store, x),
             Layer::Act(a) => ops::activation::activation(tape, x, *a),
             Layer::MaxPool(p) => ops::pool::max_pool2d(tape, x, *p),
+            Layer::Upsample(s) => ops::upsample_nearest(tape, x, *s),
         }
     }
 }
@@ -340,6 +344,10 @@ impl Sequential {
 
     pub fn max_pool(&mut self, p: Pool2d) {
         self.layers.push(Layer::MaxPool(p));
+    }
+
+    pub fn upsample(&mut self, scale: usize) {
+        self.layers.push(Layer::Upsample(scale));
     }
 
     pub fn forward(

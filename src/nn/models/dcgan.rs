@@ -31,6 +31,8 @@ pub struct Tricks {
     pub d_act: Nonlinearity,
     /// How D halves the resolution (the paper: strided convolutions instead of pooling).
     pub d_downsample: Downsample,
+    /// How G doubles the resolution (the paper: transposed convolutions).
+    pub g_upsample: Upsample,
 }
 
 impl Default for Tricks {
@@ -41,6 +43,7 @@ impl Default for Tricks {
             g_act: Nonlinearity::Relu,
             d_act: Nonlinearity::Leaky,
             d_downsample: Downsample::Stride,
+            g_upsample: Upsample::Convt,
         }
     }
 }
@@ -64,6 +67,9 @@ impl Tricks {
         }
         if self.d_downsample != paper.d_downsample {
             f.push(format!("--d-downsample {}", self.d_downsample));
+        }
+        if self.g_upsample != paper.g_upsample {
+            f.push(format!("--g-upsample {}", self.g_upsample));
         }
         f
     }
@@ -114,6 +120,24 @@ impl std::fmt::Display for Downsample {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Upsample {
+    /// ConvTranspose 4×4 with stride 2.
+    Convt,
+    /// 2× nearest-neighbour resize, then Conv 3×3 with stride 1 (Odena et al. 2016: no checkerboard artifacts).
+    Nearest,
+}
+
+impl std::fmt::Display for Upsample {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Upsample::Convt => "convt",
+            Upsample::Nearest => "nearest",
+        })
+    }
+}
+
 /// Width multipliers (of ngf for G, coarse to fine; of ndf for D, fine to coarse) and the kernel of the layer
 /// at the coarse end (= the coarsest spatial size). G and D mirror each other except at 28×28, where the
 /// usual MNIST variant keeps G's wider 4·ngf start but D stops at 2·ndf.
@@ -141,13 +165,14 @@ pub fn sizes(cfg: &ModelConfig) -> Result<(u128, u128)> {
     let bn = |c: u128, on: bool| if on { 4 * c + 1 } else { 0 };
     let mut gs = 0;
     let mut cin = u(cfg.nz + cfg.num_classes);
+    let up_taps = u(g_kernel(t).pow(2));
     for (i, &m) in g.iter().enumerate() {
         let cout = u(m * cfg.ngf);
-        let k = u(if i == 0 { k0 } else { 4 });
-        gs += cin * cout * k * k + bn(cout, t.g_batch_norm);
+        let taps = if i == 0 { u(k0 * k0) } else { up_taps };
+        gs += cin * cout * taps + bn(cout, t.g_batch_norm);
         cin = cout;
     }
-    gs += cin * u(cfg.channels) * 16;
+    gs += cin * u(cfg.channels) * up_taps;
     let mut ds = 0;
     let mut cin = u(cfg.channels + cfg.num_classes);
     let taps = u(d_kernel(t).pow(2));
@@ -160,6 +185,32 @@ pub fn sizes(cfg: &ModelConfig) -> Result<(u128, u128)> {
     Ok((gs, ds))
 }
 
+/// The kernel of G's doubling convolutions.
+fn g_kernel(t: Tricks) -> usize {
+    match t.g_upsample {
+        Upsample::Convt => 4,
+        Upsample::Nearest => 3,
+    }
+}
+
+/// G's doubling stage from `cin` to `cout` channels.
+fn g_double(
+    s: &mut Sequential,
+    store: &mut ParamStore,
+    rng: &mut RngStream,
+    t: Tricks,
+    cin: usize,
+    cout: usize,
+) -> Result<()> {
+    match t.g_upsample {
+        Upsample::Convt => s.conv_t(store, rng, ConvShape::new(cin, cout, 4, 2, 1)),
+        Upsample::Nearest => {
+            s.upsample(2);
+            s.conv(store, rng, ConvShape::new(cin, cout, 3, 1, 1))
+        }
+    }
+}
+
 /// The kernel of D's halving convolutions.
 fn d_kernel(t: Tricks) -> usize {
     match t.d_downsample {
@@ -169,7 +220,8 @@ fn d_kernel(t: Tricks) -> usize {
 }
 
 /// G: ConvT(nz, m0·ngf, k0, 1, 0) BN ReLU, then ConvT(m·ngf, m'·ngf, 4, 2, 1) BN ReLU per stage, then
-/// ConvT(→ nc, 4, 2, 1) Tanh (BN and ReLU as `cfg.tricks` says). A class-conditional G takes nz + num_classes input channels: the one-hot label
+/// ConvT(→ nc, 4, 2, 1) Tanh (with `--g-upsample nearest` each doubling ConvT is Upsample(2) Conv(3, 1, 1); BN
+/// and ReLU as `cfg.tricks` says). A class-conditional G takes nz + num_classes input channels: the one-hot label
 /// joins z as extra 1×1 channels, so the first layer's weights are a learned per-class embedding.
 pub fn generator(
     cfg: &ModelConfig,
@@ -184,7 +236,7 @@ pub fn generator(
         if i == 0 {
             s.conv_t(store, rng, ConvShape::new(cin, cout, k0, 1, 0))?;
         } else {
-            s.conv_t(store, rng, ConvShape::new(cin, cout, 4, 2, 1))?;
+            g_double(&mut s, store, rng, cfg.tricks, cin, cout)?;
         }
         if cfg.tricks.g_batch_norm {
             s.batch_norm(store, rng, cout)?;
@@ -192,7 +244,7 @@ pub fn generator(
         s.act(cfg.tricks.g_act.activation());
         cin = cout;
     }
-    s.conv_t(store, rng, ConvShape::new(cin, cfg.channels, 4, 2, 1))?;
+    g_double(&mut s, store, rng, cfg.tricks, cin, cfg.channels)?;
     s.act(Activation::Tanh);
     Ok(s)
 }

@@ -597,7 +597,7 @@ mod tests {
     fn every_dcgan_switch_builds_what_it_says_and_sizes_count_it() {
         use crate::backend::Activation;
         use crate::nn::layers::Layer;
-        use dcgan::{Downsample, Nonlinearity, Tricks};
+        use dcgan::{Downsample, Nonlinearity, Tricks, Upsample};
         let mut rng = RngStream::new(3);
         let paper = Tricks::default();
         let variants = [
@@ -616,6 +616,10 @@ mod tests {
             },
             Tricks {
                 d_downsample: Downsample::Maxpool,
+                ..paper
+            },
+            Tricks {
+                g_upsample: Upsample::Nearest,
                 ..paper
             },
         ];
@@ -647,6 +651,8 @@ mod tests {
                 t.d_downsample == Downsample::Maxpool,
                 "{c:?}"
             );
+            let up = |l: &Layer| matches!(l, Layer::Upsample(2));
+            assert_eq!(has(&g.net, &up), t.g_upsample == Upsample::Nearest, "{c:?}");
             let act = |a: Activation| move |l: &Layer| matches!(l, Layer::Act(x) if *x == a);
             let leaky = Activation::LeakyRelu(0.2);
             assert_eq!(
