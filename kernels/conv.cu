@@ -40,6 +40,7 @@
 // gathers the fragments with warp shuffles and rounds operands bit-exactly like cvt.rna.
 
 #include "common.cuh"
+#include "async_copy.cuh"
 #include "mma.cuh"
 
 namespace conv {
@@ -498,93 +499,396 @@ __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, con
 
 
 // ---- tensor-core path (TF32 operands, f32 accumulation) ------------------------------------------------------
-// The same three GEMMs with the same operand loaders (so the same im2col gathers, stride phases and split-K),
-// but the inner product runs on tensor cores: mma.sync m16n8k8 with TF32 operands (see mma.cuh). Operands are
-// rounded to TF32 once, in registers, between the global load and the shared-memory store, so the fragment
-// loads in the loop are plain reads; accumulation stays f32 in registers.
+// The same three GEMMs (same K order, stride phases and split-K as above), on tensor cores: mma.sync m16n8k8 with
+// TF32 operands (mma.cuh), fed by a multi-stage cp.async pipeline (async_copy.cuh).
 //
-// Tile: a block of 256 threads (8 warps) computes 64 rows x 128 columns, the warps arranged 2 x 4, each owning a
-// 32 x 32 warp tile = 2 x 4 mma tiles (32 f32 accumulators per thread). Why these sizes for DCGAN-64:
-//   - rows are output channels (forward, backward weight) or input channels (backward data), i.e. 64, 128, 256
-//     or 512 in every hidden layer: multiples of 64, so no row of a tile is padding. The 3- and 1-channel ends
-//     (generator output, discriminator output) have M <= 16 and keep the narrow f32 kernels (16 x 128 tile),
-//     where a 64-row tensor-core tile would be 95% padding.
-//   - columns are pixels (N*Ho*Wo: thousands even at batch 64, a multiple of 128 for every layer at a batch
-//     that is a multiple of 8) or, for backward weight, taps C*4*4 (48 = the 3-channel input layer, else a
-//     multiple of 1024): the wide side of the tile goes where the GEMM is long.
-//   - K = C*16 (forward) is 48 or a multiple of 1024: BK = 16 divides all of them, so no K slice is padding,
-//     and BK matches the f32 path, so split-K chunking is shared (conv.rs).
-//   - 32 x 32 per warp reads 2 A fragments and 4 B fragments (12 shared loads) per 8 mma.sync: enough reuse to
-//     keep the shared-memory pipe below the tensor pipe, at 32 accumulators (no spills, see nvrtc_compile).
-// Shared rows are padded by 8 floats (row stride = 8 mod 32 words): a fragment load reads rows k = t, t+4 and
-// columns g, so lane (g, t) hits bank g + 8t — all 32 lanes in different banks.
-// Not done (yet): cp.async multi-stage pipelining, ldmatrix, a shared-memory-staged (coalesced) epilogue.
+// Main loop (tc::mainloop): STAGES shared-memory stages of a BK = 32 slice of A (BM x BK) and B (BN x BK). The
+// copies of slice s + STAGES - 1 are issued while slice s is multiplied; one barrier per slice: after it, every
+// thread has (a) waited for its own copies of the slice it is about to read and (b) finished reading the stage
+// the next copies overwrite (read in the previous trip).
+//
+// Both tiles are stored with k contiguous (A as [m][k], B as [n][k]), rows padded to LDS = 36 floats: 144-byte
+// rows keep every 4-float group 16-byte aligned, and 8 consecutive rows start in 8 different 4-bank groups, so
+// ldmatrix (8 rows of 16 bytes per phase) is conflict-free. ldmatrix.x4 on that layout hands each lane exactly
+// its m16n8k8 TF32 fragment (async_copy.cuh). The data land in shared memory unrounded; fragments are rounded
+// with cvt.rna right after ldmatrix (to_tf32), which is where the CPU reference rounds: each operand once.
+//
+// Gathers without division: every thread owns a fixed set of (k value, column) positions of the tile. Column
+// state (its pixel or weight tap) is decoded once; k state is a mixed-radix digit set (Digits) advanced by BK
+// per slice with at most two carries. An element is then two adds, two unsigned compares, an add for the
+// address and one cp.async (4 bytes, src-size 0 = zero fill when masked). Forward weights ([O, K], K
+// contiguous) use 16-byte cp.async when K is a multiple of 4 and w is 16-byte aligned.
+//
+// Tile: 128 threads (4 warps, 2 x 2) compute BM x BN = 64 x 128; each warp a 32 x 64 warp tile = 2 x 8 mma tiles
+// (64 f32 accumulators per thread), reading 2 A and 4 B ldmatrix.x4 per 16 mma. Rows (channels) are 64..512 in
+// DCGAN's hidden layers, so BM = 64 pads nothing; columns are pixels (or taps for backward weight), the long
+// side. Shared memory: 3 stages x (64 + 128) x 36 x 4 B = 82944 B (dynamic, conv.rs's TC_SHARED_BYTES), two
+// blocks per SM. The M <= 16 GEMMs stay on the narrow f32 kernels (conv.rs).
 namespace tc {
+constexpr int THREADS = 128;  // conv.rs launches the *_tf32 kernels with this block
 constexpr int BM = 64;
 constexpr int BN = 128;
+constexpr int BK = 32;
+constexpr int STAGES = 3;
 constexpr int WM = 32;
-constexpr int WN = 32;
-constexpr int WARPS_N = BN / WN;  // 4 (x 2 along M = 8 warps = THREADS / 32)
+constexpr int WN = 64;
+constexpr int WARPS_N = BN / WN;  // 2 (x 2 along M = 4 warps)
 constexpr int MI = WM / 16;       // mma tiles per warp along M
 constexpr int NI = WN / 8;        // mma tiles per warp along N
-constexpr int LDA = BM + 8;
-constexpr int LDB = BN + 8;
+constexpr int LDS = BK + 4;       // floats per shared row (both tiles)
+constexpr int A_BYTES = BM * LDS * 4;
+constexpr int STAGE_BYTES = (BM + BN) * LDS * 4;
+constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
 static_assert((BM / WM) * WARPS_N * 32 == THREADS, "warp grid does not match the block");
+static_assert(SMEM_BYTES == 82944, "conv.rs's TC_SHARED_BYTES must match");
+// A coordinate no tap brings back in range: marks a column outside the GEMM (its elements become zeros).
+constexpr int FAR = -(1 << 30);
 
 typedef float Acc[MI][NI][4];
 
-template <int PER>
-__device__ __forceinline__ void round_operands(float (&v)[PER]) {
+// Digits of a reduction index k = (hi * R1 + mid) * R0 + lo, e.g. (c, r, s) of a weight tap with (R1, R0) =
+// (KH, KW). add() steps by another digit set (one of BK, computed once), carrying at most once per digit.
+struct Digits {
+    int hi, mid, lo;
+    __device__ void set(int k, int R1, int R0) {
+        const int q = k / R0;
+        lo = k - q * R0;
+        hi = q / R1;
+        mid = q - hi * R1;
+    }
+    __device__ void add(const Digits& d, int R1, int R0) {
+        lo += d.lo;
+        mid += d.mid;
+        hi += d.hi;
+        if (lo >= R0) {
+            lo -= R0;
+            ++mid;
+        }
+        if (mid >= R1) {
+            mid -= R1;
+            ++hi;
+        }
+    }
+};
+
+// Positions along the two image axes and an element offset, for N k values or N columns of a gather.
+template <int N>
+struct Coords {
+    int r[N], s[N], off[N];
+};
+
+// This thread's NK x NC share of an im2col-style tile: element (i, j) (k value i, column j) is
+// src[k.off[i] + col.off[j]] when kok[i] and (k.r[i] + col.r[j], k.s[i] + col.s[j]) lies in [0, H) x [0, W),
+// else 0; it lands at dst + 4 * (i * KSTRIDE + j * CSTRIDE) bytes.
+template <int NK, int NC, int KSTRIDE, int CSTRIDE>
+__device__ __forceinline__ void gather(smem_addr dst, const float* src, int H, int W, const Coords<NK>& k,
+                                       const bool (&kok)[NK], const Coords<NC>& col) {
 #pragma unroll
-    for (int i = 0; i < PER; ++i) v[i] = round_tf32(v[i]);
+    for (int i = 0; i < NK; ++i)
+#pragma unroll
+        for (int j = 0; j < NC; ++j) {
+            const bool ok = kok[i] && (unsigned)(k.r[i] + col.r[j]) < (unsigned)H &&
+                            (unsigned)(k.s[i] + col.s[j]) < (unsigned)W;
+            cp_async_4(dst + 4 * (i * KSTRIDE + j * CSTRIDE), src + (k.off[i] + col.off[j]), ok);
+        }
 }
 
-// acc += A[m0.., k_begin:k_end] * B[k_begin:k_end, n0..] on tensor cores; loaders as in gemm_mainloop.
-template <class LoadA, class LoadB>
-__device__ __forceinline__ void mainloop(LoadA& a, LoadB& b, int k_begin, int k_end, float (&As)[BK][LDA],
-                                         float (&Bs)[BK][LDB], Acc& acc) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int g = lane >> 2, t = lane & 3;
-    const int wm = (warp / WARPS_N) * WM, wn = (warp % WARPS_N) * WN;
-
-    if (k_begin < k_end) {
-        a.fetch(k_begin);
-        b.fetch(k_begin);
-    }
-    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
-        round_operands(a.v);
-        round_operands(b.v);
-        a.stash(As);
-        b.stash(Bs);
-        __syncthreads();
-        if (k0 + BK < k_end) {
-            a.fetch(k0 + BK);
-            b.fetch(k0 + BK);
-        }
+// An A operand read one float at a time: element (row, k) = src[row * ld + koff(k)]. Thread t moves k value
+// (t & 31) of the slice for rows (t >> 5) + 4i: a warp reads 32 consecutive k of one row (consecutive addresses
+// where k is contiguous) and writes 32 consecutive words of a shared row (no bank conflict).
+struct RowsA {
+    static constexpr int ROWS = BM * BK / THREADS;  // 16
+    const float* src;
+    int row0, M, ld;
+    smem_addr dst;  // offset of this thread's first element in a stage
+    __device__ RowsA(const float* src_, int M_, int ld_, int m0)
+        : src(src_), row0(m0 + (threadIdx.x >> 5)), M(M_), ld(ld_),
+          dst(((threadIdx.x >> 5) * LDS + (threadIdx.x & 31)) * 4) {}
+    __device__ int k_of_thread() const { return threadIdx.x & 31; }
+    __device__ void load(smem_addr stage, int koff, bool kok) const {
 #pragma unroll
-        for (int ks = 0; ks < BK; ks += 8) {
+        for (int i = 0; i < ROWS; ++i) {
+            const int row = row0 + 4 * i;
+            const bool ok = kok && row < M;
+            cp_async_4(stage + dst + 4 * (4 * i * LDS), src + (row * ld + koff), ok);
+        }
+    }
+};
+
+// Forward: A = w as [O, K]; B = im2col(x) [K = (c, r, s), col = (n, oh, ow)].
+// B mapping: in warp w, lane L takes columns 8w + (L & 7) + 32j (j < 4) and k values (L >> 3) + 4i (i < 8):
+// 8 consecutive pixels x 4 k per warp instruction (32-byte runs of x at stride 1), shared words 4 * col + k
+// mod 32 all distinct. A: 16-byte copies when possible (lane L: k 4 (t & 7), rows (t >> 3) + 16i), else RowsA.
+struct FwdLoader {
+    const float* w;
+    const float* x;
+    int M, K, k_end, H, W, KH, KW;
+    bool vec;
+    int m0;
+    int ka;        // A: k of this thread's first element in the current slice
+    RowsA rows;    // A when !vec
+    int kb;        // B: k of this thread's k value 0 in the current slice
+    Digits d[8];   // B: (c, r, s) of each k value
+    Digits step;   // BK as (c, r, s) digits
+    Coords<4> col;
+    smem_addr bdst;
+
+    __device__ FwdLoader(const float* x_, const float* w_, int C, int H_, int W_, int O, int KH_, int KW_, int Ho,
+                         int Wo, int SH, int SW, int PH, int PW, int ncols, int m0_, int col0, int k_begin,
+                         int k_end_)
+        : w(w_), x(x_), M(O), K(C * KH_ * KW_), k_end(k_end_), H(H_), W(W_), KH(KH_), KW(KW_), m0(m0_),
+          rows(w_, O, C * KH_ * KW_, m0_) {
+        const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+        vec = K % 4 == 0 && ((unsigned long long)w & 15) == 0;
+        ka = k_begin + (vec ? 4 * (t & 7) : rows.k_of_thread());
+        kb = k_begin + (lane >> 3);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) d[i].set(kb + 4 * i, KH, KW);
+        step.set(BK, KH, KW);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int p = col0 + 8 * warp + (lane & 7) + 32 * j;
+            if (p < ncols) {
+                const int n = p / (Ho * Wo);
+                const int pix = p - n * (Ho * Wo);
+                const int oh = pix / Wo;
+                col.r[j] = oh * SH - PH;
+                col.s[j] = (pix - oh * Wo) * SW - PW;
+                col.off[j] = n * C * H * W + col.r[j] * W + col.s[j];
+            } else {
+                col.r[j] = FAR;
+                col.s[j] = 0;
+                col.off[j] = 0;
+            }
+        }
+        bdst = A_BYTES + ((8 * warp + (lane & 7)) * LDS + (lane >> 3)) * 4;
+    }
+    __device__ void load(smem_addr stage) const {
+        if (vec) {
+            const int t = threadIdx.x;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int row = m0 + (t >> 3) + 16 * i;
+                const bool ok = ka < k_end && row < M;
+                cp_async_16(stage + (((t >> 3) + 16 * i) * LDS + 4 * (t & 7)) * 4, w + (row * K + ka), ok);
+            }
+        } else {
+            rows.load(stage, ka, ka < k_end);
+        }
+        Coords<8> k;
+        bool kok[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            k.r[i] = d[i].mid;
+            k.s[i] = d[i].lo;
+            k.off[i] = (d[i].hi * H + d[i].mid) * W + d[i].lo;
+            kok[i] = kb + 4 * i < k_end;
+        }
+        gather<8, 4, 4, 32 * LDS>(stage + bdst, x, H, W, k, kok, col);
+    }
+    __device__ void advance() {
+        ka += BK;
+        kb += BK;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) d[i].add(step, KH, KW);
+    }
+};
+
+// Backward data, one stride phase (rh, rw) (see bwd_data_body above): A[c, k = (o, t, u)] =
+// w[o, c, rh + SH*t, rw + SW*u] (rows KHW apart, RowsA); B[k, col = (n, q, v)] = dy[n, o, ohb - t, owb - u] with
+// (ohb, owb) the column's dy coordinates. B uses the forward's thread mapping.
+struct BwdDataLoader {
+    const float* dy;
+    int Ho, Wo, HoWo, Rt, St, k_end;
+    int CKHW, KW, rh, rw, SH, SW;  // A's tap offsets
+    RowsA rows;
+    int ka, kb;
+    Digits da;     // A: (o, t, u) of this thread's k value
+    Digits d[8];   // B: (o, t, u) of each k value
+    Digits step;
+    Coords<4> col;
+    smem_addr bdst;
+
+    __device__ BwdDataLoader(const float* dy_, const float* w, int C, int O, int KH, int KW_, int Ho_, int Wo_,
+                             int Rt_, int St_, int rh_, int rw_, int SH_, int SW_, int Hq, int Wq, int ohb0,
+                             int owb0, int ncols, int m0, int col0, int K)
+        : dy(dy_), Ho(Ho_), Wo(Wo_), HoWo(Ho_ * Wo_), Rt(Rt_), St(St_), k_end(K), CKHW(C * KH * KW_), KW(KW_),
+          rh(rh_), rw(rw_), SH(SH_), SW(SW_), rows(w, C, KH * KW_, m0) {
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        ka = rows.k_of_thread();
+        da.set(ka, Rt, St);
+        kb = lane >> 3;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) d[i].set(kb + 4 * i, Rt, St);
+        step.set(BK, Rt, St);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int p = col0 + 8 * warp + (lane & 7) + 32 * j;
+            if (p < ncols) {
+                const int n = p / (Hq * Wq);
+                const int qv = p - n * (Hq * Wq);
+                const int q = qv / Wq;
+                col.r[j] = ohb0 + q;
+                col.s[j] = owb0 + (qv - q * Wq);
+                col.off[j] = n * O * HoWo + col.r[j] * Wo + col.s[j];
+            } else {
+                col.r[j] = FAR;
+                col.s[j] = 0;
+                col.off[j] = 0;
+            }
+        }
+        bdst = A_BYTES + ((8 * warp + (lane & 7)) * LDS + (lane >> 3)) * 4;
+    }
+    __device__ void load(smem_addr stage) const {
+        rows.load(stage, da.hi * CKHW + (rh + SH * da.mid) * KW + rw + SW * da.lo, ka < k_end);
+        Coords<8> k;
+        bool kok[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            k.r[i] = -d[i].mid;
+            k.s[i] = -d[i].lo;
+            k.off[i] = d[i].hi * HoWo - d[i].mid * Wo - d[i].lo;
+            kok[i] = kb + 4 * i < k_end;
+        }
+        gather<8, 4, 4, 32 * LDS>(stage + bdst, dy, Ho, Wo, k, kok, col);
+    }
+    __device__ void advance() {
+        ka += BK;
+        kb += BK;
+        da.add(step, Rt, St);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) d[i].add(step, Rt, St);
+    }
+};
+
+// Backward weight: A[o, k = (n, oh, ow)] = dy[n, o, oh, ow] (rows HoWo apart, RowsA); B[k, col = (c, r, s)] =
+// x[n, c, oh*SH - PH + r, ow*SW - PW + s]. Here the k values carry the pixel and the columns the tap, so a
+// thread takes fewer k values and more columns: lane L of warp w, k values (L & 7) + 8i (i < 4), columns
+// 2 (L >> 3) + (w & 1) + 8 (w >> 1) + 16j (j < 8). A warp instruction reads 8 consecutive pixels of 4 taps and
+// writes shared words 8 (L >> 3) + (L & 7) + const mod 32: all distinct.
+struct BwdWeightLoader {
+    const float* x;
+    int H, W, Ho, Wo, SH, SW, PH, PW, CHW, MHoWo, k_end;
+    RowsA rows;
+    int ka, kb;
+    Digits da;     // A: (n, oh, ow) of this thread's k value
+    Digits d[4];   // B: (n, oh, ow) of each k value
+    Digits step;
+    Coords<8> col;
+    smem_addr bdst;
+
+    __device__ BwdWeightLoader(const float* x_, const float* dy, int C, int H_, int W_, int O, int KH, int KW,
+                               int Ho_, int Wo_, int SH_, int SW_, int PH_, int PW_, int ncols, int m0, int col0,
+                               int k_begin, int k_end_)
+        : x(x_), H(H_), W(W_), Ho(Ho_), Wo(Wo_), SH(SH_), SW(SW_), PH(PH_), PW(PW_), CHW(C * H_ * W_),
+          MHoWo(O * Ho_ * Wo_), k_end(k_end_), rows(dy, O, Ho_ * Wo_, m0) {
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        ka = k_begin + rows.k_of_thread();
+        da.set(ka, Ho, Wo);
+        kb = k_begin + (lane & 7);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) d[i].set(kb + 8 * i, Ho, Wo);
+        step.set(BK, Ho, Wo);
+        const int c0 = 2 * (lane >> 3) + (warp & 1) + 8 * (warp >> 1);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const int cidx = col0 + c0 + 16 * j;
+            if (cidx < ncols) {
+                const int c = cidx / (KH * KW);
+                const int rs = cidx - c * (KH * KW);
+                col.r[j] = rs / KW;
+                col.s[j] = rs - col.r[j] * KW;
+                col.off[j] = (c * H + col.r[j]) * W + col.s[j];
+            } else {
+                col.r[j] = FAR;
+                col.s[j] = 0;
+                col.off[j] = 0;
+            }
+        }
+        bdst = A_BYTES + (c0 * LDS + (lane & 7)) * 4;
+    }
+    __device__ void load(smem_addr stage) const {
+        rows.load(stage, da.hi * MHoWo + da.mid * Wo + da.lo, ka < k_end);
+        Coords<4> k;
+        bool kok[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            k.r[i] = d[i].mid * SH - PH;
+            k.s[i] = d[i].lo * SW - PW;
+            k.off[i] = d[i].hi * CHW + k.r[i] * W + k.s[i];
+            kok[i] = kb + 8 * i < k_end;
+        }
+        gather<4, 8, 8, 16 * LDS>(stage + bdst, x, H, W, k, kok, col);
+    }
+    __device__ void advance() {
+        ka += BK;
+        kb += BK;
+        da.add(step, Ho, Wo);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) d[i].add(step, Ho, Wo);
+    }
+};
+
+// acc += the block's A * B over `slices` BK-slices that `ld` loads one by one (load: issue the current slice's
+// copies into a stage; advance: move to the next slice). smem: the dynamic shared buffer, STAGES stages.
+template <class Loader>
+__device__ __forceinline__ void mainloop(Loader& ld, int slices, smem_addr smem, Acc& acc) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int wm = (warp / WARPS_N) * WM, wn = (warp % WARPS_N) * WN;
+    // This lane's ldmatrix row (see ldmatrix_x4): A's four matrices are rows +0 / +8 x k +0 / +4 in the order
+    // of the a[] fragment registers; B's are k +0 / +4 x rows +0 / +8 (two n8 tiles, b[0], b[1] each).
+    const smem_addr a_lane = ((wm + (lane & 7) + 8 * ((lane >> 3) & 1)) * LDS + 4 * (lane >> 4)) * 4;
+    const smem_addr b_lane = A_BYTES + ((wn + (lane & 7) + 8 * (lane >> 4)) * LDS + 4 * ((lane >> 3) & 1)) * 4;
+
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < slices) {
+            ld.load(smem + s * STAGE_BYTES);
+            ld.advance();
+        }
+        cp_async_commit();  // one group per slice, empty past the end, so the wait count below stays exact
+    }
+    int read = 0, write = STAGES - 1;
+    for (int it = 0; it < slices; ++it) {
+        cp_async_wait<STAGES - 2>();  // this thread's copies of slice `it` have landed
+        __syncthreads();              // everyone's have; everyone is done with slice it - 1's stage
+        if (it + STAGES - 1 < slices) {
+            ld.load(smem + write * STAGE_BYTES);
+            ld.advance();
+        }
+        cp_async_commit();
+        const smem_addr st = smem + read * STAGE_BYTES;
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += 8) {
             unsigned int af[MI][4], bf[NI][2];
 #pragma unroll
-            for (int i = 0; i < MI; ++i) {
-                const int m = wm + 16 * i + g;
-                af[i][0] = __float_as_uint(As[ks + t][m]);
-                af[i][1] = __float_as_uint(As[ks + t][m + 8]);
-                af[i][2] = __float_as_uint(As[ks + t + 4][m]);
-                af[i][3] = __float_as_uint(As[ks + t + 4][m + 8]);
+            for (int i = 0; i < MI; ++i) ldmatrix_x4(af[i], st + a_lane + (16 * i * LDS + kk) * 4);
+#pragma unroll
+            for (int j = 0; j < NI; j += 2) {
+                unsigned int r[4];
+                ldmatrix_x4(r, st + b_lane + (8 * j * LDS + kk) * 4);
+                bf[j][0] = r[0];
+                bf[j][1] = r[1];
+                bf[j + 1][0] = r[2];
+                bf[j + 1][1] = r[3];
             }
 #pragma unroll
-            for (int j = 0; j < NI; ++j) {
-                const int n = wn + 8 * j + g;
-                bf[j][0] = __float_as_uint(Bs[ks + t][n]);
-                bf[j][1] = __float_as_uint(Bs[ks + t + 4][n]);
-            }
+            for (int i = 0; i < MI; ++i)
+#pragma unroll
+                for (int q = 0; q < 4; ++q) af[i][q] = to_tf32(__uint_as_float(af[i][q]));
+#pragma unroll
+            for (int j = 0; j < NI; ++j)
+#pragma unroll
+                for (int q = 0; q < 2; ++q) bf[j][q] = to_tf32(__uint_as_float(bf[j][q]));
 #pragma unroll
             for (int i = 0; i < MI; ++i)
 #pragma unroll
                 for (int j = 0; j < NI; ++j) mma_m16n8k8_tf32(acc[i][j], af[i], bf[j], acc[i][j]);
         }
-        __syncthreads();
+        read = read + 1 == STAGES ? 0 : read + 1;
+        write = write + 1 == STAGES ? 0 : write + 1;
     }
+    cp_async_wait<0>();  // nothing may be in flight when the block exits (the trailing groups are empty)
 }
 
 // Hands every accumulator to store(row, col, value) with its global GEMM coordinates (C fragment layout:
@@ -603,10 +907,12 @@ __device__ __forceinline__ void epilogue(const Acc& acc, int m0, int col0, Store
                 store(wm + 16 * i + g + 8 * (r >> 1), wn + 8 * j + 2 * t + (r & 1), acc[i][j][r]);
 }
 
+__device__ __forceinline__ int slices_of(int k_begin, int k_end) { return max(0, k_end - k_begin + BK - 1) / BK; }
+
 __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const float* __restrict__ w,
                                          float* __restrict__ y, int N, int C, int H, int W, int O, int KH, int KW,
                                          int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk,
-                                         float (&As)[BK][LDA], float (&Bs)[BK][LDB]) {
+                                         smem_addr smem) {
     const int K = C * KH * KW;
     const int ncols = N * Ho * Wo;
     const int m0 = blockIdx.y * BM;
@@ -614,10 +920,9 @@ __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const floa
     const int k_begin = blockIdx.z * k_chunk;
     const int k_end = min(K, k_begin + k_chunk);
 
-    FwdWeights<BM> a(w, O, K, k_end, m0);
-    FwdImage<BN> b(x, C, H, W, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, col0, k_end);
+    FwdLoader ld(x, w, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, m0, col0, k_begin, k_end);
     Acc acc = {};
-    mainloop(a, b, k_begin, k_end, As, Bs, acc);
+    mainloop(ld, slices_of(k_begin, k_end), smem, acc);
 
     float* out = y + (size_t)blockIdx.z * N * O * Ho * Wo;
     const int HoWo = Ho * Wo;
@@ -632,7 +937,7 @@ __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const floa
 __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, const float* __restrict__ w,
                                               float* __restrict__ dx, int N, int C, int H, int W, int O, int KH,
                                               int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
-                                              float (&As)[BK][LDA], float (&Bs)[BK][LDB]) {
+                                              smem_addr smem) {
     // Stride phase of this block, exactly as in conv::bwd_data_body.
     const int rh = blockIdx.z / SW;
     const int rw = blockIdx.z - rh * SW;
@@ -648,11 +953,12 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
     const int m0 = blockIdx.y * BM;
     const int K = O * Rt * St;
 
-    BwdDataWeights<BM> a(w, C, KH, KW, Rt, St, rh, rw, SH, SW, K, m0);
-    BwdDataGrad<BN> b(dy, O, Ho, Wo, St, Rt * St, Hq, Wq, (ih0 + PH - rh) / SH, (iw0 + PW - rw) / SW, ncols,
-                      col0, K);
     Acc acc = {};
-    mainloop(a, b, 0, K, As, Bs, acc);
+    if (K > 0) {  // a phase without taps writes zeros (and its loader's digits would divide by zero)
+        BwdDataLoader ld(dy, w, C, O, KH, KW, Ho, Wo, Rt, St, rh, rw, SH, SW, Hq, Wq, (ih0 + PH - rh) / SH,
+                         (iw0 + PW - rw) / SW, ncols, m0, col0, K);
+        mainloop(ld, slices_of(0, K), smem, acc);
+    }
 
     epilogue(acc, m0, col0, [&](int c, int p, float v) {
         if (c < C && p < ncols) {
@@ -669,7 +975,7 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
 __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, const float* __restrict__ dy,
                                                 float* __restrict__ dw, int N, int C, int H, int W, int O, int KH,
                                                 int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
-                                                int k_chunk, float (&As)[BK][LDA], float (&Bs)[BK][LDB]) {
+                                                int k_chunk, smem_addr smem) {
     const int P = N * Ho * Wo;
     const int ncols = C * KH * KW;
     const int m0 = blockIdx.y * BM;
@@ -677,10 +983,9 @@ __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, con
     const int k_begin = blockIdx.z * k_chunk;
     const int k_end = min(P, k_begin + k_chunk);
 
-    BwdWeightGrad<BM> a(dy, O, Ho * Wo, k_end, m0);
-    BwdWeightImage<BN> b(x, C, H, W, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, col0, k_end);
+    BwdWeightLoader ld(x, dy, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, m0, col0, k_begin, k_end);
     Acc acc = {};
-    mainloop(a, b, k_begin, k_end, As, Bs, acc);
+    mainloop(ld, slices_of(k_begin, k_end), smem, acc);
 
     float* out = dw + (size_t)blockIdx.z * O * ncols;
     epilogue(acc, m0, col0, [&](int o, int col, float v) {
@@ -751,30 +1056,29 @@ extern "C" __global__ void conv2d_splitk_reduce_f32(const float* parts, float* o
 
 
 // ---- tensor-core (TF32) entry points: same arguments, grids and outputs as the f32 kernels above, with the
-// 64 x 128 tile: grid = (ceil(cols / 128), ceil(rows / 64), splits or phases). Chosen by conv.rs when the
-// backend's precision is TF32 and rows > 16.
-extern "C" __global__ void conv2d_fwd_tf32(const float* x, const float* w, float* y, int N, int C, int H, int W,
-                                           int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
-                                           int k_chunk) {
-    __shared__ float As[conv::BK][conv::tc::LDA];
-    __shared__ float Bs[conv::BK][conv::tc::LDB];
-    conv::tc::fwd_body(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, As, Bs);
+// 64 x 128 tile, 128 threads and tc::SMEM_BYTES of dynamic shared memory: grid = (ceil(cols / 128),
+// ceil(rows / 64), splits or phases); k_chunk (split-K) need not be a multiple of tc::BK. Chosen by conv.rs when
+// the backend's precision is TF32 and rows > 16.
+extern "C" __global__ void __launch_bounds__(conv::tc::THREADS)
+    conv2d_fwd_tf32(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
+                    int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::fwd_body(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, smem_address(tc_smem));
 }
 
-extern "C" __global__ void conv2d_bwd_data_tf32(const float* dy, const float* w, float* dx, int N, int C, int H,
-                                                int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW,
-                                                int PH, int PW) {
-    __shared__ float As[conv::BK][conv::tc::LDA];
-    __shared__ float Bs[conv::BK][conv::tc::LDB];
-    conv::tc::bwd_data_body(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, As, Bs);
+extern "C" __global__ void __launch_bounds__(conv::tc::THREADS)
+    conv2d_bwd_data_tf32(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
+                         int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::bwd_data_body(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, smem_address(tc_smem));
 }
 
-extern "C" __global__ void conv2d_bwd_weight_tf32(const float* x, const float* dy, float* dw, int N, int C, int H,
-                                                  int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW,
-                                                  int PH, int PW, int k_chunk) {
-    __shared__ float As[conv::BK][conv::tc::LDA];
-    __shared__ float Bs[conv::BK][conv::tc::LDB];
-    conv::tc::bwd_weight_body(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, As, Bs);
+extern "C" __global__ void __launch_bounds__(conv::tc::THREADS)
+    conv2d_bwd_weight_tf32(const float* x, const float* dy, float* dw, int N, int C, int H, int W, int O, int KH,
+                           int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::bwd_weight_body(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
+                              smem_address(tc_smem));
 }
 
 // ---- self-tests of mma.cuh (tests/emu_parity_conv.rs; tests/cuda_runtime.rs on a GPU) -------------------------

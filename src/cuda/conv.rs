@@ -29,8 +29,12 @@ use crate::tensor::{numel, Tensor};
 const THREADS: u32 = 256;
 /// K depth of one shared-memory slice in conv.cu.
 const BK: usize = 16;
-/// Output tile of the tensor-core (TF32) kernels (rows x columns).
+/// Output tile of the tensor-core (TF32) kernels (rows x columns), their block, K slice and dynamic shared
+/// memory (conv.cu's `tc::THREADS`, `tc::BK`, `tc::SMEM_BYTES`: 3 stages of 64 + 128 rows of 36 floats).
 const TC: (usize, usize) = (64, 128);
+const TC_THREADS: u32 = 128;
+const TC_BK: usize = 32;
+const TC_SHARED_BYTES: u32 = 82944;
 /// Output tiles of the two f32 kernel variants (rows x columns): the default, and the narrow one for M <= 16.
 const WIDE: (usize, usize) = (64, 64);
 const NARROW: (usize, usize) = (16, 128);
@@ -93,19 +97,44 @@ fn tile_for(m: usize) -> ((usize, usize), &'static str) {
 /// multiple of BK). Splits only when the tiles alone cannot fill the GPU and every split keeps at least
 /// MIN_SLICES_PER_SPLIT slices; never yields an empty split.
 pub(crate) fn split_k(tiles: usize, k: usize) -> (usize, usize) {
-    let slices = k.div_ceil(BK).max(1);
+    split_k_sliced(tiles, k, BK)
+}
+
+/// [`split_k`] for a kernel whose K slices are `bk` deep: the chunk is a multiple of `bk`.
+fn split_k_sliced(tiles: usize, k: usize, bk: usize) -> (usize, usize) {
+    let slices = k.div_ceil(bk).max(1);
     let wanted = TARGET_BLOCKS.div_ceil(tiles.max(1));
     let splits = wanted
         .min(slices / MIN_SLICES_PER_SPLIT)
         .clamp(1, MAX_SPLITS);
     let per_split = slices.div_ceil(splits);
-    (slices.div_ceil(per_split), per_split * BK)
+    (slices.div_ceil(per_split), per_split * bk)
 }
 
 /// Grid-stride launch for an elementwise pass over `numel` elements: a few thousand blocks saturate any GPU;
 /// beyond that the loop takes over (results do not depend on the block count).
 pub(crate) fn reduce_cfg(numel: usize) -> LaunchCfg {
     LaunchCfg::blocks(numel.div_ceil(THREADS as usize).min(4096) as u32, THREADS)
+}
+
+/// The tensor-core kernels' launch: their tile, block and shared memory.
+fn tc_grid(rows: usize, cols: usize, z: usize) -> LaunchCfg {
+    let mut cfg = gemm_grid(rows, cols, TC, z).with_shared(TC_SHARED_BYTES);
+    cfg.block = (TC_THREADS, 1, 1);
+    cfg
+}
+
+/// The launch of a split-K GEMM of `rows` x `cols` outputs over a reduction of `k` on `tile` (with the
+/// tensor-core kernels' own block, shared memory and K slice when `tc`), and its K range per split.
+fn split_launch(tc: bool, rows: usize, cols: usize, tile: (usize, usize), k: usize) -> (LaunchCfg, usize) {
+    let tiles = rows.div_ceil(tile.0) * cols.div_ceil(tile.1);
+    if tc {
+        let (splits, k_chunk) = split_k_sliced(tiles, k, TC_BK);
+        (tc_grid(rows, cols, splits), k_chunk)
+    } else {
+        let (splits, k_chunk) = split_k(tiles, k);
+        (gemm_grid(rows, cols, tile, splits), k_chunk)
+    }
 }
 
 fn gemm_grid(rows: usize, cols: usize, tile: (usize, usize), z: usize) -> LaunchCfg {
@@ -168,18 +197,18 @@ pub fn conv2d(be: &CudaBackend, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Resu
     // GEMM: rows = O, columns = N*Ho*Wo output pixels, K = C*kh*kw.
     let (rows, cols, k) = (g.o, g.n * g.ho * g.wo, g.c * g.kh * g.kw);
     n_i32(cols, "conv2d")?;
-    let (tile, kernel) = if use_tc(be, rows) {
+    let tc = use_tc(be, rows);
+    let (tile, kernel) = if tc {
         (TC, "conv2d_fwd_tf32".to_string())
     } else {
         let (tile, suffix) = tile_for(rows);
         (tile, format!("conv2d_fwd{suffix}_f32"))
     };
-    let tiles = rows.div_ceil(tile.0) * cols.div_ceil(tile.1);
-    let (splits, k_chunk) = split_k(tiles, k);
+    let (cfg, k_chunk) = split_launch(tc, rows, cols, tile, k);
     launch_split(
         be,
         &kernel,
-        gemm_grid(rows, cols, tile, splits),
+        cfg,
         [be.ptr(x)?, be.ptr(w)?],
         &y,
         &g.args(),
@@ -215,7 +244,8 @@ pub fn conv2d_backward_data(
         "{what}: stride {:?} gives more phases than a grid can hold",
         p.stride
     );
-    let (tile, kernel) = if use_tc(be, g.c) {
+    let tc = use_tc(be, g.c);
+    let (tile, kernel) = if tc {
         (TC, "conv2d_bwd_data_tf32".to_string())
     } else {
         let (tile, suffix) = tile_for(g.c);
@@ -227,7 +257,12 @@ pub fn conv2d_backward_data(
         KernelArg::Ptr(be.ptr(&dx)?),
     ];
     args.extend_from_slice(&g.args());
-    be.launch(&kernel, gemm_grid(g.c, cols, tile, sh * sw), &args)?;
+    let cfg = if tc {
+        tc_grid(g.c, cols, sh * sw)
+    } else {
+        gemm_grid(g.c, cols, tile, sh * sw)
+    };
+    be.launch(&kernel, cfg, &args)?;
     Ok(dx)
 }
 
@@ -250,17 +285,17 @@ pub fn conv2d_backward_weight(
     // GEMM: rows = O, columns = C*kh*kw weight taps, K = N*Ho*Wo pixels (long: split across blocks).
     let (rows, cols, k) = (g.o, g.c * g.kh * g.kw, g.n * g.ho * g.wo);
     n_i32(k, what)?;
-    let (tile, kernel) = if use_tc(be, rows) {
+    let tc = use_tc(be, rows);
+    let (tile, kernel) = if tc {
         (TC, "conv2d_bwd_weight_tf32")
     } else {
         (WIDE, "conv2d_bwd_weight_f32")
     };
-    let tiles = rows.div_ceil(tile.0) * cols.div_ceil(tile.1);
-    let (splits, k_chunk) = split_k(tiles, k);
+    let (cfg, k_chunk) = split_launch(tc, rows, cols, tile, k);
     launch_split(
         be,
         kernel,
-        gemm_grid(rows, cols, tile, splits),
+        cfg,
         [be.ptr(x)?, be.ptr(dy)?],
         &dw,
         &g.args(),

@@ -1,0 +1,91 @@
+// async_copy.cuh — asynchronous global -> shared copies (cp.async) and warp-wide shared-memory matrix loads
+// (ldmatrix), for the pipelined tensor-core main loops.
+//
+// On a GPU of compute capability 8.0 or newer these are PTX instructions; everywhere else (the CPU emulation,
+// which never defines __CUDA_ARCH__, or an older GPU) a portable form with the same per-lane results:
+//   - cp.async becomes a synchronous copy (zero-fill when masked) and commit / wait are no-ops: every copy has
+//     completed when it is issued, which is one valid completion order of the asynchronous form, so a kernel
+//     that is correct on the GPU (it waits and synchronises before reading) is correct here and vice versa for
+//     the data it reads; the emulator's racecheck still sees each copy as the issuing thread's shared write.
+//   - ldmatrix gathers each lane's words from the lanes that hold the row addresses with __shfl_sync, following
+//     the PTX ISA's fragment layout, so the emulation checks the layout the kernels assume.
+//
+// Shared-memory addresses are `smem_addr`: byte addresses that support `+ bytes`. On the GPU this is the 32-bit
+// address in the .shared window (what the PTX instructions take, computed once per kernel); in the emulation
+// the integer value of an ordinary pointer.
+#pragma once
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define ASYNC_COPY_PTX 1
+typedef unsigned int smem_addr;
+#else
+typedef unsigned long long smem_addr;
+#endif
+
+// The smem_addr of a pointer into __shared__ memory.
+__device__ __forceinline__ smem_addr smem_address(const void* p) {
+#ifdef ASYNC_COPY_PTX
+    unsigned int a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+#else
+    return (smem_addr)(unsigned long long)p;
+#endif
+}
+
+// One 4-byte element: shared[dst] = ok ? *src : 0.0f (cp.async.ca: through L1, reused gathers hit it). When !ok
+// the copy's source size is 0: nothing is read, so src may point anywhere (e.g. at a padding tap outside the
+// tensor); selecting a safe address instead would cost instructions per element.
+__device__ __forceinline__ void cp_async_4(smem_addr dst, const float* src, bool ok) {
+#ifdef ASYNC_COPY_PTX
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 4 : 0));
+#else
+    *reinterpret_cast<float*>(dst) = ok ? *src : 0.0f;
+#endif
+}
+
+// Four contiguous floats: shared[dst..dst+16) = ok ? src[0..4) : zeros (cp.async.cg: L2 only). dst and src
+// must be 16-byte aligned.
+__device__ __forceinline__ void cp_async_16(smem_addr dst, const float* src, bool ok) {
+#ifdef ASYNC_COPY_PTX
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
+#else
+    float* d = reinterpret_cast<float*>(dst);
+    for (int i = 0; i < 4; ++i) d[i] = ok ? src[i] : 0.0f;
+#endif
+}
+
+// Closes the calling thread's group of cp.async issued since the previous commit (an empty group is fine).
+__device__ __forceinline__ void cp_async_commit() {
+#ifdef ASYNC_COPY_PTX
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+// Waits until at most N of the calling thread's committed groups are still in flight. Other threads' copies
+// become visible only after a barrier that follows their own wait.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#ifdef ASYNC_COPY_PTX
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16 read as four 8 x 4 matrices of 32-bit words: lane L supplies the
+// address of row (L & 7) of matrix L >> 3 (16 contiguous bytes, 16-byte aligned), and receives in r[j] word
+// (L & 3) of row (L >> 2) of matrix j. With rows along a TF32 operand's m (or n) and the 4 words along k, that
+// is exactly the m16n8k8 fragment element [g][t] (g = L >> 2, t = L & 3; see mma.cuh). Warp-collective.
+__device__ __forceinline__ void ldmatrix_x4(unsigned int (&r)[4], smem_addr row) {
+#ifdef ASYNC_COPY_PTX
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(row));
+#else
+    const int lane = threadIdx.x & 31;  // kernels using this launch 1-D blocks
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const smem_addr src = __shfl_sync(0xffffffffu, row, 8 * j + (lane >> 2));
+        r[j] = *reinterpret_cast<const unsigned int*>(src + 4 * (lane & 3));
+    }
+#endif
+}
