@@ -351,6 +351,36 @@ fn conv2d_tf32_awkward_sizes() {
     }
 }
 
+/// Shapes aimed at the tensor-core main loop's masks and pipeline (BK = 32 slices, 3 stages, 64 x 128 tiles):
+/// reductions shorter than one slice, between one slice and the stage count, not a multiple of a slice, split-K
+/// chunks that end inside an image, batch 1, stride 1 and 2, padding 0..2, kernels 3 and 4, stride phases with
+/// 1, 2 and 4 taps, forward weights with K a multiple of 4 (16-byte copies) and not (4-byte copies).
+#[test]
+fn conv2d_tf32_pipeline_tails() {
+    let be = backend();
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let cases = [
+        // forward K = 18 (under one slice, 4-byte weight copies); backward weight K = 7*8 = 56.
+        ("b1 3x3 s1 p2 K<BK", case(1, 2, 5, 6, 24, 3, p(1, 2))),
+        // forward K = 112 = 3.5 slices (16-byte weight copies), Ho x Wo = 4 x 3.
+        ("b1 4x4 s2 p0", case(1, 7, 10, 9, 40, 4, p(2, 0))),
+        // forward K = 272, backward data K = 18*16 = 288 in one phase, backward weight K = 7*6 = 42.
+        ("b1 4x4 s1 p2", case(1, 17, 6, 5, 18, 4, p(1, 2))),
+        // backward data phases with 4, 2 and 1 taps: K = 80, 40, 20.
+        ("b1 3x3 s2 p0", case(1, 24, 9, 9, 20, 3, p(2, 0))),
+        // forward K = 1024 on one 64 x 128 tile: split-K into 8 chunks of 4 slices.
+        ("split fwd 4x4 s2 p1", case(2, 64, 4, 4, 33, 4, p(2, 1))),
+        // backward weight K = 900 pixels on one tile: split-K, chunks of 128 pixels end inside image rows.
+        (
+            "split bwd_weight 3x3 s1 p1",
+            case(1, 20, 30, 30, 17, 3, p(1, 1)),
+        ),
+    ];
+    for (name, c) in cases {
+        run_case(&be, name, c, &mut rng);
+    }
+}
+
 #[test]
 fn conv2d_tf32_dcgan_shapes() {
     let be = backend();

@@ -126,7 +126,13 @@ fn tc_grid(rows: usize, cols: usize, z: usize) -> LaunchCfg {
 
 /// The launch of a split-K GEMM of `rows` x `cols` outputs over a reduction of `k` on `tile` (with the
 /// tensor-core kernels' own block, shared memory and K slice when `tc`), and its K range per split.
-fn split_launch(tc: bool, rows: usize, cols: usize, tile: (usize, usize), k: usize) -> (LaunchCfg, usize) {
+fn split_launch(
+    tc: bool,
+    rows: usize,
+    cols: usize,
+    tile: (usize, usize),
+    k: usize,
+) -> (LaunchCfg, usize) {
     let tiles = rows.div_ceil(tile.0) * cols.div_ceil(tile.1);
     if tc {
         let (splits, k_chunk) = split_k_sliced(tiles, k, TC_BK);
@@ -310,19 +316,21 @@ mod tests {
 
     #[test]
     fn split_k_covers_k_without_empty_splits() {
-        for tiles in [1, 3, 17, 100, 263, 264, 1000] {
-            for k in [1, 15, 16, 17, 48, 100, 1600, 8192, 131072] {
-                let (splits, chunk) = split_k(tiles, k);
-                assert!((1..=MAX_SPLITS).contains(&splits));
-                assert_eq!(chunk % BK, 0);
-                assert!(
-                    splits * chunk >= k,
-                    "tiles {tiles} k {k}: {splits} x {chunk}"
-                );
-                assert!((splits - 1) * chunk < k, "tiles {tiles} k {k}: empty split");
-                if tiles >= TARGET_BLOCKS {
-                    assert_eq!(splits, 1);
-                }
+        for (tiles, k, bk) in [1, 3, 17, 100, 263, 264, 1000]
+            .into_iter()
+            .flat_map(|t| [1, 15, 16, 17, 48, 100, 1600, 8192, 131072].map(|k| (t, k)))
+            .flat_map(|(t, k)| [BK, TC_BK].map(|bk| (t, k, bk)))
+        {
+            let (splits, chunk) = split_k_sliced(tiles, k, bk);
+            assert!((1..=MAX_SPLITS).contains(&splits));
+            assert_eq!(chunk % bk, 0);
+            assert!(
+                splits * chunk >= k,
+                "tiles {tiles} k {k}: {splits} x {chunk}"
+            );
+            assert!((splits - 1) * chunk < k, "tiles {tiles} k {k}: empty split");
+            if tiles >= TARGET_BLOCKS {
+                assert_eq!(splits, 1);
             }
         }
     }
