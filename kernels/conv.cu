@@ -525,8 +525,6 @@ __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, con
 // side. Shared memory: 3 stages x (64 + 128) x 36 x 4 B = 82944 B (dynamic, conv.rs's TC_SHARED_BYTES), two
 // blocks per SM. The M <= 16 GEMMs stay on the narrow f32 kernels (conv.rs).
 namespace tc {
-constexpr int THREADS = 128;  // conv.rs launches the *_tf32 kernels with this block
-constexpr int BM = 64;
 constexpr int BN = 128;
 constexpr int BK = 32;
 constexpr int STAGES = 3;
@@ -536,11 +534,18 @@ constexpr int WARPS_N = BN / WN;  // 2 (x 2 along M = 4 warps)
 constexpr int MI = WM / 16;       // mma tiles per warp along M
 constexpr int NI = WN / 8;        // mma tiles per warp along N
 constexpr int LDS = BK + 4;       // floats per shared row (both tiles)
-constexpr int A_BYTES = BM * LDS * 4;
-constexpr int STAGE_BYTES = (BM + BN) * LDS * 4;
-constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
-static_assert((BM / WM) * WARPS_N * 32 == THREADS, "warp grid does not match the block");
-static_assert(SMEM_BYTES == 82944, "conv.rs's TC_SHARED_BYTES must match");
+// The two row-tile heights: BM = 64 (4 warps, 2 x 2) for GEMMs of up to 64 rows, BM = 128 (8 warps, 4 x 2) for
+// taller ones, which halves each thread's share of the B gather per mma.
+template <int BM_>
+struct Tile {
+    static constexpr int BM = BM_;
+    static constexpr int THREADS = (BM / WM) * WARPS_N * 32;  // conv.rs launches the kernel with this block
+    static constexpr int A_BYTES = BM * LDS * 4;
+    static constexpr int STAGE_BYTES = (BM + BN) * LDS * 4;
+    static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
+};
+static_assert(Tile<64>::THREADS == 128 && Tile<128>::THREADS == 256, "conv.rs's TC_TILES must match");
+static_assert(Tile<64>::SMEM_BYTES == 82944 && Tile<128>::SMEM_BYTES == 110592, "conv.rs's TC_TILES must match");
 // A coordinate no tap brings back in range: marks a column outside the GEMM (its elements become zeros).
 constexpr int FAR = -(1 << 30);
 
@@ -594,10 +599,12 @@ __device__ __forceinline__ void gather(smem_addr dst, const float* src, int H, i
 }
 
 // An A operand read one float at a time: element (row, k) = src[row * ld + koff(k)]. Thread t moves k value
-// (t & 31) of the slice for rows (t >> 5) + 4i: a warp reads 32 consecutive k of one row (consecutive addresses
-// where k is contiguous) and writes 32 consecutive words of a shared row (no bank conflict).
+// (t & 31) of the slice for rows (t >> 5) + (THREADS / 32) i: a warp reads 32 consecutive k of one row
+// (consecutive addresses where k is contiguous) and writes 32 consecutive words of a shared row (no conflict).
+template <int BM>
 struct RowsA {
-    static constexpr int ROWS = BM * BK / THREADS;  // 16
+    static constexpr int RSTEP = Tile<BM>::THREADS / 32;
+    static constexpr int ROWS = BM / RSTEP;  // 16
     const float* src;
     int row0, M, ld;
     smem_addr dst;  // offset of this thread's first element in a stage
@@ -608,29 +615,33 @@ struct RowsA {
     __device__ void load(smem_addr stage, int koff, bool kok) const {
 #pragma unroll
         for (int i = 0; i < ROWS; ++i) {
-            const int row = row0 + 4 * i;
+            const int row = row0 + RSTEP * i;
             const bool ok = kok && row < M;
-            cp_async_4(stage + dst + 4 * (4 * i * LDS), src + (row * ld + koff), ok);
+            cp_async_4(stage + dst + 4 * (RSTEP * i * LDS), src + (row * ld + koff), ok);
         }
     }
 };
 
 // Forward: A = w as [O, K]; B = im2col(x) [K = (c, r, s), col = (n, oh, ow)].
-// B mapping: in warp w, lane L takes columns 8w + (L & 7) + 32j (j < 4) and k values (L >> 3) + 4i (i < 8):
-// 8 consecutive pixels x 4 k per warp instruction (32-byte runs of x at stride 1), shared words 4 * col + k
-// mod 32 all distinct. A: 16-byte copies when possible (lane L: k 4 (t & 7), rows (t >> 3) + 16i), else RowsA.
+// B mapping: in warp w, lane L takes columns 8w + (L & 7) + (THREADS / 4) j (j < NC) and k values (L >> 3) + 4i
+// (i < 8): 8 consecutive pixels x 4 k per warp instruction (32-byte runs of x at stride 1), shared words
+// 4 * col + k mod 32 all distinct. A: 16-byte copies when possible (thread t: k 4 (t & 7), rows (t >> 3) +
+// (THREADS / 8) i), else RowsA.
+template <int BM>
 struct FwdLoader {
+    typedef Tile<BM> T;
+    static constexpr int NC = BN * BK / T::THREADS / 8;
     const float* w;
     const float* x;
     int M, K, k_end, H, W, KH, KW;
     bool vec;
     int m0;
     int ka;        // A: k of this thread's first element in the current slice
-    RowsA rows;    // A when !vec
+    RowsA<BM> rows;  // A when !vec
     int kb;        // B: k of this thread's k value 0 in the current slice
     Digits d[8];   // B: (c, r, s) of each k value
     Digits step;   // BK as (c, r, s) digits
-    Coords<4> col;
+    Coords<NC> col;
     smem_addr bdst;
 
     __device__ FwdLoader(const float* x_, const float* w_, int C, int H_, int W_, int O, int KH_, int KW_, int Ho,
@@ -646,8 +657,8 @@ struct FwdLoader {
         for (int i = 0; i < 8; ++i) d[i].set(kb + 4 * i, KH, KW);
         step.set(BK, KH, KW);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int p = col0 + 8 * warp + (lane & 7) + 32 * j;
+        for (int j = 0; j < NC; ++j) {
+            const int p = col0 + 8 * warp + (lane & 7) + T::THREADS / 4 * j;
             if (p < ncols) {
                 const int n = p / (Ho * Wo);
                 const int pix = p - n * (Ho * Wo);
@@ -661,16 +672,16 @@ struct FwdLoader {
                 col.off[j] = 0;
             }
         }
-        bdst = A_BYTES + ((8 * warp + (lane & 7)) * LDS + (lane >> 3)) * 4;
+        bdst = T::A_BYTES + ((8 * warp + (lane & 7)) * LDS + (lane >> 3)) * 4;
     }
     __device__ void load(smem_addr stage) const {
         if (vec) {
             const int t = threadIdx.x;
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const int row = m0 + (t >> 3) + 16 * i;
-                const bool ok = ka < k_end && row < M;
-                cp_async_16(stage + (((t >> 3) + 16 * i) * LDS + 4 * (t & 7)) * 4, w + (row * K + ka), ok);
+            for (int i = 0; i < BM * BK / 4 / T::THREADS; ++i) {
+                const int row = (t >> 3) + T::THREADS / 8 * i;
+                const bool ok = ka < k_end && m0 + row < M;
+                cp_async_16(stage + (row * LDS + 4 * (t & 7)) * 4, w + ((m0 + row) * K + ka), ok);
             }
         } else {
             rows.load(stage, ka, ka < k_end);
@@ -684,7 +695,7 @@ struct FwdLoader {
             k.off[i] = (d[i].hi * H + d[i].mid) * W + d[i].lo;
             kok[i] = kb + 4 * i < k_end;
         }
-        gather<8, 4, 4, 32 * LDS>(stage + bdst, x, H, W, k, kok, col);
+        gather<8, NC, 4, T::THREADS / 4 * LDS>(stage + bdst, x, H, W, k, kok, col);
     }
     __device__ void advance() {
         ka += BK;
@@ -697,16 +708,19 @@ struct FwdLoader {
 // Backward data, one stride phase (rh, rw) (see bwd_data_body above): A[c, k = (o, t, u)] =
 // w[o, c, rh + SH*t, rw + SW*u] (rows KHW apart, RowsA); B[k, col = (n, q, v)] = dy[n, o, ohb - t, owb - u] with
 // (ohb, owb) the column's dy coordinates. B uses the forward's thread mapping.
+template <int BM>
 struct BwdDataLoader {
+    typedef Tile<BM> T;
+    static constexpr int NC = BN * BK / T::THREADS / 8;
     const float* dy;
     int Ho, Wo, HoWo, Rt, St, k_end;
     int CKHW, KW, rh, rw, SH, SW;  // A's tap offsets
-    RowsA rows;
+    RowsA<BM> rows;
     int ka, kb;
     Digits da;     // A: (o, t, u) of this thread's k value
     Digits d[8];   // B: (o, t, u) of each k value
     Digits step;
-    Coords<4> col;
+    Coords<NC> col;
     smem_addr bdst;
 
     __device__ BwdDataLoader(const float* dy_, const float* w, int C, int O, int KH, int KW_, int Ho_, int Wo_,
@@ -722,8 +736,8 @@ struct BwdDataLoader {
         for (int i = 0; i < 8; ++i) d[i].set(kb + 4 * i, Rt, St);
         step.set(BK, Rt, St);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int p = col0 + 8 * warp + (lane & 7) + 32 * j;
+        for (int j = 0; j < NC; ++j) {
+            const int p = col0 + 8 * warp + (lane & 7) + T::THREADS / 4 * j;
             if (p < ncols) {
                 const int n = p / (Hq * Wq);
                 const int qv = p - n * (Hq * Wq);
@@ -737,7 +751,7 @@ struct BwdDataLoader {
                 col.off[j] = 0;
             }
         }
-        bdst = A_BYTES + ((8 * warp + (lane & 7)) * LDS + (lane >> 3)) * 4;
+        bdst = T::A_BYTES + ((8 * warp + (lane & 7)) * LDS + (lane >> 3)) * 4;
     }
     __device__ void load(smem_addr stage) const {
         rows.load(stage, da.hi * CKHW + (rh + SH * da.mid) * KW + rw + SW * da.lo, ka < k_end);
@@ -750,7 +764,7 @@ struct BwdDataLoader {
             k.off[i] = d[i].hi * HoWo - d[i].mid * Wo - d[i].lo;
             kok[i] = kb + 4 * i < k_end;
         }
-        gather<8, 4, 4, 32 * LDS>(stage + bdst, dy, Ho, Wo, k, kok, col);
+        gather<8, NC, 4, T::THREADS / 4 * LDS>(stage + bdst, dy, Ho, Wo, k, kok, col);
     }
     __device__ void advance() {
         ka += BK;
@@ -764,17 +778,20 @@ struct BwdDataLoader {
 // Backward weight: A[o, k = (n, oh, ow)] = dy[n, o, oh, ow] (rows HoWo apart, RowsA); B[k, col = (c, r, s)] =
 // x[n, c, oh*SH - PH + r, ow*SW - PW + s]. Here the k values carry the pixel and the columns the tap, so a
 // thread takes fewer k values and more columns: lane L of warp w, k values (L & 7) + 8i (i < 4), columns
-// 2 (L >> 3) + (w & 1) + 8 (w >> 1) + 16j (j < 8). A warp instruction reads 8 consecutive pixels of 4 taps and
-// writes shared words 8 (L >> 3) + (L & 7) + const mod 32: all distinct.
+// 2 (L >> 3) + (w & 1) + 8 (w >> 1) + (THREADS / 8) j (j < NC). A warp instruction reads 8 consecutive pixels
+// of 4 taps and writes shared words 8 (L >> 3) + (L & 7) + const mod 32: all distinct.
+template <int BM>
 struct BwdWeightLoader {
+    typedef Tile<BM> T;
+    static constexpr int NC = BN * BK / T::THREADS / 4;
     const float* x;
     int H, W, Ho, Wo, SH, SW, PH, PW, CHW, MHoWo, k_end;
-    RowsA rows;
+    RowsA<BM> rows;
     int ka, kb;
     Digits da;     // A: (n, oh, ow) of this thread's k value
     Digits d[4];   // B: (n, oh, ow) of each k value
     Digits step;
-    Coords<8> col;
+    Coords<NC> col;
     smem_addr bdst;
 
     __device__ BwdWeightLoader(const float* x_, const float* dy, int C, int H_, int W_, int O, int KH, int KW,
@@ -791,8 +808,8 @@ struct BwdWeightLoader {
         step.set(BK, Ho, Wo);
         const int c0 = 2 * (lane >> 3) + (warp & 1) + 8 * (warp >> 1);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const int cidx = col0 + c0 + 16 * j;
+        for (int j = 0; j < NC; ++j) {
+            const int cidx = col0 + c0 + T::THREADS / 8 * j;
             if (cidx < ncols) {
                 const int c = cidx / (KH * KW);
                 const int rs = cidx - c * (KH * KW);
@@ -805,7 +822,7 @@ struct BwdWeightLoader {
                 col.off[j] = 0;
             }
         }
-        bdst = A_BYTES + (c0 * LDS + (lane & 7)) * 4;
+        bdst = T::A_BYTES + (c0 * LDS + (lane & 7)) * 4;
     }
     __device__ void load(smem_addr stage) const {
         rows.load(stage, da.hi * MHoWo + da.mid * Wo + da.lo, ka < k_end);
@@ -818,7 +835,7 @@ struct BwdWeightLoader {
             k.off[i] = d[i].hi * CHW + k.r[i] * W + k.s[i];
             kok[i] = kb + 8 * i < k_end;
         }
-        gather<4, 8, 8, 16 * LDS>(stage + bdst, x, H, W, k, kok, col);
+        gather<4, NC, 8, T::THREADS / 8 * LDS>(stage + bdst, x, H, W, k, kok, col);
     }
     __device__ void advance() {
         ka += BK;
@@ -831,19 +848,20 @@ struct BwdWeightLoader {
 
 // acc += the block's A * B over `slices` BK-slices that `ld` loads one by one (load: issue the current slice's
 // copies into a stage; advance: move to the next slice). smem: the dynamic shared buffer, STAGES stages.
-template <class Loader>
+template <int BM, class Loader>
 __device__ __forceinline__ void mainloop(Loader& ld, int slices, smem_addr smem, Acc& acc) {
+    typedef Tile<BM> T;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int wm = (warp / WARPS_N) * WM, wn = (warp % WARPS_N) * WN;
     // This lane's ldmatrix row (see ldmatrix_x4): A's four matrices are rows +0 / +8 x k +0 / +4 in the order
     // of the a[] fragment registers; B's are k +0 / +4 x rows +0 / +8 (two n8 tiles, b[0], b[1] each).
     const smem_addr a_lane = ((wm + (lane & 7) + 8 * ((lane >> 3) & 1)) * LDS + 4 * (lane >> 4)) * 4;
-    const smem_addr b_lane = A_BYTES + ((wn + (lane & 7) + 8 * (lane >> 4)) * LDS + 4 * ((lane >> 3) & 1)) * 4;
+    const smem_addr b_lane = T::A_BYTES + ((wn + (lane & 7) + 8 * (lane >> 4)) * LDS + 4 * ((lane >> 3) & 1)) * 4;
 
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
         if (s < slices) {
-            ld.load(smem + s * STAGE_BYTES);
+            ld.load(smem + s * T::STAGE_BYTES);
             ld.advance();
         }
         cp_async_commit();  // one group per slice, empty past the end, so the wait count below stays exact
@@ -853,11 +871,11 @@ __device__ __forceinline__ void mainloop(Loader& ld, int slices, smem_addr smem,
         cp_async_wait<STAGES - 2>();  // this thread's copies of slice `it` have landed
         __syncthreads();              // everyone's have; everyone is done with slice it - 1's stage
         if (it + STAGES - 1 < slices) {
-            ld.load(smem + write * STAGE_BYTES);
+            ld.load(smem + write * T::STAGE_BYTES);
             ld.advance();
         }
         cp_async_commit();
-        const smem_addr st = smem + read * STAGE_BYTES;
+        const smem_addr st = smem + read * T::STAGE_BYTES;
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 8) {
             unsigned int af[MI][4], bf[NI][2];
@@ -909,6 +927,7 @@ __device__ __forceinline__ void epilogue(const Acc& acc, int m0, int col0, Store
 
 __device__ __forceinline__ int slices_of(int k_begin, int k_end) { return max(0, k_end - k_begin + BK - 1) / BK; }
 
+template <int BM>
 __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const float* __restrict__ w,
                                          float* __restrict__ y, int N, int C, int H, int W, int O, int KH, int KW,
                                          int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk,
@@ -920,9 +939,9 @@ __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const floa
     const int k_begin = blockIdx.z * k_chunk;
     const int k_end = min(K, k_begin + k_chunk);
 
-    FwdLoader ld(x, w, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, m0, col0, k_begin, k_end);
+    FwdLoader<BM> ld(x, w, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, m0, col0, k_begin, k_end);
     Acc acc = {};
-    mainloop(ld, slices_of(k_begin, k_end), smem, acc);
+    mainloop<BM>(ld, slices_of(k_begin, k_end), smem, acc);
 
     float* out = y + (size_t)blockIdx.z * N * O * Ho * Wo;
     const int HoWo = Ho * Wo;
@@ -934,6 +953,7 @@ __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const floa
     });
 }
 
+template <int BM>
 __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, const float* __restrict__ w,
                                               float* __restrict__ dx, int N, int C, int H, int W, int O, int KH,
                                               int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
@@ -955,9 +975,9 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
 
     Acc acc = {};
     if (K > 0) {  // a phase without taps writes zeros (and its loader's digits would divide by zero)
-        BwdDataLoader ld(dy, w, C, O, KH, KW, Ho, Wo, Rt, St, rh, rw, SH, SW, Hq, Wq, (ih0 + PH - rh) / SH,
+        BwdDataLoader<BM> ld(dy, w, C, O, KH, KW, Ho, Wo, Rt, St, rh, rw, SH, SW, Hq, Wq, (ih0 + PH - rh) / SH,
                          (iw0 + PW - rw) / SW, ncols, m0, col0, K);
-        mainloop(ld, slices_of(0, K), smem, acc);
+        mainloop<BM>(ld, slices_of(0, K), smem, acc);
     }
 
     epilogue(acc, m0, col0, [&](int c, int p, float v) {
@@ -972,6 +992,7 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
     });
 }
 
+template <int BM>
 __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, const float* __restrict__ dy,
                                                 float* __restrict__ dw, int N, int C, int H, int W, int O, int KH,
                                                 int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
@@ -983,9 +1004,9 @@ __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, con
     const int k_begin = blockIdx.z * k_chunk;
     const int k_end = min(P, k_begin + k_chunk);
 
-    BwdWeightLoader ld(x, dy, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, m0, col0, k_begin, k_end);
+    BwdWeightLoader<BM> ld(x, dy, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, m0, col0, k_begin, k_end);
     Acc acc = {};
-    mainloop(ld, slices_of(k_begin, k_end), smem, acc);
+    mainloop<BM>(ld, slices_of(k_begin, k_end), smem, acc);
 
     float* out = dw + (size_t)blockIdx.z * O * ncols;
     epilogue(acc, m0, col0, [&](int o, int col, float v) {
@@ -1055,30 +1076,53 @@ extern "C" __global__ void conv2d_splitk_reduce_f32(const float* parts, float* o
 }
 
 
-// ---- tensor-core (TF32) entry points: same arguments, grids and outputs as the f32 kernels above, with the
-// 64 x 128 tile, 128 threads and tc::SMEM_BYTES of dynamic shared memory: grid = (ceil(cols / 128),
-// ceil(rows / 64), splits or phases); k_chunk (split-K) need not be a multiple of tc::BK. Chosen by conv.rs when
-// the backend's precision is TF32 and rows > 16.
-extern "C" __global__ void __launch_bounds__(conv::tc::THREADS)
+// ---- tensor-core (TF32) entry points: same arguments, grids and outputs as the f32 kernels above. The plain
+// names use the 64 x 128 tile (128 threads), the _m128 ones the 128 x 128 tile (256 threads), each with
+// tc::Tile<BM>::SMEM_BYTES of dynamic shared memory: grid = (ceil(cols / 128), ceil(rows / BM), splits or
+// phases); k_chunk (split-K) need not be a multiple of tc::BK. Chosen by conv.rs when the backend's precision is
+// TF32 and rows > 16 (the _m128 ones for rows > 64).
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
     conv2d_fwd_tf32(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
                     int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, smem_address(tc_smem));
+    conv::tc::fwd_body<64>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, smem_address(tc_smem));
 }
 
-extern "C" __global__ void __launch_bounds__(conv::tc::THREADS)
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
     conv2d_bwd_data_tf32(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
                          int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::bwd_data_body(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, smem_address(tc_smem));
+    conv::tc::bwd_data_body<64>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, smem_address(tc_smem));
 }
 
-extern "C" __global__ void __launch_bounds__(conv::tc::THREADS)
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
     conv2d_bwd_weight_tf32(const float* x, const float* dy, float* dw, int N, int C, int H, int W, int O, int KH,
                            int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::bwd_weight_body(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
-                              smem_address(tc_smem));
+    conv::tc::bwd_weight_body<64>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
+                                  smem_address(tc_smem));
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
+    conv2d_fwd_m128_tf32(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
+                    int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::fwd_body<128>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, smem_address(tc_smem));
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
+    conv2d_bwd_data_m128_tf32(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
+                         int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::bwd_data_body<128>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, smem_address(tc_smem));
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
+    conv2d_bwd_weight_m128_tf32(const float* x, const float* dy, float* dw, int N, int C, int H, int W, int O, int KH,
+                           int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::bwd_weight_body<128>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
+                                  smem_address(tc_smem));
 }
 
 // ---- self-tests of mma.cuh (tests/emu_parity_conv.rs; tests/cuda_runtime.rs on a GPU) -------------------------

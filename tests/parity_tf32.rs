@@ -9,7 +9,8 @@
 //! - loose: the f32 inputs as given (what the CPU backend computes). TF32 rounding moves each operand by at most
 //!   2^-11 relative, so each product by at most ~2^-10: the bound is 2e-3 times the sum of |terms|.
 //!
-//! Sizes are awkward (rows and columns not multiples of the 64 x 128 tile, K not a multiple of 16) plus
+//! Sizes are awkward (rows and columns not multiples of the 64 x 128 or 128 x 128 tiles, K not a multiple of the
+//! 32-deep slice, split-K chunks ending inside an image) plus
 //! DCGAN-64's layer shapes at a small batch (the emulation runs one fiber per CUDA thread and the portable mma
 //! is 32 warp shuffles, so the shapes stay small). Outputs come from the backend's allocator, which NaN-poisons
 //! them in test builds.
@@ -351,7 +352,8 @@ fn conv2d_tf32_awkward_sizes() {
     }
 }
 
-/// Shapes aimed at the tensor-core main loop's masks and pipeline (BK = 32 slices, 3 stages, 64 x 128 tiles):
+/// Shapes aimed at the tensor-core main loop's masks and pipeline (BK = 32 slices, 3 stages, 64 x 128 tiles for
+/// up to 64 rows, 128 x 128 above):
 /// reductions shorter than one slice, between one slice and the stage count, not a multiple of a slice, split-K
 /// chunks that end inside an image, batch 1, stride 1 and 2, padding 0..2, kernels 3 and 4, stride phases with
 /// 1, 2 and 4 taps, forward weights with K a multiple of 4 (16-byte copies) and not (4-byte copies).
@@ -375,6 +377,8 @@ fn conv2d_tf32_pipeline_tails() {
             "split bwd_weight 3x3 s1 p1",
             case(1, 20, 30, 30, 17, 3, p(1, 1)),
         ),
+        // 70 input channels: backward data on the 128-row tile, 58 of its rows padding.
+        ("b1 4x4 s2 p1 C=70", case(1, 70, 6, 6, 20, 4, p(2, 1))),
     ];
     for (name, c) in cases {
         run_case(&be, name, c, &mut rng);

@@ -29,12 +29,32 @@ use crate::tensor::{numel, Tensor};
 const THREADS: u32 = 256;
 /// K depth of one shared-memory slice in conv.cu.
 const BK: usize = 16;
-/// Output tile of the tensor-core (TF32) kernels (rows x columns), their block, K slice and dynamic shared
-/// memory (conv.cu's `tc::THREADS`, `tc::BK`, `tc::SMEM_BYTES`: 3 stages of 64 + 128 rows of 36 floats).
-const TC: (usize, usize) = (64, 128);
-const TC_THREADS: u32 = 128;
+/// A tile variant of the tensor-core (TF32) kernels (conv.cu's `tc::Tile<BM>`).
+struct TcTile {
+    /// Output tile (rows x columns).
+    tile: (usize, usize),
+    threads: u32,
+    /// Dynamic shared memory: 3 stages of BM + 128 rows of 36 floats.
+    shared_bytes: u32,
+    /// Kernel-name suffix before `_tf32`.
+    suffix: &'static str,
+}
+const TC_TILES: [TcTile; 2] = [
+    TcTile {
+        tile: (64, 128),
+        threads: 128,
+        shared_bytes: 82944,
+        suffix: "",
+    },
+    TcTile {
+        tile: (128, 128),
+        threads: 256,
+        shared_bytes: 110592,
+        suffix: "_m128",
+    },
+];
+/// K depth of one shared-memory slice of the tensor-core kernels (conv.cu's `tc::BK`).
 const TC_BK: usize = 32;
-const TC_SHARED_BYTES: u32 = 82944;
 /// Output tiles of the two f32 kernel variants (rows x columns): the default, and the narrow one for M <= 16.
 const WIDE: (usize, usize) = (64, 64);
 const NARROW: (usize, usize) = (16, 128);
@@ -45,9 +65,15 @@ const TARGET_BLOCKS: usize = 264;
 const MIN_SLICES_PER_SPLIT: usize = 4;
 const MAX_SPLITS: usize = 64;
 
-/// Whether a GEMM with `rows` rows runs on the tensor-core kernels.
-fn use_tc(be: &CudaBackend, rows: usize) -> bool {
-    be.precision() == Precision::Tf32 && rows > NARROW.0
+/// The tensor-core tile for a GEMM with `rows` rows, or None when it runs on the f32 kernels.
+fn use_tc(be: &CudaBackend, rows: usize) -> Option<&'static TcTile> {
+    if be.precision() != Precision::Tf32 || rows <= NARROW.0 {
+        None
+    } else if rows <= TC_TILES[0].tile.0 {
+        Some(&TC_TILES[0])
+    } else {
+        Some(&TC_TILES[1])
+    }
 }
 
 /// The shared shape checks of [`Geom::new`], plus the kernels' limit: they index with i32, so every
@@ -117,26 +143,26 @@ pub(crate) fn reduce_cfg(numel: usize) -> LaunchCfg {
     LaunchCfg::blocks(numel.div_ceil(THREADS as usize).min(4096) as u32, THREADS)
 }
 
-/// The tensor-core kernels' launch: their tile, block and shared memory.
-fn tc_grid(rows: usize, cols: usize, z: usize) -> LaunchCfg {
-    let mut cfg = gemm_grid(rows, cols, TC, z).with_shared(TC_SHARED_BYTES);
-    cfg.block = (TC_THREADS, 1, 1);
+/// A tensor-core kernel's launch: its tile, block and shared memory.
+fn tc_grid(tc: &TcTile, rows: usize, cols: usize, z: usize) -> LaunchCfg {
+    let mut cfg = gemm_grid(rows, cols, tc.tile, z).with_shared(tc.shared_bytes);
+    cfg.block = (tc.threads, 1, 1);
     cfg
 }
 
 /// The launch of a split-K GEMM of `rows` x `cols` outputs over a reduction of `k` on `tile` (with the
-/// tensor-core kernels' own block, shared memory and K slice when `tc`), and its K range per split.
+/// tensor-core tile `tc`, with its own block, shared memory and K slice), and its K range per split.
 fn split_launch(
-    tc: bool,
+    tc: Option<&TcTile>,
     rows: usize,
     cols: usize,
     tile: (usize, usize),
     k: usize,
 ) -> (LaunchCfg, usize) {
     let tiles = rows.div_ceil(tile.0) * cols.div_ceil(tile.1);
-    if tc {
+    if let Some(tc) = tc {
         let (splits, k_chunk) = split_k_sliced(tiles, k, TC_BK);
-        (tc_grid(rows, cols, splits), k_chunk)
+        (tc_grid(tc, rows, cols, splits), k_chunk)
     } else {
         let (splits, k_chunk) = split_k(tiles, k);
         (gemm_grid(rows, cols, tile, splits), k_chunk)
@@ -204,8 +230,8 @@ pub fn conv2d(be: &CudaBackend, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Resu
     let (rows, cols, k) = (g.o, g.n * g.ho * g.wo, g.c * g.kh * g.kw);
     n_i32(cols, "conv2d")?;
     let tc = use_tc(be, rows);
-    let (tile, kernel) = if tc {
-        (TC, "conv2d_fwd_tf32".to_string())
+    let (tile, kernel) = if let Some(t) = tc {
+        (t.tile, format!("conv2d_fwd{}_tf32", t.suffix))
     } else {
         let (tile, suffix) = tile_for(rows);
         (tile, format!("conv2d_fwd{suffix}_f32"))
@@ -251,8 +277,8 @@ pub fn conv2d_backward_data(
         p.stride
     );
     let tc = use_tc(be, g.c);
-    let (tile, kernel) = if tc {
-        (TC, "conv2d_bwd_data_tf32".to_string())
+    let (tile, kernel) = if let Some(t) = tc {
+        (t.tile, format!("conv2d_bwd_data{}_tf32", t.suffix))
     } else {
         let (tile, suffix) = tile_for(g.c);
         (tile, format!("conv2d_bwd_data{suffix}_f32"))
@@ -263,8 +289,8 @@ pub fn conv2d_backward_data(
         KernelArg::Ptr(be.ptr(&dx)?),
     ];
     args.extend_from_slice(&g.args());
-    let cfg = if tc {
-        tc_grid(g.c, cols, sh * sw)
+    let cfg = if let Some(t) = tc {
+        tc_grid(t, g.c, cols, sh * sw)
     } else {
         gemm_grid(g.c, cols, tile, sh * sw)
     };
@@ -292,15 +318,15 @@ pub fn conv2d_backward_weight(
     let (rows, cols, k) = (g.o, g.c * g.kh * g.kw, g.n * g.ho * g.wo);
     n_i32(k, what)?;
     let tc = use_tc(be, rows);
-    let (tile, kernel) = if tc {
-        (TC, "conv2d_bwd_weight_tf32")
+    let (tile, kernel) = if let Some(t) = tc {
+        (t.tile, format!("conv2d_bwd_weight{}_tf32", t.suffix))
     } else {
-        (WIDE, "conv2d_bwd_weight_f32")
+        (WIDE, "conv2d_bwd_weight_f32".to_string())
     };
     let (cfg, k_chunk) = split_launch(tc, rows, cols, tile, k);
     launch_split(
         be,
-        kernel,
+        &kernel,
         cfg,
         [be.ptr(x)?, be.ptr(dy)?],
         &dw,
