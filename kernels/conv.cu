@@ -598,6 +598,54 @@ __device__ __forceinline__ void gather(smem_addr dst, const float* src, int H, i
         }
 }
 
+// The B k values of the forward and backward-data gathers: kb + 4i (i < 8), with k = q * R + x (x < R: the tap
+// within a channel, q the channel). A per-block table in shared memory (fill_tap_table) maps x + 4i, which may
+// run up to 28 past R, to the value's (r, s, off) relative to channel q; per slice the walk carries (q, x) of kb
+// across R once and reads one 16-byte entry per k value: no division and no per-value digits.
+constexpr int TAP_TABLE_EXTRA = 28;  // 4 * (8 - 1)
+struct TapWalk {
+    const int4* tab;
+    int q, x, dq, dx, R, plane;
+    __device__ void init(const int4* tab_, int kb, int R_, int plane_) {
+        tab = tab_;
+        R = R_;
+        plane = plane_;
+        q = kb / R;
+        x = kb - q * R;
+        dq = BK / R;
+        dx = BK - dq * R;
+    }
+    __device__ void get(Coords<8>& k) const {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const int4 e = tab[x + 4 * i];
+            k.r[i] = e.x;
+            k.s[i] = e.y;
+            k.off[i] = q * plane + e.z;
+        }
+    }
+    __device__ void advance() {
+        x += dx;
+        q += dq;
+        if (x >= R) {
+            x -= R;
+            ++q;
+        }
+    }
+};
+
+// Entries x < R + TAP_TABLE_EXTRA of a TapWalk table, for taps x mod R = a * R0 + b of channel x / R:
+// (sgn a, sgn b, (x / R) * plane + sgn (a * row + b)). Every thread of the block takes part; a barrier must
+// follow before the table is read.
+__device__ __forceinline__ void fill_tap_table(int4* tab, int R, int R0, int sgn, int plane, int row) {
+    for (int x = threadIdx.x; x < R + TAP_TABLE_EXTRA; x += blockDim.x) {
+        const int q = x / R;
+        const int a = (x - q * R) / R0;
+        const int b = x - q * R - a * R0;
+        tab[x] = make_int4(sgn * a, sgn * b, q * plane + sgn * (a * row + b), 0);
+    }
+}
+
 // An A operand read one float at a time: element (row, k) = src[row * ld + koff(k)]. Thread t moves k value
 // (t & 31) of the slice for rows (t >> 5) + (THREADS / 32) i: a warp reads 32 consecutive k of one row
 // (consecutive addresses where k is contiguous) and writes 32 consecutive words of a shared row (no conflict).
@@ -639,23 +687,20 @@ struct FwdLoader {
     int ka;        // A: k of this thread's first element in the current slice
     RowsA<BM> rows;  // A when !vec
     int kb;        // B: k of this thread's k value 0 in the current slice
-    Digits d[8];   // B: (c, r, s) of each k value
-    Digits step;   // BK as (c, r, s) digits
+    TapWalk taps;  // B: (c, r, s) of the k values
     Coords<NC> col;
     smem_addr bdst;
 
     __device__ FwdLoader(const float* x_, const float* w_, int C, int H_, int W_, int O, int KH_, int KW_, int Ho,
                          int Wo, int SH, int SW, int PH, int PW, int ncols, int m0_, int col0, int k_begin,
-                         int k_end_)
+                         int k_end_, const int4* tab)
         : w(w_), x(x_), M(O), K(C * KH_ * KW_), k_end(k_end_), H(H_), W(W_), KH(KH_), KW(KW_), m0(m0_),
           rows(w_, O, C * KH_ * KW_, m0_) {
         const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
         vec = K % 4 == 0 && ((unsigned long long)w & 15) == 0;
         ka = k_begin + (vec ? 4 * (t & 7) : rows.k_of_thread());
         kb = k_begin + (lane >> 3);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) d[i].set(kb + 4 * i, KH, KW);
-        step.set(BK, KH, KW);
+        taps.init(tab, kb, KH * KW, H * W);
 #pragma unroll
         for (int j = 0; j < NC; ++j) {
             const int p = col0 + 8 * warp + (lane & 7) + T::THREADS / 4 * j;
@@ -688,20 +733,15 @@ struct FwdLoader {
         }
         Coords<8> k;
         bool kok[8];
+        taps.get(k);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            k.r[i] = d[i].mid;
-            k.s[i] = d[i].lo;
-            k.off[i] = (d[i].hi * H + d[i].mid) * W + d[i].lo;
-            kok[i] = kb + 4 * i < k_end;
-        }
+        for (int i = 0; i < 8; ++i) kok[i] = kb + 4 * i < k_end;
         gather<8, NC, 4, T::THREADS / 4 * LDS>(stage + bdst, x, H, W, k, kok, col);
     }
     __device__ void advance() {
         ka += BK;
         kb += BK;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) d[i].add(step, KH, KW);
+        taps.advance();
     }
 };
 
@@ -718,22 +758,21 @@ struct BwdDataLoader {
     RowsA<BM> rows;
     int ka, kb;
     Digits da;     // A: (o, t, u) of this thread's k value
-    Digits d[8];   // B: (o, t, u) of each k value
-    Digits step;
+    Digits step;   // BK as (o, t, u) digits
+    TapWalk taps;  // B: (o, t, u) of the k values
     Coords<NC> col;
     smem_addr bdst;
 
     __device__ BwdDataLoader(const float* dy_, const float* w, int C, int O, int KH, int KW_, int Ho_, int Wo_,
                              int Rt_, int St_, int rh_, int rw_, int SH_, int SW_, int Hq, int Wq, int ohb0,
-                             int owb0, int ncols, int m0, int col0, int K)
+                             int owb0, int ncols, int m0, int col0, int K, const int4* tab)
         : dy(dy_), Ho(Ho_), Wo(Wo_), HoWo(Ho_ * Wo_), Rt(Rt_), St(St_), k_end(K), CKHW(C * KH * KW_), KW(KW_),
           rh(rh_), rw(rw_), SH(SH_), SW(SW_), rows(w, C, KH * KW_, m0) {
         const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
         ka = rows.k_of_thread();
         da.set(ka, Rt, St);
         kb = lane >> 3;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) d[i].set(kb + 4 * i, Rt, St);
+        taps.init(tab, kb, Rt * St, HoWo);
         step.set(BK, Rt, St);
 #pragma unroll
         for (int j = 0; j < NC; ++j) {
@@ -757,21 +796,16 @@ struct BwdDataLoader {
         rows.load(stage, da.hi * CKHW + (rh + SH * da.mid) * KW + rw + SW * da.lo, ka < k_end);
         Coords<8> k;
         bool kok[8];
+        taps.get(k);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            k.r[i] = -d[i].mid;
-            k.s[i] = -d[i].lo;
-            k.off[i] = d[i].hi * HoWo - d[i].mid * Wo - d[i].lo;
-            kok[i] = kb + 4 * i < k_end;
-        }
+        for (int i = 0; i < 8; ++i) kok[i] = kb + 4 * i < k_end;
         gather<8, NC, 4, T::THREADS / 4 * LDS>(stage + bdst, dy, Ho, Wo, k, kok, col);
     }
     __device__ void advance() {
         ka += BK;
         kb += BK;
         da.add(step, Rt, St);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) d[i].add(step, Rt, St);
+        taps.advance();
     }
 };
 
@@ -931,7 +965,7 @@ template <int BM>
 __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const float* __restrict__ w,
                                          float* __restrict__ y, int N, int C, int H, int W, int O, int KH, int KW,
                                          int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk,
-                                         smem_addr smem) {
+                                         float* smem) {
     const int K = C * KH * KW;
     const int ncols = N * Ho * Wo;
     const int m0 = blockIdx.y * BM;
@@ -939,9 +973,12 @@ __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const floa
     const int k_begin = blockIdx.z * k_chunk;
     const int k_end = min(K, k_begin + k_chunk);
 
-    FwdLoader<BM> ld(x, w, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, m0, col0, k_begin, k_end);
+    int4* tab = reinterpret_cast<int4*>(smem + Tile<BM>::SMEM_BYTES / 4);
+    fill_tap_table(tab, KH * KW, KW, 1, H * W, W);
+    __syncthreads();
+    FwdLoader<BM> ld(x, w, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, m0, col0, k_begin, k_end, tab);
     Acc acc = {};
-    mainloop<BM>(ld, slices_of(k_begin, k_end), smem, acc);
+    mainloop<BM>(ld, slices_of(k_begin, k_end), smem_address(smem), acc);
 
     float* out = y + (size_t)blockIdx.z * N * O * Ho * Wo;
     const int HoWo = Ho * Wo;
@@ -957,7 +994,7 @@ template <int BM>
 __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, const float* __restrict__ w,
                                               float* __restrict__ dx, int N, int C, int H, int W, int O, int KH,
                                               int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
-                                              smem_addr smem) {
+                                              float* smem) {
     // Stride phase of this block, exactly as in conv::bwd_data_body.
     const int rh = blockIdx.z / SW;
     const int rw = blockIdx.z - rh * SW;
@@ -975,9 +1012,12 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
 
     Acc acc = {};
     if (K > 0) {  // a phase without taps writes zeros (and its loader's digits would divide by zero)
+        int4* tab = reinterpret_cast<int4*>(smem + Tile<BM>::SMEM_BYTES / 4);
+        fill_tap_table(tab, Rt * St, St, -1, Ho * Wo, Wo);
+        __syncthreads();
         BwdDataLoader<BM> ld(dy, w, C, O, KH, KW, Ho, Wo, Rt, St, rh, rw, SH, SW, Hq, Wq, (ih0 + PH - rh) / SH,
-                         (iw0 + PW - rw) / SW, ncols, m0, col0, K);
-        mainloop<BM>(ld, slices_of(0, K), smem, acc);
+                             (iw0 + PW - rw) / SW, ncols, m0, col0, K, tab);
+        mainloop<BM>(ld, slices_of(0, K), smem_address(smem), acc);
     }
 
     epilogue(acc, m0, col0, [&](int c, int p, float v) {
@@ -996,7 +1036,7 @@ template <int BM>
 __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, const float* __restrict__ dy,
                                                 float* __restrict__ dw, int N, int C, int H, int W, int O, int KH,
                                                 int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
-                                                int k_chunk, smem_addr smem) {
+                                                int k_chunk, float* smem) {
     const int P = N * Ho * Wo;
     const int ncols = C * KH * KW;
     const int m0 = blockIdx.y * BM;
@@ -1006,7 +1046,7 @@ __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, con
 
     BwdWeightLoader<BM> ld(x, dy, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, m0, col0, k_begin, k_end);
     Acc acc = {};
-    mainloop<BM>(ld, slices_of(k_begin, k_end), smem, acc);
+    mainloop<BM>(ld, slices_of(k_begin, k_end), smem_address(smem), acc);
 
     float* out = dw + (size_t)blockIdx.z * O * ncols;
     epilogue(acc, m0, col0, [&](int o, int col, float v) {
@@ -1085,14 +1125,14 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
     conv2d_fwd_tf32(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
                     int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body<64>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, smem_address(tc_smem));
+    conv::tc::fwd_body<64>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
     conv2d_bwd_data_tf32(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
                          int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::bwd_data_body<64>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, smem_address(tc_smem));
+    conv::tc::bwd_data_body<64>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
@@ -1100,21 +1140,21 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
                            int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) float tc_smem[];
     conv::tc::bwd_weight_body<64>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
-                                  smem_address(tc_smem));
+                                  tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
     conv2d_fwd_m128_tf32(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
                     int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body<128>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, smem_address(tc_smem));
+    conv::tc::fwd_body<128>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
     conv2d_bwd_data_m128_tf32(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
                          int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::bwd_data_body<128>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, smem_address(tc_smem));
+    conv::tc::bwd_data_body<128>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
@@ -1122,7 +1162,7 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
                            int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) float tc_smem[];
     conv::tc::bwd_weight_body<128>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
-                                  smem_address(tc_smem));
+                                  tc_smem);
 }
 
 // ---- self-tests of mma.cuh (tests/emu_parity_conv.rs; tests/cuda_runtime.rs on a GPU) -------------------------

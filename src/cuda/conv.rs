@@ -55,6 +55,13 @@ const TC_TILES: [TcTile; 2] = [
 ];
 /// K depth of one shared-memory slice of the tensor-core kernels (conv.cu's `tc::BK`).
 const TC_BK: usize = 32;
+/// Shared memory of the forward and backward-data tensor-core kernels' tap table beyond the tile's: 16 bytes for
+/// each of kh*kw + 28 entries (conv.cu's `fill_tap_table`).
+fn tap_table_bytes(g: &Geom) -> usize {
+    (g.kh * g.kw + 28) * 16
+}
+/// Most dynamic shared memory a block may have (Hopper's and Ampere's limit is 227 KiB).
+const MAX_SHARED_BYTES: usize = 227 * 1024;
 /// Output tiles of the two f32 kernel variants (rows x columns): the default, and the narrow one for M <= 16.
 const WIDE: (usize, usize) = (64, 64);
 const NARROW: (usize, usize) = (16, 128);
@@ -65,15 +72,19 @@ const TARGET_BLOCKS: usize = 264;
 const MIN_SLICES_PER_SPLIT: usize = 4;
 const MAX_SPLITS: usize = 64;
 
-/// The tensor-core tile for a GEMM with `rows` rows, or None when it runs on the f32 kernels.
-fn use_tc(be: &CudaBackend, rows: usize) -> Option<&'static TcTile> {
+/// The tensor-core tile for a GEMM with `rows` rows that needs `extra_shared` bytes of shared memory beside
+/// the tile's, or None when it runs on the f32 kernels (precision F32, narrow GEMMs, kernels too large for the
+/// tap table to fit).
+fn use_tc(be: &CudaBackend, rows: usize, extra_shared: usize) -> Option<&'static TcTile> {
     if be.precision() != Precision::Tf32 || rows <= NARROW.0 {
-        None
-    } else if rows <= TC_TILES[0].tile.0 {
-        Some(&TC_TILES[0])
-    } else {
-        Some(&TC_TILES[1])
+        return None;
     }
+    let t = if rows <= TC_TILES[0].tile.0 {
+        &TC_TILES[0]
+    } else {
+        &TC_TILES[1]
+    };
+    (t.shared_bytes as usize + extra_shared <= MAX_SHARED_BYTES).then_some(t)
 }
 
 /// The shared shape checks of [`Geom::new`], plus the kernels' limit: they index with i32, so every
@@ -143,9 +154,10 @@ pub(crate) fn reduce_cfg(numel: usize) -> LaunchCfg {
     LaunchCfg::blocks(numel.div_ceil(THREADS as usize).min(4096) as u32, THREADS)
 }
 
-/// A tensor-core kernel's launch: its tile, block and shared memory.
-fn tc_grid(tc: &TcTile, rows: usize, cols: usize, z: usize) -> LaunchCfg {
-    let mut cfg = gemm_grid(rows, cols, tc.tile, z).with_shared(tc.shared_bytes);
+/// A tensor-core kernel's launch: its tile, block and shared memory (plus `extra_shared` bytes).
+fn tc_grid(tc: &TcTile, rows: usize, cols: usize, z: usize, extra_shared: usize) -> LaunchCfg {
+    let mut cfg =
+        gemm_grid(rows, cols, tc.tile, z).with_shared(tc.shared_bytes + extra_shared as u32);
     cfg.block = (tc.threads, 1, 1);
     cfg
 }
@@ -154,6 +166,7 @@ fn tc_grid(tc: &TcTile, rows: usize, cols: usize, z: usize) -> LaunchCfg {
 /// tensor-core tile `tc`, with its own block, shared memory and K slice), and its K range per split.
 fn split_launch(
     tc: Option<&TcTile>,
+    extra_shared: usize,
     rows: usize,
     cols: usize,
     tile: (usize, usize),
@@ -162,7 +175,7 @@ fn split_launch(
     let tiles = rows.div_ceil(tile.0) * cols.div_ceil(tile.1);
     if let Some(tc) = tc {
         let (splits, k_chunk) = split_k_sliced(tiles, k, TC_BK);
-        (tc_grid(tc, rows, cols, splits), k_chunk)
+        (tc_grid(tc, rows, cols, splits, extra_shared), k_chunk)
     } else {
         let (splits, k_chunk) = split_k(tiles, k);
         (gemm_grid(rows, cols, tile, splits), k_chunk)
@@ -229,14 +242,15 @@ pub fn conv2d(be: &CudaBackend, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Resu
     // GEMM: rows = O, columns = N*Ho*Wo output pixels, K = C*kh*kw.
     let (rows, cols, k) = (g.o, g.n * g.ho * g.wo, g.c * g.kh * g.kw);
     n_i32(cols, "conv2d")?;
-    let tc = use_tc(be, rows);
+    let taps = tap_table_bytes(&g);
+    let tc = use_tc(be, rows, taps);
     let (tile, kernel) = if let Some(t) = tc {
         (t.tile, format!("conv2d_fwd{}_tf32", t.suffix))
     } else {
         let (tile, suffix) = tile_for(rows);
         (tile, format!("conv2d_fwd{suffix}_f32"))
     };
-    let (cfg, k_chunk) = split_launch(tc, rows, cols, tile, k);
+    let (cfg, k_chunk) = split_launch(tc, taps, rows, cols, tile, k);
     launch_split(
         be,
         &kernel,
@@ -276,7 +290,8 @@ pub fn conv2d_backward_data(
         "{what}: stride {:?} gives more phases than a grid can hold",
         p.stride
     );
-    let tc = use_tc(be, g.c);
+    let taps = tap_table_bytes(&g);
+    let tc = use_tc(be, g.c, taps);
     let (tile, kernel) = if let Some(t) = tc {
         (t.tile, format!("conv2d_bwd_data{}_tf32", t.suffix))
     } else {
@@ -290,7 +305,7 @@ pub fn conv2d_backward_data(
     ];
     args.extend_from_slice(&g.args());
     let cfg = if let Some(t) = tc {
-        tc_grid(t, g.c, cols, sh * sw)
+        tc_grid(t, g.c, cols, sh * sw, taps)
     } else {
         gemm_grid(g.c, cols, tile, sh * sw)
     };
@@ -317,13 +332,13 @@ pub fn conv2d_backward_weight(
     // GEMM: rows = O, columns = C*kh*kw weight taps, K = N*Ho*Wo pixels (long: split across blocks).
     let (rows, cols, k) = (g.o, g.c * g.kh * g.kw, g.n * g.ho * g.wo);
     n_i32(k, what)?;
-    let tc = use_tc(be, rows);
+    let tc = use_tc(be, rows, 0);
     let (tile, kernel) = if let Some(t) = tc {
         (t.tile, format!("conv2d_bwd_weight{}_tf32", t.suffix))
     } else {
         (WIDE, "conv2d_bwd_weight_f32".to_string())
     };
-    let (cfg, k_chunk) = split_launch(tc, rows, cols, tile, k);
+    let (cfg, k_chunk) = split_launch(tc, 0, rows, cols, tile, k);
     launch_split(
         be,
         &kernel,
