@@ -543,6 +543,10 @@ struct Tile {
     static constexpr int A_BYTES = BM * LDS * 4;
     static constexpr int STAGE_BYTES = (BM + BN) * LDS * 4;
     static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
+    // Where B is rounded to TF32. Every B element is read by BM / WM warps, each rounding it again at fragment
+    // load (2 instructions per element and read). With 4 readers it is cheaper for the thread that copied it to
+    // round it once in shared memory (load, 2, store) between its wait and the barrier.
+    static constexpr bool ROUND_B_AT_COPY = BM / WM > 2;
 };
 static_assert(Tile<64>::THREADS == 128 && Tile<128>::THREADS == 256, "conv.rs's TC_TILES must match");
 static_assert(Tile<64>::SMEM_BYTES == 82944 && Tile<128>::SMEM_BYTES == 110592, "conv.rs's TC_TILES must match");
@@ -646,6 +650,15 @@ __device__ __forceinline__ void fill_tap_table(int4* tab, int R, int R0, int sgn
     }
 }
 
+// Rounds to TF32, in place, the elements gather<NK, NC, KSTRIDE, CSTRIDE> copied to dst (once they have landed).
+template <int NK, int NC, int KSTRIDE, int CSTRIDE>
+__device__ __forceinline__ void round_gathered(float* dst) {
+#pragma unroll
+    for (int i = 0; i < NK; ++i)
+#pragma unroll
+        for (int j = 0; j < NC; ++j) dst[i * KSTRIDE + j * CSTRIDE] = round_tf32(dst[i * KSTRIDE + j * CSTRIDE]);
+}
+
 // An A operand read one float at a time: element (row, k) = src[row * ld + koff(k)]. Thread t moves k value
 // (t & 31) of the slice for rows (t >> 5) + (THREADS / 32) i: a warp reads 32 consecutive k of one row
 // (consecutive addresses where k is contiguous) and writes 32 consecutive words of a shared row (no conflict).
@@ -738,6 +751,7 @@ struct FwdLoader {
         for (int i = 0; i < 8; ++i) kok[i] = kb + 4 * i < k_end;
         gather<8, NC, 4, T::THREADS / 4 * LDS>(stage + bdst, x, H, W, k, kok, col);
     }
+    __device__ void round_b(float* stage) const { round_gathered<8, NC, 4, T::THREADS / 4 * LDS>(stage + bdst / 4); }
     __device__ void advance() {
         ka += BK;
         kb += BK;
@@ -801,6 +815,7 @@ struct BwdDataLoader {
         for (int i = 0; i < 8; ++i) kok[i] = kb + 4 * i < k_end;
         gather<8, NC, 4, T::THREADS / 4 * LDS>(stage + bdst, dy, Ho, Wo, k, kok, col);
     }
+    __device__ void round_b(float* stage) const { round_gathered<8, NC, 4, T::THREADS / 4 * LDS>(stage + bdst / 4); }
     __device__ void advance() {
         ka += BK;
         kb += BK;
@@ -871,6 +886,7 @@ struct BwdWeightLoader {
         }
         gather<4, NC, 8, T::THREADS / 8 * LDS>(stage + bdst, x, H, W, k, kok, col);
     }
+    __device__ void round_b(float* stage) const { round_gathered<4, NC, 8, T::THREADS / 8 * LDS>(stage + bdst / 4); }
     __device__ void advance() {
         ka += BK;
         kb += BK;
@@ -881,10 +897,12 @@ struct BwdWeightLoader {
 };
 
 // acc += the block's A * B over `slices` BK-slices that `ld` loads one by one (load: issue the current slice's
-// copies into a stage; advance: move to the next slice). smem: the dynamic shared buffer, STAGES stages.
+// copies into a stage; advance: move to the next slice; round_b: round this thread's landed B copies of a stage).
+// smem_f: the dynamic shared buffer, STAGES stages.
 template <int BM, class Loader>
-__device__ __forceinline__ void mainloop(Loader& ld, int slices, smem_addr smem, Acc& acc) {
+__device__ __forceinline__ void mainloop(Loader& ld, int slices, float* smem_f, Acc& acc) {
     typedef Tile<BM> T;
+    const smem_addr smem = smem_address(smem_f);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int wm = (warp / WARPS_N) * WM, wn = (warp % WARPS_N) * WN;
     // This lane's ldmatrix row (see ldmatrix_x4): A's four matrices are rows +0 / +8 x k +0 / +4 in the order
@@ -903,7 +921,8 @@ __device__ __forceinline__ void mainloop(Loader& ld, int slices, smem_addr smem,
     int read = 0, write = STAGES - 1;
     for (int it = 0; it < slices; ++it) {
         cp_async_wait<STAGES - 2>();  // this thread's copies of slice `it` have landed
-        __syncthreads();              // everyone's have; everyone is done with slice it - 1's stage
+        if (T::ROUND_B_AT_COPY) ld.round_b(smem_f + read * (T::STAGE_BYTES / 4));
+        __syncthreads();  // everyone's have (rounded); everyone is done with slice it - 1's stage
         if (it + STAGES - 1 < slices) {
             ld.load(smem + write * T::STAGE_BYTES);
             ld.advance();
@@ -928,10 +947,11 @@ __device__ __forceinline__ void mainloop(Loader& ld, int slices, smem_addr smem,
             for (int i = 0; i < MI; ++i)
 #pragma unroll
                 for (int q = 0; q < 4; ++q) af[i][q] = to_tf32(__uint_as_float(af[i][q]));
+            if (!T::ROUND_B_AT_COPY)
 #pragma unroll
-            for (int j = 0; j < NI; ++j)
+                for (int j = 0; j < NI; ++j)
 #pragma unroll
-                for (int q = 0; q < 2; ++q) bf[j][q] = to_tf32(__uint_as_float(bf[j][q]));
+                    for (int q = 0; q < 2; ++q) bf[j][q] = to_tf32(__uint_as_float(bf[j][q]));
 #pragma unroll
             for (int i = 0; i < MI; ++i)
 #pragma unroll
@@ -978,7 +998,7 @@ __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const floa
     __syncthreads();
     FwdLoader<BM> ld(x, w, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, m0, col0, k_begin, k_end, tab);
     Acc acc = {};
-    mainloop<BM>(ld, slices_of(k_begin, k_end), smem_address(smem), acc);
+    mainloop<BM>(ld, slices_of(k_begin, k_end), smem, acc);
 
     float* out = y + (size_t)blockIdx.z * N * O * Ho * Wo;
     const int HoWo = Ho * Wo;
@@ -1017,7 +1037,7 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
         __syncthreads();
         BwdDataLoader<BM> ld(dy, w, C, O, KH, KW, Ho, Wo, Rt, St, rh, rw, SH, SW, Hq, Wq, (ih0 + PH - rh) / SH,
                              (iw0 + PW - rw) / SW, ncols, m0, col0, K, tab);
-        mainloop<BM>(ld, slices_of(0, K), smem_address(smem), acc);
+        mainloop<BM>(ld, slices_of(0, K), smem, acc);
     }
 
     epilogue(acc, m0, col0, [&](int c, int p, float v) {
@@ -1046,7 +1066,7 @@ __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, con
 
     BwdWeightLoader<BM> ld(x, dy, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, m0, col0, k_begin, k_end);
     Acc acc = {};
-    mainloop<BM>(ld, slices_of(k_begin, k_end), smem_address(smem), acc);
+    mainloop<BM>(ld, slices_of(k_begin, k_end), smem, acc);
 
     float* out = dw + (size_t)blockIdx.z * O * ncols;
     epilogue(acc, m0, col0, [&](int o, int col, float v) {
