@@ -34,10 +34,11 @@
 // the discriminator's last layer), where a 64-row tile would be mostly padding.
 // The f32 kernels use no inline PTX: the same source runs on the GPU (NVRTC) and on the CPU emulation.
 //
-// Tensor-core kernels (*_tf32, precision TF32 in conv.rs): the same loaders and geometry, with the inner product
-// on mma.sync m16n8k8 TF32 (section "tensor-core path" below). Their only inline PTX (mma.sync, cvt.rna.tf32) is
-// inside mma.cuh under `#if __CUDA_ARCH__ >= 800`; the emulation runs mma.cuh's portable fallback, which
-// gathers the fragments with warp shuffles and rounds operands bit-exactly like cvt.rna.
+// Tensor-core kernels (*_tf32, precision TF32 in conv.rs): the same GEMMs, K order and geometry, with their own
+// division-free gathers feeding a cp.async pipeline and the inner product on mma.sync m16n8k8 TF32 (section
+// "tensor-core path" below). Their inline PTX (mma.sync, cvt.rna.tf32; cp.async, ldmatrix) is inside mma.cuh and
+// async_copy.cuh under `#if __CUDA_ARCH__ >= 800`; the emulation runs those headers' portable fallbacks, which
+// gather fragments with warp shuffles, round operands bit-exactly like cvt.rna and copy synchronously.
 
 #include "common.cuh"
 #include "async_copy.cuh"

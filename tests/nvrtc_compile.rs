@@ -228,8 +228,9 @@ fn tensor_core_main_loops_per_mma() {
         .filter(|k| k.ends_with("_tf32") && k.starts_with("conv2d"))
         .collect();
     assert!(!kernels.is_empty(), "no tensor-core conv kernels found");
-    // The kernels when this test was written were at 18-25; a rewrite's aim is a third of that.
-    const CEILING: f64 = 30.0;
+    // Before the cp.async pipeline the loops were at 18-25 PTX instructions per mma; the pipelined ones are at
+    // 11-16 (docs/perf-notes.md, "TF32 conv main loop"). The ceiling sits just above the worst of them.
+    const CEILING: f64 = 17.0;
     for k in kernels {
         let m = main_loop(&ptx, k, "mma.sync")
             .unwrap_or_else(|| panic!("{k}: no loop with an mma in its PTX"));

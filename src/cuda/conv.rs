@@ -2,15 +2,18 @@
 //! weight). conv_transpose2d reuses these: its forward is [`conv2d_backward_data`], its input gradient
 //! [`conv2d`].
 //!
-//! Launch geometry mirrors the kernels' tiling (256 threads, BM x BN output tiles, BK-deep K slices): grid.x
+//! Launch geometry mirrors the kernels' tiling (BM x BN output tiles, BK-deep K slices; 256 threads for the f32
+//! kernels, 128 or 256 threads and dynamic shared memory for the tensor-core ones): grid.x
 //! walks the GEMM columns (pixels or weight taps), grid.y the rows (channels), grid.z either the K splits
 //! (forward, backward weight) or the stride phases (backward data). The split count depends only on the
 //! shapes, so the emulation and every GPU compute bit-identical sums in the same order.
 //!
 //! [`Precision`] picks the kernels' arithmetic: `F32` (the default) runs the f32 FMA kernels; `Tf32` runs the
 //! tensor-core kernels (`*_tf32`: operands rounded to TF32, products accumulated in f32, like PyTorch's
-//! `allow_tf32`) for every GEMM with more than 16 rows; the narrow GEMMs (3 or 1 channels) stay on the f32
-//! kernels whatever the precision. Parameters, activations and gradients stay f32 in memory either way.
+//! `allow_tf32`) for every GEMM with more than 16 rows (a 64 x 128 tile up to 64 rows, 128 x 128 above); the
+//! narrow GEMMs (3 or 1 channels) stay on the f32 kernels whatever the precision, and so do kernels with so many
+//! taps that the forward / backward-data tap table would not fit in shared memory. Parameters, activations and
+//! gradients stay f32 in memory either way.
 //!
 //! Backward data of few input channels or of a 1x1 output covering the input does not run the GEMM at all:
 //! [`conv_narrow`] has kernels for those shapes (f32 at every precision).
