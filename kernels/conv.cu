@@ -511,20 +511,24 @@ __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, con
 // Both tiles are stored with k contiguous (A as [m][k], B as [n][k]), rows padded to LDS = 36 floats: 144-byte
 // rows keep every 4-float group 16-byte aligned, and 8 consecutive rows start in 8 different 4-bank groups, so
 // ldmatrix (8 rows of 16 bytes per phase) is conflict-free. ldmatrix.x4 on that layout hands each lane exactly
-// its m16n8k8 TF32 fragment (async_copy.cuh). The data land in shared memory unrounded; fragments are rounded
-// with cvt.rna right after ldmatrix (to_tf32), which is where the CPU reference rounds: each operand once.
+// its m16n8k8 TF32 fragment (async_copy.cuh). The data land in shared memory unrounded and are rounded with
+// cvt.rna once per use as an operand, as the CPU reference rounds: A fragments right after ldmatrix; B fragments
+// likewise on the 64-row tile, while on the 128-row tile (4 warps read each B element) the thread that copied a B
+// element rounds it in shared memory before the barrier (Tile::ROUND_B_AT_COPY).
 //
 // Gathers without division: every thread owns a fixed set of (k value, column) positions of the tile. Column
-// state (its pixel or weight tap) is decoded once; k state is a mixed-radix digit set (Digits) advanced by BK
-// per slice with at most two carries. An element is then two adds, two unsigned compares, an add for the
-// address and one cp.async (4 bytes, src-size 0 = zero fill when masked). Forward weights ([O, K], K
-// contiguous) use 16-byte cp.async when K is a multiple of 4 and w is 16-byte aligned.
+// state (its pixel or weight tap) is decoded once; k state advances by BK per slice: mixed-radix digits
+// (Digits, at most one carry per digit) or, for the forward and backward-data B gathers, a channel / tap pair
+// whose taps index a per-block table in shared memory (TapWalk). An element is then two adds, two unsigned
+// compares, an add for the address and one cp.async (4 bytes, src-size 0 = zero fill when masked). Forward
+// weights ([O, K], K contiguous) use 16-byte cp.async when K is a multiple of 4 and w is 16-byte aligned.
 //
-// Tile: 128 threads (4 warps, 2 x 2) compute BM x BN = 64 x 128; each warp a 32 x 64 warp tile = 2 x 8 mma tiles
-// (64 f32 accumulators per thread), reading 2 A and 4 B ldmatrix.x4 per 16 mma. Rows (channels) are 64..512 in
-// DCGAN's hidden layers, so BM = 64 pads nothing; columns are pixels (or taps for backward weight), the long
-// side. Shared memory: 3 stages x (64 + 128) x 36 x 4 B = 82944 B (dynamic, conv.rs's TC_SHARED_BYTES), two
-// blocks per SM. The M <= 16 GEMMs stay on the narrow f32 kernels (conv.rs).
+// Tiles: BM x BN = 64 x 128 on 128 threads (4 warps, 2 x 2) for GEMMs of up to 64 rows, 128 x 128 on 256 threads
+// (8 warps, 4 x 2; the *_m128_tf32 kernels) above. Each warp owns a 32 x 64 warp tile = 2 x 8 mma tiles (64 f32
+// accumulators per thread) and reads 2 A and 4 B ldmatrix.x4 per 16 mma. Rows (channels) are 64..512 in DCGAN's
+// hidden layers, so neither tile pads rows there; columns are pixels (or taps for backward weight), the long
+// side. Shared memory (dynamic, conv.rs's TC_TILES): 3 stages x (BM + 128) x 36 x 4 B = 82944 or 110592 B, plus
+// the tap table; two blocks per SM fit. The M <= 16 GEMMs stay on the narrow f32 kernels (conv.rs).
 namespace tc {
 constexpr int BN = 128;
 constexpr int BK = 32;
@@ -1139,9 +1143,10 @@ extern "C" __global__ void conv2d_splitk_reduce_f32(const float* parts, float* o
 
 // ---- tensor-core (TF32) entry points: same arguments, grids and outputs as the f32 kernels above. The plain
 // names use the 64 x 128 tile (128 threads), the _m128 ones the 128 x 128 tile (256 threads), each with
-// tc::Tile<BM>::SMEM_BYTES of dynamic shared memory: grid = (ceil(cols / 128), ceil(rows / BM), splits or
-// phases); k_chunk (split-K) need not be a multiple of tc::BK. Chosen by conv.rs when the backend's precision is
-// TF32 and rows > 16 (the _m128 ones for rows > 64).
+// tc::Tile<BM>::SMEM_BYTES of dynamic shared memory plus, for forward and backward data, (KH*KW + 28) * 16 bytes
+// of tap table: grid = (ceil(cols / 128), ceil(rows / BM), splits or phases); k_chunk (split-K) need not be a
+// multiple of tc::BK. Chosen by conv.rs when the backend's precision is TF32 and rows > 16 (the _m128 ones for
+// rows > 64).
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
     conv2d_fwd_tf32(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
                     int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
