@@ -165,7 +165,7 @@ fn tc_grid(tc: &TcTile, rows: usize, cols: usize, z: usize, extra_shared: usize)
     cfg
 }
 
-/// The launch of a split-K GEMM of `rows` x `cols` outputs over a reduction of `k` on `tile` (with the
+/// The launch of a split-K GEMM of `rows` x `cols` outputs over a reduction of `k` on `tile` (or on the
 /// tensor-core tile `tc`, with its own block, shared memory and K slice), and its K range per split.
 fn split_launch(
     tc: Option<&TcTile>,
