@@ -23,6 +23,7 @@
 #   FIRST_LIGHT_DEVICE=emu bash scripts/first_light.sh  # the dry run here, against the emulated backend
 #   PHASES="0 1 3" bash scripts/first_light.sh          # a subset (a rerun inside the same lease)
 #   PARITY="emu_parity" PHASES=2 bash ...               # phase 2 on some of the parity binaries only
+#   TORCH=0 PHASES=3 bash ...                           # phase 3 without PyTorch and the peak (ours only)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bundle="${BUNDLE:-.gpu-bundle}"
@@ -214,7 +215,7 @@ phase_timing() {
         run "ours-$mode" 60 "$ge" benchmark --device "$dev" "${shape[@]}" "${extra[@]}" --json "$log_dir/ours-$mode.json"
         rows+=("ours $mode $(grep -o '[0-9.]* ms per iteration' "$log_dir/ours-$mode.log" | head -1 | cut -d' ' -f1)")
     done
-    if [[ $dev == cuda ]]; then
+    if [[ $dev == cuda && ${TORCH:-1} != 0 ]]; then
         # PyTorch with its own libraries: nothing of ours on its library path.
         run torch 150 env LD_LIBRARY_PATH="$torch_ld" PYTHONUNBUFFERED=1 python3 scripts/torch_dcgan_step.py \
             --batch "$bench_batch" --modes eager,graph --out "$log_dir/torch.json"
