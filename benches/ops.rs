@@ -13,7 +13,9 @@
 mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use gan_engine::backend::{Activation, AdamHyper, AdamSlot, BatchNormAffine, RunningStatsMut};
+use gan_engine::backend::{
+    Activation, AdamHyper, AdamSlot, BatchNormAffine, BatchNormSaved, RunningStatsMut,
+};
 use gan_engine::ops::gradcheck::test_tensor;
 use gan_engine::Tensor;
 
@@ -147,8 +149,17 @@ fn batch_norm(c: &mut Criterion, ours: &Ours) {
                         )
                         .unwrap();
                     let out_act = act.map(|a| (&o.y, a));
-                    be.batch_norm_backward(&x, &dy, &gamma, &o.mean, &o.invstd, out_act)
-                        .unwrap()
+                    be.batch_norm_backward(
+                        BatchNormSaved {
+                            x: &x,
+                            gamma: &gamma,
+                            mean: &o.mean,
+                            invstd: &o.invstd,
+                            out_act,
+                        },
+                        &dy,
+                    )
+                    .unwrap()
                 })
             });
             #[cfg(feature = "libtorch")]

@@ -116,10 +116,37 @@ pub struct BatchNormOut {
     pub invstd: Tensor,
 }
 
+/// What a training-mode batch norm keeps for its backward: the input, gamma, the batch statistics it normalised
+/// with, and, for a fused op, its output and activation (dy goes back through the activation first).
+#[derive(Clone, Copy)]
+pub struct BatchNormSaved<'a> {
+    pub x: &'a Tensor,
+    pub gamma: &'a Tensor,
+    pub mean: &'a Tensor,
+    pub invstd: &'a Tensor,
+    pub out_act: Option<(&'a Tensor, Activation)>,
+}
+
 pub struct BatchNormGrads {
     pub dx: Tensor,
     pub dgamma: Tensor,
     pub dbeta: Tensor,
+}
+
+/// Which gradients a linear backward computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearNeed {
+    pub dx: bool,
+    pub dw: bool,
+    pub db: bool,
+}
+
+impl LinearNeed {
+    pub const ALL: LinearNeed = LinearNeed {
+        dx: true,
+        dw: true,
+        db: true,
+    };
 }
 
 pub struct LinearGrads {
@@ -344,27 +371,18 @@ pub trait Backend: Send + Sync {
         act: Option<Activation>,
     ) -> Result<Tensor>;
     /// Gradients of the training-mode op; `dy` is the gradient of its output (after the activation if fused).
-    fn batch_norm_backward(
-        &self,
-        x: &Tensor,
-        dy: &Tensor,
-        gamma: &Tensor,
-        mean: &Tensor,
-        invstd: &Tensor,
-        out_act: Option<(&Tensor, Activation)>,
-    ) -> Result<BatchNormGrads>;
+    fn batch_norm_backward(&self, saved: BatchNormSaved<'_>, dy: &Tensor)
+        -> Result<BatchNormGrads>;
 
     // ---- linear: y = x wᵀ + b, x [N, in], w [out, in], b [out] ----------------------------------------------
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor>;
-    /// Gradients of `linear`; only the requested ones are computed (`db` when `need_db`).
+    /// Gradients of `linear`; only those `need` asks for are computed.
     fn linear_backward(
         &self,
         x: &Tensor,
         w: &Tensor,
         dy: &Tensor,
-        need_dx: bool,
-        need_dw: bool,
-        need_db: bool,
+        need: LinearNeed,
     ) -> Result<LinearGrads>;
 
     // ---- loss -------------------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@
 //! DCGAN-like and awkward shapes inside pools of 1, 2, 3, 5 and 8 threads, and each result must equal the
 //! 1-thread result bit for bit.
 
-use gan_engine::backend::{Activation, BatchNormAffine, Conv2dParams, RunningStatsMut};
+use gan_engine::backend::{
+    Activation, BatchNormAffine, BatchNormSaved, Conv2dParams, LinearNeed, RunningStatsMut,
+};
 use gan_engine::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -127,12 +129,14 @@ fn batch_norm_linear_and_losses_do_not_depend_on_the_thread_count() {
                 .unwrap();
             let g = b
                 .batch_norm_backward(
-                    &x,
+                    BatchNormSaved {
+                        x: &x,
+                        gamma: &gamma,
+                        mean: &out.mean,
+                        invstd: &out.invstd,
+                        out_act: Some((&out.y, Activation::LeakyRelu(0.2))),
+                    },
                     &dy,
-                    &gamma,
-                    &out.mean,
-                    &out.invstd,
-                    Some((&out.y, Activation::LeakyRelu(0.2))),
                 )
                 .unwrap();
             [
@@ -158,7 +162,7 @@ fn batch_norm_linear_and_losses_do_not_depend_on_the_thread_count() {
         );
         let dy = tensor(&mut rng, &[n, o]);
         same_in_every_pool(&mut differ, &format!("linear {n}x{i}->{o}"), || {
-            let g = b.linear_backward(&x, &w, &dy, true, true, true).unwrap();
+            let g = b.linear_backward(&x, &w, &dy, LinearNeed::ALL).unwrap();
             vec![
                 bits(&b.linear(&x, &w, Some(&bias)).unwrap()),
                 bits(g.dx.as_ref().unwrap()),

@@ -10,7 +10,8 @@
 #![cfg(feature = "emulation")]
 
 use gan_engine::backend::{
-    Activation, BatchNormAffine, Conv2dParams, RunningStats, RunningStatsMut,
+    Activation, BatchNormAffine, BatchNormSaved, Conv2dParams, LinearNeed, RunningStats,
+    RunningStatsMut,
 };
 use gan_engine::{Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -410,7 +411,16 @@ fn batch_norm_matches_reference() {
         );
 
         let grads = b
-            .batch_norm_backward(&xg, &dyg, &gg, &out.mean, &out.invstd, None)
+            .batch_norm_backward(
+                BatchNormSaved {
+                    x: &xg,
+                    gamma: &gg,
+                    mean: &out.mean,
+                    invstd: &out.invstd,
+                    out_act: None,
+                },
+                &dyg,
+            )
             .unwrap();
         assert_close(&format!("{name} dx"), &grads.dx.to_vec().unwrap(), &want.dx);
         assert_close(
@@ -507,7 +517,16 @@ fn batch_norm_with_fused_activation_matches_the_composition() {
         let want_y = c_be.activation(&plain.y, act).unwrap();
         let dz = c_be.activation_backward(&want_y, &dyc, act).unwrap();
         let want = c_be
-            .batch_norm_backward(&xc, &dz, &gc, &plain.mean, &plain.invstd, None)
+            .batch_norm_backward(
+                BatchNormSaved {
+                    x: &xc,
+                    gamma: &gc,
+                    mean: &plain.mean,
+                    invstd: &plain.invstd,
+                    out_act: None,
+                },
+                &dz,
+            )
             .unwrap();
 
         let out = b
@@ -522,7 +541,16 @@ fn batch_norm_with_fused_activation_matches_the_composition() {
         close("running_var", &rvg, &rvc);
         let out_act = Some((&out.y, act));
         let got = b
-            .batch_norm_backward(&xg, &dyg, &gg, &out.mean, &out.invstd, out_act)
+            .batch_norm_backward(
+                BatchNormSaved {
+                    x: &xg,
+                    gamma: &gg,
+                    mean: &out.mean,
+                    invstd: &out.invstd,
+                    out_act,
+                },
+                &dyg,
+            )
             .unwrap();
         close("dx", &got.dx, &want.dx);
         close("dgamma", &got.dgamma, &want.dgamma);
@@ -545,12 +573,14 @@ fn batch_norm_with_fused_activation_matches_the_composition() {
         );
         let g2 = c_be
             .batch_norm_backward(
-                &xc,
+                BatchNormSaved {
+                    x: &xc,
+                    gamma: &gc,
+                    mean: &fused.mean,
+                    invstd: &fused.invstd,
+                    out_act: Some((&fused.y, act)),
+                },
                 &dyc,
-                &gc,
-                &fused.mean,
-                &fused.invstd,
-                Some((&fused.y, act)),
             )
             .unwrap();
         assert_eq!(
@@ -564,12 +594,14 @@ fn batch_norm_with_fused_activation_matches_the_composition() {
     let (x, c4) = (z(&[2, 4, 3, 3]), z(&[4]));
     let err = b
         .batch_norm_backward(
+            BatchNormSaved {
+                x: &x,
+                gamma: &c4,
+                mean: &c4,
+                invstd: &c4,
+                out_act: Some((&z(&[2, 4, 3, 2]), Activation::Relu)),
+            },
             &x,
-            &x,
-            &c4,
-            &c4,
-            &c4,
-            Some((&z(&[2, 4, 3, 2]), Activation::Relu)),
         )
         .err()
         .unwrap()
@@ -630,7 +662,16 @@ fn batch_norm_rejects_bad_shapes() {
         .to_string();
     assert!(err.contains("at least 2"), "{err}");
     let err = b
-        .batch_norm_backward(&x, &z(&[2, 4, 3, 2]), &c4, &c4, &c4, None)
+        .batch_norm_backward(
+            BatchNormSaved {
+                x: &x,
+                gamma: &c4,
+                mean: &c4,
+                invstd: &c4,
+                out_act: None,
+            },
+            &z(&[2, 4, 3, 2]),
+        )
         .err()
         .unwrap()
         .to_string();
@@ -689,7 +730,7 @@ fn linear_matches_reference() {
             &y_nobias,
         );
 
-        let g = b.linear_backward(&xg, &wg, &dyg, true, true, true).unwrap();
+        let g = b.linear_backward(&xg, &wg, &dyg, LinearNeed::ALL).unwrap();
         assert_close(
             &format!("{name} dx"),
             &g.dx.unwrap().to_vec().unwrap(),
@@ -723,12 +764,12 @@ fn linear_matches_reference() {
             .unwrap();
         let gc = cpu
             .backend()
-            .linear_backward(&xc, &wc, &dyc, true, true, true)
+            .linear_backward(&xc, &wc, &dyc, LinearNeed::ALL)
             .unwrap();
         let host = |t: Option<Tensor>| to_f64(&t.unwrap().to_vec().unwrap());
         let y = b.linear(&xg, &wg, Some(&bg)).unwrap().to_vec().unwrap();
         assert_close(&format!("{name} y vs cpu"), &y, &to_f64(&y_cpu));
-        let g = b.linear_backward(&xg, &wg, &dyg, true, true, true).unwrap();
+        let g = b.linear_backward(&xg, &wg, &dyg, LinearNeed::ALL).unwrap();
         assert_close(
             &format!("{name} dx vs cpu"),
             &g.dx.unwrap().to_vec().unwrap(),
@@ -746,7 +787,16 @@ fn linear_matches_reference() {
         );
 
         let g = b
-            .linear_backward(&xg, &wg, &dyg, false, true, false)
+            .linear_backward(
+                &xg,
+                &wg,
+                &dyg,
+                LinearNeed {
+                    dx: false,
+                    dw: true,
+                    db: false,
+                },
+            )
             .unwrap();
         assert!(g.dx.is_none() && g.db.is_none() && g.dw.is_some());
     }
@@ -768,7 +818,7 @@ fn linear_rejects_bad_shapes() {
         .to_string();
     assert!(err.contains("bias"), "{err}");
     let err = b
-        .linear_backward(&z(&[2, 4]), &z(&[3, 4]), &z(&[2, 4]), true, true, true)
+        .linear_backward(&z(&[2, 4]), &z(&[3, 4]), &z(&[2, 4]), LinearNeed::ALL)
         .err()
         .unwrap()
         .to_string();
@@ -796,7 +846,7 @@ fn empty_batch_gives_empty_outputs() {
     assert_eq!(dw.to_vec().unwrap(), vec![0.0; 4 * 3 * 16]);
 
     let g = b
-        .linear_backward(&z(&[0, 5]), &z(&[6, 5]), &z(&[0, 6]), true, true, true)
+        .linear_backward(&z(&[0, 5]), &z(&[6, 5]), &z(&[0, 6]), LinearNeed::ALL)
         .unwrap();
     assert_eq!(g.dx.unwrap().shape(), [0, 5]);
     assert_eq!(g.dw.unwrap().to_vec().unwrap(), vec![0.0; 30]);

@@ -13,7 +13,8 @@
 //! code in its own test; here we only check that the fixture holds what its README promises.
 
 use gan_engine::backend::{
-    AdamHyper, AdamSlot, BatchNormAffine, Conv2dParams, RunningStats, RunningStatsMut,
+    AdamHyper, AdamSlot, BatchNormAffine, BatchNormSaved, Conv2dParams, RunningStats,
+    RunningStatsMut,
 };
 use gan_engine::nn::params::{ParamId, ParamStore};
 use gan_engine::ops;
@@ -250,12 +251,14 @@ fn check_bn_train(f: &Fixture, case: &str, dev: &Device) {
     );
     let grads = be
         .batch_norm_backward(
-            &xt,
+            BatchNormSaved {
+                x: &xt,
+                gamma: &gt,
+                mean: &out.mean,
+                invstd: &out.invstd,
+                out_act: None,
+            },
             &f.tensor(&k("dy"), dev),
-            &gt,
-            &out.mean,
-            &out.invstd,
-            None,
         )
         .unwrap();
     assert_close(&what("Backend dx"), &grads.dx, f.get(&k("dx")), BN_TOL, 1.0);

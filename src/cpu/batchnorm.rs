@@ -12,7 +12,8 @@ use super::activation;
 use super::elementwise::{par_map_runs, par_zip_map_runs};
 use super::{data, data_mut, tensor};
 use crate::backend::{
-    Activation, BatchNormAffine, BatchNormGrads, BatchNormOut, RunningStats, RunningStatsMut,
+    Activation, BatchNormAffine, BatchNormGrads, BatchNormOut, BatchNormSaved, RunningStats,
+    RunningStatsMut,
 };
 use crate::tensor::Tensor;
 
@@ -222,17 +223,21 @@ pub fn batch_norm_eval(
 ///
 /// With a fused activation (`out_act`: the op's output and its activation) dy is first taken back through the
 /// activation, in a pass of its own: on the CPU that pass costs what the separate activation backward did.
-pub fn batch_norm_backward(
-    x: &Tensor,
-    dy: &Tensor,
-    g: &Tensor,
-    mean: &Tensor,
-    invstd: &Tensor,
-    out_act: Option<(&Tensor, Activation)>,
-) -> Result<BatchNormGrads> {
+pub fn batch_norm_backward(saved: BatchNormSaved<'_>, dy: &Tensor) -> Result<BatchNormGrads> {
+    let BatchNormSaved {
+        x,
+        gamma: g,
+        mean,
+        invstd,
+        out_act,
+    } = saved;
     if let Some((y, a)) = out_act {
         let dz = activation::activation_backward(y, dy, a)?;
-        return batch_norm_backward(x, &dz, g, mean, invstd, None);
+        let plain = BatchNormSaved {
+            out_act: None,
+            ..saved
+        };
+        return batch_norm_backward(plain, &dz);
     }
     let dims @ (n, c, inner) = layout(x)?;
     ensure!(
@@ -403,7 +408,17 @@ mod tests {
             None,
         )
         .unwrap();
-        let gr = batch_norm_backward(&x, &dy, &g, &out.mean, &out.invstd, None).unwrap();
+        let gr = batch_norm_backward(
+            BatchNormSaved {
+                x: &x,
+                gamma: &g,
+                mean: &out.mean,
+                invstd: &out.invstd,
+                out_act: None,
+            },
+            &dy,
+        )
+        .unwrap();
         let dims = (3, 5, 21);
         let dyv = dy.to_vec().unwrap();
         let dx = gr.dx.to_vec().unwrap();
@@ -447,7 +462,17 @@ mod tests {
         )
         .is_err());
         let dy = test_tensor(&[3, 5, 3, 6], 1);
-        assert!(batch_norm_backward(&x, &dy, &c5, &c5, &c5, None).is_err());
+        assert!(batch_norm_backward(
+            BatchNormSaved {
+                x: &x,
+                gamma: &c5,
+                mean: &c5,
+                invstd: &c5,
+                out_act: None
+            },
+            &dy
+        )
+        .is_err());
         // One value per channel cannot give an unbiased variance.
         let x1 = test_tensor(&[1, 5], 1);
         assert!(batch_norm_train(

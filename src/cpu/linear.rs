@@ -6,7 +6,7 @@
 use anyhow::{ensure, Result};
 
 use super::{data, output_buffer, tensor};
-use crate::backend::LinearGrads;
+use crate::backend::{LinearGrads, LinearNeed};
 use crate::tensor::Tensor;
 
 /// A row-major or transposed view of a matrix: element (i, j) lives at `data[i * rs + j * cs]`.
@@ -121,10 +121,13 @@ pub fn linear_backward(
     x: &Tensor,
     w: &Tensor,
     dy: &Tensor,
-    ndx: bool,
-    ndw: bool,
-    ndb: bool,
+    need: LinearNeed,
 ) -> Result<LinearGrads> {
+    let LinearNeed {
+        dx: ndx,
+        dw: ndw,
+        db: ndb,
+    } = need;
     let (n, fin, fout) = dims(x, w)?;
     ensure!(
         dy.shape() == [n, fout],
@@ -258,7 +261,7 @@ mod tests {
             w.to_vec().unwrap(),
             dy.to_vec().unwrap(),
         );
-        let g = linear_backward(&x, &w, &dy, true, true, true).unwrap();
+        let g = linear_backward(&x, &w, &dy, LinearNeed::ALL).unwrap();
         let dx = g.dx.unwrap().to_vec().unwrap();
         let dw = g.dw.unwrap().to_vec().unwrap();
         let db = g.db.unwrap().to_vec().unwrap();
@@ -280,7 +283,17 @@ mod tests {
             let e: f64 = (0..n).map(|r| gv[r * fout + o] as f64).sum();
             assert!((db[o] as f64 - e).abs() < 1e-6);
         }
-        let g = linear_backward(&x, &w, &dy, false, true, false).unwrap();
+        let g = linear_backward(
+            &x,
+            &w,
+            &dy,
+            LinearNeed {
+                dx: false,
+                dw: true,
+                db: false,
+            },
+        )
+        .unwrap();
         assert!(g.dx.is_none() && g.dw.is_some() && g.db.is_none());
     }
 
@@ -295,7 +308,7 @@ mod tests {
         let msg = linear(&x, &w, Some(&b)).unwrap_err().to_string();
         assert!(msg.contains("[6]"), "{msg}");
         let dy = test_tensor(&[3, 6], 1);
-        let msg = linear_backward(&x, &w, &dy, true, true, true)
+        let msg = linear_backward(&x, &w, &dy, LinearNeed::ALL)
             .err()
             .unwrap()
             .to_string();

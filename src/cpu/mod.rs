@@ -193,14 +193,10 @@ impl Backend for CpuBackend {
 
     fn batch_norm_backward(
         &self,
-        x: &Tensor,
+        saved: BatchNormSaved<'_>,
         dy: &Tensor,
-        gamma: &Tensor,
-        mean: &Tensor,
-        invstd: &Tensor,
-        out_act: Option<(&Tensor, Activation)>,
     ) -> Result<BatchNormGrads> {
-        batchnorm::batch_norm_backward(x, dy, gamma, mean, invstd, out_act)
+        batchnorm::batch_norm_backward(saved, dy)
     }
 
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
@@ -212,11 +208,9 @@ impl Backend for CpuBackend {
         x: &Tensor,
         w: &Tensor,
         dy: &Tensor,
-        need_dx: bool,
-        need_dw: bool,
-        need_db: bool,
+        need: LinearNeed,
     ) -> Result<LinearGrads> {
-        linear::linear_backward(x, w, dy, need_dx, need_dw, need_db)
+        linear::linear_backward(x, w, dy, need)
     }
 
     fn bce_with_logits(&self, logits: &Tensor, target: f32) -> Result<(Tensor, Tensor)> {

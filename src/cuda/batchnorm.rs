@@ -12,7 +12,8 @@ use super::conv::reduce_cfg;
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
 use crate::backend::{
-    Activation, BatchNormAffine, BatchNormGrads, BatchNormOut, RunningStats, RunningStatsMut,
+    Activation, BatchNormAffine, BatchNormGrads, BatchNormOut, BatchNormSaved, RunningStats,
+    RunningStatsMut,
 };
 use crate::tensor::Tensor;
 
@@ -247,13 +248,16 @@ pub fn batch_norm_eval(
 
 pub fn batch_norm_backward(
     be: &CudaBackend,
-    x: &Tensor,
+    saved: BatchNormSaved<'_>,
     dy: &Tensor,
-    gamma: &Tensor,
-    mean: &Tensor,
-    invstd: &Tensor,
-    out_act: Option<(&Tensor, Activation)>,
 ) -> Result<BatchNormGrads> {
+    let BatchNormSaved {
+        x,
+        gamma,
+        mean,
+        invstd,
+        out_act,
+    } = saved;
     let what = "batch_norm_backward";
     let g = Geom::new(what, x)?;
     ensure!(

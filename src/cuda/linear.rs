@@ -9,7 +9,7 @@ use super::backend::n_i32;
 use super::conv::{reduce_cfg, split_k};
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
-use crate::backend::LinearGrads;
+use crate::backend::{LinearGrads, LinearNeed};
 use crate::tensor::Tensor;
 
 const THREADS: u32 = 256;
@@ -180,10 +180,13 @@ pub fn linear_backward(
     x: &Tensor,
     w: &Tensor,
     dy: &Tensor,
-    need_dx: bool,
-    need_dw: bool,
-    need_db: bool,
+    need: LinearNeed,
 ) -> Result<LinearGrads> {
+    let LinearNeed {
+        dx: need_dx,
+        dw: need_dw,
+        db: need_db,
+    } = need;
     let what = "linear_backward";
     let g = Geom::new(what, x, w)?;
     ensure!(

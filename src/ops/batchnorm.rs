@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::autograd::{Tape, Var};
-use crate::backend::{Activation, BatchNormAffine, RunningStats, RunningStatsMut};
+use crate::backend::{Activation, BatchNormAffine, BatchNormSaved, RunningStats, RunningStatsMut};
 use crate::ops::elementwise::filled_like;
 use crate::tensor::Tensor;
 
@@ -73,9 +73,16 @@ pub fn batch_norm_act(
             &[x, gamma, beta],
             Box::new(move |dy, need| {
                 let out_act = saved_y.as_ref().zip(act);
-                let g = dy
-                    .backend()
-                    .batch_norm_backward(&xv, dy, &gv, &mean, &invstd, out_act)?;
+                let g = dy.backend().batch_norm_backward(
+                    BatchNormSaved {
+                        x: &xv,
+                        gamma: &gv,
+                        mean: &mean,
+                        invstd: &invstd,
+                        out_act,
+                    },
+                    dy,
+                )?;
                 Ok(vec![
                     need[0].then_some(g.dx),
                     need[1].then_some(g.dgamma),
@@ -134,7 +141,16 @@ pub fn batch_norm_act(
                     )?
                     .reshape(&[c])?;
                 // Its dx (the batch-statistics one) is not wanted here and is dropped.
-                let g = be.batch_norm_backward(&xv, dy, &gv, &rm, &s, None)?;
+                let g = be.batch_norm_backward(
+                    BatchNormSaved {
+                        x: &xv,
+                        gamma: &gv,
+                        mean: &rm,
+                        invstd: &s,
+                        out_act: None,
+                    },
+                    dy,
+                )?;
                 dgamma = need[1].then_some(g.dgamma);
                 dbeta = need[2].then_some(g.dbeta);
             }

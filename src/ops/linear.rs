@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use crate::autograd::{Tape, Var};
+use crate::backend::LinearNeed;
 
 /// x [N, in], w [out, in] (PyTorch Linear layout), b [out].
 pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
@@ -18,9 +19,11 @@ pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
                 &xv,
                 &wv,
                 dy,
-                need[0],
-                need[1],
-                has_bias && need[2],
+                LinearNeed {
+                    dx: need[0],
+                    dw: need[1],
+                    db: has_bias && need[2],
+                },
             )?;
             let mut out = vec![g.dx, g.dw];
             if has_bias {
