@@ -151,11 +151,8 @@ fn batch_norm(c: &mut Criterion, ours: &Ours) {
                     let out_act = act.map(|a| (&o.y, a));
                     be.batch_norm_backward(
                         BatchNormSaved {
-                            x: &x,
-                            gamma: &gamma,
-                            mean: &o.mean,
-                            invstd: &o.invstd,
                             out_act,
+                            ..BatchNormSaved::new(&x, &gamma, &o)
                         },
                         &dy,
                     )

@@ -127,6 +127,27 @@ pub struct BatchNormSaved<'a> {
     pub out_act: Option<(&'a Tensor, Activation)>,
 }
 
+impl<'a> BatchNormSaved<'a> {
+    /// What the training-mode op that returned `out` for input `x` and scale `gamma` saved (unfused).
+    pub fn new(x: &'a Tensor, gamma: &'a Tensor, out: &'a BatchNormOut) -> Self {
+        BatchNormSaved {
+            x,
+            gamma,
+            mean: &out.mean,
+            invstd: &out.invstd,
+            out_act: None,
+        }
+    }
+
+    /// The same for an op fused with `act`, whose output was `y`.
+    pub fn fused(self, y: &'a Tensor, act: Activation) -> Self {
+        BatchNormSaved {
+            out_act: Some((y, act)),
+            ..self
+        }
+    }
+}
+
 pub struct BatchNormGrads {
     pub dx: Tensor,
     pub dgamma: Tensor,

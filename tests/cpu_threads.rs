@@ -129,13 +129,7 @@ fn batch_norm_linear_and_losses_do_not_depend_on_the_thread_count() {
                 .unwrap();
             let g = b
                 .batch_norm_backward(
-                    BatchNormSaved {
-                        x: &x,
-                        gamma: &gamma,
-                        mean: &out.mean,
-                        invstd: &out.invstd,
-                        out_act: Some((&out.y, Activation::LeakyRelu(0.2))),
-                    },
+                    BatchNormSaved::new(&x, &gamma, &out).fused(&out.y, Activation::LeakyRelu(0.2)),
                     &dy,
                 )
                 .unwrap();

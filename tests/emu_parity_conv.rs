@@ -34,6 +34,18 @@ fn random(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
 }
 
+/// What a batch norm of `x` saved, with `c` (one value per channel) as gamma and both statistics: for the
+/// argument checks, which look at shapes only.
+fn one_per_channel<'a>(x: &'a Tensor, c: &'a Tensor) -> BatchNormSaved<'a> {
+    BatchNormSaved {
+        x,
+        gamma: c,
+        mean: c,
+        invstd: c,
+        out_act: None,
+    }
+}
+
 /// Asserts |got - want| <= 1e-4 * max(1, |want|) elementwise (NaN fails), naming the case and the index.
 fn assert_close(what: &str, got: &[f32], want: &[f64]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
@@ -411,16 +423,7 @@ fn batch_norm_matches_reference() {
         );
 
         let grads = b
-            .batch_norm_backward(
-                BatchNormSaved {
-                    x: &xg,
-                    gamma: &gg,
-                    mean: &out.mean,
-                    invstd: &out.invstd,
-                    out_act: None,
-                },
-                &dyg,
-            )
+            .batch_norm_backward(BatchNormSaved::new(&xg, &gg, &out), &dyg)
             .unwrap();
         assert_close(&format!("{name} dx"), &grads.dx.to_vec().unwrap(), &want.dx);
         assert_close(
@@ -517,16 +520,7 @@ fn batch_norm_with_fused_activation_matches_the_composition() {
         let want_y = c_be.activation(&plain.y, act).unwrap();
         let dz = c_be.activation_backward(&want_y, &dyc, act).unwrap();
         let want = c_be
-            .batch_norm_backward(
-                BatchNormSaved {
-                    x: &xc,
-                    gamma: &gc,
-                    mean: &plain.mean,
-                    invstd: &plain.invstd,
-                    out_act: None,
-                },
-                &dz,
-            )
+            .batch_norm_backward(BatchNormSaved::new(&xc, &gc, &plain), &dz)
             .unwrap();
 
         let out = b
@@ -539,18 +533,8 @@ fn batch_norm_with_fused_activation_matches_the_composition() {
             .unwrap();
         close("y", &out.y, &want_y);
         close("running_var", &rvg, &rvc);
-        let out_act = Some((&out.y, act));
         let got = b
-            .batch_norm_backward(
-                BatchNormSaved {
-                    x: &xg,
-                    gamma: &gg,
-                    mean: &out.mean,
-                    invstd: &out.invstd,
-                    out_act,
-                },
-                &dyg,
-            )
+            .batch_norm_backward(BatchNormSaved::new(&xg, &gg, &out).fused(&out.y, act), &dyg)
             .unwrap();
         close("dx", &got.dx, &want.dx);
         close("dgamma", &got.dgamma, &want.dgamma);
@@ -573,13 +557,7 @@ fn batch_norm_with_fused_activation_matches_the_composition() {
         );
         let g2 = c_be
             .batch_norm_backward(
-                BatchNormSaved {
-                    x: &xc,
-                    gamma: &gc,
-                    mean: &fused.mean,
-                    invstd: &fused.invstd,
-                    out_act: Some((&fused.y, act)),
-                },
+                BatchNormSaved::new(&xc, &gc, &fused).fused(&fused.y, act),
                 &dyc,
             )
             .unwrap();
@@ -595,11 +573,8 @@ fn batch_norm_with_fused_activation_matches_the_composition() {
     let err = b
         .batch_norm_backward(
             BatchNormSaved {
-                x: &x,
-                gamma: &c4,
-                mean: &c4,
-                invstd: &c4,
                 out_act: Some((&z(&[2, 4, 3, 2]), Activation::Relu)),
+                ..one_per_channel(&x, &c4)
             },
             &x,
         )
@@ -662,16 +637,7 @@ fn batch_norm_rejects_bad_shapes() {
         .to_string();
     assert!(err.contains("at least 2"), "{err}");
     let err = b
-        .batch_norm_backward(
-            BatchNormSaved {
-                x: &x,
-                gamma: &c4,
-                mean: &c4,
-                invstd: &c4,
-                out_act: None,
-            },
-            &z(&[2, 4, 3, 2]),
-        )
+        .batch_norm_backward(one_per_channel(&x, &c4), &z(&[2, 4, 3, 2]))
         .err()
         .unwrap()
         .to_string();

@@ -251,13 +251,7 @@ fn check_bn_train(f: &Fixture, case: &str, dev: &Device) {
     );
     let grads = be
         .batch_norm_backward(
-            BatchNormSaved {
-                x: &xt,
-                gamma: &gt,
-                mean: &out.mean,
-                invstd: &out.invstd,
-                out_act: None,
-            },
+            BatchNormSaved::new(&xt, &gt, &out),
             &f.tensor(&k("dy"), dev),
         )
         .unwrap();

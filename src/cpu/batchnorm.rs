@@ -408,17 +408,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let gr = batch_norm_backward(
-            BatchNormSaved {
-                x: &x,
-                gamma: &g,
-                mean: &out.mean,
-                invstd: &out.invstd,
-                out_act: None,
-            },
-            &dy,
-        )
-        .unwrap();
+        let gr = batch_norm_backward(BatchNormSaved::new(&x, &g, &out), &dy).unwrap();
         let dims = (3, 5, 21);
         let dyv = dy.to_vec().unwrap();
         let dx = gr.dx.to_vec().unwrap();
