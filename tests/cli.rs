@@ -579,26 +579,7 @@ fn training_on_the_emulated_cuda_backend_agrees_with_the_cpu() {
     let mut with_dev = args.to_vec();
     with_dev.extend_from_slice(&["--device", "emu"]);
     train(&emu, &with_dev);
-    let (a, b) = (
-        tensors(&cpu.join("checkpoint.safetensors")),
-        tensors(&emu.join("checkpoint.safetensors")),
-    );
-    assert_eq!(
-        a.tensors.keys().collect::<Vec<_>>(),
-        b.tensors.keys().collect::<Vec<_>>()
-    );
-    for (name, x) in &a.tensors {
-        let y = &b.tensors[name];
-        // An Adam step moves a weight by ~lr = 2e-4 whatever the gradient's size, so agreement far below that
-        // means both backends computed the same gradients (and a wrong or missing gradient would show).
-        let worst = x
-            .data
-            .iter()
-            .zip(&y.data)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
-        assert!(worst <= 2e-5, "{name}: cpu and emu differ by {worst}");
-    }
+    common::cli::assert_cpu_and_emu_runs_agree(&cpu, &emu);
     // A checkpoint trained on one device samples on another.
     let npy = dir.path().join("x.npy");
     ok(&[

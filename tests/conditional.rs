@@ -692,20 +692,7 @@ fn conditional_training_on_the_emulated_cuda_backend_agrees_with_the_cpu() {
     let mut on_emu = args.to_vec();
     on_emu.extend_from_slice(&["--device", "emu"]);
     train("balls:16", &emu, &on_emu);
-    let (a, b) = (
-        tensors(&cpu.join("checkpoint.safetensors")),
-        tensors(&emu.join("checkpoint.safetensors")),
-    );
-    for (name, x) in &a.tensors {
-        let worst = x
-            .data
-            .iter()
-            .zip(&b.tensors[name].data)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
-        // Far below one Adam step (~lr = 2e-4): both backends computed the same gradients.
-        assert!(worst <= 2e-5, "{name}: cpu and emu differ by {worst}");
-    }
+    common::cli::assert_cpu_and_emu_runs_agree(&cpu, &emu);
     let npy = dir.path().join("e.npy");
     ok(&[
         "sample",

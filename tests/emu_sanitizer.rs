@@ -48,6 +48,13 @@ enum Arg<'a> {
     I(i32),
 }
 
+/// Runs `kernel` as [`run`] does and asserts that the launch failed with a report that names the kernel and
+/// contains every needle.
+fn reports(be: &Arc<CudaBackend>, kernel: &str, grid: u32, rest: &[Arg], needles: &[&str]) {
+    let (res, _) = run(be, kernel, grid, rest);
+    reported(res, kernel, needles);
+}
+
 /// The launch failed with a report that names the kernel and contains every needle.
 fn reported(res: anyhow::Result<()>, kernel: &str, needles: &[&str]) {
     let msg = format!("{:#}", res.expect_err("the planted bug must be reported"));
@@ -100,10 +107,11 @@ fn a_missing_barrier_is_a_race_whichever_thread_writes_first() {
 fn racecheck_reports_both_directions() {
     let be = backend(checks("racecheck"));
     let x = ramp(&be, 64);
-    let (res, _) = run(&be, "planted_missing_barrier", 1, &[Arg::T(&x), Arg::I(1)]);
-    reported(
-        res,
+    reports(
+        &be,
         "planted_missing_barrier",
+        1,
+        &[Arg::T(&x), Arg::I(1)],
         &[
             "racecheck",
             "thread (1,0,0) reads `s`[byte 0] that thread (0,0,0) wrote",
@@ -111,10 +119,11 @@ fn racecheck_reports_both_directions() {
         ],
     );
     // The reader runs first: its read is recorded, and the write that follows is the race.
-    let (res, _) = run(&be, "planted_missing_barrier", 1, &[Arg::T(&x), Arg::I(-1)]);
-    reported(
-        res,
+    reports(
+        &be,
         "planted_missing_barrier",
+        1,
+        &[Arg::T(&x), Arg::I(-1)],
         &[
             "racecheck",
             "thread (1,0,0) writes `s`[byte 4] that thread (0,0,0) read",
@@ -129,22 +138,23 @@ fn schedules_alone_find_races_in_shared_and_global_memory() {
     let be = backend(checks("schedules-every"));
     let x = ramp(&be, 64);
     for shift in [1, -1] {
-        let (res, _) = run(
+        reports(
             &be,
             "planted_missing_barrier",
             1,
             &[Arg::T(&x), Arg::I(shift)],
-        );
-        reported(
-            res,
-            "planted_missing_barrier",
             &["schedules", "argument #0"],
         );
     }
     let be = backend(Checks::ALL);
     let scratch = be.alloc_zeros(&[64]).unwrap();
-    let (res, _) = run(&be, "planted_global_race", 1, &[Arg::T(&scratch)]);
-    reported(res, "planted_global_race", &["schedules", "differs"]);
+    reports(
+        &be,
+        "planted_global_race",
+        1,
+        &[Arg::T(&scratch)],
+        &["schedules", "differs"],
+    );
     let (res, out) = run(&be, "planted_global_race_ok", 1, &[Arg::T(&scratch)]);
     res.unwrap();
     for (t, v) in out.iter().enumerate() {
@@ -183,10 +193,11 @@ fn an_off_by_one_store_is_out_of_bounds() {
 fn a_misaligned_vector_load_is_reported() {
     let be = backend(Checks::ALL);
     let x = ramp(&be, 4 * 64 + 4);
-    let (res, _) = run(&be, "planted_vector_load", 1, &[Arg::T(&x), Arg::I(1)]);
-    reported(
-        res,
+    reports(
+        &be,
         "planted_vector_load",
+        1,
+        &[Arg::T(&x), Arg::I(1)],
         &[
             "memcheck",
             "misaligned access to 'const struct float4'",
@@ -205,10 +216,11 @@ fn a_misaligned_vector_load_is_reported() {
 fn an_uninitialised_shared_read_is_reported_and_reads_poison_unchecked() {
     let be = backend(Checks::ALL);
     let x = ramp(&be, 128);
-    let (res, _) = run(&be, "planted_uninit_shared", 2, &[Arg::T(&x), Arg::I(40)]);
-    reported(
-        res,
+    reports(
+        &be,
         "planted_uninit_shared",
+        2,
+        &[Arg::T(&x), Arg::I(40)],
         &["initcheck", "block (1,0,0)", "`s`", "uninitialised"],
     );
     let (res, out) = run(
@@ -244,10 +256,11 @@ fn an_uninitialised_shared_read_is_reported_and_reads_poison_unchecked() {
 fn reading_global_memory_never_written_is_reported() {
     let be = backend(Checks::ALL);
     let never_written = be.alloc(&[64]).unwrap();
-    let (res, _) = run(&be, "planted_double", 1, &[Arg::T(&never_written)]);
-    reported(
-        res,
+    reports(
+        &be,
         "planted_double",
+        1,
+        &[Arg::T(&never_written)],
         &["initcheck", "argument #1", "never written"],
     );
     let x = ramp(&be, 64);
@@ -260,10 +273,11 @@ fn reading_global_memory_never_written_is_reported() {
 fn a_barrier_in_divergent_code_is_reported() {
     let be = backend(checks("synccheck"));
     let x = ramp(&be, 64);
-    let (res, _) = run(&be, "planted_divergent_barrier", 1, &[Arg::T(&x)]);
-    reported(
-        res,
+    reports(
+        &be,
         "planted_divergent_barrier",
+        1,
+        &[Arg::T(&x)],
         &[
             "synccheck",
             "__syncthreads() of",
@@ -282,8 +296,13 @@ fn a_barrier_in_divergent_code_is_reported() {
 fn a_shuffle_mask_that_leaves_out_active_lanes_is_reported() {
     let be = backend(Checks::ALL);
     let x = ramp(&be, 64);
-    let (res, _) = run(&be, "planted_shuffle_mask", 1, &[Arg::T(&x)]);
-    reported(res, "planted_shuffle_mask", &["synccheck", "0x0000ffff"]);
+    reports(
+        &be,
+        "planted_shuffle_mask",
+        1,
+        &[Arg::T(&x)],
+        &["synccheck", "0x0000ffff"],
+    );
     let (res, out) = run(&be, "planted_shuffle_mask_ok", 1, &[Arg::T(&x)]);
     res.unwrap();
     assert_eq!((out[0], out[17]), (0.5 + 16.5, 17.5 + 1.5));
@@ -293,10 +312,11 @@ fn a_shuffle_mask_that_leaves_out_active_lanes_is_reported() {
 fn a_shuffle_from_a_lane_outside_the_mask_is_reported() {
     let be = backend(Checks::ALL);
     let x = ramp(&be, 64);
-    let (res, _) = run(&be, "planted_shuffle_partner", 1, &[Arg::T(&x), Arg::I(16)]);
-    reported(
-        res,
+    reports(
+        &be,
         "planted_shuffle_partner",
+        1,
+        &[Arg::T(&x), Arg::I(16)],
         &["synccheck", "outside the shuffle mask"],
     );
     // Lanes 0-15 exchanging among themselves after lanes 16-31 left is fine.

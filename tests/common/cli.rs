@@ -121,3 +121,27 @@ pub fn metric_steps(run: &Path) -> Vec<u64> {
         .map(|r| r[0].parse().expect("a step number"))
         .collect()
 }
+
+/// Asserts that two runs of the same training on the CPU and on the emulated GPU hold the same tensors, equal
+/// to within 2e-5. An Adam step moves a weight by ~lr = 2e-4 whatever the gradient's size, so agreement far
+/// below that means both backends computed the same gradients (and a wrong or missing gradient would show).
+pub fn assert_cpu_and_emu_runs_agree(cpu: &Path, emu: &Path) {
+    let load = |run: &Path| {
+        gan_engine::checkpoint::TensorFile::load(&run.join("checkpoint.safetensors"))
+            .expect("the run has a checkpoint")
+    };
+    let (a, b) = (load(cpu), load(emu));
+    assert_eq!(
+        a.tensors.keys().collect::<Vec<_>>(),
+        b.tensors.keys().collect::<Vec<_>>()
+    );
+    for (name, x) in &a.tensors {
+        let worst = x
+            .data
+            .iter()
+            .zip(&b.tensors[name].data)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 2e-5, "{name}: cpu and emu differ by {worst}");
+    }
+}
