@@ -10,20 +10,9 @@ use common::cli::{fails, ok, stdout};
 fn bench(device: &str, extra: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("b.json");
-    let mut args = vec![
-        "benchmark",
-        "--device",
-        device,
-        "--image-size",
-        "32",
-        "--batch-size",
-        "4",
-        "--ngf",
-        "8",
-        "--ndf",
-        "8",
-        "--nz",
-        "16",
+    let mut args = vec!["benchmark", "--device", device, "--image-size", "32"];
+    args.extend(common::cli::TINY_MODEL);
+    args.extend([
         "--warmup",
         "1",
         "--steps",
@@ -32,7 +21,7 @@ fn bench(device: &str, extra: &[&str]) -> serde_json::Value {
         "3",
         "--json",
         json.to_str().unwrap(),
-    ];
+    ]);
     args.extend_from_slice(extra);
     let o = ok(&args);
     assert!(stdout(&o).contains("ms per iteration"), "{}", stdout(&o));

@@ -126,11 +126,7 @@ pub fn batch_norm_train(
     running: RunningStatsMut<'_>,
     act: Option<Activation>,
 ) -> Result<BatchNormOut> {
-    let BatchNormAffine {
-        gamma: g,
-        beta: b,
-        eps,
-    } = affine;
+    let (g, b, eps) = (affine.gamma, affine.beta, affine.eps);
     let RunningStatsMut {
         mean: rm,
         var: rv,
@@ -194,11 +190,7 @@ pub fn batch_norm_eval(
     running: RunningStats<'_>,
     act: Option<Activation>,
 ) -> Result<Tensor> {
-    let BatchNormAffine {
-        gamma: g,
-        beta: b,
-        eps,
-    } = affine;
+    let (g, b, eps) = (affine.gamma, affine.beta, affine.eps);
     let RunningStats { mean: rm, var: rv } = running;
     let dims @ (_, c, _) = layout(x)?;
     for (what, t) in [

@@ -123,11 +123,7 @@ pub fn linear_backward(
     dy: &Tensor,
     need: LinearNeed,
 ) -> Result<LinearGrads> {
-    let LinearNeed {
-        dx: ndx,
-        dw: ndw,
-        db: ndb,
-    } = need;
+    let (ndx, ndw, ndb) = (need.dx, need.dw, need.db);
     let (n, fin, fout) = dims(x, w)?;
     ensure!(
         dy.shape() == [n, fout],

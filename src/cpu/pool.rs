@@ -64,21 +64,32 @@ fn per_plane(
     tensor(out, &out_shape)
 }
 
-pub fn max_pool2d(x: &Tensor, p: Pool2d) -> Result<Tensor> {
-    let g = PoolGeom::new("max_pool2d", x.dims4("max_pool2d x")?, p)?;
+/// A pooling forward: output cell (oh, ow) of each plane is `cell(g, plane, oh, ow)`.
+fn pool_forward(
+    what: &str,
+    x: &Tensor,
+    p: Pool2d,
+    cell: impl Fn(&PoolGeom, &[f32], usize, usize) -> f32 + Sync,
+) -> Result<Tensor> {
+    let g = PoolGeom::new(what, x.dims4(&format!("{what} x"))?, p)?;
+    let (h, w) = (g.h, g.w);
     Ok(per_plane(
         data(x)?,
-        g.h * g.w,
+        h * w,
         g.out_shape(),
         g.ho * g.wo,
         |xp, yp| {
-            for oh in 0..g.ho {
-                for ow in 0..g.wo {
-                    yp[oh * g.wo + ow] = window_argmax(&g, xp, oh, ow).1;
-                }
+            for (i, y) in yp.iter_mut().enumerate() {
+                *y = cell(&g, xp, i / g.wo, i % g.wo);
             }
         },
     ))
+}
+
+pub fn max_pool2d(x: &Tensor, p: Pool2d) -> Result<Tensor> {
+    pool_forward("max_pool2d", x, p, |g, xp, oh, ow| {
+        window_argmax(g, xp, oh, ow).1
+    })
 }
 
 pub fn max_pool2d_backward(x: &Tensor, dy: &Tensor, p: Pool2d) -> Result<Tensor> {
@@ -102,28 +113,17 @@ pub fn max_pool2d_backward(x: &Tensor, dy: &Tensor, p: Pool2d) -> Result<Tensor>
 }
 
 pub fn avg_pool2d(x: &Tensor, p: Pool2d, count_include_pad: bool) -> Result<Tensor> {
-    let g = PoolGeom::new("avg_pool2d", x.dims4("avg_pool2d x")?, p)?;
-    Ok(per_plane(
-        data(x)?,
-        g.h * g.w,
-        g.out_shape(),
-        g.ho * g.wo,
-        |xp, yp| {
-            for oh in 0..g.ho {
-                let (h0, h1) = PoolGeom::window(oh, g.kh, g.sh, g.ph, g.h);
-                for ow in 0..g.wo {
-                    let (w0, w1) = PoolGeom::window(ow, g.kw, g.sw, g.pw, g.w);
-                    let mut s = 0.0f32;
-                    for ih in h0..h1 {
-                        for iw in w0..w1 {
-                            s += xp[ih * g.w + iw];
-                        }
-                    }
-                    yp[oh * g.wo + ow] = s / divisor(&g, oh, ow, count_include_pad);
-                }
+    pool_forward("avg_pool2d", x, p, |g, xp, oh, ow| {
+        let (h0, h1) = PoolGeom::window(oh, g.kh, g.sh, g.ph, g.h);
+        let (w0, w1) = PoolGeom::window(ow, g.kw, g.sw, g.pw, g.w);
+        let mut s = 0.0f32;
+        for ih in h0..h1 {
+            for iw in w0..w1 {
+                s += xp[ih * g.w + iw];
             }
-        },
-    ))
+        }
+        s / divisor(g, oh, ow, count_include_pad)
+    })
 }
 
 pub fn avg_pool2d_backward(

@@ -182,11 +182,7 @@ pub fn linear_backward(
     dy: &Tensor,
     need: LinearNeed,
 ) -> Result<LinearGrads> {
-    let LinearNeed {
-        dx: need_dx,
-        dw: need_dw,
-        db: need_db,
-    } = need;
+    let (need_dx, need_dw, need_db) = (need.dx, need.dw, need.db);
     let what = "linear_backward";
     let g = Geom::new(what, x, w)?;
     ensure!(

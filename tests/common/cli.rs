@@ -75,23 +75,22 @@ pub fn capped(mib: u64, args: &[&str]) -> Output {
 
 /// The arguments of the tiny run the CLI tests build on: DCGAN on `dataset` at its default size (32×32 for
 /// balls) with 8-wide networks, nz 16, batch 4, no progress output, into `out`, then `extra`.
+/// The tiny model and batch of the CLI tests: widths 8, nz 16, batch 4.
+pub const TINY_MODEL: [&str; 8] = [
+    "--ngf",
+    "8",
+    "--ndf",
+    "8",
+    "--nz",
+    "16",
+    "--batch-size",
+    "4",
+];
+
 pub fn tiny_train_args<'a>(dataset: &'a str, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "train",
-        "--dataset",
-        dataset,
-        "--ngf",
-        "8",
-        "--ndf",
-        "8",
-        "--nz",
-        "16",
-        "--batch-size",
-        "4",
-        "--quiet",
-        "--out",
-        out.to_str().expect("a UTF-8 path"),
-    ];
+    let mut args = vec!["train", "--dataset", dataset];
+    args.extend(TINY_MODEL);
+    args.extend(["--quiet", "--out", out.to_str().expect("a UTF-8 path")]);
     args.extend_from_slice(extra);
     args
 }

@@ -290,6 +290,26 @@ fn append_one_hot(tape: &mut Tape, x: Var, labels: &[u32], classes: usize) -> Re
     ops::concat_channels(tape, &[x, code])
 }
 
+/// Registers one network's tensors in the store and returns its layers (dcgan.rs and mlp.rs hold one per network).
+type Builder = fn(&ModelConfig, &mut ParamStore, &mut RngStream) -> Result<Sequential>;
+
+/// Validates `cfg` and builds one network into a fresh store with the builder of `cfg`'s kind: `builders` =
+/// [DCGAN's, the MLP's].
+fn build(
+    cfg: &ModelConfig,
+    device: &Device,
+    rng: &mut RngStream,
+    builders: [Builder; 2],
+) -> Result<(ParamStore, Sequential)> {
+    cfg.validate()?;
+    let mut store = ParamStore::new(device);
+    let net = match cfg.kind {
+        ModelKind::Dcgan => builders[0](cfg, &mut store, rng)?,
+        ModelKind::Mlp => builders[1](cfg, &mut store, rng)?,
+    };
+    Ok((store, net))
+}
+
 /// The generator: z [N, nz] (and, if conditional, labels [N]) → images [N, C, H, W] in [-1, 1].
 pub struct Generator {
     pub cfg: ModelConfig,
@@ -300,17 +320,9 @@ pub struct Generator {
 impl Generator {
     /// A freshly initialised generator; the init draws come from `rng`.
     pub fn new(cfg: &ModelConfig, device: &Device, rng: &mut RngStream) -> Result<Generator> {
-        cfg.validate()?;
-        let mut store = ParamStore::new(device);
-        let net = match cfg.kind {
-            ModelKind::Dcgan => dcgan::generator(cfg, &mut store, rng)?,
-            ModelKind::Mlp => mlp::generator(cfg, &mut store, rng)?,
-        };
-        Ok(Generator {
-            cfg: cfg.clone(),
-            store,
-            net,
-        })
+        let (store, net) = build(cfg, device, rng, [dcgan::generator, mlp::generator])?;
+        let cfg = cfg.clone();
+        Ok(Generator { cfg, store, net })
     }
 
     /// The forward of an unconditional generator.
@@ -410,18 +422,11 @@ pub struct Discriminator {
 }
 
 impl Discriminator {
+    /// A freshly initialised discriminator; the init draws come from `rng`.
     pub fn new(cfg: &ModelConfig, device: &Device, rng: &mut RngStream) -> Result<Discriminator> {
-        cfg.validate()?;
-        let mut store = ParamStore::new(device);
-        let net = match cfg.kind {
-            ModelKind::Dcgan => dcgan::discriminator(cfg, &mut store, rng)?,
-            ModelKind::Mlp => mlp::discriminator(cfg, &mut store, rng)?,
-        };
-        Ok(Discriminator {
-            cfg: cfg.clone(),
-            store,
-            net,
-        })
+        let (store, net) = build(cfg, device, rng, [dcgan::discriminator, mlp::discriminator])?;
+        let cfg = cfg.clone();
+        Ok(Discriminator { cfg, store, net })
     }
 
     /// The forward of an unconditional discriminator.
