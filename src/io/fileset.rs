@@ -36,14 +36,20 @@ pub fn write_file_set(dir: &Path, set: &str, files: &[(&str, Vec<u8>)]) -> Resul
     for (name, _) in files {
         link(dir, set, name)?;
     }
-    Ok(())
+    remove_dangling_links(dir, set, files)
 }
 
-/// Removes `dir/NAME` when it is a symlink into `set` (a file a later set no longer holds).
-pub fn remove_link(dir: &Path, set: &str, name: &str) -> Result<()> {
-    let p = dir.join(name);
-    if fs::read_link(&p).is_ok_and(|t| t == Path::new(set).join(name)) {
-        fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+/// Removes every symlink `dir/NAME -> set/NAME` whose NAME is not in `files` (its file left with the old set).
+fn remove_dangling_links(dir: &Path, set: &str, files: &[(&str, Vec<u8>)]) -> Result<()> {
+    for e in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let p = e?.path();
+        let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let into_set = fs::read_link(&p).is_ok_and(|t| t == Path::new(set).join(name));
+        if into_set && !files.iter().any(|(f, _)| *f == name) {
+            fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+        }
     }
     Ok(())
 }
@@ -171,9 +177,7 @@ mod tests {
         assert_eq!(fs::read(d.path().join("b")).unwrap(), b"b1");
         write_file_set(d.path(), "saved", &[("a", b"a2".to_vec())]).unwrap();
         assert_eq!(fs::read(d.path().join("a")).unwrap(), b"a2");
-        // b's file went with the old set; its link is the caller's to remove.
-        assert!(!d.path().join("b").exists());
-        remove_link(d.path(), "saved", "b").unwrap();
+        // b's file went with the old set, and its link with it.
         assert_eq!(names(d.path()), ["a", "saved"]);
         assert_eq!(names(&d.path().join("saved")), ["a"]);
         assert_eq!(

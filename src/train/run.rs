@@ -71,7 +71,8 @@ fn save_run_files(out: &Path, ck: &TensorFile) -> Result<()> {
             checkpoint::generator_from(ck, G_PREFIX, step)?.to_bytes()?,
         ),
     ];
-    if ck.tensors.keys().any(|k| k.starts_with(G_EMA_PREFIX)) {
+    let has_average = ck.tensors.keys().any(|k| k.starts_with(G_EMA_PREFIX));
+    if has_average {
         files.push((
             GENERATOR_EMA_FILE,
             checkpoint::generator_from(ck, G_EMA_PREFIX, step)?.to_bytes()?,
@@ -79,14 +80,12 @@ fn save_run_files(out: &Path, ck: &TensorFile) -> Result<()> {
     }
     crate::io::write_file_set(out, SAVED_DIR, &files)
         .with_context(|| format!("cannot save the run in {}", out.display()))?;
-    if files.len() == 2 {
-        // An average left by a replaced (--overwrite) run would be taken for this run's.
-        let ema_file = out.join(GENERATOR_EMA_FILE);
-        crate::io::fileset::remove_link(out, SAVED_DIR, GENERATOR_EMA_FILE)?;
-        if ema_file.is_file() && !ema_file.is_symlink() {
-            fs::remove_file(&ema_file)
-                .with_context(|| format!("cannot remove the stale {}", ema_file.display()))?;
-        }
+    // An average saved as a plain file before saves were sets (a symlink into the set went with it above)
+    // would be taken for this run's.
+    let ema_file = out.join(GENERATOR_EMA_FILE);
+    if !has_average && ema_file.is_file() && !ema_file.is_symlink() {
+        fs::remove_file(&ema_file)
+            .with_context(|| format!("cannot remove the stale {}", ema_file.display()))?;
     }
     Ok(())
 }
