@@ -712,14 +712,30 @@ impl ResizeMode {
         }
     }
 
-    /// Validates a nearest-neighbour upsampling of x [N, C, H, W] by `scale` (both backends call it).
-    pub fn check_upsample(what: &str, x: [usize; 4], scale: usize) -> Result<()> {
+    /// Validates a nearest-neighbour upsampling of x [N, C, H, W] by `scale` and returns the output's shape
+    /// (both backends call it, so they refuse the same sizes).
+    pub fn check_upsample(what: &str, x: [usize; 4], scale: usize) -> Result<[usize; 4]> {
         ensure!(
             scale >= 1,
             "{what}: the scale must be at least 1, got {scale}"
         );
-        let [_, _, h, w] = x;
-        Self::check(what, x, h.saturating_mul(scale), w.saturating_mul(scale))
+        let [n, c, h, w] = x;
+        let (oh, ow) = (h.saturating_mul(scale), w.saturating_mul(scale));
+        Self::check(what, x, oh, ow)?;
+        Ok([n, c, oh, ow])
+    }
+
+    /// Validates the backward of an upsampling by `scale` whose output gradient has shape `dy`, and returns the
+    /// input's shape.
+    pub fn check_upsample_backward(what: &str, dy: [usize; 4], scale: usize) -> Result<[usize; 4]> {
+        let [n, c, oh, ow] = dy;
+        ensure!(
+            scale >= 1 && oh % scale == 0 && ow % scale == 0,
+            "{what}: dy {dy:?} is not an upsampling by {scale}"
+        );
+        let x = [n, c, oh / scale, ow / scale];
+        Self::check_upsample(what, x, scale)?;
+        Ok(x)
     }
 
     /// Validates a resize of x [N, C, H, W] to out_h × out_w (both backends call it, so they refuse the same

@@ -75,16 +75,9 @@ pub fn resize_bilinear_backward(
     Ok(tensor(dx, &x_shape))
 }
 
-/// The input and output shapes of an upsampling by `scale`, checked.
-fn upsample_shapes(what: &str, x: [usize; 4], scale: usize) -> Result<[usize; 4]> {
-    ResizeMode::check_upsample(what, x, scale)?;
-    let [n, c, h, w] = x;
-    Ok([n, c, h * scale, w * scale])
-}
-
 pub fn upsample_nearest(x: &Tensor, scale: usize) -> Result<Tensor> {
     let xs @ [_, _, h, w] = x.dims4("upsample_nearest x")?;
-    let ys = upsample_shapes("upsample_nearest", xs, scale)?;
+    let ys = ResizeMode::check_upsample("upsample_nearest", xs, scale)?;
     let xd = data(x)?;
     let mut y = output_buffer(numel(&ys));
     if !y.is_empty() {
@@ -103,13 +96,8 @@ pub fn upsample_nearest(x: &Tensor, scale: usize) -> Result<Tensor> {
 }
 
 pub fn upsample_nearest_backward(dy: &Tensor, scale: usize) -> Result<Tensor> {
-    let ds @ [n, c, oh, ow] = dy.dims4("upsample_nearest_backward dy")?;
-    anyhow::ensure!(
-        scale >= 1 && oh % scale == 0 && ow % scale == 0,
-        "upsample_nearest_backward: dy {ds:?} is not an upsampling by {scale}"
-    );
-    let xs = [n, c, oh / scale, ow / scale];
-    upsample_shapes("upsample_nearest_backward", xs, scale)?;
+    let ds @ [_, _, oh, ow] = dy.dims4("upsample_nearest_backward dy")?;
+    let xs = ResizeMode::check_upsample_backward("upsample_nearest_backward", ds, scale)?;
     let gd = data(dy)?;
     let mut dx = output_buffer(numel(&xs));
     if !dx.is_empty() {

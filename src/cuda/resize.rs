@@ -73,9 +73,9 @@ pub fn resize_bilinear_backward(
 
 pub fn upsample_nearest(be: &CudaBackend, x: &Tensor, scale: usize) -> Result<Tensor> {
     let xs @ [n, c, h, w] = x.dims4("upsample_nearest x")?;
-    ResizeMode::check_upsample("upsample_nearest", xs, scale)?;
-    let y = be.alloc(&[n, c, h * scale, w * scale])?;
-    n_i32(y.numel(), "upsample_nearest")?;
+    let ys = ResizeMode::check_upsample("upsample_nearest", xs, scale)?;
+    n_i32(numel(&ys), "upsample_nearest")?;
+    let y = be.alloc(&ys)?;
     if y.numel() > 0 {
         let i = |v: usize| A::I32(v as i32);
         let args = [
@@ -92,15 +92,11 @@ pub fn upsample_nearest(be: &CudaBackend, x: &Tensor, scale: usize) -> Result<Te
 }
 
 pub fn upsample_nearest_backward(be: &CudaBackend, dy: &Tensor, scale: usize) -> Result<Tensor> {
-    let ds @ [n, c, oh, ow] = dy.dims4("upsample_nearest_backward dy")?;
-    ensure!(
-        scale >= 1 && oh % scale == 0 && ow % scale == 0,
-        "upsample_nearest_backward: dy {ds:?} is not an upsampling by {scale}"
-    );
-    let (h, w) = (oh / scale, ow / scale);
-    ResizeMode::check_upsample("upsample_nearest_backward", [n, c, h, w], scale)?;
+    let ds = dy.dims4("upsample_nearest_backward dy")?;
+    let xs @ [n, c, h, w] =
+        ResizeMode::check_upsample_backward("upsample_nearest_backward", ds, scale)?;
     n_i32(dy.numel(), "upsample_nearest_backward")?;
-    let dx = be.alloc(&[n, c, h, w])?;
+    let dx = be.alloc(&xs)?;
     if dx.numel() > 0 {
         let i = |v: usize| A::I32(v as i32);
         let args = [
