@@ -52,6 +52,11 @@ impl Tricks {
     /// The switches that differ from the paper, as the flags that set them (empty for the paper's model).
     pub fn flags(&self) -> Vec<String> {
         let paper = Tricks::default();
+        // The value as the command line spells it (clap's name for the variant).
+        fn arg(v: impl clap::ValueEnum) -> String {
+            let v = v.to_possible_value().expect("every variant has a name");
+            v.get_name().to_string()
+        }
         let mut f = vec![];
         if !self.g_batch_norm {
             f.push("--no-g-batch-norm".to_string());
@@ -60,16 +65,16 @@ impl Tricks {
             f.push("--no-d-batch-norm".to_string());
         }
         if self.g_act != paper.g_act {
-            f.push(format!("--g-act {}", self.g_act));
+            f.push(format!("--g-act {}", arg(self.g_act)));
         }
         if self.d_act != paper.d_act {
-            f.push(format!("--d-act {}", self.d_act));
+            f.push(format!("--d-act {}", arg(self.d_act)));
         }
         if self.d_downsample != paper.d_downsample {
-            f.push(format!("--d-downsample {}", self.d_downsample));
+            f.push(format!("--d-downsample {}", arg(self.d_downsample)));
         }
         if self.g_upsample != paper.g_upsample {
-            f.push(format!("--g-upsample {}", self.g_upsample));
+            f.push(format!("--g-upsample {}", arg(self.g_upsample)));
         }
         f
     }
@@ -93,15 +98,6 @@ impl Nonlinearity {
     }
 }
 
-impl std::fmt::Display for Nonlinearity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Nonlinearity::Relu => "relu",
-            Nonlinearity::Leaky => "leaky",
-        })
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Downsample {
@@ -111,15 +107,6 @@ pub enum Downsample {
     Maxpool,
 }
 
-impl std::fmt::Display for Downsample {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Downsample::Stride => "stride",
-            Downsample::Maxpool => "maxpool",
-        })
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Upsample {
@@ -127,15 +114,6 @@ pub enum Upsample {
     Convt,
     /// 2× nearest-neighbour resize, then Conv 3×3 with stride 1 (Odena et al. 2016: no checkerboard artifacts).
     Nearest,
-}
-
-impl std::fmt::Display for Upsample {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Upsample::Convt => "convt",
-            Upsample::Nearest => "nearest",
-        })
-    }
 }
 
 /// Width multipliers (of ngf for G, coarse to fine; of ndf for D, fine to coarse) and the kernel of the layer
