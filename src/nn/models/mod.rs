@@ -581,21 +581,26 @@ mod tests {
                 num_classes: classes,
                 ..cfg(kind, size, nc)
             };
-            let g = Generator::new(&c, &Device::Cpu, &mut rng).unwrap();
-            let d = Discriminator::new(&c, &Device::Cpu, &mut rng).unwrap();
-            assert_eq!(
-                c.sizes().unwrap(),
-                (count(&g.store), count(&d.store)),
-                "{c:?}"
-            );
+            built_as_sized(&c, &mut rng);
         }
     }
 
-    fn count(s: &ParamStore) -> u128 {
-        s.named_tensors()
-            .iter()
-            .map(|(_, t)| t.numel() as u128)
-            .sum()
+    /// G and D of `c`, after checking that `sizes()` counts exactly the values they were built with.
+    fn built_as_sized(c: &ModelConfig, rng: &mut RngStream) -> (Generator, Discriminator) {
+        let count = |s: &ParamStore| -> u128 {
+            s.named_tensors()
+                .iter()
+                .map(|(_, t)| t.numel() as u128)
+                .sum()
+        };
+        let g = Generator::new(c, &Device::Cpu, rng).unwrap();
+        let d = Discriminator::new(c, &Device::Cpu, rng).unwrap();
+        assert_eq!(
+            c.sizes().unwrap(),
+            (count(&g.store), count(&d.store)),
+            "{c:?}"
+        );
+        (g, d)
     }
 
     #[test]
@@ -639,13 +644,7 @@ mod tests {
                 tricks: t,
                 ..cfg(ModelKind::Dcgan, size, 1)
             };
-            let g = Generator::new(&c, &Device::Cpu, &mut rng).unwrap();
-            let d = Discriminator::new(&c, &Device::Cpu, &mut rng).unwrap();
-            assert_eq!(
-                c.sizes().unwrap(),
-                (count(&g.store), count(&d.store)),
-                "{c:?}"
-            );
+            let (g, d) = built_as_sized(&c, &mut rng);
             let has = |s: &Sequential, f: &dyn Fn(&Layer) -> bool| s.layers.iter().any(f);
             let bn = |l: &Layer| matches!(l, Layer::BatchNorm(_));
             assert_eq!(has(&g.net, &bn), t.g_batch_norm, "{c:?}");
