@@ -23,46 +23,18 @@ struct Layer {
 const N: usize = 64;
 
 fn layers() -> Vec<Layer> {
-    let down = Conv2dParams::new(2, 1);
-    let valid = Conv2dParams::new(1, 0);
-    vec![
-        Layer {
-            name: "D1,G5 3x64x64->64x32x32",
-            x: [N, 3, 64, 64],
-            w: [64, 3, 4, 4],
-            p: down,
-        },
-        Layer {
-            name: "D2,G4 64x32x32->128x16x16",
-            x: [N, 64, 32, 32],
-            w: [128, 64, 4, 4],
-            p: down,
-        },
-        Layer {
-            name: "D3,G3 128x16x16->256x8x8",
-            x: [N, 128, 16, 16],
-            w: [256, 128, 4, 4],
-            p: down,
-        },
-        Layer {
-            name: "D4,G2 256x8x8->512x4x4",
-            x: [N, 256, 8, 8],
-            w: [512, 256, 4, 4],
-            p: down,
-        },
-        Layer {
-            name: "D5 512x4x4->1x1x1",
-            x: [N, 512, 4, 4],
-            w: [1, 512, 4, 4],
-            p: valid,
-        },
-        Layer {
-            name: "G1 512x4x4->100x1x1",
-            x: [N, 512, 4, 4],
-            w: [100, 512, 4, 4],
-            p: valid,
-        },
-    ]
+    let layer = |name, x, w, p| Layer { name, x, w, p };
+    let (down, valid) = (Conv2dParams::new(2, 1), Conv2dParams::new(1, 0));
+    #[rustfmt::skip]
+    let table = vec![
+        layer("D1,G5 3x64x64->64x32x32", [N, 3, 64, 64], [64, 3, 4, 4], down),
+        layer("D2,G4 64x32x32->128x16x16", [N, 64, 32, 32], [128, 64, 4, 4], down),
+        layer("D3,G3 128x16x16->256x8x8", [N, 128, 16, 16], [256, 128, 4, 4], down),
+        layer("D4,G2 256x8x8->512x4x4", [N, 256, 8, 8], [512, 256, 4, 4], down),
+        layer("D5 512x4x4->1x1x1", [N, 512, 4, 4], [1, 512, 4, 4], valid),
+        layer("G1 512x4x4->100x1x1", [N, 512, 4, 4], [100, 512, 4, 4], valid),
+    ];
+    table
 }
 
 /// InceptionV3 layers (names as in `fid::inception`, then input C×H×W, kernel, /stride): the stem's large

@@ -10,6 +10,7 @@
 //! A custom harness (libtest-mimic) is what lets a test be ignored at run time rather than pass silently.
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use gan_engine::fid::{self, FeatureExtractor, FeatureStats, PixelSet, FEATURE_DIM};
 use gan_engine::Device;
@@ -25,6 +26,30 @@ fn load_fixture(name: &str) -> Fixture {
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fid")
+}
+
+/// `gan-engine fid --real REAL --fake FAKE` plus one optional flag and its path.
+fn fid_cli(real: &Path, fake: &Path, extra: &[(&str, &Path)]) -> std::io::Result<Output> {
+    let mut cmd = bin();
+    cmd.args(["fid", "--real"])
+        .arg(real)
+        .arg("--fake")
+        .arg(fake);
+    for (flag, value) in extra {
+        cmd.arg(flag).arg(value);
+    }
+    cmd.output()
+}
+
+/// The run exited with status 1 and an error naming every one of `needles`, without a panic.
+fn refused(o: &Output, needles: &[&str], what: &str) -> Result<(), Failed> {
+    let err = String::from_utf8_lossy(&o.stderr);
+    check(
+        o.status.code() == Some(1)
+            && needles.iter().all(|n| err.contains(n))
+            && !err.contains("panicked"),
+        format!("{what}: {:?} {err}", o.status),
+    )
 }
 
 fn check(cond: bool, msg: String) -> Result<(), Failed> {
@@ -128,14 +153,7 @@ fn cli_fid_of_two_folders() -> Result<(), Failed> {
     let dir = tempfile::tempdir()?;
     let stats = dir.path().join("a.safetensors");
     let (a, b) = (fixtures().join("set_a"), fixtures().join("set_b"));
-    let o = bin()
-        .args(["fid", "--real"])
-        .arg(&a)
-        .arg("--fake")
-        .arg(&b)
-        .arg("--real-stats")
-        .arg(&stats)
-        .output()?;
+    let o = fid_cli(&a, &b, &[("--real-stats", stats.as_path())])?;
     let out = String::from_utf8_lossy(&o.stdout);
     check(
         o.status.success(),
@@ -152,14 +170,7 @@ fn cli_fid_of_two_folders() -> Result<(), Failed> {
     )?;
     check(stats.is_file(), "no statistics cache written".into())?;
     // The cached real statistics are used the second time and give the same number.
-    let o = bin()
-        .args(["fid", "--real"])
-        .arg(&a)
-        .arg("--fake")
-        .arg(&b)
-        .arg("--real-stats")
-        .arg(&stats)
-        .output()?;
+    let o = fid_cli(&a, &b, &[("--real-stats", stats.as_path())])?;
     let out2 = String::from_utf8_lossy(&o.stdout);
     check(
         out2.contains("cached") && out2.contains(line),
@@ -168,12 +179,7 @@ fn cli_fid_of_two_folders() -> Result<(), Failed> {
     // The statistics file as --real, under a name without .safetensors: the same number.
     let renamed = dir.path().join("a_stats.bin");
     std::fs::copy(&stats, &renamed)?;
-    let o = bin()
-        .args(["fid", "--real"])
-        .arg(&renamed)
-        .arg("--fake")
-        .arg(&b)
-        .output()?;
+    let o = fid_cli(&renamed, &b, &[])?;
     let out3 = String::from_utf8_lossy(&o.stdout);
     check(
         o.status.success() && out3.contains("statistics file") && out3.contains(line),
@@ -184,21 +190,11 @@ fn cli_fid_of_two_folders() -> Result<(), Failed> {
     )?;
     // Other real images with the same --real-stats file: refused, and the file keeps its statistics.
     let before = std::fs::read(&stats)?;
-    let o = bin()
-        .args(["fid", "--real"])
-        .arg(&b)
-        .arg("--fake")
-        .arg(&a)
-        .arg("--real-stats")
-        .arg(&stats)
-        .output()?;
-    let err = String::from_utf8_lossy(&o.stderr);
+    let o = fid_cli(&b, &a, &[("--real-stats", stats.as_path())])?;
+    refused(&o, &["other images"], "third run, other images")?;
     check(
-        o.status.code() == Some(1)
-            && err.contains("other images")
-            && !err.contains("panicked")
-            && std::fs::read(&stats)? == before,
-        format!("third run, other images: {:?} {err}", o.status),
+        std::fs::read(&stats)? == before,
+        "the refused run changed the statistics file".into(),
     )
 }
 
@@ -250,37 +246,19 @@ fn cli_errors() -> Result<(), Failed> {
     let dir = tempfile::tempdir()?;
     let missing = dir.path().join("none.safetensors");
     let a = fixtures().join("set_a");
-    let o = bin()
-        .args(["fid", "--real"])
-        .arg(&a)
-        .arg("--fake")
-        .arg(&a)
-        .arg("--inception")
-        .arg(&missing)
-        .output()?;
-    let err = String::from_utf8_lossy(&o.stderr);
-    check(
-        o.status.code() == Some(1)
-            && err.contains("scripts/fetch_fid_weights.sh")
-            && err.contains("none.safetensors")
-            && !err.contains("panicked"),
-        format!("missing weights: {:?} {err}", o.status),
+    let o = fid_cli(&a, &a, &[("--inception", missing.as_path())])?;
+    refused(
+        &o,
+        &["scripts/fetch_fid_weights.sh", "none.safetensors"],
+        "missing weights",
     )?;
     // A file that is not a statistics file as --real: named in the error.
     let png = a.join("a00.png");
-    let o = bin()
-        .args(["fid", "--real"])
-        .arg(&png)
-        .arg("--fake")
-        .arg(&a)
-        .output()?;
-    let err = String::from_utf8_lossy(&o.stderr);
-    check(
-        o.status.code() == Some(1)
-            && err.contains("a00.png")
-            && err.contains("not a gan-engine FID statistics file")
-            && !err.contains("panicked"),
-        format!("picture as --real: {:?} {err}", o.status),
+    let o = fid_cli(&png, &a, &[])?;
+    refused(
+        &o,
+        &["a00.png", "not a gan-engine FID statistics file"],
+        "picture as --real",
     )?;
     let o = bin().args(["fid", "--real"]).arg(&a).output()?;
     let err = String::from_utf8_lossy(&o.stderr);

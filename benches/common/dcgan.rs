@@ -60,40 +60,50 @@ impl Dcgan {
             28 => (&[4, 2], &[1, 2], 7),
             s => panic!("benchmarks cover DCGAN-64 and DCGAN-28, not {s}"),
         };
+        // One layer from its input channels and size; a transposed layer upsamples, a conv downsamples.
+        let layer = |name: String, transposed: bool, c, o, h: usize, (k, s, p)| {
+            let ho = if transposed {
+                (h - 1) * s + k - 2 * p
+            } else {
+                (h + 2 * p - k) / s + 1
+            };
+            let w = if transposed {
+                [c, o, k, k]
+            } else {
+                [o, c, k, k]
+            };
+            let (x, y) = ([n, c, h, h], [n, o, ho, ho]);
+            (
+                ConvLayer {
+                    name,
+                    transposed,
+                    x,
+                    y,
+                    w,
+                    stride: s,
+                    pad: p,
+                },
+                (o, ho),
+            )
+        };
         let mut g = Vec::new();
         let (mut c, mut h) = (NZ, 1);
         let outs = g_mults.iter().map(|m| m * NGF).chain([channels]);
         for (i, o) in outs.enumerate() {
-            let (k, s, p) = if i == 0 { (k0, 1, 0) } else { (4, 2, 1) };
-            let ho = (h - 1) * s + k - 2 * p;
-            g.push(ConvLayer {
-                name: format!("G{}", i + 1),
-                transposed: true,
-                x: [n, c, h, h],
-                y: [n, o, ho, ho],
-                w: [c, o, k, k],
-                stride: s,
-                pad: p,
-            });
-            (c, h) = (o, ho);
+            let ksp = if i == 0 { (k0, 1, 0) } else { (4, 2, 1) };
+            let (l, next) = layer(format!("G{}", i + 1), true, c, o, h, ksp);
+            g.push(l);
+            (c, h) = next;
         }
         let mut d = Vec::new();
         let (mut c, mut h) = (channels, image_size);
         let outs = d_mults.iter().map(|m| m * NDF).chain([1]);
         let last = d_mults.len();
         for (i, o) in outs.enumerate() {
-            let (k, s, p) = if i == last { (k0, 1, 0) } else { (4, 2, 1) };
-            let ho = (h + 2 * p - k) / s + 1;
-            d.push(ConvLayer {
-                name: format!("D{}", i + 1),
-                transposed: false,
-                x: [n, c, h, h],
-                y: [n, o, ho, ho],
-                w: [o, c, k, k],
-                stride: s,
-                pad: p,
-            });
-            (c, h) = (o, ho);
+            let ksp = if i == last { (k0, 1, 0) } else { (4, 2, 1) };
+            let (l, next) = layer(format!("D{}", i + 1), false, c, o, h, ksp);
+            d.push(l);
+            (c, h) = next;
         }
         assert_eq!(g.last().unwrap().y[2], image_size);
         assert_eq!(d.last().unwrap().y[1..], [1, 1, 1]);
