@@ -17,7 +17,12 @@ other processes used more than --busy-threshold of one core, the process is not 
 median. The 1-minute load average is recorded before and after each round.
 
     scripts/bench_cpu_vs_torch.py --torch-python /work/venv-torch/bin/python --rounds 3 --out target/bench/cpu_vs_torch.json
-    # cases: --case dcgan64-b64 (default), dcgan28-b64, g-only is not covered here (see benches/train.rs)
+    # cases (repeat --case): dcgan64-b64 (default), dcgan64-b128, dcgan28-b64, and dcgan64-g-b64 (G inference:
+    # `benchmark --g-inference` against the same script's --g-inference)
+
+--busy-core: every timed process runs beside a spin loop (another program keeping one core busy), started after
+the quiet check and stopped when the process ends. The rounds then measure the engine on a machine with one core
+taken, the condition where a static work split waits for its slowest thread.
 """
 
 import argparse
@@ -32,10 +37,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CASES = {
-    # name: (image size, channels, batch)
-    "dcgan64-b64": (64, 3, 64),
-    "dcgan64-b128": (64, 3, 128),
-    "dcgan28-b64": (28, 1, 64),
+    # name: (image size, channels, batch, G inference instead of the training iteration)
+    "dcgan64-b64": (64, 3, 64, False),
+    "dcgan64-b128": (64, 3, 128, False),
+    "dcgan28-b64": (28, 1, 64, False),
+    "dcgan64-g-b64": (64, 3, 64, True),
 }
 
 
@@ -70,8 +76,15 @@ def wait_quiet(args):
         print(f"  machine busy ({busy:.2f} cores used by others): waiting", flush=True)
 
 
-def run_json(cmd, out, env=None):
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def run_json(cmd, out, env=None, busy_core=False):
+    """Runs one timed process (beside a one-core spin loop if `busy_core`) and reads the JSON it wrote."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy_core else None
+    try:
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    finally:
+        if spinner:
+            spinner.kill()
+            spinner.wait()
     with open(out) as f:
         return json.load(f)
 
@@ -88,6 +101,7 @@ def main():
     ap.add_argument("--idle-probe", type=float, default=2.0)
     ap.add_argument("--busy-threshold", type=float, default=0.15, help="cores used by others that count as busy")
     ap.add_argument("--wait", type=float, default=120.0)
+    ap.add_argument("--busy-core", action="store_true", help="run every timed process beside a one-core spin loop")
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/cpu_vs_torch.json"))
     args = ap.parse_args()
     cases = args.case or ["dcgan64-b64"]
@@ -101,15 +115,15 @@ def main():
     torch_env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "KMP_", "GOMP_"))}
     results = []
     for case in cases:
-        size, channels, batch = CASES[case]
+        size, channels, batch, g_only = CASES[case]
         ours_cmd = [args.engine, "benchmark", "--device", "cpu", "--image-size", str(size), "--channels",
                     str(channels), "--batch-size", str(batch), "--ngf", "64", "--ndf", "64", "--warmup",
-                    str(args.warmup), "--steps", str(args.steps), "--repeat", str(args.repeat)]
+                    str(args.warmup), "--steps", str(args.steps), "--repeat", str(args.repeat)] + (["--g-inference"] if g_only else [])
         torch_cmd = [args.torch_python, os.path.join(ROOT, "scripts/torch_dcgan_step.py"), "--device", "cpu",
                      "--image-size", str(size), "--batch", str(batch), "--warmup", str(args.warmup), "--steps",
-                     str(args.steps), "--repeat", str(args.repeat)]
+                     str(args.steps), "--repeat", str(args.repeat)] + (["--g-inference"] if g_only else [])
         for r in range(args.rounds):
-            row = {"case": case, "round": r + 1, "load_before": loadavg()}
+            row = {"case": case, "round": r + 1, "busy_core": args.busy_core, "load_before": loadavg()}
             order = ["ours", "torch"] if r % 2 == 0 else ["torch", "ours"]
             quiet = True
             for side in order:
@@ -118,11 +132,11 @@ def main():
                 row[f"{side}_others_busy_cores"] = round(busy, 3)
                 out = os.path.join(tmp, f"{case}-{r}-{side}.json")
                 if side == "ours":
-                    doc = run_json(ours_cmd + ["--json", out], out)
+                    doc = run_json(ours_cmd + ["--json", out], out, busy_core=args.busy_core)
                     row["ours_ms"] = doc["median_ms"]
                     row["ours_samples_ms"] = doc["samples_ms_per_iteration"]
                 else:
-                    doc = run_json(torch_cmd + ["--out", out], out, env=torch_env)
+                    doc = run_json(torch_cmd + ["--out", out], out, env=torch_env, busy_core=args.busy_core)
                     eager = doc["rows"][0]
                     row["torch_ms"] = eager["median_ms"]
                     row["torch_samples_ms"] = eager["samples_ms"]
@@ -152,7 +166,7 @@ def main():
             print(f"{case}: no quiet round")
     meta = {"commit": commit + ("+dirty" if dirty else ""), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "machine": platform.processor() or platform.machine(), "nproc": os.cpu_count(),
-            "command": " ".join(sys.argv), "engine": args.engine}
+            "command": " ".join(sys.argv), "engine": args.engine, "busy_core": args.busy_core}
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rounds": results, "summary": summary}, f, indent=1)
     return 0 if summary else 1

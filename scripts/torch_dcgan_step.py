@@ -4,7 +4,8 @@
 The iteration is PyTorch's DCGAN example loop (nz 100, ngf = ndf = 64, BatchNorm, LeakyReLU 0.2, D returning
 logits, BCEWithLogitsLoss, Adam 2e-4 / (0.5, 0.999)): D on a fixed real batch and on G(z), G step, and the five
 scalars the example prints (errD, errG, D(x), D(G(z)) before and after the D update) read back to the host.
---image-size 64 is DCGAN-64 (3 channels), 28 the MNIST architecture (1 channel).
+--image-size 64 is DCGAN-64 (3 channels), 28 the MNIST architecture (1 channel). With --g-inference it times G
+inference instead (eval mode, no autograd, a fixed z of --batch latents), the twin of `benchmark --g-inference`.
 
 On the CPU (--device cpu) only the eager mode runs, with PyTorch's default threads and environment (run it in
 its own process, as users do: scripts/bench_cpu_vs_torch.py does), timed with the host clock.
@@ -122,6 +123,23 @@ def eager(args, dev):
     return time_events(step, args.steps, args.repeat), last
 
 
+def g_infer(args, dev):
+    """G inference as `sample` runs it: eval mode (BN running statistics), no autograd, a fixed z; the images
+    are synchronised (CUDA) or computed (CPU) before the clock stops. The scalar read back is one pixel."""
+    netG, _, _, _, _, nz = make(args.batch, dev, False, args.image_size)
+    netG.eval()
+    z = torch.randn(args.batch, nz, 1, 1, device=dev)
+    last = []
+
+    def step():
+        with torch.no_grad():
+            last[:] = [netG(z)[0, 0, 0, 0].item()]
+
+    for _ in range(args.warmup):
+        step()
+    return time_events(step, args.steps, args.repeat), last
+
+
 def graphed(args, dev):
     netG, netD, optD, optG, real, nz = make(args.batch, dev, True, args.image_size)
     it = iteration_fn(netG, netD, optD, optG, real, nz, nn.BCEWithLogitsLoss(), static_grads=True)
@@ -174,6 +192,8 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--modes", default="eager,graph", help="comma-separated: eager, graph, compile")
+    ap.add_argument("--g-inference", action="store_true",
+                    help="time G inference (eval mode, no gradients, batch --batch) instead of the iteration")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     global ARGS
@@ -182,11 +202,11 @@ def main():
         print("torch_dcgan_step: no CUDA device visible to PyTorch", file=sys.stderr)
         return 2
     dev = torch.device(args.device)
-    if args.device == "cpu":
+    if args.device == "cpu" or args.g_inference:
         args.modes = "eager"
     torch.backends.cudnn.benchmark = True
     rows = []
-    runners = {"eager": eager, "graph": graphed, "compile": compiled}
+    runners = {"eager": g_infer if args.g_inference else eager, "graph": graphed, "compile": compiled}
     for mode in args.modes.split(","):
         for tf32 in ([False, True] if mode != "compile" and args.device == "cuda" else [args.device == "cuda"]):
             torch.backends.cudnn.allow_tf32 = tf32
@@ -210,7 +230,8 @@ def main():
     meta = {"torch": torch.__version__, "device": args.device, "threads": torch.get_num_threads(),
             "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if args.device == "cuda" else None,
             "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
-            "image_size": args.image_size, "batch": args.batch, "warmup": args.warmup,
+            "image_size": args.image_size, "batch": args.batch,
+            "what": "g_inference" if args.g_inference else "iteration", "warmup": args.warmup,
             "steps_per_sample": args.steps, "repeat": args.repeat, "cudnn_benchmark": True,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with open(args.out, "w") as f:

@@ -1,6 +1,6 @@
 //! `gan-engine benchmark`: the iteration it times is the training iteration (eager and replayed from a CUDA
-//! graph give the same numbers), its JSON holds what the first-light and CPU-baseline scripts read, and bad
-//! arguments are clear errors.
+//! graph give the same numbers) or, with `--g-inference`, G alone; its JSON holds what the first-light and
+//! CPU-baseline scripts read, and bad arguments are clear errors.
 
 mod common;
 
@@ -45,6 +45,30 @@ fn cpu_benchmark_reports_samples_and_the_last_iteration() {
     assert_eq!(v["last"], bench("cpu", &[])["last"]);
 }
 
+#[test]
+fn g_inference_times_the_generator_alone() {
+    let v = bench("cpu", &["--g-inference"]);
+    assert_eq!(v["g_inference"], true);
+    assert!(v["what"].as_str().unwrap().ends_with("g inference"), "{v}");
+    let mean = v["last"]["mean_pixel"].as_f64().unwrap();
+    // Tanh output of a freshly initialised G: finite, inside (-1, 1), and not a constant image of zeros.
+    assert!(
+        mean.is_finite() && mean.abs() < 1.0 && mean != 0.0,
+        "{mean}"
+    );
+    assert!(v["last"].get("loss_d").is_none(), "{v}");
+    // A fixed z and eval mode: every run computes the same images.
+    assert_eq!(v["last"], bench("cpu", &["--g-inference"])["last"]);
+    #[cfg(feature = "emulation")]
+    {
+        // The same G from the same seed on the emulated GPU: the same mean pixel up to rounding.
+        let emu = bench("emu", &["--g-inference"])["last"]["mean_pixel"]
+            .as_f64()
+            .unwrap();
+        assert!((emu - mean).abs() < 1e-5, "emu {emu} vs cpu {mean}");
+    }
+}
+
 #[cfg(feature = "emulation")]
 #[test]
 fn graph_replay_times_the_same_iteration_as_eager() {
@@ -70,6 +94,11 @@ fn bad_arguments_are_clear_errors() {
         &["--batch-size 100000000 is larger than"],
     );
     fails(&["benchmark", "--steps", "0"], 2, &["--steps"]);
+    fails(
+        &["benchmark", "--g-inference", "--cuda-graph"],
+        2,
+        &["--g-inference", "--cuda-graph"],
+    );
     fails(
         &["benchmark", "--device", "cpu", "--image-size", "48"],
         1,

@@ -4,7 +4,8 @@
 //! both optimiser steps, and the five scalars of the progress line (D loss, G loss, D(x), D(G(z)) before and
 //! after the D update) read back to the host, as PyTorch's DCGAN example reads them with `.item()`. The real
 //! batch is fixed random data, so the data loader is not part of it. `scripts/torch_dcgan_step.py` times the
-//! same iteration in PyTorch, so the two can be compared line by line.
+//! same iteration in PyTorch, so the two can be compared line by line. `--g-inference` times G alone instead, as
+//! `sample` runs it (eval mode, nothing recorded, one fixed batch of latents), against the script's twin flag.
 //!
 //! Timing: after `--warmup` iterations (kernel caches, allocator, cuDNN-style first-call costs on either side),
 //! `--repeat` samples of `--steps` back-to-back iterations each. On a GPU a sample is timed with two CUDA events
@@ -60,6 +61,10 @@ pub struct BenchArgs {
     /// Replay each iteration from a captured CUDA graph (as `train --cuda-graph`)
     #[arg(long)]
     pub cuda_graph: bool,
+    /// Time G inference instead of the training iteration: eval mode, nothing recorded, a fixed batch of
+    /// latents (what `sample` runs)
+    #[arg(long, conflicts_with = "cuda_graph")]
+    pub g_inference: bool,
     /// Iterations run before timing
     #[arg(long, default_value_t = 5)]
     pub warmup: usize,
@@ -115,30 +120,36 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut step = 0u64;
     let mut graph = None;
     let mut last: Option<StepMetrics> = None;
-    // One iteration; metrics are read back to the host inside it, as the progress line needs them.
-    let mut iteration = |gan: &mut Gan, tape: &mut Tape| -> Result<()> {
+    let z = RngStream::new(2).normal(&[a.batch_size, a.nz], 0.0, 1.0, &device)?;
+    let mut images = None;
+    // One iteration; a training iteration reads its metrics back to the host, as the progress line needs them.
+    let mut iteration = || -> Result<()> {
+        if a.g_inference {
+            images = Some(gan.g.generate(&z)?);
+            return Ok(());
+        }
         step += 1;
         let m = match &mut graph {
-            Some(g) => StepGraph::step(g, gan, &real, step)?,
+            Some(g) => StepGraph::step(g, &mut gan, &real, step)?,
             None if a.cuda_graph => {
-                let (g, m) = StepGraph::capture(gan, tape, &real, step)?;
+                let (g, m) = StepGraph::capture(&mut gan, &mut tape, &real, step)?;
                 graph = Some(g);
                 m
             }
-            None => gan.train_step(tape, 1, step, || Ok(real.clone().into()))?,
+            None => gan.train_step(&mut tape, 1, step, || Ok(real.clone().into()))?,
         };
         last = Some(m);
         Ok(())
     };
     for _ in 0..a.warmup.max(usize::from(a.cuda_graph)) {
-        iteration(&mut gan, &mut tape).context("warm-up iteration")?;
+        iteration().context("warm-up iteration")?;
     }
     let mut samples_ms = Vec::with_capacity(a.repeat);
     let mut timer = "host clock";
     for _ in 0..a.repeat {
         let mut run = || -> Result<()> {
             for _ in 0..a.steps {
-                iteration(&mut gan, &mut tape)?;
+                iteration()?;
             }
             Ok(())
         };
@@ -157,24 +168,53 @@ pub fn run(a: BenchArgs) -> Result<()> {
         };
         samples_ms.push(elapsed.as_secs_f64() * 1e3 / a.steps as f64);
     }
-    let m = last.expect("at least one timed iteration");
-    ensure!(
-        m.loss_d.is_finite() && m.loss_g.is_finite(),
-        "the benchmarked iteration produced a non-finite loss (D {}, G {})",
-        m.loss_d,
-        m.loss_g
-    );
+    // What the last iteration computed, checked finite: a benchmark of a broken step measures nothing.
+    let (last_text, last_json) = match (images, last) {
+        (Some(y), _) => {
+            let v = y.to_vec()?;
+            let mean = v.iter().map(|&p| f64::from(p)).sum::<f64>() / v.len().max(1) as f64;
+            ensure!(
+                mean.is_finite(),
+                "the benchmarked G inference produced non-finite pixels"
+            );
+            (
+                format!("mean pixel {mean:.4}"),
+                serde_json::json!({ "mean_pixel": mean }),
+            )
+        }
+        (None, Some(m)) => {
+            ensure!(
+                m.loss_d.is_finite() && m.loss_g.is_finite(),
+                "the benchmarked iteration produced a non-finite loss (D {}, G {})",
+                m.loss_d,
+                m.loss_g
+            );
+            (
+                format!(
+                    "loss_d {:.4} loss_g {:.4} D(x) {:.4} D(G(z)) {:.4} / {:.4}",
+                    m.loss_d, m.loss_g, m.d_x, m.d_g_z1, m.d_g_z2
+                ),
+                serde_json::json!({"loss_d": m.loss_d, "loss_g": m.loss_g, "d_x": m.d_x, "d_g_z1": m.d_g_z1, "d_g_z2": m.d_g_z2}),
+            )
+        }
+        (None, None) => bail!("no iteration was timed"),
+    };
     let mut sorted = samples_ms.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
     let what = format!(
-        "{:?}{} b{} ngf {} ndf {}",
-        a.model, a.image_size, a.batch_size, a.ngf, a.ndf
+        "{:?}{} b{} ngf {} ndf {}{}",
+        a.model,
+        a.image_size,
+        a.batch_size,
+        a.ngf,
+        a.ndf,
+        if a.g_inference { " g inference" } else { "" }
     )
     .to_lowercase();
     let mode = if a.cuda_graph { "graph" } else { "eager" };
     println!(
-        "{what} on {}: {} {mode}: {median:.3} ms per iteration (median of {} samples of {} iterations; min {:.3}, max {:.3}; {timer}), {:.0} images/s; last iteration: loss_d {:.4} loss_g {:.4} D(x) {:.4} D(G(z)) {:.4} / {:.4}",
+        "{what} on {}: {} {mode}: {median:.3} ms per iteration (median of {} samples of {} iterations; min {:.3}, max {:.3}; {timer}), {:.0} images/s; last iteration: {last_text}",
         device.name(),
         a.precision,
         a.repeat,
@@ -182,11 +222,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
         sorted[0],
         sorted[sorted.len() - 1],
         a.batch_size as f64 * 1e3 / median,
-        m.loss_d,
-        m.loss_g,
-        m.d_x,
-        m.d_g_z1,
-        m.d_g_z2,
     );
     if let Some(path) = &a.json {
         let doc = serde_json::json!({
@@ -204,7 +239,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "min_ms": sorted[0],
             "max_ms": sorted[sorted.len() - 1],
             "timer": timer,
-            "last": {"loss_d": m.loss_d, "loss_g": m.loss_g, "d_x": m.d_x, "d_g_z1": m.d_g_z1, "d_g_z2": m.d_g_z2},
+            "g_inference": a.g_inference,
+            "last": last_json,
         });
         crate::io::atomic::write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
