@@ -310,6 +310,35 @@ fn dfeatures_scatters_every_d_block() {
     } else {
         eprintln!("skipped the emu part: the CUDA emulation is not built in");
     }
+
+    // --tsne: a second row of panels, the t-SNE embedding of each block.
+    let png = dir.path().join("tsne.png");
+    let o = dfeatures(&out, 12, &png, &["--tsne", "--perplexity", "50"]);
+    assert_eq!(png_size(&png), (3 * 440, 940));
+    // One line per block; 24 points allow a perplexity of at most 7, so the 50 asked for is lowered.
+    let stdout = text(&o.stdout);
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("t-SNE of main."))
+        .collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for l in lines {
+        assert!(l.contains("(perplexity 7)"), "{l}");
+        let pct: f64 = l
+            .split_whitespace()
+            .find_map(|w| w.strip_suffix('%'))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((0.0..=100.0).contains(&pct), "{l}");
+    }
+    // The PCA report is unchanged by the extra row.
+    assert_eq!(report(&o), cpu);
+    fails(
+        &["dfeatures", "--checkpoint", s(&out), "--perplexity", "5"],
+        2,
+        &["--tsne"],
+    );
 }
 
 /// `gan-engine dfeatures --checkpoint CKPT --n N --out PNG EXTRA...`, which must succeed.

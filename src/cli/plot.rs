@@ -192,9 +192,15 @@ pub struct DfeaturesArgs {
     /// Image width in pixels [default: 440 per D block]
     #[arg(long)]
     pub width: Option<u32>,
-    /// Image height in pixels [default: 500]
+    /// Image height in pixels [default: 500, or 940 with --tsne]
     #[arg(long)]
     pub height: Option<u32>,
+    /// Also embed each block's features with t-SNE (a second row of panels under the PCA ones)
+    #[arg(long)]
+    pub tsne: bool,
+    /// t-SNE perplexity (lowered automatically to a third of the point count)
+    #[arg(long, default_value_t = crate::study::tsne::DEFAULT_PERPLEXITY, requires = "tsne", value_name = "P")]
+    pub perplexity: f64,
 }
 
 pub fn run_dfeatures(a: DfeaturesArgs) -> Result<()> {
@@ -204,9 +210,10 @@ pub fn run_dfeatures(a: DfeaturesArgs) -> Result<()> {
         seed: a.seed,
         dataset: a.dataset.clone(),
         device,
+        tsne: a.tsne.then_some(a.perplexity),
     };
     let df = compute(&a.checkpoint, &o)?;
-    let (w, h) = default_size(df.layers.len());
+    let (w, h) = default_size(df.layers.len(), a.tsne);
     let img = render_dfeatures(&df, a.width.unwrap_or(w), a.height.unwrap_or(h))?;
     crate::io::save_png(&img, &a.out)?;
     for l in &df.layers {
@@ -219,6 +226,14 @@ pub fn run_dfeatures(a: DfeaturesArgs) -> Result<()> {
             100.0 * l.separation_full,
             l.shape.iter().product::<usize>()
         );
+        if let Some(t) = &l.tsne {
+            println!(
+                "  t-SNE of {} (perplexity {:.0}): {:.1}% of points have a nearest neighbour of their own kind",
+                l.name,
+                t.perplexity,
+                100.0 * t.neighbour_agreement
+            );
+        }
     }
     println!(
         "wrote {} ({} real and {} generated images)",

@@ -6,6 +6,10 @@
 //! blocks). Each panel also gives a number for it: how many points the nearer of the two class centroids in
 //! the plotted plane classifies correctly (50 % = mixed, 100 % = separated).
 //!
+//! With a perplexity (`dfeatures --tsne`), each block also gets a t-SNE embedding ([`super::tsne`]) drawn in a
+//! second row under its PCA panel: t-SNE keeps neighbourhoods, so clusters that a linear projection folds
+//! together (generated images stuck in a few modes, say) come apart there.
+//!
 //! D runs in eval mode (BN with its running statistics). In training mode each forward normalises its own
 //! batch, so an all-real batch and an all-fake batch would each be standardised per channel, hiding exactly
 //! the shift between them that this view is meant to show.
@@ -41,6 +45,8 @@ pub struct DFeaturesOptions {
     /// Dataset of the real images instead of the run's own.
     pub dataset: Option<String>,
     pub device: Device,
+    /// Also a t-SNE embedding of each block, with this perplexity.
+    pub tsne: Option<f64>,
 }
 
 /// One D block's view.
@@ -57,6 +63,19 @@ pub struct LayerView {
     /// The same in the block's full feature space: PCA keeps the directions of largest spread, which need
     /// not be the ones D separates along, so the plane can look mixed while the whole space is not.
     pub separation_full: f64,
+    /// The t-SNE embedding of the 2N points (real first), when asked for.
+    pub tsne: Option<Tsne>,
+}
+
+/// A block's t-SNE view.
+#[derive(Clone, Debug)]
+pub struct Tsne {
+    pub points: Vec<[f64; 2]>,
+    /// The perplexity used (the requested one, lowered for few points).
+    pub perplexity: f64,
+    /// Fraction of points whose nearest embedded neighbour is of their own kind (real or generated): about 50 %
+    /// when the clouds mix, 100 % when they lie apart.
+    pub neighbour_agreement: f64,
 }
 
 /// Everything `dfeatures` draws.
@@ -145,12 +164,25 @@ pub fn compute(checkpoint: &Path, o: &DFeaturesOptions) -> Result<DFeatures> {
             .map(|r| r.iter().map(|&v| v as f64).collect())
             .collect();
         let separation_full = centroid_accuracy(&full, n);
+        let tsne = match o.tsne {
+            Some(perplexity) => {
+                let points = super::tsne::tsne(&rows, 2 * n, dim, perplexity)
+                    .with_context(|| format!("t-SNE of {name}"))?;
+                Some(Tsne {
+                    neighbour_agreement: neighbour_agreement(&points, n),
+                    perplexity: perplexity.min(super::tsne::max_perplexity(2 * n)),
+                    points,
+                })
+            }
+            None => None,
+        };
         layers.push(LayerView {
             name,
             shape,
             pca: p,
             separation,
             separation_full,
+            tsne,
         });
     }
     ensure!(!layers.is_empty(), "the discriminator has no hidden blocks");
@@ -305,9 +337,23 @@ fn centroid_accuracy(points: &[Vec<f64>], n: usize) -> f64 {
     correct as f64 / points.len() as f64
 }
 
-/// The default image size for `layers` panels.
-pub fn default_size(layers: usize) -> (u32, u32) {
-    (440 * layers.max(1) as u32, 500)
+/// Fraction of the 2N points (real first) whose nearest other point is of the same kind.
+fn neighbour_agreement(points: &[[f64; 2]], n: usize) -> f64 {
+    let d2 = |a: [f64; 2], b: [f64; 2]| (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2);
+    let agree = (0..points.len())
+        .filter(|&i| {
+            let nearest = (0..points.len())
+                .filter(|&j| j != i)
+                .min_by(|&a, &b| d2(points[i], points[a]).total_cmp(&d2(points[i], points[b])));
+            nearest.is_some_and(|j| (j < n) == (i < n))
+        })
+        .count();
+    agree as f64 / points.len().max(1) as f64
+}
+
+/// The default image size for `layers` panels, with a second row when t-SNE is drawn too.
+pub fn default_size(layers: usize, tsne: bool) -> (u32, u32) {
+    (440 * layers.max(1) as u32, if tsne { 940 } else { 500 })
 }
 
 const REAL: RGBColor = RGBColor(31, 119, 180);
@@ -330,32 +376,70 @@ pub fn render_dfeatures(df: &DFeatures, width: u32, height: u32) -> Result<RgbIm
         let (line2, body) = rest.split_vertically(22);
         line1.titled(&title, (FONT, 17)).map_err(draw_err)?;
         line2.titled(&subtitle, (FONT, 13)).map_err(draw_err)?;
-        let panels = body.split_evenly((1, df.layers.len()));
-        for (area, l) in panels.iter().zip(&df.layers) {
-            draw_layer(area, l, df.n)?;
+        let with_tsne = df.layers.iter().all(|l| l.tsne.is_some());
+        let rows = if with_tsne { 2 } else { 1 };
+        let panels = body.split_evenly((rows, df.layers.len()));
+        let (pca_row, tsne_row) = panels.split_at(df.layers.len());
+        for (area, l) in pca_row.iter().zip(&df.layers) {
+            draw_layer(area, &pca_view(l), df.n)?;
+        }
+        for (area, l) in tsne_row.iter().zip(&df.layers) {
+            if let Some(t) = &l.tsne {
+                draw_layer(area, &tsne_view(l, t), df.n)?;
+            }
         }
         Ok(())
     })
 }
 
+/// What one panel draws: 2N points (real first), its caption and axis names.
+struct Panel {
+    points: Vec<(f64, f64)>,
+    caption: String,
+    x_desc: String,
+    y_desc: String,
+}
+
+fn block_label(l: &LayerView) -> String {
+    let shape: Vec<String> = l.shape.iter().map(|d| d.to_string()).collect();
+    format!("{} ({})", l.name, shape.join("×"))
+}
+
+fn pca_view(l: &LayerView) -> Panel {
+    Panel {
+        points: l.pca.scores.iter().map(|r| (r[0], r[1])).collect(),
+        caption: format!(
+            "{}: split {:.0}% here, {:.0}% in all dims",
+            block_label(l),
+            100.0 * l.separation,
+            100.0 * l.separation_full
+        ),
+        x_desc: format!("PC1 ({:.1}% of variance)", 100.0 * l.pca.explained(0)),
+        y_desc: format!("PC2 ({:.1}% of variance)", 100.0 * l.pca.explained(1)),
+    }
+}
+
+fn tsne_view(l: &LayerView, t: &Tsne) -> Panel {
+    Panel {
+        points: t.points.iter().map(|p| (p[0], p[1])).collect(),
+        caption: format!(
+            "{} t-SNE: {:.0}% nearest of own kind",
+            block_label(l),
+            100.0 * t.neighbour_agreement
+        ),
+        x_desc: format!("t-SNE 1 (perplexity {:.0})", t.perplexity),
+        y_desc: "t-SNE 2".into(),
+    }
+}
+
 fn draw_layer(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
-    l: &LayerView,
+    p: &Panel,
     n: usize,
 ) -> Result<()> {
-    let range = |k: usize| {
-        let lo = l
-            .pca
-            .scores
-            .iter()
-            .map(|r| r[k])
-            .fold(f64::INFINITY, f64::min);
-        let hi = l
-            .pca
-            .scores
-            .iter()
-            .map(|r| r[k])
-            .fold(f64::NEG_INFINITY, f64::max);
+    let range = |coord: fn(&(f64, f64)) -> f64| {
+        let lo = p.points.iter().map(coord).fold(f64::INFINITY, f64::min);
+        let hi = p.points.iter().map(coord).fold(f64::NEG_INFINITY, f64::max);
         if hi > lo {
             let pad = (hi - lo) * 0.06;
             (lo - pad, hi + pad)
@@ -363,19 +447,9 @@ fn draw_layer(
             (lo - 1.0, lo + 1.0)
         }
     };
-    let ((x0, x1), (y0, y1)) = (range(0), range(1));
-    let shape: Vec<String> = l.shape.iter().map(|d| d.to_string()).collect();
+    let ((x0, x1), (y0, y1)) = (range(|q| q.0), range(|q| q.1));
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "{} ({}): split {:.0}% here, {:.0}% in all dims",
-                l.name,
-                shape.join("×"),
-                100.0 * l.separation,
-                100.0 * l.separation_full
-            ),
-            (FONT, 15),
-        )
+        .caption(&p.caption, (FONT, 15))
         .margin(10)
         .x_label_area_size(36)
         .y_label_area_size(52)
@@ -383,14 +457,8 @@ fn draw_layer(
         .map_err(draw_err)?;
     chart
         .configure_mesh()
-        .x_desc(format!(
-            "PC1 ({:.1}% of variance)",
-            100.0 * l.pca.explained(0)
-        ))
-        .y_desc(format!(
-            "PC2 ({:.1}% of variance)",
-            100.0 * l.pca.explained(1)
-        ))
+        .x_desc(&p.x_desc)
+        .y_desc(&p.y_desc)
         .x_labels(7)
         .y_labels(7)
         .label_style((FONT, 12))
@@ -399,18 +467,11 @@ fn draw_layer(
         .bold_line_style(RGBColor(225, 225, 225))
         .draw()
         .map_err(draw_err)?;
-    let pts = |range: std::ops::Range<usize>| {
-        l.pca.scores[range]
-            .iter()
-            .map(|r| (r[0], r[1]))
-            .collect::<Vec<_>>()
-    };
-    let real = pts(0..n);
-    let fake = pts(n..2 * n);
+    let (real, fake) = p.points.split_at(n);
     chart
         .draw_series(
             real.iter()
-                .map(|&p| Circle::new(p, 3, REAL.mix(0.55).filled())),
+                .map(|&q| Circle::new(q, 3, REAL.mix(0.55).filled())),
         )
         .map_err(draw_err)?
         .label("real")
@@ -418,7 +479,7 @@ fn draw_layer(
     chart
         .draw_series(
             fake.iter()
-                .map(|&p| Cross::new(p, 3, FAKE.mix(0.7).stroke_width(1))),
+                .map(|&q| Cross::new(q, 3, FAKE.mix(0.7).stroke_width(1))),
         )
         .map_err(draw_err)?
         .label("generated")
@@ -512,5 +573,20 @@ mod tests {
         // fake half counts as correct, the real half not: the chance level of 50 %.
         let mixed: Vec<Vec<f64>> = (0..8).map(|i| vec![(i % 4) as f64, 0.0]).collect();
         assert_eq!(centroid_accuracy(&mixed, 4), 0.5);
+    }
+
+    #[test]
+    fn neighbour_agreement_of_mixed_and_separated_points() {
+        let separated: Vec<[f64; 2]> = (0..8)
+            .map(|i| [if i < 4 { -10.0 } else { 10.0 } + i as f64, 0.0])
+            .collect();
+        assert_eq!(neighbour_agreement(&separated, 4), 1.0);
+        // Real and generated alternate along a line: every nearest neighbour is of the other kind.
+        let mut interleaved = vec![[0.0, 0.0]; 8];
+        for i in 0..4 {
+            interleaved[i] = [(2 * i) as f64, 0.0];
+            interleaved[4 + i] = [(2 * i + 1) as f64 + 0.1, 0.0];
+        }
+        assert_eq!(neighbour_agreement(&interleaved, 4), 0.0);
     }
 }

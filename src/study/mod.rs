@@ -4,3 +4,4 @@ pub mod dfeatures;
 pub mod latent;
 pub mod pca;
 pub mod plot;
+pub mod tsne;
