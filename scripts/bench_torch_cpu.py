@@ -2,7 +2,7 @@
 """PyTorch CPU baseline for gan-engine's benchmarks: DCGAN training iterations and per-layer convolutions.
 
 Setup (see scripts/gen_golden.py): python3 -m venv .venv-torch && .venv-torch/bin/pip install torch==2.13.0
-Run:   .venv-torch/bin/python scripts/bench_torch_cpu.py [--threads 2] [--runs 5] [--out target/bench/torch_cpu.json]
+Run:   .venv-torch/bin/python scripts/bench_torch_cpu.py [--threads 2] [--runs 5] [--convs-only] [--out target/bench/torch_cpu.json]
 
 What is timed (float32, CPU, torch.set_num_threads(threads)):
 - DCGAN-64 (nz 100, ngf = ndf = 64, nc 3, BatchNorm, LeakyReLU 0.2, D returns logits, BCEWithLogitsLoss mean,
@@ -157,6 +157,7 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench", "torch_cpu.json"))
+    ap.add_argument("--convs-only", action="store_true", help="only the per-layer convolution rows")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -170,10 +171,12 @@ def main():
         print(f"{kind:16s} {name:22s} batch {batch:4d}  median {r['median_ms']:9.1f} ms  min {r['min_ms']:9.1f} ms"
               f"  cpu {r['median_cpu_ms']:9.1f} ms", flush=True)
 
-    for batch in (16, 64, 128):
-        record("train_iter", "dcgan64", batch, timeit(train_iteration_fn(dcgan64(), batch), args.warmup, args.runs))
-    record("g_forward", "dcgan64", 64, timeit(g_forward_fn(dcgan64(), 64), args.warmup, args.runs))
-    record("train_iter", "dcgan28", 64, timeit(train_iteration_fn(dcgan28(), 64), args.warmup, args.runs))
+    if not args.convs_only:
+        for batch in (16, 64, 128):
+            record("train_iter", "dcgan64", batch,
+                   timeit(train_iteration_fn(dcgan64(), batch), args.warmup, args.runs))
+        record("g_forward", "dcgan64", 64, timeit(g_forward_fn(dcgan64(), 64), args.warmup, args.runs))
+        record("train_iter", "dcgan28", 64, timeit(train_iteration_fn(dcgan28(), 64), args.warmup, args.runs))
 
     for name, m, xshape in conv_layers_dcgan64(64):
         m.weight.requires_grad_(True)

@@ -66,7 +66,7 @@ pub enum Command {
     Benchmark(bench::BenchArgs),
     /// Draw a run's training curves (metrics.csv) as a PNG.
     Plot(plot::PlotArgs),
-    /// Scatter D's features of real vs generated images (PCA per block) as a PNG.
+    /// Scatter D's features of real vs generated images (PCA per block; --tsne adds t-SNE) as a PNG.
     Dfeatures(plot::DfeaturesArgs),
 }
 
