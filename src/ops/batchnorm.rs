@@ -171,20 +171,16 @@ mod tests {
 
     /// Inputs for a batch norm over `shape` with channels on dim 1: x with some per-channel offset and
     /// spread, γ away from zero, β.
-    fn inputs(shape: &[usize]) -> Vec<Tensor> {
+    fn inputs(shape: &[usize]) -> [Tensor; 3] {
         let c = shape[1];
         let x = test_tensor(shape, 11);
         let x = x.backend().affine(&x, 2.0, 0.3).unwrap();
         let g = test_tensor(&[c], 12).to_vec().unwrap();
         let g = cpu(g.iter().map(|v| 1.0 + 0.5 * v).collect(), &[c]);
-        vec![x, g, test_tensor(&[c], 13)]
+        [x, g, test_tensor(&[c], 13)]
     }
 
-    fn gradcheck(shape: &[usize], train: bool) {
-        gradcheck_act(shape, train, None);
-    }
-
-    fn gradcheck_act(shape: &[usize], train: bool, act: Option<Activation>) {
+    fn gradcheck_act(dev: &Device, shape: &[usize], train: bool, act: Option<Activation>) {
         let c = shape[1];
         let rv0: Vec<f32> = (0..c).map(|i| 0.5 + 0.3 * i as f32).collect();
         let rm0: Vec<f32> = (0..c).map(|i| 0.1 * i as f32 - 0.2).collect();
@@ -196,11 +192,12 @@ mod tests {
             rtol: 3e-2,
             ..GradCheck::default()
         };
+        let on_dev = |t: Tensor| t.to_device(dev).unwrap();
         let worst = gc
-            .run(&inputs(shape), |t, v| {
+            .run(&inputs(shape).map(on_dev), |t, v| {
                 // Fresh running stats per evaluation: the check's repeated forwards must not drift them.
-                let mut rm = cpu(rm0.clone(), &[c]);
-                let mut rv = cpu(rv0.clone(), &[c]);
+                let mut rm = on_dev(cpu(rm0.clone(), &[c]));
+                let mut rv = on_dev(cpu(rv0.clone(), &[c]));
                 batch_norm_act(
                     t,
                     v[0],
@@ -217,31 +214,21 @@ mod tests {
         assert!(worst < 5e-3, "{worst}");
     }
 
-    /// The fused op's gradients, through the smooth activations (a finite difference across ReLU's kink
-    /// would be wrong, not the op); its values against the composition are tested in emu_parity_conv.rs.
-    #[test]
-    fn gradcheck_fused_activation() {
+    /// Training and eval mode, on 2-D (N, C, H, W) and 1-D (N, C) inputs; then the fused op's gradients through
+    /// the smooth activations (a finite difference across ReLU's kink would be wrong, not the op; its values
+    /// against the composition are tested in emu_parity_conv.rs).
+    fn gradchecks(dev: &Device) {
+        for train in [true, false] {
+            gradcheck_act(dev, &[3, 5, 3, 7], train, None);
+            gradcheck_act(dev, &[7, 5], train, None);
+        }
         for act in [Activation::Tanh, Activation::Sigmoid] {
-            gradcheck_act(&[3, 5, 3, 7], true, Some(act));
-            gradcheck_act(&[7, 5], false, Some(act));
+            gradcheck_act(dev, &[3, 5, 3, 7], true, Some(act));
+            gradcheck_act(dev, &[7, 5], false, Some(act));
         }
     }
 
-    #[test]
-    fn gradcheck_train_2d() {
-        gradcheck(&[3, 5, 3, 7], true);
-    }
-
-    #[test]
-    fn gradcheck_eval_2d() {
-        gradcheck(&[3, 5, 3, 7], false);
-    }
-
-    #[test]
-    fn gradcheck_train_and_eval_1d() {
-        gradcheck(&[7, 5], true);
-        gradcheck(&[7, 5], false);
-    }
+    test_devices!(gradients_match_finite_differences => super::gradchecks);
 
     #[test]
     fn running_stats_update_and_eval_snapshot() {

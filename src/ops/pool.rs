@@ -185,27 +185,31 @@ mod tests {
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
-    #[test]
-    fn max_pool2d_gradcheck() {
+    fn max_pool2d_gradcheck(dev: &Device) {
         for (ci, (xs, p)) in cases().into_iter().enumerate() {
-            let x = separated(&xs, 10 + ci as u64);
+            let x = separated(&xs, 10 + ci as u64).to_device(dev).unwrap();
             GradCheck::default()
                 .run(&[x], |t, v| max_pool2d(t, v[0], p))
                 .unwrap_or_else(|e| panic!("case {ci} {xs:?} {p:?}: {e:#}"));
         }
     }
 
-    #[test]
-    fn avg_pool2d_gradcheck_both_divisors() {
+    fn avg_pool2d_gradcheck(dev: &Device) {
         for (ci, (xs, p)) in cases().into_iter().enumerate() {
             for include in [true, false] {
-                let x = test_tensor(&xs, 20 + ci as u64);
+                let x = test_tensor(&xs, 20 + ci as u64).to_device(dev).unwrap();
                 GradCheck::default()
                     .run(&[x], |t, v| avg_pool2d(t, v[0], p, include))
                     .unwrap_or_else(|e| panic!("case {ci} {xs:?} {p:?} include {include}: {e:#}"));
             }
         }
     }
+
+    test_devices!(max_pool2d_gradients_match_finite_differences => super::max_pool2d_gradcheck);
+    test_devices!(
+        /// Both divisors: padding counted (`count_include_pad`) or not.
+        avg_pool2d_gradients_match_finite_differences => super::avg_pool2d_gradcheck
+    );
 
     /// Direct definitions on a small hand-checkable input.
     #[test]

@@ -69,17 +69,22 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn upsample_nearest_gradcheck_and_by_hand() {
+    fn upsample_nearest_gradcheck(dev: &Device) {
         for (ci, (xs, scale)) in [([2, 2, 3, 4], 2), ([1, 3, 2, 5], 3), ([1, 1, 2, 2], 1)]
             .into_iter()
             .enumerate()
         {
-            let x = test_tensor(&xs, 50 + ci as u64);
+            let x = test_tensor(&xs, 50 + ci as u64).to_device(dev).unwrap();
             GradCheck::default()
                 .run(&[x], |t, v| upsample_nearest(t, v[0], scale))
                 .unwrap_or_else(|e| panic!("case {ci} {xs:?} x{scale}: {e:#}"));
         }
+    }
+
+    test_devices!(upsample_nearest_gradients_match_finite_differences => super::upsample_nearest_gradcheck);
+
+    #[test]
+    fn upsample_nearest_by_hand() {
         let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[1, 1, 2, 2], &Device::Cpu).unwrap();
         let mut tape = Tape::new();
         let xv = tape.leaf(x);
@@ -92,11 +97,12 @@ mod tests {
         assert_eq!(tape.value(y).to_vec().unwrap(), want);
     }
 
-    #[test]
-    fn gradcheck_every_mode() {
+    test_devices!(bilinear_gradients_match_finite_differences_in_every_mode => super::bilinear_gradcheck);
+
+    fn bilinear_gradcheck(dev: &Device) {
         for mode in MODES {
             for (ci, (xs, (oh, ow))) in cases().into_iter().enumerate() {
-                let x = test_tensor(&xs, 30 + ci as u64);
+                let x = test_tensor(&xs, 30 + ci as u64).to_device(dev).unwrap();
                 GradCheck::default()
                     .run(&[x], |t, v| resize_bilinear(t, v[0], oh, ow, mode))
                     .unwrap_or_else(|e| panic!("{mode:?} case {ci} {xs:?} -> {oh}x{ow}: {e:#}"));
