@@ -1,4 +1,4 @@
-// elementwise.cu — fill, add, add_assign, mul, affine, affine_assign, and a deterministic full sum.
+// elementwise.cu — fill, add, add_assign, mul, affine, affine_assign, powf, and a deterministic full sum.
 //
 // The pointwise kernels are memory bound. They walk the data as float4 vectors (one 16-byte load per operand
 // per thread: whole tensors from the caching allocator are 256-byte aligned) with a grid-stride loop, then handle
@@ -68,6 +68,11 @@ extern "C" __global__ void affine_f32(float* __restrict__ y, const float* __rest
 // x = alpha * x + beta in place (batch norm's step counter: a training state that must keep its address).
 extern "C" __global__ void affine_assign_f32(float* x, float alpha, float beta, int n) {
     for (long long i = global_thread_id(); i < n; i += grid_stride()) x[i] = affine1(alpha, x[i], beta);
+}
+
+// y = a^p (the gradient penalty's square root and its derivatives: a few values per sample, no vectorising).
+extern "C" __global__ void powf_f32(float* __restrict__ y, const float* __restrict__ a, float p, int n) {
+    for (long long i = global_thread_id(); i < n; i += grid_stride()) y[i] = powf(a[i], p);
 }
 
 // *y = sum of x[0..n). One launch: every block sums a grid-stride slice, the last block to finish adds the

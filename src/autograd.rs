@@ -5,10 +5,18 @@
 //! the tape as leaves tagged with their [`ParamKey`]; [`crate::nn::ParamStore::accumulate_grads`] then adds the
 //! leaves' gradients into the store. Nodes whose inputs need no gradient (constants, detached values, frozen
 //! parameters, no-grad mode) keep no closure, so their backward work is skipped entirely.
+//!
+//! Double backward (PyTorch's `create_graph=True`): an op may also give a [`GradRule`], which records its input
+//! gradients as ops on the tape instead of computing tensors. [`Tape::grad_graph`] walks the nodes with these
+//! rules, so the gradient it returns is itself a tape value, and a loss built from it (a gradient penalty)
+//! back-propagates through the gradient computation into the parameters. An op without a rule (batch norm,
+//! pooling, resizing) is refused there by name. The first-order closures stay untouched by that walk, so one
+//! `backward` afterwards covers both the forward ops and the recorded gradient ops.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
-use anyhow::{ensure, Result};
+use anyhow::{anyhow, bail, ensure, Result};
 
 use crate::tensor::Tensor;
 
@@ -27,6 +35,31 @@ pub struct ParamKey {
 /// per input (in input order).
 pub type BackwardFn = Box<dyn FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>>>;
 
+/// What a [`GradRule`] is given: the op's inputs and output on the tape, the output's gradient `dy` (a tape
+/// value), and which inputs need a gradient.
+pub struct RuleArgs<'a> {
+    pub inputs: &'a [Var],
+    pub out: Var,
+    pub dy: Var,
+    pub need: &'a [bool],
+}
+
+/// Double-backward rule: records the gradients of an op's inputs as ops on the tape (one optional var per
+/// input, in input order), so that they can be differentiated again.
+pub type GradRule = Rc<dyn Fn(&mut Tape, &RuleArgs) -> Result<Vec<Option<Var>>>>;
+
+/// A [`GradRule`] from a closure (fixes the closure's argument types).
+pub fn rule(f: impl Fn(&mut Tape, &RuleArgs) -> Result<Vec<Option<Var>>> + 'static) -> GradRule {
+    Rc::new(f)
+}
+
+impl RuleArgs<'_> {
+    /// The gradient of input `i`, recorded by `f` only if that input needs one.
+    pub fn grad(&self, i: usize, f: impl FnOnce() -> Result<Var>) -> Result<Option<Var>> {
+        self.need[i].then(f).transpose()
+    }
+}
+
 struct Node {
     /// None once released (see [`Tape::release_params`]).
     value: Option<Tensor>,
@@ -34,6 +67,9 @@ struct Node {
     param: Option<ParamKey>,
     inputs: Vec<Var>,
     backward: Option<BackwardFn>,
+    /// The op's name, for the message when [`Tape::grad_graph`] meets an op without a rule.
+    name: &'static str,
+    rule: Option<GradRule>,
 }
 
 pub struct Tape {
@@ -112,6 +148,8 @@ impl Tape {
             param: None,
             inputs: vec![],
             backward: None,
+            name: "leaf",
+            rule: None,
         })
     }
 
@@ -124,6 +162,8 @@ impl Tape {
             param: None,
             inputs: vec![],
             backward: None,
+            name: "leaf",
+            rule: None,
         })
     }
 
@@ -136,6 +176,8 @@ impl Tape {
             param: Some(key),
             inputs: vec![],
             backward: None,
+            name: "leaf",
+            rule: None,
         })
     }
 
@@ -171,18 +213,164 @@ impl Tape {
         self.nodes[v.0].requires_grad
     }
 
-    /// Records an op's output. `backward` is kept only if some input requires a gradient.
-    pub fn push_op(&mut self, value: Tensor, inputs: &[Var], backward: BackwardFn) -> Var {
+    /// Records the output of the op `name`, which has no double backward ([`Tape::grad_graph`] refuses it).
+    /// `backward` is kept only if some input requires a gradient.
+    pub fn push_op(
+        &mut self,
+        name: &'static str,
+        value: Tensor,
+        inputs: &[Var],
+        backward: BackwardFn,
+    ) -> Var {
+        self.push_node(name, value, inputs, backward, None)
+    }
+
+    /// Records an op with both a first-order closure (the fast path of `backward`) and a rule that records the
+    /// same gradients as tape ops (for [`Tape::grad_graph`]).
+    pub fn push_op_with_rule(
+        &mut self,
+        name: &'static str,
+        value: Tensor,
+        inputs: &[Var],
+        backward: BackwardFn,
+        rule: GradRule,
+    ) -> Var {
+        self.push_node(name, value, inputs, backward, Some(rule))
+    }
+
+    /// Records an op whose only backward is its rule: the first-order closure runs the rule on a scratch
+    /// no-grad tape over the saved values (the ops that exist only as gradients of other ops).
+    pub fn push_rule_op(
+        &mut self,
+        name: &'static str,
+        value: Tensor,
+        inputs: &[Var],
+        rule: GradRule,
+    ) -> Var {
+        let saved: Vec<Tensor> = inputs.iter().map(|&v| self.value(v).clone()).collect();
+        let (out, first) = (value.clone(), rule.clone());
+        let backward: BackwardFn = Box::new(move |dy, need| {
+            let mut t = Tape::no_grad();
+            let inputs: Vec<Var> = saved.into_iter().map(|v| t.constant(v)).collect();
+            let out = t.constant(out);
+            let dy = t.constant(dy.clone());
+            let g = first(
+                &mut t,
+                &RuleArgs {
+                    inputs: &inputs,
+                    out,
+                    dy,
+                    need,
+                },
+            )?;
+            Ok(g.into_iter()
+                .map(|g| g.map(|v| t.value(v).clone()))
+                .collect())
+        });
+        self.push_node(name, value, inputs, backward, Some(rule))
+    }
+
+    fn push_node(
+        &mut self,
+        name: &'static str,
+        value: Tensor,
+        inputs: &[Var],
+        backward: BackwardFn,
+        rule: Option<GradRule>,
+    ) -> Var {
         let requires_grad =
             self.grad_enabled && inputs.iter().any(|&i| self.nodes[i.0].requires_grad);
-        let backward = if requires_grad { Some(backward) } else { None };
+        let (backward, rule) = if requires_grad {
+            (Some(backward), rule)
+        } else {
+            (None, None)
+        };
         self.push(Node {
             value: Some(value),
             requires_grad,
             param: None,
             inputs: inputs.to_vec(),
             backward,
+            name,
+            rule,
         })
+    }
+
+    /// The gradients of `out` (seeded with `grad_out`, a tape value of `out`'s shape) with respect to each of
+    /// `wrt`, recorded as tape ops so that they can be differentiated again (PyTorch's
+    /// `torch.autograd.grad(out, wrt, grad_out, create_graph=True)`). None for a var `out` does not depend on.
+    /// Only the ops between `out` and `wrt` are visited; each must have a [`GradRule`].
+    pub fn grad_graph(&mut self, out: Var, grad_out: Var, wrt: &[Var]) -> Result<Vec<Option<Var>>> {
+        ensure!(
+            self.grad_enabled,
+            "grad_graph: the tape records no gradients (no-grad mode)"
+        );
+        ensure!(
+            self.value(grad_out).shape() == self.value(out).shape(),
+            "grad_graph: grad_out shape {:?} does not match output shape {:?}",
+            self.value(grad_out).shape(),
+            self.value(out).shape()
+        );
+        let end = out.0;
+        // leads[i]: node i is one of `wrt` or an op with an input that leads to one.
+        let mut leads = vec![false; end + 1];
+        for w in wrt.iter().filter(|w| w.0 <= end) {
+            leads[w.0] = self.nodes[w.0].requires_grad;
+        }
+        for i in 0..=end {
+            let n = &self.nodes[i];
+            leads[i] |= n.requires_grad && n.inputs.iter().any(|v| leads[v.0]);
+        }
+        let mut grads: Vec<Option<Var>> = vec![None; end + 1];
+        grads[end] = Some(grad_out);
+        for i in (0..=end).rev() {
+            if !leads[i] || self.nodes[i].inputs.is_empty() {
+                continue;
+            }
+            let Some(dy) = grads[i] else { continue };
+            let inputs = self.nodes[i].inputs.clone();
+            let need: Vec<bool> = inputs.iter().map(|v| leads[v.0]).collect();
+            let name = self.nodes[i].name;
+            let rule = self.nodes[i].rule.clone().ok_or_else(|| {
+                anyhow!(
+                    "{name} has no double backward: a gradient penalty cannot be taken through it (use a \
+                     network without it)"
+                )
+            })?;
+            let args = RuleArgs {
+                inputs: &inputs,
+                out: Var(i),
+                dy,
+                need: &need,
+            };
+            let gin = rule(self, &args)?;
+            ensure!(
+                gin.len() == inputs.len(),
+                "internal: the rule of {name} returned {} grads for {} inputs",
+                gin.len(),
+                inputs.len()
+            );
+            for ((v, gi), needed) in inputs.iter().zip(gin).zip(need) {
+                let (Some(gi), true) = (gi, needed) else {
+                    continue;
+                };
+                if self.value(gi).shape() != self.value(*v).shape() {
+                    bail!(
+                        "internal: the rule of {name} gave a gradient of shape {:?} for an input of shape {:?}",
+                        self.value(gi).shape(),
+                        self.value(*v).shape()
+                    );
+                }
+                grads[v.0] = Some(match grads[v.0] {
+                    Some(acc) => crate::ops::add(self, acc, gi)?,
+                    None => gi,
+                });
+            }
+        }
+        Ok(wrt
+            .iter()
+            .map(|w| grads.get(w.0).copied().flatten())
+            .collect())
     }
 
     /// Back-propagates from a one-element `loss`. Consumes the backward closures of the nodes it visits, so a
@@ -319,6 +507,62 @@ mod tests {
             3.0,
             "other stores keep theirs"
         );
+    }
+
+    #[test]
+    fn grad_graph_differentiates_twice_and_leaves_backward_intact() {
+        let xs = [0.5f32, -2.0, 3.0];
+        let mut tape = Tape::new();
+        let x = tape.leaf(Tensor::from_vec(xs.to_vec(), &[3], &Device::Cpu).unwrap());
+        let other = tape.leaf(t(1.0));
+        let x2 = crate::ops::mul(&mut tape, x, x).unwrap();
+        let x3 = crate::ops::mul(&mut tape, x2, x).unwrap();
+        let s = crate::ops::sum(&mut tape, x3).unwrap();
+        let one = tape.constant(t(1.0));
+        let g = tape.grad_graph(s, one, &[x, other]).unwrap();
+        assert!(g[1].is_none(), "s does not depend on `other`");
+        let g = g[0].unwrap();
+        let gv = tape.value(g).to_vec().unwrap();
+        for (gi, xi) in gv.iter().zip(xs) {
+            assert_eq!(*gi, 3.0 * xi * xi, "d(x³)/dx");
+        }
+        // loss = Σ 3x² + Σ x³: one backward pass through the recorded gradient and the forward ops.
+        let gs = crate::ops::sum(&mut tape, g).unwrap();
+        let loss = crate::ops::add(&mut tape, gs, s).unwrap();
+        let d = tape
+            .backward(loss)
+            .unwrap()
+            .get(x)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        for (di, xi) in d.iter().zip(xs) {
+            assert_eq!(*di, 6.0 * xi + 3.0 * xi * xi);
+        }
+    }
+
+    #[test]
+    fn grad_graph_refuses_an_op_without_a_rule_by_name() {
+        let mut tape = Tape::new();
+        let x = tape.leaf(
+            Tensor::from_vec(
+                crate::ops::gradcheck::test_values(32, 1),
+                &[2, 1, 4, 4],
+                &Device::Cpu,
+            )
+            .unwrap(),
+        );
+        let p = crate::ops::max_pool2d(&mut tape, x, crate::backend::Pool2d::new(2, 2, 0)).unwrap();
+        let s = crate::ops::sum(&mut tape, p).unwrap();
+        let one = tape.constant(t(1.0));
+        let e = tape.grad_graph(s, one, &[x]).unwrap_err().to_string();
+        assert!(e.contains("max pooling has no double backward"), "{e}");
+        // A gradient that does not pass through it is fine.
+        let y = tape.leaf(t(2.0));
+        let y2 = crate::ops::mul(&mut tape, y, y).unwrap();
+        let s2 = crate::ops::add(&mut tape, s, y2).unwrap();
+        let g = tape.grad_graph(s2, one, &[y]).unwrap()[0].unwrap();
+        assert_eq!(tape.value(g).scalar().unwrap(), 4.0);
     }
 
     #[test]

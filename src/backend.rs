@@ -347,6 +347,9 @@ pub trait Backend: Send + Sync {
     fn affine(&self, a: &Tensor, alpha: f32, beta: f32) -> Result<Tensor>;
     /// Sum of all elements, shape [1].
     fn sum(&self, a: &Tensor) -> Result<Tensor>;
+    /// a^p elementwise, as C's `powf` (NaN for a negative base and a non-integer p): the square root of the
+    /// gradient penalty's per-sample norm and its derivatives.
+    fn powf(&self, a: &Tensor, p: f32) -> Result<Tensor>;
     fn activation(&self, x: &Tensor, act: Activation) -> Result<Tensor>;
     /// dx from the forward output `y` and the upstream gradient `dy`.
     fn activation_backward(&self, y: &Tensor, dy: &Tensor, act: Activation) -> Result<Tensor>;

@@ -140,6 +140,28 @@ fn sum_matches_f64_reference() {
 }
 
 #[test]
+fn powf_matches_the_cpu_within_an_ulp_or_two() {
+    let be = be();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for &n in SIZES {
+        // Positive bases (the gradient penalty's sums of squares), zero included.
+        let mut a: Vec<f32> = random(&mut rng, n, 3.0).iter().map(|x| x.abs()).collect();
+        a[0] = 0.0;
+        let (ac, ag) = pair(&be, &a, &[n]);
+        for p in [0.5, -0.5, 2.0, -1.5] {
+            let got = be.powf(&ag, p).unwrap();
+            let want = CPU.powf(&ac, p).unwrap();
+            let (g, w) = (host(&got), host(&want));
+            assert_eq!(w[0], 0f32.powf(p), "powf(0, {p})");
+            for (i, (x, y)) in g.iter().zip(&w).enumerate() {
+                let same = x == y || (x - y).abs() <= 2.5e-7 * y.abs();
+                assert!(same, "powf n={n} p={p} [{i}] = powf({}): {x} vs {y}", a[i]);
+            }
+        }
+    }
+}
+
+#[test]
 fn activations_forward_and_backward() {
     let be = be();
     let mut rng = ChaCha8Rng::seed_from_u64(3);

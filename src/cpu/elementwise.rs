@@ -133,6 +133,11 @@ pub fn affine(a: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
     Ok(tensor(out, a.shape()))
 }
 
+pub fn powf(a: &Tensor, p: f32) -> Result<Tensor> {
+    let out = par_map(data(a)?, |a| a.powf(p));
+    Ok(tensor(out, a.shape()))
+}
+
 /// Sum of `f(i)` over `0..n`, accumulated in f64. The per-chunk partials are collected in order and added
 /// sequentially, so the result does not depend on how rayon scheduled the chunks (bit-reproducible runs).
 pub(crate) fn sum_f64(n: usize, f: impl Fn(usize) -> f64 + Sync) -> f64 {

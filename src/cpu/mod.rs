@@ -135,6 +135,10 @@ impl Backend for CpuBackend {
         elementwise::affine(a, alpha, beta)
     }
 
+    fn powf(&self, a: &Tensor, p: f32) -> Result<Tensor> {
+        elementwise::powf(a, p)
+    }
+
     fn sum(&self, a: &Tensor) -> Result<Tensor> {
         elementwise::sum(a)
     }

@@ -274,6 +274,10 @@ impl Backend for CudaBackend {
         elementwise::affine(self, a, alpha, beta)
     }
 
+    fn powf(&self, a: &Tensor, p: f32) -> Result<Tensor> {
+        elementwise::powf(self, a, p)
+    }
+
     fn sum(&self, a: &Tensor) -> Result<Tensor> {
         elementwise::sum(self, a)
     }

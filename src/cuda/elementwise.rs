@@ -1,4 +1,4 @@
-//! Launch code for kernels/elementwise.cu: fill, add, add_assign, mul, affine, affine_assign, sum.
+//! Launch code for kernels/elementwise.cu: fill, add, add_assign, mul, affine, affine_assign, powf, sum.
 
 use anyhow::{ensure, Result};
 
@@ -108,6 +108,24 @@ pub fn affine(be: &CudaBackend, a: &Tensor, alpha: f32, beta: f32) -> Result<Ten
                 A::Ptr(be.ptr(a)?),
                 A::F32(alpha),
                 A::F32(beta),
+                A::I32(n),
+            ],
+        )?;
+    }
+    Ok(y)
+}
+
+pub fn powf(be: &CudaBackend, a: &Tensor, p: f32) -> Result<Tensor> {
+    let n = n_i32(a.numel(), "powf")?;
+    let y = be.alloc(a.shape())?;
+    if n > 0 {
+        be.launch(
+            "powf_f32",
+            LaunchCfg::linear(n as usize, BLOCK),
+            &[
+                A::Ptr(be.ptr(&y)?),
+                A::Ptr(be.ptr(a)?),
+                A::F32(p),
                 A::I32(n),
             ],
         )?;

@@ -69,6 +69,7 @@ pub fn batch_norm_act(
         // The backward of a fused op reads its output (what the activation's derivative is written in).
         let saved_y = act.map(|_| out.y.clone());
         return Ok(tape.push_op(
+            "batch norm",
             out.y,
             &[x, gamma, beta],
             Box::new(move |dy, need| {
@@ -102,6 +103,7 @@ pub fn batch_norm_act(
     let (rm, rv) = (running_mean.clone(), running_var.clone());
     let saved_y = act.map(|_| y.clone());
     Ok(tape.push_op(
+        "batch norm (eval mode)",
         y,
         &[x, gamma, beta],
         Box::new(move |dy, need| {

@@ -6,10 +6,13 @@
 //! - its input gradient is the conv itself: `conv2d(dy, w)`,
 //! - its weight gradient is the conv's weight gradient with the roles swapped: the conv's "input" is our
 //!   output gradient and the conv's "output gradient" is our input x.
+//!
+//! The weight gradient is an op of its own for double backward; with it the three passes (conv, transposed
+//! conv, weight gradient) are each other's gradients, so every gradient of a convolution differentiates again.
 
 use anyhow::{bail, ensure, Result};
 
-use crate::autograd::{Tape, Var};
+use crate::autograd::{rule, Tape, Var};
 use crate::backend::Conv2dParams;
 
 /// The sizes of one convolution, validated once: both backends build it for each of the three passes, so the
@@ -109,24 +112,99 @@ pub fn conv2d(tape: &mut Tape, x: Var, w: Var, p: Conv2dParams) -> Result<Var> {
     );
     let y = xv.backend().conv2d(xv, wv, p)?;
     let (saved_x, saved_w) = (xv.clone(), wv.clone());
-    Ok(tape.push_op(
+    let (x_shape, w_shape) = (xv.dims4("conv2d x")?, wv.dims4("conv2d w")?);
+    Ok(tape.push_op_with_rule(
+        "conv2d",
         y,
         &[x, w],
         Box::new(move |dy, need| {
             let b = dy.backend();
             let dx = if need[0] {
-                let x_shape = saved_x.dims4("conv2d x")?;
                 Some(b.conv2d_backward_data(dy, &saved_w, x_shape, p)?)
             } else {
                 None
             };
             let dw = if need[1] {
-                let w_shape = saved_w.dims4("conv2d w")?;
                 Some(b.conv2d_backward_weight(&saved_x, dy, w_shape, p)?)
             } else {
                 None
             };
             Ok(vec![dx, dw])
+        }),
+        rule(move |t, a| {
+            let (x, w) = (a.inputs[0], a.inputs[1]);
+            Ok(vec![
+                a.grad(0, || conv_data(t, a.dy, w, x_shape, p))?,
+                a.grad(1, || conv_weight(t, x, a.dy, w_shape, p))?,
+            ])
+        }),
+    ))
+}
+
+/// The input gradient of a convolution with weight w [O, C, kh, kw] over inputs of `x_shape`, from dy
+/// [N, O, Ho, Wo]: a transposed convolution of dy. Its own gradients are the convolution itself (for dy) and a
+/// weight gradient (for w).
+fn conv_data(
+    tape: &mut Tape,
+    dy: Var,
+    w: Var,
+    x_shape: [usize; 4],
+    p: Conv2dParams,
+) -> Result<Var> {
+    let (dyv, wv) = (tape.value(dy), tape.value(w));
+    let y = dyv.backend().conv2d_backward_data(dyv, wv, x_shape, p)?;
+    let w_shape = wv.dims4("conv_transpose2d w")?;
+    let (saved_dy, saved_w) = (dyv.clone(), wv.clone());
+    Ok(tape.push_op_with_rule(
+        "conv_transpose2d",
+        y,
+        &[dy, w],
+        Box::new(move |g, need| {
+            let b = g.backend();
+            let ddy = if need[0] {
+                Some(b.conv2d(g, &saved_w, p)?)
+            } else {
+                None
+            };
+            let dw = if need[1] {
+                Some(b.conv2d_backward_weight(g, &saved_dy, w_shape, p)?)
+            } else {
+                None
+            };
+            Ok(vec![ddy, dw])
+        }),
+        rule(move |t, a| {
+            let (dy, w) = (a.inputs[0], a.inputs[1]);
+            Ok(vec![
+                a.grad(0, || conv2d(t, a.dy, w, p))?,
+                a.grad(1, || conv_weight(t, a.dy, dy, w_shape, p))?,
+            ])
+        }),
+    ))
+}
+
+/// The weight gradient [`w_shape`] of a convolution of x from dy. Linear in each argument: its gradient for x
+/// is an input gradient ([`conv_data`]) and for dy a convolution.
+fn conv_weight(
+    tape: &mut Tape,
+    x: Var,
+    dy: Var,
+    w_shape: [usize; 4],
+    p: Conv2dParams,
+) -> Result<Var> {
+    let (xv, dyv) = (tape.value(x), tape.value(dy));
+    let y = xv.backend().conv2d_backward_weight(xv, dyv, w_shape, p)?;
+    let x_shape = xv.dims4("conv2d weight gradient x")?;
+    Ok(tape.push_rule_op(
+        "conv2d weight gradient",
+        y,
+        &[x, dy],
+        rule(move |t, a| {
+            let (x, dy) = (a.inputs[0], a.inputs[1]);
+            Ok(vec![
+                a.grad(0, || conv_data(t, dy, a.dy, x_shape, p))?,
+                a.grad(1, || conv2d(t, x, a.dy, p))?,
+            ])
         }),
     ))
 }
@@ -206,27 +284,7 @@ pub fn conv_transpose2d(
         p.padding.1,
         output_size.map(|s| s.1),
     )?;
-    let y_shape = [n, cout, ho, wo];
-    let y = xv.backend().conv2d_backward_data(xv, wv, y_shape, p)?;
-    let (saved_x, saved_w) = (xv.clone(), wv.clone());
-    Ok(tape.push_op(
-        y,
-        &[x, w],
-        Box::new(move |dy, need| {
-            let b = dy.backend();
-            let dx = if need[0] {
-                Some(b.conv2d(dy, &saved_w, p)?)
-            } else {
-                None
-            };
-            let dw = if need[1] {
-                Some(b.conv2d_backward_weight(dy, &saved_x, w_shape, p)?)
-            } else {
-                None
-            };
-            Ok(vec![dx, dw])
-        }),
-    ))
+    conv_data(tape, x, w, [n, cout, ho, wo], p)
 }
 
 #[cfg(test)]
@@ -243,6 +301,40 @@ mod tests {
         let worst = GradCheck::default().run(inputs, f).unwrap();
         assert!(worst.is_finite());
     }
+
+    /// Second-order gradients of the three passes of a convolution, strided and padded as the critic's layers
+    /// are (4×4, stride 2, padding 1) and with unequal strides and paddings, squared so that none vanishes.
+    fn second_order(dev: &crate::Device) {
+        let t = |shape: &[usize], seed| test_tensor(shape, seed).to_device(dev).unwrap();
+        let sq = |t: &mut Tape, y: Var| crate::ops::mul(t, y, y);
+        let gc = GradCheck::default();
+        for (xs, ws, p) in [
+            ([2, 2, 6, 6], [3, 2, 4, 4], params((2, 2), (1, 1))),
+            ([1, 2, 5, 4], [2, 2, 3, 2], params((2, 1), (1, 0))),
+        ] {
+            let (x, w) = (t(&xs, 1), t(&ws, 2));
+            gc.run_second_order(&[x.clone(), w.clone()], |t, v| {
+                let y = conv2d(t, v[0], v[1], p)?;
+                sq(t, y)
+            })
+            .unwrap();
+            let [n, _, h, wd] = xs;
+            let (ho, wo) = p.output_size(h, wd, ws[2], ws[3]).unwrap();
+            let dy = t(&[n, ws[0], ho, wo], 3);
+            gc.run_second_order(&[dy.clone(), w], |t, v| {
+                let y = conv_data(t, v[0], v[1], xs, p)?;
+                sq(t, y)
+            })
+            .unwrap();
+            gc.run_second_order(&[x, dy], |t, v| {
+                let y = conv_weight(t, v[0], v[1], ws, p)?;
+                sq(t, y)
+            })
+            .unwrap();
+        }
+    }
+
+    test_devices!(second_order_gradients_match_finite_differences => super::second_order);
 
     #[test]
     fn conv2d_gradients_match_finite_differences() {

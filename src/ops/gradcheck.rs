@@ -4,6 +4,9 @@
 //! L = Σ r·f(x) (from `Tape::backward_from(out, r)`) is compared with the central difference
 //! (L(x + h·eᵢ) − L(x − h·eᵢ)) / 2h, accumulated in f64. Every element of every input is probed, so keep the
 //! inputs small (a few hundred elements).
+//!
+//! [`GradCheck::run_second_order`] checks double backward the same way: F(x) = Σₖ ⟨r₂ₖ, ∂⟨r, f(x)⟩/∂xₖ⟩, a
+//! first-order gradient recorded by [`Tape::grad_graph`], is itself checked as the op.
 
 use anyhow::{ensure, Result};
 
@@ -58,9 +61,60 @@ impl GradCheck {
     where
         F: Fn(&mut Tape, &[Var]) -> Result<Var>,
     {
+        self.check(inputs, f, false)
+    }
+
+    /// Checks the second-order gradients of `f` (every input's gradient of F above), on the inputs' device.
+    pub fn run_second_order<F>(&self, inputs: &[Tensor], f: F) -> Result<f64>
+    where
+        F: Fn(&mut Tape, &[Var]) -> Result<Var>,
+    {
+        let seed = self.seed;
+        let projected = |tape: &mut Tape, vars: &[Var]| -> Result<Var> {
+            let out = f(tape, vars)?;
+            let like = tape.value(out);
+            let r = Tensor::from_vec(
+                test_values(like.numel(), seed + 1),
+                like.shape(),
+                &like.device(),
+            )?;
+            let r = tape.constant(r);
+            let grads = tape.grad_graph(out, r, vars)?;
+            let mut total = None;
+            for (k, g) in grads.into_iter().enumerate() {
+                let Some(g) = g else { continue };
+                let gv = tape.value(g);
+                let r2 = test_values(gv.numel(), seed + 2 + k as u64);
+                let r2 = tape.constant(Tensor::from_vec(r2, gv.shape(), &gv.device())?);
+                let p = crate::ops::mul(tape, g, r2)?;
+                let p = crate::ops::sum(tape, p)?;
+                total = Some(match total {
+                    Some(t) => crate::ops::add(tape, t, p)?,
+                    None => p,
+                });
+            }
+            total.ok_or_else(|| {
+                anyhow::anyhow!("second-order check: f depends on none of its inputs")
+            })
+        };
+        self.check(inputs, projected, true)
+    }
+
+    /// `leaves`: evaluate the finite differences on a recording tape with the inputs as leaves (F needs a
+    /// gradient of its own), not on a no-grad tape.
+    fn check<F>(&self, inputs: &[Tensor], f: F, leaves: bool) -> Result<f64>
+    where
+        F: Fn(&mut Tape, &[Var]) -> Result<Var>,
+    {
         let eval = |xs: &[Tensor]| -> Result<Vec<f32>> {
-            let mut tape = Tape::no_grad();
-            let vars: Vec<Var> = xs.iter().map(|x| tape.constant(x.clone())).collect();
+            let mut tape = if leaves { Tape::new() } else { Tape::no_grad() };
+            let vars: Vec<Var> = xs
+                .iter()
+                .map(|x| match leaves {
+                    true => tape.leaf(x.clone()),
+                    false => tape.constant(x.clone()),
+                })
+                .collect();
             let out = f(&mut tape, &vars)?;
             tape.value(out).to_vec()
         };
@@ -71,13 +125,17 @@ impl GradCheck {
         let out_shape = tape.value(out).shape().to_vec();
         let r = test_values(out_shape.iter().product(), self.seed);
         let dev = inputs[0].device();
-        let grads = tape.backward_from(out, Tensor::from_vec(r.clone(), &out_shape, &dev)?)?;
+        // An output that depends on no input (a ReLU's second derivative) has zero gradients everywhere.
+        let grads = match tape.requires_grad(out) {
+            true => Some(tape.backward_from(out, Tensor::from_vec(r.clone(), &out_shape, &dev)?)?),
+            false => None,
+        };
         let proj =
             |y: &[f32]| -> f64 { y.iter().zip(&r).map(|(a, b)| *a as f64 * *b as f64).sum() };
 
         let mut worst = 0.0f64;
         for (k, x) in inputs.iter().enumerate() {
-            let analytic = match grads.get(vars[k]) {
+            let analytic = match grads.as_ref().and_then(|g| g.get(vars[k])) {
                 Some(g) => g.to_vec()?,
                 None => vec![0.0; x.numel()],
             };

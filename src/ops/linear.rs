@@ -1,9 +1,17 @@
 //! Fully connected layer on the tape.
+//!
+//! Its gradients are two more products, dx = dy·w and dw = dyᵀ·x, recorded for double backward as the ops
+//! [`linear_dx`] and [`linear_dw`]; the three products' gradients are each other, so the set is closed under
+//! differentiation. Both run through [`crate::backend::Backend::linear_backward`], which takes the shape of the
+//! operand it does not read from a tensor of that shape (a "shape witness", shared, not copied).
 
 use anyhow::Result;
 
-use crate::autograd::{Tape, Var};
+use crate::autograd::{rule, Tape, Var};
 use crate::backend::LinearNeed;
+use crate::ops::elementwise::filled_like;
+use crate::ops::shape::reshape;
+use crate::tensor::Tensor;
 
 /// x [N, in], w [out, in] (PyTorch Linear layout), b [out].
 pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
@@ -11,7 +19,9 @@ pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
     let y = xv.backend().linear(&xv, &wv, b.map(|b| tape.value(b)))?;
     let inputs: Vec<Var> = [x, w].into_iter().chain(b).collect();
     let has_bias = b.is_some();
-    Ok(tape.push_op(
+    let (x_like, w_like) = (xv.clone(), wv.clone());
+    Ok(tape.push_op_with_rule(
+        "linear",
         y,
         &inputs,
         Box::new(move |dy, need| {
@@ -31,7 +41,78 @@ pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
             }
             Ok(out)
         }),
+        rule(move |t, a| {
+            let (x, w) = (a.inputs[0], a.inputs[1]);
+            let mut out = vec![
+                a.grad(0, || linear_dx(t, a.dy, w, &x_like))?,
+                a.grad(1, || linear_dw(t, a.dy, x, &w_like))?,
+            ];
+            if has_bias {
+                out.push(a.grad(2, || column_sums(t, a.dy))?);
+            }
+            Ok(out)
+        }),
     ))
+}
+
+/// dy [N, out] · w [out, in] -> [N, in] (linear's input gradient); `x_like` has the shape [N, in].
+pub fn linear_dx(tape: &mut Tape, dy: Var, w: Var, x_like: &Tensor) -> Result<Var> {
+    let (dyv, wv) = (tape.value(dy), tape.value(w));
+    let need = LinearNeed {
+        dx: true,
+        dw: false,
+        db: false,
+    };
+    let dx = dyv.backend().linear_backward(x_like, wv, dyv, need)?.dx;
+    let dx = dx.ok_or_else(|| anyhow::anyhow!("internal: linear_backward gave no dx"))?;
+    Ok(tape.push_rule_op(
+        "linear_dx",
+        dx,
+        &[dy, w],
+        rule(|t, a| {
+            let (dy, w) = (a.inputs[0], a.inputs[1]);
+            let w_like = t.value(w).clone();
+            Ok(vec![
+                a.grad(0, || linear(t, a.dy, w, None))?,
+                a.grad(1, || linear_dw(t, dy, a.dy, &w_like))?,
+            ])
+        }),
+    ))
+}
+
+/// dyᵀ [out, N] · x [N, in] -> [out, in] (linear's weight gradient); `w_like` has the shape [out, in].
+pub fn linear_dw(tape: &mut Tape, dy: Var, x: Var, w_like: &Tensor) -> Result<Var> {
+    let (dyv, xv) = (tape.value(dy), tape.value(x));
+    let need = LinearNeed {
+        dx: false,
+        dw: true,
+        db: false,
+    };
+    let dw = dyv.backend().linear_backward(xv, w_like, dyv, need)?.dw;
+    let dw = dw.ok_or_else(|| anyhow::anyhow!("internal: linear_backward gave no dw"))?;
+    Ok(tape.push_rule_op(
+        "linear_dw",
+        dw,
+        &[dy, x],
+        rule(|t, a| {
+            let (dy, x) = (a.inputs[0], a.inputs[1]);
+            let x_like = t.value(x).clone();
+            Ok(vec![
+                a.grad(0, || linear(t, x, a.dy, None))?,
+                a.grad(1, || linear_dx(t, dy, a.dy, &x_like))?,
+            ])
+        }),
+    ))
+}
+
+/// Column sums of dy [N, out] -> [out] (the bias gradient): dyᵀ times a column of ones.
+fn column_sums(tape: &mut Tape, dy: Var) -> Result<Var> {
+    let dyv = tape.value(dy);
+    let [n, out] = dyv.dims2("linear bias gradient dy")?;
+    let ones = tape.constant(filled_like(dyv, &[n, 1], 1.0)?);
+    let w_like = filled_like(tape.value(dy), &[out, 1], 0.0)?;
+    let s = linear_dw(tape, dy, ones, &w_like)?;
+    reshape(tape, s, &[out])
 }
 
 #[cfg(test)]
@@ -39,6 +120,37 @@ mod tests {
     use super::*;
     use crate::ops::gradcheck::{test_tensor, GradCheck};
     use crate::tensor::Tensor;
+
+    /// Second-order gradients of the layer and of its two gradient products (whose own gradients are the
+    /// third-order terms of the layer).
+    fn second_order(dev: &crate::Device) {
+        let t = |shape: &[usize], seed| test_tensor(shape, seed).to_device(dev).unwrap();
+        let (x, w, b, dy) = (t(&[3, 5], 1), t(&[4, 5], 2), t(&[4], 3), t(&[3, 4], 4));
+        let gc = GradCheck::default();
+        gc.run_second_order(&[x.clone(), w.clone(), b], |t, v| {
+            let y = linear(t, v[0], v[1], Some(v[2]))?;
+            crate::ops::mul(t, y, y)
+        })
+        .unwrap();
+        gc.run_second_order(&[x.clone(), w.clone()], |t, v| {
+            let y = linear(t, v[0], v[1], None)?;
+            crate::ops::mul(t, y, y)
+        })
+        .unwrap();
+        let (x_like, w_like) = (x.clone(), w.clone());
+        gc.run_second_order(&[dy.clone(), w], |t, v| {
+            let y = linear_dx(t, v[0], v[1], &x_like)?;
+            crate::ops::mul(t, y, y)
+        })
+        .unwrap();
+        gc.run_second_order(&[dy, x], |t, v| {
+            let y = linear_dw(t, v[0], v[1], &w_like)?;
+            crate::ops::mul(t, y, y)
+        })
+        .unwrap();
+    }
+
+    test_devices!(second_order_gradients_match_finite_differences => super::second_order);
 
     #[test]
     fn gradcheck_with_and_without_bias() {

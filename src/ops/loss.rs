@@ -4,30 +4,29 @@
 
 use anyhow::{ensure, Result};
 
-use crate::autograd::{Tape, Var};
-use crate::ops::activation::relu;
-use crate::ops::elementwise::{mean, mul, scalar_times, scale};
+use crate::autograd::{rule, Tape, Var};
+use crate::ops::activation::{relu, sigmoid};
+use crate::ops::elementwise::{affine, mean, mul, scalar_times, scalar_times_op, scale};
 
-/// Mean BCE of logits against a constant target -> [1]; the gradient comes from the forward pass.
+/// Mean BCE of logits against a constant target -> [1]; the gradient comes from the forward pass. The
+/// double-backward rule records that gradient, (σ(x) − target) / n, as tape ops.
 pub fn bce_with_logits(tape: &mut Tape, logits: Var, target: f32) -> Result<Var> {
     let x = tape.value(logits);
+    let n = x.numel() as f32;
     let (loss, grad) = x.backend().bce_with_logits(x, target)?;
-    Ok(tape.push_op(
+    Ok(tape.push_op_with_rule(
+        "bce_with_logits",
         loss,
         &[logits],
         // The saved grad is d(loss)/d(logits); chain it with the upstream scalar on the device.
         Box::new(move |dy, _need| Ok(vec![Some(scalar_times(dy, &grad)?)])),
-    ))
-}
-
-/// alpha · x + beta; the backward only scales (the shift has no gradient).
-fn affine(tape: &mut Tape, x: Var, alpha: f32, beta: f32) -> Result<Var> {
-    let xv = tape.value(x);
-    let y = xv.backend().affine(xv, alpha, beta)?;
-    Ok(tape.push_op(
-        y,
-        &[x],
-        Box::new(move |dy, _need| Ok(vec![Some(dy.backend().affine(dy, alpha, 0.0)?)])),
+        rule(move |t, a| {
+            Ok(vec![a.grad(0, || {
+                let s = sigmoid(t, a.inputs[0])?;
+                let d = affine(t, s, 1.0 / n, -target / n)?;
+                scalar_times_op(t, a.dy, d)
+            })?])
+        }),
     ))
 }
 
@@ -63,6 +62,33 @@ mod tests {
     use crate::ops::elementwise::{add, scale};
     use crate::ops::gradcheck::{test_tensor, GradCheck};
     use crate::tensor::Tensor;
+
+    /// Second-order gradients of the three fused or composed losses (away from the hinge's kinks).
+    fn second_order(dev: &crate::Device) {
+        let x = test_tensor(&[7, 1], 3);
+        let x = x
+            .backend()
+            .affine(&x, 3.0, 0.0)
+            .unwrap()
+            .to_device(dev)
+            .unwrap();
+        let gc = GradCheck::default();
+        for target in [0.0, 1.0, 0.9] {
+            gc.run_second_order(std::slice::from_ref(&x), |t, v| {
+                bce_with_logits(t, v[0], target)
+            })
+            .unwrap();
+        }
+        gc.run_second_order(std::slice::from_ref(&x), |t, v| least_squares(t, v[0], 0.5))
+            .unwrap();
+        gc.run_second_order(std::slice::from_ref(&x), |t, v| {
+            let sq = crate::ops::mul(t, v[0], v[0])?;
+            hinge(t, sq, -1.0)
+        })
+        .unwrap();
+    }
+
+    test_devices!(second_order_gradients_match_finite_differences => super::second_order);
 
     #[test]
     fn gradcheck_for_several_targets() {

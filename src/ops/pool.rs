@@ -112,6 +112,7 @@ pub fn max_pool2d(tape: &mut Tape, x: Var, p: Pool2d) -> Result<Var> {
     let y = xv.backend().max_pool2d(xv, p)?;
     let saved_x = xv.clone();
     Ok(tape.push_op(
+        "max pooling",
         y,
         &[x],
         Box::new(move |dy, _need| {
@@ -129,6 +130,7 @@ pub fn avg_pool2d(tape: &mut Tape, x: Var, p: Pool2d, count_include_pad: bool) -
     let x_shape = xv.dims4("avg_pool2d x")?;
     let y = xv.backend().avg_pool2d(xv, p, count_include_pad)?;
     Ok(tape.push_op(
+        "average pooling",
         y,
         &[x],
         Box::new(move |dy, _need| {

@@ -19,6 +19,7 @@ pub fn resize_bilinear(
     let x_shape = xv.dims4("resize_bilinear x")?;
     let y = xv.backend().resize_bilinear(xv, out_h, out_w, mode)?;
     Ok(tape.push_op(
+        "bilinear resize",
         y,
         &[x],
         Box::new(move |dy, _need| {
@@ -34,6 +35,7 @@ pub fn upsample_nearest(tape: &mut Tape, x: Var, scale: usize) -> Result<Var> {
     let xv = tape.value(x);
     let y = xv.backend().upsample_nearest(xv, scale)?;
     Ok(tape.push_op(
+        "nearest upsampling",
         y,
         &[x],
         Box::new(move |dy, _need| {

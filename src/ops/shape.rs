@@ -1,18 +1,22 @@
-//! reshape, flatten, concat along channels on the tape.
+//! reshape, flatten, concat along channels and its slices on the tape, each with a double-backward rule.
 
 use anyhow::{ensure, Result};
 
-use crate::autograd::{Tape, Var};
+use crate::autograd::{rule, Tape, Var};
+use crate::ops::elementwise::filled_like;
 
 /// Same data, new shape (element counts must agree); the gradient is reshaped back.
 pub fn reshape(tape: &mut Tape, x: Var, shape: &[usize]) -> Result<Var> {
     let xv = tape.value(x);
     let y = xv.reshape(shape)?;
     let x_shape = xv.shape().to_vec();
-    Ok(tape.push_op(
+    let shape = x_shape.clone();
+    Ok(tape.push_op_with_rule(
+        "reshape",
         y,
         &[x],
         Box::new(move |dy, _need| Ok(vec![Some(dy.reshape(&x_shape)?)])),
+        rule(move |t, a| Ok(vec![a.grad(0, || reshape(t, a.dy, &shape))?])),
     ))
 }
 
@@ -33,21 +37,66 @@ pub fn concat_channels(tape: &mut Tape, xs: &[Var]) -> Result<Var> {
     ensure!(!vals.is_empty(), "concat_channels: no tensors given");
     let y = vals[0].backend().concat_channels(&vals)?;
     let widths: Vec<usize> = vals.iter().map(|v| v.shape()[1]).collect();
-    Ok(tape.push_op(
+    let starts: Vec<usize> = widths
+        .iter()
+        .scan(0, |s, &c| {
+            *s += c;
+            Some(*s - c)
+        })
+        .collect();
+    let slices: Vec<(usize, usize)> = starts.into_iter().zip(widths).collect();
+    let spans = slices.clone();
+    Ok(tape.push_op_with_rule(
+        "concat_channels",
         y,
         xs,
         Box::new(move |dy, need| {
-            let mut start = 0;
-            let mut out = Vec::with_capacity(widths.len());
-            for (&c, &n) in widths.iter().zip(need) {
-                out.push(if n {
-                    Some(dy.backend().slice_channels(dy, start, c)?)
-                } else {
-                    None
-                });
-                start += c;
+            let be = dy.backend();
+            spans
+                .iter()
+                .zip(need)
+                .map(|(&(start, c), &n)| n.then(|| be.slice_channels(dy, start, c)).transpose())
+                .collect()
+        }),
+        rule(move |t, a| {
+            let mut out = Vec::with_capacity(slices.len());
+            for (i, &(start, c)) in slices.iter().enumerate() {
+                out.push(a.grad(i, || slice_channels(t, a.dy, start, c))?);
             }
             Ok(out)
+        }),
+    ))
+}
+
+/// Channels [start, start + len) of x along dim 1 (the gradients of a concatenation, as a differentiable op):
+/// its own gradient is dy between zeros.
+pub fn slice_channels(tape: &mut Tape, x: Var, start: usize, len: usize) -> Result<Var> {
+    let xv = tape.value(x);
+    let y = xv.backend().slice_channels(xv, start, len)?;
+    let x_shape = xv.shape().to_vec();
+    Ok(tape.push_rule_op(
+        "slice_channels",
+        y,
+        &[x],
+        rule(move |t, a| {
+            Ok(vec![a.grad(0, || {
+                let zeros = |t: &mut Tape, c: usize| -> Result<Var> {
+                    let mut s = x_shape.clone();
+                    s[1] = c;
+                    let z = filled_like(t.value(a.dy), &s, 0.0)?;
+                    Ok(t.constant(z))
+                };
+                let after = x_shape[1] - start - len;
+                let mut vars = vec![];
+                if start > 0 {
+                    vars.push(zeros(t, start)?);
+                }
+                vars.push(a.dy);
+                if after > 0 {
+                    vars.push(zeros(t, after)?);
+                }
+                concat_channels(t, &vars)
+            })?])
         }),
     ))
 }
@@ -56,6 +105,29 @@ pub fn concat_channels(tape: &mut Tape, xs: &[Var]) -> Result<Var> {
 mod tests {
     use super::*;
     use crate::ops::gradcheck::{test_tensor, GradCheck};
+
+    /// Second-order gradients through reshape, concatenation and slicing (squared, so that they are not zero).
+    fn second_order(dev: &crate::Device) {
+        let t = |shape: &[usize], seed| test_tensor(shape, seed).to_device(dev).unwrap();
+        let (a, b) = (t(&[2, 2, 3, 2], 1), t(&[2, 3, 3, 2], 2));
+        let sq = |t: &mut Tape, y: Var| crate::ops::mul(t, y, y);
+        let gc = GradCheck::default();
+        gc.run_second_order(&[a.clone(), b.clone()], |t, v| {
+            let c = concat_channels(t, &[v[0], v[1], v[0]])?;
+            let s = slice_channels(t, c, 1, 3)?;
+            let f = flatten(t, s)?;
+            sq(t, f)
+        })
+        .unwrap();
+        gc.run_second_order(&[b], |t, v| {
+            let s = slice_channels(t, v[0], 0, 2)?;
+            let r = reshape(t, s, &[6, 4])?;
+            sq(t, r)
+        })
+        .unwrap();
+    }
+
+    test_devices!(second_order_gradients_match_finite_differences => super::second_order);
 
     #[test]
     fn gradcheck_reshape_flatten() {
