@@ -112,10 +112,15 @@ pub struct TrainArgs {
     ///
     /// ns: non-saturating, G minimises -log D(G(z)). minimax: G minimises log(1 - D(G(z))). ls: least squares
     /// (LSGAN). hinge: hinge loss for D, -D(G(z)) for G. wgan: Wasserstein critic with weight clipping (--clip).
-    /// ls, hinge and wgan use D's raw output (no sigmoid), and the D(x) / D(G(z)) numbers in the progress line
-    /// and metrics.csv are then mean raw outputs instead of probabilities. The flag defaults do not change with
-    /// the loss; for wgan the WGAN paper's settings are
-    /// `--loss wgan --optimizer rmsprop --lr-d 5e-5 --lr-g 5e-5 --k 5 --clip 0.01`.
+    /// wgan-gp: Wasserstein critic with a gradient penalty on real/fake interpolates (--gp-lambda), no clipping.
+    /// ls, hinge, wgan and wgan-gp use D's raw output (no sigmoid), and the D(x) / D(G(z)) numbers in the
+    /// progress line and metrics.csv are then mean raw outputs instead of probabilities. The flag defaults do not
+    /// change with the loss; for wgan the WGAN paper's settings are
+    /// `--loss wgan --optimizer rmsprop --lr-d 5e-5 --lr-g 5e-5 --k 5 --clip 0.01`,
+    /// for wgan-gp the WGAN-GP paper's are
+    /// `--loss wgan-gp --lr-d 1e-4 --lr-g 1e-4 --beta1 0 --beta2 0.9 --k 5 --gp-lambda 10`.
+    /// With wgan-gp (or --r1) a new run's critic has no batch norm, as in the WGAN-GP paper (batch norm has no
+    /// double backward here, so a penalised critic cannot keep it); --d-downsample maxpool is refused likewise.
     #[arg(long, value_enum, verbatim_doc_comment)]
     pub loss: Option<LossKind>,
     /// Optimiser of both networks: adam, or rmsprop (alpha 0.99, no momentum; use it with --loss wgan)
@@ -126,6 +131,14 @@ pub struct TrainArgs {
     /// --loss wgan) [default: 0.01]
     #[arg(long, value_name = "C")]
     pub clip: Option<f32>,
+    /// WGAN-GP penalty weight lambda: the critic's loss gains lambda * E[(|grad D(x_hat)| - 1)^2] on random
+    /// interpolates x_hat of real and fake images (only with --loss wgan-gp) [default: 10, the paper's]
+    #[arg(long, value_name = "LAMBDA")]
+    pub gp_lambda: Option<f32>,
+    /// R1 penalty (Mescheder et al. 2018), with any loss: D's loss gains (GAMMA/2) * E[|grad D(x)|^2] on the
+    /// real images; the critic is built without batch norm, as for wgan-gp [default: off]
+    #[arg(long, value_name = "GAMMA")]
+    pub r1: Option<f32>,
     /// D steps per G step [default: 1]
     #[arg(long, value_parser = positive_usize)]
     pub k: Option<usize>,
@@ -411,6 +424,10 @@ fn train_config_read(a: &TrainArgs) -> Result<(TrainConfig, Option<SavedRun>)> {
     set!(cfg.loss, a.loss);
     set!(cfg.optimizer, a.optimizer);
     set!(cfg.clip, a.clip);
+    set!(cfg.gp_lambda, a.gp_lambda);
+    if a.r1.is_some() {
+        cfg.r1 = a.r1;
+    }
     set!(cfg.k, a.k);
     set!(cfg.seed, a.seed);
     set!(cfg.device, a.device);
@@ -431,6 +448,17 @@ fn train_config_read(a: &TrainArgs) -> Result<(TrainConfig, Option<SavedRun>)> {
         cfg.model.num_classes = crate::train::data::dataset_num_classes(&cfg)?;
     }
     set!(cfg.plot_every, a.plot_every);
+    // A penalised critic is differentiated twice, which batch norm cannot be: new runs leave it out (a resumed
+    // run keeps its network, and validation refuses one that has it).
+    if resume.is_none() && cfg.penalises_gradients() && cfg.model.kind == ModelKind::Dcgan {
+        cfg.model.tricks.d_batch_norm = false;
+    }
+    if a.gp_lambda.is_some() && cfg.loss != LossKind::WganGp {
+        bail!(
+            "--gp-lambda only applies to --loss wgan-gp (the gradient penalty), but the run uses --loss {}",
+            cfg.loss
+        );
+    }
     if a.clip.is_some() && !cfg.loss.clips_weights() {
         bail!(
             "--clip only applies to --loss wgan (weight clipping), but the run uses --loss {}",
@@ -542,15 +570,21 @@ fn train(a: TrainArgs) -> Result<()> {
     } else {
         "training".into()
     };
-    let mut ema = cfg
+    let mut extras = cfg
         .g_ema
         .map(|d| format!(" --g-ema {d}"))
         .unwrap_or_default();
     if cfg.cuda_graph {
-        ema.push_str(" --cuda-graph");
+        extras.push_str(" --cuda-graph");
+    }
+    if cfg.loss == LossKind::WganGp {
+        extras.push_str(&format!(" --gp-lambda {}", cfg.gp_lambda));
+    }
+    if let Some(g) = cfg.r1 {
+        extras.push_str(&format!(" --r1 {g}"));
     }
     eprintln!(
-        "{verb} {} on {} ({} steps, batch {}) with --loss {} --optimizer {}{ema} on {} -> {}",
+        "{verb} {} on {} ({} steps, batch {}) with --loss {} --optimizer {}{extras} on {} -> {}",
         cfg.model.describe(),
         cfg.dataset,
         t.total_steps,

@@ -29,6 +29,12 @@ pub enum LossKind {
     /// Wasserstein with weight clipping: the critic minimises E[D(G(z))] − E[D(x)] and every D parameter is
     /// clipped to [−clip, clip] after each critic update; G minimises −E[D(G(z))].
     Wgan,
+    /// Wasserstein with a gradient penalty (Gulrajani et al. 2017): the critic minimises
+    /// E[D(G(z))] − E[D(x)] + λ·E[(‖∇D(x̂)‖₂ − 1)²] on random interpolates x̂ of real and fake images; no
+    /// clipping. G minimises −E[D(G(z))].
+    #[serde(rename = "wgan-gp")]
+    #[value(name = "wgan-gp")]
+    WganGp,
 }
 
 impl std::fmt::Display for LossKind {
@@ -39,6 +45,7 @@ impl std::fmt::Display for LossKind {
             LossKind::Ls => "ls",
             LossKind::Hinge => "hinge",
             LossKind::Wgan => "wgan",
+            LossKind::WganGp => "wgan-gp",
         })
     }
 }
@@ -72,6 +79,13 @@ pub const DEFAULT_CLIP: f32 = 0.01;
 
 fn default_clip() -> f32 {
     DEFAULT_CLIP
+}
+
+/// The WGAN-GP paper's penalty weight λ.
+pub const DEFAULT_GP_LAMBDA: f32 = 10.0;
+
+fn default_gp_lambda() -> f32 {
+    DEFAULT_GP_LAMBDA
 }
 
 /// Optimiser settings of one network (PyTorch's `torch.optim.Adam` arguments; RMSprop uses `lr` and `eps`).
@@ -117,6 +131,12 @@ pub struct TrainConfig {
     /// WGAN weight-clipping bound: D's parameters stay in [−clip, clip] (only `--loss wgan` clips).
     #[serde(default = "default_clip")]
     pub clip: f32,
+    /// WGAN-GP's penalty weight λ (only `--loss wgan-gp` uses it).
+    #[serde(default = "default_gp_lambda")]
+    pub gp_lambda: f32,
+    /// R1 penalty weight γ (`--r1`): D's loss gains (γ/2)·E[‖∇D(x)‖²] on real images; None: no R1.
+    #[serde(default)]
+    pub r1: Option<f32>,
     /// D steps per G step.
     pub k: usize,
     pub seed: u64,
@@ -181,6 +201,8 @@ impl Default for TrainConfig {
             loss: LossKind::Ns,
             optimizer: OptimizerKind::Adam,
             clip: DEFAULT_CLIP,
+            gp_lambda: DEFAULT_GP_LAMBDA,
+            r1: None,
             k: 1,
             seed: 0,
             device: "cpu".into(),
@@ -200,6 +222,36 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Whether D's loss holds a gradient penalty (WGAN-GP's or R1), which the D step differentiates twice.
+    pub fn penalises_gradients(&self) -> bool {
+        self.loss == LossKind::WganGp || self.r1.is_some()
+    }
+
+    /// A penalised critic may use only ops with a double backward: batch norm and max pooling have none.
+    fn check_penalised_critic(&self) -> Result<()> {
+        let what = if self.loss == LossKind::WganGp {
+            "--loss wgan-gp"
+        } else {
+            "--r1"
+        };
+        let t = self.model.tricks;
+        let dcgan = self.model.kind == crate::nn::models::ModelKind::Dcgan;
+        ensure!(
+            !(dcgan && t.d_batch_norm),
+            "{what} needs a critic without batch norm (its gradient penalty differentiates D twice, and batch norm \
+             has no double backward here); new runs leave it out, but this run's D has it"
+        );
+        ensure!(
+            !(dcgan && t.d_downsample == crate::nn::models::dcgan::Downsample::Maxpool),
+            "{what} needs --d-downsample stride: max pooling has no double backward here"
+        );
+        ensure!(
+            !self.cuda_graph,
+            "--cuda-graph does not capture a gradient penalty's step yet; leave it out with {what}"
+        );
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
         ensure!(self.batch_size > 0, "--batch-size must be positive");
@@ -226,6 +278,20 @@ impl TrainConfig {
             "--clip must be a positive number, got {}",
             self.clip
         );
+        ensure!(
+            self.gp_lambda.is_finite() && self.gp_lambda > 0.0,
+            "--gp-lambda must be a positive number, got {}",
+            self.gp_lambda
+        );
+        if let Some(g) = self.r1 {
+            ensure!(
+                g.is_finite() && g > 0.0,
+                "--r1 must be a positive number, got {g}"
+            );
+        }
+        if self.penalises_gradients() {
+            self.check_penalised_critic()?;
+        }
         ensure!(self.sample_every > 0, "--sample-every must be positive");
         ensure!(self.log_every > 0, "--log-every must be positive");
         ensure!(
@@ -328,6 +394,7 @@ mod tests {
             LossKind::Ls,
             LossKind::Hinge,
             LossKind::Wgan,
+            LossKind::WganGp,
         ] {
             let s = serde_json::to_string(&k).unwrap();
             assert_eq!(s, format!("\"{k}\""));

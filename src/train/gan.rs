@@ -5,8 +5,10 @@
 //! 2. G step: D(fake) with D's parameters frozen (no weight gradients computed for them) → BCE(·, 1) for the
 //!    non-saturating loss, or −BCE(·, 0) for minimax; backward into G; Adam on G.
 //!
-//! The other objectives (`ls`, `hinge`, `wgan`, see [`super::losses`]) replace the two BCE terms of the D step
-//! and G's term, and `wgan` clips D's weights after each D update; the optimiser may be RMSprop instead of Adam.
+//! The other objectives (`ls`, `hinge`, `wgan`, `wgan-gp`, see [`super::losses`]) replace the two BCE terms of
+//! the D step and G's term, and `wgan` clips D's weights after each D update; the optimiser may be RMSprop
+//! instead of Adam. A gradient penalty (`wgan-gp`'s on interpolates, R1's on the real batch) adds a term to the
+//! D loss that holds D's input gradient, recorded on the tape, so D's backward pass is a double backward.
 //!
 //! Both networks stay in training mode throughout, so their BN layers normalise with batch statistics and
 //! update their running stats on every forward, exactly as PyTorch does in that script.
@@ -22,7 +24,8 @@ use crate::optim::{Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig};
 use crate::tensor::Tensor;
 
 use super::config::{
-    AdamSettings, LossKind, OptimizerKind, TrainConfig, DEFAULT_CLIP, RMSPROP_ALPHA,
+    AdamSettings, LossKind, OptimizerKind, TrainConfig, DEFAULT_CLIP, DEFAULT_GP_LAMBDA,
+    RMSPROP_ALPHA,
 };
 use super::losses;
 
@@ -117,6 +120,10 @@ pub struct Gan {
     pub loss: LossKind,
     /// WGAN weight-clipping bound (used only when the loss clips, see [`LossKind::clips_weights`]).
     pub clip: f32,
+    /// WGAN-GP's penalty weight λ (used only by [`LossKind::WganGp`]).
+    pub gp_lambda: f32,
+    /// R1's penalty weight γ; None: no R1 penalty.
+    pub r1: Option<f32>,
     pub device: Device,
     /// While a step is captured as a CUDA graph ([`super::graph`]): the logged values are kept here as device
     /// tensors (errD, D(x), D(G(z)) before and after D's update, errG) instead of being read back, which a
@@ -174,7 +181,7 @@ pub fn optimizer(
 impl Gan {
     /// The Gan of a training config: fresh models from its seed, its loss, optimiser and clip bound.
     pub fn from_config(cfg: &TrainConfig, device: &Device) -> Result<Gan> {
-        Gan::build(
+        let mut gan = Gan::build(
             &cfg.model,
             cfg.optimizer,
             [&cfg.adam_g, &cfg.adam_d],
@@ -182,7 +189,10 @@ impl Gan {
             cfg.clip,
             cfg.seed,
             device,
-        )
+        )?;
+        gan.gp_lambda = cfg.gp_lambda;
+        gan.r1 = cfg.r1;
+        Ok(gan)
     }
 
     /// Fresh models initialised from `seed` (G first, then D, from one stream), with Adam and the default clip.
@@ -227,6 +237,8 @@ impl Gan {
             noise: RngStream::new(stream_seed(seed, STREAM_NOISE)),
             loss,
             clip,
+            gp_lambda: DEFAULT_GP_LAMBDA,
+            r1: None,
             device: device.clone(),
             deferred: None,
         })
@@ -273,7 +285,12 @@ impl Gan {
         let fake_labels = latents.labels;
         tape.clear();
         self.d.store.zero_grad();
-        let x = tape.constant(real.images.to_device(&self.device)?);
+        let images = real.images.to_device(&self.device)?;
+        // R1 differentiates D's output with respect to the real images.
+        let x = match self.r1 {
+            Some(_) => tape.leaf(images),
+            None => tape.constant(images),
+        };
         let logits_real = self.d.forward_labelled(tape, x, real_labels, true)?;
         let err_real = losses::d_loss_real(tape, self.loss, logits_real)?;
 
@@ -287,7 +304,21 @@ impl Gan {
             self.d
                 .forward_labelled(tape, fake_const, fake_labels.as_deref(), true)?;
         let err_fake = losses::d_loss_fake(tape, self.loss, logits_fake)?;
-        let err_d = ops::add(tape, err_real, err_fake)?;
+        let mut err_d = ops::add(tape, err_real, err_fake)?;
+        if let Some(gamma) = self.r1 {
+            let grad = losses::input_gradient(tape, logits_real, x)?;
+            let p = losses::r1_penalty(tape, grad, gamma)?;
+            err_d = ops::add(tape, err_d, p)?;
+        }
+        if self.loss == LossKind::WganGp {
+            let x_hat = self.interpolate(tape.value(x), tape.value(fake_const))?;
+            let x_hat = tape.leaf(x_hat);
+            // A conditional critic judges each interpolate with its real image's label.
+            let out = self.d.forward_labelled(tape, x_hat, real_labels, true)?;
+            let grad = losses::input_gradient(tape, out, x_hat)?;
+            let p = losses::gradient_penalty(tape, grad, self.gp_lambda)?;
+            err_d = ops::add(tape, err_d, p)?;
+        }
 
         let logged = [err_d, logits_real, logits_fake].map(|v| tape.value(v));
         let [loss_d, d_x, d_g_z1] =
@@ -310,6 +341,20 @@ impl Gan {
             },
             grads,
         })
+    }
+
+    /// WGAN-GP's interpolates x̂ = f + ε·(x − f) of real images x and fakes f, with ε ~ U(0, 1) per sample
+    /// from the noise stream, made on the device (ε is broadcast over each sample by a product with a column of
+    /// ones).
+    fn interpolate(&mut self, x: &Tensor, f: &Tensor) -> Result<Tensor> {
+        let n = x.shape()[0];
+        let features = x.numel() / n.max(1);
+        let eps = self.noise.uniform(&[n, 1], 0.0, 1.0, &self.device)?;
+        let be = x.backend();
+        let ones = be.affine(&be.zeros(&[features, 1])?, 0.0, 1.0)?;
+        let eps = be.linear(&eps, &ones, None)?.reshape(x.shape())?;
+        let d = be.add(x, &be.affine(f, -1.0, 0.0)?)?;
+        be.add(f, &be.mul(&eps, &d)?)
     }
 
     /// One G update through the (just updated) D, on the fake of the last D step.
@@ -757,6 +802,93 @@ mod tests {
     }
 
     test_devices!(every_loss_and_optimizer_trains_a_few_steps => super::train_a_few_steps);
+
+    /// WGAN-GP, and R1 on the non-saturating loss, with a critic without batch norm: a few iterations train
+    /// both networks with finite losses, and the penalty is in D's loss (WGAN-GP's starts near λ, since a fresh
+    /// critic's input gradients are nearly zero).
+    fn penalised_critics_train_a_few_steps(dev: &Device) {
+        use crate::train::config::TrainConfig;
+        for kind in [ModelKind::Dcgan, ModelKind::Mlp] {
+            for (loss, r1) in [(LossKind::WganGp, None), (LossKind::Ns, Some(5.0))] {
+                let what = format!("{kind} {loss} r1 {r1:?} on {}", dev.name());
+                let mut cfg = TrainConfig {
+                    loss,
+                    r1,
+                    gp_lambda: 10.0,
+                    ..TrainConfig::default()
+                };
+                cfg.model = tiny_gan(kind, loss).g.cfg.clone();
+                cfg.model.tricks.d_batch_norm = kind == ModelKind::Mlp;
+                cfg.adam_d.lr = 1e-3;
+                cfg.validate().unwrap();
+                let mut gan = Gan::from_config(&cfg, dev).unwrap();
+                let (g0, d0) = (snapshot(&gan.g.store), snapshot(&gan.d.store));
+                let mut tape = Tape::new();
+                let mut seed = 200;
+                for step in 1..=2 {
+                    let m = gan
+                        .train_step(&mut tape, 2, step, || {
+                            seed += 1;
+                            real(3, seed).to_device(dev).map(Batch::from)
+                        })
+                        .unwrap();
+                    for v in [m.loss_d, m.loss_g, m.d_x, m.d_g_z1, m.d_g_z2] {
+                        assert!(v.is_finite(), "{what}: {m:?}");
+                    }
+                    if step == 1 && loss == LossKind::WganGp {
+                        assert!((m.loss_d - 10.0).abs() < 1.0, "{what}: {m:?}");
+                    }
+                }
+                assert_ne!(snapshot(&gan.g.store), g0, "{what}: G did not move");
+                for (i, (a, b)) in d0.iter().zip(&snapshot(&gan.d.store)).enumerate() {
+                    // The WGAN critic's final bias: its loss and penalty are invariant to a shift of D's output.
+                    if loss == LossKind::WganGp && a.len() == 1 {
+                        continue;
+                    }
+                    assert_ne!(a, b, "{what}: D parameter {i} did not move");
+                }
+            }
+        }
+    }
+
+    test_devices!(penalised_critics_train_a_few_steps_on => super::penalised_critics_train_a_few_steps);
+
+    /// The penalty's contribution to D's gradients: R1's D gradient differs from the unpenalised one by exactly
+    /// the gradient of (γ/2)·E[‖∇D(x)‖²], which is not zero.
+    #[test]
+    fn r1_changes_the_d_gradient() {
+        let grads_with = |r1: Option<f32>| {
+            let mut gan = tiny_gan(ModelKind::Mlp, LossKind::Ns);
+            gan.r1 = r1;
+            let mut tape = Tape::new();
+            let d = step_d(&mut gan, &mut tape, real(3, 9), 1).unwrap();
+            gan.d.store.zero_grad();
+            gan.d.store.accumulate_grads(&d.grads).unwrap();
+            (0..gan.d.store.len())
+                .map(|i| {
+                    gan.d
+                        .store
+                        .grad(crate::nn::ParamId(i))
+                        .unwrap()
+                        .to_vec()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        };
+        let (plain, penalised) = (grads_with(None), grads_with(Some(100.0)));
+        assert_ne!(plain[0], penalised[0], "the first layer's weight gradient");
+    }
+
+    #[test]
+    fn a_penalised_critic_with_batch_norm_is_refused_by_name() {
+        let mut tape = Tape::new();
+        let mut gan = tiny_gan(ModelKind::Dcgan, LossKind::WganGp);
+        let e = step_d(&mut gan, &mut tape, real(3, 1), 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("batch norm has no double backward"), "{e}");
+    }
 
     #[test]
     fn non_finite_loss_stops_with_the_step() {

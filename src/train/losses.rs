@@ -1,5 +1,5 @@
-//! The five GAN objectives of `train --loss`, as terms on the tape of D's raw outputs ("logits"), and what the
-//! metrics report for each.
+//! The six GAN objectives of `train --loss`, as terms on the tape of D's raw outputs ("logits"), the gradient
+//! penalties, and what the metrics report for each.
 //!
 //! | loss      | D (or critic) minimises                         | G minimises                  |
 //! |-----------|-------------------------------------------------|------------------------------|
@@ -8,6 +8,11 @@
 //! | `ls`      | ½E[(D(x) − 1)²] + ½E[D(G(z))²]                  | ½E[(D(G(z)) − 1)²]           |
 //! | `hinge`   | E[relu(1 − D(x))] + E[relu(1 + D(G(z)))]        | −E[D(G(z))]                  |
 //! | `wgan`    | E[D(G(z))] − E[D(x)], then clip D's weights     | −E[D(G(z))]                  |
+//! | `wgan-gp` | E[D(G(z))] − E[D(x)] + λE[(‖∇D(x̂)‖₂ − 1)²]      | −E[D(G(z))]                  |
+//!
+//! The penalties take a gradient of D's output with respect to its input ([`Tape::grad_graph`]); D's update
+//! then differentiates that gradient again. WGAN-GP's x̂ = εx + (1 − ε)G(z), ε ~ U(0, 1) per sample; R1
+//! (`--r1 γ`, with any loss) adds (γ/2)·E[‖∇D(x)‖²] on the real batch.
 //!
 //! Every term is built from differentiable tape ops, so each loss runs (forward and backward) on every backend.
 //! The D loss is split into its real and fake terms because the D step evaluates them on separate forwards.
@@ -38,7 +43,7 @@ pub fn d_loss_real(tape: &mut Tape, kind: LossKind, out_real: Var) -> Result<Var
         LossKind::Ns | LossKind::Minimax => ops::bce_with_logits(tape, out_real, 1.0),
         LossKind::Ls => ops::loss::least_squares(tape, out_real, 1.0),
         LossKind::Hinge => ops::loss::hinge(tape, out_real, 1.0),
-        LossKind::Wgan => {
+        LossKind::Wgan | LossKind::WganGp => {
             let m = ops::mean(tape, out_real)?;
             ops::scale(tape, m, -1.0)
         }
@@ -51,7 +56,7 @@ pub fn d_loss_fake(tape: &mut Tape, kind: LossKind, out_fake: Var) -> Result<Var
         LossKind::Ns | LossKind::Minimax => ops::bce_with_logits(tape, out_fake, 0.0),
         LossKind::Ls => ops::loss::least_squares(tape, out_fake, 0.0),
         LossKind::Hinge => ops::loss::hinge(tape, out_fake, -1.0),
-        LossKind::Wgan => ops::mean(tape, out_fake),
+        LossKind::Wgan | LossKind::WganGp => ops::mean(tape, out_fake),
     }
 }
 
@@ -64,11 +69,51 @@ pub fn g_loss(tape: &mut Tape, kind: LossKind, out_fake: Var) -> Result<Var> {
             ops::scale(tape, e, -1.0)
         }
         LossKind::Ls => ops::loss::least_squares(tape, out_fake, 1.0),
-        LossKind::Hinge | LossKind::Wgan => {
+        LossKind::Hinge | LossKind::Wgan | LossKind::WganGp => {
             let m = ops::mean(tape, out_fake)?;
             ops::scale(tape, m, -1.0)
         }
     }
+}
+
+/// The gradient of D's outputs `out` (summed over the batch) with respect to D's input `x`, recorded on the
+/// tape so that a penalty on it trains D: per sample, ∇ₓD(x) of that sample.
+pub fn input_gradient(tape: &mut Tape, out: Var, x: Var) -> Result<Var> {
+    let ones = {
+        let o = tape.value(out);
+        let b = o.backend();
+        b.affine(&b.zeros(o.shape())?, 0.0, 1.0)?
+    };
+    let ones = tape.constant(ones);
+    tape.grad_graph(out, ones, &[x])?[0]
+        .ok_or_else(|| anyhow::anyhow!("internal: D's output does not depend on its input"))
+}
+
+/// Per-sample squared norms ‖g_i‖² of a gradient g [N, ...] -> [N, 1].
+fn squared_norms(tape: &mut Tape, grad: Var) -> Result<Var> {
+    let sq = ops::mul(tape, grad, grad)?;
+    ops::elementwise::row_sums(tape, sq)
+}
+
+/// Below this a per-sample squared norm is lifted before its square root, whose derivative is infinite at 0.
+const NORM_EPS: f32 = 1e-12;
+
+/// WGAN-GP's penalty λ·E[(‖g_i‖₂ − 1)²] of the critic's input gradients `grad` [N, ...].
+pub fn gradient_penalty(tape: &mut Tape, grad: Var, lambda: f32) -> Result<Var> {
+    let s = squared_norms(tape, grad)?;
+    let s = ops::elementwise::affine(tape, s, 1.0, NORM_EPS)?;
+    let norm = ops::elementwise::powf(tape, s, 0.5)?;
+    let d = ops::elementwise::affine(tape, norm, 1.0, -1.0)?;
+    let d2 = ops::mul(tape, d, d)?;
+    let m = ops::mean(tape, d2)?;
+    ops::scale(tape, m, lambda)
+}
+
+/// R1's penalty (γ/2)·E[‖g_i‖²] of D's input gradients on real images `grad` [N, ...].
+pub fn r1_penalty(tape: &mut Tape, grad: Var, gamma: f32) -> Result<Var> {
+    let s = squared_norms(tape, grad)?;
+    let m = ops::mean(tape, s)?;
+    ops::scale(tape, m, 0.5 * gamma)
 }
 
 /// The d_x / d_g_z metric of a batch of D outputs: the mean probability σ(D) for the BCE losses, the mean raw
@@ -89,12 +134,13 @@ mod tests {
     use super::*;
     use crate::device::Device;
 
-    const ALL: [LossKind; 5] = [
+    const ALL: [LossKind; 6] = [
         LossKind::Ns,
         LossKind::Minimax,
         LossKind::Ls,
         LossKind::Hinge,
         LossKind::Wgan,
+        LossKind::WganGp,
     ];
 
     // Raw D outputs on a real and a fake batch of three, away from the hinge kinks at ±1.
@@ -155,8 +201,8 @@ mod tests {
                 1.0 / 3.0,
                 vec![-1.0 / n; 3],
             ),
-            // mean(f) − mean(r) = −1/3 − 1/3. G: −mean(f) = 1/3.
-            LossKind::Wgan => (
+            // mean(f) − mean(r) = −1/3 − 1/3 (the penalty is a term of its own). G: −mean(f) = 1/3.
+            LossKind::Wgan | LossKind::WganGp => (
                 -2.0 / 3.0,
                 vec![-1.0 / n; 3],
                 vec![1.0 / n; 3],
