@@ -396,11 +396,10 @@ fn errors_are_clear_with_the_right_exit_code() {
     let d = |s: &str| -> PathBuf { dir.path().join(s) };
 
     // Usage errors, from clap: exit 2.
-    // (WGAN-GP is not implemented: the tape cannot differentiate a gradient.)
     fails(
-        &["train", "--loss", "wgan-gp"],
+        &["train", "--loss", "wgan-gpx"],
         2,
-        &["invalid value 'wgan-gp'", "--loss"],
+        &["invalid value 'wgan-gpx'", "--loss"],
     );
     fails(&["train", "--optimizer", "sgd"], 2, &["--optimizer"]);
     fails(&["train", "--loss", "wgan", "--clip", "0"], 1, &["--clip"]);

@@ -5,4 +5,5 @@
 pub mod cli;
 pub mod conv;
 pub mod fixture;
+pub mod idx;
 pub mod model;
