@@ -13,24 +13,7 @@ use gan_engine::train::losses;
 use gan_engine::{Device, Tape, Tensor};
 
 mod common;
-use common::fixture::{devices, Fixture, Ref};
-
-/// |got − want| ≤ tol · (|want| + rms(want)) elementwise (the rms floor covers values that are small because
-/// their terms cancelled, as in tests/golden.rs). NaN fails.
-fn assert_close(what: &str, got: &Tensor, want: &Ref, tol: f64) {
-    assert_eq!(got.shape(), &want.shape[..], "{what}: shape");
-    let g = got.to_vec().unwrap();
-    let rms = (want.data.iter().map(|&v| (v as f64).powi(2)).sum::<f64>()
-        / want.data.len().max(1) as f64)
-        .sqrt();
-    for (i, (&a, &b)) in g.iter().zip(&want.data).enumerate() {
-        let err = (a as f64 - b as f64).abs();
-        assert!(
-            a.is_finite() && err <= tol * (b.abs() as f64 + rms),
-            "{what}: element {i} is {a} but PyTorch has {b}"
-        );
-    }
-}
+use common::fixture::{assert_close_rms, devices, Fixture};
 
 /// f32 sums of a few dozen products, twice over: rounding stays near 1e-6 of the values, while a wrong rule
 /// (a missing term, a transposed product) is off by far more.
@@ -52,7 +35,7 @@ fn check_op(f: &Fixture, dev: &Device, case: &str, op: impl Fn(&mut Tape, &[Var]
     let mut total = None;
     for (i, g) in grads.iter().enumerate() {
         let g = g.unwrap_or_else(|| panic!("{}: no gradient", what(&format!("x{i}"))));
-        assert_close(
+        assert_close_rms(
             &what(&format!("g{i}")),
             tape.value(g),
             f.get(&format!("{case}.g{i}")),
@@ -76,7 +59,7 @@ fn check_op(f: &Fixture, dev: &Device, case: &str, op: impl Fn(&mut Tape, &[Var]
             Some(h) => h.clone(),
             None => Tensor::zeros(tape.value(x).shape(), dev).unwrap(),
         };
-        assert_close(
+        assert_close_rms(
             &what(&format!("h{i}")),
             &h,
             f.get(&format!("{case}.h{i}")),
@@ -148,7 +131,7 @@ fn wgan_gp_and_r1_penalty_gradients_match_torch() {
                 _ => losses::r1_penalty(&mut tape, grad, 1.0),
             }
             .unwrap();
-            assert_close(
+            assert_close_rms(
                 &what("penalty"),
                 tape.value(penalty),
                 f.get(&format!("{case}.penalty")),
@@ -160,7 +143,7 @@ fn wgan_gp_and_r1_penalty_gradients_match_torch() {
                     Some(g) => g.clone(),
                     None => Tensor::zeros(tape.value(v).shape(), &dev).unwrap(),
                 };
-                assert_close(
+                assert_close_rms(
                     &what(&format!("d penalty / d {k}")),
                     &g,
                     f.get(&format!("{case}.grad_{k}")),

@@ -12,27 +12,10 @@
 
 use gan_engine::backend::{Pool2d, ResizeMode};
 use gan_engine::ops;
-use gan_engine::{Tape, Tensor};
+use gan_engine::Tape;
 
 mod common;
-use common::fixture::{devices, Fixture, Ref};
-
-/// |got − want| ≤ tol · (|want| + rms(want)) elementwise (the rms floor covers outputs that are small because
-/// their terms cancelled; see tests/golden.rs). NaN fails.
-fn assert_close(what: &str, got: &Tensor, want: &Ref, tol: f64) {
-    assert_eq!(got.shape(), &want.shape[..], "{what}: shape");
-    let g = got.to_vec().unwrap();
-    let rms = (want.data.iter().map(|&v| (v as f64).powi(2)).sum::<f64>()
-        / want.data.len().max(1) as f64)
-        .sqrt();
-    for (i, (&a, &b)) in g.iter().zip(&want.data).enumerate() {
-        let err = (a as f64 - b as f64).abs();
-        assert!(
-            a.is_finite() && err <= tol * (b.abs() as f64 + rms),
-            "{what}: element {i} is {a} but PyTorch has {b}"
-        );
-    }
-}
+use common::fixture::{assert_close_rms, devices, Fixture};
 
 /// Pool outputs are sums of at most 25 terms, bilinear ones of four: f32 rounding stays below 1e-6 of the
 /// values, while a wrong window, divisor or source coordinate is off by 1e-2 or more.
@@ -76,8 +59,8 @@ fn pooling_matches_torch() {
                     be.avg_pool2d_backward(&dy, xs, pool, cip).unwrap(),
                 )
             };
-            assert_close(&what("Backend y"), &y, ry, TOL);
-            assert_close(&what("Backend dx"), &dx, rdx, TOL);
+            assert_close_rms(&what("Backend y"), &y, ry, TOL);
+            assert_close_rms(&what("Backend dx"), &dx, rdx, TOL);
 
             let mut tape = Tape::new();
             let xv = tape.leaf(x);
@@ -86,9 +69,9 @@ fn pooling_matches_torch() {
             } else {
                 ops::avg_pool2d(&mut tape, xv, pool, cip).unwrap()
             };
-            assert_close(&what("op y"), tape.value(y), ry, TOL);
+            assert_close_rms(&what("op y"), tape.value(y), ry, TOL);
             let g = tape.backward_from(y, dy).unwrap();
-            assert_close(&what("op dx"), g.get(xv).unwrap(), rdx, TOL);
+            assert_close_rms(&what("op dx"), g.get(xv).unwrap(), rdx, TOL);
         }
     }
 }
@@ -113,16 +96,16 @@ fn resize_matches_torch() {
                 let ry = f.get(&format!("{case}.{name}.y"));
                 let rdx = f.get(&format!("{case}.{name}.dx"));
                 let y = be.resize_bilinear(&x, oh, ow, mode).unwrap();
-                assert_close(&what("Backend y"), &y, ry, TOL);
+                assert_close_rms(&what("Backend y"), &y, ry, TOL);
                 let dx = be.resize_bilinear_backward(&dy, xs, mode).unwrap();
-                assert_close(&what("Backend dx"), &dx, rdx, TOL);
+                assert_close_rms(&what("Backend dx"), &dx, rdx, TOL);
 
                 let mut tape = Tape::new();
                 let xv = tape.leaf(x.clone());
                 let y = ops::resize_bilinear(&mut tape, xv, oh, ow, mode).unwrap();
-                assert_close(&what("op y"), tape.value(y), ry, TOL);
+                assert_close_rms(&what("op y"), tape.value(y), ry, TOL);
                 let g = tape.backward_from(y, dy.clone()).unwrap();
-                assert_close(&what("op dx"), g.get(xv).unwrap(), rdx, TOL);
+                assert_close_rms(&what("op dx"), g.get(xv).unwrap(), rdx, TOL);
             }
         }
     }
@@ -141,15 +124,15 @@ fn upsample_nearest_matches_torch() {
             );
             let (ry, rdx) = (f.get(&format!("{case}.y")), f.get(&format!("{case}.dx")));
             let y = be.upsample_nearest(&x, scale).unwrap();
-            assert_close(&what("Backend y"), &y, ry, 0.0);
+            assert_close_rms(&what("Backend y"), &y, ry, 0.0);
             let dx = be.upsample_nearest_backward(&dy, scale).unwrap();
-            assert_close(&what("Backend dx"), &dx, rdx, TOL);
+            assert_close_rms(&what("Backend dx"), &dx, rdx, TOL);
             let mut tape = Tape::new();
             let xv = tape.leaf(x.clone());
             let y = ops::upsample_nearest(&mut tape, xv, scale).unwrap();
-            assert_close(&what("op y"), tape.value(y), ry, 0.0);
+            assert_close_rms(&what("op y"), tape.value(y), ry, 0.0);
             let g = tape.backward_from(y, dy.clone()).unwrap();
-            assert_close(&what("op dx"), g.get(xv).unwrap(), rdx, TOL);
+            assert_close_rms(&what("op dx"), g.get(xv).unwrap(), rdx, TOL);
         }
     }
 }

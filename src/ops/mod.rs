@@ -1,8 +1,10 @@
 //! Differentiable ops on the [`Tape`](crate::autograd::Tape).
 //!
 //! One file per op family. Each file holds the op's public function (forward through `tensor.backend()`, then
-//! the backward closure recorded on the tape) and its tests (finite-difference gradient checks). The numerical
-//! work lives in the backends: `src/cpu/<family>.rs` and `src/cuda/<family>.rs` + `kernels/<family>.cu`.
+//! the backward closure recorded on the tape, and, where the op has one, its double-backward rule: the same
+//! gradients recorded as tape ops, see [`crate::autograd::Tape::grad_graph`]) and its tests (finite-difference
+//! gradient checks, first and second order). The numerical work lives in the backends: `src/cpu/<family>.rs`
+//! and `src/cuda/<family>.rs` + `kernels/<family>.cu`.
 
 pub mod activation;
 pub mod batchnorm;

@@ -724,6 +724,27 @@ mod tests {
             .fold(0.0, |m, x| m.max(x.abs()))
     }
 
+    /// One iteration with k = 2 on fresh batches of three (seeds after `seed`) on `dev`; every metric finite.
+    fn finite_step(
+        gan: &mut Gan,
+        tape: &mut Tape,
+        dev: &Device,
+        step: u64,
+        seed: &mut u64,
+        what: &str,
+    ) -> StepMetrics {
+        let m = gan
+            .train_step(tape, 2, step, || {
+                *seed += 1;
+                real(3, *seed).to_device(dev).map(Batch::from)
+            })
+            .unwrap();
+        for v in [m.loss_d, m.loss_g, m.d_x, m.d_g_z1, m.d_g_z2] {
+            assert!(v.is_finite(), "{what}: {m:?}");
+        }
+        m
+    }
+
     /// A few iterations of every loss with both optimisers, k = 2 and different learning rates for D and G:
     /// the losses stay finite, both networks move, and the WGAN critic stays inside its clip bound (while its
     /// BN buffers, which are not parameters, are left alone).
@@ -754,15 +775,7 @@ mod tests {
                     let mut tape = Tape::new();
                     let mut seed = 100;
                     for step in 1..=3 {
-                        let m = gan
-                            .train_step(&mut tape, 2, step, || {
-                                seed += 1;
-                                real(3, seed).to_device(dev).map(Batch::from)
-                            })
-                            .unwrap();
-                        for v in [m.loss_d, m.loss_g, m.d_x, m.d_g_z1, m.d_g_z2] {
-                            assert!(v.is_finite(), "{what}: {m:?}");
-                        }
+                        let m = finite_step(&mut gan, &mut tape, dev, step, &mut seed, &what);
                         if loss.reports_probabilities() {
                             assert!((0.0..=1.0).contains(&m.d_x), "{what}: {m:?}");
                         }
@@ -826,15 +839,7 @@ mod tests {
                 let mut tape = Tape::new();
                 let mut seed = 200;
                 for step in 1..=2 {
-                    let m = gan
-                        .train_step(&mut tape, 2, step, || {
-                            seed += 1;
-                            real(3, seed).to_device(dev).map(Batch::from)
-                        })
-                        .unwrap();
-                    for v in [m.loss_d, m.loss_g, m.d_x, m.d_g_z1, m.d_g_z2] {
-                        assert!(v.is_finite(), "{what}: {m:?}");
-                    }
+                    let m = finite_step(&mut gan, &mut tape, dev, step, &mut seed, &what);
                     if step == 1 && loss == LossKind::WganGp {
                         assert!((m.loss_d - 10.0).abs() < 1.0, "{what}: {m:?}");
                     }

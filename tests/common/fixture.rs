@@ -90,3 +90,20 @@ pub fn devices() -> Vec<Device> {
     }
     out
 }
+
+/// |got − want| ≤ tol · (|want| + rms(want)) elementwise (the rms floor covers outputs that are small because
+/// their terms cancelled; see tests/golden.rs). NaN fails.
+pub fn assert_close_rms(what: &str, got: &Tensor, want: &Ref, tol: f64) {
+    assert_eq!(got.shape(), &want.shape[..], "{what}: shape");
+    let g = got.to_vec().unwrap();
+    let rms = (want.data.iter().map(|&v| (v as f64).powi(2)).sum::<f64>()
+        / want.data.len().max(1) as f64)
+        .sqrt();
+    for (i, (&a, &b)) in g.iter().zip(&want.data).enumerate() {
+        let err = (a as f64 - b as f64).abs();
+        assert!(
+            a.is_finite() && err <= tol * (b.abs() as f64 + rms),
+            "{what}: element {i} is {a} but PyTorch has {b}"
+        );
+    }
+}
