@@ -1,4 +1,4 @@
-//! Gradient penalties from the command line: `--loss wgan-gp` and `--r1` train on MNIST on the CPU and on the
+//! Gradient penalties from the command line: `--loss wgan-gp`, `--r1` and `--dragan` train on MNIST on the CPU and on the
 //! emulated CUDA backend (the same run on both), record their settings in the checkpoint, resume bit-exactly,
 //! and refuse what they cannot do with one clear `error:` line.
 //!
@@ -51,7 +51,7 @@ fn same_checkpoint(a: &Path, b: &Path) {
 fn wgan_gp_and_r1_train_on_mnist_on_cpu_and_emu() {
     let tmp = tempfile::tempdir().unwrap();
     let data = mnist(tmp.path());
-    let runs: [(&str, &[&str]); 3] = [
+    let runs: [(&str, &[&str]); 4] = [
         (
             "gp",
             &[
@@ -70,6 +70,7 @@ fn wgan_gp_and_r1_train_on_mnist_on_cpu_and_emu() {
             ],
         ),
         ("r1", &["--r1", "10"]),
+        ("dragan", &["--dragan", "10"]),
         // The conditional critic's label planes join its input by concatenation, which the penalty
         // differentiates through as well.
         (
@@ -119,7 +120,8 @@ fn wgan_gp_and_r1_train_on_mnist_on_cpu_and_emu() {
             assert!((d0 - 5.0).abs() < 1.0, "{csv}");
         } else {
             assert_eq!(cfg["loss"], "ns");
-            assert!(cfg["r1"].as_f64().unwrap() > 0.0);
+            let penalty = if name == "dragan" { "dragan" } else { "r1" };
+            assert!(cfg[penalty].as_f64().unwrap() > 0.0, "{name}: {cfg}");
         }
     }
 
@@ -168,6 +170,11 @@ fn what_a_penalty_cannot_do_is_refused_clearly() {
         &["--gp-lambda must be a positive"],
     );
     fails(&train(out, &["--r1", "0"]), 1, &["--r1 must be a positive"]);
+    fails(
+        &train(out, &["--dragan", "inf"]),
+        1,
+        &["--dragan must be a positive"],
+    );
     fails(
         &train(out, &["--loss", "wgan-gp", "--clip", "0.1"]),
         1,

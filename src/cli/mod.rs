@@ -119,7 +119,7 @@ pub struct TrainArgs {
     /// `--loss wgan --optimizer rmsprop --lr-d 5e-5 --lr-g 5e-5 --k 5 --clip 0.01`,
     /// for wgan-gp the WGAN-GP paper's are
     /// `--loss wgan-gp --lr-d 1e-4 --lr-g 1e-4 --beta1 0 --beta2 0.9 --k 5 --gp-lambda 10`.
-    /// With wgan-gp (or --r1) a new run's critic has no batch norm, as in the WGAN-GP paper (batch norm has no
+    /// With wgan-gp (or --r1, --dragan) a new run's critic has no batch norm, as in the WGAN-GP paper (batch norm has no
     /// double backward here, so a penalised critic cannot keep it); --d-downsample maxpool is refused likewise.
     #[arg(long, value_enum, verbatim_doc_comment)]
     pub loss: Option<LossKind>,
@@ -139,6 +139,11 @@ pub struct TrainArgs {
     /// real images; the critic is built without batch norm, as for wgan-gp [default: off]
     #[arg(long, value_name = "GAMMA")]
     pub r1: Option<f32>,
+    /// DRAGAN penalty (Kodali et al. 2017), with any loss: D's loss gains LAMBDA * E[(|grad D(x_hat)| - 1)^2] at
+    /// x_hat = x + a * 0.5 * std(x) * u, u ~ U(0, 1) per pixel and a ~ U(0, 1) per image, around the real
+    /// images; the critic is built without batch norm, as for wgan-gp (the paper's lambda: 10) [default: off]
+    #[arg(long, value_name = "LAMBDA")]
+    pub dragan: Option<f32>,
     /// D steps per G step [default: 1]
     #[arg(long, value_parser = positive_usize)]
     pub k: Option<usize>,
@@ -428,6 +433,9 @@ fn train_config_read(a: &TrainArgs) -> Result<(TrainConfig, Option<SavedRun>)> {
     if a.r1.is_some() {
         cfg.r1 = a.r1;
     }
+    if a.dragan.is_some() {
+        cfg.dragan = a.dragan;
+    }
     set!(cfg.k, a.k);
     set!(cfg.seed, a.seed);
     set!(cfg.device, a.device);
@@ -582,6 +590,9 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if let Some(g) = cfg.r1 {
         extras.push_str(&format!(" --r1 {g}"));
+    }
+    if let Some(l) = cfg.dragan {
+        extras.push_str(&format!(" --dragan {l}"));
     }
     eprintln!(
         "{verb} {} on {} ({} steps, batch {}) with --loss {} --optimizer {}{extras} on {} -> {}",

@@ -137,6 +137,10 @@ pub struct TrainConfig {
     /// R1 penalty weight γ (`--r1`): D's loss gains (γ/2)·E[‖∇D(x)‖²] on real images; None: no R1.
     #[serde(default)]
     pub r1: Option<f32>,
+    /// DRAGAN penalty weight λ (`--dragan`): D's loss gains λ·E[(‖∇D(x̂)‖₂ − 1)²] around the real images;
+    /// None: no DRAGAN penalty.
+    #[serde(default)]
+    pub dragan: Option<f32>,
     /// D steps per G step.
     pub k: usize,
     pub seed: u64,
@@ -203,6 +207,7 @@ impl Default for TrainConfig {
             clip: DEFAULT_CLIP,
             gp_lambda: DEFAULT_GP_LAMBDA,
             r1: None,
+            dragan: None,
             k: 1,
             seed: 0,
             device: "cpu".into(),
@@ -222,17 +227,20 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Whether D's loss holds a gradient penalty (WGAN-GP's or R1), which the D step differentiates twice.
+    /// Whether D's loss holds a gradient penalty (WGAN-GP's, R1 or DRAGAN), which the D step differentiates
+    /// twice.
     pub fn penalises_gradients(&self) -> bool {
-        self.loss == LossKind::WganGp || self.r1.is_some()
+        self.loss == LossKind::WganGp || self.r1.is_some() || self.dragan.is_some()
     }
 
     /// A penalised critic may use only ops with a double backward: batch norm and max pooling have none.
     fn check_penalised_critic(&self) -> Result<()> {
         let what = if self.loss == LossKind::WganGp {
             "--loss wgan-gp"
-        } else {
+        } else if self.r1.is_some() {
             "--r1"
+        } else {
+            "--dragan"
         };
         let t = self.model.tricks;
         let dcgan = self.model.kind == crate::nn::models::ModelKind::Dcgan;
@@ -283,11 +291,13 @@ impl TrainConfig {
             "--gp-lambda must be a positive number, got {}",
             self.gp_lambda
         );
-        if let Some(g) = self.r1 {
-            ensure!(
-                g.is_finite() && g > 0.0,
-                "--r1 must be a positive number, got {g}"
-            );
+        for (flag, w) in [("--r1", self.r1), ("--dragan", self.dragan)] {
+            if let Some(w) = w {
+                ensure!(
+                    w.is_finite() && w > 0.0,
+                    "{flag} must be a positive number, got {w}"
+                );
+            }
         }
         if self.penalises_gradients() {
             self.check_penalised_critic()?;

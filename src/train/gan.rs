@@ -7,8 +7,9 @@
 //!
 //! The other objectives (`ls`, `hinge`, `wgan`, `wgan-gp`, see [`super::losses`]) replace the two BCE terms of
 //! the D step and G's term, and `wgan` clips D's weights after each D update; the optimiser may be RMSprop
-//! instead of Adam. A gradient penalty (`wgan-gp`'s on interpolates, R1's on the real batch) adds a term to the
-//! D loss that holds D's input gradient, recorded on the tape, so D's backward pass is a double backward.
+//! instead of Adam. A gradient penalty (`wgan-gp`'s on real–fake interpolates, R1's on the real batch, DRAGAN's
+//! on interpolates of real images and their noisy copies) adds a term to the D loss that holds D's input
+//! gradient, recorded on the tape, so D's backward pass is a double backward.
 //!
 //! Both networks stay in training mode throughout, so their BN layers normalise with batch statistics and
 //! update their running stats on every forward, exactly as PyTorch does in that script.
@@ -19,6 +20,7 @@ use crate::autograd::{Gradients, Tape, Var};
 use crate::device::Device;
 use crate::nn::models::{Discriminator, Generator, ModelConfig};
 use crate::ops;
+use crate::ops::elementwise::scalar_times;
 use crate::ops::random::RngStream;
 use crate::optim::{Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig};
 use crate::tensor::Tensor;
@@ -124,6 +126,8 @@ pub struct Gan {
     pub gp_lambda: f32,
     /// R1's penalty weight γ; None: no R1 penalty.
     pub r1: Option<f32>,
+    /// DRAGAN's penalty weight λ; None: no DRAGAN penalty.
+    pub dragan: Option<f32>,
     pub device: Device,
     /// While a step is captured as a CUDA graph ([`super::graph`]): the logged values are kept here as device
     /// tensors (errD, D(x), D(G(z)) before and after D's update, errG) instead of being read back, which a
@@ -192,6 +196,7 @@ impl Gan {
         )?;
         gan.gp_lambda = cfg.gp_lambda;
         gan.r1 = cfg.r1;
+        gan.dragan = cfg.dragan;
         Ok(gan)
     }
 
@@ -239,6 +244,7 @@ impl Gan {
             clip,
             gp_lambda: DEFAULT_GP_LAMBDA,
             r1: None,
+            dragan: None,
             device: device.clone(),
             deferred: None,
         })
@@ -312,11 +318,14 @@ impl Gan {
         }
         if self.loss == LossKind::WganGp {
             let x_hat = self.interpolate(tape.value(x), tape.value(fake_const))?;
-            let x_hat = tape.leaf(x_hat);
-            // A conditional critic judges each interpolate with its real image's label.
-            let out = self.d.forward_labelled(tape, x_hat, real_labels, true)?;
-            let grad = losses::input_gradient(tape, out, x_hat)?;
-            let p = losses::gradient_penalty(tape, grad, self.gp_lambda)?;
+            let p = self.gradient_penalty_at(tape, x_hat, real_labels, self.gp_lambda)?;
+            err_d = ops::add(tape, err_d, p)?;
+        }
+        if let Some(lambda) = self.dragan {
+            let real = tape.value(x).clone();
+            let noisy = self.perturb(&real)?;
+            let x_hat = self.interpolate(&noisy, &real)?;
+            let p = self.gradient_penalty_at(tape, x_hat, real_labels, lambda)?;
             err_d = ops::add(tape, err_d, p)?;
         }
 
@@ -341,6 +350,35 @@ impl Gan {
             },
             grads,
         })
+    }
+
+    /// λ·E[(‖∇D(x̂)‖₂ − 1)²] at the images `x_hat`. A conditional critic judges each with its real image's label.
+    fn gradient_penalty_at(
+        &mut self,
+        tape: &mut Tape,
+        x_hat: Tensor,
+        labels: Option<&[u32]>,
+        lambda: f32,
+    ) -> Result<Var> {
+        let x_hat = tape.leaf(x_hat);
+        let out = self.d.forward_labelled(tape, x_hat, labels, true)?;
+        let grad = losses::input_gradient(tape, out, x_hat)?;
+        losses::gradient_penalty(tape, grad, lambda)
+    }
+
+    /// DRAGAN's perturbed real images x + ½σ·u, u ~ U(0, 1) elementwise from the noise stream, σ the standard
+    /// deviation of the whole batch (population form, as numpy's `x.std()` in the DRAGAN authors' code), made
+    /// on the device.
+    fn perturb(&mut self, x: &Tensor) -> Result<Tensor> {
+        let be = x.backend();
+        let n = x.numel().max(1) as f32;
+        let ones = be.affine(&be.zeros(x.shape())?, 0.0, 1.0)?;
+        let minus_mean = be.affine(&be.sum(x)?, -1.0 / n, 0.0)?;
+        let centred = be.add(x, &scalar_times(&minus_mean, &ones)?)?;
+        let var = be.affine(&be.sum(&be.mul(&centred, &centred)?)?, 1.0 / n, 0.0)?;
+        let half_std = be.affine(&be.powf(&var, 0.5)?, 0.5, 0.0)?;
+        let u = self.noise.uniform(x.shape(), 0.0, 1.0, &self.device)?;
+        be.add(x, &scalar_times(&half_std, &u)?)
     }
 
     /// WGAN-GP's interpolates x̂ = f + ε·(x − f) of real images x and fakes f, with ε ~ U(0, 1) per sample
@@ -816,17 +854,25 @@ mod tests {
 
     test_devices!(every_loss_and_optimizer_trains_a_few_steps => super::train_a_few_steps);
 
-    /// WGAN-GP, and R1 on the non-saturating loss, with a critic without batch norm: a few iterations train
+    /// WGAN-GP, and R1 and DRAGAN on the non-saturating loss, with a critic without batch norm: a few iterations train
     /// both networks with finite losses, and the penalty is in D's loss (WGAN-GP's starts near λ, since a fresh
     /// critic's input gradients are nearly zero).
     fn penalised_critics_train_a_few_steps(dev: &Device) {
         use crate::train::config::TrainConfig;
         for kind in [ModelKind::Dcgan, ModelKind::Mlp] {
-            for (loss, r1) in [(LossKind::WganGp, None), (LossKind::Ns, Some(5.0))] {
-                let what = format!("{kind} {loss} r1 {r1:?} on {}", dev.name());
+            for (loss, r1, dragan) in [
+                (LossKind::WganGp, None, None),
+                (LossKind::Ns, Some(5.0), None),
+                (LossKind::Ns, None, Some(10.0)),
+            ] {
+                let what = format!(
+                    "{kind} {loss} r1 {r1:?} dragan {dragan:?} on {}",
+                    dev.name()
+                );
                 let mut cfg = TrainConfig {
                     loss,
                     r1,
+                    dragan,
                     gp_lambda: 10.0,
                     ..TrainConfig::default()
                 };
@@ -882,6 +928,26 @@ mod tests {
         };
         let (plain, penalised) = (grads_with(None), grads_with(Some(100.0)));
         assert_ne!(plain[0], penalised[0], "the first layer's weight gradient");
+    }
+
+    /// DRAGAN's noise: x + ½σ·u with σ the batch's population standard deviation and u the stream's next
+    /// uniform draw, checked against the host.
+    #[test]
+    fn dragan_perturbs_by_half_the_batch_std_times_uniform_noise() {
+        let mut gan = tiny_gan(ModelKind::Mlp, LossKind::Ns);
+        let x = real(3, 4);
+        let mut stream = gan.noise;
+        let u = stream.uniform(x.shape(), 0.0, 1.0, &Device::Cpu).unwrap();
+        let p = gan.perturb(&x).unwrap().to_vec().unwrap();
+        assert_eq!(gan.noise, stream, "one draw of x's size");
+        let xs = x.to_vec().unwrap();
+        let n = xs.len() as f64;
+        let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let sd = (xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+        for ((p, x), u) in p.iter().zip(&xs).zip(u.to_vec().unwrap()) {
+            let want = *x as f64 + 0.5 * sd * u as f64;
+            assert!((*p as f64 - want).abs() < 1e-5, "{p} vs {want}");
+        }
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!
 //! The penalties take a gradient of D's output with respect to its input ([`Tape::grad_graph`]); D's update
 //! then differentiates that gradient again. WGAN-GP's x̂ = εx + (1 − ε)G(z), ε ~ U(0, 1) per sample; R1
-//! (`--r1 γ`, with any loss) adds (γ/2)·E[‖∇D(x)‖²] on the real batch.
+//! (`--r1 γ`, with any loss) adds (γ/2)·E[‖∇D(x)‖²] on the real batch; DRAGAN (`--dragan λ`, with any loss)
+//! adds WGAN-GP's penalty at x̂ = x + ε·½σ(x)·u around the real batch, u ~ U(0, 1) per pixel.
 //!
 //! Every term is built from differentiable tape ops, so each loss runs (forward and backward) on every backend.
 //! The D loss is split into its real and fake terms because the D step evaluates them on separate forwards.
