@@ -672,6 +672,7 @@ fn kernel_coverage() {
     be.affine(&x, 2.0, 1.0).unwrap();
     be.affine_assign(&mut acc, 2.0, 1.0).unwrap();
     be.sum(&x).unwrap();
+    be.powf(&x, 0.5).unwrap();
     for act in [
         Activation::Relu,
         Activation::LeakyRelu(0.2),

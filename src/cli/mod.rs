@@ -119,8 +119,9 @@ pub struct TrainArgs {
     /// `--loss wgan --optimizer rmsprop --lr-d 5e-5 --lr-g 5e-5 --k 5 --clip 0.01`,
     /// for wgan-gp the WGAN-GP paper's are
     /// `--loss wgan-gp --lr-d 1e-4 --lr-g 1e-4 --beta1 0 --beta2 0.9 --k 5 --gp-lambda 10`.
-    /// With wgan-gp (or --r1, --dragan) a new run's critic has no batch norm, as in the WGAN-GP paper (batch norm has no
-    /// double backward here, so a penalised critic cannot keep it); --d-downsample maxpool is refused likewise.
+    /// With wgan-gp (or --r1, --dragan) a new run's critic has no batch norm, as in the WGAN-GP paper (batch
+    /// norm has no double backward here, so a penalised critic cannot keep it); --d-downsample maxpool is
+    /// refused likewise.
     #[arg(long, value_enum, verbatim_doc_comment)]
     pub loss: Option<LossKind>,
     /// Optimiser of both networks: adam, or rmsprop (alpha 0.99, no momentum; use it with --loss wgan)
