@@ -344,12 +344,7 @@ impl Tape {
                 need: &need,
             };
             let gin = rule(self, &args)?;
-            ensure!(
-                gin.len() == inputs.len(),
-                "internal: the rule of {name} returned {} grads for {} inputs",
-                gin.len(),
-                inputs.len()
-            );
+            check_grad_count(&format!("the rule of {name}"), gin.len(), inputs.len())?;
             for ((v, gi), needed) in inputs.iter().zip(gin).zip(need) {
                 let (Some(gi), true) = (gi, needed) else {
                     continue;
@@ -430,12 +425,7 @@ impl Tape {
                 .map(|v| self.nodes[v.0].requires_grad)
                 .collect();
             let gin = f(&g, &need)?;
-            ensure!(
-                gin.len() == inputs.len(),
-                "internal: backward returned {} grads for {} inputs",
-                gin.len(),
-                inputs.len()
-            );
+            check_grad_count("backward", gin.len(), inputs.len())?;
             for ((v, gi), needed) in inputs.iter().zip(gin).zip(need) {
                 let (Some(gi), true) = (gi, needed) else {
                     continue;
@@ -463,6 +453,15 @@ impl Tape {
         out.params.reverse();
         Ok(out)
     }
+}
+
+/// An op's backward gives one (optional) gradient per input; anything else is a bug in the op.
+fn check_grad_count(what: &str, got: usize, inputs: usize) -> Result<()> {
+    ensure!(
+        got == inputs,
+        "internal: {what} returned {got} grads for {inputs} inputs"
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -168,6 +168,18 @@ impl LinearNeed {
         dw: true,
         db: true,
     };
+    /// The input gradient alone.
+    pub const DX: LinearNeed = LinearNeed {
+        dx: true,
+        dw: false,
+        db: false,
+    };
+    /// The weight gradient alone.
+    pub const DW: LinearNeed = LinearNeed {
+        dx: false,
+        dw: true,
+        db: false,
+    };
 }
 
 pub struct LinearGrads {

@@ -97,6 +97,11 @@ fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
 }
 
+/// Paths of files named `names` in `dir`.
+fn files<const N: usize>(dir: &tempfile::TempDir, names: [&str; N]) -> [PathBuf; N] {
+    names.map(|n| dir.path().join(n))
+}
+
 fn gif_frames(p: &Path) -> Vec<image::Frame> {
     let f = std::io::BufReader::new(std::fs::File::open(p).unwrap());
     image::codecs::gif::GifDecoder::new(f)
@@ -110,11 +115,7 @@ fn gif_frames(p: &Path) -> Vec<image::Frame> {
 fn interpolate_by_seeds_writes_grid_gif_and_path() {
     let ck = dcgan();
     let dir = tempfile::tempdir().unwrap();
-    let (out, gif, z) = (
-        dir.path().join("i.png"),
-        dir.path().join("i.gif"),
-        dir.path().join("z.npy"),
-    );
+    let [out, gif, z] = files(&dir, ["i.png", "i.gif", "z.npy"]);
     ok(&[
         "interpolate",
         "--checkpoint",
@@ -187,12 +188,7 @@ fn padded(img: &RgbImage) -> RgbImage {
 fn interpolate_from_npy_lerp_closed_on_an_awkward_mlp() {
     let ck = mlp13();
     let dir = tempfile::tempdir().unwrap();
-    let (zin, out, gif, zout) = (
-        dir.path().join("keys.npy"),
-        dir.path().join("i.png"),
-        dir.path().join("i.gif"),
-        dir.path().join("path.npy"),
-    );
+    let [zin, out, gif, zout] = files(&dir, ["keys.npy", "i.png", "i.gif", "path.npy"]);
     let a: Vec<f32> = (0..NZ).map(|i| (i as f32 * 0.7).sin()).collect();
     let b: Vec<f32> = (0..NZ).map(|i| (i as f32 * 1.3).cos()).collect();
     write_z(&zin, &[a.clone(), b.clone()]);
@@ -231,11 +227,7 @@ fn interpolate_from_npy_lerp_closed_on_an_awkward_mlp() {
 fn arith_lays_out_inputs_means_and_result() {
     let ck = dcgan();
     let dir = tempfile::tempdir().unwrap();
-    let (cz, out, zout) = (
-        dir.path().join("c.npy"),
-        dir.path().join("a.png"),
-        dir.path().join("r.npy"),
-    );
+    let [cz, out, zout] = files(&dir, ["c.npy", "a.png", "r.npy"]);
     let c_rows: Vec<Vec<f32>> = (0..2)
         .map(|k| (0..NZ).map(|i| ((i + 5 * k) as f32 * 0.9).sin()).collect())
         .collect();

@@ -159,40 +159,37 @@ fn what_a_penalty_cannot_do_is_refused_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("x");
     let out = out.to_str().unwrap();
-    fails(
-        &train(out, &["--gp-lambda", "5"]),
-        1,
-        &["--gp-lambda only applies to --loss wgan-gp"],
-    );
-    fails(
-        &train(out, &["--loss", "wgan-gp", "--gp-lambda", "0"]),
-        1,
-        &["--gp-lambda must be a positive"],
-    );
-    fails(&train(out, &["--r1", "0"]), 1, &["--r1 must be a positive"]);
-    fails(
-        &train(out, &["--dragan", "inf"]),
-        1,
-        &["--dragan must be a positive"],
-    );
-    fails(
-        &train(out, &["--loss", "wgan-gp", "--clip", "0.1"]),
-        1,
-        &["--clip only applies to --loss wgan"],
-    );
-    fails(
-        &train(out, &["--loss", "wgan-gp", "--d-downsample", "maxpool"]),
-        1,
-        &[
-            "--loss wgan-gp needs --d-downsample stride",
-            "max pooling has no double backward",
-        ],
-    );
-    fails(
-        &train(out, &["--r1", "1", "--cuda-graph", "--device", "cuda"]),
-        1,
-        &["--cuda-graph", "--r1"],
-    );
+    // (extra flags, what the error must say)
+    let refused: [(&[&str], &[&str]); 7] = [
+        (
+            &["--gp-lambda", "5"],
+            &["--gp-lambda only applies to --loss wgan-gp"],
+        ),
+        (
+            &["--loss", "wgan-gp", "--gp-lambda", "0"],
+            &["--gp-lambda must be a positive"],
+        ),
+        (&["--r1", "0"], &["--r1 must be a positive"]),
+        (&["--dragan", "inf"], &["--dragan must be a positive"]),
+        (
+            &["--loss", "wgan-gp", "--clip", "0.1"],
+            &["--clip only applies to --loss wgan"],
+        ),
+        (
+            &["--loss", "wgan-gp", "--d-downsample", "maxpool"],
+            &[
+                "--loss wgan-gp needs --d-downsample stride",
+                "max pooling has no double backward",
+            ],
+        ),
+        (
+            &["--r1", "1", "--cuda-graph", "--device", "cuda"],
+            &["--cuda-graph", "--r1"],
+        ),
+    ];
+    for (extra, needles) in refused {
+        fails(&train(out, extra), 1, needles);
+    }
     // A run whose critic has batch norm cannot take a penalty on resume.
     let bn = tmp.path().join("bn");
     tiny_train("balls", &bn, &["--steps", "1"]);

@@ -97,40 +97,42 @@ pub fn affine_assign(be: &CudaBackend, x: &mut Tensor, alpha: f32, beta: f32) ->
 }
 
 pub fn affine(be: &CudaBackend, a: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
-    let n = n_i32(a.numel(), "affine")?;
+    map(
+        be,
+        "affine_f32",
+        vec4_cfg,
+        a,
+        &[A::F32(alpha), A::F32(beta)],
+    )
+}
+
+/// y = kernel(a, scalars...) elementwise into a new tensor: the kernel takes (y, a, scalars..., n).
+fn map(
+    be: &CudaBackend,
+    kernel: &str,
+    cfg: impl Fn(usize) -> LaunchCfg,
+    a: &Tensor,
+    scalars: &[A],
+) -> Result<Tensor> {
+    let n = n_i32(a.numel(), kernel)?;
     let y = be.alloc(a.shape())?;
     if n > 0 {
-        be.launch(
-            "affine_f32",
-            vec4_cfg(n as usize),
-            &[
-                A::Ptr(be.ptr(&y)?),
-                A::Ptr(be.ptr(a)?),
-                A::F32(alpha),
-                A::F32(beta),
-                A::I32(n),
-            ],
-        )?;
+        let mut args = vec![A::Ptr(be.ptr(&y)?), A::Ptr(be.ptr(a)?)];
+        args.extend_from_slice(scalars);
+        args.push(A::I32(n));
+        be.launch(kernel, cfg(n as usize), &args)?;
     }
     Ok(y)
 }
 
 pub fn powf(be: &CudaBackend, a: &Tensor, p: f32) -> Result<Tensor> {
-    let n = n_i32(a.numel(), "powf")?;
-    let y = be.alloc(a.shape())?;
-    if n > 0 {
-        be.launch(
-            "powf_f32",
-            LaunchCfg::linear(n as usize, BLOCK),
-            &[
-                A::Ptr(be.ptr(&y)?),
-                A::Ptr(be.ptr(a)?),
-                A::F32(p),
-                A::I32(n),
-            ],
-        )?;
-    }
-    Ok(y)
+    map(
+        be,
+        "powf_f32",
+        |n| LaunchCfg::linear(n, BLOCK),
+        a,
+        &[A::F32(p)],
+    )
 }
 
 /// Scratch for a one-launch grid reduction: `blocks` partial sums followed by the zeroed arrival counter.

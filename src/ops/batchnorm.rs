@@ -120,16 +120,16 @@ pub fn batch_norm_act(
             };
             let c = rv.numel();
             let zeros = be.zeros(&[c])?;
-            let dx = if need[0] {
-                Some(be.batch_norm_eval(
-                    dy,
-                    BatchNormAffine::new(&gv, &zeros, eps),
-                    RunningStats::new(&zeros, &rv),
-                    None,
-                )?)
-            } else {
-                None
-            };
+            let dx = need[0]
+                .then(|| {
+                    be.batch_norm_eval(
+                        dy,
+                        BatchNormAffine::new(&gv, &zeros, eps),
+                        RunningStats::new(&zeros, &rv),
+                        None,
+                    )
+                })
+                .transpose()?;
             let (mut dgamma, mut dbeta) = (None, None);
             if need[1] || need[2] {
                 // s = 1/sqrt(σ²_r + eps): eval-normalise a row of ones with γ = 1, β = 0, μ = 0.

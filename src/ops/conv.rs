@@ -119,16 +119,12 @@ pub fn conv2d(tape: &mut Tape, x: Var, w: Var, p: Conv2dParams) -> Result<Var> {
         &[x, w],
         Box::new(move |dy, need| {
             let b = dy.backend();
-            let dx = if need[0] {
-                Some(b.conv2d_backward_data(dy, &saved_w, x_shape, p)?)
-            } else {
-                None
-            };
-            let dw = if need[1] {
-                Some(b.conv2d_backward_weight(&saved_x, dy, w_shape, p)?)
-            } else {
-                None
-            };
+            let dx = need[0]
+                .then(|| b.conv2d_backward_data(dy, &saved_w, x_shape, p))
+                .transpose()?;
+            let dw = need[1]
+                .then(|| b.conv2d_backward_weight(&saved_x, dy, w_shape, p))
+                .transpose()?;
             Ok(vec![dx, dw])
         }),
         rule(move |t, a| {
@@ -161,16 +157,10 @@ fn conv_data(
         &[dy, w],
         Box::new(move |g, need| {
             let b = g.backend();
-            let ddy = if need[0] {
-                Some(b.conv2d(g, &saved_w, p)?)
-            } else {
-                None
-            };
-            let dw = if need[1] {
-                Some(b.conv2d_backward_weight(g, &saved_dy, w_shape, p)?)
-            } else {
-                None
-            };
+            let ddy = need[0].then(|| b.conv2d(g, &saved_w, p)).transpose()?;
+            let dw = need[1]
+                .then(|| b.conv2d_backward_weight(g, &saved_dy, w_shape, p))
+                .transpose()?;
             Ok(vec![ddy, dw])
         }),
         rule(move |t, a| {

@@ -57,16 +57,8 @@ pub fn mul(tape: &mut Tape, a: Var, b: Var) -> Result<Var> {
         &[a, b],
         Box::new(move |dy, need| {
             let be = dy.backend();
-            let da = if need[0] {
-                Some(be.mul(dy, &bv)?)
-            } else {
-                None
-            };
-            let db = if need[1] {
-                Some(be.mul(dy, &av)?)
-            } else {
-                None
-            };
+            let da = need[0].then(|| be.mul(dy, &bv)).transpose()?;
+            let db = need[1].then(|| be.mul(dy, &av)).transpose()?;
             Ok(vec![da, db])
         }),
         rule(|t, a| {

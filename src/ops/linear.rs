@@ -57,49 +57,60 @@ pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
 
 /// dy [N, out] · w [out, in] -> [N, in] (linear's input gradient); `x_like` has the shape [N, in].
 pub fn linear_dx(tape: &mut Tape, dy: Var, w: Var, x_like: &Tensor) -> Result<Var> {
-    let (dyv, wv) = (tape.value(dy), tape.value(w));
-    let need = LinearNeed {
-        dx: true,
-        dw: false,
-        db: false,
-    };
-    let dx = dyv.backend().linear_backward(x_like, wv, dyv, need)?.dx;
-    let dx = dx.ok_or_else(|| anyhow::anyhow!("internal: linear_backward gave no dx"))?;
-    Ok(tape.push_rule_op(
-        "linear_dx",
-        dx,
-        &[dy, w],
-        rule(|t, a| {
-            let (dy, w) = (a.inputs[0], a.inputs[1]);
-            let w_like = t.value(w).clone();
-            Ok(vec![
-                a.grad(0, || linear(t, a.dy, w, None))?,
-                a.grad(1, || linear_dw(t, dy, a.dy, &w_like))?,
-            ])
-        }),
-    ))
+    linear_grad(tape, Operand::X, dy, w, x_like)
 }
 
 /// dyᵀ [out, N] · x [N, in] -> [out, in] (linear's weight gradient); `w_like` has the shape [out, in].
 pub fn linear_dw(tape: &mut Tape, dy: Var, x: Var, w_like: &Tensor) -> Result<Var> {
-    let (dyv, xv) = (tape.value(dy), tape.value(x));
-    let need = LinearNeed {
-        dx: false,
-        dw: true,
-        db: false,
+    linear_grad(tape, Operand::W, dy, x, w_like)
+}
+
+/// Which of linear's two operands a gradient op computes the gradient of.
+#[derive(Clone, Copy)]
+enum Operand {
+    X,
+    W,
+}
+
+/// The gradient of operand `of` from dy and the other operand `other`. Its own gradient for dy is the forward
+/// product again, and for `other` the gradient of the other operand, taken with the incoming gradient in its
+/// place.
+fn linear_grad(tape: &mut Tape, of: Operand, dy: Var, other: Var, like: &Tensor) -> Result<Var> {
+    let (dyv, ov) = (tape.value(dy), tape.value(other));
+    let g = match of {
+        Operand::X => {
+            dyv.backend()
+                .linear_backward(like, ov, dyv, LinearNeed::DX)?
+                .dx
+        }
+        Operand::W => {
+            dyv.backend()
+                .linear_backward(ov, like, dyv, LinearNeed::DW)?
+                .dw
+        }
     };
-    let dw = dyv.backend().linear_backward(xv, w_like, dyv, need)?.dw;
-    let dw = dw.ok_or_else(|| anyhow::anyhow!("internal: linear_backward gave no dw"))?;
+    let g = g.ok_or_else(|| anyhow::anyhow!("internal: linear_backward gave no gradient"))?;
+    let name = match of {
+        Operand::X => "linear_dx",
+        Operand::W => "linear_dw",
+    };
     Ok(tape.push_rule_op(
-        "linear_dw",
-        dw,
-        &[dy, x],
-        rule(|t, a| {
-            let (dy, x) = (a.inputs[0], a.inputs[1]);
-            let x_like = t.value(x).clone();
+        name,
+        g,
+        &[dy, other],
+        rule(move |t, a| {
+            let (dy, other) = (a.inputs[0], a.inputs[1]);
+            let other_like = t.value(other).clone();
+            let flipped = match of {
+                Operand::X => Operand::W,
+                Operand::W => Operand::X,
+            };
             Ok(vec![
-                a.grad(0, || linear(t, x, a.dy, None))?,
-                a.grad(1, || linear_dx(t, dy, a.dy, &x_like))?,
+                a.grad(0, || match of {
+                    Operand::X => linear(t, a.dy, other, None),
+                    Operand::W => linear(t, other, a.dy, None),
+                })?,
+                a.grad(1, || linear_grad(t, flipped, dy, a.dy, &other_like))?,
             ])
         }),
     ))

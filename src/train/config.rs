@@ -398,14 +398,7 @@ mod tests {
 
     #[test]
     fn loss_names_round_trip() {
-        for k in [
-            LossKind::Ns,
-            LossKind::Minimax,
-            LossKind::Ls,
-            LossKind::Hinge,
-            LossKind::Wgan,
-            LossKind::WganGp,
-        ] {
+        for &k in <LossKind as clap::ValueEnum>::value_variants() {
             let s = serde_json::to_string(&k).unwrap();
             assert_eq!(s, format!("\"{k}\""));
             assert_eq!(serde_json::from_str::<LossKind>(&s).unwrap(), k);

@@ -135,14 +135,10 @@ mod tests {
     use super::*;
     use crate::device::Device;
 
-    const ALL: [LossKind; 6] = [
-        LossKind::Ns,
-        LossKind::Minimax,
-        LossKind::Ls,
-        LossKind::Hinge,
-        LossKind::Wgan,
-        LossKind::WganGp,
-    ];
+    /// Every loss the CLI offers.
+    fn all() -> &'static [LossKind] {
+        <LossKind as clap::ValueEnum>::value_variants()
+    }
 
     // Raw D outputs on a real and a fake batch of three, away from the hinge kinks at ±1.
     const REAL: [f64; 3] = [0.5, -1.5, 2.0];
@@ -228,7 +224,7 @@ mod tests {
             let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
             Tensor::from_vec(v, &[3, 1], dev).unwrap()
         };
-        for kind in ALL {
+        for &kind in all() {
             let (d, dr, df, g, dg) = by_hand(kind);
             let what = format!("{kind} on {}", dev.name());
             let mut tape = Tape::new();
@@ -276,7 +272,7 @@ mod tests {
     fn metrics_are_probabilities_only_for_the_bce_losses() {
         let out = Tensor::from_vec(vec![0.0, 2.0, -4.0], &[3, 1], &Device::Cpu).unwrap();
         let p = (0.5 + sigmoid(2.0) + sigmoid(-4.0)) / 3.0;
-        for kind in ALL {
+        for &kind in all() {
             let m = d_output_metric(kind, &out).unwrap() as f64;
             let want = if kind.reports_probabilities() {
                 p
