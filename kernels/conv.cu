@@ -34,11 +34,12 @@
 // the discriminator's last layer), where a 64-row tile would be mostly padding.
 // The f32 kernels use no inline PTX: the same source runs on the GPU (NVRTC) and on the CPU emulation.
 //
-// Tensor-core kernels (*_tf32, precision TF32 in conv.rs): the same GEMMs, K order and geometry, with their own
-// division-free gathers feeding a cp.async pipeline and the inner product on mma.sync m16n8k8 TF32 (section
-// "tensor-core path" below). Their inline PTX (mma.sync, cvt.rna.tf32; cp.async, ldmatrix) is inside mma.cuh and
-// async_copy.cuh under `#if __CUDA_ARCH__ >= 800`; the emulation runs those headers' portable fallbacks, which
-// gather fragments with warp shuffles, round operands bit-exactly like cvt.rna and copy synchronously.
+// Tensor-core kernels (*_tf32, *_bf16, *_fp16: precisions TF32, Bf16, Fp16 in conv.rs): the same GEMMs, K order
+// and geometry, with their own division-free gathers feeding a cp.async pipeline and the inner product on
+// mma.sync m16n8k8 TF32 or m16n8k16 bf16 / f16 (section "tensor-core path" below). Their inline PTX (mma.sync,
+// cvt.rna.tf32, cvt.rn.{bf16x2,f16x2}; cp.async, ldmatrix) is inside mma.cuh and async_copy.cuh under
+// `#if __CUDA_ARCH__ >= 800`; the emulation runs those headers' portable fallbacks, which gather fragments with
+// warp shuffles, round operands bit-exactly like cvt and copy synchronously.
 
 #include "common.cuh"
 #include "async_copy.cuh"
@@ -499,9 +500,10 @@ __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, con
 }
 
 
-// ---- tensor-core path (TF32 operands, f32 accumulation) ------------------------------------------------------
+// ---- tensor-core path (TF32 / bf16 / fp16 operands, f32 accumulation) ----------------------------------------
 // The same three GEMMs (same K order, stride phases and split-K as above), on tensor cores: mma.sync m16n8k8 with
-// TF32 operands (mma.cuh), fed by a multi-stage cp.async pipeline (async_copy.cuh).
+// TF32 operands or m16n8k16 with bf16 / fp16 operands (mma.cuh, tc::Op), fed by a multi-stage cp.async pipeline
+// (async_copy.cuh). The description below is the TF32 form; the 16-bit one differs only where mainloop says.
 //
 // Main loop (tc::mainloop): STAGES shared-memory stages of a BK = 32 slice of A (BM x BK) and B (BN x BK). The
 // copies of slice s + STAGES - 1 are issued while slice s is multiplied; one barrier per slice: after it, every
@@ -555,6 +557,11 @@ struct Tile {
 };
 static_assert(Tile<64>::THREADS == 128 && Tile<128>::THREADS == 256, "conv.rs's TC_TILES must match");
 static_assert(Tile<64>::SMEM_BYTES == 82944 && Tile<128>::SMEM_BYTES == 110592, "conv.rs's TC_TILES must match");
+// Operand format of a tensor-core kernel: TF32 on m16n8k8, or bf16 / fp16 on m16n8k16 (mma.cuh). Shared-memory
+// stages hold f32 either way; operands are rounded as fragments are loaded (or, for TF32 on the 128-row tile,
+// in shared memory, see ROUND_B_AT_COPY).
+enum class Op { Tf32, Bf16, Fp16 };
+
 // A coordinate no tap brings back in range: marks a column outside the GEMM (its elements become zeros).
 constexpr int FAR = -(1 << 30);
 
@@ -903,10 +910,11 @@ struct BwdWeightLoader {
 
 // acc += the block's A * B over `slices` BK-slices that `ld` loads one by one (load: issue the current slice's
 // copies into a stage; advance: move to the next slice; round_b: round this thread's landed B copies of a stage).
-// smem_f: the dynamic shared buffer, STAGES stages.
-template <int BM, class Loader>
+// smem_f: the dynamic shared buffer, STAGES stages. OP: the operand format.
+template <int BM, Op OP, class Loader>
 __device__ __forceinline__ void mainloop(Loader& ld, int slices, float* smem_f, Acc& acc) {
     typedef Tile<BM> T;
+    constexpr bool ROUND_B_AT_COPY = OP == Op::Tf32 && T::ROUND_B_AT_COPY;
     const smem_addr smem = smem_address(smem_f);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int wm = (warp / WARPS_N) * WM, wn = (warp % WARPS_N) * WN;
@@ -926,7 +934,7 @@ __device__ __forceinline__ void mainloop(Loader& ld, int slices, float* smem_f, 
     int read = 0, write = STAGES - 1;
     for (int it = 0; it < slices; ++it) {
         cp_async_wait<STAGES - 2>();  // this thread's copies of slice `it` have landed
-        if (T::ROUND_B_AT_COPY) ld.round_b(smem_f + read * (T::STAGE_BYTES / 4));
+        if (ROUND_B_AT_COPY) ld.round_b(smem_f + read * (T::STAGE_BYTES / 4));
         __syncthreads();  // everyone's have (rounded); everyone is done with slice it - 1's stage
         if (it + STAGES - 1 < slices) {
             ld.load(smem + write * T::STAGE_BYTES);
@@ -934,33 +942,73 @@ __device__ __forceinline__ void mainloop(Loader& ld, int slices, float* smem_f, 
         }
         cp_async_commit();
         const smem_addr st = smem + read * T::STAGE_BYTES;
+        if constexpr (OP == Op::Tf32) {
 #pragma unroll
-        for (int kk = 0; kk < BK; kk += 8) {
-            unsigned int af[MI][4], bf[NI][2];
+            for (int kk = 0; kk < BK; kk += 8) {
+                unsigned int af[MI][4], bf[NI][2];
 #pragma unroll
-            for (int i = 0; i < MI; ++i) ldmatrix_x4(af[i], st + a_lane + (16 * i * LDS + kk) * 4);
+                for (int i = 0; i < MI; ++i) ldmatrix_x4(af[i], st + a_lane + (16 * i * LDS + kk) * 4);
 #pragma unroll
-            for (int j = 0; j < NI; j += 2) {
-                unsigned int r[4];
-                ldmatrix_x4(r, st + b_lane + (8 * j * LDS + kk) * 4);
-                bf[j][0] = r[0];
-                bf[j][1] = r[1];
-                bf[j + 1][0] = r[2];
-                bf[j + 1][1] = r[3];
+                for (int j = 0; j < NI; j += 2) {
+                    unsigned int r[4];
+                    ldmatrix_x4(r, st + b_lane + (8 * j * LDS + kk) * 4);
+                    bf[j][0] = r[0];
+                    bf[j][1] = r[1];
+                    bf[j + 1][0] = r[2];
+                    bf[j + 1][1] = r[3];
+                }
+#pragma unroll
+                for (int i = 0; i < MI; ++i)
+#pragma unroll
+                    for (int q = 0; q < 4; ++q) af[i][q] = to_tf32(__uint_as_float(af[i][q]));
+                if (!ROUND_B_AT_COPY)
+#pragma unroll
+                    for (int j = 0; j < NI; ++j)
+#pragma unroll
+                        for (int q = 0; q < 2; ++q) bf[j][q] = to_tf32(__uint_as_float(bf[j][q]));
+#pragma unroll
+                for (int i = 0; i < MI; ++i)
+#pragma unroll
+                    for (int j = 0; j < NI; ++j) mma_m16n8k8_tf32(acc[i][j], af[i], bf[j], acc[i][j]);
             }
+        } else {
+            // 16 k per product. Two TF32-shaped ldmatrix loads (k +0..7, +8..15) give lane (g, t) the f32 words
+            // k = t, t+4 and 8+t, 12+t of its rows / columns; packed in pairs they are the m16n8k16 fragment of
+            // the k order (t, t+4, ..., 8+t, 12+t) = logical (2t, 2t+1, ..., 2t+8, 2t+9). A and B use the same
+            // permutation of k, so the product is the same sum (the tensor core's summation order is unspecified
+            // anyway). Operands are rounded (cvt.rn) as they are packed.
+            constexpr Half F = OP == Op::Fp16 ? Half::Fp16 : Half::Bf16;
+            const auto pack = [](unsigned int lo, unsigned int hi) {
+                return pack_half2<F>(__uint_as_float(lo), __uint_as_float(hi));
+            };
 #pragma unroll
-            for (int i = 0; i < MI; ++i)
+            for (int kk = 0; kk < BK; kk += 16) {
+                unsigned int af[MI][4], bf[NI][2];
 #pragma unroll
-                for (int q = 0; q < 4; ++q) af[i][q] = to_tf32(__uint_as_float(af[i][q]));
-            if (!T::ROUND_B_AT_COPY)
+                for (int i = 0; i < MI; ++i) {
+                    unsigned int lo[4], hi[4];
+                    ldmatrix_x4(lo, st + a_lane + (16 * i * LDS + kk) * 4);
+                    ldmatrix_x4(hi, st + a_lane + (16 * i * LDS + kk + 8) * 4);
+                    af[i][0] = pack(lo[0], lo[2]);
+                    af[i][1] = pack(lo[1], lo[3]);
+                    af[i][2] = pack(hi[0], hi[2]);
+                    af[i][3] = pack(hi[1], hi[3]);
+                }
 #pragma unroll
-                for (int j = 0; j < NI; ++j)
+                for (int j = 0; j < NI; j += 2) {
+                    unsigned int lo[4], hi[4];
+                    ldmatrix_x4(lo, st + b_lane + (8 * j * LDS + kk) * 4);
+                    ldmatrix_x4(hi, st + b_lane + (8 * j * LDS + kk + 8) * 4);
+                    bf[j][0] = pack(lo[0], lo[1]);
+                    bf[j][1] = pack(hi[0], hi[1]);
+                    bf[j + 1][0] = pack(lo[2], lo[3]);
+                    bf[j + 1][1] = pack(hi[2], hi[3]);
+                }
 #pragma unroll
-                    for (int q = 0; q < 2; ++q) bf[j][q] = to_tf32(__uint_as_float(bf[j][q]));
+                for (int i = 0; i < MI; ++i)
 #pragma unroll
-            for (int i = 0; i < MI; ++i)
-#pragma unroll
-                for (int j = 0; j < NI; ++j) mma_m16n8k8_tf32(acc[i][j], af[i], bf[j], acc[i][j]);
+                    for (int j = 0; j < NI; ++j) mma_m16n8k16<F>(acc[i][j], af[i], bf[j], acc[i][j]);
+            }
         }
         read = read + 1 == STAGES ? 0 : read + 1;
         write = write + 1 == STAGES ? 0 : write + 1;
@@ -986,7 +1034,7 @@ __device__ __forceinline__ void epilogue(const Acc& acc, int m0, int col0, Store
 
 __device__ __forceinline__ int slices_of(int k_begin, int k_end) { return max(0, k_end - k_begin + BK - 1) / BK; }
 
-template <int BM>
+template <int BM, Op OP>
 __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const float* __restrict__ w,
                                          float* __restrict__ y, int N, int C, int H, int W, int O, int KH, int KW,
                                          int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk,
@@ -1003,7 +1051,7 @@ __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const floa
     __syncthreads();
     FwdLoader<BM> ld(x, w, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, m0, col0, k_begin, k_end, tab);
     Acc acc = {};
-    mainloop<BM>(ld, slices_of(k_begin, k_end), smem, acc);
+    mainloop<BM, OP>(ld, slices_of(k_begin, k_end), smem, acc);
 
     float* out = y + (size_t)blockIdx.z * N * O * Ho * Wo;
     const int HoWo = Ho * Wo;
@@ -1015,7 +1063,7 @@ __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const floa
     });
 }
 
-template <int BM>
+template <int BM, Op OP>
 __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, const float* __restrict__ w,
                                               float* __restrict__ dx, int N, int C, int H, int W, int O, int KH,
                                               int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
@@ -1042,7 +1090,7 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
         __syncthreads();
         BwdDataLoader<BM> ld(dy, w, C, O, KH, KW, Ho, Wo, Rt, St, rh, rw, SH, SW, Hq, Wq, (ih0 + PH - rh) / SH,
                              (iw0 + PW - rw) / SW, ncols, m0, col0, K, tab);
-        mainloop<BM>(ld, slices_of(0, K), smem, acc);
+        mainloop<BM, OP>(ld, slices_of(0, K), smem, acc);
     }
 
     epilogue(acc, m0, col0, [&](int c, int p, float v) {
@@ -1057,7 +1105,7 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
     });
 }
 
-template <int BM>
+template <int BM, Op OP>
 __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, const float* __restrict__ dy,
                                                 float* __restrict__ dw, int N, int C, int H, int W, int O, int KH,
                                                 int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
@@ -1071,7 +1119,7 @@ __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, con
 
     BwdWeightLoader<BM> ld(x, dy, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, m0, col0, k_begin, k_end);
     Acc acc = {};
-    mainloop<BM>(ld, slices_of(k_begin, k_end), smem, acc);
+    mainloop<BM, OP>(ld, slices_of(k_begin, k_end), smem, acc);
 
     float* out = dw + (size_t)blockIdx.z * O * ncols;
     epilogue(acc, m0, col0, [&](int o, int col, float v) {
@@ -1151,44 +1199,147 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
     conv2d_fwd_tf32(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
                     int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body<64>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, tc_smem);
+    conv::tc::fwd_body<64, conv::tc::Op::Tf32>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
+                                               tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
     conv2d_bwd_data_tf32(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
                          int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::bwd_data_body<64>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, tc_smem);
+    conv::tc::bwd_data_body<64, conv::tc::Op::Tf32>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                                    tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
     conv2d_bwd_weight_tf32(const float* x, const float* dy, float* dw, int N, int C, int H, int W, int O, int KH,
                            int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::bwd_weight_body<64>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
-                                  tc_smem);
+    conv::tc::bwd_weight_body<64, conv::tc::Op::Tf32>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                                      k_chunk, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
     conv2d_fwd_m128_tf32(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
                     int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body<128>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, tc_smem);
+    conv::tc::fwd_body<128, conv::tc::Op::Tf32>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
+                                                tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
     conv2d_bwd_data_m128_tf32(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
                          int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::bwd_data_body<128>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, tc_smem);
+    conv::tc::bwd_data_body<128, conv::tc::Op::Tf32>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                                     tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
     conv2d_bwd_weight_m128_tf32(const float* x, const float* dy, float* dw, int N, int C, int H, int W, int O, int KH,
                            int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::bwd_weight_body<128>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
-                                  tc_smem);
+    conv::tc::bwd_weight_body<128, conv::tc::Op::Tf32>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                                       k_chunk, tc_smem);
+}
+
+// ---- mixed-precision entry points (bf16 / fp16 operands on mma.sync m16n8k16, f32 accumulation): same
+// arguments, grids, shared memory and outputs as the TF32 ones above. Chosen by conv.rs at precision Bf16 / Fp16.
+
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
+    conv2d_fwd_bf16(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
+                    int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::fwd_body<64, conv::tc::Op::Bf16>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
+                                               tc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
+    conv2d_bwd_data_bf16(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
+                         int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::bwd_data_body<64, conv::tc::Op::Bf16>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                                    tc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
+    conv2d_bwd_weight_bf16(const float* x, const float* dy, float* dw, int N, int C, int H, int W, int O, int KH,
+                           int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::bwd_weight_body<64, conv::tc::Op::Bf16>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                                      k_chunk, tc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
+    conv2d_fwd_m128_bf16(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
+                         int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::fwd_body<128, conv::tc::Op::Bf16>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
+                                                tc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
+    conv2d_bwd_data_m128_bf16(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
+                              int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::bwd_data_body<128, conv::tc::Op::Bf16>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                                     tc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
+    conv2d_bwd_weight_m128_bf16(const float* x, const float* dy, float* dw, int N, int C, int H, int W, int O, int KH,
+                                int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::bwd_weight_body<128, conv::tc::Op::Bf16>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                                       k_chunk, tc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
+    conv2d_fwd_fp16(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
+                    int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::fwd_body<64, conv::tc::Op::Fp16>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
+                                               tc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
+    conv2d_bwd_data_fp16(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
+                         int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::bwd_data_body<64, conv::tc::Op::Fp16>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                                    tc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
+    conv2d_bwd_weight_fp16(const float* x, const float* dy, float* dw, int N, int C, int H, int W, int O, int KH,
+                           int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::bwd_weight_body<64, conv::tc::Op::Fp16>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                                      k_chunk, tc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
+    conv2d_fwd_m128_fp16(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
+                         int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::fwd_body<128, conv::tc::Op::Fp16>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
+                                                tc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
+    conv2d_bwd_data_m128_fp16(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
+                              int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::bwd_data_body<128, conv::tc::Op::Fp16>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                                     tc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
+    conv2d_bwd_weight_m128_fp16(const float* x, const float* dy, float* dw, int N, int C, int H, int W, int O, int KH,
+                                int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    extern __shared__ __align__(16) float tc_smem[];
+    conv::tc::bwd_weight_body<128, conv::tc::Op::Fp16>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                                       k_chunk, tc_smem);
 }
 
 // ---- self-tests of mma.cuh (tests/emu_parity_conv.rs; tests/cuda_runtime.rs on a GPU) -------------------------
@@ -1213,4 +1364,44 @@ extern "C" __global__ void mma_selftest_f32(const float* a, const float* b, cons
 // y[i] = x[i] rounded to TF32 (cvt.rna on a GPU, the portable rounding in the emulation). Any 1-D grid.
 extern "C" __global__ void tf32_round_f32(const float* x, float* y, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) y[i] = round_tf32(x[i]);
+}
+
+// One warp (blockDim = 32): d = F(a) * F(b) + c on mma m16n8k16 for a 16 x 16 (row-major), b 16 x 8 (row-major,
+// b[k*8+n]), c and d 16 x 8 (row-major), F the 16-bit format. Each lane packs exactly its fragment of the PTX
+// layout (mma.cuh), so a wrong layout gives wrong elements.
+template <Half F>
+__device__ __forceinline__ void mma_k16_selftest(const float* a, const float* b, const float* c, float* d) {
+    const int lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const auto at = [&](int row, int k) { return pack_half2<F>(a[row * 16 + k], a[row * 16 + k + 1]); };
+    const auto bt = [&](int k, int n) { return pack_half2<F>(b[k * 8 + n], b[(k + 1) * 8 + n]); };
+    const unsigned int af[4] = {at(g, 2 * t), at(g + 8, 2 * t), at(g, 2 * t + 8), at(g + 8, 2 * t + 8)};
+    const unsigned int bf[2] = {bt(2 * t, g), bt(2 * t + 8, g)};
+    const float cf[4] = {c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1], c[(g + 8) * 8 + 2 * t], c[(g + 8) * 8 + 2 * t + 1]};
+    float df[4];
+    mma_m16n8k16<F>(df, af, bf, cf);
+    d[g * 8 + 2 * t] = df[0];
+    d[g * 8 + 2 * t + 1] = df[1];
+    d[(g + 8) * 8 + 2 * t] = df[2];
+    d[(g + 8) * 8 + 2 * t + 1] = df[3];
+}
+
+extern "C" __global__ void mma_k16_selftest_bf16(const float* a, const float* b, const float* c, float* d) {
+    mma_k16_selftest<Half::Bf16>(a, b, c, d);
+}
+
+extern "C" __global__ void mma_k16_selftest_fp16(const float* a, const float* b, const float* c, float* d) {
+    mma_k16_selftest<Half::Fp16>(a, b, c, d);
+}
+
+// y[i] = x[i] rounded to bf16 / fp16 and back (cvt.rn on a GPU, the portable rounding in the emulation). Any 1-D
+// grid.
+extern "C" __global__ void bf16_round_f32(const float* x, float* y, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        y[i] = round_half<Half::Bf16>(x[i]);
+}
+
+extern "C" __global__ void fp16_round_f32(const float* x, float* y, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        y[i] = round_half<Half::Fp16>(x[i]);
 }

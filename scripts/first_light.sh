@@ -6,8 +6,9 @@
 # $OUT/summary.txt and packs its logs into $OUT/pN-NAME.tgz, so a failure or a timeout in one phase still
 # returns the others (a device call brings back at most 8 files: summary.txt and these seven):
 #   0 probe     nvidia-smi, driver, NVRTC, glibc / libstdc++ against what the binaries need, `gan-engine info`
-#   1 smoke     20 training steps each in fp32, tf32 and --cuda-graph
-#   2 parity    the parity suites on the real GPU, one test thread; failures rerun one by one
+#   1 smoke     20 training steps each in fp32, tf32, bf16, fp16 and --cuda-graph
+#   2 parity    the parity suites on the real GPU (parity_half: bf16 / fp16), one test thread; failures rerun
+#               one by one
 #   3 timing    DCGAN-64 iteration at batch 128: ours fp32 / tf32, eager / graph; PyTorch eager TF32 off / on,
 #               graphed TF32 off / on (scripts/torch_dcgan_step.py), all with CUDA events; then the measured peak
 #               (scripts/gpu_peak.py: cuBLAS matmul per precision, copy bandwidth) that "% of peak" divides by
@@ -143,7 +144,7 @@ phase_probe() {
 phase_smoke() {
     begin p1-smoke
     local res=()
-    for mode in fp32 tf32 graph; do
+    for mode in fp32 tf32 bf16 fp16 graph; do
         local extra=(--precision "${mode/graph/fp32}")
         [[ $mode == graph ]] && extra+=(--cuda-graph)
         run "train-$mode" 120 "$ge" train --device "$dev" --steps "$smoke_steps" "${small[@]}" "${extra[@]}" \
@@ -193,10 +194,11 @@ test_binary() {
 phase_parity() {
     begin p2-parity
     parity=()
-    for b in ${PARITY:-cuda_runtime parity_tf32 emu_parity emu_parity_conv emu_parity_conv_narrow emu_parity_pool emu_graph \
+    for b in ${PARITY:-cuda_runtime parity_tf32 parity_half emu_parity emu_parity_conv emu_parity_conv_narrow emu_parity_pool emu_graph \
         nvrtc_compile}; do
-        # parity_tf32 checks the DCGAN shapes against the CPU reference on the host: about 90 s.
-        test_binary "$b" "$([[ $b == parity_tf32 ]] && echo 150 || echo 90)"
+        # parity_tf32 / parity_half check the DCGAN shapes against the CPU reference on the host: about 90 s
+        # (parity_half: two precisions, not measured yet).
+        test_binary "$b" "$([[ $b == parity_tf32 ]] && echo 150 || { [[ $b == parity_half ]] && echo 240; } || echo 90)"
     done
     printf '  %s\n' "${parity[@]}"
     local bad

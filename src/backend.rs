@@ -563,9 +563,11 @@ pub trait GraphCapture {
     fn end_capture(&self) -> Result<Box<dyn DeviceGraph>>;
 }
 
-/// Operand precision of the convolution GEMMs on a backend that has a choice (CUDA: see src/cuda/conv.rs).
-/// The CPU backend always computes in f32, as PyTorch's CPU convolutions ignore `allow_tf32`. Chosen when a
-/// device is opened ([`crate::device::Device::open`]).
+/// Operand precision of the convolution and linear GEMMs on a backend that has a choice (CUDA: see
+/// src/cuda/conv.rs). The CPU backend computes in f32: it ignores TF32, as PyTorch's CPU convolutions ignore
+/// `allow_tf32`, and refuses the 16-bit formats, whose training needs the tensor-core kernels' operand rounding
+/// (and, for fp16, loss scaling against it) to mean anything. Chosen when a device is opened
+/// ([`crate::device::Device::open`]).
 #[derive(
     Clone,
     Copy,
@@ -588,6 +590,16 @@ pub enum Precision {
     #[serde(rename = "tf32")]
     #[value(name = "tf32")]
     Tf32,
+    /// Automatic mixed precision with bfloat16 operands (8-bit mantissa, f32's exponent range) on tensor
+    /// cores, f32 accumulation; weights, gradients, optimiser state and batch-norm statistics stay f32.
+    #[serde(rename = "bf16")]
+    #[value(name = "bf16")]
+    Bf16,
+    /// As `Bf16` with IEEE half operands (11-bit significand, largest finite 65504): the training step scales
+    /// the loss dynamically so small gradients do not flush to zero ([`crate::optim::scaler`]).
+    #[serde(rename = "fp16")]
+    #[value(name = "fp16", alias = "f16")]
+    Fp16,
 }
 
 impl std::str::FromStr for Precision {
@@ -596,7 +608,9 @@ impl std::str::FromStr for Precision {
         match s.to_ascii_lowercase().as_str() {
             "fp32" | "f32" => Ok(Precision::F32),
             "tf32" => Ok(Precision::Tf32),
-            _ => bail!("invalid precision '{s}': expected fp32 or tf32"),
+            "bf16" => Ok(Precision::Bf16),
+            "fp16" | "f16" => Ok(Precision::Fp16),
+            _ => bail!("invalid precision '{s}': expected fp32, tf32, bf16 or fp16"),
         }
     }
 }
@@ -606,13 +620,15 @@ impl std::fmt::Display for Precision {
         f.write_str(match self {
             Precision::F32 => "fp32",
             Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
+            Precision::Fp16 => "fp16",
         })
     }
 }
 
 impl Precision {
     /// The precision of a device opened without one: the environment variable `GAN_ENGINE_PRECISION`
-    /// (`fp32` / `tf32`; the GPU benchmark scripts set it), else F32.
+    /// (`fp32` / `tf32` / `bf16` / `fp16`; the GPU benchmark scripts set it), else F32.
     pub fn from_env() -> Result<Precision> {
         match std::env::var("GAN_ENGINE_PRECISION") {
             Ok(v) if !v.is_empty() => v
@@ -626,15 +642,48 @@ impl Precision {
         match self {
             Precision::F32 => 1,
             Precision::Tf32 => 2,
+            Precision::Bf16 => 3,
+            Precision::Fp16 => 4,
         }
     }
 
     pub fn from_u8(v: u8) -> Precision {
-        if v == 2 {
-            Precision::Tf32
-        } else {
-            Precision::F32
+        match v {
+            2 => Precision::Tf32,
+            3 => Precision::Bf16,
+            4 => Precision::Fp16,
+            _ => Precision::F32,
         }
+    }
+
+    /// The 16-bit operand formats (mixed precision): the ones the CPU backend refuses.
+    pub fn is_half(self) -> bool {
+        matches!(self, Precision::Bf16 | Precision::Fp16)
+    }
+
+    /// `x` as the tensor-core kernels of this precision see an operand: unchanged at F32; rounded to nearest
+    /// with ties away from zero to 10 mantissa bits at TF32 (cvt.rna.tf32.f32); rounded to nearest even to
+    /// bfloat16 or IEEE half at Bf16 / Fp16 (cvt.rn, through the `half` crate). The CPU reference of the
+    /// kernels' operand rounding.
+    pub fn round_operand(self, x: f32) -> f32 {
+        match self {
+            Precision::F32 => x,
+            Precision::Tf32 => {
+                let u = x.to_bits();
+                if u & 0x7f80_0000 == 0x7f80_0000 {
+                    return x; // Inf and NaN pass through
+                }
+                // Half a TF32 ulp added to the magnitude bits, then truncated: ties away from zero.
+                f32::from_bits(u.wrapping_add(0x1000) & 0xffff_e000)
+            }
+            Precision::Bf16 => half::bf16::from_f32(x).to_f32(),
+            Precision::Fp16 => half::f16::from_f32(x).to_f32(),
+        }
+    }
+
+    /// Whether training scales the loss (dynamic loss scaling): fp16 only, whose exponent range is narrow.
+    pub fn scales_loss(self) -> bool {
+        self == Precision::Fp16
     }
 }
 
@@ -790,9 +839,30 @@ mod tests {
         }
         assert_eq!(Precision::Tf32.to_string(), "tf32");
         assert_eq!(Precision::F32.to_string(), "fp32");
-        let e = "bf16".parse::<Precision>().unwrap_err().to_string();
-        assert!(e.contains("fp32 or tf32"), "{e}");
-        for p in [Precision::F32, Precision::Tf32] {
+        assert_eq!("BF16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert_eq!("f16".parse::<Precision>().unwrap(), Precision::Fp16);
+        assert_eq!(Precision::Fp16.to_string(), "fp16");
+        // Operand rounding: ties away from zero for TF32, to even for the 16-bit formats.
+        let one = 1.0f32.to_bits();
+        assert_eq!(
+            Precision::Tf32.round_operand(f32::from_bits(one + 0x1000)),
+            f32::from_bits(one + 0x2000)
+        );
+        assert_eq!(
+            Precision::Bf16.round_operand(f32::from_bits(one + 0x8000)),
+            1.0
+        );
+        assert_eq!(Precision::Fp16.round_operand(65520.0), f32::INFINITY);
+        assert_eq!(Precision::Fp16.round_operand(65519.0), 65504.0);
+        assert_eq!(Precision::F32.round_operand(0.1), 0.1);
+        let e = "fp8".parse::<Precision>().unwrap_err().to_string();
+        assert!(e.contains("fp32, tf32, bf16 or fp16"), "{e}");
+        for p in [
+            Precision::F32,
+            Precision::Tf32,
+            Precision::Bf16,
+            Precision::Fp16,
+        ] {
             assert_eq!(Precision::from_u8(p.to_u8()), p);
         }
     }

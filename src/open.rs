@@ -18,8 +18,8 @@ impl Device {
         open(spec, None)
     }
 
-    /// Opens the device `spec` names, a CUDA backend's convolutions at `precision` (the CPU computes in f32
-    /// whatever it is).
+    /// Opens the device `spec` names, a CUDA backend's convolutions at `precision`. The CPU computes in f32:
+    /// it ignores TF32 and refuses the 16-bit formats (see [`Precision`]).
     pub fn open(spec: &str, precision: Precision) -> Result<Device> {
         open(spec, Some(precision))
     }
@@ -30,9 +30,18 @@ fn open(spec: &str, precision: Option<Precision>) -> Result<Device> {
     let gpu = |ordinal: usize| -> Result<Device> {
         Ok(Device::Cuda(cuda::open_cuda(ordinal, precision()?)?))
     };
+    let cpu = || -> Result<Device> {
+        let p = precision()?;
+        if p.is_half() {
+            bail!(
+                "precision {p} needs the CUDA backend (--device cuda or emu); the CPU backend computes in f32"
+            );
+        }
+        Ok(Device::Cpu)
+    };
     match spec {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(gpu(0).unwrap_or(Device::Cpu)),
+        "cpu" => cpu(),
+        "auto" => gpu(0).or_else(|_| cpu()),
         "cuda" => gpu(0),
         "emu" => Ok(Device::Cuda(cuda::open_emulated(precision()?)?)),
         s if s.starts_with("cuda:") => match s[5..].parse::<usize>() {

@@ -55,7 +55,7 @@ pub struct BenchArgs {
     /// cpu | cuda | cuda:N | auto | emu
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Convolutions on CUDA: fp32 or tf32
+    /// Convolutions and linear layers on CUDA: fp32, tf32, bf16 or fp16
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: crate::backend::Precision,
     /// Replay each iteration from a captured CUDA graph (as `train --cuda-graph`)

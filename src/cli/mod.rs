@@ -191,8 +191,10 @@ pub struct TrainArgs {
     /// cpu | cuda | cuda:N | auto | emu [default: cpu]
     #[arg(long)]
     pub device: Option<String>,
-    /// Convolutions on CUDA: fp32, or tf32 (tensor cores: TF32 operands, f32 accumulation); the CPU backend
-    /// always computes in f32 and ignores it [default: fp32]
+    /// Convolutions and linear layers on CUDA: fp32; tf32 (tensor cores: TF32 operands, f32 accumulation);
+    /// bf16 or fp16 (mixed precision: 16-bit operands, f32 accumulation, f32 weights and optimiser state; fp16
+    /// with dynamic loss scaling). The CPU backend computes in f32: it ignores tf32 and refuses bf16 / fp16
+    /// [default: fp32]
     #[arg(long, value_enum)]
     pub precision: Option<crate::backend::Precision>,
     /// Capture one training iteration as a CUDA graph after a first eager one, and replay it for every later
@@ -278,7 +280,8 @@ pub struct SampleArgs {
     /// cpu | cuda | cuda:N | auto | emu
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Convolutions on CUDA: fp32 or tf32 (tensor cores); ignored by the CPU backend
+    /// Convolutions and linear layers on CUDA: fp32, tf32, bf16 or fp16 (see `train --precision`); the CPU
+    /// backend ignores tf32 and refuses bf16 / fp16
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: crate::backend::Precision,
 }

@@ -8,9 +8,10 @@
 //! (forward, backward weight) or the stride phases (backward data). The split count depends only on the
 //! shapes, so the emulation and every GPU compute bit-identical sums in the same order.
 //!
-//! [`Precision`] picks the kernels' arithmetic: `F32` (the default) runs the f32 FMA kernels; `Tf32` runs the
-//! tensor-core kernels (`*_tf32`: operands rounded to TF32, products accumulated in f32, like PyTorch's
-//! `allow_tf32`) for every GEMM with more than 16 rows (a 64 x 128 tile up to 64 rows, 128 x 128 above); the
+//! [`Precision`] picks the kernels' arithmetic: `F32` (the default) runs the f32 FMA kernels; `Tf32`, `Bf16`
+//! and `Fp16` run the tensor-core kernels (`*_tf32`: operands rounded to TF32 on mma m16n8k8, like PyTorch's
+//! `allow_tf32`; `*_bf16` / `*_fp16`: operands rounded to nearest even in the 16-bit format on mma m16n8k16, like
+//! autocast; products accumulated in f32 in every case) for every GEMM with more than 16 rows (a 64 x 128 tile up to 64 rows, 128 x 128 above); the
 //! narrow GEMMs (3 or 1 channels) stay on the f32 kernels whatever the precision, and so do kernels with so many
 //! taps that the forward / backward-data tap table would not fit in shared memory. Parameters, activations and
 //! gradients stay f32 in memory either way.
@@ -32,14 +33,14 @@ use crate::tensor::{numel, Tensor};
 const THREADS: u32 = 256;
 /// K depth of one shared-memory slice in conv.cu.
 const BK: usize = 16;
-/// A tile variant of the tensor-core (TF32) kernels (conv.cu's `tc::Tile<BM>`).
+/// A tile variant of the tensor-core kernels (conv.cu's `tc::Tile<BM>`).
 struct TcTile {
     /// Output tile (rows x columns).
     tile: (usize, usize),
     threads: u32,
     /// Dynamic shared memory: 3 stages of BM + 128 rows of 36 floats.
     shared_bytes: u32,
-    /// Kernel-name suffix before `_tf32`.
+    /// Kernel-name suffix before the precision's (`_tf32`, `_bf16`, `_fp16`).
     suffix: &'static str,
 }
 const TC_TILES: [TcTile; 2] = [
@@ -75,11 +76,28 @@ const TARGET_BLOCKS: usize = 264;
 const MIN_SLICES_PER_SPLIT: usize = 4;
 const MAX_SPLITS: usize = 64;
 
-/// The tensor-core tile for a GEMM with `rows` rows that needs `extra_shared` bytes of shared memory beside
-/// the tile's, or None when it runs on the f32 kernels (precision F32, narrow GEMMs, kernels too large for the
-/// tap table to fit).
-fn use_tc(be: &CudaBackend, rows: usize, extra_shared: usize) -> Option<&'static TcTile> {
-    if be.precision() != Precision::Tf32 || rows <= NARROW.0 {
+/// The tensor-core kernels of a precision: the name suffix after the tile's, or None for the f32 kernels.
+pub(crate) fn tc_suffix(p: Precision) -> Option<&'static str> {
+    match p {
+        Precision::F32 => None,
+        Precision::Tf32 => Some("tf32"),
+        Precision::Bf16 => Some("bf16"),
+        Precision::Fp16 => Some("fp16"),
+    }
+}
+
+/// A tensor-core kernel chosen for one GEMM: its tile and its name.
+struct Tc {
+    tile: &'static TcTile,
+    kernel: String,
+}
+
+/// The tensor-core kernel `base` for a GEMM with `rows` rows that needs `extra_shared` bytes of shared memory
+/// beside the tile's, or None when it runs on the f32 kernels (precision F32, narrow GEMMs, kernels too large
+/// for the tap table to fit).
+fn use_tc(be: &CudaBackend, base: &str, rows: usize, extra_shared: usize) -> Option<Tc> {
+    let suffix = tc_suffix(be.precision())?;
+    if rows <= NARROW.0 {
         return None;
     }
     let t = if rows <= TC_TILES[0].tile.0 {
@@ -87,7 +105,10 @@ fn use_tc(be: &CudaBackend, rows: usize, extra_shared: usize) -> Option<&'static
     } else {
         &TC_TILES[1]
     };
-    (t.shared_bytes as usize + extra_shared <= MAX_SHARED_BYTES).then_some(t)
+    (t.shared_bytes as usize + extra_shared <= MAX_SHARED_BYTES).then(|| Tc {
+        tile: t,
+        kernel: format!("{base}{}_{suffix}", t.suffix),
+    })
 }
 
 /// The shared shape checks of [`Geom::new`], plus the kernels' limit: they index with i32, so every
@@ -246,14 +267,14 @@ pub fn conv2d(be: &CudaBackend, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Resu
     let (rows, cols, k) = (g.o, g.n * g.ho * g.wo, g.c * g.kh * g.kw);
     n_i32(cols, "conv2d")?;
     let taps = tap_table_bytes(&g);
-    let tc = use_tc(be, rows, taps);
-    let (tile, kernel) = if let Some(t) = tc {
-        (t.tile, format!("conv2d_fwd{}_tf32", t.suffix))
+    let tc = use_tc(be, "conv2d_fwd", rows, taps);
+    let (tile, kernel) = if let Some(t) = &tc {
+        (t.tile.tile, t.kernel.clone())
     } else {
         let (tile, suffix) = tile_for(rows);
         (tile, format!("conv2d_fwd{suffix}_f32"))
     };
-    let (cfg, k_chunk) = split_launch(tc, taps, rows, cols, tile, k);
+    let (cfg, k_chunk) = split_launch(tc.map(|t| t.tile), taps, rows, cols, tile, k);
     launch_split(
         be,
         &kernel,
@@ -294,9 +315,9 @@ pub fn conv2d_backward_data(
         p.stride
     );
     let taps = tap_table_bytes(&g);
-    let tc = use_tc(be, g.c, taps);
-    let (tile, kernel) = if let Some(t) = tc {
-        (t.tile, format!("conv2d_bwd_data{}_tf32", t.suffix))
+    let tc = use_tc(be, "conv2d_bwd_data", g.c, taps);
+    let (tile, kernel) = if let Some(t) = &tc {
+        (t.tile.tile, t.kernel.clone())
     } else {
         let (tile, suffix) = tile_for(g.c);
         (tile, format!("conv2d_bwd_data{suffix}_f32"))
@@ -307,8 +328,8 @@ pub fn conv2d_backward_data(
         KernelArg::Ptr(be.ptr(&dx)?),
     ];
     args.extend_from_slice(&g.args());
-    let cfg = if let Some(t) = tc {
-        tc_grid(t, g.c, cols, sh * sw, taps)
+    let cfg = if let Some(t) = &tc {
+        tc_grid(t.tile, g.c, cols, sh * sw, taps)
     } else {
         gemm_grid(g.c, cols, tile, sh * sw)
     };
@@ -335,13 +356,13 @@ pub fn conv2d_backward_weight(
     // GEMM: rows = O, columns = C*kh*kw weight taps, K = N*Ho*Wo pixels (long: split across blocks).
     let (rows, cols, k) = (g.o, g.c * g.kh * g.kw, g.n * g.ho * g.wo);
     n_i32(k, what)?;
-    let tc = use_tc(be, rows, 0);
-    let (tile, kernel) = if let Some(t) = tc {
-        (t.tile, format!("conv2d_bwd_weight{}_tf32", t.suffix))
+    let tc = use_tc(be, "conv2d_bwd_weight", rows, 0);
+    let (tile, kernel) = if let Some(t) = &tc {
+        (t.tile.tile, t.kernel.clone())
     } else {
         (WIDE, "conv2d_bwd_weight_f32".to_string())
     };
-    let (cfg, k_chunk) = split_launch(tc, 0, rows, cols, tile, k);
+    let (cfg, k_chunk) = split_launch(tc.map(|t| t.tile), 0, rows, cols, tile, k);
     launch_split(
         be,
         &kernel,

@@ -371,7 +371,16 @@ mod tests {
             Command::Sample(a) => assert_eq!(a.precision, Precision::F32),
             c => panic!("{c:?}"),
         }
-        assert!(parse(&["gan-engine", "train", "--precision", "bf16"]).is_err());
+        for (flag, p) in [("bf16", Precision::Bf16), ("fp16", Precision::Fp16)] {
+            match parse(&["gan-engine", "train", "--precision", flag])
+                .unwrap()
+                .command
+            {
+                Command::Train(a) => assert_eq!(a.precision, Some(p)),
+                c => panic!("{c:?}"),
+            }
+        }
+        assert!(parse(&["gan-engine", "train", "--precision", "fp8"]).is_err());
         // Checkpoints written before the setting existed resume in fp32.
         let cfg = crate::train::config::TrainConfig::default();
         let mut json = serde_json::to_value(&cfg).unwrap();

@@ -7,3 +7,4 @@ pub mod conv;
 pub mod fixture;
 pub mod idx;
 pub mod model;
+pub mod tc;
