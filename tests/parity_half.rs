@@ -103,6 +103,92 @@ fn conv2d_fp16_dcgan_shapes() {
     tc::run_cases(Precision::Fp16, tc::dcgan_cases(), 10);
 }
 
+/// Linear layers at the 16-bit precisions run as 1x1 convolutions on the tensor-core kernels (src/cuda/linear.rs):
+/// every product with more than 16 GEMM rows (and more than 4 input channels for backward data) matches the
+/// reference over rounded operands with the tight bound of tests/common/tc.rs, the others the f32 reference;
+/// the bias is added in f32 (one more rounding of the output), its gradient summed in f32.
+#[test]
+fn linear_matches_a_rounded_reference() {
+    use gan_engine::backend::LinearNeed;
+    use tc::{check, Reference};
+    for (precision, _) in HALVES {
+        let be = tc::backend(precision);
+        let mut rng = ChaCha8Rng::seed_from_u64(23);
+        // (N, in, out): every product on tensor cores, on both row tiles; one output (D's last layer: forward
+        // and backward weight on the f32 narrow tile, backward data on tensor cores); few inputs (backward data
+        // on conv_narrow's f32 kernel).
+        for (n, inp, out) in [(20, 70, 33), (3, 40, 130), (9, 50, 1), (17, 3, 24)] {
+            let (x, w, b, dy) = (
+                random(&mut rng, n * inp),
+                random(&mut rng, out * inp),
+                random(&mut rng, out),
+                random(&mut rng, n * out),
+            );
+            let (xg, wg, bg, dyg) = (
+                upload(&be, &x, &[n, inp]),
+                upload(&be, &w, &[out, inp]),
+                upload(&be, &b, &[out]),
+                upload(&be, &dy, &[n, out]),
+            );
+            let y = be.linear(&xg, &wg, Some(&bg)).unwrap().to_vec().unwrap();
+            let y_nobias = be.linear(&xg, &wg, None).unwrap().to_vec().unwrap();
+            let g = be.linear_backward(&xg, &wg, &dyg, LinearNeed::ALL).unwrap();
+            let [dx, dw, db] = [g.dx, g.dw, g.db].map(|t| t.unwrap().to_vec().unwrap());
+            let refs = |round: bool| {
+                let r = |v: &[f32]| -> Vec<f32> {
+                    v.iter()
+                        .map(|&a| if round { precision.round_operand(a) } else { a })
+                        .collect()
+                };
+                let (x, w, dy) = (r(&x), r(&w), r(&dy));
+                let (mut ry, mut rdx, mut rdw) = (
+                    Reference::new(n * out),
+                    Reference::new(n * inp),
+                    Reference::new(out * inp),
+                );
+                for s in 0..n {
+                    for o in 0..out {
+                        for i in 0..inp {
+                            ry.add(s * out + o, x[s * inp + i], w[o * inp + i]);
+                            rdx.add(s * inp + i, dy[s * out + o], w[o * inp + i]);
+                            rdw.add(o * inp + i, dy[s * out + o], x[s * inp + i]);
+                        }
+                    }
+                }
+                [ry, rdx, rdw]
+            };
+            let ([ry, rdx, rdw], [fy, fdx, fdw]) = (refs(true), refs(false));
+            let tight = 4.0 * f32::EPSILON as f64 * (inp.max(out).max(n) as f64).sqrt();
+            let what = format!("linear {n}x{inp}->{out} [{precision}]");
+            let (fwd_tc, bwd_data_tc) = (out > 16, inp > 16);
+            for (dir, got, on_tc, rounded, plain) in [
+                ("forward", &y_nobias, fwd_tc, &ry, &fy),
+                ("backward data", &dx, bwd_data_tc, &rdx, &fdx),
+                ("backward weight", &dw, fwd_tc, &rdw, &fdw),
+            ] {
+                let want = if on_tc { rounded } else { plain };
+                check(
+                    &format!("{what} {dir} (tensor cores: {on_tc})"),
+                    got,
+                    want,
+                    tight,
+                    0.0,
+                );
+            }
+            for (i, (&yb, &y0)) in y.iter().zip(&y_nobias).enumerate() {
+                assert_eq!(yb, y0 + b[i % out], "{what}: bias at {i}");
+            }
+            for (o, &g) in db.iter().enumerate() {
+                let want: f64 = (0..n).map(|s| dy[s * out + o] as f64).sum();
+                assert!(
+                    (g as f64 - want).abs() <= 1e-5 * n as f64,
+                    "{what}: db[{o}] {g} vs {want}"
+                );
+            }
+        }
+    }
+}
+
 /// Each 16-bit precision runs its own kernels: results differ from f32 (and bf16 from fp16) by about their
 /// rounding, and the switch back to f32 restores the f32 results bit for bit.
 #[test]

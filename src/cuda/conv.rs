@@ -17,7 +17,8 @@
 //! gradients stay f32 in memory either way.
 //!
 //! Backward data of few input channels or of a 1x1 output covering the input does not run the GEMM at all:
-//! [`conv_narrow`] has kernels for those shapes (f32 at every precision).
+//! [`conv_narrow`] has kernels for those shapes (f32 at every precision, but for 1x1 kernels at the 16-bit
+//! ones). linear.rs runs its products through these functions at the 16-bit precisions.
 
 use anyhow::{ensure, Result};
 

@@ -10,7 +10,9 @@
 //!   GEMM would run K = O*kh*kw, all but one tap in kh*kw of it outside dy).
 //!
 //! Both run f32 arithmetic at every [`Precision`](super::conv::Precision): the narrow kernel has no tensor-core
-//! variant, and the 1x1 product is a few hundred MFLOP at most.
+//! variant, and the 1x1 product is a few hundred MFLOP at most. One exception: at the 16-bit precisions a 1x1
+//! kernel's plain product (a linear layer's backward data, see linear.rs) goes to the tensor-core GEMM, which
+//! then wastes no taps, so that every linear product rounds its operands as autocast does.
 
 use anyhow::Result;
 
@@ -55,6 +57,9 @@ pub(super) fn backward_data(
     g: &Geom,
 ) -> Result<bool> {
     if is_plain_product(g) {
+        if g.kh * g.kw == 1 && be.precision().is_half() {
+            return Ok(false);
+        }
         linear::matmul(be, dy, w, dx, (g.n, g.o, g.c * g.kh * g.kw))?;
         return Ok(true);
     }

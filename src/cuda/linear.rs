@@ -2,14 +2,18 @@
 //! its gradients. Every product is the one tiled SGEMM of linear.cu reading its operands in place; a small
 //! output with a long reduction (batch 64 against 12288 features) is split along K over grid.z and the
 //! partials summed in order by `linear_splitk_reduce_f32` (deterministic, see conv.rs's `split_k`).
+//!
+//! At the 16-bit precisions (bf16, fp16) the three products run instead on conv.cu's tensor-core kernels as
+//! 1x1 convolutions of 1x1 images (x [N, in, 1, 1], w [out, in, 1, 1]: the same GEMMs over the same memory), so
+//! linear layers round their operands as the convolutions do; the bias is added by the reduction kernel.
 
 use anyhow::{ensure, Result};
 
 use super::backend::n_i32;
-use super::conv::{reduce_cfg, split_k};
+use super::conv::{self, reduce_cfg, split_k};
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
-use crate::backend::{LinearGrads, LinearNeed};
+use crate::backend::{Conv2dParams, LinearGrads, LinearNeed};
 use crate::tensor::Tensor;
 
 const THREADS: u32 = 256;
@@ -39,7 +43,23 @@ impl Geom {
         n_i32(n * out, what)?;
         Ok(Geom { n, inp, out })
     }
+
+    /// Whether the products run as 1x1 convolutions on the tensor-core kernels (module docs): at a 16-bit
+    /// precision, for non-empty shapes.
+    fn as_conv(&self, be: &CudaBackend) -> bool {
+        be.precision().is_half() && self.n > 0 && self.inp > 0 && self.out > 0
+    }
+
+    /// x [N, in] and w [out, in] as the 1x1 convolution's [N, in, 1, 1] and [out, in, 1, 1].
+    fn conv_shapes(&self) -> ([usize; 4], [usize; 4]) {
+        ([self.n, self.inp, 1, 1], [self.out, self.inp, 1, 1])
+    }
 }
+
+const UNIT: Conv2dParams = Conv2dParams {
+    stride: (1, 1),
+    padding: (0, 0),
+};
 
 /// The three products of linear.cu, each one GEMM kernel.
 #[derive(Clone, Copy)]
@@ -166,6 +186,29 @@ pub fn linear(be: &CudaBackend, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> R
             g.out
         );
     }
+    if g.as_conv(be) {
+        let (xs, ws) = g.conv_shapes();
+        let prod = conv::conv2d(be, &x.reshape(&xs)?, &w.reshape(&ws)?, UNIT)?;
+        let Some(b) = b else {
+            return prod.reshape(&[g.n, g.out]);
+        };
+        let y = be.alloc(&[g.n, g.out])?;
+        let i = |v: usize| KernelArg::I32(v as i32);
+        be.launch(
+            "linear_splitk_reduce_f32",
+            reduce_cfg(y.numel()),
+            &[
+                KernelArg::Ptr(be.ptr(&prod)?),
+                KernelArg::Ptr(be.ptr(b)?),
+                KernelArg::Ptr(be.ptr(&y)?),
+                i(g.n),
+                i(g.out),
+                i(1),
+                i(1),
+            ],
+        )?;
+        return Ok(y);
+    }
     let y = be.alloc(&[g.n, g.out])?;
     if y.numel() == 0 {
         return Ok(y);
@@ -192,7 +235,12 @@ pub fn linear_backward(
         g.n,
         g.out
     );
-    let dx = if need_dx {
+    let (xs, ws) = g.conv_shapes();
+    let dy4 = || dy.reshape(&[g.n, g.out, 1, 1]);
+    let dx = if need_dx && g.as_conv(be) {
+        let dx = conv::conv2d_backward_data(be, &dy4()?, &w.reshape(&ws)?, xs, UNIT)?;
+        Some(dx.reshape(&[g.n, g.inp])?)
+    } else if need_dx {
         let dx = be.alloc(&[g.n, g.inp])?;
         if dx.numel() > 0 {
             gemm(be, &g, Product::BackwardData, [dy, w], &dx)?;
@@ -201,7 +249,10 @@ pub fn linear_backward(
     } else {
         None
     };
-    let dw = if need_dw {
+    let dw = if need_dw && g.as_conv(be) {
+        let dw = conv::conv2d_backward_weight(be, &x.reshape(&xs)?, &dy4()?, ws, UNIT)?;
+        Some(dw.reshape(&[g.out, g.inp])?)
+    } else if need_dw {
         let dw = be.alloc(&[g.out, g.inp])?;
         if dw.numel() > 0 {
             gemm(be, &g, Product::BackwardWeight, [dy, x], &dw)?;

@@ -153,19 +153,19 @@ pub fn mma_matches_reference(
 }
 
 /// One direction's reference: the f64 sum and the sum of |terms| per output element.
-struct Reference {
-    sum: Vec<f64>,
-    abs: Vec<f64>,
+pub struct Reference {
+    pub sum: Vec<f64>,
+    pub abs: Vec<f64>,
 }
 
 impl Reference {
-    fn new(n: usize) -> Reference {
+    pub fn new(n: usize) -> Reference {
         Reference {
             sum: vec![0.0; n],
             abs: vec![0.0; n],
         }
     }
-    fn add(&mut self, i: usize, a: f32, b: f32) {
+    pub fn add(&mut self, i: usize, a: f32, b: f32) {
         let p = a as f64 * b as f64;
         self.sum[i] += p;
         self.abs[i] += p.abs();
@@ -194,7 +194,7 @@ fn reference(case: &ConvCase, x: &[f32], w: &[f32], dy: &[f32]) -> [Reference; 3
 }
 
 /// |got - want| <= rel * (sum of |terms|) + abs per element (NaN fails).
-fn check(what: &str, got: &[f32], want: &Reference, rel: f64, abs: f64) {
+pub fn check(what: &str, got: &[f32], want: &Reference, rel: f64, abs: f64) {
     assert_eq!(got.len(), want.sum.len(), "{what}: length");
     for (i, &g) in got.iter().enumerate() {
         let tol = rel * want.abs[i] + abs + 1e-30;
@@ -251,9 +251,12 @@ pub fn run_case(be: &Arc<CudaBackend>, name: &str, case: ConvCase, rng: &mut Cha
     let [fy, fdx, fdw] = reference(&case, &x, &w, &dy);
     // Which directions ran on tensor cores: at any precision but F32, GEMMs with more than 16 rows (conv.rs);
     // the others are the f32 kernels and are held to the f32 path's own accuracy (they do not round).
-    // Backward data of a 1x1 output covering the input is one f32 GEMM at any precision (conv_narrow.rs).
+    // Backward data of a 1x1 output covering the input is one f32 GEMM at any precision, but for a 1x1 kernel
+    // at the 16-bit ones (conv_narrow.rs).
     let tc = |rows: usize| precision != Precision::F32 && rows > 16;
-    let plain_product = (case.h, case.w) == case.k && case.p.padding == (0, 0);
+    let plain_product = (case.h, case.w) == case.k
+        && case.p.padding == (0, 0)
+        && !(case.k == (1, 1) && precision.is_half());
     for (dir, got, r_round, r_f32, rows) in [
         ("conv2d", &y, &ry, &fy, case.o),
         (
