@@ -325,6 +325,11 @@ pub trait Backend: Send + Sync {
     /// Human-readable device name, e.g. "cpu (2 threads)" or "cuda:0 NVIDIA H200 (sm_90)".
     fn name(&self) -> String;
 
+    /// The operand precision of the convolution and linear GEMMs (F32 on a backend without a choice).
+    fn precision(&self) -> Precision {
+        Precision::F32
+    }
+
     // ---- memory -------------------------------------------------------------------------------------------
     fn zeros(&self, shape: &[usize]) -> Result<Tensor>;
     // The backend is the receiver because it owns the memory the data is copied into.

@@ -205,6 +205,10 @@ impl Backend for CudaBackend {
         self.rt.name()
     }
 
+    fn precision(&self) -> Precision {
+        CudaBackend::precision(self)
+    }
+
     fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
         self.alloc_zeros(shape)
     }

@@ -171,6 +171,11 @@ impl ParamStore {
             .map(|(i, (v, g))| (ParamId(i), v, g.as_ref()))
     }
 
+    /// The gradients present, in registration order (loss scaling rewrites them in place).
+    pub fn grads_mut(&mut self) -> impl Iterator<Item = &mut Tensor> {
+        self.grads.iter_mut().flatten()
+    }
+
     /// The parameter values (not the buffers), in registration order.
     pub fn values(&self) -> &[Tensor] {
         &self.values

@@ -1,10 +1,11 @@
 //! Optimizers. [`Adam`] keeps its moments on the parameters' device and updates every parameter in one
 //! multi-tensor backend call per step. [`RmsProp`] (for WGAN critics) and the [`Optimizer`] enum over both are in
-//! [`rmsprop`].
+//! [`rmsprop`]; fp16's dynamic loss scaling, which wraps a step, in [`scaler`].
 
 use anyhow::{ensure, Result};
 
 pub mod rmsprop;
+pub mod scaler;
 mod state;
 pub use rmsprop::{Optimizer, RmsProp, RmsPropConfig};
 

@@ -300,8 +300,18 @@ impl TrainConfig {
             }
         }
         if self.penalises_gradients() {
+            ensure!(
+                !self.precision.scales_loss(),
+                "gradient penalties cannot be combined with --precision fp16: the penalty's own gradient would \
+                 run through fp16 products without loss scaling and could underflow; use bf16 or fp32"
+            );
             self.check_penalised_critic()?;
         }
+        ensure!(
+            !(self.cuda_graph && self.precision.scales_loss()),
+            "--cuda-graph cannot be combined with --precision fp16: its loss scaling decides on the host each \
+             step whether to skip the update, which a captured graph cannot; use bf16, which needs no scaling"
+        );
         ensure!(self.sample_every > 0, "--sample-every must be positive");
         ensure!(self.log_every > 0, "--log-every must be positive");
         ensure!(
@@ -388,6 +398,39 @@ mod tests {
         json.as_object_mut().unwrap().remove("precision");
         let back: crate::train::config::TrainConfig = serde_json::from_value(json).unwrap();
         assert_eq!(back.precision, Precision::F32);
+    }
+
+    #[test]
+    fn fp16_refuses_graphs_and_gradient_penalties() {
+        let fp16 = TrainConfig {
+            precision: Precision::Fp16,
+            ..TrainConfig::default()
+        };
+        fp16.validate().unwrap();
+        let e = TrainConfig {
+            cuda_graph: true,
+            ..fp16.clone()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--cuda-graph cannot be combined"), "{e}");
+        let e = TrainConfig {
+            r1: Some(1.0),
+            ..fp16.clone()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("gradient penalties cannot be combined"), "{e}");
+        TrainConfig {
+            precision: Precision::Bf16,
+            cuda_graph: true,
+            device: "emu".into(),
+            ..TrainConfig::default()
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::nn::models::{Discriminator, Generator, ModelConfig};
 use crate::ops;
 use crate::ops::elementwise::scalar_times;
 use crate::ops::random::RngStream;
+use crate::optim::scaler::{self, LossScaler};
 use crate::optim::{Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig};
 use crate::tensor::Tensor;
 
@@ -128,6 +129,9 @@ pub struct Gan {
     pub r1: Option<f32>,
     /// DRAGAN's penalty weight λ; None: no DRAGAN penalty.
     pub dragan: Option<f32>,
+    /// fp16's dynamic loss scaling of G's and D's steps ([`crate::optim::scaler`]); None at other precisions.
+    pub scaler_g: Option<LossScaler>,
+    pub scaler_d: Option<LossScaler>,
     pub device: Device,
     /// While a step is captured as a CUDA graph ([`super::graph`]): the logged values are kept here as device
     /// tensors (errD, D(x), D(G(z)) before and after D's update, errG) instead of being read back, which a
@@ -245,6 +249,8 @@ impl Gan {
             gp_lambda: DEFAULT_GP_LAMBDA,
             r1: None,
             dragan: None,
+            scaler_g: LossScaler::for_precision(device.backend().precision()),
+            scaler_d: LossScaler::for_precision(device.backend().precision()),
             device: device.clone(),
             deferred: None,
         })
@@ -332,11 +338,11 @@ impl Gan {
         let logged = [err_d, logits_real, logits_fake].map(|v| tape.value(v));
         let [loss_d, d_x, d_g_z1] =
             self.keep_or_read(logged, |gan| gan.read_d_metrics(logged, step))?;
-        let grads = tape.backward(err_d)?;
+        let grads = scaler::backward(tape, err_d, self.scaler_d.as_ref())?;
         self.d.store.accumulate_grads(&grads)?;
         // The tape's copies of D's weights are dead now; dropping them lets Adam update in place.
         tape.release_params(self.d.store.id());
-        self.opt_d.step(&mut self.d.store)?;
+        scaler::step(self.scaler_d.as_mut(), &mut self.opt_d, &mut self.d.store)?;
         if self.loss.clips_weights() {
             self.clip_d()?;
         }
@@ -409,10 +415,10 @@ impl Gan {
         let err_g = losses::g_loss(tape, self.loss, logits)?;
         let logged = [err_g, logits].map(|v| tape.value(v));
         let [loss_g, d_g_z2] = self.keep_or_read(logged, |gan| gan.read_g_metrics(logged, step))?;
-        let grads = tape.backward(err_g)?;
+        let grads = scaler::backward(tape, err_g, self.scaler_g.as_ref())?;
         self.g.store.accumulate_grads(&grads)?;
         tape.release_params(self.g.store.id());
-        self.opt_g.step(&mut self.g.store)?;
+        scaler::step(self.scaler_g.as_mut(), &mut self.opt_g, &mut self.g.store)?;
         Ok(GStep {
             loss_g,
             d_g_z2,

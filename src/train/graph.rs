@@ -79,6 +79,11 @@ impl StepGraph {
             gan.g.cfg.num_classes == 0,
             "--cuda-graph: conditional models are not supported (their labels are drawn on the host)"
         );
+        ensure!(
+            gan.scaler_d.is_none() && gan.scaler_g.is_none(),
+            "--cuda-graph: fp16's loss scaling is not supported (it reads every step on the host whether a \
+             gradient overflowed, to skip the step); use bf16, which needs no scaling"
+        );
         gan.opt_g.count_on_device()?;
         gan.opt_d.count_on_device()?;
         let n = real.dims4("real batch")?[0];

@@ -3,7 +3,9 @@
 //! - RMSprop: per parameter `{prefix}square_avg.<name>`;
 //!
 //! and in the metadata the step count as `{prefix}step` and the optimiser as `{prefix}optimizer` ("adam" or
-//! "rmsprop"; checkpoints written before RMSprop existed have no such key and hold Adam state).
+//! "rmsprop"; checkpoints written before RMSprop existed have no such key and hold Adam state). An fp16 run adds
+//! its loss scaler's state as `{prefix}loss_scale` and `{prefix}loss_scale_growth_tracker` (GradScaler's
+//! `scale` and `_growth_tracker`); everything else is f32 at every precision, so a checkpoint resumes at any.
 
 use std::path::Path;
 
@@ -11,6 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::checkpoint::TensorFile;
 use crate::nn::{ParamId, ParamStore};
+use crate::optim::scaler::LossScaler;
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
 
@@ -81,4 +84,44 @@ pub fn load(
         Optimizer::Adam(a) => a.load_state(step, tensors("exp_avg")?, tensors("exp_avg_sq")?),
         Optimizer::RmsProp(r) => r.load_state(step, tensors("square_avg")?),
     }
+}
+
+/// Saves the loss scaler's state, if the run has one, beside the optimiser state of `prefix`.
+pub fn save_scaler(f: &mut TensorFile, prefix: &str, scaler: Option<&LossScaler>) {
+    if let Some(s) = scaler {
+        let (scale, tracker) = s.state();
+        f.metadata
+            .insert(format!("{prefix}loss_scale"), scale.to_string());
+        f.metadata.insert(
+            format!("{prefix}loss_scale_growth_tracker"),
+            tracker.to_string(),
+        );
+    }
+}
+
+/// Restores the state [`save_scaler`] saved into `scaler`, if the run has one. A checkpoint without it (written
+/// at another precision, or before loss scaling existed) leaves the scaler fresh; a run without a scaler ignores
+/// a saved one (an fp16 checkpoint resumed at bf16 or fp32).
+pub fn load_scaler(
+    f: &TensorFile,
+    prefix: &str,
+    scaler: Option<&mut LossScaler>,
+    path: &Path,
+) -> Result<()> {
+    let Some(s) = scaler else {
+        return Ok(());
+    };
+    let Some(scale) = f.metadata.get(&format!("{prefix}loss_scale")) else {
+        return Ok(());
+    };
+    let bad = |key: &str| format!("{}: metadata '{prefix}{key}' is not valid", path.display());
+    let scale = scale.parse::<f32>().with_context(|| bad("loss_scale"))?;
+    let tracker = f
+        .metadata
+        .get(&format!("{prefix}loss_scale_growth_tracker"))
+        .ok_or_else(|| anyhow!("{}", bad("loss_scale_growth_tracker")))?
+        .parse::<u32>()
+        .with_context(|| bad("loss_scale_growth_tracker"))?;
+    s.load_state(scale, tracker)
+        .with_context(|| bad("loss_scale"))
 }

@@ -253,6 +253,8 @@ impl Trainer {
         checkpoint::load_gan_stores(&f, &mut gan.g.store, &mut gan.d.store, &file)?;
         super::optstate::load(&f, OPT_G_PREFIX, &mut gan.opt_g, &gan.g.store, &file)?;
         super::optstate::load(&f, OPT_D_PREFIX, &mut gan.opt_d, &gan.d.store, &file)?;
+        super::optstate::load_scaler(&f, OPT_G_PREFIX, gan.scaler_g.as_mut(), &file)?;
+        super::optstate::load_scaler(&f, OPT_D_PREFIX, gan.scaler_d.as_mut(), &file)?;
         gan.noise = state.noise;
         // The saved average if the run kept one; else, with --g-ema given now, one starting here.
         let g_ema = match cfg.g_ema {
@@ -370,6 +372,8 @@ impl Trainer {
         }
         super::optstate::save(&mut f, OPT_G_PREFIX, &self.gan.opt_g, &self.gan.g.store)?;
         super::optstate::save(&mut f, OPT_D_PREFIX, &self.gan.opt_d, &self.gan.d.store)?;
+        super::optstate::save_scaler(&mut f, OPT_G_PREFIX, self.gan.scaler_g.as_ref());
+        super::optstate::save_scaler(&mut f, OPT_D_PREFIX, self.gan.scaler_d.as_ref());
         Ok(f)
     }
 
