@@ -1,7 +1,7 @@
 //! Mixed-precision training on the emulated CUDA backend: DCGAN runs at bf16 and fp16 follow the fp32 run's
 //! losses, fp16's loss scaler skips an overflowed step and halves its scale, and checkpoints move between
-//! precisions (the scaler's state with them at fp16). The model is wide enough (20 channels, more than 16 GEMM
-//! rows) that most convolutions run on the tensor-core kernels. The fp32 reference runs on the CPU backend,
+//! precisions (the scaler's state with them at fp16). The model is wide enough (widths 12, so layers of 24 and 48
+//! channels: more than 16 GEMM rows) that its middle convolutions run on the tensor-core kernels. The fp32 reference runs on the CPU backend,
 //! which the emulated fp32 kernels match to 2e-5 (tests/common/cli.rs, `assert_cpu_and_emu_runs_agree`).
 #![cfg(feature = "emulation")]
 
@@ -22,8 +22,8 @@ fn model() -> ModelConfig {
         image_size: 28,
         channels: 1,
         nz: 16,
-        ngf: 20,
-        ndf: 20,
+        ngf: 12,
+        ndf: 12,
         ..ModelConfig::default()
     }
 }
@@ -85,20 +85,21 @@ fn follows_fp32(precision: Precision, tol_abs: f32, tol_rel: f32) -> Gan {
 }
 
 /// bf16 rounds operands to 8 significant bits but keeps f32's range: no step is skipped, and the losses stay
-/// within 0.02 + 2% of fp32's.
+/// within 0.005 + 0.5% of fp32's (measured: at most 0.0015 apart over the 8 steps).
 #[test]
 fn bf16_losses_follow_fp32() {
-    let gan = follows_fp32(Precision::Bf16, 0.02, 0.02);
+    let gan = follows_fp32(Precision::Bf16, 0.005, 0.005);
     assert!(gan.scaler_d.is_none() && gan.scaler_g.is_none());
     assert_eq!(gan.opt_d.step_count(), STEPS as u64);
 }
 
 /// fp16 starts at GradScaler's scale 2^16, which overflows this model's first backward products: like PyTorch's
 /// scaler it skips those steps and halves the scale until the gradients fit, so its curve lags fp32's by a step
-/// or two at the start. Bound: 0.1 + 10% of fp32's loss at every step, and at most 3 skipped D steps.
+/// or two at the start. Bound: 0.05 + 5% of fp32's loss at every step (measured: at most 0.04 apart, with 2 D
+/// steps skipped), and at most 3 skipped D steps.
 #[test]
 fn fp16_losses_follow_fp32() {
-    let gan = follows_fp32(Precision::Fp16, 0.1, 0.1);
+    let gan = follows_fp32(Precision::Fp16, 0.05, 0.05);
     let skipped = STEPS as u64 - gan.opt_d.step_count();
     let scale = gan.scaler_d.as_ref().unwrap().scale();
     println!("fp16: {skipped} D steps skipped, scale now {scale}");
