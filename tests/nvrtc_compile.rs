@@ -215,7 +215,9 @@ fn main_loop_is_found_in_ptx() {
 }
 
 /// Prints each tensor-core conv kernel's main-loop instructions per MMA (docs/perf-notes.md records them), and
-/// holds them under a ceiling so that a change that bloats the loop fails here before it reaches a GPU.
+/// holds them under a ceiling so that a change that bloats the loop fails here before it reaches a GPU. The
+/// bf16 / fp16 kernels' m16n8k16 does twice the work of TF32's m16n8k8: their ceiling per MMA is twice as high
+/// (the same instructions per multiply-add).
 #[test]
 fn tensor_core_main_loops_per_mma() {
     if !nvrtc_or_skip() {
@@ -225,7 +227,9 @@ fn tensor_core_main_loops_per_mma() {
     let ptx = String::from_utf8_lossy(&c.image);
     let kernels: Vec<&str> = expected("conv.cu")
         .into_iter()
-        .filter(|k| k.ends_with("_tf32") && k.starts_with("conv2d"))
+        .filter(|k| {
+            k.starts_with("conv2d") && ["_tf32", "_bf16", "_fp16"].iter().any(|s| k.ends_with(s))
+        })
         .collect();
     assert!(!kernels.is_empty(), "no tensor-core conv kernels found");
     // Before the cp.async pipeline the loops were at 18-25 PTX instructions per mma; the pipelined ones are at
@@ -235,13 +239,18 @@ fn tensor_core_main_loops_per_mma() {
         let m = main_loop(&ptx, k, "mma.sync")
             .unwrap_or_else(|| panic!("{k}: no loop with an mma in its PTX"));
         let per = m.instructions as f64 / m.work as f64;
+        let ceiling = if k.ends_with("_tf32") {
+            CEILING
+        } else {
+            2.0 * CEILING
+        };
         println!(
-            "{k:24} main loop: {:4} PTX instructions, {:3} mma, {per:5.1} per mma",
+            "{k:27} main loop: {:4} PTX instructions, {:3} mma, {per:5.1} per mma",
             m.instructions, m.work
         );
         assert!(
-            per <= CEILING,
-            "{k}: {per:.1} instructions per mma (ceiling {CEILING})"
+            per <= ceiling,
+            "{k}: {per:.1} instructions per mma (ceiling {ceiling})"
         );
     }
 }
