@@ -16,6 +16,14 @@
 // Every lane of the warp must call it (it is a warp-collective operation in both forms).
 #pragma once
 
+// The inline PTX of one mma.sync with f32 C / D, four A and two B registers: d, a, b, c in scope.
+#define MMA_SYNC_F32(SHAPE_AND_TYPES)                                                                        \
+    asm volatile("mma.sync.aligned." SHAPE_AND_TYPES                                                          \
+                 " {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"                    \
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])                                             \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),    \
+                   "f"(c[2]), "f"(c[3]))
+
 // f32 -> TF32 bit pattern, rounding to nearest with ties away from zero on the 13 dropped mantissa bits (what
 // cvt.rna does). The result is still a valid f32 whose low 13 bits are zero, so it can also be used as a float.
 __device__ __forceinline__ unsigned int to_tf32(float x) {
@@ -36,17 +44,30 @@ __device__ __forceinline__ unsigned int to_tf32(float x) {
 // The rounded value as a float (for reference computations and for staging pre-rounded operands).
 __device__ __forceinline__ float round_tf32(float x) { return __uint_as_float(to_tf32(x)); }
 
+// The portable products' sum: d[i] = c[i] + sum over k in order of arow[i / 2][k] * bcol[i % 2][k], for the
+// lane's C elements i (rows g, g+8 x columns 2t, 2t+1), once the lane has gathered its rows and columns. d may
+// alias c.
+template <int K>
+__device__ __forceinline__ void mma_portable_sum(float d[4], const float (&arow)[2][K], const float (&bcol)[2][K],
+                                                 const float c[4]) {
+    float out[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        float acc = c[i];
+#pragma unroll
+        for (int k = 0; k < K; ++k) acc = fmaf(arow[i >> 1][k], bcol[i & 1][k], acc);
+        out[i] = acc;
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) d[i] = out[i];
+}
+
 // d = a * b + c for one m16n8k8 tile. a / b hold TF32 bit patterns (from to_tf32); like the hardware, the
 // portable form ignores their low 13 bits. d may alias c.
 __device__ __forceinline__ void mma_m16n8k8_tf32(float d[4], const unsigned int a[4], const unsigned int b[2],
                                                  const float c[4]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile(
-        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
-        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
-          "f"(c[3]));
+    MMA_SYNC_F32("m16n8k8.row.col.f32.tf32.tf32.f32");
 #else
     const int lane = threadIdx.x & 31;  // kernels using this launch 1-D blocks
     const int g = lane >> 2, t = lane & 3;
@@ -78,16 +99,7 @@ __device__ __forceinline__ void mma_m16n8k8_tf32(float d[4], const unsigned int 
     }
     // Products of two TF32 values are exact in f32 (11 x 11 significant bits), so fmaf and mul+add agree; the
     // hardware's internal summation order is unspecified, this one adds k = 0..7 in order.
-    float out[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        float acc = c[i];
-#pragma unroll
-        for (int k = 0; k < 8; ++k) acc = fmaf(arow[i >> 1][k], bcol[i & 1][k], acc);
-        out[i] = acc;
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) d[i] = out[i];
+    mma_portable_sum(d, arow, bcol, c);
 #endif
 }
 
@@ -183,19 +195,9 @@ __device__ __forceinline__ void mma_m16n8k16(float d[4], const unsigned int a[4]
                                              const float c[4]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     if constexpr (F == Half::Bf16)
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
-            : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
-              "f"(c[3]));
+        MMA_SYNC_F32("m16n8k16.row.col.f32.bf16.bf16.f32");
     else
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
-            : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
-              "f"(c[3]));
+        MMA_SYNC_F32("m16n8k16.row.col.f32.f16.f16.f32");
 #else
     const int lane = threadIdx.x & 31;  // kernels using this launch 1-D blocks
     const int g = lane >> 2, t = lane & 3;
@@ -231,15 +233,6 @@ __device__ __forceinline__ void mma_m16n8k16(float d[4], const unsigned int a[4]
     }
     // Products of two 16-bit values are exact in f32 (at most 11 x 11 significant bits, and no product of
     // f16 subnormals underflows f32), so fmaf and mul+add agree; this form adds k = 0..15 in order.
-    float out[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        float acc = c[i];
-#pragma unroll
-        for (int k = 0; k < 16; ++k) acc = fmaf(arow[i >> 1][k], bcol[i & 1][k], acc);
-        out[i] = acc;
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) d[i] = out[i];
+    mma_portable_sum(d, arow, bcol, c);
 #endif
 }

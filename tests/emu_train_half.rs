@@ -200,36 +200,17 @@ fn checkpoints_cross_precisions() {
     resume(&run, "5", "fp32");
 
     // The 16-bit precisions need the CUDA backend; fp16 cannot be graphed.
-    fails(
-        &[
-            "train",
-            "--resume",
-            run.to_str().unwrap(),
-            "--steps",
-            "6",
-            "--precision",
-            "bf16",
-            "--device",
-            "cpu",
-        ],
-        1,
-        &["error:", "precision bf16 needs the CUDA backend"],
+    let resume_fails = |extra: [&str; 3], needle: &str| {
+        let mut args = vec!["train", "--resume", run.to_str().unwrap(), "--steps", "6"];
+        args.extend(extra);
+        fails(&args, 1, &["error:", needle]);
+    };
+    resume_fails(
+        ["--precision", "bf16", "--device=cpu"],
+        "precision bf16 needs the CUDA backend",
     );
-    fails(
-        &[
-            "train",
-            "--resume",
-            run.to_str().unwrap(),
-            "--steps",
-            "6",
-            "--precision",
-            "fp16",
-            "--cuda-graph",
-        ],
-        1,
-        &[
-            "error:",
-            "--cuda-graph cannot be combined with --precision fp16",
-        ],
+    resume_fails(
+        ["--precision", "fp16", "--cuda-graph"],
+        "--cuda-graph cannot be combined with --precision fp16",
     );
 }
