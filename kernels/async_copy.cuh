@@ -3,10 +3,12 @@
 //
 // On a GPU of compute capability 8.0 or newer these are PTX instructions; everywhere else (the CPU emulation,
 // which never defines __CUDA_ARCH__, or an older GPU) a portable form with the same per-lane results:
-//   - cp.async becomes a synchronous copy (zero-fill when masked) and commit / wait are no-ops: every copy has
-//     completed when it is issued, which is one valid completion order of the asynchronous form, so a kernel
-//     that is correct on the GPU (it waits and synchronises before reading) is correct here and vice versa for
-//     the data it reads; the emulator's racecheck still sees each copy as the issuing thread's shared write.
+//   - cp.async in the CPU emulation (__CUDA_EMU__) keeps the PTX's group semantics: a copy reads its source when
+//     issued, commit closes the thread's group, and cp_async_wait<N> writes the destinations of all but the
+//     newest N committed groups (cuda_emu.h, emu_cp_async_*): the latest completion PTX allows, so a read of a
+//     destination before its wait sees the old contents (initcheck reports poisoned shared memory) and the
+//     sanitizer sees each copy as the issuing thread's shared write at its wait. On an older GPU the copy is
+//     synchronous and commit / wait are no-ops (the earliest completion, also valid).
 //   - ldmatrix gathers each lane's words from the lanes that hold the row addresses with __shfl_sync, following
 //     the PTX ISA's fragment layout, so the emulation checks the layout the kernels assume.
 //
@@ -39,6 +41,9 @@ __device__ __forceinline__ smem_addr smem_address(const void* p) {
 __device__ __forceinline__ void cp_async_4(smem_addr dst, const float* src, bool ok) {
 #ifdef ASYNC_COPY_PTX
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 4 : 0));
+#elif defined(__CUDA_EMU__)
+    const EmuCopy c = {dst, {ok ? __float_as_uint(*src) : 0u, 0u, 0u, 0u}, 1};
+    emu_cp_async_issue(&c);
 #else
     *reinterpret_cast<float*>(dst) = ok ? *src : 0.0f;
 #endif
@@ -49,6 +54,11 @@ __device__ __forceinline__ void cp_async_4(smem_addr dst, const float* src, bool
 __device__ __forceinline__ void cp_async_16(smem_addr dst, const float* src, bool ok) {
 #ifdef ASYNC_COPY_PTX
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
+#elif defined(__CUDA_EMU__)
+    EmuCopy c = {dst, {0u, 0u, 0u, 0u}, 4};
+    if (ok)
+        for (int i = 0; i < 4; ++i) c.data[i] = __float_as_uint(src[i]);
+    emu_cp_async_issue(&c);
 #else
     float* d = reinterpret_cast<float*>(dst);
     for (int i = 0; i < 4; ++i) d[i] = ok ? src[i] : 0.0f;
@@ -59,6 +69,8 @@ __device__ __forceinline__ void cp_async_16(smem_addr dst, const float* src, boo
 __device__ __forceinline__ void cp_async_commit() {
 #ifdef ASYNC_COPY_PTX
     asm volatile("cp.async.commit_group;\n" ::: "memory");
+#elif defined(__CUDA_EMU__)
+    emu_cp_async_commit();
 #endif
 }
 
@@ -68,6 +80,11 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
 #ifdef ASYNC_COPY_PTX
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#elif defined(__CUDA_EMU__)
+    EmuCopy c[16];
+    for (int n; (n = emu_cp_async_complete(N, c, 16)) > 0;)
+        for (int i = 0; i < n; ++i)
+            for (int w = 0; w < c[i].words; ++w) reinterpret_cast<unsigned int*>(c[i].dst)[w] = c[i].data[w];
 #endif
 }
 

@@ -252,6 +252,27 @@ fn an_uninitialised_shared_read_is_reported_and_reads_poison_unchecked() {
     }
 }
 
+/// cp.async completes at the wait in the emulation (async_copy.cuh): a read of its destination without the wait
+/// sees the poisoned shared memory, which initcheck reports; with the wait the data are there.
+#[test]
+fn a_cp_async_read_before_its_wait_is_reported() {
+    let be = backend(Checks::ALL);
+    let x = ramp(&be, 64);
+    reports(
+        &be,
+        "planted_cp_async_no_wait",
+        1,
+        &[Arg::T(&x)],
+        &["initcheck", "`s`", "uninitialised"],
+    );
+    let (res, out) = run(&be, "planted_cp_async_no_wait_ok", 1, &[Arg::T(&x)]);
+    res.unwrap();
+    let xs = x.to_vec().unwrap();
+    for t in 0..64 {
+        assert_eq!(out[t], xs[63 - (t + 1) % 64], "t = {t}");
+    }
+}
+
 #[test]
 fn reading_global_memory_never_written_is_reported() {
     let be = backend(Checks::ALL);

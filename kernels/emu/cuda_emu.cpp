@@ -32,6 +32,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -121,6 +122,10 @@ const size_t kStackBytes = 256 * 1024;
 struct Fiber {
     char* stack = nullptr;  // mapping base; the lowest page is a guard page
     State state = READY;
+    // cp.async copies issued and not completed, oldest first; sizes of the committed groups, oldest first (the
+    // copies past their sum are not committed yet).
+    std::deque<EmuCopy> copies;
+    std::deque<size_t> groups;
 #ifdef EMU_ASM_SWITCH
     void* sp = nullptr;
 #else
@@ -305,6 +310,8 @@ void run_block() {
     b.bar_arrived = 0;
     for (int i = 0; i < b.n; ++i) {
         b.fibers[i].state = READY;
+        b.fibers[i].copies.clear();
+        b.fibers[i].groups.clear();
         prepare(b.fibers[i]);
     }
     int nwarps = (b.n + 31) / 32;
@@ -387,6 +394,30 @@ void warp_complete(Warp& w, int warp) {
 }
 
 }  // namespace
+
+extern "C" void emu_cp_async_issue(const EmuCopy* c) { tl.fibers[tl.current].copies.push_back(*c); }
+
+extern "C" void emu_cp_async_commit(void) {
+    Fiber& f = tl.fibers[tl.current];
+    size_t committed = 0;
+    for (size_t g : f.groups) committed += g;
+    f.groups.push_back(f.copies.size() - committed);
+}
+
+extern "C" int emu_cp_async_complete(int keep, EmuCopy* out, int cap) {
+    Fiber& f = tl.fibers[tl.current];
+    int n = 0;
+    while (n < cap && f.groups.size() > (size_t)std::max(keep, 0)) {
+        if (f.groups.front() == 0) {
+            f.groups.pop_front();
+            continue;
+        }
+        out[n++] = f.copies.front();
+        f.copies.pop_front();
+        --f.groups.front();
+    }
+    return n;
+}
 
 extern "C" void emu_syncthreads(const char* file, int line) {
     Block& b = tl;

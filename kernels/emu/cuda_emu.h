@@ -108,6 +108,20 @@ inline T* emu_shared_static(T* p, const char* name) {
 }
 // Member mask of the calling lane's warp: its live lanes.
 extern "C" unsigned emu_active_mask(void);
+// cp.async (kernels/async_copy.cuh): each thread's copies issued and not yet complete, in committed groups. The
+// kernel reads the source at issue and writes the destination when a wait completes the copy, both in kernel code
+// (so the sanitizer sees them as that thread's accesses); in between the destination keeps what it held (shared
+// memory is poisoned at block start), so a read before the wait is caught.
+struct EmuCopy {
+    unsigned long long dst;
+    unsigned int data[4];
+    int words;
+};
+extern "C" void emu_cp_async_issue(const EmuCopy* c);
+extern "C" void emu_cp_async_commit(void);
+// Moves into out (at most cap) the oldest pending copies of the calling thread's committed groups, leaving the newest
+// `keep` committed groups (and the uncommitted copies) pending; returns how many it moved (0: nothing to complete).
+extern "C" int emu_cp_async_complete(int keep, EmuCopy* out, int cap);
 
 inline void __syncthreads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
     emu_syncthreads(file, line);

@@ -2,6 +2,8 @@
 // (tests/emu_sanitizer.rs): every bug must be reported, every twin must run clean. Compiled only into the
 // emulation build, never by NVRTC. Launch each with one block of 64 threads unless its comment says otherwise.
 
+#include "async_copy.cuh"
+
 // Each thread publishes x[t] in shared memory and reads the value of thread t - shift (0 past either end). BUG:
 // no barrier between the write and the read. With shift = 1 the writer has the lower index, so running threads
 // in index order hides the race.
@@ -120,4 +122,26 @@ extern "C" __global__ void planted_shuffle_partner(float* out, const float* x, i
     const int t = threadIdx.x;
     if ((t & 31) >= 16) return;
     out[t] = __shfl_xor_sync(0x0000ffffu, x[t], span);
+}
+
+// Each thread copies x[63 - t] into shared memory with cp.async, then every thread reads its neighbour's slot.
+// BUG: no cp_async_wait before the barrier, so the copies need not have landed (the emulator completes them at
+// the wait, the latest completion PTX allows).
+extern "C" __global__ void planted_cp_async_no_wait(float* out, const float* x) {
+    __shared__ float s[64];
+    const int t = threadIdx.x;
+    cp_async_4(smem_address(&s[t]), x + 63 - t, true);
+    cp_async_commit();
+    __syncthreads();
+    out[t] = s[(t + 1) % 64];
+}
+
+extern "C" __global__ void planted_cp_async_no_wait_ok(float* out, const float* x) {
+    __shared__ float s[64];
+    const int t = threadIdx.x;
+    cp_async_4(smem_address(&s[t]), x + 63 - t, true);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    out[t] = s[(t + 1) % 64];
 }
