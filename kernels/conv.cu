@@ -39,7 +39,7 @@
 // mma.sync m16n8k8 TF32 or m16n8k16 bf16 / f16 (section "tensor-core path" below). Their inline PTX (mma.sync,
 // cvt.rna.tf32, cvt.rn.{bf16x2,f16x2}; cp.async, ldmatrix) is inside mma.cuh and async_copy.cuh under
 // `#if __CUDA_ARCH__ >= 800`; the emulation runs those headers' portable fallbacks, which gather fragments with
-// warp shuffles, round operands bit-exactly like cvt and copy synchronously.
+// warp shuffles, round operands bit-exactly like cvt and complete copies at their wait.
 
 #include "common.cuh"
 #include "async_copy.cuh"
