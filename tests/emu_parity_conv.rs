@@ -166,19 +166,7 @@ fn conv2d_all_directions_match_reference_and_cpu() {
             on(&dev, &w, case.w_shape()),
             on(&dev, &dy, case.y_shape()),
         );
-        let y = gpu.conv2d(&xg, &wg, case.p).unwrap();
-        assert_eq!(y.shape(), case.y_shape());
-        let dx = gpu
-            .conv2d_backward_data(&dyg, &wg, case.x_shape(), case.p)
-            .unwrap();
-        let dw = gpu
-            .conv2d_backward_weight(&xg, &dyg, case.w_shape(), case.p)
-            .unwrap();
-        let (y, dx, dw) = (
-            y.to_vec().unwrap(),
-            dx.to_vec().unwrap(),
-            dw.to_vec().unwrap(),
-        );
+        let [y, dx, dw] = case.run_all(gpu, &xg, &wg, &dyg);
         assert_close(&format!("{name}: conv2d"), &y, &y_ref);
         assert_close(&format!("{name}: conv2d_backward_data"), &dx, &dx_ref);
         assert_close(&format!("{name}: conv2d_backward_weight"), &dw, &dw_ref);
@@ -189,18 +177,7 @@ fn conv2d_all_directions_match_reference_and_cpu() {
             on(&cpu, &w, case.w_shape()),
             on(&cpu, &dy, case.y_shape()),
         );
-        let cb = cpu.backend();
-        let y_cpu = cb.conv2d(&xc, &wc, case.p).unwrap().to_vec().unwrap();
-        let dx_cpu = cb
-            .conv2d_backward_data(&dyc, &wc, case.x_shape(), case.p)
-            .unwrap()
-            .to_vec()
-            .unwrap();
-        let dw_cpu = cb
-            .conv2d_backward_weight(&xc, &dyc, case.w_shape(), case.p)
-            .unwrap()
-            .to_vec()
-            .unwrap();
+        let [y_cpu, dx_cpu, dw_cpu] = case.run_all(cpu.backend(), &xc, &wc, &dyc);
         assert_close(&format!("{name}: conv2d vs cpu"), &y, &to_f64(&y_cpu));
         assert_close(&format!("{name}: bwd data vs cpu"), &dx, &to_f64(&dx_cpu));
         assert_close(&format!("{name}: bwd weight vs cpu"), &dw, &to_f64(&dw_cpu));

@@ -56,6 +56,19 @@ fn reports(be: &Arc<CudaBackend>, kernel: &str, grid: u32, rest: &[Arg], needles
 }
 
 /// The launch failed with a report that names the kernel and contains every needle.
+/// The planted bug in `kernel` (one block over a 64-element ramp) is reported, with the checks `on`, with every
+/// needle, and its correct twin `<kernel>_ok` runs clean under all checks; returns the twin's output and the ramp.
+fn planted_and_fixed(on: Checks, kernel: &str, needles: &[&str]) -> (Vec<f32>, Vec<f32>) {
+    let be = backend(on);
+    let x = ramp(&be, 64);
+    reports(&be, kernel, 1, &[Arg::T(&x)], needles);
+    let be = backend(Checks::ALL);
+    let x = ramp(&be, 64);
+    let (res, out) = run(&be, &format!("{kernel}_ok"), 1, &[Arg::T(&x)]);
+    res.unwrap();
+    (out, x.to_vec().unwrap())
+}
+
 fn reported(res: anyhow::Result<()>, kernel: &str, needles: &[&str]) {
     let msg = format!("{:#}", res.expect_err("the planted bug must be reported"));
     assert!(
@@ -256,18 +269,11 @@ fn an_uninitialised_shared_read_is_reported_and_reads_poison_unchecked() {
 /// sees the poisoned shared memory, which initcheck reports; with the wait the data are there.
 #[test]
 fn a_cp_async_read_before_its_wait_is_reported() {
-    let be = backend(Checks::ALL);
-    let x = ramp(&be, 64);
-    reports(
-        &be,
+    let (out, xs) = planted_and_fixed(
+        Checks::ALL,
         "planted_cp_async_no_wait",
-        1,
-        &[Arg::T(&x)],
         &["initcheck", "`s`", "uninitialised"],
     );
-    let (res, out) = run(&be, "planted_cp_async_no_wait_ok", 1, &[Arg::T(&x)]);
-    res.unwrap();
-    let xs = x.to_vec().unwrap();
     for t in 0..64 {
         assert_eq!(out[t], xs[63 - (t + 1) % 64], "t = {t}");
     }
@@ -292,13 +298,9 @@ fn reading_global_memory_never_written_is_reported() {
 
 #[test]
 fn a_barrier_in_divergent_code_is_reported() {
-    let be = backend(checks("synccheck"));
-    let x = ramp(&be, 64);
-    reports(
-        &be,
+    let (out, _) = planted_and_fixed(
+        checks("synccheck"),
         "planted_divergent_barrier",
-        1,
-        &[Arg::T(&x)],
         &[
             "synccheck",
             "__syncthreads() of",
@@ -306,26 +308,16 @@ fn a_barrier_in_divergent_code_is_reported() {
             "divergent code",
         ],
     );
-    let be = backend(Checks::ALL);
-    let x = ramp(&be, 64);
-    let (res, out) = run(&be, "planted_divergent_barrier_ok", 1, &[Arg::T(&x)]);
-    res.unwrap();
     assert_eq!((out[0], out[63]), (-63.5, 1.0));
 }
 
 #[test]
 fn a_shuffle_mask_that_leaves_out_active_lanes_is_reported() {
-    let be = backend(Checks::ALL);
-    let x = ramp(&be, 64);
-    reports(
-        &be,
+    let (out, _) = planted_and_fixed(
+        Checks::ALL,
         "planted_shuffle_mask",
-        1,
-        &[Arg::T(&x)],
         &["synccheck", "0x0000ffff"],
     );
-    let (res, out) = run(&be, "planted_shuffle_mask_ok", 1, &[Arg::T(&x)]);
-    res.unwrap();
     assert_eq!((out[0], out[17]), (0.5 + 16.5, 17.5 + 1.5));
 }
 

@@ -73,34 +73,15 @@ fn mma_m16n8k16_matches_a_rounded_reference() {
     }
 }
 
+/// Awkward sizes, the pipeline's tails and DCGAN's shapes, in bf16 (see tests/common/tc.rs for the bounds).
 #[test]
-fn conv2d_bf16_awkward_sizes() {
-    tc::run_cases(Precision::Bf16, tc::awkward_cases(), 5);
+fn conv2d_bf16_matches_a_rounded_reference() {
+    tc::run_case_sets(Precision::Bf16, 5);
 }
 
 #[test]
-fn conv2d_fp16_awkward_sizes() {
-    tc::run_cases(Precision::Fp16, tc::awkward_cases(), 6);
-}
-
-#[test]
-fn conv2d_bf16_pipeline_tails() {
-    tc::run_cases(Precision::Bf16, tc::pipeline_tail_cases(), 17);
-}
-
-#[test]
-fn conv2d_fp16_pipeline_tails() {
-    tc::run_cases(Precision::Fp16, tc::pipeline_tail_cases(), 18);
-}
-
-#[test]
-fn conv2d_bf16_dcgan_shapes() {
-    tc::run_cases(Precision::Bf16, tc::dcgan_cases(), 9);
-}
-
-#[test]
-fn conv2d_fp16_dcgan_shapes() {
-    tc::run_cases(Precision::Fp16, tc::dcgan_cases(), 10);
+fn conv2d_fp16_matches_a_rounded_reference() {
+    tc::run_case_sets(Precision::Fp16, 6);
 }
 
 /// Linear layers at the 16-bit precisions run as 1x1 convolutions on the tensor-core kernels (src/cuda/linear.rs):
@@ -230,20 +211,17 @@ fn precision_switches_kernels() {
 /// GPU: the PTX of conv.cu holds the m16n8k16 products and the packing conversions of both formats.
 #[test]
 fn gpu_build_uses_m16n8k16_instructions() {
-    let Some(ptx) = tc::conv_ptx("gpu_build_uses_m16n8k16_instructions") else {
+    let Some(ptx) = tc::conv_ptx_with(
+        "gpu_build_uses_m16n8k16_instructions",
+        &[
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
+            "cvt.rn.bf16x2.f32",
+            "cvt.rn.f16x2.f32",
+        ],
+    ) else {
         return;
     };
-    for needle in [
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
-        "cvt.rn.bf16x2.f32",
-        "cvt.rn.f16x2.f32",
-    ] {
-        assert!(
-            ptx.contains(needle),
-            "conv.cu PTX for compute_80 lacks {needle}"
-        );
-    }
     for (_, name) in HALVES {
         for dir in ["fwd", "bwd_data", "bwd_weight"] {
             for tile in ["", "_m128"] {

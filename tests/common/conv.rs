@@ -1,7 +1,8 @@
 //! One convolution test case (shapes, stride, padding) and the loop over its taps that the direct-summation
 //! references of the parity tests are written with.
 
-use gan_engine::backend::Conv2dParams;
+use gan_engine::backend::{Backend, Conv2dParams};
+use gan_engine::Tensor;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ConvCase {
@@ -15,6 +16,20 @@ pub struct ConvCase {
 }
 
 impl ConvCase {
+    /// The three directions on `b`, back on the host: y = conv(x, w), dx from dy, dw from x and dy.
+    #[allow(dead_code)]
+    pub fn run_all(&self, b: &dyn Backend, x: &Tensor, w: &Tensor, dy: &Tensor) -> [Vec<f32>; 3] {
+        let y = b.conv2d(x, w, self.p).unwrap();
+        assert_eq!(y.shape(), self.y_shape());
+        let dx = b
+            .conv2d_backward_data(dy, w, self.x_shape(), self.p)
+            .unwrap();
+        let dw = b
+            .conv2d_backward_weight(x, dy, self.w_shape(), self.p)
+            .unwrap();
+        [y, dx, dw].map(|t| t.to_vec().unwrap())
+    }
+
     pub fn out(&self) -> (usize, usize) {
         self.p
             .output_size(self.h, self.w, self.k.0, self.k.1)

@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use gan_engine::backend::{Backend, Conv2dParams};
+use gan_engine::backend::Conv2dParams;
 use gan_engine::cuda::{CudaBackend, KernelArg as A, LaunchCfg, Precision};
 use gan_engine::Tensor;
 use rand::{Rng, SeedableRng};
@@ -218,17 +218,7 @@ pub fn run_case(be: &Arc<CudaBackend>, name: &str, case: ConvCase, rng: &mut Cha
         upload(be, &w, &case.w_shape()),
         upload(be, &dy, &case.y_shape()),
     );
-    let y = be.conv2d(&xg, &wg, case.p).unwrap().to_vec().unwrap();
-    let dx = be
-        .conv2d_backward_data(&dyg, &wg, case.x_shape(), case.p)
-        .unwrap()
-        .to_vec()
-        .unwrap();
-    let dw = be
-        .conv2d_backward_weight(&xg, &dyg, case.w_shape(), case.p)
-        .unwrap()
-        .to_vec()
-        .unwrap();
+    let [y, dx, dw] = case.run_all(be.as_ref(), &xg, &wg, &dyg);
 
     let precision = be.precision();
     // Longest reduction of any direction: forward C*kh*kw, backward data O*kh*kw, backward weight N*Ho*Wo.
@@ -388,6 +378,13 @@ pub fn dcgan_cases() -> Vec<(&'static str, ConvCase)> {
     ]
 }
 
+/// Every case set (awkward sizes, pipeline tails, DCGAN shapes) at `precision`, each from its own seed.
+pub fn run_case_sets(precision: Precision, seed: u64) {
+    run_cases(precision, awkward_cases(), seed);
+    run_cases(precision, pipeline_tail_cases(), seed + 12);
+    run_cases(precision, dcgan_cases(), seed + 4);
+}
+
 /// Runs `cases` at `precision` on the backend under test.
 pub fn run_cases(precision: Precision, cases: Vec<(&'static str, ConvCase)>, seed: u64) {
     let be = backend(precision);
@@ -423,6 +420,18 @@ pub fn on_a_real_gpu(test: &str, precision: Precision) {
 }
 
 /// The PTX of conv.cu for compute_80, or None (with a loud SKIPPED line) when NVRTC is unavailable outside CI.
+/// conv.cu's PTX for compute_80 (see [`conv_ptx`]), checked to contain every one of `needles`.
+pub fn conv_ptx_with(test: &str, needles: &[&str]) -> Option<String> {
+    let ptx = conv_ptx(test)?;
+    for needle in needles {
+        assert!(
+            ptx.contains(needle),
+            "conv.cu PTX for compute_80 lacks {needle}"
+        );
+    }
+    Some(ptx)
+}
+
 pub fn conv_ptx(test: &str) -> Option<String> {
     use gan_engine::cuda::nvrtc;
     if let Err(e) = nvrtc::ensure_available() {
