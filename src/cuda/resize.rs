@@ -75,20 +75,7 @@ pub fn upsample_nearest(be: &CudaBackend, x: &Tensor, scale: usize) -> Result<Te
     let xs @ [n, c, h, w] = x.dims4("upsample_nearest x")?;
     let ys = ResizeMode::check_upsample("upsample_nearest", xs, scale)?;
     n_i32(numel(&ys), "upsample_nearest")?;
-    let y = be.alloc(&ys)?;
-    if y.numel() > 0 {
-        let i = |v: usize| A::I32(v as i32);
-        let args = [
-            A::Ptr(be.ptr(&y)?),
-            A::Ptr(be.ptr(x)?),
-            i(n * c),
-            i(h),
-            i(w),
-            i(scale),
-        ];
-        be.launch("upsample_nearest_fwd_f32", cells_cfg(y.numel()), &args)?;
-    }
-    Ok(y)
+    nearest(be, "upsample_nearest_fwd_f32", x, &ys, [n * c, h, w], scale)
 }
 
 pub fn upsample_nearest_backward(be: &CudaBackend, dy: &Tensor, scale: usize) -> Result<Tensor> {
@@ -96,18 +83,38 @@ pub fn upsample_nearest_backward(be: &CudaBackend, dy: &Tensor, scale: usize) ->
     let xs @ [n, c, h, w] =
         ResizeMode::check_upsample_backward("upsample_nearest_backward", ds, scale)?;
     n_i32(dy.numel(), "upsample_nearest_backward")?;
-    let dx = be.alloc(&xs)?;
-    if dx.numel() > 0 {
+    nearest(
+        be,
+        "upsample_nearest_bwd_f32",
+        dy,
+        &xs,
+        [n * c, h, w],
+        scale,
+    )
+}
+
+/// Launches a nearest-upsampling kernel (forward or backward) from `src` into a new tensor of shape `out`, one
+/// thread per output cell; `[planes, h, w]` is the small (input) side's size.
+fn nearest(
+    be: &CudaBackend,
+    kernel: &str,
+    src: &Tensor,
+    out: &[usize; 4],
+    [planes, h, w]: [usize; 3],
+    scale: usize,
+) -> Result<Tensor> {
+    let y = be.alloc(out)?;
+    if y.numel() > 0 {
         let i = |v: usize| A::I32(v as i32);
         let args = [
-            A::Ptr(be.ptr(&dx)?),
-            A::Ptr(be.ptr(dy)?),
-            i(n * c),
+            A::Ptr(be.ptr(&y)?),
+            A::Ptr(be.ptr(src)?),
+            i(planes),
             i(h),
             i(w),
             i(scale),
         ];
-        be.launch("upsample_nearest_bwd_f32", cells_cfg(dx.numel()), &args)?;
+        be.launch(kernel, cells_cfg(y.numel()), &args)?;
     }
-    Ok(dx)
+    Ok(y)
 }
