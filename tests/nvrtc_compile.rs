@@ -1,9 +1,17 @@
 //! Compiles every kernels/*.cu with NVRTC — PTX for compute_80, CUBIN for sm_80 and sm_90 with
 //! `--ptxas-options=-v` — prints the per-kernel register / shared memory / spill report, and fails on a compile
-//! error, a kernel missing from the output, or any register spill.
+//! error, a kernel missing from the output, or any register spill. Also counts the tensor-core conv kernels'
+//! main loops, in PTX and in SASS (the cubins disassembled with nvdisasm), against per-kernel ceilings.
 //!
 //! NVRTC comes from `pip install nvidia-cuda-nvrtc-cu12` (its lib dir on LD_LIBRARY_PATH). Without it the test
-//! prints a loud SKIPPED line, unless the environment variable CI is set, in which case it fails.
+//! prints a loud SKIPPED line, unless the environment variable CI is set, in which case it fails. nvdisasm comes
+//! from `pip install nvidia-cuda-nvdisasm`, named by GAN_ENGINE_NVDISASM (scripts/test.sh installs it and sets
+//! that); see [`find_nvdisasm`] for when its absence fails and when it skips.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use gan_engine::cuda::nvrtc;
 use gan_engine::cuda::runtime::kernels;
@@ -18,6 +26,37 @@ fn nvrtc_or_skip() -> bool {
             eprintln!("\n\n*** SKIPPED nvrtc_compile: {e} ***\n\n");
             false
         }
+    }
+}
+
+/// `file` compiled for `target` (CUBINs with `--ptxas-options=-v`), once per binary: the tests run in parallel
+/// and several need the same image (conv.cu for sm_90 is the slowest compile), so the first to ask compiles and
+/// the others wait for it.
+fn compile_once(file: &str, target: &str) -> Arc<Result<nvrtc::Compiled, String>> {
+    type Slot = Arc<OnceLock<Arc<Result<nvrtc::Compiled, String>>>>;
+    static SLOTS: Mutex<BTreeMap<(String, String), Slot>> = Mutex::new(BTreeMap::new());
+    let slot = SLOTS
+        .lock()
+        .unwrap()
+        .entry((file.to_string(), target.to_string()))
+        .or_default()
+        .clone();
+    slot.get_or_init(|| {
+        let extra: &[&str] = if target.starts_with("sm_") {
+            &["--ptxas-options=-v"]
+        } else {
+            &[]
+        };
+        Arc::new(nvrtc::compile(file, target, extra).map_err(|e| format!("{e:#}")))
+    })
+    .clone()
+}
+
+/// The PTX of `file` for compute_80, as text.
+fn ptx_of(file: &str) -> String {
+    match &*compile_once(file, "compute_80") {
+        Ok(c) => String::from_utf8_lossy(&c.image).into_owned(),
+        Err(e) => panic!("{e}"),
     }
 }
 
@@ -46,7 +85,7 @@ fn every_kernel_compiles_without_spills() {
         let want = expected(file);
 
         // PTX for the oldest architecture we support: every entry must be present.
-        match nvrtc::compile(file, "compute_80", &[]) {
+        match &*compile_once(file, "compute_80") {
             Ok(c) => {
                 let ptx = String::from_utf8_lossy(&c.image);
                 for k in &want {
@@ -55,14 +94,15 @@ fn every_kernel_compiles_without_spills() {
                     }
                 }
             }
-            Err(e) => failures.push(format!("{e:#}")),
+            Err(e) => failures.push(e.clone()),
         }
 
         for arch in ["sm_80", "sm_90"] {
-            let c = match nvrtc::compile(file, arch, &["--ptxas-options=-v"]) {
+            let c = compile_once(file, arch);
+            let c = match &*c {
                 Ok(c) => c,
                 Err(e) => {
-                    failures.push(format!("{e:#}"));
+                    failures.push(e.clone());
                     continue;
                 }
             };
@@ -168,34 +208,57 @@ fn main_loop(ptx: &str, kernel: &str, op: &str) -> Option<MainLoop> {
     let body = &ptx[start..];
     let end = body[1..].find(".entry ").map_or(body.len(), |e| e + 1);
     let lines: Vec<&str> = body[..end].lines().map(str::trim).collect();
-    let mut labels = std::collections::HashMap::new();
-    for (i, l) in lines.iter().enumerate() {
-        if let Some(name) = l.strip_suffix(':') {
-            labels.insert(name, i);
-        }
-    }
-    let is_instruction = |l: &str| l.ends_with(';') && !l.starts_with('.') && !l.starts_with("//");
+    let body = innermost_loop(
+        &lines,
+        |l| l.strip_suffix(':'),
+        |l| {
+            Some(
+                l.split("bra")
+                    .nth(1)?
+                    .split_whitespace()
+                    .last()?
+                    .trim_end_matches(';'),
+            )
+        },
+        |l| l.ends_with(';') && !l.starts_with('.') && !l.starts_with("//"),
+        |l| l.contains(op),
+    )?;
+    Some(MainLoop {
+        instructions: body.len(),
+        work: body.iter().filter(|l| l.contains(op)).count(),
+    })
+}
+
+/// The instruction lines of the smallest loop in `lines` that holds a `work` instruction: a loop runs from a label
+/// to a backward branch to it. `label` names the label a line defines, `target` the label a branch line jumps to.
+fn innermost_loop<'a>(
+    lines: &[&'a str],
+    label: impl Fn(&'a str) -> Option<&'a str>,
+    target: impl Fn(&'a str) -> Option<&'a str>,
+    is_instruction: impl Fn(&str) -> bool,
+    is_work: impl Fn(&str) -> bool,
+) -> Option<Vec<&'a str>> {
+    let labels: std::collections::HashMap<&str, usize> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| Some((label(l)?, i)))
+        .collect();
     lines
         .iter()
         .enumerate()
         .filter_map(|(i, l)| {
-            let target = l.split("bra").nth(1)?.split_whitespace().last()?;
-            let from = *labels.get(target.trim_end_matches(';'))?;
+            let from = *labels.get(target(l)?)?;
             (from < i).then_some((from, i))
         })
-        .filter_map(|(from, to)| {
-            let body: Vec<&str> = lines[from..=to]
+        .map(|(from, to)| {
+            lines[from..=to]
                 .iter()
                 .copied()
                 .filter(|l| is_instruction(l))
-                .collect();
-            let work = body.iter().filter(|l| l.contains(op)).count();
-            (work > 0).then_some(MainLoop {
-                instructions: body.len(),
-                work,
-            })
+                .collect::<Vec<_>>()
         })
-        .min_by_key(|m| m.instructions)
+        .filter(|body| body.iter().any(|l| is_work(l)))
+        .min_by_key(Vec::len)
 }
 
 #[test]
@@ -214,17 +277,8 @@ fn main_loop_is_found_in_ptx() {
     assert_eq!(main_loop(ptx, "k", "fma.rn"), None);
 }
 
-/// Prints each tensor-core conv kernel's main-loop instructions per MMA (docs/perf-notes.md records them), and
-/// holds them under a ceiling so that a change that bloats the loop fails here before it reaches a GPU. The
-/// bf16 / fp16 kernels' m16n8k16 does twice the work of TF32's m16n8k8: their ceiling per MMA is twice as high
-/// (the same instructions per multiply-add).
-#[test]
-fn tensor_core_main_loops_per_mma() {
-    if !nvrtc_or_skip() {
-        return;
-    }
-    let c = nvrtc::compile("conv.cu", "compute_80", &[]).unwrap();
-    let ptx = String::from_utf8_lossy(&c.image);
+/// The tensor-core conv kernels (`conv2d_*_{tf32,bf16,fp16}`) of the signature table.
+fn tensor_core_kernels() -> Vec<&'static str> {
     let kernels: Vec<&str> = expected("conv.cu")
         .into_iter()
         .filter(|k| {
@@ -232,6 +286,22 @@ fn tensor_core_main_loops_per_mma() {
         })
         .collect();
     assert!(!kernels.is_empty(), "no tensor-core conv kernels found");
+    kernels
+}
+
+/// Prints each tensor-core conv kernel's main-loop PTX instructions per MMA (docs/perf-notes.md records them),
+/// and holds them under a loose ceiling. PTX is only a cheap first look: ptxas rewrites the loop (movs vanish,
+/// F2FP packs two values, loads change form), and a change that cut PTX per MMA by a quarter has left SASS no
+/// lower. The SASS count of [`tensor_core_sass_per_hmma`] is the number that counts.
+/// The bf16 / fp16 kernels' m16n8k16 does twice the work of TF32's m16n8k8: their ceiling per MMA is twice as
+/// high (the same instructions per multiply-add).
+#[test]
+fn tensor_core_main_loops_per_mma() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let ptx = ptx_of("conv.cu");
+    let kernels = tensor_core_kernels();
     // Before the cp.async pipeline the loops were at 18-25 PTX instructions per mma; the pipelined ones are at
     // 11-16 (docs/perf-notes.md, "TF32 conv main loop"). The ceiling sits just above the worst of them.
     const CEILING: f64 = 17.0;
@@ -255,6 +325,281 @@ fn tensor_core_main_loops_per_mma() {
     }
 }
 
+/// SASS instructions per HMMA allowed in each tensor-core conv kernel's main loop, by kernel (the precision
+/// suffix taken off) and column: [`SASS_ARCHS`] in order, each TF32 then bf16 / fp16 (one ceiling, their loops
+/// differ only in type suffixes). About 3 % above the counts of the kernels when the ceilings were set
+/// (docs/perf-notes.md, "SASS per HMMA"), so that a loop that grows fails here; lower a ceiling when a kernel
+/// gets cheaper.
+const SASS_CEILINGS: &[(&str, [f64; 4])] = &[
+    // kernel, sm_80 TF32, sm_80 bf16 / fp16, sm_90 TF32, sm_90 bf16 / fp16
+    ("conv2d_fwd", [11.5, 17.3, 12.1, 18.4]),
+    ("conv2d_bwd_data", [11.2, 16.7, 11.7, 17.7]),
+    ("conv2d_bwd_weight", [11.8, 17.9, 11.8, 17.8]),
+    ("conv2d_fwd_m128", [8.9, 13.7, 9.2, 14.2]),
+    ("conv2d_bwd_data_m128", [8.6, 13.0, 8.8, 13.5]),
+    ("conv2d_bwd_weight_m128", [9.2, 14.0, 9.2, 14.0]),
+];
+
+/// The architectures the SASS count compiles for.
+const SASS_ARCHS: [&str; 2] = ["sm_80", "sm_90"];
+
+/// The nvdisasm to run: `var` (GAN_ENGINE_NVDISASM, which scripts/test.sh sets to the one it installs from PyPI
+/// `nvidia-cuda-nvdisasm`) when set, which must then name a file; else `nvdisasm` on `path` (PATH), as a CUDA
+/// toolkit has it. With neither: an error when `ci` (CI is set), so that CI never passes without the count;
+/// `None` otherwise, and the test prints a loud SKIPPED line, as the NVRTC tests do without NVRTC.
+fn find_nvdisasm(
+    var: Option<&OsStr>,
+    path: Option<&OsStr>,
+    ci: bool,
+) -> Result<Option<PathBuf>, String> {
+    if let Some(tool) = var {
+        let tool = PathBuf::from(tool);
+        return if tool.is_file() {
+            Ok(Some(tool))
+        } else {
+            Err(format!(
+                "GAN_ENGINE_NVDISASM={} is not a file (pip install nvidia-cuda-nvdisasm; \
+                 scripts/test.sh does)",
+                tool.display()
+            ))
+        };
+    }
+    let on_path = path
+        .into_iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("nvdisasm"))
+        .find(|tool| tool.is_file());
+    match on_path {
+        Some(tool) => Ok(Some(tool)),
+        None if ci => Err(
+            "CI is set but nvdisasm was not found: set GAN_ENGINE_NVDISASM \
+                          (scripts/test.sh installs pip's nvidia-cuda-nvdisasm and sets it)"
+                .to_string(),
+        ),
+        None => Ok(None),
+    }
+}
+
+/// `nvdisasm -c` of `cubin`: the SASS of every function, one instruction a line.
+fn disassemble(tool: &Path, cubin: &[u8]) -> Result<String, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let file = dir.path().join("kernels.cubin");
+    std::fs::write(&file, cubin).map_err(|e| format!("{}: {e}", file.display()))?;
+    let out = std::process::Command::new(tool)
+        .arg("-c")
+        .arg(&file)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", tool.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} -c failed ({}):\n{}",
+            tool.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|e| format!("nvdisasm output is not UTF-8: {e}"))
+}
+
+/// A main loop in SASS: its instructions and its HMMAs, and the HMMAs counted in m16n8k8 units (a bf16 / fp16
+/// m16n8k16 is two).
+#[derive(Debug, PartialEq)]
+struct SassLoop {
+    instructions: usize,
+    hmma: usize,
+    k8_units: usize,
+}
+
+/// The HMMA's k in units of 8 (`HMMA.1688...` 1, `HMMA.16816...` 2), or None when `line` is no HMMA.
+fn hmma_k8_units(line: &str) -> Option<usize> {
+    let shape = line.split_once(" HMMA.")?.1.split('.').next()?;
+    let k: usize = shape.strip_prefix("168")?.parse().ok()?;
+    Some(k / 8)
+}
+
+/// The innermost loop holding an HMMA of `kernel` in `sass` (`nvdisasm -c`), by the rule of [`main_loop`]:
+/// the function runs from its `.text.KERNEL:` line to the next function's; instruction lines start with their
+/// address comment (`/*0a10*/`), labels are `.L_x_N:`, branches `BRA` to `` `(.L_x_N) ``.
+fn sass_main_loop(sass: &str, kernel: &str) -> Option<SassLoop> {
+    let mut lines = sass.lines().map(str::trim);
+    let header = format!(".text.{kernel}:");
+    lines.by_ref().find(|l| *l == header)?;
+    let function: Vec<&str> = lines
+        .take_while(|l| !(l.starts_with(".text.") && l.ends_with(':')))
+        .collect();
+    let body = innermost_loop(
+        &function,
+        |l| l.strip_suffix(':').filter(|name| name.starts_with(".L")),
+        |l| {
+            Some(
+                l.split_once(" BRA ")?
+                    .1
+                    .split_once("`(")?
+                    .1
+                    .split_once(')')?
+                    .0,
+            )
+        },
+        |l| l.starts_with("/*"),
+        |l| hmma_k8_units(l).is_some(),
+    )?;
+    Some(SassLoop {
+        instructions: body.len(),
+        hmma: body.iter().filter_map(|l| hmma_k8_units(l)).count(),
+        k8_units: body.iter().filter_map(|l| hmma_k8_units(l)).sum(),
+    })
+}
+
+#[test]
+fn main_loop_is_found_in_sass() {
+    let sass = "\t.section\t.text.k,\"ax\",@progbits\n.text.k:\n\
+        /*0000*/ MOV R1, c[0x0][0x28] ;\n.L_x_0:\n\
+        /*0010*/ LDSM.16.M88.4 R8, [R2] ;\n\
+        /*0020*/ @P0 BRA `(.L_x_1) ;\n\
+        /*0030*/ IADD3 R2, R2, 0x10, RZ ;\n.L_x_1:\n\
+        /*0040*/ HMMA.16816.F32.BF16 R4, R8, R12, R4 ;\n\
+        /*0050*/ HMMA.1688.F32.TF32 R4, R8, R12, R4 ;\n\
+        /*0060*/ @P1 BRA `(.L_x_0) ;\n\
+        /*0070*/ EXIT ;\n.L_x_2:\n\
+        /*0080*/ BRA `(.L_x_2);\n\
+        \t.section\t.text.other,\"ax\",@progbits\n.text.other:\n\
+        .L_x_3:\n/*0000*/ HMMA.1688.F32.TF32 R4, R8, R12, R4 ;\n/*0010*/ BRA `(.L_x_3);\n";
+    assert_eq!(
+        sass_main_loop(sass, "k"),
+        Some(SassLoop {
+            instructions: 6,
+            hmma: 2,
+            k8_units: 3
+        })
+    );
+    assert_eq!(
+        sass_main_loop(sass, "other"),
+        Some(SassLoop {
+            instructions: 2,
+            hmma: 1,
+            k8_units: 1
+        })
+    );
+    assert_eq!(sass_main_loop(sass, "absent"), None);
+}
+
+#[test]
+fn nvdisasm_is_required_where_it_must_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let tool = dir.path().join("nvdisasm");
+    let missing = dir.path().join("missing");
+    let empty = tempfile::tempdir().unwrap();
+    // Nothing to run: skipped by a user, an error under CI or when the variable names no file.
+    assert_eq!(
+        find_nvdisasm(None, Some(empty.path().as_os_str()), false),
+        Ok(None)
+    );
+    assert!(find_nvdisasm(None, Some(empty.path().as_os_str()), true).is_err());
+    assert!(find_nvdisasm(None, None, true).is_err());
+    let err = find_nvdisasm(Some(missing.as_os_str()), None, false).unwrap_err();
+    assert!(err.contains("GAN_ENGINE_NVDISASM"), "{err}");
+    std::fs::write(&tool, "").unwrap();
+    assert_eq!(
+        find_nvdisasm(Some(tool.as_os_str()), None, true),
+        Ok(Some(tool.clone()))
+    );
+    assert_eq!(
+        find_nvdisasm(None, Some(dir.path().as_os_str()), true),
+        Ok(Some(tool.clone()))
+    );
+    // A tool that runs and fails is an error, not a skip.
+    let err = disassemble(Path::new("false"), b"not a cubin").unwrap_err();
+    assert!(err.contains("failed"), "{err}");
+}
+
+/// Prints each tensor-core conv kernel's main loop in SASS, what the GPU issues, for sm_80 and sm_90: NVRTC's
+/// cubin disassembled by nvdisasm, the loop found by the rule of [`main_loop`] (static count: every instruction of
+/// the loop body once). Fails above the kernel's ceiling in [`SASS_CEILINGS`], and when nvdisasm is wanted
+/// (GAN_ENGINE_NVDISASM or CI set, see [`find_nvdisasm`]) but missing or failing.
+#[test]
+fn tensor_core_sass_per_hmma() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let tool = match find_nvdisasm(
+        std::env::var_os("GAN_ENGINE_NVDISASM").as_deref(),
+        std::env::var_os("PATH").as_deref(),
+        std::env::var_os("CI").is_some(),
+    ) {
+        Ok(Some(tool)) => tool,
+        Ok(None) => {
+            eprintln!(
+                "\n\n*** SKIPPED tensor_core_sass_per_hmma: no nvdisasm (set GAN_ENGINE_NVDISASM) ***\n\n"
+            );
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let version = std::process::Command::new(&tool)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let (major, minor) = nvrtc::version().unwrap();
+    println!(
+        "NVRTC {major}.{minor}; {}: {}",
+        tool.display(),
+        version
+            .lines()
+            .find(|l| l.contains("release"))
+            .unwrap_or("version unknown")
+    );
+    let kernels = tensor_core_kernels();
+    // Both architectures at once: the two compiles of conv.cu are most of this test's time.
+    let listings: Vec<Result<String, String>> = std::thread::scope(|s| {
+        let tool = &tool;
+        let jobs = SASS_ARCHS.map(|arch| {
+            s.spawn(move || match &*compile_once("conv.cu", arch) {
+                Ok(c) => disassemble(tool, &c.image),
+                Err(e) => Err(e.clone()),
+            })
+        });
+        jobs.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    let mut failures = Vec::new();
+    for (a, (arch, sass)) in SASS_ARCHS.into_iter().zip(listings).enumerate() {
+        let sass = sass.unwrap_or_else(|e| panic!("{e}"));
+        println!("conv.cu [{arch}] main loops in SASS");
+        println!(
+            "  {:<28} {:>11} {:>5} {:>9} {:>13} {:>8}",
+            "kernel", "SASS instr", "HMMA", "per HMMA", "per m16n8k8", "ceiling"
+        );
+        for k in &kernels {
+            let Some(m) = sass_main_loop(&sass, k) else {
+                failures.push(format!("{k} [{arch}]: no loop with an HMMA in its SASS"));
+                continue;
+            };
+            let per = m.instructions as f64 / m.hmma as f64;
+            let (stem, precision) = k.rsplit_once('_').unwrap();
+            let column = 2 * a + usize::from(precision != "tf32");
+            let ceiling = SASS_CEILINGS
+                .iter()
+                .find(|(s, _)| *s == stem)
+                .map(|(_, c)| c[column]);
+            println!(
+                "  {k:<28} {:>11} {:>5} {per:>9.1} {:>13.1} {:>8}",
+                m.instructions,
+                m.hmma,
+                m.instructions as f64 / m.k8_units as f64,
+                ceiling.map_or("none".to_string(), |c| format!("{c:.1}"))
+            );
+            match ceiling {
+                None => failures.push(format!("{k} [{arch}]: no entry in SASS_CEILINGS")),
+                Some(c) if per > c => failures.push(format!(
+                    "{k} [{arch}]: {per:.2} SASS instructions per HMMA, ceiling {c}"
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Prints the narrow backward-data kernels' loop over output channels (conv_narrow.cu) and holds it under a
 /// ceiling of 1 + 5/C PTX instructions per FMA: each dy load feeds C FMAs (one per channel), and the load, its
 /// address and the loop around it may cost 5 more. The kernels when this test was written were at 1.9-5.3.
@@ -263,8 +608,7 @@ fn narrow_bwd_data_loops_per_fma() {
     if !nvrtc_or_skip() {
         return;
     }
-    let c = nvrtc::compile("conv_narrow.cu", "compute_80", &[]).unwrap();
-    let ptx = String::from_utf8_lossy(&c.image);
+    let ptx = ptx_of("conv_narrow.cu");
     let kernels = expected("conv_narrow.cu");
     assert_eq!(kernels.len(), 8, "{kernels:?}");
     for k in kernels {
