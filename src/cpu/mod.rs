@@ -66,7 +66,10 @@ pub fn tensor(v: Vec<f32>, shape: &[usize]) -> Tensor {
 
 impl Backend for CpuBackend {
     fn name(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        match rayon::current_num_threads() {
+            1 => "cpu (1 thread)".to_string(),
+            n => format!("cpu ({n} threads)"),
+        }
     }
 
     fn zeros(&self, shape: &[usize]) -> Result<Tensor> {

@@ -166,12 +166,12 @@ pub fn compute(checkpoint: &Path, o: &DFeaturesOptions) -> Result<DFeatures> {
         let separation_full = centroid_accuracy(&full, n);
         let tsne = match o.tsne {
             Some(perplexity) => {
-                let points = super::tsne::tsne(&rows, 2 * n, dim, perplexity)
+                let fit = super::tsne::tsne(&rows, 2 * n, dim, perplexity)
                     .with_context(|| format!("t-SNE of {name}"))?;
                 Some(Tsne {
-                    neighbour_agreement: neighbour_agreement(&points, n),
-                    perplexity: perplexity.min(super::tsne::max_perplexity(2 * n)),
-                    points,
+                    neighbour_agreement: neighbour_agreement(&fit.points, n),
+                    perplexity: fit.perplexity,
+                    points: fit.points,
                 })
             }
             None => None,

@@ -31,8 +31,16 @@ const THETA: f64 = 0.5;
 const EPOCHS: usize = 1000;
 
 /// The largest perplexity `n` points allow: each point's neighbour list holds 3 × perplexity others.
-pub fn max_perplexity(n: usize) -> f64 {
+fn max_perplexity(n: usize) -> f64 {
     (n.saturating_sub(1) / 3) as f64
+}
+
+/// A t-SNE fit: one 2-D point per input row, and the perplexity it used.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embedding {
+    pub points: Vec<[f64; 2]>,
+    /// The requested perplexity, lowered to what the point count allows.
+    pub perplexity: f64,
 }
 
 /// A 2-D t-SNE embedding of `n` points of dimension `d` (`rows`, row-major). The perplexity is lowered to what
@@ -41,14 +49,14 @@ pub fn max_perplexity(n: usize) -> f64 {
 /// The fit runs on one thread. The crate adds its forces in parallel, and 1000 iterations of gradient descent
 /// amplify the last-bit differences of another summation order into a visibly different picture; the same
 /// points must give the same figure every time (a few hundred points take about a second).
-pub fn tsne(rows: &[f32], n: usize, d: usize, perplexity: f64) -> Result<Vec<[f64; 2]>> {
+pub fn tsne(rows: &[f32], n: usize, d: usize, perplexity: f64) -> Result<Embedding> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()?
         .install(|| tsne_here(rows, n, d, perplexity))
 }
 
-fn tsne_here(rows: &[f32], n: usize, d: usize, perplexity: f64) -> Result<Vec<[f64; 2]>> {
+fn tsne_here(rows: &[f32], n: usize, d: usize, perplexity: f64) -> Result<Embedding> {
     ensure!(
         perplexity.is_finite() && perplexity >= 1.0,
         "t-SNE: the perplexity must be at least 1, got {perplexity}"
@@ -89,7 +97,10 @@ fn tsne_here(rows: &[f32], n: usize, d: usize, perplexity: f64) -> Result<Vec<[f
         y.len() == 2 * n && y.iter().all(|v| v.is_finite()),
         "t-SNE did not reach finite coordinates"
     );
-    Ok(y.chunks_exact(2).map(|c| [c[0], c[1]]).collect())
+    Ok(Embedding {
+        points: y.chunks_exact(2).map(|c| [c[0], c[1]]).collect(),
+        perplexity,
+    })
 }
 
 #[cfg(test)]
@@ -110,7 +121,12 @@ mod tests {
                 dir + 0.2 * noise[i]
             })
             .collect();
-        let y = tsne(&rows, n, d, DEFAULT_PERPLEXITY).unwrap();
+        let fit = tsne(&rows, n, d, DEFAULT_PERPLEXITY).unwrap();
+        assert_eq!(
+            fit.perplexity, 19.0,
+            "60 points: 59 others, 3 per unit of perplexity"
+        );
+        let y = &fit.points;
         assert_eq!(y.len(), n);
         let d2 = |a: [f64; 2], b: [f64; 2]| (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2);
         for i in 0..n {
@@ -129,14 +145,18 @@ mod tests {
             || tsne(&rows, n, d, DEFAULT_PERPLEXITY).unwrap(),
             || tsne(&rows, n, d, 5.0).unwrap(),
         );
-        assert_eq!(y, again.0);
+        assert_eq!(fit, again.0);
     }
 
     #[test]
     fn small_sets_lower_the_perplexity_and_tiny_ones_are_errors() {
         let rows = test_values(8 * 5, 1);
-        let y = tsne(&rows, 8, 5, DEFAULT_PERPLEXITY).unwrap();
-        assert_eq!(y.len(), 8);
+        let fit = tsne(&rows, 8, 5, DEFAULT_PERPLEXITY).unwrap();
+        assert_eq!(fit.points.len(), 8);
+        assert_eq!(
+            fit.perplexity, 2.0,
+            "8 points: 7 others, 3 per unit of perplexity"
+        );
         let e = format!("{:#}", tsne(&rows[..15], 3, 5, 30.0).unwrap_err());
         assert!(e.contains("at least 4 points"), "{e}");
         let e = format!("{:#}", tsne(&rows, 8, 5, 0.5).unwrap_err());
