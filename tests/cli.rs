@@ -39,6 +39,25 @@ fn train_writes_grids_metrics_and_checkpoints() {
         // 64 samples in an 8×8 grid of 32-pixel images with 2-pixel padding.
         assert_eq!((img.width(), img.height()), (8 * 34 + 2, 8 * 34 + 2), "{f}");
     }
+    // Beside them, the training images: cell k of real.png is the dataset's image k (seed 0).
+    let real = image::open(out.join("samples/real.png")).unwrap().to_rgb8();
+    assert_eq!((real.width(), real.height()), (8 * 34 + 2, 8 * 34 + 2));
+    let balls =
+        gan_engine::data::BallsDataset::new(0, gan_engine::data::DEFAULT_BALLS_LEN, 32, 3).unwrap();
+    for k in [0usize, 9, 63] {
+        let (px, _) = balls.render(k);
+        let (x0, y0) = (2 + (k % 8) * 34, 2 + (k / 8) * 34);
+        for (y, x) in [(0usize, 0usize), (16, 16), (31, 5), (7, 30)] {
+            for c in 0..3 {
+                let want = ((px[c * 1024 + y * 32 + x] + 1.0) * 0.5 * 255.0 + 0.5).floor() as u8;
+                assert_eq!(
+                    real.get_pixel((x0 + x) as u32, (y0 + y) as u32)[c],
+                    want,
+                    "image {k} ({y}, {x}) c{c}"
+                );
+            }
+        }
+    }
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(

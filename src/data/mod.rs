@@ -75,6 +75,27 @@ impl Default for DatasetOptions {
     }
 }
 
+/// Images `ids` of `ds` decoded in parallel and stacked as one NCHW tensor on `device`, with their labels (for
+/// the tools that show or probe a handful of real images; training batches come from the [`Loader`]).
+pub fn stack_images(
+    ds: &dyn Dataset,
+    ids: &[usize],
+    device: &crate::device::Device,
+) -> Result<(crate::tensor::Tensor, Vec<Option<u32>>)> {
+    use rayon::prelude::*;
+    let (c, h, w) = ds.image_shape();
+    let items: Vec<(Vec<f32>, Option<u32>)> =
+        ids.par_iter().map(|&i| ds.get(i)).collect::<Result<_>>()?;
+    ensure!(
+        items.iter().all(|(x, _)| x.len() == c * h * w),
+        "the images of {} are not all {c}x{h}x{w}",
+        ds.describe()
+    );
+    let (pixels, labels): (Vec<Vec<f32>>, Vec<Option<u32>>) = items.into_iter().unzip();
+    let images = crate::tensor::Tensor::from_vec(pixels.concat(), &[ids.len(), c, h, w], device)?;
+    Ok((images, labels))
+}
+
 /// Worker threads to use for data work: all cores but one (the training loop's), at least one, at most 8.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()

@@ -19,7 +19,6 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 use image::RgbImage;
 use plotters::prelude::*;
-use rayon::prelude::*;
 
 use crate::autograd::Tape;
 use crate::checkpoint::{self, TensorFile, FORMAT_CHECKPOINT};
@@ -223,24 +222,22 @@ fn real_images(
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(o.seed);
     let idx = rand::seq::index::sample(&mut rng, ds.len(), n).into_vec();
-    let items: Vec<(Vec<f32>, Option<u32>)> =
-        idx.par_iter().map(|&i| ds.get(i)).collect::<Result<_>>()?;
+    let (images, labels) = crate::data::stack_images(ds.as_ref(), &idx, &o.device)?;
+    let [c, h, w] = cfg.model.image_shape();
+    ensure!(
+        images.shape()[1..] == [c, h, w],
+        "the dataset's images are not {c}x{h}x{w}"
+    );
     let labels = match cfg.model.is_conditional() {
         false => None,
         true => Some(
-            items
-                .iter()
-                .map(|(_, y)| y.with_context(|| format!("{} has no class labels", ds.describe())))
+            labels
+                .into_iter()
+                .map(|y| y.with_context(|| format!("{} has no class labels", ds.describe())))
                 .collect::<Result<Vec<u32>>>()?,
         ),
     };
-    let [c, h, w] = cfg.model.image_shape();
-    let data: Vec<f32> = items.into_iter().flat_map(|(x, _)| x).collect();
-    ensure!(
-        data.len() == n * c * h * w,
-        "the dataset's images are not {c}x{h}x{w}"
-    );
-    Ok((Tensor::from_vec(data, &[n, c, h, w], &o.device)?, labels))
+    Ok((images, labels))
 }
 
 /// `f` applied to row chunks of `x` (with the matching chunk of `labels`), the results stacked (on the host,

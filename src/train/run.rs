@@ -7,6 +7,7 @@
 //! out/metrics.png                 the curves of metrics.csv, every --plot-every steps
 //! out/fid_real_stats.safetensors  with --fid-every: the real images' Inception statistics (cache)
 //! out/samples/step_000100.png     G(fixed z) in eval mode (the average's with --g-ema), every --sample-every steps
+//! out/samples/real.png           the dataset's first --num-samples images, to compare the grids with
 //! out/generator.safetensors       G alone (PyTorch state_dict names)
 //! out/generator_ema.safetensors   with --g-ema: G's moving average, same layout
 //! out/checkpoint.safetensors      everything needed to resume bit-exactly
@@ -47,6 +48,8 @@ pub const TRAIN_KEY: &str = "train";
 pub const STATE_KEY: &str = "state";
 /// The training curves `--plot-every` draws from metrics.csv.
 pub const METRICS_PLOT_FILE: &str = "metrics.png";
+/// The grid of training images written beside the sample grids.
+pub const REAL_GRID_FILE: &str = "real.png";
 
 /// The loop's position, saved in the checkpoint metadata.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -351,6 +354,17 @@ impl Trainer {
         Ok(path)
     }
 
+    /// A grid of the dataset's first images, as many as a sample grid has: what G is learning to draw.
+    pub fn save_real_grid(&self) -> Result<PathBuf> {
+        let ds = self.data.dataset();
+        let ids: Vec<usize> = (0..self.cfg.num_samples.min(ds.len())).collect();
+        let (images, _) = crate::data::stack_images(ds.as_ref(), &ids, &Device::Cpu)
+            .context("reading the images of samples/real.png")?;
+        let path = self.cfg.out.join("samples").join(REAL_GRID_FILE);
+        crate::io::save_grid(&images, &path, grid_columns(ids.len()))?;
+        Ok(path)
+    }
+
     /// The whole resumable state as one safetensors file.
     pub fn checkpoint_file(&self, elapsed_s: f64) -> Result<TensorFile> {
         let mut f = TensorFile::new(FORMAT_CHECKPOINT);
@@ -439,6 +453,7 @@ impl Trainer {
                         c.clear_replaced()?;
                     }
                     let c = MetricsCsv::open(&out.join(METRICS_FILE), m.step - 1, fid.is_some())?;
+                    self.save_real_grid()?;
                     csv.insert(c)
                 }
             };
