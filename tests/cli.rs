@@ -487,7 +487,7 @@ fn errors_are_clear_with_the_right_exit_code() {
     fails(
         &["train", "--resume", r, "--image-size", "64", "--steps", "5"],
         1,
-        &["is for dcgan 32x32x3 nz=16 ngf=8 ndf=8 but --image-size 64 was given"],
+        &["is for dcgan 32x32x3 nz=16 ngf=8 ndf=8 --g-upsample nearest but --image-size 64 was given"],
     );
     fails(
         &["train", "--resume", r, "--model", "mlp", "--steps", "5"],

@@ -96,10 +96,10 @@ pub struct TrainArgs {
     /// Train for this many passes over the dataset instead of --steps
     #[arg(long, value_parser = positive_u64, value_name = "N")]
     pub epochs: Option<u64>,
-    /// Learning rate of D (Adam or RMSprop) [default: 0.0002, the DCGAN paper's]
+    /// Learning rate of D (Adam or RMSprop) [default: 0.0001; the DCGAN paper's is 0.0002]
     #[arg(long, value_name = "LR")]
     pub lr_d: Option<f32>,
-    /// Learning rate of G (Adam or RMSprop) [default: 0.0002, the DCGAN paper's]
+    /// Learning rate of G (Adam or RMSprop) [default: 0.0004; the DCGAN paper's is 0.0002]
     #[arg(long, value_name = "LR")]
     pub lr_g: Option<f32>,
     /// Adam beta1, both networks (unused by rmsprop) [default: 0.5]
@@ -177,8 +177,8 @@ pub struct TrainArgs {
     /// convolutions, then 2x2 max pooling) [default: stride, the paper's]
     #[arg(long, value_enum)]
     pub d_downsample: Option<Downsample>,
-    /// DCGAN: how G doubles the resolution: convt (4x4 transposed convolutions with stride 2) or nearest (2x
-    /// nearest-neighbour resize, then a 3x3 convolution) [default: convt, the paper's]
+    /// DCGAN: how G doubles the resolution: convt (4x4 transposed convolutions with stride 2, the paper's) or
+    /// nearest (2x nearest-neighbour resize, then a 3x3 convolution: no checkerboard texture) [default: nearest]
     #[arg(long, value_enum)]
     pub g_upsample: Option<Upsample>,
     /// Class-conditional GAN: G and D both get each image's class label (one-hot). Needs a dataset with
@@ -401,6 +401,10 @@ fn train_config_read(a: &TrainArgs) -> Result<(TrainConfig, Option<SavedRun>)> {
         }
     };
     apply_model_args(&mut cfg.model, a);
+    if resume.is_none() && cfg.model.kind == ModelKind::Mlp && a.g_upsample.is_none() {
+        // A new run's G resizes by default, a DCGAN choice; the MLP keeps the paper's value, which it ignores.
+        cfg.model.tricks.g_upsample = crate::nn::models::dcgan::Tricks::default().g_upsample;
+    }
     macro_rules! set {
         ($dst:expr, $src:expr) => {
             if let Some(v) = $src.clone() {

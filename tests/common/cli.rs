@@ -122,8 +122,10 @@ pub fn metric_steps(run: &Path) -> Vec<u64> {
 }
 
 /// Asserts that two runs of the same training on the CPU and on the emulated GPU hold the same tensors, equal
-/// to within 2e-5. An Adam step moves a weight by ~lr = 2e-4 whatever the gradient's size, so agreement far
-/// below that means both backends computed the same gradients (and a wrong or missing gradient would show).
+/// to within 4e-5. An Adam step moves a weight by ~lr (up to 4e-4, G's default) whatever the gradient's size,
+/// so agreement at a tenth of that means both backends computed the same gradients (and a wrong or missing
+/// gradient would show). Where a gradient is near Adam's eps, a last-bit difference in it moves the step by a
+/// fraction of lr, which is why the bound follows the rate and is not much tighter.
 pub fn assert_cpu_and_emu_runs_agree(cpu: &Path, emu: &Path) {
     let load = |run: &Path| {
         gan_engine::checkpoint::TensorFile::load(&run.join("checkpoint.safetensors"))
@@ -141,6 +143,6 @@ pub fn assert_cpu_and_emu_runs_agree(cpu: &Path, emu: &Path) {
             .zip(&b.tensors[name].data)
             .map(|(p, q)| (p - q).abs())
             .fold(0f32, f32::max);
-        assert!(worst <= 2e-5, "{name}: cpu and emu differ by {worst}");
+        assert!(worst <= 4e-5, "{name}: cpu and emu differ by {worst}");
     }
 }
