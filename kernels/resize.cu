@@ -1,5 +1,5 @@
-// resize.cu — bilinear resize of NCHW tensors (no antialiasing) in three coordinate conventions, `mode`, and
-// nearest-neighbour upsampling by an integer scale (at the end of the file).
+// resize.cu — bilinear resize of NCHW tensors (no antialiasing) in three coordinate conventions, `mode`,
+// nearest-neighbour upsampling by an integer scale, and the resize-convolution weight folding (at the end).
 // Bilinear modes:
 //   0 AlignCorners  src = dst * (in - 1) / (out - 1)          (PyTorch align_corners=True; 0 when out == 1)
 //   1 HalfPixel     src = max((dst + 0.5) * in / out - 0.5, 0) (PyTorch align_corners=False)
@@ -129,4 +129,41 @@ extern "C" __global__ void upsample_nearest_bwd_f32(float* __restrict__ dx, cons
             for (int b = 0; b < scale; ++b) acc += g[a * ow + b];
         dx[i] = acc;
     }
+}
+
+// ---- resize-convolution weights: 2x nearest upsampling + 3x3 convolution as one 4x4 transposed convolution ----
+// Per axis, tap k (0..3) of the stride-2, padding-1 transposed convolution sums the 3x3 taps t with k + t in
+// {2, 3}: [w1, w0 + w1, w-1 + w0, w-1] (the derivation is at resize_conv_taps in src/backend.rs). The weights are
+// small (C * O * 16 cells), so one thread per output cell, summing its taps in order as the CPU backend does: both
+// give the same bits.
+__device__ __forceinline__ bool resize_conv_tap(int k, int t) { return k + t == 2 || k + t == 3; }
+
+// dst [rows, cols, taps] from src [cols, rows, taps'], 4x4 taps from 3x3 ones (to_4x4) or back: each dst cell
+// sums, in order, the src taps of the transposed plane that resize_conv_tap links it to.
+__device__ __forceinline__ void resize_conv_fold(float* __restrict__ dst, const float* __restrict__ src, int rows,
+                                                 int cols, bool to_4x4) {
+    const int nd = to_4x4 ? 16 : 9, ns = to_4x4 ? 9 : 16;
+    const long long total = (long long)rows * cols * nd;
+    for (long long i = global_thread_id(); i < total; i += grid_stride()) {
+        const int plane = (int)(i / nd), d = (int)(i % nd);
+        const float* s = src + ((long long)(plane % cols) * rows + plane / cols) * ns;
+        float acc = 0.0f;
+        for (int j = 0; j < ns; ++j) {
+            const int k = to_4x4 ? d : j, t = to_4x4 ? j : d;  // the 4x4 tap and the 3x3 tap
+            if (resize_conv_tap(k / 4, t / 3) && resize_conv_tap(k % 4, t % 3)) acc += s[j];
+        }
+        dst[i] = acc;
+    }
+}
+
+// k [C, O, 4, 4] from w [O, C, 3, 3].
+extern "C" __global__ void resize_conv_weight_fwd_f32(float* __restrict__ k, const float* __restrict__ w, int c,
+                                                      int o) {
+    resize_conv_fold(k, w, c, o, true);
+}
+
+// dw [O, C, 3, 3] from dk [C, O, 4, 4]: the adjoint, each 3x3 tap summing the 4x4 taps it feeds.
+extern "C" __global__ void resize_conv_weight_bwd_f32(float* __restrict__ dw, const float* __restrict__ dk, int c,
+                                                      int o) {
+    resize_conv_fold(dw, dk, o, c, false);
 }

@@ -445,6 +445,33 @@ def gen_upsample():
     })
 
 
+RESIZE_CONV_CASES = [
+    # prefix, x shape, output channels: a generator stage, one row of odd width, one input channel
+    ("c3o4", (2, 3, 4, 5), 4),
+    ("row", (1, 2, 1, 3), 3),
+    ("c1", (2, 1, 3, 3), 2),
+]
+
+
+def gen_resize_conv():
+    """A generator's resize-convolution by its definition: 2x nearest upsampling, then a 3x3 convolution with
+    padding 1 (our resize_conv2d computes it as one transposed convolution with a folded weight)."""
+    g = torch.Generator().manual_seed(1013)
+    t = {}
+    for prefix, xs, cout in RESIZE_CONV_CASES:
+        x = randn32(g, *xs).requires_grad_()
+        w = randn32(g, cout, xs[1], 3, 3).requires_grad_()
+        y = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), w, padding=1)
+        dy = randn32(g, *y.shape)
+        dx, dw = torch.autograd.grad(y, (x, w), dy)
+        t.update({f"{prefix}.x": x, f"{prefix}.w": w, f"{prefix}.y": y, f"{prefix}.dy": dy, f"{prefix}.dx": dx,
+                  f"{prefix}.dw": dw})
+    save("resize_conv.safetensors", t, {
+        "cases": "; ".join(f"{p}: x {xs}, {c} out" for p, xs, c in RESIZE_CONV_CASES),
+        "op": "F.conv2d(F.interpolate(x, scale_factor=2, mode='nearest'), w, padding=1)",
+    })
+
+
 GENERATORS = {
     "conv2d": gen_conv2d,
     "conv_transpose2d": gen_conv_transpose2d,
@@ -456,6 +483,7 @@ GENERATORS = {
     "pool": gen_pool,
     "resize": gen_resize,
     "upsample": gen_upsample,
+    "resize_conv": gen_resize_conv,
 }
 
 

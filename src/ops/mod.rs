@@ -25,5 +25,5 @@ pub use elementwise::{add, mean, mul, scale, sum};
 pub use linear::linear;
 pub use loss::bce_with_logits;
 pub use pool::{avg_pool2d, max_pool2d};
-pub use resize::{resize_bilinear, upsample_nearest};
+pub use resize::{resize_bilinear, resize_conv2d, upsample_nearest};
 pub use shape::{concat_channels, flatten, reshape};

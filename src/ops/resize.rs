@@ -1,11 +1,13 @@
 //! Bilinear resize (no antialiasing) in the coordinate conventions of [`ResizeMode`]; FID resizes its images to
-//! 299×299 with [`ResizeMode::Legacy`]. Nearest-neighbour upsampling by an integer scale (a generator's
-//! resize-then-convolve upsampling).
+//! 299×299 with [`ResizeMode::Legacy`]. Nearest-neighbour upsampling by an integer scale, and the generator's
+//! resize-convolution (a 2× upsampling, then a 3×3 convolution) fused into one transposed convolution.
 
 use anyhow::Result;
 
-use crate::autograd::{Tape, Var};
-use crate::backend::ResizeMode;
+use crate::autograd::{rule, Tape, Var};
+use crate::backend::{Conv2dParams, ResizeMode};
+use crate::ops::conv::conv_transpose2d;
+use crate::tensor::Tensor;
 
 /// x [N, C, H, W] → [N, C, out_h, out_w], up or down.
 pub fn resize_bilinear(
@@ -43,6 +45,49 @@ pub fn upsample_nearest(tape: &mut Tape, x: Var, scale: usize) -> Result<Var> {
                 dy.backend().upsample_nearest_backward(dy, scale)?,
             )])
         }),
+    ))
+}
+
+/// A 2× nearest-neighbour upsampling of x [N, C, H, W] followed by the 3×3 convolution (stride 1, padding 1) of
+/// w [O, C, 3, 3] (a generator's resize-convolution, Odena et al. 2016), computed as one stride-2 transposed
+/// convolution of x with the folded 4×4 weight of [`resize_conv_weight`]. The values are those of
+/// `upsample_nearest(x, 2)` then `conv2d(.., w, stride 1, padding 1)` up to rounding, at 16 instead of 36
+/// multiply-adds per input cell and output channel, and without the upsampled tensor.
+pub fn resize_conv2d(tape: &mut Tape, x: Var, w: Var) -> Result<Var> {
+    let k = resize_conv_weight(tape, w)?;
+    conv_transpose2d(tape, x, k, Conv2dParams::new(2, 1), None)
+}
+
+/// w [O, C, 3, 3] → the transposed-convolution weight [C, O, 4, 4] of [`resize_conv2d`] (see
+/// [`crate::backend::resize_conv_taps`]). Linear: its gradient is [`resize_conv_weight_backward`], whose gradient
+/// is this op again.
+pub fn resize_conv_weight(tape: &mut Tape, w: Var) -> Result<Var> {
+    weight_fold(tape, w, true)
+}
+
+/// dk [C, O, 4, 4] → dw [O, C, 3, 3], the adjoint of [`resize_conv_weight`].
+pub fn resize_conv_weight_backward(tape: &mut Tape, dk: Var) -> Result<Var> {
+    weight_fold(tape, dk, false)
+}
+
+/// The weight folding (`to_4x4`) or its adjoint, with the other one as its gradient, both as a closure and as a
+/// double-backward rule.
+fn weight_fold(tape: &mut Tape, v: Var, to_4x4: bool) -> Result<Var> {
+    let fold = |t: &Tensor, to_4x4: bool| match to_4x4 {
+        true => t.backend().resize_conv_weight(t),
+        false => t.backend().resize_conv_weight_backward(t),
+    };
+    let y = fold(tape.value(v), to_4x4)?;
+    let name = match to_4x4 {
+        true => "resize-convolution weight",
+        false => "resize-convolution weight gradient",
+    };
+    Ok(tape.push_op_with_rule(
+        name,
+        y,
+        &[v],
+        Box::new(move |g, _need| Ok(vec![Some(fold(g, !to_4x4)?)])),
+        rule(move |t, a| Ok(vec![a.grad(0, || weight_fold(t, a.dy, !to_4x4))?])),
     ))
 }
 
@@ -98,6 +143,103 @@ mod tests {
                     3.0, 3.0, 4.0, 4.0];
         assert_eq!(tape.value(y).to_vec().unwrap(), want);
     }
+
+    #[test]
+    fn resize_conv_weight_by_hand() {
+        let w: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+        let w = Tensor::from_vec(w, &[1, 1, 3, 3], &Device::Cpu).unwrap();
+        let mut tape = Tape::new();
+        let wv = tape.leaf(w);
+        let k = resize_conv_weight(&mut tape, wv).unwrap();
+        // Rows of the 4x4 kernel sum the 3x3 rows {2}, {1, 2}, {0, 1}, {0}, and columns likewise.
+        #[rustfmt::skip]
+        let want = [ 9.0, 17.0, 15.0,  7.0,
+                    15.0, 28.0, 24.0, 11.0,
+                     9.0, 16.0, 12.0,  5.0,
+                     3.0,  5.0,  3.0,  1.0];
+        assert_eq!(tape.value(k).to_vec().unwrap(), want);
+        // The gradient of the sum of all 16 taps counts, per 3x3 tap, the 4x4 taps it feeds: 2 per axis but
+        // for the middle row / column, which feeds 2 as well (k = 1 and k = 2): every tap feeds 4.
+        let g = tape.backward_from(k, Tensor::full(&[1, 1, 4, 4], 1.0, &Device::Cpu).unwrap());
+        assert_eq!(g.unwrap().get(wv).unwrap().to_vec().unwrap(), [4.0; 9]);
+    }
+
+    /// The fused resize-convolution against its definition, nearest upsampling then the 3×3 convolution, in the
+    /// values and in both gradients; odd sizes, one row, one channel.
+    fn resize_conv2d_matches_upsample_then_conv(dev: &Device) {
+        for (ci, (xs, cout)) in [
+            ([2usize, 3, 4, 5], 4usize),
+            ([1, 1, 1, 3], 2),
+            ([3, 5, 3, 1], 1),
+            ([2, 16, 4, 4], 8),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let x = test_tensor(&xs, 70 + ci as u64).to_device(dev).unwrap();
+            let w = test_tensor(&[cout, xs[1], 3, 3], 80 + ci as u64)
+                .to_device(dev)
+                .unwrap();
+            let dy = test_tensor(&[xs[0], cout, 2 * xs[2], 2 * xs[3]], 90 + ci as u64)
+                .to_device(dev)
+                .unwrap();
+            let run = |fused: bool| {
+                let mut tape = Tape::new();
+                let (xv, wv) = (tape.leaf(x.clone()), tape.leaf(w.clone()));
+                let y = match fused {
+                    true => resize_conv2d(&mut tape, xv, wv).unwrap(),
+                    false => {
+                        let u = upsample_nearest(&mut tape, xv, 2).unwrap();
+                        crate::ops::conv2d(&mut tape, u, wv, Conv2dParams::new(1, 1)).unwrap()
+                    }
+                };
+                let yv = tape.value(y).to_vec().unwrap();
+                let g = tape.backward_from(y, dy.clone()).unwrap();
+                let grad = |v| g.get(v).unwrap().to_vec().unwrap();
+                [yv, grad(xv), grad(wv)]
+            };
+            let (fused, plain) = (run(true), run(false));
+            for (name, (a, b)) in ["y", "dx", "dw"].iter().zip(fused.iter().zip(&plain)) {
+                assert_eq!(a.len(), b.len(), "case {ci} {name}");
+                let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+                let worst = a
+                    .iter()
+                    .zip(b)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0f32, f32::max);
+                // Sums of up to 36 C products in another order: a few f32 ulps of the largest value.
+                assert!(
+                    worst <= 1e-5 * scale,
+                    "case {ci} {xs:?} {name}: off by {worst} (scale {scale})"
+                );
+            }
+        }
+    }
+
+    test_devices!(resize_conv2d_is_upsampling_then_convolution => super::resize_conv2d_matches_upsample_then_conv);
+
+    fn resize_conv_gradcheck(dev: &Device) {
+        let t = |shape: &[usize], seed| test_tensor(shape, seed).to_device(dev).unwrap();
+        let gc = GradCheck::default();
+        gc.run(&[t(&[2, 3, 3, 4], 1), t(&[2, 3, 3, 3], 2)], |t, v| {
+            resize_conv2d(t, v[0], v[1])
+        })
+        .unwrap();
+        // Second order through the weight folding and its adjoint (squared, so that they are not zero).
+        let sq = |t: &mut Tape, y: Var| crate::ops::mul(t, y, y);
+        gc.run_second_order(&[t(&[3, 2, 3, 3], 3)], |t, v| {
+            let k = resize_conv_weight(t, v[0])?;
+            sq(t, k)
+        })
+        .unwrap();
+        gc.run_second_order(&[t(&[2, 3, 4, 4], 4)], |t, v| {
+            let w = resize_conv_weight_backward(t, v[0])?;
+            sq(t, w)
+        })
+        .unwrap();
+    }
+
+    test_devices!(resize_conv_gradients_match_finite_differences => super::resize_conv_gradcheck);
 
     test_devices!(bilinear_gradients_match_finite_differences_in_every_mode => super::bilinear_gradcheck);
 
