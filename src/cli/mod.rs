@@ -178,7 +178,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub d_downsample: Option<Downsample>,
     /// DCGAN: how G doubles the resolution: convt (4x4 transposed convolutions with stride 2, the paper's) or
-    /// nearest (2x nearest-neighbour resize, then a 3x3 convolution: no checkerboard texture) [default: nearest]
+    /// nearest (2x nearest-neighbour resize, then a 3x3 convolution: no checkerboard texture; run as one
+    /// transposed convolution with summed weights, as fast as convt) [default: nearest]
     #[arg(long, value_enum)]
     pub g_upsample: Option<Upsample>,
     /// Class-conditional GAN: G and D both get each image's class label (one-hot). Needs a dataset with
