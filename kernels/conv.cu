@@ -616,13 +616,16 @@ __device__ __forceinline__ void gather(smem_addr dst, const float* src, int H, i
 
 // The B k values of the forward and backward-data gathers: kb + 4i (i < 8), with k = q * R + x (x < R: the tap
 // within a channel, q the channel). A per-block table in shared memory (fill_tap_table) maps x + 4i, which may
-// run up to 28 past R, to the value's (r, s, off) relative to channel q; per slice the walk carries (q, x) of kb
-// across R once and reads one 16-byte entry per k value: no division and no per-value digits.
+// run up to 28 past R, to the value's tap bit and element offset relative to channel q; per slice the walk
+// carries (q, x) of kb across R once and reads one 8-byte entry per k value: no division and no per-value digits.
 constexpr int TAP_TABLE_EXTRA = 28;  // 4 * (8 - 1)
+// Taps a column's mask (tap_mask) can hold; conv.rs runs kernels with more taps on the f32 kernels.
+constexpr int MAX_TAPS = 32;
+static_assert(sizeof(unsigned) * 8 == MAX_TAPS, "one bit per tap");
 struct TapWalk {
-    const int4* tab;
+    const int2* tab;
     int q, x, dq, dx, R, plane;
-    __device__ void init(const int4* tab_, int kb, int R_, int plane_) {
+    __device__ void init(const int2* tab_, int kb, int R_, int plane_) {
         tab = tab_;
         R = R_;
         plane = plane_;
@@ -631,13 +634,13 @@ struct TapWalk {
         dq = BK / R;
         dx = BK - dq * R;
     }
-    __device__ void get(Coords<8>& k) const {
+    // Tap bit and element offset of each k value; a k value at or past k_end gets no bit (its elements are 0).
+    __device__ void get(unsigned (&bit)[8], int (&off)[8], int kb, int k_end) const {
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
-            const int4 e = tab[x + 4 * i];
-            k.r[i] = e.x;
-            k.s[i] = e.y;
-            k.off[i] = q * plane + e.z;
+            const int2 e = tab[x + 4 * i];
+            bit[i] = kb + 4 * i < k_end ? (unsigned)e.x : 0u;
+            off[i] = q * plane + e.y;
         }
     }
     __device__ void advance() {
@@ -650,16 +653,51 @@ struct TapWalk {
     }
 };
 
-// Entries x < R + TAP_TABLE_EXTRA of a TapWalk table, for taps x mod R = a * R0 + b of channel x / R:
-// (sgn a, sgn b, (x / R) * plane + sgn (a * row + b)). Every thread of the block takes part; a barrier must
-// follow before the table is read.
-__device__ __forceinline__ void fill_tap_table(int4* tab, int R, int R0, int sgn, int plane, int row) {
+// Entries x < R + TAP_TABLE_EXTRA of a TapWalk table, for taps t = x mod R = a * R0 + b of channel x / R:
+// (1 << t, (x / R) * plane + sgn (a * row + b)), the tap's bit in a column's tap_mask and the element offset.
+// Every thread of the block takes part; a barrier must follow before the table is read.
+__device__ __forceinline__ void fill_tap_table(int2* tab, int R, int R0, int sgn, int plane, int row) {
     for (int x = threadIdx.x; x < R + TAP_TABLE_EXTRA; x += blockDim.x) {
         const int q = x / R;
-        const int a = (x - q * R) / R0;
-        const int b = x - q * R - a * R0;
-        tab[x] = make_int4(sgn * a, sgn * b, q * plane + sgn * (a * row + b), 0);
+        const int t = x - q * R;
+        const int a = t / R0;
+        tab[x] = make_int2((int)(1u << t), q * plane + sgn * (a * row + t - a * R0));
     }
+}
+
+// The taps t < R (t = a * R0 + b, reading (r + sgn a, s + sgn b)) that land inside [0, H) x [0, W) for a
+// column at (r, s), as bits. Computed once per column, it turns the per-element bounds test of the gather (two
+// adds, two compares) into one AND with the k value's tap bit. A column outside the GEMM (r = FAR) has none.
+__device__ __forceinline__ unsigned tap_mask(int r, int s, int R, int R0, int sgn, int H, int W) {
+    unsigned m = 0;
+    for (int t = 0, a = 0, b = 0; t < R; ++t) {
+        if ((unsigned)(r + sgn * a) < (unsigned)H && (unsigned)(s + sgn * b) < (unsigned)W) m |= 1u << t;
+        if (++b == R0) {
+            b = 0;
+            ++a;
+        }
+    }
+    return m;
+}
+
+// Columns of a tap-table gather: each column's tap_mask and element offset.
+template <int N>
+struct TapCols {
+    unsigned mask[N];
+    int off[N];
+};
+
+// This thread's NK x NC share of a forward / backward-data B tile: element (i, j) is src[off[i] + col.off[j]]
+// when bit[i] & col.mask[j] (k value i's tap lands in the image at column j), else 0; it lands at
+// dst + 4 * (i * KSTRIDE + j * CSTRIDE) bytes.
+template <int NK, int NC, int KSTRIDE, int CSTRIDE>
+__device__ __forceinline__ void gather_taps(smem_addr dst, const float* src, const unsigned (&bit)[NK],
+                                            const int (&off)[NK], const TapCols<NC>& col) {
+#pragma unroll
+    for (int i = 0; i < NK; ++i)
+#pragma unroll
+        for (int j = 0; j < NC; ++j)
+            cp_async_4(dst + 4 * (i * KSTRIDE + j * CSTRIDE), src + (off[i] + col.off[j]), (bit[i] & col.mask[j]) != 0);
 }
 
 // Rounds to TF32, in place, the elements gather<NK, NC, KSTRIDE, CSTRIDE> copied to dst (once they have landed).
@@ -712,13 +750,13 @@ struct FwdLoader {
     int ka;        // A: k of this thread's first element in the current slice
     RowsA<BM> rows;  // A when !vec
     int kb;        // B: k of this thread's k value 0 in the current slice
-    TapWalk taps;  // B: (c, r, s) of the k values
-    Coords<NC> col;
+    TapWalk taps;  // B: tap bits and offsets of the k values
+    TapCols<NC> col;
     smem_addr bdst;
 
     __device__ FwdLoader(const float* x_, const float* w_, int C, int H_, int W_, int O, int KH_, int KW_, int Ho,
                          int Wo, int SH, int SW, int PH, int PW, int ncols, int m0_, int col0, int k_begin,
-                         int k_end_, const int4* tab)
+                         int k_end_, const int2* tab)
         : w(w_), x(x_), M(O), K(C * KH_ * KW_), k_end(k_end_), H(H_), W(W_), KH(KH_), KW(KW_), m0(m0_),
           rows(w_, O, C * KH_ * KW_, m0_) {
         const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
@@ -729,18 +767,17 @@ struct FwdLoader {
 #pragma unroll
         for (int j = 0; j < NC; ++j) {
             const int p = col0 + 8 * warp + (lane & 7) + T::THREADS / 4 * j;
+            int r = FAR, s = 0;
+            col.off[j] = 0;
             if (p < ncols) {
                 const int n = p / (Ho * Wo);
                 const int pix = p - n * (Ho * Wo);
                 const int oh = pix / Wo;
-                col.r[j] = oh * SH - PH;
-                col.s[j] = (pix - oh * Wo) * SW - PW;
-                col.off[j] = n * C * H * W + col.r[j] * W + col.s[j];
-            } else {
-                col.r[j] = FAR;
-                col.s[j] = 0;
-                col.off[j] = 0;
+                r = oh * SH - PH;
+                s = (pix - oh * Wo) * SW - PW;
+                col.off[j] = n * C * H * W + r * W + s;
             }
+            col.mask[j] = tap_mask(r, s, KH * KW, KW, 1, H, W);
         }
         bdst = T::A_BYTES + ((8 * warp + (lane & 7)) * LDS + (lane >> 3)) * 4;
     }
@@ -756,12 +793,10 @@ struct FwdLoader {
         } else {
             rows.load(stage, ka, ka < k_end);
         }
-        Coords<8> k;
-        bool kok[8];
-        taps.get(k);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) kok[i] = kb + 4 * i < k_end;
-        gather<8, NC, 4, T::THREADS / 4 * LDS>(stage + bdst, x, H, W, k, kok, col);
+        unsigned bit[8];
+        int off[8];
+        taps.get(bit, off, kb, k_end);
+        gather_taps<8, NC, 4, T::THREADS / 4 * LDS>(stage + bdst, x, bit, off, col);
     }
     __device__ void round_b(float* stage) const { round_gathered<8, NC, 4, T::THREADS / 4 * LDS>(stage + bdst / 4); }
     __device__ void advance() {
@@ -785,13 +820,13 @@ struct BwdDataLoader {
     int ka, kb;
     Digits da;     // A: (o, t, u) of this thread's k value
     Digits step;   // BK as (o, t, u) digits
-    TapWalk taps;  // B: (o, t, u) of the k values
-    Coords<NC> col;
+    TapWalk taps;  // B: tap bits and offsets of the k values
+    TapCols<NC> col;
     smem_addr bdst;
 
     __device__ BwdDataLoader(const float* dy_, const float* w, int C, int O, int KH, int KW_, int Ho_, int Wo_,
                              int Rt_, int St_, int rh_, int rw_, int SH_, int SW_, int Hq, int Wq, int ohb0,
-                             int owb0, int ncols, int m0, int col0, int K, const int4* tab)
+                             int owb0, int ncols, int m0, int col0, int K, const int2* tab)
         : dy(dy_), Ho(Ho_), Wo(Wo_), HoWo(Ho_ * Wo_), Rt(Rt_), St(St_), k_end(K), CKHW(C * KH * KW_), KW(KW_),
           rh(rh_), rw(rw_), SH(SH_), SW(SW_), rows(w, C, KH * KW_, m0) {
         const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -803,29 +838,26 @@ struct BwdDataLoader {
 #pragma unroll
         for (int j = 0; j < NC; ++j) {
             const int p = col0 + 8 * warp + (lane & 7) + T::THREADS / 4 * j;
+            int r = FAR, s = 0;
+            col.off[j] = 0;
             if (p < ncols) {
                 const int n = p / (Hq * Wq);
                 const int qv = p - n * (Hq * Wq);
                 const int q = qv / Wq;
-                col.r[j] = ohb0 + q;
-                col.s[j] = owb0 + (qv - q * Wq);
-                col.off[j] = n * O * HoWo + col.r[j] * Wo + col.s[j];
-            } else {
-                col.r[j] = FAR;
-                col.s[j] = 0;
-                col.off[j] = 0;
+                r = ohb0 + q;
+                s = owb0 + (qv - q * Wq);
+                col.off[j] = n * O * HoWo + r * Wo + s;
             }
+            col.mask[j] = tap_mask(r, s, Rt * St, St, -1, Ho, Wo);
         }
         bdst = T::A_BYTES + ((8 * warp + (lane & 7)) * LDS + (lane >> 3)) * 4;
     }
     __device__ void load(smem_addr stage) const {
         rows.load(stage, da.hi * CKHW + (rh + SH * da.mid) * KW + rw + SW * da.lo, ka < k_end);
-        Coords<8> k;
-        bool kok[8];
-        taps.get(k);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) kok[i] = kb + 4 * i < k_end;
-        gather<8, NC, 4, T::THREADS / 4 * LDS>(stage + bdst, dy, Ho, Wo, k, kok, col);
+        unsigned bit[8];
+        int off[8];
+        taps.get(bit, off, kb, k_end);
+        gather_taps<8, NC, 4, T::THREADS / 4 * LDS>(stage + bdst, dy, bit, off, col);
     }
     __device__ void round_b(float* stage) const { round_gathered<8, NC, 4, T::THREADS / 4 * LDS>(stage + bdst / 4); }
     __device__ void advance() {
@@ -1046,7 +1078,7 @@ __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const floa
     const int k_begin = blockIdx.z * k_chunk;
     const int k_end = min(K, k_begin + k_chunk);
 
-    int4* tab = reinterpret_cast<int4*>(smem + Tile<BM>::SMEM_BYTES / 4);
+    int2* tab = reinterpret_cast<int2*>(smem + Tile<BM>::SMEM_BYTES / 4);
     fill_tap_table(tab, KH * KW, KW, 1, H * W, W);
     __syncthreads();
     FwdLoader<BM> ld(x, w, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, ncols, m0, col0, k_begin, k_end, tab);
@@ -1085,7 +1117,7 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
 
     Acc acc = {};
     if (K > 0) {  // a phase without taps writes zeros (and its loader's digits would divide by zero)
-        int4* tab = reinterpret_cast<int4*>(smem + Tile<BM>::SMEM_BYTES / 4);
+        int2* tab = reinterpret_cast<int2*>(smem + Tile<BM>::SMEM_BYTES / 4);
         fill_tap_table(tab, Rt * St, St, -1, Ho * Wo, Wo);
         __syncthreads();
         BwdDataLoader<BM> ld(dy, w, C, O, KH, KW, Ho, Wo, Rt, St, rh, rw, SH, SW, Hq, Wq, (ih0 + PH - rh) / SH,

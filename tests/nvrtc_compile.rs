@@ -328,15 +328,15 @@ fn tensor_core_main_loops_per_mma() {
 /// SASS instructions per HMMA allowed in each tensor-core conv kernel's main loop, by kernel (the precision
 /// suffix taken off) and column: [`SASS_ARCHS`] in order, each TF32 then bf16 / fp16 (one ceiling, their loops
 /// differ only in type suffixes). About 3 % above the counts of the kernels when the ceilings were set
-/// (docs/perf-notes.md, "SASS per HMMA"), so that a loop that grows fails here; lower a ceiling when a kernel
+/// (docs/perf-notes.md, "Tap masks"), so that a loop that grows fails here; lower a ceiling when a kernel
 /// gets cheaper.
 const SASS_CEILINGS: &[(&str, [f64; 4])] = &[
     // kernel, sm_80 TF32, sm_80 bf16 / fp16, sm_90 TF32, sm_90 bf16 / fp16
-    ("conv2d_fwd", [11.5, 17.3, 12.1, 18.4]),
-    ("conv2d_bwd_data", [11.2, 16.7, 11.7, 17.7]),
+    ("conv2d_fwd", [9.8, 13.8, 9.8, 13.9]),
+    ("conv2d_bwd_data", [9.7, 13.6, 9.7, 13.6]),
     ("conv2d_bwd_weight", [11.8, 17.9, 11.8, 17.8]),
-    ("conv2d_fwd_m128", [8.9, 13.7, 9.2, 14.2]),
-    ("conv2d_bwd_data_m128", [8.6, 13.0, 8.8, 13.5]),
+    ("conv2d_fwd_m128", [8.1, 12.2, 8.2, 12.2]),
+    ("conv2d_bwd_data_m128", [7.8, 11.5, 7.8, 11.5]),
     ("conv2d_bwd_weight_m128", [9.2, 14.0, 9.2, 14.0]),
 ];
 

@@ -12,8 +12,9 @@
 //! and `Fp16` run the tensor-core kernels (`*_tf32`: operands rounded to TF32 on mma m16n8k8, like PyTorch's
 //! `allow_tf32`; `*_bf16` / `*_fp16`: operands rounded to nearest even in the 16-bit format on mma m16n8k16, like
 //! autocast; products accumulated in f32 in every case) for every GEMM with more than 16 rows (a 64 x 128 tile up to 64 rows, 128 x 128 above); the
-//! narrow GEMMs (3 or 1 channels) stay on the f32 kernels whatever the precision, and so do kernels with so many
-//! taps that the forward / backward-data tap table would not fit in shared memory. Parameters, activations and
+//! narrow GEMMs (3 or 1 channels) stay on the f32 kernels whatever the precision, and so do forward and
+//! backward-data convolutions with more than 32 taps (kh*kw; the gathers keep one bit per tap) or a tap table too
+//! large for shared memory. Parameters, activations and
 //! gradients stay f32 in memory either way.
 //!
 //! Backward data of few input channels or of a 1x1 output covering the input does not run the GEMM at all:
@@ -60,11 +61,14 @@ const TC_TILES: [TcTile; 2] = [
 ];
 /// K depth of one shared-memory slice of the tensor-core kernels (conv.cu's `tc::BK`).
 const TC_BK: usize = 32;
-/// Shared memory of the forward and backward-data tensor-core kernels' tap table beyond the tile's: 16 bytes for
+/// Shared memory of the forward and backward-data tensor-core kernels' tap table beyond the tile's: 8 bytes for
 /// each of kh*kw + 28 entries (conv.cu's `fill_tap_table`).
 fn tap_table_bytes(g: &Geom) -> usize {
-    (g.kh * g.kw + 28) * 16
+    (g.kh * g.kw + 28) * 8
 }
+/// Most taps (kh*kw) the forward and backward-data tensor-core kernels take: their gathers test a tap against a
+/// 32-bit mask per column (conv.cu's `tap_mask`, `MAX_TAPS`). Larger kernels run on the f32 kernels.
+const TC_MAX_TAPS: usize = 32;
 /// Most dynamic shared memory a block may have (Hopper's and Ampere's limit is 227 KiB).
 const MAX_SHARED_BYTES: usize = 227 * 1024;
 /// Output tiles of the two f32 kernel variants (rows x columns): the default, and the narrow one for M <= 16.
@@ -268,7 +272,7 @@ pub fn conv2d(be: &CudaBackend, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Resu
     let (rows, cols, k) = (g.o, g.n * g.ho * g.wo, g.c * g.kh * g.kw);
     n_i32(cols, "conv2d")?;
     let taps = tap_table_bytes(&g);
-    let tc = use_tc(be, "conv2d_fwd", rows, taps);
+    let tc = use_tc(be, "conv2d_fwd", rows, taps).filter(|_| g.kh * g.kw <= TC_MAX_TAPS);
     let (tile, kernel) = if let Some(t) = &tc {
         (t.tile.tile, t.kernel.clone())
     } else {
@@ -316,7 +320,7 @@ pub fn conv2d_backward_data(
         p.stride
     );
     let taps = tap_table_bytes(&g);
-    let tc = use_tc(be, "conv2d_bwd_data", g.c, taps);
+    let tc = use_tc(be, "conv2d_bwd_data", g.c, taps).filter(|_| g.kh * g.kw <= TC_MAX_TAPS);
     let (tile, kernel) = if let Some(t) = &tc {
         (t.tile.tile, t.kernel.clone())
     } else {

@@ -242,19 +242,25 @@ pub fn run_case(be: &Arc<CudaBackend>, name: &str, case: ConvCase, rng: &mut Cha
     // Which directions ran on tensor cores: at any precision but F32, GEMMs with more than 16 rows (conv.rs);
     // the others are the f32 kernels and are held to the f32 path's own accuracy (they do not round).
     // Backward data of a 1x1 output covering the input is one f32 GEMM at any precision, but for a 1x1 kernel
-    // at the 16-bit ones (conv_narrow.rs).
+    // at the 16-bit ones (conv_narrow.rs). Forward and backward data with more than 32 taps run on the f32
+    // kernels too (one mask bit per tap, conv.rs); backward weight has no such limit.
     let tc = |rows: usize| precision != Precision::F32 && rows > 16;
+    let few_taps = case.k.0 * case.k.1 <= 32;
     let plain_product = (case.h, case.w) == case.k
         && case.p.padding == (0, 0)
         && !(case.k == (1, 1) && precision.is_half());
     for (dir, got, r_round, r_f32, rows) in [
-        ("conv2d", &y, &ry, &fy, case.o),
+        ("conv2d", &y, &ry, &fy, if few_taps { case.o } else { 0 }),
         (
             "backward data",
             &dx,
             &rdx,
             &fdx,
-            if plain_product { 0 } else { case.c },
+            if plain_product || !few_taps {
+                0
+            } else {
+                case.c
+            },
         ),
         ("backward weight", &dw, &rdw, &fdw, case.o),
     ] {
@@ -339,6 +345,38 @@ pub fn awkward_cases() -> Vec<(&'static str, ConvCase)> {
         ),
         // One narrow side: forward / backward weight on the f32 m16 path (O = 5), backward data on tensor cores.
         ("O=5", case(2, 21, 6, 7, 5, 3, p(1, 1))),
+        // 32 taps, all a column's tap mask holds (the last one is its top bit), forward and backward data.
+        (
+            "4x8 s1 p(1,3): 32 taps",
+            ConvCase {
+                n: 1,
+                c: 18,
+                h: 6,
+                w: 11,
+                o: 20,
+                k: (4, 8),
+                p: Conv2dParams {
+                    stride: (1, 1),
+                    padding: (1, 3),
+                },
+            },
+        ),
+        // 35 taps: forward and backward data leave the tensor cores for the f32 kernels.
+        (
+            "7x5 s1 p(3,2): 35 taps",
+            ConvCase {
+                n: 1,
+                c: 18,
+                h: 8,
+                w: 6,
+                o: 20,
+                k: (7, 5),
+                p: Conv2dParams {
+                    stride: (1, 1),
+                    padding: (3, 2),
+                },
+            },
+        ),
     ]
 }
 
