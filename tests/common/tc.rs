@@ -308,14 +308,25 @@ pub fn case(
     k: usize,
     p: Conv2dParams,
 ) -> ConvCase {
+    rect_case([n, c, h, w], o, (k, k), p.stride, p.padding)
+}
+
+/// A convolution of x [n, c, h, w] to `o` channels with a kh x kw kernel and per-axis stride and padding.
+fn rect_case(
+    [n, c, h, w]: [usize; 4],
+    o: usize,
+    k: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+) -> ConvCase {
     ConvCase {
         n,
         c,
         h,
         w,
         o,
-        k: (k, k),
-        p,
+        k,
+        p: Conv2dParams { stride, padding },
     }
 }
 
@@ -330,52 +341,19 @@ pub fn awkward_cases() -> Vec<(&'static str, ConvCase)> {
         ("1x1 s2", case(2, 20, 7, 8, 24, 1, p(2, 0))),
         (
             "3x5 s(2,1) p(1,2)",
-            ConvCase {
-                n: 2,
-                c: 17,
-                h: 9,
-                w: 7,
-                o: 20,
-                k: (3, 5),
-                p: Conv2dParams {
-                    stride: (2, 1),
-                    padding: (1, 2),
-                },
-            },
+            rect_case([2, 17, 9, 7], 20, (3, 5), (2, 1), (1, 2)),
         ),
         // One narrow side: forward / backward weight on the f32 m16 path (O = 5), backward data on tensor cores.
         ("O=5", case(2, 21, 6, 7, 5, 3, p(1, 1))),
         // 32 taps, all a column's tap mask holds (the last one is its top bit), forward and backward data.
         (
             "4x8 s1 p(1,3): 32 taps",
-            ConvCase {
-                n: 1,
-                c: 18,
-                h: 6,
-                w: 11,
-                o: 20,
-                k: (4, 8),
-                p: Conv2dParams {
-                    stride: (1, 1),
-                    padding: (1, 3),
-                },
-            },
+            rect_case([1, 18, 6, 11], 20, (4, 8), (1, 1), (1, 3)),
         ),
         // 35 taps: forward and backward data leave the tensor cores for the f32 kernels.
         (
             "7x5 s1 p(3,2): 35 taps",
-            ConvCase {
-                n: 1,
-                c: 18,
-                h: 8,
-                w: 6,
-                o: 20,
-                k: (7, 5),
-                p: Conv2dParams {
-                    stride: (1, 1),
-                    padding: (3, 2),
-                },
-            },
+            rect_case([1, 18, 8, 6], 20, (7, 5), (1, 1), (3, 2)),
         ),
     ]
 }
