@@ -96,10 +96,13 @@ if ((dry)); then
     echo "== dry run: every phase against --device emu"
     dry_dir=$(mktemp -d)
     cp -r "$out" "$dry_dir/bundle"
-    # The NVRTC that scripts/test.sh installs, so the compile tests run here as on the GPU host.
+    # The NVRTC and nvdisasm that scripts/test.sh installs, so the compile tests run here as on the GPU host
+    # (whose CUDA toolkit has its own nvdisasm).
     if [[ -x .venv-nvrtc/bin/python ]]; then
         site=$(.venv-nvrtc/bin/python -c 'import site; print(site.getsitepackages()[0])')
         export GAN_ENGINE_NVRTC_LIB_DIR="$site/nvidia/cuda_nvrtc/lib" GAN_ENGINE_CUDA_INCLUDE="$site/nvidia/cuda_runtime/include"
+        nvdisasm=$(ls "$site"/nvidia/cu*/bin/nvdisasm 2>/dev/null | sort -V | tail -n 1 || true)
+        [[ -n $nvdisasm ]] && export GAN_ENGINE_NVDISASM="$nvdisasm"
     fi
     BUNDLE="$dry_dir/bundle" OUT="$dry_dir/out" FIRST_LIGHT_DEVICE=emu DEADLINE="${DRY_DEADLINE:-900}" \
         bash scripts/first_light.sh

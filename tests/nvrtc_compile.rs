@@ -343,6 +343,14 @@ const SASS_CEILINGS: &[(&str, [f64; 4])] = &[
 /// The architectures the SASS count compiles for.
 const SASS_ARCHS: [&str; 2] = ["sm_80", "sm_90"];
 
+/// The NVRTC release (major, minor) the ceilings were measured with, the one scripts/test.sh pins. Another
+/// release compiles the loops differently, so there (on a GPU host's CUDA toolkit, say) the counts are printed
+/// but not held to the ceilings.
+const SASS_NVRTC: (i32, i32) = (12, 9);
+
+/// Where a CUDA toolkit keeps nvdisasm when it is not on PATH.
+const TOOLKIT_BIN: &str = "/usr/local/cuda/bin";
+
 /// The nvdisasm to run: `var` (GAN_ENGINE_NVDISASM, which scripts/test.sh sets to the one it installs from PyPI
 /// `nvidia-cuda-nvdisasm`) when set, which must then name a file; else `nvdisasm` on `path` (PATH), as a CUDA
 /// toolkit has it. With neither: an error when `ci` (CI is set), so that CI never passes without the count;
@@ -514,16 +522,22 @@ fn nvdisasm_is_required_where_it_must_be() {
 
 /// Prints each tensor-core conv kernel's main loop in SASS, what the GPU issues, for sm_80 and sm_90: NVRTC's
 /// cubin disassembled by nvdisasm, the loop found by the rule of [`main_loop`] (static count: every instruction of
-/// the loop body once). Fails above the kernel's ceiling in [`SASS_CEILINGS`], and when nvdisasm is wanted
-/// (GAN_ENGINE_NVDISASM or CI set, see [`find_nvdisasm`]) but missing or failing.
+/// the loop body once). Fails above the kernel's ceiling in [`SASS_CEILINGS`] (with NVRTC [`SASS_NVRTC`]), and
+/// when nvdisasm is wanted (GAN_ENGINE_NVDISASM or CI set, see [`find_nvdisasm`]; searched on PATH, then in
+/// [`TOOLKIT_BIN`]) but missing or failing.
 #[test]
 fn tensor_core_sass_per_hmma() {
     if !nvrtc_or_skip() {
         return;
     }
+    let mut search: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    search.push(PathBuf::from(TOOLKIT_BIN));
+    let search = std::env::join_paths(search).unwrap();
     let tool = match find_nvdisasm(
         std::env::var_os("GAN_ENGINE_NVDISASM").as_deref(),
-        std::env::var_os("PATH").as_deref(),
+        Some(search.as_os_str()),
         std::env::var_os("CI").is_some(),
     ) {
         Ok(Some(tool)) => tool,
@@ -549,6 +563,14 @@ fn tensor_core_sass_per_hmma() {
             .find(|l| l.contains("release"))
             .unwrap_or("version unknown")
     );
+    let enforce = (major, minor) == SASS_NVRTC;
+    if !enforce {
+        eprintln!(
+            "\n\n*** tensor_core_sass_per_hmma: NVRTC {major}.{minor}, not {}.{} (the ceilings' compiler): counts \
+             printed, ceilings not held ***\n\n",
+            SASS_NVRTC.0, SASS_NVRTC.1
+        );
+    }
     let kernels = tensor_core_kernels();
     // Both architectures at once: the two compiles of conv.cu are most of this test's time.
     let listings: Vec<Result<String, String>> = std::thread::scope(|s| {
@@ -590,7 +612,7 @@ fn tensor_core_sass_per_hmma() {
             );
             match ceiling {
                 None => failures.push(format!("{k} [{arch}]: no entry in SASS_CEILINGS")),
-                Some(c) if per > c => failures.push(format!(
+                Some(c) if enforce && per > c => failures.push(format!(
                     "{k} [{arch}]: {per:.2} SASS instructions per HMMA, ceiling {c}"
                 )),
                 Some(_) => {}
