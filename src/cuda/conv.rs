@@ -69,6 +69,14 @@ fn tap_table_bytes(g: &Geom) -> usize {
 /// Most taps (kh*kw) the forward and backward-data tensor-core kernels take: their gathers test a tap against a
 /// 32-bit mask per column (conv.cu's `tap_mask`, `MAX_TAPS`). Larger kernels run on the f32 kernels.
 const TC_MAX_TAPS: usize = 32;
+
+/// [`use_tc`] for the kernels that gather through a tap table (forward and backward data): also None past
+/// [`TC_MAX_TAPS`]. Returns the table's shared bytes beside the choice, for the launch.
+fn use_tc_tapped(be: &CudaBackend, base: &str, rows: usize, g: &Geom) -> (Option<Tc>, usize) {
+    let taps = tap_table_bytes(g);
+    let tc = use_tc(be, base, rows, taps).filter(|_| g.kh * g.kw <= TC_MAX_TAPS);
+    (tc, taps)
+}
 /// Most dynamic shared memory a block may have (Hopper's and Ampere's limit is 227 KiB).
 const MAX_SHARED_BYTES: usize = 227 * 1024;
 /// Output tiles of the two f32 kernel variants (rows x columns): the default, and the narrow one for M <= 16.
@@ -271,8 +279,7 @@ pub fn conv2d(be: &CudaBackend, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Resu
     // GEMM: rows = O, columns = N*Ho*Wo output pixels, K = C*kh*kw.
     let (rows, cols, k) = (g.o, g.n * g.ho * g.wo, g.c * g.kh * g.kw);
     n_i32(cols, "conv2d")?;
-    let taps = tap_table_bytes(&g);
-    let tc = use_tc(be, "conv2d_fwd", rows, taps).filter(|_| g.kh * g.kw <= TC_MAX_TAPS);
+    let (tc, taps) = use_tc_tapped(be, "conv2d_fwd", rows, &g);
     let (tile, kernel) = if let Some(t) = &tc {
         (t.tile.tile, t.kernel.clone())
     } else {
@@ -319,8 +326,7 @@ pub fn conv2d_backward_data(
         "{what}: stride {:?} gives more phases than a grid can hold",
         p.stride
     );
-    let taps = tap_table_bytes(&g);
-    let tc = use_tc(be, "conv2d_bwd_data", g.c, taps).filter(|_| g.kh * g.kw <= TC_MAX_TAPS);
+    let (tc, taps) = use_tc_tapped(be, "conv2d_bwd_data", g.c, &g);
     let (tile, kernel) = if let Some(t) = &tc {
         (t.tile.tile, t.kernel.clone())
     } else {

@@ -158,8 +158,8 @@ mod tests {
                      9.0, 16.0, 12.0,  5.0,
                      3.0,  5.0,  3.0,  1.0];
         assert_eq!(tape.value(k).to_vec().unwrap(), want);
-        // The gradient of the sum of all 16 taps counts, per 3x3 tap, the 4x4 taps it feeds: 2 per axis but
-        // for the middle row / column, which feeds 2 as well (k = 1 and k = 2): every tap feeds 4.
+        // The gradient of the sum of all 16 taps counts, per 3x3 tap, the 4x4 taps it feeds: two per axis
+        // (t = 0 feeds k = 2, 3; t = 1 feeds k = 1, 2; t = 2 feeds k = 0, 1), so four each.
         let g = tape.backward_from(k, Tensor::full(&[1, 1, 4, 4], 1.0, &Device::Cpu).unwrap());
         assert_eq!(g.unwrap().get(wv).unwrap().to_vec().unwrap(), [4.0; 9]);
     }
