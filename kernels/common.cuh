@@ -42,34 +42,40 @@ __device__ __forceinline__ float block_sum(float v) {
     return v;
 }
 
-// Deterministic grid-wide sum in a single launch ("last block done"): each block stores its partial sum, and the
-// block that finishes last adds the partials in block order and writes `scale * total` to `*out`. `counter` must
-// be zero before the launch; the last block resets it. `partials` has gridDim.x floats.
+// "Last block done": each of `blocks` blocks that share `counter` calls this once, after writing its partial
+// results, and it returns true (in every thread) in the one block that arrives last, which may then read every
+// other block's partials through volatile loads. That block also sets the counter back to zero: a counter handed
+// out zeroed stays zero between launches, so no launch needs a memset before it (CudaBackend::arrival_counters).
 //
-// The fence makes a block's partial visible to every other block before its arrival is counted, so the last
-// block (which learns it is last from the atomic) reads all partials. The result only depends on the grid size,
-// never on the order blocks happen to finish in.
-__device__ __forceinline__ void grid_sum_finish(float block_total, float* partials, unsigned int* counter,
-                                                float* out, float scale) {
+// Each thread's fence makes its partials visible to every other block before thread 0 counts the block in; the
+// last block's fence orders its reads after everyone's arrival. Which block is last varies from run to run, but
+// the partials it reads do not, so results that combine them in a fixed order are deterministic.
+__device__ __forceinline__ bool last_block_to_arrive(unsigned int* counter, unsigned int blocks) {
     __shared__ bool is_last;
+    __threadfence();
+    __syncthreads();
     if (threadIdx.x == 0) {
-        partials[blockIdx.x] = block_total;
-        __threadfence();
-        const unsigned int arrived = atomicAdd(counter, 1u);
-        is_last = arrived == gridDim.x - 1;
+        is_last = atomicAdd(counter, 1u) == blocks - 1;
+        if (is_last) *counter = 0u;  // every block has arrived: nothing else touches it in this launch
     }
     __syncthreads();
-    if (!is_last) return;
-    __threadfence();
+    if (is_last) __threadfence();
+    return is_last;
+}
+
+// Deterministic grid-wide sum in a single launch: each block stores its partial sum, and the block that finishes
+// last adds the partials in block order and writes `scale * total` to `*out`. `counter` is zero on entry and on
+// exit (last_block_to_arrive). `partials` has gridDim.x floats. The result only depends on the grid size.
+__device__ __forceinline__ void grid_sum_finish(float block_total, float* partials, unsigned int* counter,
+                                                float* out, float scale) {
+    if (threadIdx.x == 0) partials[blockIdx.x] = block_total;
+    if (!last_block_to_arrive(counter, gridDim.x)) return;
     float v = 0.0f;
     // volatile: read what the other blocks wrote, not a stale cached line.
     const volatile float* p = partials;
     for (unsigned int i = threadIdx.x; i < gridDim.x; i += blockDim.x) v += p[i];
     v = block_sum(v);
-    if (threadIdx.x == 0) {
-        *out = v * scale;
-        *counter = 0u;
-    }
+    if (threadIdx.x == 0) *out = v * scale;
 }
 
 // ---- Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11) -------------------------

@@ -77,7 +77,7 @@ extern "C" __global__ void powf_f32(float* __restrict__ y, const float* __restri
 
 // *y = sum of x[0..n). One launch: every block sums a grid-stride slice, the last block to finish adds the
 // per-block partials in block order (see grid_sum_finish), so the result is the same on every run.
-// blockDim.x must be a multiple of 32; `partials` has gridDim.x floats and `counter` is zero on entry.
+// blockDim.x must be a multiple of 32; `partials` has gridDim.x floats; `counter` is zero on entry and on exit.
 extern "C" __global__ void sum_f32(float* __restrict__ y, const float* __restrict__ x, int n,
                                    float* __restrict__ partials, unsigned int* __restrict__ counter) {
     float acc = 0.0f;

@@ -13,7 +13,8 @@ __device__ __forceinline__ float stable_sigmoid(float x) {
     return e / (1.0f + e);
 }
 
-// loss: 1 float; grad: n floats; partials: gridDim.x floats; counter: zero on entry. blockDim.x % 32 == 0.
+// loss: 1 float; grad: n floats; partials: gridDim.x floats; counter: zero on entry and on exit.
+// blockDim.x % 32 == 0.
 extern "C" __global__ void bce_logits_fwd_bwd_f32(float* __restrict__ loss, float* __restrict__ grad,
                                                   const float* __restrict__ x, float target, int n,
                                                   float* __restrict__ partials,

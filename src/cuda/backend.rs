@@ -30,7 +30,12 @@ pub struct CudaBackend {
     poison: bool,
     /// Convolution arithmetic, a [`conv::Precision`] as u8 (settable through `&self`: backends are shared).
     precision: std::sync::atomic::AtomicU8,
+    /// (address, count) of the arrival counters handed out by [`arrival_counters`](Self::arrival_counters).
+    arrivals: std::sync::Mutex<(u64, usize)>,
 }
+
+/// Arrival counters allocated at the first request; enough for the batch norms of any usual network.
+const MIN_ARRIVAL_COUNTERS: usize = 1024;
 
 impl CudaBackend {
     pub fn new(rt: Arc<dyn GpuRuntime>) -> Arc<CudaBackend> {
@@ -45,7 +50,39 @@ impl CudaBackend {
             me: me.clone(),
             poison,
             precision: std::sync::atomic::AtomicU8::new(0),
+            arrivals: std::sync::Mutex::new((0, 0)),
         })
+    }
+
+    /// The address of `n` u32 arrival counters for "last block done" reductions (`last_block_to_arrive` in
+    /// kernels/common.cuh). They are zero, and every kernel that uses them leaves them zero, so a launch needs no
+    /// memset first. One set serves every launch: launches run in stream order, so no two use it at once.
+    ///
+    /// The set grows (outside a graph capture only) when a launch needs more than it has. It is raw driver memory,
+    /// outside the caching allocator, so a graph's private pool never holds it.
+    pub(crate) fn arrival_counters(&self, n: usize) -> Result<u64> {
+        let mut a = self.arrivals.lock().unwrap();
+        if n <= a.1 {
+            return Ok(a.0);
+        }
+        ensure!(
+            !self.rt.is_capturing(),
+            "{n} arrival counters were first needed during a CUDA graph capture; run the captured work once \
+             eagerly before capturing it"
+        );
+        let count = n.next_power_of_two().max(MIN_ARRIVAL_COUNTERS);
+        let ptr = self.rt.alloc(count * 4)?;
+        if let Err(e) = self.rt.memset_zero(ptr, count * 4) {
+            self.rt.free(ptr);
+            return Err(e);
+        }
+        if a.1 > 0 {
+            // Launches already queued may still count in the old set.
+            self.rt.synchronize()?;
+            self.rt.free(a.0);
+        }
+        *a = (ptr, count);
+        Ok(ptr)
     }
 
     /// The convolutions' operand precision (F32 unless set; see [`conv::Precision`]).
@@ -477,6 +514,15 @@ impl Backend for CudaBackend {
         enqueue: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Option<std::time::Duration>> {
         self.rt.device_time(enqueue)
+    }
+}
+
+impl Drop for CudaBackend {
+    fn drop(&mut self) {
+        let (ptr, count) = *self.arrivals.lock().unwrap();
+        if count > 0 {
+            self.rt.free(ptr);
+        }
     }
 }
 

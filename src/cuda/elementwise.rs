@@ -135,17 +135,15 @@ pub fn powf(be: &CudaBackend, a: &Tensor, p: f32) -> Result<Tensor> {
     )
 }
 
-/// Scratch for a one-launch grid reduction: `blocks` partial sums followed by the zeroed arrival counter.
-/// Returns (allocation, partials address, counter address).
+/// Scratch for a one-launch grid reduction: `blocks` partial sums, and an arrival counter (zero, and left zero
+/// by the kernel). Returns (allocation, partials address, counter address).
 pub(crate) fn reduce_scratch(
     be: &CudaBackend,
     blocks: usize,
 ) -> Result<(super::DeviceAlloc, u64, u64)> {
-    let mem = be.alloc_bytes((blocks + 1) * 4)?;
+    let mem = be.alloc_bytes(blocks * 4)?;
     let partials = mem.ptr();
-    let counter = partials + blocks as u64 * 4;
-    be.runtime().memset_zero(counter, 4)?;
-    Ok((mem, partials, counter))
+    Ok((mem, partials, be.arrival_counters(1)?))
 }
 
 /// Blocks of a one-launch reduction over `n` elements (4 elements per thread at least).
