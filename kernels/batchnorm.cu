@@ -3,17 +3,20 @@
 // A channel's statistics reduce over M = N*HW elements that are not contiguous (N planes of HW floats, C*HW
 // apart). One block per channel would leave most of the GPU idle for DCGAN's 64-channel layers with
 // M = 128*32*32, so each channel's range is cut into S chunks (grid = (C, S)); every block reduces one chunk
-// and writes a partial, and a per-channel finalize kernel combines the S partials in a fixed order. Nothing
-// uses float atomics, so every result is bitwise reproducible for a given shape.
+// and writes a partial, and the last of a channel's S blocks to finish (last_block_to_arrive, one arrival
+// counter per channel) combines the S partials in a fixed order. The result does not depend on which block
+// finishes last, and no float atomics are used, so every result is bitwise reproducible for a given shape.
 //
 // Train forward: bn_train_stats_f32 (chunk mean and sum of squared deviations, two passes over the chunk so
-//                the variance does not suffer the cancellation of E[x²] - E[x]²; the second pass hits L2)
-//             -> bn_train_finalize_f32 (Chan et al.'s pairwise merge of (count, mean, M2), then mean, invstd and
-//                the running-stat update: running = (1-m)*running + m*batch, unbiased variance for running_var)
+//                the variance does not suffer the cancellation of E[x²] - E[x]²; the second pass hits L2; then,
+//                in the channel's last block, Chan et al.'s pairwise merge of (count, mean, M2), mean, invstd
+//                and the running-stat update: running = (1-m)*running + m*batch, unbiased variance for
+//                running_var)
 //             -> bn_train_fwd_f32 (y = (x - mean) * invstd * gamma + beta).
 // Eval forward: bn_eval_fwd_f32 (running statistics, one elementwise pass).
-// Backward:     bn_bwd_reduce_f32 (partial Σdy and Σdy·x̂ per chunk) -> bn_bwd_finalize_f32 (dbeta = Σdy,
-//               dgamma = Σdy·x̂) -> bn_bwd_data_f32 (dx = gamma*invstd * (dy - dbeta/M - x̂*dgamma/M)).
+// Backward:     bn_bwd_reduce_f32 (partial Σdy and Σdy·x̂ per chunk; the channel's last block sums them into
+//               dbeta = Σdy, dgamma = Σdy·x̂) -> bn_bwd_data_f32 (dx = gamma*invstd * (dy - dbeta/M - x̂*dgamma/M)).
+// Two launches each way: the data passes need every channel's sums, so they cannot join the reductions.
 // Fused activation: the forward passes take an ActKind (act.cuh) and apply it to their output; the backward
 // passes then take that output y and turn dy into dz = act'(y)·dy as they read it, so BN followed by ReLU or
 // LeakyReLU costs no separate activation pass or launch in either direction (ACT_NONE: plain batch norm).
@@ -46,56 +49,53 @@ __device__ __forceinline__ size_t chan_index(int j, int c, int C, int HW) {
 
 }  // namespace bn
 
-// grid = (C, S), S chunks of `chunk` elements (the last may be shorter; none empty). part[(c*S+s)*2 + 0/1] =
-// (chunk mean, chunk sum of squared deviations from its mean).
-extern "C" __global__ void bn_train_stats_f32(const float* __restrict__ x, float* __restrict__ part, int N, int C,
-                                              int HW, int chunk) {
+// grid = (C, S), S chunks of `chunk` elements (the last may be shorter; none empty); M = N*HW >= 2.
+// part[(c*S+s)*2 + 0/1] = (chunk mean, chunk sum of squared deviations from its mean). The channel's last block
+// writes mean[c] and invstd[c] and updates running_mean / running_var in place. counters: C arrival counters,
+// zero on entry and on exit.
+extern "C" __global__ void bn_train_stats_f32(const float* __restrict__ x, float* __restrict__ part,
+                                              float* __restrict__ mean, float* __restrict__ invstd,
+                                              float* running_mean, float* running_var,
+                                              unsigned int* __restrict__ counters, int N, int C, int HW, int chunk,
+                                              float momentum, float eps) {
     __shared__ float scratch[32];
-    const int c = blockIdx.x, s = blockIdx.y;
+    const int c = blockIdx.x, s = blockIdx.y, S = gridDim.y, M = N * HW;
     const int begin = s * chunk;
-    const int end = min(N * HW, begin + chunk);
+    const int end = min(M, begin + chunk);
 
     float sum = 0.0f;
     for (int j = begin + threadIdx.x; j < end; j += blockDim.x) sum += __ldg(x + bn::chan_index(j, c, C, HW));
-    const float mean = bn::block_sum_all(sum, scratch) / (float)(end - begin);
+    const float chunk_mean = bn::block_sum_all(sum, scratch) / (float)(end - begin);
 
     float sq = 0.0f;
     for (int j = begin + threadIdx.x; j < end; j += blockDim.x) {
-        const float d = __ldg(x + bn::chan_index(j, c, C, HW)) - mean;
+        const float d = __ldg(x + bn::chan_index(j, c, C, HW)) - chunk_mean;
         sq = fmaf(d, d, sq);
     }
     const float m2 = bn::block_sum_all(sq, scratch);
     if (threadIdx.x == 0) {
-        part[((size_t)c * gridDim.y + s) * 2] = mean;
-        part[((size_t)c * gridDim.y + s) * 2 + 1] = m2;
+        part[((size_t)c * S + s) * 2] = chunk_mean;
+        part[((size_t)c * S + s) * 2 + 1] = m2;
     }
-}
+    if (!last_block_to_arrive(counters + c, S) || threadIdx.x != 0) return;
 
-// One thread per channel (any 1-D grid covering C). M = N*HW >= 2. Writes mean[C], invstd[C] and updates
-// running_mean / running_var in place.
-extern "C" __global__ void bn_train_finalize_f32(const float* __restrict__ part, float* __restrict__ mean,
-                                                 float* __restrict__ invstd, float* running_mean,
-                                                 float* running_var, int C, int S, int M, int chunk,
-                                                 float momentum, float eps) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    const float* pc = part + (size_t)c * S * 2;
     // Merge chunk 0, 1, ..., S-1 into (n, mu, m2) in order: Chan, Golub & LeVeque's update.
+    const volatile float* pc = part + (size_t)c * S * 2;
     float n = (float)min(chunk, M);
     float mu = pc[0];
-    float m2 = pc[1];
-    for (int s = 1; s < S; ++s) {
-        const float nb = (float)min(chunk, M - s * chunk);
+    float m2_all = pc[1];
+    for (int t = 1; t < S; ++t) {
+        const float nb = (float)min(chunk, M - t * chunk);
         const float tot = n + nb;
-        const float delta = pc[2 * s] - mu;
+        const float delta = pc[2 * t] - mu;
         mu += delta * (nb / tot);
-        m2 += pc[2 * s + 1] + delta * delta * (n * nb / tot);
+        m2_all += pc[2 * t + 1] + delta * delta * (n * nb / tot);
         n = tot;
     }
-    const float var = m2 / (float)M;  // biased: what normalisation uses
+    const float var = m2_all / (float)M;  // biased: what normalisation uses
     mean[c] = mu;
     invstd[c] = 1.0f / sqrtf(var + eps);
-    const float unbiased = m2 / (float)(M - 1);
+    const float unbiased = m2_all / (float)(M - 1);
     running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * mu;
     running_var[c] = (1.0f - momentum) * running_var[c] + momentum * unbiased;
 }
@@ -129,13 +129,16 @@ extern "C" __global__ void bn_eval_fwd_f32(const float* __restrict__ x, const fl
 
 // grid = (C, S) as for bn_train_stats_f32. part[(c*S+s)*2 + 0/1] = (Σ dz, Σ dz * x̂) over the chunk, where dz is
 // dy taken back through the fused activation (dz = act'(y) dy, y the fused op's output; dz = dy for ACT_NONE,
-// and then y is not read).
+// and then y is not read). The channel's last block sums the partials in chunk order: dbeta[c] = Σ dz,
+// dgamma[c] = Σ dz * x̂. counters: C arrival counters, zero on entry and on exit.
 extern "C" __global__ void bn_bwd_reduce_f32(const float* __restrict__ x, const float* __restrict__ dy,
                                              const float* __restrict__ y, const float* __restrict__ mean,
-                                             const float* __restrict__ invstd, float* __restrict__ part, int N,
-                                             int C, int HW, int chunk, int act, float slope) {
+                                             const float* __restrict__ invstd, float* __restrict__ part,
+                                             float* __restrict__ dgamma, float* __restrict__ dbeta,
+                                             unsigned int* __restrict__ counters, int N, int C, int HW, int chunk,
+                                             int act, float slope) {
     __shared__ float scratch[32];
-    const int c = blockIdx.x, s = blockIdx.y;
+    const int c = blockIdx.x, s = blockIdx.y, S = gridDim.y;
     const int begin = s * chunk;
     const int end = min(N * HW, begin + chunk);
     const float mu = __ldg(mean + c);
@@ -151,23 +154,19 @@ extern "C" __global__ void bn_bwd_reduce_f32(const float* __restrict__ x, const 
     sdy = bn::block_sum_all(sdy, scratch);
     sdyx = bn::block_sum_all(sdyx, scratch);
     if (threadIdx.x == 0) {
-        part[((size_t)c * gridDim.y + s) * 2] = sdy;
-        part[((size_t)c * gridDim.y + s) * 2 + 1] = sdyx;
+        part[((size_t)c * S + s) * 2] = sdy;
+        part[((size_t)c * S + s) * 2 + 1] = sdyx;
     }
-}
+    if (!last_block_to_arrive(counters + c, S) || threadIdx.x != 0) return;
 
-// One thread per channel: dbeta[c] = Σ_s part[c][s][0], dgamma[c] = Σ_s part[c][s][1], in chunk order.
-extern "C" __global__ void bn_bwd_finalize_f32(const float* __restrict__ part, float* __restrict__ dgamma,
-                                               float* __restrict__ dbeta, int C, int S) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    float sdy = 0.0f, sdyx = 0.0f;
-    for (int s = 0; s < S; ++s) {
-        sdy += part[((size_t)c * S + s) * 2];
-        sdyx += part[((size_t)c * S + s) * 2 + 1];
+    const volatile float* pc = part + (size_t)c * S * 2;
+    float tot_dy = 0.0f, tot_dyx = 0.0f;
+    for (int t = 0; t < S; ++t) {
+        tot_dy += pc[2 * t];
+        tot_dyx += pc[2 * t + 1];
     }
-    dbeta[c] = sdy;
-    dgamma[c] = sdyx;
+    dbeta[c] = tot_dy;
+    dgamma[c] = tot_dyx;
 }
 
 // dx = gamma*invstd * (dz - dbeta/M - x̂ * dgamma/M), x̂ = (x - mean)*invstd, dz as in bn_bwd_reduce_f32;

@@ -1,9 +1,10 @@
 //! Batch-norm launch code for `kernels/batchnorm.cu`: training forward (statistics, running-stat update,
 //! normalisation), eval forward, backward. Works on [N, C, H, W] and on [N, C] (H·W = 1).
 //!
-//! A channel's M = N·H·W elements are reduced by S blocks of `chunk` elements each (grid = (C, S)), then one
-//! finalize thread per channel merges the S partials in order. S depends only on the shape, so the reduction
-//! order — and every bit of the result — is the same on every run, GPU or emulation.
+//! A channel's M = N·H·W elements are reduced by S blocks of `chunk` elements each (grid = (C, S)), and the
+//! channel's last block to finish merges the S partials in order (one arrival counter per channel, from
+//! [`CudaBackend::arrival_counters`]). S depends only on the shape, so the reduction order — and every bit of the
+//! result — is the same on every run, GPU or emulation. Two launches each way, forward and backward.
 
 use anyhow::{ensure, Result};
 
@@ -145,32 +146,22 @@ pub fn batch_norm_train(
     let y = be.alloc(x.shape())?;
     let i = |v: usize| KernelArg::I32(v as i32);
 
+    let rm = KernelArg::Ptr(be.ptr_mut(running_mean)?);
+    let rv = KernelArg::Ptr(be.ptr_mut(running_var)?);
     be.launch(
         "bn_train_stats_f32",
         g.reduce_grid(s),
         &[
             ptr(x, be)?,
             ptr(&part, be)?,
-            i(g.n),
-            i(g.c),
-            i(g.hw),
-            i(chunk),
-        ],
-    )?;
-    let rm = KernelArg::Ptr(be.ptr_mut(running_mean)?);
-    let rv = KernelArg::Ptr(be.ptr_mut(running_var)?);
-    be.launch(
-        "bn_train_finalize_f32",
-        LaunchCfg::linear(g.c, THREADS),
-        &[
-            ptr(&part, be)?,
             ptr(&mean, be)?,
             ptr(&invstd, be)?,
             rm,
             rv,
+            KernelArg::Ptr(be.arrival_counters(g.c)?),
+            i(g.n),
             i(g.c),
-            i(s),
-            i(g.m()),
+            i(g.hw),
             i(chunk),
             KernelArg::F32(momentum),
             KernelArg::F32(eps),
@@ -309,23 +300,15 @@ pub fn batch_norm_backward(
             ptr(mean, be)?,
             ptr(invstd, be)?,
             ptr(&part, be)?,
+            ptr(&dgamma, be)?,
+            ptr(&dbeta, be)?,
+            KernelArg::Ptr(be.arrival_counters(g.c)?),
             i(g.n),
             i(g.c),
             i(g.hw),
             i(chunk),
             act_kind,
             slope,
-        ],
-    )?;
-    be.launch(
-        "bn_bwd_finalize_f32",
-        LaunchCfg::linear(g.c, THREADS),
-        &[
-            ptr(&part, be)?,
-            ptr(&dgamma, be)?,
-            ptr(&dbeta, be)?,
-            i(g.c),
-            i(s),
         ],
     )?;
     be.launch(
