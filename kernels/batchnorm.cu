@@ -51,11 +51,11 @@ __device__ __forceinline__ size_t chan_index(int j, int c, int C, int HW) {
 
 // grid = (C, S), S chunks of `chunk` elements (the last may be shorter; none empty); M = N*HW >= 2.
 // part[(c*S+s)*2 + 0/1] = (chunk mean, chunk sum of squared deviations from its mean). The channel's last block
-// writes mean[c] and invstd[c] and updates running_mean / running_var in place. counters: C arrival counters,
-// zero on entry and on exit.
+// writes mean[c] and invstd[c] and updates running_mean / running_var in place; channel 0's also adds one to
+// *batches (num_batches_tracked), unless batches is null. counters: C arrival counters, zero on entry and on exit.
 extern "C" __global__ void bn_train_stats_f32(const float* __restrict__ x, float* __restrict__ part,
                                               float* __restrict__ mean, float* __restrict__ invstd,
-                                              float* running_mean, float* running_var,
+                                              float* running_mean, float* running_var, float* batches,
                                               unsigned int* __restrict__ counters, int N, int C, int HW, int chunk,
                                               float momentum, float eps) {
     __shared__ float scratch[32];
@@ -98,6 +98,7 @@ extern "C" __global__ void bn_train_stats_f32(const float* __restrict__ x, float
     const float unbiased = m2_all / (float)(M - 1);
     running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * mu;
     running_var[c] = (1.0f - momentum) * running_var[c] + momentum * unbiased;
+    if (c == 0 && batches != nullptr) *batches += 1.0f;
 }
 
 // y = act((x - mean[c]) * invstd[c] * gamma[c] + beta[c]) over total = N*C*HW elements (act: an ActKind, ACT_NONE

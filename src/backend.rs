@@ -82,6 +82,9 @@ pub struct RunningStatsMut<'a> {
     pub mean: &'a mut Tensor,
     pub var: &'a mut Tensor,
     pub momentum: f32,
+    /// The count of training batches (`num_batches_tracked`, a 0-d tensor), advanced by one in place with the
+    /// statistics when given: the CUDA backend does it in the statistics kernel, not in a launch of its own.
+    pub batches: Option<&'a mut Tensor>,
 }
 
 impl<'a> RunningStatsMut<'a> {
@@ -90,8 +93,32 @@ impl<'a> RunningStatsMut<'a> {
             mean,
             var,
             momentum,
+            batches: None,
         }
     }
+
+    /// Also counts the batch in `batches` (shape [] or [1]).
+    pub fn counting(self, batches: &'a mut Tensor) -> Self {
+        RunningStatsMut {
+            batches: Some(batches),
+            ..self
+        }
+    }
+
+    /// The statistics an eval-mode batch norm reads.
+    pub fn frozen(&self) -> RunningStats<'_> {
+        RunningStats::new(self.mean, self.var)
+    }
+}
+
+/// Checks that a batch counter holds one value.
+pub fn check_batch_counter(what: &str, batches: &Tensor) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        batches.numel() == 1,
+        "{what}: the batch counter has shape {:?}, expected one value",
+        batches.shape()
+    );
+    Ok(())
 }
 
 /// The running statistics an eval-mode batch norm normalises with, shape [C].

@@ -12,8 +12,8 @@ use super::activation;
 use super::elementwise::{par_map_runs, par_zip_map_runs};
 use super::{data, data_mut, tensor};
 use crate::backend::{
-    Activation, BatchNormAffine, BatchNormGrads, BatchNormOut, BatchNormSaved, RunningStats,
-    RunningStatsMut,
+    check_batch_counter, Activation, BatchNormAffine, BatchNormGrads, BatchNormOut, BatchNormSaved,
+    RunningStats, RunningStatsMut,
 };
 use crate::tensor::Tensor;
 
@@ -131,8 +131,12 @@ pub fn batch_norm_train(
         mean: rm,
         var: rv,
         momentum,
+        batches,
     } = running;
     let dims @ (n, c, inner) = layout(x)?;
+    if let Some(b) = &batches {
+        check_batch_counter("batch norm (training)", b)?;
+    }
     for (what, t) in [
         ("gamma", g),
         ("beta", b),
@@ -176,6 +180,9 @@ pub fn batch_norm_train(
     }
     for (r, s) in data_mut(rv)?.iter_mut().zip(&stats) {
         *r = ((1.0 - mo) * *r as f64 + mo * s.1 * unbias) as f32;
+    }
+    if let Some(b) = batches {
+        data_mut(b)?[0] += 1.0;
     }
     Ok(BatchNormOut {
         y: tensor(y, x.shape()),

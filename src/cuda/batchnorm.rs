@@ -13,8 +13,8 @@ use super::conv::reduce_cfg;
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
 use crate::backend::{
-    Activation, BatchNormAffine, BatchNormGrads, BatchNormOut, BatchNormSaved, RunningStats,
-    RunningStatsMut,
+    check_batch_counter, Activation, BatchNormAffine, BatchNormGrads, BatchNormOut, BatchNormSaved,
+    RunningStats, RunningStatsMut,
 };
 use crate::tensor::Tensor;
 
@@ -119,6 +119,7 @@ pub fn batch_norm_train(
         mean: running_mean,
         var: running_var,
         momentum,
+        batches,
     } = running;
     let what = "batch_norm_train";
     let [act_kind, slope] = act_args(act)?;
@@ -148,6 +149,13 @@ pub fn batch_norm_train(
 
     let rm = KernelArg::Ptr(be.ptr_mut(running_mean)?);
     let rv = KernelArg::Ptr(be.ptr_mut(running_var)?);
+    let nb = match batches {
+        Some(b) => {
+            check_batch_counter(what, b)?;
+            be.ptr_mut(b)?
+        }
+        None => 0,
+    };
     be.launch(
         "bn_train_stats_f32",
         g.reduce_grid(s),
@@ -158,6 +166,7 @@ pub fn batch_norm_train(
             ptr(&invstd, be)?,
             rm,
             rv,
+            KernelArg::Ptr(nb),
             KernelArg::Ptr(be.arrival_counters(g.c)?),
             i(g.n),
             i(g.c),

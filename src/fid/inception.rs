@@ -20,7 +20,7 @@ use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 
 use crate::autograd::{Tape, Var};
-use crate::backend::{Activation, Conv2dParams, Pool2d, ResizeMode};
+use crate::backend::{Activation, Conv2dParams, Pool2d, ResizeMode, RunningStatsMut};
 use crate::device::Device;
 use crate::ops;
 use crate::tensor::Tensor;
@@ -59,7 +59,8 @@ impl ConvBn {
             let y = ops::conv2d(t, v[0], w, self.p)?;
             let (mut m, mut s) = (self.mean.clone(), self.var.clone());
             let relu = Some(Activation::Relu);
-            ops::batch_norm_act(t, y, [g, b], &mut m, &mut s, false, 0.0, BN_EPS, relu)
+            let running = RunningStatsMut::new(&mut m, &mut s, 0.0);
+            ops::batch_norm_act(t, y, [g, b], running, false, BN_EPS, relu)
         })
     }
 }

@@ -10,7 +10,7 @@
 use anyhow::{ensure, Context, Result};
 
 use crate::autograd::{Tape, Var};
-use crate::backend::{Activation, Conv2dParams, Pool2d};
+use crate::backend::{Activation, Conv2dParams, Pool2d, RunningStatsMut};
 use crate::nn::params::{BufferId, ParamId, ParamStore};
 use crate::ops;
 use crate::ops::random::RngStream;
@@ -156,16 +156,15 @@ impl BatchNorm {
         let g = store.var(tape, self.weight);
         let b = store.var(tape, self.bias);
         let name = store.name(self.weight).to_string();
-        let (rm, rv) = store.buffer_pair_mut(self.running_mean, self.running_var);
-        let y = ops::batch_norm_act(tape, x, [g, b], rm, rv, train, self.momentum, self.eps, act)
-            .with_context(|| format!("{name} (BatchNorm)"))?;
-        if train {
-            // In place: the counter keeps its storage, as the running statistics do.
-            let device = store.device.clone();
-            let t = store.buffer_mut(self.num_batches_tracked);
-            device.backend().affine_assign(t, 1.0, 1.0)?;
-        }
-        Ok(y)
+        let [rm, rv, batches] = store.buffers_mut([
+            self.running_mean,
+            self.running_var,
+            self.num_batches_tracked,
+        ]);
+        // The backend counts the batch in place with the statistics (the counter keeps its storage).
+        let running = RunningStatsMut::new(rm, rv, self.momentum).counting(batches);
+        ops::batch_norm_act(tape, x, [g, b], running, train, self.eps, act)
+            .with_context(|| format!("{name} (BatchNorm)"))
     }
 }
 

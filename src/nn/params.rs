@@ -100,16 +100,11 @@ impl ParamStore {
         &mut self.buffers[id.0]
     }
 
-    /// Two buffers mutably at once (BN running mean and var).
-    pub fn buffer_pair_mut(&mut self, a: BufferId, b: BufferId) -> (&mut Tensor, &mut Tensor) {
-        assert_ne!(a.0, b.0);
-        if a.0 < b.0 {
-            let (l, r) = self.buffers.split_at_mut(b.0);
-            (&mut l[a.0], &mut r[0])
-        } else {
-            let (l, r) = self.buffers.split_at_mut(a.0);
-            (&mut r[0], &mut l[b.0])
-        }
+    /// Several distinct buffers mutably at once (batch norm's running mean, variance and batch count).
+    pub fn buffers_mut<const N: usize>(&mut self, ids: [BufferId; N]) -> [&mut Tensor; N] {
+        self.buffers
+            .get_disjoint_mut(ids.map(|id| id.0))
+            .expect("distinct buffers of this store")
     }
 
     /// Puts parameter `id` on the tape as a leaf.

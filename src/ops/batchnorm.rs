@@ -31,10 +31,8 @@ pub fn batch_norm(
         tape,
         x,
         [gamma, beta],
-        running_mean,
-        running_var,
+        RunningStatsMut::new(running_mean, running_var, momentum),
         train,
-        momentum,
         eps,
         None,
     )
@@ -43,15 +41,13 @@ pub fn batch_norm(
 /// act(batch_norm(x)) as one op: the backends apply the activation in batch norm's own passes (forward and,
 /// in training mode, backward), so the pre-activation tensor is never written and the activation costs no
 /// pass or launch of its own. The same values as [`batch_norm`] followed by [`activation`](super::activation).
-#[allow(clippy::too_many_arguments)]
+/// Training mode updates `running` in place (and counts the batch, if it has a counter); eval mode reads it.
 pub fn batch_norm_act(
     tape: &mut Tape,
     x: Var,
     [gamma, beta]: [Var; 2],
-    running_mean: &mut Tensor,
-    running_var: &mut Tensor,
+    running: RunningStatsMut<'_>,
     train: bool,
-    momentum: f32,
     eps: f32,
     act: Option<Activation>,
 ) -> Result<Var> {
@@ -59,12 +55,7 @@ pub fn batch_norm_act(
     let bv = tape.value(beta);
     let be = xv.backend();
     if train {
-        let out = be.batch_norm_train(
-            &xv,
-            BatchNormAffine::new(&gv, bv, eps),
-            RunningStatsMut::new(running_mean, running_var, momentum),
-            act,
-        )?;
+        let out = be.batch_norm_train(&xv, BatchNormAffine::new(&gv, bv, eps), running, act)?;
         let (mean, invstd) = (out.mean, out.invstd);
         // The backward of a fused op reads its output (what the activation's derivative is written in).
         let saved_y = act.map(|_| out.y.clone());
@@ -96,11 +87,11 @@ pub fn batch_norm_act(
     let y = be.batch_norm_eval(
         &xv,
         BatchNormAffine::new(&gv, bv, eps),
-        RunningStats::new(running_mean, running_var),
+        running.frozen(),
         act,
     )?;
     // Snapshots: the caller may update its running stats (copy-on-write) before this backward runs.
-    let (rm, rv) = (running_mean.clone(), running_var.clone());
+    let (rm, rv) = (running.mean.clone(), running.var.clone());
     let saved_y = act.map(|_| y.clone());
     Ok(tape.push_op(
         "batch norm (eval mode)",
@@ -204,10 +195,8 @@ mod tests {
                     t,
                     v[0],
                     [v[1], v[2]],
-                    &mut rm,
-                    &mut rv,
+                    RunningStatsMut::new(&mut rm, &mut rv, 0.1),
                     train,
-                    0.1,
                     1e-5,
                     act,
                 )
@@ -231,6 +220,50 @@ mod tests {
     }
 
     test_devices!(gradients_match_finite_differences => super::gradchecks);
+
+    /// Training forwards count their batch in the counter they are given, once per call whatever the channel
+    /// count and however many reduction blocks a channel has; eval forwards leave it; a counter of more than one
+    /// value is refused before anything is updated.
+    fn counts_batches(dev: &Device) {
+        let on_dev = |t: &Tensor| t.to_device(dev).unwrap();
+        for (shape, nbt0) in [
+            (&[3usize, 5, 3, 7][..], 0.0),
+            (&[2, 3, 40, 60][..], 41.0),
+            (&[4, 6][..], 7.0),
+        ] {
+            let c = shape[1];
+            let ins = inputs(shape).map(|t| on_dev(&t));
+            let mut rm = on_dev(&cpu(vec![0.0; c], &[c]));
+            let mut rv = on_dev(&cpu(vec![1.0; c], &[c]));
+            let mut nbt = on_dev(&cpu(vec![nbt0], &[]));
+            for (train, want) in [(true, 1.0), (true, 2.0), (false, 2.0)] {
+                let mut tape = Tape::new();
+                let v: Vec<Var> = ins.iter().map(|t| tape.leaf(t.clone())).collect();
+                let running = RunningStatsMut::new(&mut rm, &mut rv, 0.1).counting(&mut nbt);
+                batch_norm_act(&mut tape, v[0], [v[1], v[2]], running, train, 1e-5, None).unwrap();
+                assert_eq!(
+                    nbt.scalar().unwrap(),
+                    nbt0 + want,
+                    "{shape:?}, train {train}"
+                );
+            }
+            let rm_before = rm.to_vec().unwrap();
+            let mut bad = on_dev(&cpu(vec![0.0; 2], &[2]));
+            let mut tape = Tape::new();
+            let v: Vec<Var> = ins.iter().map(|t| tape.leaf(t.clone())).collect();
+            let running = RunningStatsMut::new(&mut rm, &mut rv, 0.1).counting(&mut bad);
+            let e = batch_norm_act(&mut tape, v[0], [v[1], v[2]], running, true, 1e-5, None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("batch counter has shape [2]"), "{e}");
+            assert_eq!(
+                rm.to_vec().unwrap(),
+                rm_before,
+                "nothing updated by a refused call"
+            );
+        }
+    }
+    test_devices!(training_forwards_count_their_batch => super::counts_batches);
 
     #[test]
     fn running_stats_update_and_eval_snapshot() {
