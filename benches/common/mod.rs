@@ -88,23 +88,33 @@ impl Ours {
 /// graph would need the copies and driver allocations at zero, and the launch count is what it would save.
 pub struct StepCounts {
     pub launches: u64,
+    /// Launches per kernel, most launched first.
+    pub by_kernel: Vec<(&'static str, u64)>,
     pub transfers: gan_engine::cuda::TransferCounts,
     pub driver_allocs: u64,
 }
 
 impl StepCounts {
     pub fn of(be: &CudaBackend, f: impl FnOnce()) -> StepCounts {
-        let launched =
-            |be: &CudaBackend| -> u64 { be.runtime().launch_counts().iter().map(|(_, n)| n).sum() };
         let (l0, t0, a0) = (
-            launched(be),
+            be.runtime().launch_counts(),
             be.runtime().transfer_counts(),
             be.alloc_stats().misses,
         );
         f();
         let t1 = be.runtime().transfer_counts();
+        let before = |k: &str| l0.iter().find(|(n, _)| *n == k).map_or(0, |(_, c)| *c);
+        let mut by_kernel: Vec<(&'static str, u64)> = be
+            .runtime()
+            .launch_counts()
+            .into_iter()
+            .map(|(k, c)| (k, c - before(k)))
+            .filter(|(_, c)| *c > 0)
+            .collect();
+        by_kernel.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         StepCounts {
-            launches: launched(be) - l0,
+            launches: by_kernel.iter().map(|(_, c)| c).sum(),
+            by_kernel,
             transfers: gan_engine::cuda::TransferCounts {
                 htod: t1.htod - t0.htod,
                 htod_bytes: t1.htod_bytes - t0.htod_bytes,
@@ -125,7 +135,13 @@ impl std::fmt::Display for StepCounts {
             "{} kernel launches, {} host-to-device copies ({} B), {} device-to-host copies ({} B), {} \
              device-to-device copies, {} driver allocations per step",
             self.launches, t.htod, t.htod_bytes, t.dtoh, t.dtoh_bytes, t.dtod, self.driver_allocs
-        )
+        )?;
+        let kernels: Vec<String> = self
+            .by_kernel
+            .iter()
+            .map(|(k, c)| format!("{k} {c}"))
+            .collect();
+        write!(f, "\n  launches by kernel: {}", kernels.join(", "))
     }
 }
 
