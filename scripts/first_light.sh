@@ -11,7 +11,8 @@
 #               one by one
 #   3 timing    DCGAN-64 iteration at batch 128: ours fp32 / tf32, eager / graph; PyTorch eager TF32 off / on,
 #               graphed TF32 off / on (scripts/torch_dcgan_step.py), all with CUDA events; then the measured peak
-#               (scripts/gpu_peak.py: cuBLAS matmul per precision, copy bandwidth) that "% of peak" divides by
+#               (scripts/gpu_peak.py: cuBLAS matmul per precision, copy bandwidth) that "% of peak" divides by;
+#               our kernel launches per iteration at that batch, as the runtime counted them
 #   4 sanitize  compute-sanitizer memcheck, racecheck, initcheck, synccheck on a 2-step training run in fp32 and
 #               tf32, then memcheck on the parity suite
 #   5 ncu       Nsight Compute (--clock-control none) on the conv kernels of one iteration: speed of light,
@@ -208,7 +209,7 @@ phase_parity() {
 
 phase_timing() {
     begin p3-timing
-    local rows=()
+    local rows=() launch_rows=()
     for mode in fp32 tf32 fp32-graph tf32-graph; do
         local extra=(--precision "${mode%-graph}")
         [[ $mode == *graph ]] && extra+=(--cuda-graph)
@@ -216,6 +217,8 @@ phase_timing() {
         [[ $dev == emu ]] && shape=("${small[@]}") && extra+=(--warmup 1 --steps 1 --repeat 2)
         run "ours-$mode" 60 "$ge" benchmark --device "$dev" "${shape[@]}" "${extra[@]}" --json "$log_dir/ours-$mode.json"
         rows+=("ours $mode $(grep -o '[0-9.]* ms per iteration' "$log_dir/ours-$mode.log" | head -1 | cut -d' ' -f1)")
+        # Counted by the runtime at this batch (the JSON has them by kernel).
+        launch_rows+=("$mode$(grep -o 'kernel launches per iteration: .*' "$log_dir/ours-$mode.log" | head -1 | cut -d: -f2-)")
     done
     if [[ $dev == cuda && ${TORCH:-1} != 0 ]]; then
         # PyTorch with its own libraries: nothing of ours on its library path.
@@ -227,6 +230,7 @@ phase_timing() {
         while read -r l; do rows+=("$l"); done < <(grep -o 'peak .*' "$log_dir/peak.log" | sed -E 's/ +/ /g')
     fi
     printf '  %s\n' "${rows[@]}"
+    printf '  kernel launches per iteration: %s\n' "$(IFS=';'; echo "${launch_rows[*]}")"
     end "b$bench_batch ms/iteration: $(IFS=';'; echo "${rows[*]}")"
 }
 

@@ -549,6 +549,11 @@ pub trait Backend: Send + Sync {
     fn graph_capture(&self) -> Option<&dyn GraphCapture> {
         None
     }
+    /// Kernel launches so far, per kernel, where the backend launches kernels (CUDA, real or emulated; graph
+    /// replays not included); None on the CPU.
+    fn launch_counts(&self) -> Option<Vec<(&'static str, u64)>> {
+        None
+    }
     /// Waits until the work queued so far has finished (a no-op where ops run synchronously, as on the CPU).
     fn synchronize(&self) -> Result<()> {
         Ok(())

@@ -38,6 +38,10 @@ fn cpu_benchmark_reports_samples_and_the_last_iteration() {
     assert!(v["min_ms"].as_f64().unwrap() <= median && median <= v["max_ms"].as_f64().unwrap());
     assert_eq!(v["timer"], "host clock");
     assert_eq!(v["mode"], "eager");
+    assert!(
+        v["launches_per_iteration"].is_null(),
+        "the CPU launches no kernels: {v}"
+    );
     for k in ["loss_d", "loss_g", "d_x", "d_g_z1", "d_g_z2"] {
         assert!(v["last"][k].as_f64().unwrap().is_finite(), "{k}");
     }
@@ -79,6 +83,29 @@ fn graph_replay_times_the_same_iteration_as_eager() {
         eager["last"], graph["last"],
         "the replayed iterations computed other numbers"
     );
+    // Launches per iteration, by kernel: eagerly every kernel of the step; replayed, the graph's kernels run
+    // inside one replay and only the z draw is launched beside it.
+    let launches = |v: &serde_json::Value| v["launches_per_iteration"].as_f64().unwrap();
+    let by_kernel = |v: &serde_json::Value| v["launches_by_kernel"].as_object().unwrap().clone();
+    let eager_kernels = by_kernel(&eager);
+    let sum: f64 = eager_kernels.values().map(|c| c.as_f64().unwrap()).sum();
+    assert_eq!(sum, launches(&eager), "{eager}");
+    assert!(launches(&eager) > 50.0, "{eager}");
+    // Batch norm runs in two launches each way, its batch counter inside its statistics kernel.
+    assert!(eager_kernels.contains_key("bn_train_stats_f32"), "{eager}");
+    assert!(!eager_kernels.contains_key("affine_assign_f32"), "{eager}");
+    assert!(eager["graph_kernels"].is_null());
+    // Debug builds also fill each new output with NaN first (fill_f32), z's included.
+    let beside: Vec<_> = by_kernel(&graph)
+        .into_iter()
+        .filter(|(k, _)| k != "fill_f32")
+        .collect();
+    assert_eq!(
+        beside,
+        [("philox_normal_f32".to_string(), 1.0.into())],
+        "{graph}"
+    );
+    assert!(graph["graph_kernels"].as_u64().unwrap() > 50, "{graph}");
 }
 
 #[test]

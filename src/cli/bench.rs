@@ -146,6 +146,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     let mut samples_ms = Vec::with_capacity(a.repeat);
     let mut timer = "host clock";
+    let launches_before = be.launch_counts();
     for _ in 0..a.repeat {
         let mut run = || -> Result<()> {
             for _ in 0..a.steps {
@@ -168,6 +169,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         };
         samples_ms.push(elapsed.as_secs_f64() * 1e3 / a.steps as f64);
     }
+    let launches = launches_before
+        .zip(be.launch_counts())
+        .map(|(before, after)| Launches::per_iteration(&before, &after, a.repeat * a.steps));
+    let graph_kernels = graph.as_ref().map(StepGraph::launches);
     // What the last iteration computed, checked finite: a benchmark of a broken step measures nothing.
     let (last_text, last_json) = match (images, last) {
         (Some(y), _) => {
@@ -223,6 +228,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         sorted[sorted.len() - 1],
         a.batch_size as f64 * 1e3 / median,
     );
+    if let Some(l) = &launches {
+        let replay = graph_kernels.map_or(String::new(), |n| {
+            format!(" besides one graph replay of {n} kernels")
+        });
+        println!("kernel launches per iteration: {}{replay}", l.total);
+    }
     if let Some(path) = &a.json {
         let doc = serde_json::json!({
             "engine": "gan-engine",
@@ -241,9 +252,42 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "timer": timer,
             "g_inference": a.g_inference,
             "last": last_json,
+            "launches_per_iteration": launches.as_ref().map(|l| l.total),
+            "launches_by_kernel": launches.as_ref().map(|l| l.by_kernel.clone()),
+            "graph_kernels": graph_kernels,
         });
         crate::io::atomic::write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Kernel launches per timed iteration (graph replays not included: a replay's kernels are `graph_kernels`).
+struct Launches {
+    total: f64,
+    by_kernel: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Launches {
+    fn per_iteration(
+        before: &[(&'static str, u64)],
+        after: &[(&'static str, u64)],
+        iterations: usize,
+    ) -> Launches {
+        let n = iterations.max(1) as f64;
+        let earlier = |k: &str| before.iter().find(|(b, _)| *b == k).map_or(0, |(_, c)| *c);
+        let mut by_kernel = serde_json::Map::new();
+        let mut total = 0;
+        for &(k, c) in after {
+            let d = c - earlier(k);
+            if d > 0 {
+                total += d;
+                by_kernel.insert(k.to_string(), serde_json::json!(d as f64 / n));
+            }
+        }
+        Launches {
+            total: total as f64 / n,
+            by_kernel,
+        }
+    }
 }

@@ -505,6 +505,10 @@ impl Backend for CudaBackend {
         Some(self)
     }
 
+    fn launch_counts(&self) -> Option<Vec<(&'static str, u64)>> {
+        Some(self.rt.launch_counts())
+    }
+
     fn synchronize(&self) -> Result<()> {
         self.rt.synchronize()
     }
