@@ -315,13 +315,17 @@ fn batch_norm_matches_reference() {
     let dev = emu();
     let b = dev.backend();
     let mut rng = ChaCha8Rng::seed_from_u64(9);
-    // [N, C, H, W] and [N, C]; the larger ones have several reduction chunks per channel (M > 2048).
-    let shapes: [&[usize]; 5] = [
+    // [N, C, H, W] and [N, C]; the larger ones have several reduction chunks per channel (M > 2048). One
+    // backend runs them in order: 1500 features need more arrival counters than the first set holds, so the set
+    // grows there, and the shape after it uses the grown set.
+    let shapes: [&[usize]; 7] = [
         &[3, 5, 7, 9],
         &[4, 6],
         &[2, 3, 1, 1],
         &[5, 3, 23, 29],
         &[7, 2, 31, 37],
+        &[3, 1500],
+        &[2, 4, 3, 5],
     ];
     for shape in shapes {
         let (n, c) = (shape[0], shape[1]);
