@@ -140,6 +140,9 @@ pub fn batch_norm_train(
         x.shape(),
         g.m()
     );
+    if let Some(b) = &batches {
+        check_batch_counter(what, b)?;
+    }
     let (s, chunk) = g.chunks();
     let part = be.alloc(&[g.c, s, 2])?;
     let mean = be.alloc(&[g.c])?;
@@ -149,13 +152,7 @@ pub fn batch_norm_train(
 
     let rm = KernelArg::Ptr(be.ptr_mut(running_mean)?);
     let rv = KernelArg::Ptr(be.ptr_mut(running_var)?);
-    let nb = match batches {
-        Some(b) => {
-            check_batch_counter(what, b)?;
-            be.ptr_mut(b)?
-        }
-        None => 0,
-    };
+    let nb = batches.map(|b| be.ptr_mut(b)).transpose()?.unwrap_or(0);
     be.launch(
         "bn_train_stats_f32",
         g.reduce_grid(s),
