@@ -103,15 +103,7 @@ impl StepCounts {
         );
         f();
         let t1 = be.runtime().transfer_counts();
-        let before = |k: &str| l0.iter().find(|(n, _)| *n == k).map_or(0, |(_, c)| *c);
-        let mut by_kernel: Vec<(&'static str, u64)> = be
-            .runtime()
-            .launch_counts()
-            .into_iter()
-            .map(|(k, c)| (k, c - before(k)))
-            .filter(|(_, c)| *c > 0)
-            .collect();
-        by_kernel.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let by_kernel = gan_engine::cuda::launches_between(&l0, &be.runtime().launch_counts());
         StepCounts {
             launches: by_kernel.iter().map(|(_, c)| c).sum(),
             by_kernel,

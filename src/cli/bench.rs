@@ -275,19 +275,13 @@ impl Launches {
         iterations: usize,
     ) -> Launches {
         let n = iterations.max(1) as f64;
-        let earlier = |k: &str| before.iter().find(|(b, _)| *b == k).map_or(0, |(_, c)| *c);
-        let mut by_kernel = serde_json::Map::new();
-        let mut total = 0;
-        for &(k, c) in after {
-            let d = c - earlier(k);
-            if d > 0 {
-                total += d;
-                by_kernel.insert(k.to_string(), serde_json::json!(d as f64 / n));
-            }
-        }
+        let between = crate::cuda::launches_between(before, after);
         Launches {
-            total: total as f64 / n,
-            by_kernel,
+            total: between.iter().map(|(_, c)| c).sum::<u64>() as f64 / n,
+            by_kernel: between
+                .into_iter()
+                .map(|(k, c)| (k.to_string(), serde_json::json!(c as f64 / n)))
+                .collect(),
         }
     }
 }

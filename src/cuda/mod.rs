@@ -35,7 +35,7 @@ pub use crate::backend::Precision;
 pub use crate::tensor::GpuBuffer;
 pub use alloc::{AllocStats, DeviceAlloc};
 pub use backend::CudaBackend;
-pub use runtime::{GpuRuntime, KernelArg, LaunchCfg, TransferCounts};
+pub use runtime::{launches_between, GpuRuntime, KernelArg, LaunchCfg, TransferCounts};
 
 /// The CUDA backend on GPU `ordinal` (real hardware: needs libcuda and libnvrtc at run time), its convolutions
 /// at `precision`.

@@ -286,6 +286,22 @@ pub struct TransferCounts {
     pub dtod: u64,
 }
 
+/// The launches per kernel between two [`GpuRuntime::launch_counts`] snapshots, kernels not launched in between
+/// left out, most launched first (ties by name).
+pub fn launches_between(
+    before: &[(&'static str, u64)],
+    after: &[(&'static str, u64)],
+) -> Vec<(&'static str, u64)> {
+    let earlier = |k: &str| before.iter().find(|(b, _)| *b == k).map_or(0, |(_, c)| *c);
+    let mut d: Vec<(&'static str, u64)> = after
+        .iter()
+        .map(|&(k, c)| (k, c - earlier(k)))
+        .filter(|(_, c)| *c > 0)
+        .collect();
+    d.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    d
+}
+
 /// What a runtime has done, shared by the runtimes: launches per kernel name and host↔device copies. The
 /// training loop's promise (after warm-up, a step copies nothing but the logged scalars) is checked with it.
 #[derive(Default)]
@@ -335,5 +351,20 @@ impl LaunchCounter {
 
     pub fn transfers(&self) -> TransferCounts {
         *self.transfers.lock().unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launches_between_keeps_what_ran_most_launched_first() {
+        let before = [("a", 2), ("b", 5)];
+        let after = [("a", 3), ("b", 5), ("c", 4), ("d", 1)];
+        assert_eq!(
+            launches_between(&before, &after),
+            [("c", 4), ("a", 1), ("d", 1)]
+        );
     }
 }
