@@ -42,6 +42,26 @@ __device__ __forceinline__ float block_sum(float v) {
     return v;
 }
 
+// Sum of v over the block, returned to *every* thread (block_sum above only informs thread 0; a statistics pass
+// needs its chunk mean in all threads). warp_sum's xor butterfly gives every lane the same bits, so every warp
+// computes the identical total from the per-warp partials: deterministic and uniform. blockDim.x a multiple of
+// 32; `scratch` is a __shared__ float[32] owned by the caller.
+__device__ __forceinline__ float block_sum_all(float v, float* scratch) {
+    v = warp_sum(v);
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    __syncthreads();  // a previous call may still be reading scratch
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    return warp_sum(lane < (int)(blockDim.x / 32) ? scratch[lane] : 0.0f);
+}
+
+// Address of element j (0 <= j < N*HW) of channel c of an [N, C, HW] tensor: the order in which per-channel
+// reductions walk a channel.
+__device__ __forceinline__ size_t chan_index(int j, int c, int C, int HW) {
+    const int n = j / HW;
+    return ((size_t)n * C + c) * HW + (j - n * HW);
+}
+
 // "Last block done": each of `blocks` blocks that share `counter` calls this once, after writing its partial
 // results, and it returns true (in every thread) in the one block that arrives last, which may then read every
 // other block's partials through volatile loads. That block also sets the counter back to zero: a counter handed

@@ -13,6 +13,11 @@
 //
 // conv_transpose2d has no code of its own: its forward is conv2d_bwd_data and its input gradient is conv2d_fwd.
 //
+// Batch-norm statistics in the epilogue. A convolution that feeds a training-mode batch norm can hand it the
+// per-channel statistics of its output: after storing its tile, a block computes each channel row's count, mean
+// and sum of squared deviations over the tile's pixels from the accumulators still in registers
+// (tile_stats.cuh), and batch norm merges those parts instead of reading the output once more.
+//
 // Stride-phase decomposition (backward data). With stride S, an input row ih only receives taps r with
 // r ≡ (ih+PH) mod S. Naively looping over all r and skipping inexact ones wastes (S-1)/S of the work per
 // dimension (3/4 for DCGAN's 4x4 stride-2 layers). Instead, blockIdx.z selects a phase (rh, rw) = the residues
@@ -44,6 +49,7 @@
 #include "common.cuh"
 #include "async_copy.cuh"
 #include "mma.cuh"
+#include "tile_stats.cuh"
 
 namespace conv {
 
@@ -381,13 +387,44 @@ struct BwdWeightImage {
     }
 };
 
+// ---- batch-norm statistics of the output (tile_stats.cuh) ----------------------------------------------------
+
+// Part `tile` of `tiles` of every row of this block's BM x BN output tile: a row's TX contributors are the
+// threads with the same ty, each holding TN of the row's columns. `red` is the B tile, free after the main loop.
+template <int BM, int BN>
+__device__ __forceinline__ void write_stats(const float (&acc)[TileShape<BM, BN>::TM][TileShape<BM, BN>::TN],
+                                            float* red, int ncols, int col0, int m0, int rows, int tile, int tiles,
+                                            float* __restrict__ parts) {
+    typedef TileShape<BM, BN> T;
+    static_assert(BM * (T::TX + 1) <= BK * (BN + PAD), "the statistics need more shared memory than the B tile");
+    static_assert(THREADS >= BM, "write_tile_stats needs a thread per row");
+    const int tx = threadIdx.x % T::TX, ty = threadIdx.x / T::TX;
+    const auto row_sums = [&](const float* mean, float* out) {
+#pragma unroll
+        for (int i = 0; i < T::TM; ++i) {
+            const int r = ty * T::TM + i;
+            const float mu = mean != nullptr ? mean[r] : 0.0f;
+            float s = 0.0f;
+#pragma unroll
+            for (int j = 0; j < T::TN; ++j) {
+                if (col0 + tx + T::TX * j >= ncols) continue;
+                const float d = acc[i][j] - mu;
+                s += mean != nullptr ? d * d : d;
+            }
+            out[r * T::TX + tx] = s;
+        }
+    };
+    write_tile_stats<BM, T::TX>(red, min(BN, ncols - col0), m0, rows, tile, tiles, parts, row_sums);
+}
+
 // ---- kernel bodies -----------------------------------------------------------------------------------------
 
 template <int BM, int BN>
 __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const float* __restrict__ w,
-                                         float* __restrict__ y, int N, int C, int H, int W, int O, int KH, int KW,
-                                         int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk,
-                                         float (&As)[BK][BM + PAD], float (&Bs)[BK][BN + PAD]) {
+                                         float* __restrict__ y, float* __restrict__ stats, int N, int C, int H,
+                                         int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH,
+                                         int PW, int k_chunk, float (&As)[BK][BM + PAD],
+                                         float (&Bs)[BK][BN + PAD]) {
     typedef TileShape<BM, BN> T;
     const int K = C * KH * KW;
     const int ncols = N * Ho * Wo;
@@ -416,13 +453,15 @@ __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const floa
             if (o < O) yp[(size_t)o * Ho * Wo] = acc[i][j];
         }
     }
+    if (stats != nullptr) write_stats<BM, BN>(acc, &Bs[0][0], ncols, col0, m0, O, blockIdx.x, gridDim.x, stats);
 }
 
 template <int BM, int BN>
 __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, const float* __restrict__ w,
-                                              float* __restrict__ dx, int N, int C, int H, int W, int O, int KH,
-                                              int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
-                                              float (&As)[BK][BM + PAD], float (&Bs)[BK][BN + PAD]) {
+                                              float* __restrict__ dx, float* __restrict__ stats, int N, int C,
+                                              int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW,
+                                              int PH, int PW, float (&As)[BK][BM + PAD],
+                                              float (&Bs)[BK][BN + PAD]) {
     typedef TileShape<BM, BN> T;
     // This block's phase: input pixels with (ih + PH) % SH == rh and (iw + PW) % SW == rw.
     const int rh = blockIdx.z / SW;
@@ -435,10 +474,15 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
     const int St = rw < KW ? (KW - rw + SW - 1) / SW : 0;
     const int ncols = N * Hq * Wq;
     const int col0 = blockIdx.x * BN;
+    const int m0 = blockIdx.y * BM;
+    // Statistics parts: one per (phase, column tile).
+    const int tile = blockIdx.z * gridDim.x + blockIdx.x, tiles = gridDim.z * gridDim.x;
     // The grid covers the largest phase; blocks past this phase's pixels have nothing to do. The test is
     // uniform over the block, so returning before the first __syncthreads is safe.
-    if (col0 >= ncols) return;
-    const int m0 = blockIdx.y * BM;
+    if (col0 >= ncols) {
+        if (stats != nullptr) write_empty_tile_stats<BM>(m0, C, tile, tiles, stats);
+        return;
+    }
     const int K = O * Rt * St;
 
     BwdDataWeights<BM> a(w, C, KH, KW, Rt, St, rh, rw, SH, SW, K, m0);
@@ -464,6 +508,7 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
             if (c < C) xp[(size_t)c * H * W] = acc[i][j];
         }
     }
+    if (stats != nullptr) write_stats<BM, BN>(acc, &Bs[0][0], ncols, col0, m0, C, tile, tiles, stats);
 }
 
 template <int BM, int BN>
@@ -1064,13 +1109,48 @@ __device__ __forceinline__ void epilogue(const Acc& acc, int m0, int col0, Store
                 store(wm + 16 * i + g + 8 * (r >> 1), wn + 8 * j + 2 * t + (r & 1), acc[i][j][r]);
 }
 
+// Part `tile` of `tiles` of every row of this block's BM x BN output tile (tile_stats.cuh). In the C fragment
+// layout a row of a warp's tile lives in the 4 lanes of one quad (t = 0..3), which a two-step butterfly adds up
+// (the same bits in all four), and spans WARPS_N warps: WARPS_N contributors per row. `smem`: the pipeline's
+// stages, free after the main loop.
+template <int BM>
+__device__ __forceinline__ void write_stats(const Acc& acc, float* smem, int ncols, int col0, int m0, int rows,
+                                            int tile, int tiles, float* __restrict__ parts) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int wr = (warp / WARPS_N) * WM, slot = warp % WARPS_N, wc = col0 + slot * WN;
+    static_assert(Tile<BM>::THREADS >= BM && BM * (WARPS_N + 1) * 4 <= Tile<BM>::SMEM_BYTES, "statistics scratch");
+    const auto row_sums = [&](const float* mean, float* out) {
+#pragma unroll
+        for (int i = 0; i < MI; ++i)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int r = wr + 16 * i + g + 8 * h;
+                const float mu = mean != nullptr ? mean[r] : 0.0f;
+                float s = 0.0f;
+#pragma unroll
+                for (int j = 0; j < NI; ++j)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        if (wc + 8 * j + 2 * t + e >= ncols) continue;
+                        const float d = acc[i][j][2 * h + e] - mu;
+                        s += mean != nullptr ? d * d : d;
+                    }
+                s += __shfl_xor_sync(0xffffffffu, s, 1);
+                s += __shfl_xor_sync(0xffffffffu, s, 2);
+                if (t == 0) out[r * WARPS_N + slot] = s;
+            }
+    };
+    write_tile_stats<BM, WARPS_N>(smem, min(BN, ncols - col0), m0, rows, tile, tiles, parts, row_sums);
+}
+
 __device__ __forceinline__ int slices_of(int k_begin, int k_end) { return max(0, k_end - k_begin + BK - 1) / BK; }
 
 template <int BM, Op OP>
 __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const float* __restrict__ w,
-                                         float* __restrict__ y, int N, int C, int H, int W, int O, int KH, int KW,
-                                         int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk,
-                                         float* smem) {
+                                         float* __restrict__ y, float* __restrict__ stats, int N, int C, int H,
+                                         int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH,
+                                         int PW, int k_chunk, float* smem) {
     const int K = C * KH * KW;
     const int ncols = N * Ho * Wo;
     const int m0 = blockIdx.y * BM;
@@ -1093,13 +1173,14 @@ __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const floa
             out[((size_t)n * O + o) * HoWo + (p - n * HoWo)] = v;
         }
     });
+    if (stats != nullptr) write_stats<BM>(acc, smem, ncols, col0, m0, O, blockIdx.x, gridDim.x, stats);
 }
 
 template <int BM, Op OP>
 __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, const float* __restrict__ w,
-                                              float* __restrict__ dx, int N, int C, int H, int W, int O, int KH,
-                                              int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
-                                              float* smem) {
+                                              float* __restrict__ dx, float* __restrict__ stats, int N, int C,
+                                              int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW,
+                                              int PH, int PW, float* smem) {
     // Stride phase of this block, exactly as in conv::bwd_data_body.
     const int rh = blockIdx.z / SW;
     const int rw = blockIdx.z - rh * SW;
@@ -1111,8 +1192,12 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
     const int St = rw < KW ? (KW - rw + SW - 1) / SW : 0;
     const int ncols = N * Hq * Wq;
     const int col0 = blockIdx.x * BN;
-    if (col0 >= ncols) return;  // uniform over the block, before any barrier
     const int m0 = blockIdx.y * BM;
+    const int tile = blockIdx.z * gridDim.x + blockIdx.x, tiles = gridDim.z * gridDim.x;
+    if (col0 >= ncols) {  // uniform over the block, before any barrier
+        if (stats != nullptr) write_empty_tile_stats<BM>(m0, C, tile, tiles, stats);
+        return;
+    }
     const int K = O * Rt * St;
 
     Acc acc = {};
@@ -1135,6 +1220,7 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
             dx[(((size_t)n * C + c) * H + ih) * W + iw] = v;
         }
     });
+    if (stats != nullptr) write_stats<BM>(acc, smem, ncols, col0, m0, C, tile, tiles, stats);
 }
 
 template <int BM, Op OP>
@@ -1165,40 +1251,43 @@ __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, con
 // ---- entry points ------------------------------------------------------------------------------------------
 // Launch: blockDim = 256. grid = (ceil(ncols / BN), ceil(M / BM), splits or phases), see each entry.
 // The _m16 variants use the 16 x 128 tile for narrow M (M <= 16); otherwise identical.
+// stats (forward and backward data): null, or where the kernel writes its output's batch-norm statistics in
+// parts (tile_stats.cuh), [rows][tiles][3] with tiles = gridDim.x * gridDim.z (one part per column tile and
+// phase); forward only without split-K (gridDim.z == 1), whose partial sums are no output yet.
 
 // grid = (ceil(N*Ho*Wo / 64), ceil(O / 64), splits); split z covers K range [z*k_chunk, (z+1)*k_chunk) and
 // writes y + z*numel(y) (pass a workspace of splits*numel(y) floats and reduce when splits > 1).
-extern "C" __global__ void conv2d_fwd_f32(const float* x, const float* w, float* y, int N, int C, int H, int W,
-                                          int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
+extern "C" __global__ void conv2d_fwd_f32(const float* x, const float* w, float* y, float* stats, int N, int C, int H,
+                                          int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
                                           int k_chunk) {
     __shared__ float As[conv::BK][64 + conv::PAD];
     __shared__ float Bs[conv::BK][64 + conv::PAD];
-    conv::fwd_body<64, 64>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, As, Bs);
+    conv::fwd_body<64, 64>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, As, Bs);
 }
 
-extern "C" __global__ void conv2d_fwd_m16_f32(const float* x, const float* w, float* y, int N, int C, int H,
-                                              int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH,
-                                              int PW, int k_chunk) {
+extern "C" __global__ void conv2d_fwd_m16_f32(const float* x, const float* w, float* y, float* stats, int N, int C,
+                                              int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW,
+                                              int PH, int PW, int k_chunk) {
     __shared__ float As[conv::BK][16 + conv::PAD];
     __shared__ float Bs[conv::BK][128 + conv::PAD];
-    conv::fwd_body<16, 128>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, As, Bs);
+    conv::fwd_body<16, 128>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, As, Bs);
 }
 
 // grid = (ceil(N * ceil(H/SH) * ceil(W/SW) / 64), ceil(C / 64), SH*SW phases). Writes every element of dx.
-extern "C" __global__ void conv2d_bwd_data_f32(const float* dy, const float* w, float* dx, int N, int C, int H,
-                                               int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH,
-                                               int PW) {
+extern "C" __global__ void conv2d_bwd_data_f32(const float* dy, const float* w, float* dx, float* stats, int N, int C,
+                                               int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW,
+                                               int PH, int PW) {
     __shared__ float As[conv::BK][64 + conv::PAD];
     __shared__ float Bs[conv::BK][64 + conv::PAD];
-    conv::bwd_data_body<64, 64>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, As, Bs);
+    conv::bwd_data_body<64, 64>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, As, Bs);
 }
 
-extern "C" __global__ void conv2d_bwd_data_m16_f32(const float* dy, const float* w, float* dx, int N, int C,
-                                                   int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH,
+extern "C" __global__ void conv2d_bwd_data_m16_f32(const float* dy, const float* w, float* dx, float* stats, int N,
+                                                   int C, int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH,
                                                    int SW, int PH, int PW) {
     __shared__ float As[conv::BK][16 + conv::PAD];
     __shared__ float Bs[conv::BK][128 + conv::PAD];
-    conv::bwd_data_body<16, 128>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, As, Bs);
+    conv::bwd_data_body<16, 128>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, As, Bs);
 }
 
 // grid = (ceil(C*KH*KW / 64), ceil(O / 64), splits); split z covers pixels [z*k_chunk, (z+1)*k_chunk) of the
@@ -1221,6 +1310,42 @@ extern "C" __global__ void conv2d_splitk_reduce_f32(const float* parts, float* o
 }
 
 
+// grid = (O, S), blockDim a multiple of 32: conv2d_splitk_reduce_f32 for a forward convolution whose output
+// goes to a training-mode batch norm. Block (o, s) sums the splits of chunk s (`chunk` values in chan_index
+// order, the last may be shorter) of output channel o, in the same order (the same bits), and writes the
+// chunk's statistics part (tile_stats.cuh) to parts[(o*S + s)*3 ..]: count, mean, and the sum of squared
+// deviations in a second pass over what it wrote (its own writes, in cache).
+extern "C" __global__ void conv2d_splitk_reduce_stats_f32(const float* __restrict__ ws, float* __restrict__ out,
+                                                          float* __restrict__ parts, int N, int O, int HW,
+                                                          int splits, int chunk) {
+    __shared__ float scratch[32];
+    const int o = blockIdx.x, s = blockIdx.y, M = N * HW;
+    const size_t numel = (size_t)N * O * HW;
+    const int begin = s * chunk;
+    const int end = min(M, begin + chunk);
+    float sum = 0.0f;
+    for (int j = begin + threadIdx.x; j < end; j += blockDim.x) {
+        const size_t i = chan_index(j, o, O, HW);
+        float v = 0.0f;
+        for (int z = 0; z < splits; ++z) v += ws[z * numel + i];
+        out[i] = v;
+        sum += v;
+    }
+    const float mean = block_sum_all(sum, scratch) / (float)(end - begin);
+    float sq = 0.0f;
+    for (int j = begin + threadIdx.x; j < end; j += blockDim.x) {
+        const float d = out[chan_index(j, o, O, HW)] - mean;
+        sq = fmaf(d, d, sq);
+    }
+    const float m2 = block_sum_all(sq, scratch);
+    if (threadIdx.x == 0) {
+        float* p = parts + ((size_t)o * gridDim.y + s) * 3;
+        p[0] = (float)(end - begin);
+        p[1] = mean;
+        p[2] = m2;
+    }
+}
+
 // ---- tensor-core (TF32) entry points: same arguments, grids and outputs as the f32 kernels above. The plain
 // names use the 64 x 128 tile (128 threads), the _m128 ones the 128 x 128 tile (256 threads), each with
 // tc::Tile<BM>::SMEM_BYTES of dynamic shared memory plus, for forward and backward data, (KH*KW + 28) * 16 bytes
@@ -1228,18 +1353,18 @@ extern "C" __global__ void conv2d_splitk_reduce_f32(const float* parts, float* o
 // multiple of tc::BK. Chosen by conv.rs when the backend's precision is TF32 and rows > 16 (the _m128 ones for
 // rows > 64).
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
-    conv2d_fwd_tf32(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
-                    int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    conv2d_fwd_tf32(const float* x, const float* w, float* y, float* stats, int N, int C, int H, int W, int O, int KH,
+                    int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body<64, conv::tc::Op::Tf32>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
+    conv::tc::fwd_body<64, conv::tc::Op::Tf32>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
                                                tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
-    conv2d_bwd_data_tf32(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
-                         int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+    conv2d_bwd_data_tf32(const float* dy, const float* w, float* dx, float* stats, int N, int C, int H, int W, int O,
+                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::bwd_data_body<64, conv::tc::Op::Tf32>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+    conv::tc::bwd_data_body<64, conv::tc::Op::Tf32>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
                                                     tc_smem);
 }
 
@@ -1252,18 +1377,18 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
-    conv2d_fwd_m128_tf32(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
-                    int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    conv2d_fwd_m128_tf32(const float* x, const float* w, float* y, float* stats, int N, int C, int H, int W, int O,
+                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body<128, conv::tc::Op::Tf32>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
+    conv::tc::fwd_body<128, conv::tc::Op::Tf32>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
                                                 tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
-    conv2d_bwd_data_m128_tf32(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
-                         int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+    conv2d_bwd_data_m128_tf32(const float* dy, const float* w, float* dx, float* stats, int N, int C, int H, int W,
+                    int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::bwd_data_body<128, conv::tc::Op::Tf32>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+    conv::tc::bwd_data_body<128, conv::tc::Op::Tf32>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
                                                      tc_smem);
 }
 
@@ -1279,18 +1404,18 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
 // arguments, grids, shared memory and outputs as the TF32 ones above. Chosen by conv.rs at precision Bf16 / Fp16.
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
-    conv2d_fwd_bf16(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
-                    int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    conv2d_fwd_bf16(const float* x, const float* w, float* y, float* stats, int N, int C, int H, int W, int O, int KH,
+                    int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body<64, conv::tc::Op::Bf16>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
+    conv::tc::fwd_body<64, conv::tc::Op::Bf16>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
                                                tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
-    conv2d_bwd_data_bf16(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
-                         int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+    conv2d_bwd_data_bf16(const float* dy, const float* w, float* dx, float* stats, int N, int C, int H, int W, int O,
+                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::bwd_data_body<64, conv::tc::Op::Bf16>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+    conv::tc::bwd_data_body<64, conv::tc::Op::Bf16>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
                                                     tc_smem);
 }
 
@@ -1303,18 +1428,18 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
-    conv2d_fwd_m128_bf16(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
-                         int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    conv2d_fwd_m128_bf16(const float* x, const float* w, float* y, float* stats, int N, int C, int H, int W, int O,
+                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body<128, conv::tc::Op::Bf16>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
+    conv::tc::fwd_body<128, conv::tc::Op::Bf16>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
                                                 tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
-    conv2d_bwd_data_m128_bf16(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
-                              int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+    conv2d_bwd_data_m128_bf16(const float* dy, const float* w, float* dx, float* stats, int N, int C, int H, int W,
+                    int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::bwd_data_body<128, conv::tc::Op::Bf16>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+    conv::tc::bwd_data_body<128, conv::tc::Op::Bf16>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
                                                      tc_smem);
 }
 
@@ -1327,18 +1452,18 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
-    conv2d_fwd_fp16(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
-                    int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    conv2d_fwd_fp16(const float* x, const float* w, float* y, float* stats, int N, int C, int H, int W, int O, int KH,
+                    int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body<64, conv::tc::Op::Fp16>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
+    conv::tc::fwd_body<64, conv::tc::Op::Fp16>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
                                                tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
-    conv2d_bwd_data_fp16(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
-                         int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+    conv2d_bwd_data_fp16(const float* dy, const float* w, float* dx, float* stats, int N, int C, int H, int W, int O,
+                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::bwd_data_body<64, conv::tc::Op::Fp16>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+    conv::tc::bwd_data_body<64, conv::tc::Op::Fp16>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
                                                     tc_smem);
 }
 
@@ -1351,18 +1476,18 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
-    conv2d_fwd_m128_fp16(const float* x, const float* w, float* y, int N, int C, int H, int W, int O, int KH, int KW,
-                         int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    conv2d_fwd_m128_fp16(const float* x, const float* w, float* y, float* stats, int N, int C, int H, int W, int O,
+                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body<128, conv::tc::Op::Fp16>(x, w, y, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
+    conv::tc::fwd_body<128, conv::tc::Op::Fp16>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
                                                 tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
-    conv2d_bwd_data_m128_fp16(const float* dy, const float* w, float* dx, int N, int C, int H, int W, int O, int KH,
-                              int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+    conv2d_bwd_data_m128_fp16(const float* dy, const float* w, float* dx, float* stats, int N, int C, int H, int W,
+                    int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::bwd_data_body<128, conv::tc::Op::Fp16>(dy, w, dx, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+    conv::tc::bwd_data_body<128, conv::tc::Op::Fp16>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
                                                      tc_smem);
 }
 

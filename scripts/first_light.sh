@@ -195,8 +195,8 @@ test_binary() {
 phase_parity() {
     begin p2-parity
     parity=()
-    for b in ${PARITY:-cuda_runtime parity_tf32 parity_half emu_parity emu_parity_conv emu_parity_conv_narrow emu_parity_pool emu_graph \
-        nvrtc_compile}; do
+    for b in ${PARITY:-cuda_runtime parity_tf32 parity_half emu_parity emu_parity_conv emu_parity_conv_narrow emu_conv_bn_stats \
+        emu_parity_pool emu_graph nvrtc_compile}; do
         # parity_tf32 / parity_half check the DCGAN shapes against the CPU reference on the host: about 90 s
         # (parity_half: two precisions, not measured yet).
         test_binary "$b" "$([[ $b == parity_tf32 ]] && echo 150 || { [[ $b == parity_half ]] && echo 240; } || echo 90)"

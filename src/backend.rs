@@ -83,7 +83,7 @@ pub struct RunningStatsMut<'a> {
     pub var: &'a mut Tensor,
     pub momentum: f32,
     /// The count of training batches (`num_batches_tracked`, a 0-d tensor), advanced by one in place with the
-    /// statistics when given: the CUDA backend does it in the statistics kernel, not in a launch of its own.
+    /// statistics when given: the CUDA backend does it in its normalising kernel, not in a launch of its own.
     pub batches: Option<&'a mut Tensor>,
 }
 
@@ -409,6 +409,29 @@ pub trait Backend: Send + Sync {
         x_shape: [usize; 4],
         p: Conv2dParams,
     ) -> Result<Tensor>;
+    /// [`conv2d`](Backend::conv2d) for a convolution whose output goes to a training-mode batch norm: also
+    /// returns the output's per-channel statistics in parts, gathered while the output was written, for
+    /// [`batch_norm_train_from_parts`](Backend::batch_norm_train_from_parts). `None` when this backend or this
+    /// shape has no such pass (the default); the batch norm then reads the output itself.
+    fn conv2d_with_stats(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        p: Conv2dParams,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        Ok((self.conv2d(x, w, p)?, None))
+    }
+    /// [`conv2d_backward_data`](Backend::conv2d_backward_data) (conv_transpose2d's forward) with its output's
+    /// statistics in parts, as [`conv2d_with_stats`](Backend::conv2d_with_stats).
+    fn conv2d_backward_data_with_stats(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        x_shape: [usize; 4],
+        p: Conv2dParams,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        Ok((self.conv2d_backward_data(dy, w, x_shape, p)?, None))
+    }
     /// dw [w_shape] from x and dy.
     fn conv2d_backward_weight(
         &self,
@@ -431,6 +454,22 @@ pub trait Backend: Send + Sync {
         running: RunningStatsMut<'_>,
         act: Option<Activation>,
     ) -> Result<BatchNormOut>;
+    /// [`batch_norm_train`](Backend::batch_norm_train) of an x whose statistics came with it, in parts:
+    /// `parts` [C, T, 3] holds, for each of T disjoint parts of a channel's values, their count, mean and sum of
+    /// squared deviations from that mean (what [`conv2d_with_stats`](Backend::conv2d_with_stats) returns). The
+    /// same results as `batch_norm_train` up to rounding. The default, for backends that never hand out parts,
+    /// reads x.
+    fn batch_norm_train_from_parts(
+        &self,
+        x: &Tensor,
+        parts: &Tensor,
+        affine: BatchNormAffine<'_>,
+        running: RunningStatsMut<'_>,
+        act: Option<Activation>,
+    ) -> Result<BatchNormOut> {
+        let _ = parts;
+        self.batch_norm_train(x, affine, running, act)
+    }
     fn batch_norm_eval(
         &self,
         x: &Tensor,

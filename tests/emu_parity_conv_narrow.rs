@@ -19,17 +19,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 mod common;
+use common::backend::{launches, under_test as backend};
 use common::conv::ConvCase;
-
-/// The backend under test (emulated, or cuda:0 with GAN_ENGINE_TEST_DEVICE=cuda), poisoning fresh outputs.
-fn backend() -> Arc<CudaBackend> {
-    std::env::set_var("GAN_ENGINE_POISON", "1");
-    match std::env::var("GAN_ENGINE_TEST_DEVICE").as_deref() {
-        Ok("cuda") => gan_engine::cuda::cuda_backend(0)
-            .expect("GAN_ENGINE_TEST_DEVICE=cuda but cuda:0 does not open"),
-        _ => gan_engine::cuda::emulated_backend().expect("the emulated CUDA backend must open"),
-    }
-}
 
 fn uniform(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
@@ -56,11 +47,6 @@ fn case(
 }
 
 /// How many times `kernel` has run on `be`.
-fn launches(be: &CudaBackend, kernel: &str) -> u64 {
-    let counts = be.runtime().launch_counts();
-    counts.iter().find(|(k, _)| *k == kernel).map_or(0, |c| c.1)
-}
-
 /// Runs backward data of `case` at both precisions, checks it against the f64 sum (|err| <= 1e-4 * max(1,
 /// |want|)) and the CPU backend, and that each run launched `kernel` once.
 fn check(be: &Arc<CudaBackend>, name: &str, case: &ConvCase, kernel: &str, rng: &mut ChaCha8Rng) {

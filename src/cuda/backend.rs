@@ -332,7 +332,16 @@ impl Backend for CudaBackend {
     }
 
     fn conv2d(&self, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
-        conv::conv2d(self, x, w, p)
+        Ok(conv::conv2d(self, x, w, p, false)?.0)
+    }
+
+    fn conv2d_with_stats(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        p: Conv2dParams,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        conv::conv2d(self, x, w, p, true)
     }
 
     fn conv2d_backward_data(
@@ -342,7 +351,17 @@ impl Backend for CudaBackend {
         x_shape: [usize; 4],
         p: Conv2dParams,
     ) -> Result<Tensor> {
-        conv::conv2d_backward_data(self, dy, w, x_shape, p)
+        Ok(conv::conv2d_backward_data(self, dy, w, x_shape, p, false)?.0)
+    }
+
+    fn conv2d_backward_data_with_stats(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        x_shape: [usize; 4],
+        p: Conv2dParams,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        conv::conv2d_backward_data(self, dy, w, x_shape, p, true)
     }
 
     fn conv2d_backward_weight(
@@ -363,6 +382,17 @@ impl Backend for CudaBackend {
         act: Option<Activation>,
     ) -> Result<BatchNormOut> {
         batchnorm::batch_norm_train(self, x, affine, running, act)
+    }
+
+    fn batch_norm_train_from_parts(
+        &self,
+        x: &Tensor,
+        parts: &Tensor,
+        affine: BatchNormAffine<'_>,
+        running: RunningStatsMut<'_>,
+        act: Option<Activation>,
+    ) -> Result<BatchNormOut> {
+        batchnorm::batch_norm_train_from_parts(self, x, parts, affine, running, act)
     }
 
     fn batch_norm_eval(

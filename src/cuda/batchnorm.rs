@@ -1,10 +1,13 @@
 //! Batch-norm launch code for `kernels/batchnorm.cu`: training forward (statistics, running-stat update,
 //! normalisation), eval forward, backward. Works on [N, C, H, W] and on [N, C] (H·W = 1).
 //!
-//! A channel's M = N·H·W elements are reduced by S blocks of `chunk` elements each (grid = (C, S)), and the
-//! channel's last block to finish merges the S partials in order (one arrival counter per channel, from
-//! [`CudaBackend::arrival_counters`]). S depends only on the shape, so the reduction order — and every bit of the
-//! result — is the same on every run, GPU or emulation. Two launches each way, forward and backward.
+//! A channel's M = N·H·W elements are covered by S blocks of `chunk` elements each (grid = (C, S)). In training,
+//! the forward's statistics come in parts: one per chunk from `bn_train_parts_f32`, or one per output tile from
+//! the convolution that wrote x ([`batch_norm_train_from_parts`]); every block of the normalising pass merges
+//! its channel's parts itself. The backward's last block of a channel merges its S partials in order (one
+//! arrival counter per channel, from [`CudaBackend::arrival_counters`]). S and the parts depend only on the
+//! shape, so the reduction order, and every bit of the result, is the same on every run, GPU or emulation. Two
+//! launches each way, forward and backward, and one forward from a convolution's parts.
 
 use anyhow::{ensure, Result};
 
@@ -69,22 +72,32 @@ impl Geom {
         Ok(())
     }
 
-    /// (S, chunk): S chunks of `chunk` elements (the last may be shorter, none empty) per channel.
     fn chunks(&self) -> (usize, usize) {
-        let m = self.m().max(1);
-        let by_size = m.div_ceil(MIN_CHUNK);
-        let by_fill = TARGET_BLOCKS.div_ceil(self.c);
-        let s = by_size.min(by_fill).clamp(1, 65535);
-        let chunk = m.div_ceil(s);
-        (m.div_ceil(chunk), chunk)
+        channel_chunks(self.c, self.m())
     }
 
     fn reduce_grid(&self, s: usize) -> LaunchCfg {
-        LaunchCfg {
-            grid: (self.c as u32, s as u32, 1),
-            block: (THREADS, 1, 1),
-            shared_bytes: 0,
-        }
+        channel_grid(self.c, s)
+    }
+}
+
+/// (S, chunk) for a per-channel pass over `c` channels of `m` values each: S chunks of `chunk` values (the last
+/// may be shorter, none empty) per channel.
+pub(crate) fn channel_chunks(c: usize, m: usize) -> (usize, usize) {
+    let m = m.max(1);
+    let by_size = m.div_ceil(MIN_CHUNK);
+    let by_fill = TARGET_BLOCKS.div_ceil(c.max(1));
+    let s = by_size.min(by_fill).clamp(1, 65535);
+    let chunk = m.div_ceil(s);
+    (m.div_ceil(chunk), chunk)
+}
+
+/// The launch of a per-channel pass: grid = (C, S) blocks of 256 threads.
+pub(crate) fn channel_grid(c: usize, s: usize) -> LaunchCfg {
+    LaunchCfg {
+        grid: (c as u32, s as u32, 1),
+        block: (THREADS, 1, 1),
+        shared_bytes: 0,
     }
 }
 
@@ -114,23 +127,64 @@ pub fn batch_norm_train(
     running: RunningStatsMut<'_>,
     act: Option<Activation>,
 ) -> Result<BatchNormOut> {
-    let BatchNormAffine { gamma, beta, eps } = affine;
-    let RunningStatsMut {
-        mean: running_mean,
-        var: running_var,
-        momentum,
-        batches,
-    } = running;
-    let what = "batch_norm_train";
-    let [act_kind, slope] = act_args(act)?;
+    let g = check_train("batch_norm_train", x, &affine, &running, act)?;
+    let (s, chunk) = g.chunks();
+    let parts = be.alloc(&[g.c, s, 3])?;
+    let i = |v: usize| KernelArg::I32(v as i32);
+    be.launch(
+        "bn_train_parts_f32",
+        g.reduce_grid(s),
+        &[
+            ptr(x, be)?,
+            ptr(&parts, be)?,
+            i(g.n),
+            i(g.c),
+            i(g.hw),
+            i(chunk),
+        ],
+    )?;
+    normalise(be, x, &g, &parts, affine, running, act)
+}
+
+/// [`batch_norm_train`] of an x whose statistics the kernel that wrote it gathered in parts ([C, T, 3]:
+/// count, mean and sum of squared deviations of each part; kernels/tile_stats.cuh): one launch, no pass over x
+/// for its statistics.
+pub fn batch_norm_train_from_parts(
+    be: &CudaBackend,
+    x: &Tensor,
+    parts: &Tensor,
+    affine: BatchNormAffine<'_>,
+    running: RunningStatsMut<'_>,
+    act: Option<Activation>,
+) -> Result<BatchNormOut> {
+    let what = "batch_norm_train_from_parts";
+    let g = check_train(what, x, &affine, &running, act)?;
+    ensure!(
+        matches!(*parts.shape(), [c, t, 3] if c == g.c && t > 0),
+        "{what}: statistics parts have shape {:?}, expected [{}, T, 3]",
+        parts.shape(),
+        g.c
+    );
+    normalise(be, x, &g, parts, affine, running, act)
+}
+
+/// The argument checks of a training-mode batch norm, before anything is allocated or updated.
+fn check_train(
+    what: &str,
+    x: &Tensor,
+    affine: &BatchNormAffine<'_>,
+    running: &RunningStatsMut<'_>,
+    act: Option<Activation>,
+) -> Result<Geom> {
+    act_args(act)?;
     let g = Geom::new(what, x)?;
     g.check_channels(
         what,
         &[
-            ("gamma", gamma),
-            ("beta", beta),
-            ("running_mean", running_mean),
-            ("running_var", running_var),
+            ("gamma", affine.gamma),
+            ("beta", affine.beta),
+            ("running_mean", running.mean),
+            ("running_var", running.var),
         ],
     )?;
     // The running variance is unbiased (divides by M - 1), as in PyTorch, which refuses M = 1 too.
@@ -140,52 +194,57 @@ pub fn batch_norm_train(
         x.shape(),
         g.m()
     );
-    if let Some(b) = &batches {
+    if let Some(b) = running.batches.as_deref() {
         check_batch_counter(what, b)?;
     }
+    Ok(g)
+}
+
+/// bn_train_fwd_f32: merges the parts, saves mean and invstd, updates the running stats and writes y.
+fn normalise(
+    be: &CudaBackend,
+    x: &Tensor,
+    g: &Geom,
+    parts: &Tensor,
+    affine: BatchNormAffine<'_>,
+    running: RunningStatsMut<'_>,
+    act: Option<Activation>,
+) -> Result<BatchNormOut> {
+    let BatchNormAffine { gamma, beta, eps } = affine;
+    let RunningStatsMut {
+        mean: running_mean,
+        var: running_var,
+        momentum,
+        batches,
+    } = running;
+    let [act_kind, slope] = act_args(act)?;
     let (s, chunk) = g.chunks();
-    let part = be.alloc(&[g.c, s, 2])?;
     let mean = be.alloc(&[g.c])?;
     let invstd = be.alloc(&[g.c])?;
     let y = be.alloc(x.shape())?;
     let i = |v: usize| KernelArg::I32(v as i32);
-
-    let rm = KernelArg::Ptr(be.ptr_mut(running_mean)?);
-    let rv = KernelArg::Ptr(be.ptr_mut(running_var)?);
     let nb = batches.map(|b| be.ptr_mut(b)).transpose()?.unwrap_or(0);
     be.launch(
-        "bn_train_stats_f32",
+        "bn_train_fwd_f32",
         g.reduce_grid(s),
         &[
             ptr(x, be)?,
-            ptr(&part, be)?,
+            ptr(parts, be)?,
+            i(parts.shape()[1]),
             ptr(&mean, be)?,
             ptr(&invstd, be)?,
-            rm,
-            rv,
+            KernelArg::Ptr(be.ptr_mut(running_mean)?),
+            KernelArg::Ptr(be.ptr_mut(running_var)?),
             KernelArg::Ptr(nb),
-            KernelArg::Ptr(be.arrival_counters(g.c)?),
+            ptr(gamma, be)?,
+            ptr(beta, be)?,
+            ptr(&y, be)?,
             i(g.n),
             i(g.c),
             i(g.hw),
             i(chunk),
             KernelArg::F32(momentum),
             KernelArg::F32(eps),
-        ],
-    )?;
-    be.launch(
-        "bn_train_fwd_f32",
-        reduce_cfg(g.total()),
-        &[
-            ptr(x, be)?,
-            ptr(&mean, be)?,
-            ptr(&invstd, be)?,
-            ptr(gamma, be)?,
-            ptr(beta, be)?,
-            ptr(&y, be)?,
-            i(g.c),
-            i(g.hw),
-            i(g.total()),
             act_kind,
             slope,
         ],

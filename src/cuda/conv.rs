@@ -24,6 +24,7 @@
 use anyhow::{ensure, Result};
 
 use super::backend::n_i32;
+use super::batchnorm::{channel_chunks, channel_grid};
 use super::conv_narrow;
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
@@ -231,8 +232,23 @@ fn gemm_grid(rows: usize, cols: usize, tile: (usize, usize), z: usize) -> Launch
     }
 }
 
+/// What a split-K GEMM kernel does about batch-norm statistics of its output.
+#[derive(Clone, Copy)]
+enum Stats {
+    /// The kernel has no statistics argument (backward weight).
+    NoArgument,
+    /// It has one; pass null.
+    Skip,
+    /// Gather them, for an output [N, rows, HW]: in the kernel's epilogue, one part per column tile, or, when
+    /// the reduction is split, in the reduction of the splits, one part per chunk of a channel.
+    Gather { n: usize, rows: usize, hw: usize },
+}
+
 /// Runs a split-K GEMM kernel with cfg.grid.z splits of `k_chunk`: straight into `out` when one split
-/// suffices, else into a workspace of partial outputs that `conv2d_splitk_reduce_f32` sums in order.
+/// suffices, else into a workspace of partial outputs that `conv2d_splitk_reduce_f32` (or, gathering
+/// statistics, `conv2d_splitk_reduce_stats_f32`) sums in order. Returns the statistics parts ([rows, T, 3])
+/// when asked to gather them.
+#[allow(clippy::too_many_arguments)]
 fn launch_split(
     be: &CudaBackend,
     kernel: &str,
@@ -241,7 +257,8 @@ fn launch_split(
     out: &Tensor,
     sizes: &[KernelArg],
     k_chunk: usize,
-) -> Result<()> {
+    stats: Stats,
+) -> Result<Option<Tensor>> {
     let numel = out.numel();
     let splits = cfg.grid.2 as usize;
     let mut args = vec![KernelArg::Ptr(inputs[0]), KernelArg::Ptr(inputs[1])];
@@ -251,30 +268,69 @@ fn launch_split(
         None
     };
     args.push(KernelArg::Ptr(be.ptr(ws.as_ref().unwrap_or(out))?));
+    let epilogue_parts = match stats {
+        Stats::Gather { rows, .. } if splits == 1 => {
+            Some(be.alloc(&[rows, cfg.grid.0 as usize, 3])?)
+        }
+        _ => None,
+    };
+    if !matches!(stats, Stats::NoArgument) {
+        let p = epilogue_parts.as_ref().map(|t| be.ptr(t)).transpose()?;
+        args.push(KernelArg::Ptr(p.unwrap_or(0)));
+    }
     args.extend_from_slice(sizes);
     args.push(KernelArg::I32(n_i32(k_chunk, kernel)?));
     be.launch(kernel, cfg, &args)?;
-    if let Some(ws) = ws {
+    let Some(ws) = ws else {
+        return Ok(epilogue_parts);
+    };
+    let (ws, out) = (KernelArg::Ptr(be.ptr(&ws)?), KernelArg::Ptr(be.ptr(out)?));
+    if let Stats::Gather { n, rows, hw } = stats {
+        let (s, chunk) = channel_chunks(rows, n * hw);
+        let parts = be.alloc(&[rows, s, 3])?;
+        let i = |v: usize| KernelArg::I32(v as i32);
         be.launch(
-            "conv2d_splitk_reduce_f32",
-            reduce_cfg(numel),
+            "conv2d_splitk_reduce_stats_f32",
+            channel_grid(rows, s),
             &[
-                KernelArg::Ptr(be.ptr(&ws)?),
-                KernelArg::Ptr(be.ptr(out)?),
-                KernelArg::I32(n_i32(numel, kernel)?),
-                KernelArg::I32(splits as i32),
+                ws,
+                out,
+                KernelArg::Ptr(be.ptr(&parts)?),
+                i(n),
+                i(rows),
+                i(hw),
+                i(splits),
+                i(chunk),
             ],
         )?;
+        return Ok(Some(parts));
     }
-    Ok(())
+    be.launch(
+        "conv2d_splitk_reduce_f32",
+        reduce_cfg(numel),
+        &[
+            ws,
+            out,
+            KernelArg::I32(n_i32(numel, kernel)?),
+            KernelArg::I32(splits as i32),
+        ],
+    )?;
+    Ok(None)
 }
 
-/// x [N, C, H, W], w [O, C, kh, kw] -> y [N, O, Ho, Wo].
-pub fn conv2d(be: &CudaBackend, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+/// x [N, C, H, W], w [O, C, kh, kw] -> y [N, O, Ho, Wo], and with `stats` y's per-channel statistics in parts
+/// ([O, T, 3], kernels/tile_stats.cuh): T output tiles, or T chunks of a channel when the reduction is split.
+pub fn conv2d(
+    be: &CudaBackend,
+    x: &Tensor,
+    w: &Tensor,
+    p: Conv2dParams,
+    stats: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
     let g = geom("conv2d", x.dims4("conv2d x")?, w.dims4("conv2d w")?, p)?;
     let y = be.alloc(&g.out_shape())?;
     if g.n == 0 {
-        return Ok(y);
+        return Ok((y, None));
     }
     // GEMM: rows = O, columns = N*Ho*Wo output pixels, K = C*kh*kw.
     let (rows, cols, k) = (g.o, g.n * g.ho * g.wo, g.c * g.kh * g.kw);
@@ -287,7 +343,7 @@ pub fn conv2d(be: &CudaBackend, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Resu
         (tile, format!("conv2d_fwd{suffix}_f32"))
     };
     let (cfg, k_chunk) = split_launch(tc.map(|t| t.tile), taps, rows, cols, tile, k);
-    launch_split(
+    let parts = launch_split(
         be,
         &kernel,
         cfg,
@@ -295,25 +351,36 @@ pub fn conv2d(be: &CudaBackend, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Resu
         &y,
         &g.args(),
         k_chunk,
+        match stats {
+            true => Stats::Gather {
+                n: g.n,
+                rows,
+                hw: g.ho * g.wo,
+            },
+            false => Stats::Skip,
+        },
     )?;
-    Ok(y)
+    Ok((y, parts))
 }
 
-/// dx [x_shape] from dy [N, O, Ho, Wo] and w [O, C, kh, kw]. Also conv_transpose2d's forward.
+/// dx [x_shape] from dy [N, O, Ho, Wo] and w [O, C, kh, kw]. Also conv_transpose2d's forward. With `stats`,
+/// also dx's per-channel statistics in parts ([C, tiles * phases, 3]) when the GEMM kernel runs (not the
+/// narrow ones of conv_narrow).
 pub fn conv2d_backward_data(
     be: &CudaBackend,
     dy: &Tensor,
     w: &Tensor,
     x_shape: [usize; 4],
     p: Conv2dParams,
-) -> Result<Tensor> {
+    stats: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
     let what = "conv2d_backward_data";
     let g = geom(what, x_shape, w.dims4("conv2d_backward_data w")?, p)?;
     let dy_shape = dy.dims4("conv2d_backward_data dy")?;
     g.check_dy(what, dy_shape, "x")?;
     let dx = be.alloc(&x_shape)?;
     if g.n == 0 || conv_narrow::backward_data(be, dy, w, &dx, &g)? {
-        return Ok(dx);
+        return Ok((dx, None));
     }
     // One GEMM per stride phase (grid.z): rows = C, columns = the phase's input pixels. No phase has more than
     // ceil(H/SH) x ceil(W/SW) pixels per image; the grid is sized for that and smaller phases skip the rest.
@@ -333,19 +400,24 @@ pub fn conv2d_backward_data(
         let (tile, suffix) = tile_for(g.c);
         (tile, format!("conv2d_bwd_data{suffix}_f32"))
     };
-    let mut args = vec![
-        KernelArg::Ptr(be.ptr(dy)?),
-        KernelArg::Ptr(be.ptr(w)?),
-        KernelArg::Ptr(be.ptr(&dx)?),
-    ];
-    args.extend_from_slice(&g.args());
     let cfg = if let Some(t) = &tc {
         tc_grid(t.tile, g.c, cols, sh * sw, taps)
     } else {
         gemm_grid(g.c, cols, tile, sh * sw)
     };
+    // One statistics part per column tile of each phase.
+    let parts = stats
+        .then(|| be.alloc(&[g.c, (cfg.grid.0 * cfg.grid.2) as usize, 3]))
+        .transpose()?;
+    let mut args = vec![
+        KernelArg::Ptr(be.ptr(dy)?),
+        KernelArg::Ptr(be.ptr(w)?),
+        KernelArg::Ptr(be.ptr(&dx)?),
+        KernelArg::Ptr(parts.as_ref().map(|t| be.ptr(t)).transpose()?.unwrap_or(0)),
+    ];
+    args.extend_from_slice(&g.args());
     be.launch(&kernel, cfg, &args)?;
-    Ok(dx)
+    Ok((dx, parts))
 }
 
 /// dw [w_shape] from x [N, C, H, W] and dy [N, O, Ho, Wo].
@@ -382,6 +454,7 @@ pub fn conv2d_backward_weight(
         &dw,
         &g.args(),
         k_chunk,
+        Stats::NoArgument,
     )?;
     Ok(dw)
 }

@@ -188,7 +188,7 @@ pub fn linear(be: &CudaBackend, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> R
     }
     if g.as_conv(be) {
         let (xs, ws) = g.conv_shapes();
-        let prod = conv::conv2d(be, &x.reshape(&xs)?, &w.reshape(&ws)?, UNIT)?;
+        let (prod, _) = conv::conv2d(be, &x.reshape(&xs)?, &w.reshape(&ws)?, UNIT, false)?;
         let Some(b) = b else {
             return prod.reshape(&[g.n, g.out]);
         };
@@ -238,7 +238,7 @@ pub fn linear_backward(
     let (xs, ws) = g.conv_shapes();
     let dy4 = || dy.reshape(&[g.n, g.out, 1, 1]);
     let dx = if need_dx && g.as_conv(be) {
-        let dx = conv::conv2d_backward_data(be, &dy4()?, &w.reshape(&ws)?, xs, UNIT)?;
+        let (dx, _) = conv::conv2d_backward_data(be, &dy4()?, &w.reshape(&ws)?, xs, UNIT, false)?;
         Some(dx.reshape(&[g.n, g.inp])?)
     } else if need_dx {
         let dx = be.alloc(&[g.n, g.inp])?;

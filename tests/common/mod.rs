@@ -2,6 +2,7 @@
 //! uses only part of this module.
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod cli;
 pub mod conv;
 pub mod fixture;

@@ -1,0 +1,260 @@
+//! Batch-norm statistics gathered by a convolution as it writes its output (kernels/tile_stats.cuh, the
+//! `stats` argument of conv.cu's forward and backward-data kernels), and batch norm from those parts
+//! (`bn_train_fwd_f32`).
+//!
+//! For every precision's kernels (the f32 64x64 and 16x128 tiles, the tensor-core 64x128 and 128x128 tiles) and
+//! for forward and backward-data (conv_transpose2d) shapes with partial tiles, stride phases of unequal size and
+//! phases the grid covers without pixels, the parts must:
+//! - count every output value of a channel exactly once;
+//! - merge (in f64 here) to the mean and variance of the output the kernel wrote;
+//! - give, through `batch_norm_train_from_parts`, the batch norm that `batch_norm_train` computes from the
+//!   output itself: the same normalised values, saved statistics, running statistics and batch count.
+//!
+//! Outputs are poisoned with NaN before the kernels run, so a part a kernel forgets fails.
+//! With `GAN_ENGINE_TEST_DEVICE=cuda` the same tests run on the real GPU (cuda:0) instead of the emulation.
+#![cfg(feature = "emulation")]
+
+use gan_engine::backend::{Backend, BatchNormAffine, BatchNormOut, Conv2dParams, RunningStatsMut};
+use gan_engine::cuda::{CudaBackend, Precision};
+use gan_engine::Tensor;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+mod common;
+use common::backend::{launches, under_test as backend};
+
+const PRECISIONS: [Precision; 4] = [
+    Precision::F32,
+    Precision::Tf32,
+    Precision::Bf16,
+    Precision::Fp16,
+];
+
+/// Values in [lo, hi): an offset keeps the channel means away from zero, so a mean taken about the wrong
+/// centre or a lost part shows in the variance.
+fn uniform(rng: &mut ChaCha8Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(lo..hi)).collect()
+}
+
+fn tensor(be: &CudaBackend, v: &[f32], shape: &[usize]) -> Tensor {
+    be.from_host(v, shape).unwrap()
+}
+
+/// Per channel of y [N, C, H, W]: (mean, biased variance) in f64, two passes.
+fn channel_stats(y: &[f32], shape: &[usize]) -> Vec<(f64, f64)> {
+    let (n, c, hw) = (shape[0], shape[1], shape[2] * shape[3]);
+    let m = (n * hw) as f64;
+    (0..c)
+        .map(|ch| {
+            let vals = (0..n).flat_map(|i| y[(i * c + ch) * hw..][..hw].iter().map(|&v| v as f64));
+            let mean = vals.clone().sum::<f64>() / m;
+            let var = vals.map(|v| (v - mean) * (v - mean)).sum::<f64>() / m;
+            (mean, var)
+        })
+        .collect()
+}
+
+/// Checks the parts [C, T, 3] against the output y they describe: counts add up to N*H*W, and the merged
+/// mean and variance match y's within f32 rounding of sums over a tile.
+fn check_parts(what: &str, y: &Tensor, parts: &Tensor) {
+    let shape = y.shape().to_vec();
+    let (c, m) = (shape[1], shape[0] * shape[2] * shape[3]);
+    let t = parts.shape()[1];
+    assert_eq!(parts.shape(), [c, t, 3], "{what}: parts shape");
+    let p = parts.to_vec().unwrap();
+    let want = channel_stats(&y.to_vec().unwrap(), &shape);
+    for (ch, &(mean, var)) in want.iter().enumerate() {
+        let part = |i: usize| &p[(ch * t + i) * 3..][..3];
+        let count: f64 = (0..t).map(|i| part(i)[0] as f64).sum();
+        assert_eq!(
+            count, m as f64,
+            "{what}: channel {ch} counts {count} values of {m}"
+        );
+        let got_mean = (0..t)
+            .map(|i| part(i)[0] as f64 * part(i)[1] as f64)
+            .sum::<f64>()
+            / m as f64;
+        let got_m2: f64 = (0..t)
+            .map(|i| {
+                let [n, mu, m2] = [0, 1, 2].map(|k| part(i)[k] as f64);
+                m2 + n * (mu - got_mean) * (mu - got_mean)
+            })
+            .sum();
+        let got_var = got_m2 / m as f64;
+        let scale = mean.abs() + var.sqrt();
+        assert!(
+            (got_mean - mean).abs() <= 1e-5 * scale,
+            "{what}: channel {ch}: mean {got_mean}, want {mean}"
+        );
+        assert!(
+            (got_var - var).abs() <= 1e-4 * var + 1e-12,
+            "{what}: channel {ch}: variance {got_var}, want {var}"
+        );
+    }
+}
+
+/// Batch norm (with LeakyReLU fused) of y from its parts against batch norm of y read off y, on the same
+/// backend: outputs, saved statistics, running statistics and the batch counter.
+fn check_batch_norm(
+    what: &str,
+    be: &CudaBackend,
+    y: &Tensor,
+    parts: &Tensor,
+    rng: &mut ChaCha8Rng,
+) {
+    let c = y.shape()[1];
+    let gamma = tensor(be, &uniform(rng, c, 0.5, 1.5), &[c]);
+    let beta = tensor(be, &uniform(rng, c, -0.5, 0.5), &[c]);
+    let rm0 = uniform(rng, c, -0.2, 0.2);
+    let rv0 = uniform(rng, c, 0.5, 2.0);
+    let act = Some(gan_engine::backend::Activation::LeakyRelu(0.2));
+    let run = |from_parts: bool| -> (BatchNormOut, Vec<f32>, Vec<f32>, f32) {
+        let (mut rm, mut rv) = (tensor(be, &rm0, &[c]), tensor(be, &rv0, &[c]));
+        let mut batches = tensor(be, &[3.0], &[]);
+        let affine = BatchNormAffine::new(&gamma, &beta, 1e-5);
+        let running = RunningStatsMut::new(&mut rm, &mut rv, 0.1).counting(&mut batches);
+        let out = if from_parts {
+            be.batch_norm_train_from_parts(y, parts, affine, running, act)
+        } else {
+            be.batch_norm_train(y, affine, running, act)
+        }
+        .unwrap();
+        let b = batches.to_vec().unwrap()[0];
+        (out, rm.to_vec().unwrap(), rv.to_vec().unwrap(), b)
+    };
+    let (want, want_rm, want_rv, want_b) = run(false);
+    let (got, got_rm, got_rv, got_b) = run(true);
+    let close = |name: &str, g: &[f32], w: &[f32], tol: f32| {
+        assert_eq!(g.len(), w.len());
+        for (i, (a, b)) in g.iter().zip(w).enumerate() {
+            assert!(
+                (a - b).abs() <= tol * b.abs().max(1.0),
+                "{what}: {name}[{i}]: from parts {a}, from x {b}"
+            );
+        }
+    };
+    close(
+        "y",
+        &got.y.to_vec().unwrap(),
+        &want.y.to_vec().unwrap(),
+        1e-4,
+    );
+    close(
+        "mean",
+        &got.mean.to_vec().unwrap(),
+        &want.mean.to_vec().unwrap(),
+        1e-5,
+    );
+    close(
+        "invstd",
+        &got.invstd.to_vec().unwrap(),
+        &want.invstd.to_vec().unwrap(),
+        1e-4,
+    );
+    close("running_mean", &got_rm, &want_rm, 1e-5);
+    close("running_var", &got_rv, &want_rv, 1e-5);
+    assert_eq!((got_b, want_b), (4.0, 4.0), "{what}: batch counter");
+}
+
+/// The reduction of split-K partial outputs that also gathers the statistics.
+const SPLIT_REDUCE: &str = "conv2d_splitk_reduce_stats_f32";
+
+/// (name, x [N, C, H, W], O, kernel, stride, padding) for conv2d.
+type FwdCase = (&'static str, [usize; 4], usize, usize, usize, usize);
+
+#[test]
+fn conv2d_gathers_its_outputs_statistics() {
+    let be = backend();
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    // The first four keep K = C*k*k short, so the reduction is not split and the GEMM kernels gather the
+    // statistics in their epilogue; the output tiles are partial in both directions. The last two have few
+    // output tiles and a long K, so the reduction is split and the reduction of the splits gathers them, one
+    // part per chunk of a channel (several chunks in the last one).
+    let cases: [FwdCase; 6] = [
+        ("D1-like, 3 -> 24", [2, 3, 13, 11], 24, 4, 2, 1),
+        ("8 rows (16x128 f32 tile)", [3, 2, 9, 9], 8, 3, 1, 1),
+        ("100 rows (128-row tile)", [1, 3, 12, 12], 100, 4, 2, 1),
+        ("wide: 3 column tiles", [5, 1, 17, 15], 70, 3, 1, 0),
+        ("split K, D2-like 16 -> 24", [2, 16, 10, 10], 24, 4, 2, 1),
+        ("split K, 2 chunks a channel", [2, 40, 47, 45], 3, 3, 1, 0),
+    ];
+    for precision in PRECISIONS {
+        be.set_precision(precision);
+        for (name, xs, o, k, s, p) in cases {
+            let what = format!("{name} at {precision:?}");
+            let x = tensor(&be, &uniform(&mut rng, xs.iter().product(), 0.0, 1.0), &xs);
+            let w = tensor(
+                &be,
+                &uniform(&mut rng, o * xs[1] * k * k, -0.3, 0.5),
+                &[o, xs[1], k, k],
+            );
+            let params = Conv2dParams::new(s, p);
+            let before = launches(&be, SPLIT_REDUCE);
+            let (y, parts) = be.conv2d_with_stats(&x, &w, params).unwrap();
+            let split = name.starts_with("split");
+            assert_eq!(
+                launches(&be, SPLIT_REDUCE) - before,
+                u64::from(split),
+                "{what}: {SPLIT_REDUCE} launches"
+            );
+            let plain = be.conv2d(&x, &w, params).unwrap();
+            assert_eq!(
+                y.to_vec().unwrap(),
+                plain.to_vec().unwrap(),
+                "{what}: output"
+            );
+            let parts = parts.unwrap_or_else(|| panic!("{what}: no statistics"));
+            check_parts(&what, &y, &parts);
+            check_batch_norm(&what, &be, &y, &parts, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn conv_transpose2d_gathers_its_outputs_statistics() {
+    let be = backend();
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
+    // (name, output x_shape [N, C, H, W] of the transposed conv, its input channels O, kernel, stride, pad).
+    let cases: [FwdCase; 4] = [
+        // G-like 4x4 stride 2: four phases of equal size.
+        ("G-like 24 -> 20, 10x10", [2, 20, 10, 10], 24, 4, 2, 1),
+        // Odd sizes: phases of unequal size (12x12 and 11x11 pixels per image), so the grid, sized for the
+        // largest, has blocks past the smaller phases' pixels (empty parts) with the 64- and the 128-column tile.
+        ("odd 23x23, 70 rows", [2, 70, 23, 23], 6, 4, 2, 1),
+        // Stride 3 with a 2x2 kernel: phases without taps (zeros, still counted).
+        ("stride 3 > kernel 2", [2, 17, 8, 7], 5, 2, 3, 0),
+        // 12 channels: the 16x128 f32 tile; at the tensor-core precisions the f32 kernels too.
+        ("12 rows", [2, 12, 7, 7], 9, 3, 1, 1),
+    ];
+    for precision in PRECISIONS {
+        be.set_precision(precision);
+        for (name, xs, o, k, s, p) in cases {
+            let what = format!("{name} at {precision:?}");
+            let params = Conv2dParams::new(s, p);
+            let (ho, wo) = params.output_size(xs[2], xs[3], k, k).unwrap();
+            let dy_shape = [xs[0], o, ho, wo];
+            let dy = tensor(
+                &be,
+                &uniform(&mut rng, dy_shape.iter().product(), 0.0, 1.0),
+                &dy_shape,
+            );
+            let w = tensor(
+                &be,
+                &uniform(&mut rng, o * xs[1] * k * k, -0.3, 0.5),
+                &[o, xs[1], k, k],
+            );
+            let (dx, parts) = be
+                .conv2d_backward_data_with_stats(&dy, &w, xs, params)
+                .unwrap();
+            let plain = be.conv2d_backward_data(&dy, &w, xs, params).unwrap();
+            assert_eq!(
+                dx.to_vec().unwrap(),
+                plain.to_vec().unwrap(),
+                "{what}: output"
+            );
+            let parts = parts.unwrap_or_else(|| panic!("{what}: no statistics"));
+            check_parts(&what, &dx, &parts);
+            check_batch_norm(&what, &be, &dx, &parts, &mut rng);
+        }
+    }
+}
