@@ -258,3 +258,94 @@ fn conv_transpose2d_gathers_its_outputs_statistics() {
         }
     }
 }
+
+/// The ops the layers use in training (`ops::conv2d_with_stats` / `conv_transpose2d_with_stats`, then
+/// `batch_norm_act_from_parts`), on the device, against the plain ops on the CPU (which gathers no parts):
+/// output, running statistics and the gradients of x, w, gamma and beta.
+#[test]
+fn conv_then_batch_norm_on_the_tape_matches_cpu() {
+    use gan_engine::backend::Activation;
+    use gan_engine::{autograd::Tape, ops, Device};
+    let dev = backend().device();
+    let mut rng = ChaCha8Rng::seed_from_u64(43);
+    // (transposed, x shape, w shape, stride, pad): D's strided conv (split K at this size) and G's transposed one.
+    let layers = [
+        (false, [2, 16, 12, 12], [20, 16, 4, 4], 2, 1),
+        (true, [2, 24, 5, 5], [24, 20, 4, 4], 2, 1),
+    ];
+    for (transposed, xs, ws, s, p) in layers {
+        let c = if transposed { ws[1] } else { ws[0] };
+        let x = uniform(&mut rng, xs.iter().product(), -1.0, 1.0);
+        let w = uniform(&mut rng, ws.iter().product(), -0.3, 0.3);
+        let gamma = uniform(&mut rng, c, 0.5, 1.5);
+        let beta = uniform(&mut rng, c, -0.5, 0.5);
+        let params = Conv2dParams::new(s, p);
+        let run = |d: &Device| {
+            let t = |v: &[f32], shape: &[usize]| Tensor::from_vec(v.to_vec(), shape, d).unwrap();
+            let mut tape = Tape::new();
+            let (xv, wv) = (tape.leaf(t(&x, &xs)), tape.leaf(t(&w, &ws)));
+            let (gv, bv) = (tape.leaf(t(&gamma, &[c])), tape.leaf(t(&beta, &[c])));
+            let (z, parts) = match transposed {
+                false => ops::conv2d_with_stats(&mut tape, xv, wv, params),
+                true => ops::conv_transpose2d_with_stats(&mut tape, xv, wv, params, None),
+            }
+            .unwrap();
+            assert_eq!(
+                parts.is_some(),
+                !d.is_cpu(),
+                "statistics parts on {}",
+                d.name()
+            );
+            let (mut rm, mut rv) = (t(&vec![0.0; c], &[c]), t(&vec![1.0; c], &[c]));
+            let running = RunningStatsMut::new(&mut rm, &mut rv, 0.1);
+            let act = Some(Activation::LeakyRelu(0.2));
+            let y = match &parts {
+                Some(parts) => ops::batch_norm_act_from_parts(
+                    &mut tape,
+                    z,
+                    [gv, bv],
+                    running,
+                    1e-5,
+                    act,
+                    parts,
+                ),
+                None => ops::batch_norm_act(&mut tape, z, [gv, bv], running, true, 1e-5, act),
+            }
+            .unwrap();
+            let yv = tape.value(y).clone();
+            let r: Vec<f32> = (0..yv.numel())
+                .map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.4)
+                .collect();
+            let g = tape.backward_from(y, t(&r, yv.shape())).unwrap();
+            let host = |t: &Tensor| t.to_vec().unwrap();
+            [
+                host(&yv),
+                host(&rm),
+                host(&rv),
+                host(g.get(xv).unwrap()),
+                host(g.get(wv).unwrap()),
+                host(g.get(gv).unwrap()),
+                host(g.get(bv).unwrap()),
+            ]
+        };
+        let (want, got) = (run(&Device::Cpu), run(&dev));
+        let names = [
+            "y",
+            "running_mean",
+            "running_var",
+            "dx",
+            "dw",
+            "dgamma",
+            "dbeta",
+        ];
+        for (what, (g, w)) in names.iter().zip(got.iter().zip(&want)) {
+            let scale = w.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * scale,
+                    "transposed {transposed}, x {xs:?}: {what}[{i}] = {a}, CPU {b}"
+                );
+            }
+        }
+    }
+}

@@ -68,14 +68,36 @@ impl Conv2d {
 
     pub fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var) -> Result<Var> {
         let w = store.var(tape, self.weight);
-        let (y, kind) = match self.transposed {
-            false => (ops::conv2d(tape, x, w, self.params), "Conv2d"),
-            true => (
-                ops::conv_transpose2d(tape, x, w, self.params, None),
-                "ConvTranspose2d",
-            ),
+        let y = match self.transposed {
+            false => ops::conv2d(tape, x, w, self.params),
+            true => ops::conv_transpose2d(tape, x, w, self.params, None),
         };
-        y.with_context(|| format!("{} ({kind})", store.name(self.weight)))
+        y.with_context(|| self.describe(store))
+    }
+
+    /// [`forward`](Self::forward) for a convolution followed by a training-mode batch norm: also the output's
+    /// statistics in parts, when the backend gathers them in the convolution's own pass
+    /// ([`ops::conv2d_with_stats`]).
+    pub fn forward_with_stats(
+        &self,
+        tape: &mut Tape,
+        store: &ParamStore,
+        x: Var,
+    ) -> Result<(Var, Option<Tensor>)> {
+        let w = store.var(tape, self.weight);
+        let y = match self.transposed {
+            false => ops::conv2d_with_stats(tape, x, w, self.params),
+            true => ops::conv_transpose2d_with_stats(tape, x, w, self.params, None),
+        };
+        y.with_context(|| self.describe(store))
+    }
+
+    fn describe(&self, store: &ParamStore) -> String {
+        let kind = match self.transposed {
+            false => "Conv2d",
+            true => "ConvTranspose2d",
+        };
+        format!("{} ({kind})", store.name(self.weight))
     }
 }
 
@@ -135,7 +157,8 @@ impl BatchNorm {
 
     /// Training mode normalises with the batch statistics and folds them into the running stats; eval mode
     /// normalises with the running stats and changes nothing. `act`: an activation fused into the same op
-    /// ([`ops::batch_norm_act`]).
+    /// ([`ops::batch_norm_act`]). `parts`: in training mode, the statistics of x in parts when the layer that
+    /// wrote x gathered them ([`Conv2d::forward_with_stats`]), so that x is not read for them.
     pub fn forward(
         &self,
         tape: &mut Tape,
@@ -143,6 +166,7 @@ impl BatchNorm {
         x: Var,
         train: bool,
         act: Option<Activation>,
+        parts: Option<&Tensor>,
     ) -> Result<Var> {
         let shape = tape.value(x).shape().to_vec();
         ensure!(
@@ -163,8 +187,11 @@ impl BatchNorm {
         ]);
         // The backend counts the batch in place with the statistics (the counter keeps its storage).
         let running = RunningStatsMut::new(rm, rv, self.momentum).counting(batches);
-        ops::batch_norm_act(tape, x, [g, b], running, train, self.eps, act)
-            .with_context(|| format!("{name} (BatchNorm)"))
+        match parts.filter(|_| train) {
+            Some(p) => ops::batch_norm_act_from_parts(tape, x, [g, b], running, self.eps, act, p),
+            None => ops::batch_norm_act(tape, x, [g, b], running, train, self.eps, act),
+        }
+        .with_context(|| format!("{name} (BatchNorm)"))
     }
 }
 
@@ -230,7 +257,7 @@ impl Layer {
     ) -> Result<Var> {
         match self {
             Layer::Conv(l) => l.forward(tape, store, x),
-            Layer::BatchNorm(l) => l.forward(tape, store, x, train, None),
+            Layer::BatchNorm(l) => l.forward(tape, store, x, train, None, None),
             Layer::Linear(l) => l.forward(tape, store, x),
             Layer::Act(a) => ops::activation::activation(tape, x, *a),
             Layer::MaxPool(p) => ops::pool::max_pool2d(tape, x, *p),
@@ -362,26 +389,41 @@ impl Sequential {
         mut x: Var,
         train: bool,
     ) -> Result<Var> {
-        let mut layers = self.layers.iter().peekable();
-        while let Some(l) = layers.next() {
-            // Batch norm and the activation after it run as one fused op (same values, one pass fewer).
-            if let (Layer::BatchNorm(bn), Some(Layer::Act(a))) = (l, layers.peek()) {
-                x = bn.forward(tape, store, x, train, Some(*a))?;
-                layers.next();
-                continue;
-            }
-            // A 2x upsampling and the 3x3 convolution after it run as one transposed convolution (the same
-            // values up to rounding, at 16 instead of 36 multiply-adds per input cell and output channel).
-            if let (Layer::Upsample(2), Some(Layer::Conv(c))) = (l, layers.peek()) {
-                if c.is_resize_conv3x3() {
+        let layers = &self.layers;
+        let mut i = 0;
+        while i < layers.len() {
+            let act_at = |j: usize| match layers.get(j) {
+                Some(Layer::Act(a)) => Some(*a),
+                _ => None,
+            };
+            match (&layers[i], layers.get(i + 1)) {
+                // In training, a convolution hands the batch norm after it its output's statistics, gathered
+                // as it wrote the output (when the backend can), and the batch norm does not read them off x.
+                (Layer::Conv(c), Some(Layer::BatchNorm(bn))) if train => {
+                    let (y, parts) = c.forward_with_stats(tape, store, x)?;
+                    let act = act_at(i + 2);
+                    x = bn.forward(tape, store, y, train, act, parts.as_ref())?;
+                    i += 2 + usize::from(act.is_some());
+                }
+                // Batch norm and the activation after it run as one fused op (same values, one pass fewer).
+                (Layer::BatchNorm(bn), Some(Layer::Act(a))) => {
+                    x = bn.forward(tape, store, x, train, Some(*a), None)?;
+                    i += 2;
+                }
+                // A 2x upsampling and the 3x3 convolution after it run as one transposed convolution (the
+                // same values up to rounding, at 16 instead of 36 multiply-adds per input cell and output
+                // channel).
+                (Layer::Upsample(2), Some(Layer::Conv(c))) if c.is_resize_conv3x3() => {
                     let w = store.var(tape, c.weight);
                     x = ops::resize_conv2d(tape, x, w)
                         .with_context(|| format!("{} (Upsample + Conv2d)", store.name(c.weight)))?;
-                    layers.next();
-                    continue;
+                    i += 2;
+                }
+                (l, _) => {
+                    x = l.forward(tape, store, x, train)?;
+                    i += 1;
                 }
             }
-            x = l.forward(tape, store, x, train)?;
         }
         Ok(x)
     }

@@ -3,7 +3,9 @@
 use anyhow::Result;
 
 use crate::autograd::{Tape, Var};
-use crate::backend::{Activation, BatchNormAffine, BatchNormSaved, RunningStats, RunningStatsMut};
+use crate::backend::{
+    Activation, BatchNormAffine, BatchNormOut, BatchNormSaved, RunningStats, RunningStatsMut,
+};
 use crate::ops::elementwise::filled_like;
 use crate::tensor::Tensor;
 
@@ -51,39 +53,15 @@ pub fn batch_norm_act(
     eps: f32,
     act: Option<Activation>,
 ) -> Result<Var> {
+    if train {
+        return train_op(tape, x, [gamma, beta], act, |x, gamma, beta| {
+            let affine = BatchNormAffine::new(gamma, beta, eps);
+            x.backend().batch_norm_train(x, affine, running, act)
+        });
+    }
     let (xv, gv) = (tape.value(x).clone(), tape.value(gamma).clone());
     let bv = tape.value(beta);
     let be = xv.backend();
-    if train {
-        let out = be.batch_norm_train(&xv, BatchNormAffine::new(&gv, bv, eps), running, act)?;
-        let (mean, invstd) = (out.mean, out.invstd);
-        // The backward of a fused op reads its output (what the activation's derivative is written in).
-        let saved_y = act.map(|_| out.y.clone());
-        return Ok(tape.push_op(
-            "batch norm",
-            out.y,
-            &[x, gamma, beta],
-            Box::new(move |dy, need| {
-                let out_act = saved_y.as_ref().zip(act);
-                let g = dy.backend().batch_norm_backward(
-                    BatchNormSaved {
-                        x: &xv,
-                        gamma: &gv,
-                        mean: &mean,
-                        invstd: &invstd,
-                        out_act,
-                    },
-                    dy,
-                )?;
-                Ok(vec![
-                    need[0].then_some(g.dx),
-                    need[1].then_some(g.dgamma),
-                    need[2].then_some(g.dbeta),
-                ])
-            }),
-        ));
-    }
-
     let y = be.batch_norm_eval(
         &xv,
         BatchNormAffine::new(&gv, bv, eps),
@@ -148,6 +126,65 @@ pub fn batch_norm_act(
                 dbeta = need[2].then_some(g.dbeta);
             }
             Ok(vec![dx, dgamma, dbeta])
+        }),
+    ))
+}
+
+/// [`batch_norm_act`] in training mode, of an x whose per-channel statistics came with it in parts (from
+/// [`conv2d_with_stats`](super::conv::conv2d_with_stats) or
+/// [`conv_transpose2d_with_stats`](super::conv::conv_transpose2d_with_stats)): the backend merges them instead
+/// of reading x for its statistics. The same values as `batch_norm_act` up to rounding, and the same gradients.
+pub fn batch_norm_act_from_parts(
+    tape: &mut Tape,
+    x: Var,
+    [gamma, beta]: [Var; 2],
+    running: RunningStatsMut<'_>,
+    eps: f32,
+    act: Option<Activation>,
+    parts: &Tensor,
+) -> Result<Var> {
+    train_op(tape, x, [gamma, beta], act, |x, gamma, beta| {
+        let affine = BatchNormAffine::new(gamma, beta, eps);
+        x.backend()
+            .batch_norm_train_from_parts(x, parts, affine, running, act)
+    })
+}
+
+/// Puts a training-mode batch norm on the tape: `forward(x, gamma, beta)` computes it, the backward is
+/// [`Backend::batch_norm_backward`](crate::backend::Backend::batch_norm_backward) from the saved statistics.
+fn train_op(
+    tape: &mut Tape,
+    x: Var,
+    [gamma, beta]: [Var; 2],
+    act: Option<Activation>,
+    forward: impl FnOnce(&Tensor, &Tensor, &Tensor) -> Result<BatchNormOut>,
+) -> Result<Var> {
+    let (xv, gv) = (tape.value(x).clone(), tape.value(gamma).clone());
+    let out = forward(&xv, &gv, tape.value(beta))?;
+    let (mean, invstd) = (out.mean, out.invstd);
+    // The backward of a fused op reads its output (what the activation's derivative is written in).
+    let saved_y = act.map(|_| out.y.clone());
+    Ok(tape.push_op(
+        "batch norm",
+        out.y,
+        &[x, gamma, beta],
+        Box::new(move |dy, need| {
+            let out_act = saved_y.as_ref().zip(act);
+            let g = dy.backend().batch_norm_backward(
+                BatchNormSaved {
+                    x: &xv,
+                    gamma: &gv,
+                    mean: &mean,
+                    invstd: &invstd,
+                    out_act,
+                },
+                dy,
+            )?;
+            Ok(vec![
+                need[0].then_some(g.dx),
+                need[1].then_some(g.dgamma),
+                need[2].then_some(g.dbeta),
+            ])
         }),
     ))
 }

@@ -14,6 +14,7 @@ use anyhow::{bail, ensure, Result};
 
 use crate::autograd::{rule, Tape, Var};
 use crate::backend::Conv2dParams;
+use crate::tensor::Tensor;
 
 /// The sizes of one convolution, validated once: both backends build it for each of the three passes, so the
 /// checks and their messages are the same on every device.
@@ -104,13 +105,40 @@ impl ConvGeom {
 /// x [N, C, H, W], w [O, C, kh, kw] (PyTorch Conv2d layout), no bias.
 pub fn conv2d(tape: &mut Tape, x: Var, w: Var, p: Conv2dParams) -> Result<Var> {
     let (xv, wv) = (tape.value(x), tape.value(w));
-    ensure!(
-        xv.device().same(&wv.device()),
-        "conv2d: x is on {} but w is on {}",
-        xv.device().name(),
-        wv.device().name()
-    );
+    check_same_device("conv2d", xv, wv)?;
     let y = xv.backend().conv2d(xv, wv, p)?;
+    record_conv2d(tape, x, w, p, y)
+}
+
+/// [`conv2d`] whose output goes to a training-mode batch norm: also the output's per-channel statistics in
+/// parts, when the backend gathers them as it writes the output
+/// ([`Backend::conv2d_with_stats`](crate::backend::Backend::conv2d_with_stats); for
+/// [`batch_norm_act_from_parts`](super::batchnorm::batch_norm_act_from_parts)).
+pub fn conv2d_with_stats(
+    tape: &mut Tape,
+    x: Var,
+    w: Var,
+    p: Conv2dParams,
+) -> Result<(Var, Option<Tensor>)> {
+    let (xv, wv) = (tape.value(x), tape.value(w));
+    check_same_device("conv2d", xv, wv)?;
+    let (y, parts) = xv.backend().conv2d_with_stats(xv, wv, p)?;
+    Ok((record_conv2d(tape, x, w, p, y)?, parts))
+}
+
+fn check_same_device(what: &str, x: &Tensor, w: &Tensor) -> Result<()> {
+    ensure!(
+        x.device().same(&w.device()),
+        "{what}: x is on {} but w is on {}",
+        x.device().name(),
+        w.device().name()
+    );
+    Ok(())
+}
+
+/// Puts y = conv2d(x, w) on the tape, with its gradients.
+fn record_conv2d(tape: &mut Tape, x: Var, w: Var, p: Conv2dParams, y: Tensor) -> Result<Var> {
+    let (xv, wv) = (tape.value(x), tape.value(w));
     let (saved_x, saved_w) = (xv.clone(), wv.clone());
     let (x_shape, w_shape) = (xv.dims4("conv2d x")?, wv.dims4("conv2d w")?);
     Ok(tape.push_op_with_rule(
@@ -149,6 +177,12 @@ fn conv_data(
 ) -> Result<Var> {
     let (dyv, wv) = (tape.value(dy), tape.value(w));
     let y = dyv.backend().conv2d_backward_data(dyv, wv, x_shape, p)?;
+    record_conv_data(tape, dy, w, p, y)
+}
+
+/// Puts y = conv_data(dy, w) on the tape, with its gradients.
+fn record_conv_data(tape: &mut Tape, dy: Var, w: Var, p: Conv2dParams, y: Tensor) -> Result<Var> {
+    let (dyv, wv) = (tape.value(dy), tape.value(w));
     let w_shape = wv.dims4("conv_transpose2d w")?;
     let (saved_dy, saved_w) = (dyv.clone(), wv.clone());
     Ok(tape.push_op_with_rule(
@@ -239,13 +273,36 @@ pub fn conv_transpose2d(
     p: Conv2dParams,
     output_size: Option<(usize, usize)>,
 ) -> Result<Var> {
+    let out_shape = transposed_shape(tape, x, w, p, output_size)?;
+    conv_data(tape, x, w, out_shape, p)
+}
+
+/// [`conv_transpose2d`] with its output's per-channel statistics in parts, as [`conv2d_with_stats`].
+pub fn conv_transpose2d_with_stats(
+    tape: &mut Tape,
+    x: Var,
+    w: Var,
+    p: Conv2dParams,
+    output_size: Option<(usize, usize)>,
+) -> Result<(Var, Option<Tensor>)> {
+    let out_shape = transposed_shape(tape, x, w, p, output_size)?;
     let (xv, wv) = (tape.value(x), tape.value(w));
-    ensure!(
-        xv.device().same(&wv.device()),
-        "conv_transpose2d: x is on {} but w is on {}",
-        xv.device().name(),
-        wv.device().name()
-    );
+    let (y, parts) = xv
+        .backend()
+        .conv2d_backward_data_with_stats(xv, wv, out_shape, p)?;
+    Ok((record_conv_data(tape, x, w, p, y)?, parts))
+}
+
+/// The output shape of conv_transpose2d(x, w), after checking the pair.
+fn transposed_shape(
+    tape: &Tape,
+    x: Var,
+    w: Var,
+    p: Conv2dParams,
+    output_size: Option<(usize, usize)>,
+) -> Result<[usize; 4]> {
+    let (xv, wv) = (tape.value(x), tape.value(w));
+    check_same_device("conv_transpose2d", xv, wv)?;
     let [n, cin, h, wd] = xv.dims4("conv_transpose2d x")?;
     let w_shape @ [wcin, cout, kh, kw] = wv.dims4("conv_transpose2d w")?;
     ensure!(
@@ -274,7 +331,7 @@ pub fn conv_transpose2d(
         p.padding.1,
         output_size.map(|s| s.1),
     )?;
-    conv_data(tape, x, w, [n, cout, ho, wo], p)
+    Ok([n, cout, ho, wo])
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@ pub mod resize;
 pub mod shape;
 
 pub use activation::{leaky_relu, relu, sigmoid, tanh};
-pub use batchnorm::{batch_norm, batch_norm_act};
-pub use conv::{conv2d, conv_transpose2d};
+pub use batchnorm::{batch_norm, batch_norm_act, batch_norm_act_from_parts};
+pub use conv::{conv2d, conv2d_with_stats, conv_transpose2d, conv_transpose2d_with_stats};
 pub use elementwise::{add, mean, mul, scale, sum};
 pub use linear::linear;
 pub use loss::bce_with_logits;
