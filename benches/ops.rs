@@ -1,6 +1,8 @@
 //! Side-by-side op benchmarks, ours vs libtorch (feature `libtorch`), on the shapes of DCGAN-64 at batch 64:
 //! - every conv / conv-transpose layer: forward, input gradient (`bwd_data`), weight gradient (`bwd_weight`);
 //! - batch norm, training mode, forward + backward, at the four G widths (D's BN layers have the same shapes);
+//! - each batch-normed layer's training forward, convolution + batch norm + activation, with and without the
+//!   convolution gathering batch norm's statistics;
 //! - LeakyReLU(0.2) forward and backward on D1's output, the largest activation;
 //! - fused BCE-with-logits (loss and its gradient) on D's logits;
 //! - Adam (lr 2e-4, β 0.5 / 0.999) over all of G's parameters;
@@ -191,6 +193,81 @@ fn batch_norm(c: &mut Criterion, ours: &Ours) {
     }
 }
 
+/// A batch-normed layer's training forward as the models run it: the convolution, then batch norm with the
+/// layer's activation (G: ReLU, D: LeakyReLU(0.2)). `ours`: the convolution gathers batch norm's statistics as
+/// it writes its output (`*_with_stats`, `batch_norm_train_from_parts`); `ours_unfused`: batch norm reads them
+/// off the output; libtorch: conv, BatchNorm2d, activation. Groups "<device> layer conv+bn+act <layer> b<n>".
+fn conv_bn_act(c: &mut Criterion, ours: &Ours) {
+    let n = batch();
+    let arch = Dcgan::new(64, 3, n);
+    let (g, d) = (&arch.g[..arch.g.len() - 1], &arch.d[1..arch.d.len() - 1]);
+    for (l, act) in g
+        .iter()
+        .map(|l| (l, Activation::Relu))
+        .chain(d.iter().map(|l| (l, Activation::LeakyRelu(0.2))))
+    {
+        let (x, w) = (input(ours, &l.x, 8), input(ours, &l.w, 9));
+        let ch = l.y[1];
+        let gamma = Tensor::full(&[ch], 1.0, &ours.device).unwrap();
+        let beta = Tensor::zeros(&[ch], &ours.device).unwrap();
+        let mut rm = Tensor::zeros(&[ch], &ours.device).unwrap();
+        let mut rv = Tensor::full(&[ch], 1.0, &ours.device).unwrap();
+        let be = x.backend();
+        let p = l.params();
+        let mut g = c.benchmark_group(format!(
+            "{} layer conv+bn+act {} b{n}",
+            ours.label(),
+            l.label()
+        ));
+        g.sampling_mode(SamplingMode::Flat);
+        for gather in [true, false] {
+            let name = if gather { "ours" } else { "ours_unfused" };
+            g.bench_function(name, |b| {
+                ours.time(b, || {
+                    let (y, parts) = match (l.transposed, gather) {
+                        (false, true) => be.conv2d_with_stats(&x, &w, p).unwrap(),
+                        (true, true) => be.conv2d_backward_data_with_stats(&x, &w, l.y, p).unwrap(),
+                        (false, false) => (be.conv2d(&x, &w, p).unwrap(), None),
+                        (true, false) => (be.conv2d_backward_data(&x, &w, l.y, p).unwrap(), None),
+                    };
+                    let affine = BatchNormAffine::new(&gamma, &beta, 1e-5);
+                    let running = RunningStatsMut::new(&mut rm, &mut rv, 0.1);
+                    match &parts {
+                        Some(parts) => {
+                            be.batch_norm_train_from_parts(&y, parts, affine, running, Some(act))
+                        }
+                        None => be.batch_norm_train(&y, affine, running, Some(act)),
+                    }
+                    .unwrap()
+                })
+            });
+        }
+        #[cfg(feature = "libtorch")]
+        if let Some(dev) = common::torch::device_for(ours) {
+            use common::torch::{batch_norm_train, from_ours, leaky_relu, time};
+            let (tx, tw) = (from_ours(&x, dev), from_ours(&w, dev));
+            let (tgamma, tbeta) = (from_ours(&gamma, dev), from_ours(&beta, dev));
+            let (mut trm, mut trv) = (from_ours(&rm, dev), from_ours(&rv, dev));
+            let (s, pad) = (l.stride as i64, l.pad as i64);
+            g.bench_function("libtorch", |b| {
+                time(dev, b, || {
+                    let y = match l.transposed {
+                        false => tx.conv2d::<tch::Tensor>(&tw, None, s, pad, 1, 1),
+                        true => tx.conv_transpose2d::<tch::Tensor>(&tw, None, s, pad, 0, 1, 1),
+                    };
+                    let saved =
+                        batch_norm_train(&y, &tgamma, &tbeta, &mut trm, &mut trv, 0.1, 1e-5);
+                    match act {
+                        Activation::LeakyRelu(a) => leaky_relu(&saved[0], a as f64),
+                        _ => saved[0].relu(),
+                    }
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
 fn leaky_relu(c: &mut Criterion, ours: &Ours) {
     let n = batch();
     let shape = Dcgan::new(64, 3, n).d[0].y;
@@ -358,6 +435,7 @@ fn all(c: &mut Criterion) {
         gemm(c, &ours);
         conv_layers(c, &ours);
         batch_norm(c, &ours);
+        conv_bn_act(c, &ours);
         leaky_relu(c, &ours);
         bce(c, &ours);
         adam(c, &ours);

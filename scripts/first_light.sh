@@ -295,13 +295,16 @@ phase_bench() {
         run "ops-$prec" 90 env GAN_BENCH_DEVICES=cuda GAN_ENGINE_PRECISION="$prec" CRITERION_HOME="$work/criterion-$prec" \
             "$bin/bench-ops" --bench 'cuda conv' --warm-up-time 0.2 --measurement-time 0.5
     done
+    # Each batch-normed layer's forward with and without the convolution gathering batch norm's statistics.
+    run layers-bf16 60 env GAN_BENCH_DEVICES=cuda GAN_ENGINE_PRECISION=bf16 CRITERION_HOME="$work/criterion-layers" \
+        "$bin/bench-ops" --bench 'cuda layer' --warm-up-time 0.2 --measurement-time 0.5
     run torch-layers 90 env LD_LIBRARY_PATH="$torch_ld" python3 scripts/bench_torch_gpu.py --tf32 off --samples 5 \
         --out "$log_dir/torch_fp32.json"
     # What scripts/benchmarks_md.py reads: the group ids (benchmark.json), estimates and samples.
-    (cd "$work" && find criterion-fp32 criterion-tf32 -path '*new*' \
+    (cd "$work" && find criterion-fp32 criterion-tf32 criterion-layers -path '*new*' \
         \( -name estimates.json -o -name benchmark.json -o -name sample.json \) 2>/dev/null |
         tar czf "$log_dir/criterion.tgz" -T -) 2>/dev/null
-    end "ops fp32/tf32 and torch per-layer rows written (see logs)"
+    end "ops fp32/tf32, bf16 conv+bn+act layers and torch per-layer rows written (see logs)"
 }
 
 phase_train() {
