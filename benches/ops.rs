@@ -16,7 +16,7 @@ mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use gan_engine::backend::{
-    Activation, AdamHyper, AdamSlot, BatchNormAffine, BatchNormSaved, RunningStatsMut,
+    Activation, AdamHyper, AdamSlot, BatchNormAffine, BatchNormSaved, FusedOut, RunningStatsMut,
 };
 use gan_engine::ops::gradcheck::test_tensor;
 use gan_engine::Tensor;
@@ -150,7 +150,11 @@ fn batch_norm(c: &mut Criterion, ours: &Ours) {
                             act,
                         )
                         .unwrap();
-                    let out_act = act.map(|a| (&o.y, a));
+                    let out_act = act.map(|act| FusedOut {
+                        y: &o.y,
+                        beta: &beta,
+                        act,
+                    });
                     be.batch_norm_backward(
                         BatchNormSaved {
                             out_act,

@@ -20,8 +20,9 @@
 //               dbeta = Σdy, dgamma = Σdy·x̂) -> bn_bwd_data_f32 (dx = gamma*invstd * (dy - dbeta/M - x̂*dgamma/M)).
 //               Two launches: the data pass needs every channel's sums, so it cannot join the reduction.
 // Fused activation: the forward passes take an ActKind (act.cuh) and apply it to their output; the backward
-// passes then take that output y and turn dy into dz = act'(y)·dy as they read it, so BN followed by ReLU or
-// LeakyReLU costs no separate activation pass or launch in either direction (ACT_NONE: plain batch norm).
+// passes turn dy into dz = act'(y)·dy as they read it, recomputing y = act(z) from x, gamma and beta rather than
+// reading it (bn::through_act), so BN followed by ReLU or LeakyReLU costs no separate activation pass or launch
+// in either direction, and its backward reads x and dy only (ACT_NONE: plain batch norm).
 // Backward partials are laid out [C][S][2]. Reduction kernels need blockDim a multiple of 32 (launched with 256).
 // No inline PTX.
 
@@ -45,6 +46,16 @@ __device__ __forceinline__ void merge_parts(const float* __restrict__ parts, int
         q += fmaf(__ldg(parts + 3 * t) * d, d, __ldg(parts + 3 * t + 2));
     }
     m2 = block_sum_all(q, scratch);
+}
+
+// The fused activation's input z = (x - mean)·(invstd·gamma) + beta, as one fused multiply-add: the forward
+// writes act(z) with it and the backward passes recompute z with it, so both see the same z bit for bit.
+__device__ __forceinline__ float pre_act(float x, float mu, float scale, float b) { return fmaf(x - mu, scale, b); }
+
+// dy taken back through the fused activation, dz = act'(y)·dy, with y = act(z) recomputed from x instead of read
+// (the same bits as the forward wrote, so the same dz; one tensor fewer to read); dz = dy for ACT_NONE.
+__device__ __forceinline__ float through_act(const AnyAct& f, float x, float dy, float mu, float scale, float b) {
+    return f.kind == ACT_NONE ? dy : f.bwd(f.fwd(pre_act(x, mu, scale, b)), dy);
 }
 
 }  // namespace bn
@@ -107,7 +118,7 @@ extern "C" __global__ void bn_train_fwd_f32(const float* __restrict__ x, const f
     const int end = min(M, (s + 1) * chunk);
     for (int j = s * chunk + threadIdx.x; j < end; j += blockDim.x) {
         const size_t i = chan_index(j, c, C, HW);
-        y[i] = f.fwd((__ldg(x + i) - mu) * scale + b);
+        y[i] = f.fwd(bn::pre_act(__ldg(x + i), mu, scale, b));
     }
 }
 
@@ -125,28 +136,31 @@ extern "C" __global__ void bn_eval_fwd_f32(const float* __restrict__ x, const fl
 }
 
 // grid = (C, S) as for bn_train_parts_f32. part[(c*S+s)*2 + 0/1] = (Σ dz, Σ dz * x̂) over the chunk, where dz is
-// dy taken back through the fused activation (dz = act'(y) dy, y the fused op's output; dz = dy for ACT_NONE,
-// and then y is not read). The channel's last block sums the partials in chunk order: dbeta[c] = Σ dz,
+// dy taken back through the fused activation (bn::through_act, from x, gamma and beta; dz = dy for ACT_NONE,
+// and then beta is not read). The channel's last block sums the partials in chunk order: dbeta[c] = Σ dz,
 // dgamma[c] = Σ dz * x̂. counters: C arrival counters, zero on entry and on exit.
 extern "C" __global__ void bn_bwd_reduce_f32(const float* __restrict__ x, const float* __restrict__ dy,
-                                             const float* __restrict__ y, const float* __restrict__ mean,
-                                             const float* __restrict__ invstd, float* __restrict__ part,
-                                             float* __restrict__ dgamma, float* __restrict__ dbeta,
-                                             unsigned int* __restrict__ counters, int N, int C, int HW, int chunk,
-                                             int act, float slope) {
+                                             const float* __restrict__ mean, const float* __restrict__ invstd,
+                                             const float* __restrict__ gamma, const float* __restrict__ beta,
+                                             float* __restrict__ part, float* __restrict__ dgamma,
+                                             float* __restrict__ dbeta, unsigned int* __restrict__ counters, int N,
+                                             int C, int HW, int chunk, int act, float slope) {
     __shared__ float scratch[32];
     const int c = blockIdx.x, s = blockIdx.y, S = gridDim.y;
     const int begin = s * chunk;
     const int end = min(N * HW, begin + chunk);
     const float mu = __ldg(mean + c);
     const float is = __ldg(invstd + c);
+    const AnyAct f{act, slope};
+    const float scale = is * __ldg(gamma + c), b = act == ACT_NONE ? 0.0f : __ldg(beta + c);
 
     float sdy = 0.0f, sdyx = 0.0f;
     for (int j = begin + threadIdx.x; j < end; j += blockDim.x) {
         const size_t idx = chan_index(j, c, C, HW);
-        const float g = act == ACT_NONE ? __ldg(dy + idx) : AnyAct{act, slope}.bwd(__ldg(y + idx), __ldg(dy + idx));
+        const float xv = __ldg(x + idx);
+        const float g = bn::through_act(f, xv, __ldg(dy + idx), mu, scale, b);
         sdy += g;
-        sdyx = fmaf(g, (__ldg(x + idx) - mu) * is, sdyx);
+        sdyx = fmaf(g, (xv - mu) * is, sdyx);
     }
     sdy = block_sum_all(sdy, scratch);
     sdyx = block_sum_all(sdyx, scratch);
@@ -169,18 +183,20 @@ extern "C" __global__ void bn_bwd_reduce_f32(const float* __restrict__ x, const 
 // dx = gamma*invstd * (dz - dbeta/M - x̂ * dgamma/M), x̂ = (x - mean)*invstd, dz as in bn_bwd_reduce_f32;
 // inv_m = 1/M; any 1-D grid.
 extern "C" __global__ void bn_bwd_data_f32(const float* __restrict__ x, const float* __restrict__ dy,
-                                           const float* __restrict__ y, const float* __restrict__ mean,
-                                           const float* __restrict__ invstd, const float* __restrict__ gamma,
+                                           const float* __restrict__ mean, const float* __restrict__ invstd,
+                                           const float* __restrict__ gamma, const float* __restrict__ beta,
                                            const float* __restrict__ dgamma, const float* __restrict__ dbeta,
                                            float* __restrict__ dx, int C, int HW, int total, float inv_m, int act,
                                            float slope) {
     const AnyAct f{act, slope};
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
         const int c = (i / HW) % C;
-        const float is = __ldg(invstd + c);
-        const float xhat = (__ldg(x + i) - __ldg(mean + c)) * is;
-        const float dz = act == ACT_NONE ? __ldg(dy + i) : f.bwd(__ldg(y + i), __ldg(dy + i));
+        const float mu = __ldg(mean + c), is = __ldg(invstd + c), gm = __ldg(gamma + c);
+        const float xv = __ldg(x + i);
+        const float xhat = (xv - mu) * is;
+        const float b = act == ACT_NONE ? 0.0f : __ldg(beta + c);
+        const float dz = bn::through_act(f, xv, __ldg(dy + i), mu, is * gm, b);
         const float g = dz - __ldg(dbeta + c) * inv_m - xhat * (__ldg(dgamma + c) * inv_m);
-        dx[i] = __ldg(gamma + c) * is * g;
+        dx[i] = gm * is * g;
     }
 }

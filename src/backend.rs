@@ -144,14 +144,24 @@ pub struct BatchNormOut {
 }
 
 /// What a training-mode batch norm keeps for its backward: the input, gamma, the batch statistics it normalised
-/// with, and, for a fused op, its output and activation (dy goes back through the activation first).
+/// with, and, for a fused op, what its activation needs (dy goes back through the activation first).
 #[derive(Clone, Copy)]
 pub struct BatchNormSaved<'a> {
     pub x: &'a Tensor,
     pub gamma: &'a Tensor,
     pub mean: &'a Tensor,
     pub invstd: &'a Tensor,
-    pub out_act: Option<(&'a Tensor, Activation)>,
+    pub out_act: Option<FusedOut<'a>>,
+}
+
+/// The activation of a fused batch norm, for its backward: the op's output `y` = act(z), and `beta`, with which
+/// a backend may instead recompute z = (x - mean)·invstd·γ + β from x, which it reads anyway (the CUDA backend
+/// does: one tensor fewer to read in each backward pass).
+#[derive(Clone, Copy)]
+pub struct FusedOut<'a> {
+    pub y: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub act: Activation,
 }
 
 impl<'a> BatchNormSaved<'a> {
@@ -166,10 +176,10 @@ impl<'a> BatchNormSaved<'a> {
         }
     }
 
-    /// The same for an op fused with `act`, whose output was `y`.
-    pub fn fused(self, y: &'a Tensor, act: Activation) -> Self {
+    /// The same for an op fused with `act`, whose output was `y` and shift `beta`.
+    pub fn fused(self, y: &'a Tensor, beta: &'a Tensor, act: Activation) -> Self {
         BatchNormSaved {
-            out_act: Some((y, act)),
+            out_act: Some(FusedOut { y, beta, act }),
             ..self
         }
     }

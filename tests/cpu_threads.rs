@@ -129,7 +129,11 @@ fn batch_norm_linear_and_losses_do_not_depend_on_the_thread_count() {
                 .unwrap();
             let g = b
                 .batch_norm_backward(
-                    BatchNormSaved::new(&x, &gamma, &out).fused(&out.y, Activation::LeakyRelu(0.2)),
+                    BatchNormSaved::new(&x, &gamma, &out).fused(
+                        &out.y,
+                        &beta,
+                        Activation::LeakyRelu(0.2),
+                    ),
                     &dy,
                 )
                 .unwrap();

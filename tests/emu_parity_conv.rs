@@ -10,7 +10,7 @@
 #![cfg(feature = "emulation")]
 
 use gan_engine::backend::{
-    Activation, BatchNormAffine, BatchNormSaved, Conv2dParams, LinearNeed, RunningStats,
+    Activation, BatchNormAffine, BatchNormSaved, Conv2dParams, FusedOut, LinearNeed, RunningStats,
     RunningStatsMut,
 };
 use gan_engine::{Device, Tensor};
@@ -515,11 +515,31 @@ fn batch_norm_with_fused_activation_matches_the_composition() {
         close("y", &out.y, &want_y);
         close("running_var", &rvg, &rvc);
         let got = b
-            .batch_norm_backward(BatchNormSaved::new(&xg, &gg, &out).fused(&out.y, act), &dyg)
+            .batch_norm_backward(
+                BatchNormSaved::new(&xg, &gg, &out).fused(&out.y, &bg, act),
+                &dyg,
+            )
             .unwrap();
         close("dx", &got.dx, &want.dx);
         close("dgamma", &got.dgamma, &want.dgamma);
         close("dbeta", &got.dbeta, &want.dbeta);
+        // The fused backward recomputes the activation's input from x, gamma and beta instead of reading y: bit
+        // for bit what taking dy back through the saved y first, then a plain backward, gives on the device.
+        let dz_dev = b.activation_backward(&out.y, &dyg, act).unwrap();
+        let composed = b
+            .batch_norm_backward(BatchNormSaved::new(&xg, &gg, &out), &dz_dev)
+            .unwrap();
+        for (what, g, w) in [
+            ("dx", &got.dx, &composed.dx),
+            ("dgamma", &got.dgamma, &composed.dgamma),
+            ("dbeta", &got.dbeta, &composed.dbeta),
+        ] {
+            assert_eq!(
+                g.to_vec().unwrap(),
+                w.to_vec().unwrap(),
+                "{name}: fused {what} against the composition on the device"
+            );
+        }
 
         // The CPU backend's own fused op gives the composition's values exactly.
         let (mut rm2, mut rv2) = (on(&cpu)[4].clone(), on(&cpu)[5].clone());
@@ -538,7 +558,7 @@ fn batch_norm_with_fused_activation_matches_the_composition() {
         );
         let g2 = c_be
             .batch_norm_backward(
-                BatchNormSaved::new(&xc, &gc, &fused).fused(&fused.y, act),
+                BatchNormSaved::new(&xc, &gc, &fused).fused(&fused.y, &bc, act),
                 &dyc,
             )
             .unwrap();
@@ -554,7 +574,11 @@ fn batch_norm_with_fused_activation_matches_the_composition() {
     let err = b
         .batch_norm_backward(
             BatchNormSaved {
-                out_act: Some((&z(&[2, 4, 3, 2]), Activation::Relu)),
+                out_act: Some(FusedOut {
+                    y: &z(&[2, 4, 3, 2]),
+                    beta: &c4,
+                    act: Activation::Relu,
+                }),
                 ..one_per_channel(&x, &c4)
             },
             &x,

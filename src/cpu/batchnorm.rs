@@ -230,8 +230,8 @@ pub fn batch_norm_backward(saved: BatchNormSaved<'_>, dy: &Tensor) -> Result<Bat
         invstd,
         out_act,
     } = saved;
-    if let Some((y, a)) = out_act {
-        let dz = activation::activation_backward(y, dy, a)?;
+    if let Some(f) = out_act {
+        let dz = activation::activation_backward(f.y, dy, f.act)?;
         let plain = BatchNormSaved {
             out_act: None,
             ..saved

@@ -322,20 +322,22 @@ pub fn batch_norm_backward(
         dy.shape(),
         x.shape()
     );
-    // The fused op's output (read only with an activation; any valid address stands in otherwise).
-    let y = match out_act {
-        Some((y, _)) => {
+    // With an activation, the kernels recompute its input from x and beta rather than read its output y (any
+    // valid address stands in for beta without one). y is checked all the same: it is what the op saved.
+    let beta = match out_act {
+        Some(f) => {
             ensure!(
-                y.shape() == x.shape(),
+                f.y.shape() == x.shape(),
                 "{what}: the fused output has shape {:?} but x has {:?}",
-                y.shape(),
+                f.y.shape(),
                 x.shape()
             );
-            y
+            g.check_channels(what, &[("beta", f.beta)])?;
+            f.beta
         }
-        None => dy,
+        None => gamma,
     };
-    let [act_kind, slope] = act_args(out_act.map(|(_, a)| a))?;
+    let [act_kind, slope] = act_args(out_act.map(|f| f.act))?;
     g.check_channels(
         what,
         &[("gamma", gamma), ("mean", mean), ("invstd", invstd)],
@@ -361,9 +363,10 @@ pub fn batch_norm_backward(
         &[
             ptr(x, be)?,
             ptr(dy, be)?,
-            ptr(y, be)?,
             ptr(mean, be)?,
             ptr(invstd, be)?,
+            ptr(gamma, be)?,
+            ptr(beta, be)?,
             ptr(&part, be)?,
             ptr(&dgamma, be)?,
             ptr(&dbeta, be)?,
@@ -382,10 +385,10 @@ pub fn batch_norm_backward(
         &[
             ptr(x, be)?,
             ptr(dy, be)?,
-            ptr(y, be)?,
             ptr(mean, be)?,
             ptr(invstd, be)?,
             ptr(gamma, be)?,
+            ptr(beta, be)?,
             ptr(&dgamma, be)?,
             ptr(&dbeta, be)?,
             ptr(&dx, be)?,

@@ -4,7 +4,8 @@ use anyhow::Result;
 
 use crate::autograd::{Tape, Var};
 use crate::backend::{
-    Activation, BatchNormAffine, BatchNormOut, BatchNormSaved, RunningStats, RunningStatsMut,
+    Activation, BatchNormAffine, BatchNormOut, BatchNormSaved, FusedOut, RunningStats,
+    RunningStatsMut,
 };
 use crate::ops::elementwise::filled_like;
 use crate::tensor::Tensor;
@@ -159,17 +160,25 @@ fn train_op(
     act: Option<Activation>,
     forward: impl FnOnce(&Tensor, &Tensor, &Tensor) -> Result<BatchNormOut>,
 ) -> Result<Var> {
-    let (xv, gv) = (tape.value(x).clone(), tape.value(gamma).clone());
-    let out = forward(&xv, &gv, tape.value(beta))?;
+    let (xv, gv, bv) = (
+        tape.value(x).clone(),
+        tape.value(gamma).clone(),
+        tape.value(beta).clone(),
+    );
+    let out = forward(&xv, &gv, &bv)?;
     let (mean, invstd) = (out.mean, out.invstd);
-    // The backward of a fused op reads its output (what the activation's derivative is written in).
+    // The backward of a fused op takes dy back through the activation: from its output, or from the
+    // pre-activation recomputed with beta (FusedOut).
     let saved_y = act.map(|_| out.y.clone());
     Ok(tape.push_op(
         "batch norm",
         out.y,
         &[x, gamma, beta],
         Box::new(move |dy, need| {
-            let out_act = saved_y.as_ref().zip(act);
+            let out_act = saved_y
+                .as_ref()
+                .zip(act)
+                .map(|(y, act)| FusedOut { y, beta: &bv, act });
             let g = dy.backend().batch_norm_backward(
                 BatchNormSaved {
                     x: &xv,
