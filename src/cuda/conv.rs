@@ -17,6 +17,11 @@
 //! large for shared memory. Parameters, activations and
 //! gradients stay f32 in memory either way.
 //!
+//! Forward and backward data can also hand the batch norm after them their output's per-channel statistics
+//! (`stats`; kernels/tile_stats.cuh): the GEMM kernels gather one part per output tile in their epilogue, or,
+//! when a forward reduction is split, `conv2d_splitk_reduce_stats_f32` one part per chunk of a channel as it sums
+//! the splits. The narrow routes below gather none.
+//!
 //! Backward data of few input channels or of a 1x1 output covering the input does not run the GEMM at all:
 //! [`conv_narrow`] has kernels for those shapes (f32 at every precision, but for 1x1 kernels at the 16-bit
 //! ones). linear.rs runs its products through these functions at the 16-bit precisions.
