@@ -267,6 +267,67 @@ mod tests {
 
     test_devices!(gradients_match_finite_differences => super::gradchecks);
 
+    /// A convolution then a training-mode batch norm with tanh, as the layers run them: on a backend that gathers
+    /// statistics parts (emu), `batch_norm_act_from_parts` with the backward that recomputes the activation from
+    /// x and beta; on the CPU the plain ops. Gradients of x, w, gamma and beta against finite differences, for a
+    /// convolution gathering in its epilogue, one gathering in its split-K reduction, and a transposed one.
+    fn conv_then_batch_norm(dev: &Device) {
+        use crate::backend::Conv2dParams;
+        use crate::ops::conv::{conv2d_with_stats, conv_transpose2d_with_stats};
+        let gc = GradCheck {
+            h: 1e-2,
+            atol: 5e-3,
+            rtol: 3e-2,
+            ..GradCheck::default()
+        };
+        // (transposed, x, w, stride, pad); every output has 4..=6 channels.
+        let cases = [
+            (false, [2, 3, 6, 6], [4, 3, 3, 3], 1, 1),
+            (false, [2, 8, 6, 6], [5, 8, 4, 4], 2, 1),
+            (true, [2, 4, 3, 3], [4, 6, 4, 4], 2, 1),
+        ];
+        let on_dev = |t: Tensor| t.to_device(dev).unwrap();
+        for (transposed, xs, ws, s, p) in cases {
+            let c = if transposed { ws[1] } else { ws[0] };
+            let g = test_tensor(&[c], 12).to_vec().unwrap();
+            let inputs = [
+                test_tensor(&xs, 11),
+                test_tensor(&ws, 14),
+                cpu(g.iter().map(|v| 1.0 + 0.5 * v).collect(), &[c]),
+                test_tensor(&[c], 13),
+            ]
+            .map(on_dev);
+            let params = Conv2dParams::new(s, p);
+            let worst = gc
+                .run(&inputs, |t, v| {
+                    let (z, parts) = match transposed {
+                        false => conv2d_with_stats(t, v[0], v[1], params)?,
+                        true => conv_transpose2d_with_stats(t, v[0], v[1], params, None)?,
+                    };
+                    assert_eq!(
+                        parts.is_some(),
+                        !dev.is_cpu(),
+                        "statistics parts on {}",
+                        dev.name()
+                    );
+                    let mut rm = on_dev(Tensor::zeros(&[c], &Device::Cpu).unwrap());
+                    let mut rv = on_dev(Tensor::full(&[c], 1.0, &Device::Cpu).unwrap());
+                    let running = RunningStatsMut::new(&mut rm, &mut rv, 0.1);
+                    let act = Some(Activation::Tanh);
+                    match &parts {
+                        Some(parts) => {
+                            batch_norm_act_from_parts(t, z, [v[2], v[3]], running, 1e-5, act, parts)
+                        }
+                        None => batch_norm_act(t, z, [v[2], v[3]], running, true, 1e-5, act),
+                    }
+                })
+                .unwrap();
+            assert!(worst < 5e-3, "transposed {transposed}, x {xs:?}: {worst}");
+        }
+    }
+
+    test_devices!(conv_then_batch_norm_matches_finite_differences => super::conv_then_batch_norm);
+
     /// Training forwards count their batch in the counter they are given, once per call whatever the channel
     /// count and however many reduction blocks a channel has; eval forwards leave it; a counter of more than one
     /// value is refused before anything is updated.
