@@ -28,6 +28,7 @@
 
 #include "common.cuh"
 #include "act.cuh"
+#include "tile_stats.cuh"
 
 namespace bn {
 
@@ -66,26 +67,7 @@ __device__ __forceinline__ float through_act(const AnyAct& f, float x, float dy,
 extern "C" __global__ void bn_train_parts_f32(const float* __restrict__ x, float* __restrict__ parts, int N, int C,
                                               int HW, int chunk) {
     __shared__ float scratch[32];
-    const int c = blockIdx.x, s = blockIdx.y, S = gridDim.y, M = N * HW;
-    const int begin = s * chunk;
-    const int end = min(M, begin + chunk);
-
-    float sum = 0.0f;
-    for (int j = begin + threadIdx.x; j < end; j += blockDim.x) sum += __ldg(x + chan_index(j, c, C, HW));
-    const float chunk_mean = block_sum_all(sum, scratch) / (float)(end - begin);
-
-    float sq = 0.0f;
-    for (int j = begin + threadIdx.x; j < end; j += blockDim.x) {
-        const float d = __ldg(x + chan_index(j, c, C, HW)) - chunk_mean;
-        sq = fmaf(d, d, sq);
-    }
-    const float m2 = block_sum_all(sq, scratch);
-    if (threadIdx.x == 0) {
-        float* p = parts + ((size_t)c * S + s) * 3;
-        p[0] = (float)(end - begin);
-        p[1] = chunk_mean;
-        p[2] = m2;
-    }
+    write_chunk_part(parts, N, C, HW, chunk, scratch, [&](size_t i, bool) { return __ldg(x + i); });
 }
 
 // grid = (C, S) as for bn_train_parts_f32 (S chunks of `chunk` elements of a channel); blockDim a multiple of 32.

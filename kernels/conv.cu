@@ -1319,31 +1319,14 @@ extern "C" __global__ void conv2d_splitk_reduce_stats_f32(const float* __restric
                                                           float* __restrict__ parts, int N, int O, int HW,
                                                           int splits, int chunk) {
     __shared__ float scratch[32];
-    const int o = blockIdx.x, s = blockIdx.y, M = N * HW;
     const size_t numel = (size_t)N * O * HW;
-    const int begin = s * chunk;
-    const int end = min(M, begin + chunk);
-    float sum = 0.0f;
-    for (int j = begin + threadIdx.x; j < end; j += blockDim.x) {
-        const size_t i = chan_index(j, o, O, HW);
+    write_chunk_part(parts, N, O, HW, chunk, scratch, [&](size_t i, bool first) {
+        if (!first) return out[i];
         float v = 0.0f;
         for (int z = 0; z < splits; ++z) v += ws[z * numel + i];
         out[i] = v;
-        sum += v;
-    }
-    const float mean = block_sum_all(sum, scratch) / (float)(end - begin);
-    float sq = 0.0f;
-    for (int j = begin + threadIdx.x; j < end; j += blockDim.x) {
-        const float d = out[chan_index(j, o, O, HW)] - mean;
-        sq = fmaf(d, d, sq);
-    }
-    const float m2 = block_sum_all(sq, scratch);
-    if (threadIdx.x == 0) {
-        float* p = parts + ((size_t)o * gridDim.y + s) * 3;
-        p[0] = (float)(end - begin);
-        p[1] = mean;
-        p[2] = m2;
-    }
+        return v;
+    });
 }
 
 // ---- tensor-core (TF32) entry points: same arguments, grids and outputs as the f32 kernels above. The plain

@@ -127,7 +127,7 @@ pub fn batch_norm_train(
     running: RunningStatsMut<'_>,
     act: Option<Activation>,
 ) -> Result<BatchNormOut> {
-    let g = check_train("batch_norm_train", x, &affine, &running, act)?;
+    let (g, act) = check_train("batch_norm_train", x, &affine, &running, act)?;
     let (s, chunk) = g.chunks();
     let parts = be.alloc(&[g.c, s, 3])?;
     let i = |v: usize| KernelArg::I32(v as i32);
@@ -158,7 +158,7 @@ pub fn batch_norm_train_from_parts(
     act: Option<Activation>,
 ) -> Result<BatchNormOut> {
     let what = "batch_norm_train_from_parts";
-    let g = check_train(what, x, &affine, &running, act)?;
+    let (g, act) = check_train(what, x, &affine, &running, act)?;
     ensure!(
         matches!(*parts.shape(), [c, t, 3] if c == g.c && t > 0),
         "{what}: statistics parts have shape {:?}, expected [{}, T, 3]",
@@ -168,15 +168,16 @@ pub fn batch_norm_train_from_parts(
     normalise(be, x, &g, parts, affine, running, act)
 }
 
-/// The argument checks of a training-mode batch norm, before anything is allocated or updated.
+/// The argument checks of a training-mode batch norm, before anything is allocated or updated; returns the
+/// geometry and the activation's kernel arguments.
 fn check_train(
     what: &str,
     x: &Tensor,
     affine: &BatchNormAffine<'_>,
     running: &RunningStatsMut<'_>,
     act: Option<Activation>,
-) -> Result<Geom> {
-    act_args(act)?;
+) -> Result<(Geom, [KernelArg<'static>; 2])> {
+    let act = act_args(act)?;
     let g = Geom::new(what, x)?;
     g.check_channels(
         what,
@@ -197,10 +198,11 @@ fn check_train(
     if let Some(b) = running.batches.as_deref() {
         check_batch_counter(what, b)?;
     }
-    Ok(g)
+    Ok((g, act))
 }
 
-/// bn_train_fwd_f32: merges the parts, saves mean and invstd, updates the running stats and writes y.
+/// bn_train_fwd_f32: merges the parts, saves mean and invstd, updates the running stats and writes y; `act` as
+/// [`check_train`] returned it.
 fn normalise(
     be: &CudaBackend,
     x: &Tensor,
@@ -208,7 +210,7 @@ fn normalise(
     parts: &Tensor,
     affine: BatchNormAffine<'_>,
     running: RunningStatsMut<'_>,
-    act: Option<Activation>,
+    [act_kind, slope]: [KernelArg<'static>; 2],
 ) -> Result<BatchNormOut> {
     let BatchNormAffine { gamma, beta, eps } = affine;
     let RunningStatsMut {
@@ -217,7 +219,6 @@ fn normalise(
         momentum,
         batches,
     } = running;
-    let [act_kind, slope] = act_args(act)?;
     let (s, chunk) = g.chunks();
     let mean = be.alloc(&[g.c])?;
     let invstd = be.alloc(&[g.c])?;
