@@ -156,6 +156,26 @@ fn check_batch_norm(
     assert_eq!((got_b, want_b), (4.0, 4.0), "{what}: batch counter");
 }
 
+/// What a convolution that gathers statistics returned, `(y, parts)`, against the same convolution run plain:
+/// the same output bit for bit, parts present and true to y ([`check_parts`]), and batch norm from them
+/// ([`check_batch_norm`]).
+fn check_gathered(
+    what: &str,
+    be: &CudaBackend,
+    (y, parts): (&Tensor, Option<Tensor>),
+    plain: &Tensor,
+    rng: &mut ChaCha8Rng,
+) {
+    assert_eq!(
+        y.to_vec().unwrap(),
+        plain.to_vec().unwrap(),
+        "{what}: output"
+    );
+    let parts = parts.unwrap_or_else(|| panic!("{what}: no statistics"));
+    check_parts(what, y, &parts);
+    check_batch_norm(what, be, y, &parts, rng);
+}
+
 /// The reduction of split-K partial outputs that also gathers the statistics.
 const SPLIT_REDUCE: &str = "conv2d_splitk_reduce_stats_f32";
 
@@ -198,14 +218,7 @@ fn conv2d_gathers_its_outputs_statistics() {
                 "{what}: {SPLIT_REDUCE} launches"
             );
             let plain = be.conv2d(&x, &w, params).unwrap();
-            assert_eq!(
-                y.to_vec().unwrap(),
-                plain.to_vec().unwrap(),
-                "{what}: output"
-            );
-            let parts = parts.unwrap_or_else(|| panic!("{what}: no statistics"));
-            check_parts(&what, &y, &parts);
-            check_batch_norm(&what, &be, &y, &parts, &mut rng);
+            check_gathered(&what, &be, (&y, parts), &plain, &mut rng);
         }
     }
 }
@@ -247,14 +260,7 @@ fn conv_transpose2d_gathers_its_outputs_statistics() {
                 .conv2d_backward_data_with_stats(&dy, &w, xs, params)
                 .unwrap();
             let plain = be.conv2d_backward_data(&dy, &w, xs, params).unwrap();
-            assert_eq!(
-                dx.to_vec().unwrap(),
-                plain.to_vec().unwrap(),
-                "{what}: output"
-            );
-            let parts = parts.unwrap_or_else(|| panic!("{what}: no statistics"));
-            check_parts(&what, &dx, &parts);
-            check_batch_norm(&what, &be, &dx, &parts, &mut rng);
+            check_gathered(&what, &be, (&dx, parts), &plain, &mut rng);
         }
     }
 }
