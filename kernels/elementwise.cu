@@ -1,4 +1,5 @@
-// elementwise.cu — fill, add, add_assign, mul, affine, affine_assign, powf, and a deterministic full sum.
+// elementwise.cu — fill, add, add_assign, add_list (many sums in one launch), mul, affine, affine_assign, powf,
+// and a deterministic full sum.
 //
 // The pointwise kernels are memory bound. They walk the data as float4 vectors (one 16-byte load per operand
 // per thread: whole tensors from the caching allocator are 256-byte aligned) with a grid-stride loop, then handle
@@ -40,6 +41,35 @@ extern "C" __global__ void add_f32(float* __restrict__ y, const float* __restric
 
 // a += b (gradient accumulation).
 extern "C" __global__ void add_assign_f32(float* a, const float* b, int n) { binary_map(a, a, b, n, AddOp()); }
+
+// ---- the gradient sums of a parameter used twice in a step, all in one launch ----------------------------------
+// D runs on the real and on the fake batch, so each of its parameters has two gradients, summed before the
+// optimizer reads them. One launch for every parameter (a list as Adam's, in the kernel's parameters) instead of
+// one per parameter; each element is a + b as add_f32 computes it, so the sums are the same bits.
+#define ADD_LIST_MAX 64
+
+// Mirrored by `AddTensorList` in src/cuda/elementwise.rs (#[repr(C)], same field order); both sides assert the size.
+struct AddTensorList {
+    unsigned long long y[ADD_LIST_MAX];
+    unsigned long long a[ADD_LIST_MAX];
+    unsigned long long b[ADD_LIST_MAX];
+    int size[ADD_LIST_MAX];
+    // first_chunk[t]: the first block of tensor t; first_chunk[ntensors] is the number of blocks.
+    int first_chunk[ADD_LIST_MAX + 1];
+    int ntensors;
+};
+static_assert(sizeof(AddTensorList) == 2056, "AddTensorList layout differs from src/cuda/elementwise.rs");
+
+// y_t = a_t + b_t for every tensor t of the list; block b adds chunk b.
+extern "C" __global__ void add_list_f32(const AddTensorList list, int chunk_len) {
+    const int t = list_tensor_of_block(list.first_chunk, list.ntensors);
+    const int start = ((int)blockIdx.x - list.first_chunk[t]) * chunk_len;
+    const int end = min(start + chunk_len, list.size[t]);
+    float* y = reinterpret_cast<float*>(list.y[t]);
+    const float* a = reinterpret_cast<const float*>(list.a[t]);
+    const float* b = reinterpret_cast<const float*>(list.b[t]);
+    for (int i = start + (int)threadIdx.x; i < end; i += blockDim.x) y[i] = AddOp()(a[i], b[i]);
+}
 
 extern "C" __global__ void mul_f32(float* __restrict__ y, const float* __restrict__ a,
                                    const float* __restrict__ b, int n) {

@@ -46,12 +46,8 @@ __device__ __forceinline__ float torch_lerp(float a, float b, float w) {
 __device__ __forceinline__ void adam_update(const AdamTensorList& list, int chunk_len, float one_minus_beta1,
                                             float beta2, float one_minus_beta2, float eps, float weight_decay,
                                             float step_size, float bias_correction2_sqrt) {
-    // This block's tensor: the last one starting at or before it (a linear scan of at most 64 entries, the same
-    // for every thread; empty tensors start where the next one does and are passed over).
-    const int b = (int)blockIdx.x;
-    int t = 0;
-    while (t + 1 < list.ntensors && list.first_chunk[t + 1] <= b) ++t;
-    const int start = (b - list.first_chunk[t]) * chunk_len;
+    const int t = list_tensor_of_block(list.first_chunk, list.ntensors);
+    const int start = ((int)blockIdx.x - list.first_chunk[t]) * chunk_len;
     const int end = min(start + chunk_len, list.size[t]);
     float* p = reinterpret_cast<float*>(list.param[t]);
     const float* g = reinterpret_cast<const float*>(list.grad[t]);

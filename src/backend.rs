@@ -393,6 +393,11 @@ pub trait Backend: Send + Sync {
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
     /// a += b in place (gradient accumulation).
     fn add_assign(&self, a: &mut Tensor, b: &Tensor) -> Result<()>;
+    /// a + b for every pair, fresh tensors in the pairs' order: the gradients of the parameters used twice in a
+    /// step, summed before the optimizer reads them. A backend may sum them all in one launch.
+    fn add_each(&self, pairs: &[(&Tensor, &Tensor)]) -> Result<Vec<Tensor>> {
+        pairs.iter().map(|(a, b)| self.add(a, b)).collect()
+    }
     /// x = alpha·x + beta in place (counters of the training state, which keep their storage).
     fn affine_assign(&self, x: &mut Tensor, alpha: f32, beta: f32) -> Result<()>;
     /// a * b elementwise (same shape).

@@ -122,6 +122,58 @@ fn binary_and_affine_ops_are_bit_exact() {
     }
 }
 
+fn add_list_launches(be: &CudaBackend) -> u64 {
+    let counts = be.runtime().launch_counts();
+    counts
+        .iter()
+        .find(|(k, _)| *k == "add_list_f32")
+        .map_or(0, |c| c.1)
+}
+
+/// The gradient sums of a step in one launch per 64 pairs: the same bits as `add` pair by pair, for sizes that
+/// end inside a chunk and on a vector boundary or not, an empty tensor in the list, and more pairs than one launch
+/// takes.
+#[test]
+fn add_each_matches_add_pair_by_pair_in_one_launch_per_64() {
+    let be = be();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut sizes: Vec<usize> = SIZES.to_vec();
+    sizes.insert(3, 0);
+    let sizes: Vec<usize> = sizes.iter().cycle().take(70).copied().collect();
+    let data: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let shape = shape_for(n, i);
+            let (a, b) = (random(&mut rng, n, 3.0), random(&mut rng, n, 3.0));
+            (pair(&be, &a, &shape), pair(&be, &b, &shape))
+        })
+        .collect();
+    for count in [1, 9, 64, 70] {
+        let cpu: Vec<_> = data[..count]
+            .iter()
+            .map(|((ac, _), (bc, _))| (ac, bc))
+            .collect();
+        let dev: Vec<_> = data[..count]
+            .iter()
+            .map(|((_, ag), (_, bg))| (ag, bg))
+            .collect();
+        let before = add_list_launches(&be);
+        let got = be.add_each(&dev).unwrap();
+        let launched = add_list_launches(&be) - before;
+        assert_eq!(launched, count.div_ceil(64) as u64, "{count} pairs");
+        let want = CPU.add_each(&cpu).unwrap();
+        assert_eq!(got.len(), count);
+        for (i, ((g, w), (a, b))) in got.iter().zip(&want).zip(&cpu).enumerate() {
+            assert_exact(&format!("add_each of {count}, pair {i}"), g, w);
+            assert_exact(&format!("add of pair {i}"), w, &CPU.add(a, b).unwrap());
+        }
+    }
+    let (x, y) = (be.zeros(&[3]).unwrap(), be.zeros(&[4]).unwrap());
+    let err = be.add_each(&[(&x, &x), (&x, &y)]).unwrap_err();
+    assert!(format!("{err}").contains("add_each"), "{err}");
+}
+
 #[test]
 fn sum_matches_f64_reference() {
     let be = be();
@@ -668,6 +720,7 @@ fn kernel_coverage() {
         .unwrap();
     let mut acc = be.zeros(&[5, 1]).unwrap();
     be.add_assign(&mut acc, &be.add(&x, &x).unwrap()).unwrap();
+    be.add_each(&[(&x, &x)]).unwrap();
     be.mul(&x, &x).unwrap();
     be.affine(&x, 2.0, 1.0).unwrap();
     be.affine_assign(&mut acc, 2.0, 1.0).unwrap();

@@ -228,6 +228,25 @@ impl CudaBackend {
     }
 }
 
+/// The chunk table of a multi-tensor launch (Adam, the gradient sums; `list_tensor_of_block` in
+/// kernels/common.cuh): `first_chunk[t]` is the first chunk of `chunk` elements of tensor t, and the entry after
+/// the last tensor is the number of chunks, which is returned.
+pub fn chunk_table(
+    sizes: impl IntoIterator<Item = usize>,
+    chunk: usize,
+    first_chunk: &mut [i32],
+) -> Result<usize> {
+    let mut chunks = 0usize;
+    let mut t = 0;
+    for n in sizes {
+        first_chunk[t] = n_i32(chunks, "multi-tensor chunks")?;
+        chunks += n.div_ceil(chunk);
+        t += 1;
+    }
+    first_chunk[t] = n_i32(chunks, "multi-tensor chunks")?;
+    Ok(chunks)
+}
+
 /// `n` as a kernel's `int` element count, or an error: kernels index with 32-bit ints.
 pub fn n_i32(n: usize, what: &str) -> Result<i32> {
     ensure!(
@@ -301,6 +320,10 @@ impl Backend for CudaBackend {
 
     fn add_assign(&self, a: &mut Tensor, b: &Tensor) -> Result<()> {
         elementwise::add_assign(self, a, b)
+    }
+
+    fn add_each(&self, pairs: &[(&Tensor, &Tensor)]) -> Result<Vec<Tensor>> {
+        elementwise::add_each(self, pairs)
     }
 
     fn mul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {

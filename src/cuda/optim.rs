@@ -8,7 +8,7 @@
 
 use anyhow::{ensure, Result};
 
-use super::backend::n_i32;
+use super::backend::{chunk_table, n_i32};
 use super::runtime::{KernelArg as A, LaunchCfg};
 use super::{CudaBackend, DeviceAlloc};
 use crate::backend::{
@@ -123,7 +123,8 @@ fn adam_launches(
     }
     for group in slots.chunks_mut(LIST_MAX) {
         let mut list: AdamTensorList = bytemuck::Zeroable::zeroed();
-        let mut chunks = 0usize;
+        let sizes = group.iter().map(|s| s.param.numel());
+        let chunks = chunk_table(sizes, CHUNK, &mut list.first_chunk)?;
         for (t, s) in group.iter_mut().enumerate() {
             // In-place updates: copy-on-write first if a tensor shares its storage.
             list.param[t] = be.ptr_mut(s.param)?;
@@ -131,10 +132,7 @@ fn adam_launches(
             list.m[t] = be.ptr_mut(s.m)?;
             list.v[t] = be.ptr_mut(s.v)?;
             list.size[t] = s.param.numel() as i32;
-            list.first_chunk[t] = n_i32(chunks, "adam chunks")?;
-            chunks += s.param.numel().div_ceil(CHUNK);
         }
-        list.first_chunk[group.len()] = n_i32(chunks, "adam chunks")?;
         list.ntensors = group.len() as i32;
         if chunks == 0 {
             continue; // every tensor is empty

@@ -120,18 +120,39 @@ impl ParamStore {
     }
 
     /// Adds the gradients of this store's parameters found in `grads`.
+    ///
+    /// A parameter used twice in a step (D on the real and on the fake batch) has two gradients. The first is
+    /// still shared with `grads`, so an in-place add would copy it first: a fresh sum costs one pass less. The
+    /// sums of all parameters go to the backend together (one launch on CUDA), in rounds when a parameter has
+    /// more than two gradients, so that each is added in the order `grads` gives them.
     pub fn accumulate_grads(&mut self, grads: &Gradients) -> Result<()> {
+        let mut pending: Vec<(usize, &Tensor)> = Vec::new();
         for (k, g) in grads.params() {
             if k.store != self.id {
                 continue;
             }
             match &mut self.grads[k.index] {
-                // A parameter used twice in a step (D on the real and on the fake batch) has two gradients.
-                // The first is still shared with `grads`, so an in-place add would copy it first: a fresh sum
-                // costs one pass less.
-                Some(acc) => *acc = g.backend().add(acc, g)?,
+                Some(_) => pending.push((k.index, g)),
                 slot @ None => *slot = Some(g.clone()),
             }
+        }
+        while let Some(&(_, first)) = pending.first() {
+            // One gradient per parameter in this round; a parameter's next one waits for the next round.
+            let mut taken = vec![false; self.grads.len()];
+            let (round, later): (Vec<_>, Vec<_>) = pending
+                .into_iter()
+                .partition(|&(i, _)| !std::mem::replace(&mut taken[i], true));
+            let sums = {
+                let pairs: Vec<(&Tensor, &Tensor)> = round
+                    .iter()
+                    .map(|&(i, g)| (self.grads[i].as_ref().expect("a gradient to add to"), g))
+                    .collect();
+                first.backend().add_each(&pairs)?
+            };
+            for (&(i, _), s) in round.iter().zip(sums) {
+                self.grads[i] = Some(s);
+            }
+            pending = later;
         }
         Ok(())
     }
