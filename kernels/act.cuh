@@ -57,3 +57,12 @@ struct AnyAct {
         }
     }
 };
+
+// The activation a forward convolution applies to its output as it stores it, when no batch norm comes between
+// them: ReLU and LeakyReLU only (a compare and a select in the epilogue, the same bits as their own kernels);
+// the host fuses no other, and ACT_NONE stores the sum as it is.
+__device__ __forceinline__ float epilogue_act(int act, float slope, float v) {
+    if (act == ACT_RELU) return Relu{0.0f}.fwd(v);
+    if (act == ACT_LEAKY_RELU) return LeakyRelu{slope}.fwd(v);
+    return v;
+}

@@ -18,6 +18,10 @@
 // and sum of squared deviations over the tile's pixels from the accumulators still in registers
 // (tile_stats.cuh), and batch norm merges those parts instead of reading the output once more.
 //
+// The activation in the epilogue. A forward convolution with no batch norm after it (DCGAN's first D layer) stores
+// LeakyReLU or ReLU of its sums (act.cuh's epilogue_act), so the activation costs no pass of its own over the
+// output: the same bits as the activation kernel, one write instead of a write, a read and a write.
+//
 // Stride-phase decomposition (backward data). With stride S, an input row ih only receives taps r with
 // r ≡ (ih+PH) mod S. Naively looping over all r and skipping inexact ones wastes (S-1)/S of the work per
 // dimension (3/4 for DCGAN's 4x4 stride-2 layers). Instead, blockIdx.z selects a phase (rh, rw) = the residues
@@ -50,6 +54,7 @@
 #include "async_copy.cuh"
 #include "mma.cuh"
 #include "tile_stats.cuh"
+#include "act.cuh"
 
 namespace conv {
 
@@ -423,7 +428,7 @@ template <int BM, int BN>
 __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const float* __restrict__ w,
                                          float* __restrict__ y, float* __restrict__ stats, int N, int C, int H,
                                          int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH,
-                                         int PW, int k_chunk, float (&As)[BK][BM + PAD],
+                                         int PW, int k_chunk, int act, float slope, float (&As)[BK][BM + PAD],
                                          float (&Bs)[BK][BN + PAD]) {
     typedef TileShape<BM, BN> T;
     const int K = C * KH * KW;
@@ -450,7 +455,7 @@ __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const floa
 #pragma unroll
         for (int i = 0; i < T::TM; ++i) {
             const int o = m0 + ty * T::TM + i;
-            if (o < O) yp[(size_t)o * Ho * Wo] = acc[i][j];
+            if (o < O) yp[(size_t)o * Ho * Wo] = epilogue_act(act, slope, acc[i][j]);
         }
     }
     if (stats != nullptr) write_stats<BM, BN>(acc, &Bs[0][0], ncols, col0, m0, O, blockIdx.x, gridDim.x, stats);
@@ -1150,7 +1155,7 @@ template <int BM, Op OP>
 __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const float* __restrict__ w,
                                          float* __restrict__ y, float* __restrict__ stats, int N, int C, int H,
                                          int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH,
-                                         int PW, int k_chunk, float* smem) {
+                                         int PW, int k_chunk, int act, float slope, float* smem) {
     const int K = C * KH * KW;
     const int ncols = N * Ho * Wo;
     const int m0 = blockIdx.y * BM;
@@ -1170,7 +1175,7 @@ __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const floa
     epilogue(acc, m0, col0, [&](int o, int p, float v) {
         if (o < O && p < ncols) {
             const int n = p / HoWo;
-            out[((size_t)n * O + o) * HoWo + (p - n * HoWo)] = v;
+            out[((size_t)n * O + o) * HoWo + (p - n * HoWo)] = epilogue_act(act, slope, v);
         }
     });
     if (stats != nullptr) write_stats<BM>(acc, smem, ncols, col0, m0, O, blockIdx.x, gridDim.x, stats);
@@ -1254,23 +1259,25 @@ __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, con
 // stats (forward and backward data): null, or where the kernel writes its output's batch-norm statistics in
 // parts (tile_stats.cuh), [rows][tiles][3] with tiles = gridDim.x * gridDim.z (one part per column tile and
 // phase); forward only without split-K (gridDim.z == 1), whose partial sums are no output yet.
+// act, slope (forward): the activation stored in place of the sum when no batch norm comes next (act.cuh's
+// epilogue_act: ACT_NONE, ACT_RELU or ACT_LEAKY_RELU); ACT_NONE under split-K, where the reduction applies it.
 
 // grid = (ceil(N*Ho*Wo / 64), ceil(O / 64), splits); split z covers K range [z*k_chunk, (z+1)*k_chunk) and
 // writes y + z*numel(y) (pass a workspace of splits*numel(y) floats and reduce when splits > 1).
 extern "C" __global__ void conv2d_fwd_f32(const float* x, const float* w, float* y, float* stats, int N, int C, int H,
                                           int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
-                                          int k_chunk) {
+                                          int k_chunk, int act, float slope) {
     __shared__ float As[conv::BK][64 + conv::PAD];
     __shared__ float Bs[conv::BK][64 + conv::PAD];
-    conv::fwd_body<64, 64>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, As, Bs);
+    conv::fwd_body<64, 64>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, act, slope, As, Bs);
 }
 
 extern "C" __global__ void conv2d_fwd_m16_f32(const float* x, const float* w, float* y, float* stats, int N, int C,
                                               int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW,
-                                              int PH, int PW, int k_chunk) {
+                                              int PH, int PW, int k_chunk, int act, float slope) {
     __shared__ float As[conv::BK][16 + conv::PAD];
     __shared__ float Bs[conv::BK][128 + conv::PAD];
-    conv::fwd_body<16, 128>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, As, Bs);
+    conv::fwd_body<16, 128>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, act, slope, As, Bs);
 }
 
 // grid = (ceil(N * ceil(H/SH) * ceil(W/SW) / 64), ceil(C / 64), SH*SW phases). Writes every element of dx.
@@ -1300,12 +1307,14 @@ extern "C" __global__ void conv2d_bwd_weight_f32(const float* x, const float* dy
     conv::bwd_weight_body<64, 64>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, As, Bs);
 }
 
-// out[i] = sum over z = 0..splits-1 of parts[z*numel + i], in that order (deterministic). Any 1-D grid.
-extern "C" __global__ void conv2d_splitk_reduce_f32(const float* parts, float* out, int numel, int splits) {
+// out[i] = sum over z = 0..splits-1 of parts[z*numel + i], in that order (deterministic), through the forward's
+// activation (act, slope as the forward kernels'; ACT_NONE for backward weight). Any 1-D grid.
+extern "C" __global__ void conv2d_splitk_reduce_f32(const float* parts, float* out, int numel, int splits, int act,
+                                                    float slope) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += gridDim.x * blockDim.x) {
         float s = 0.0f;
         for (int z = 0; z < splits; ++z) s += parts[(size_t)z * numel + i];
-        out[i] = s;
+        out[i] = epilogue_act(act, slope, s);
     }
 }
 
@@ -1337,10 +1346,10 @@ extern "C" __global__ void conv2d_splitk_reduce_stats_f32(const float* __restric
 // rows > 64).
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
     conv2d_fwd_tf32(const float* x, const float* w, float* y, float* stats, int N, int C, int H, int W, int O, int KH,
-                    int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+                    int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk, int act, float slope) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body<64, conv::tc::Op::Tf32>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
-                                               tc_smem);
+    conv::tc::fwd_body<64, conv::tc::Op::Tf32>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                               k_chunk, act, slope, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
@@ -1361,10 +1370,10 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
     conv2d_fwd_m128_tf32(const float* x, const float* w, float* y, float* stats, int N, int C, int H, int W, int O,
-                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk, int act, float slope) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body<128, conv::tc::Op::Tf32>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
-                                                tc_smem);
+    conv::tc::fwd_body<128, conv::tc::Op::Tf32>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                                k_chunk, act, slope, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
@@ -1388,10 +1397,10 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
     conv2d_fwd_bf16(const float* x, const float* w, float* y, float* stats, int N, int C, int H, int W, int O, int KH,
-                    int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+                    int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk, int act, float slope) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body<64, conv::tc::Op::Bf16>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
-                                               tc_smem);
+    conv::tc::fwd_body<64, conv::tc::Op::Bf16>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                               k_chunk, act, slope, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
@@ -1412,10 +1421,10 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
     conv2d_fwd_m128_bf16(const float* x, const float* w, float* y, float* stats, int N, int C, int H, int W, int O,
-                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk, int act, float slope) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body<128, conv::tc::Op::Bf16>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
-                                                tc_smem);
+    conv::tc::fwd_body<128, conv::tc::Op::Bf16>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                                k_chunk, act, slope, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
@@ -1436,10 +1445,10 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
     conv2d_fwd_fp16(const float* x, const float* w, float* y, float* stats, int N, int C, int H, int W, int O, int KH,
-                    int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+                    int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk, int act, float slope) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body<64, conv::tc::Op::Fp16>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
-                                               tc_smem);
+    conv::tc::fwd_body<64, conv::tc::Op::Fp16>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                               k_chunk, act, slope, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
@@ -1460,10 +1469,10 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
     conv2d_fwd_m128_fp16(const float* x, const float* w, float* y, float* stats, int N, int C, int H, int W, int O,
-                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk, int act, float slope) {
     extern __shared__ __align__(16) float tc_smem[];
-    conv::tc::fwd_body<128, conv::tc::Op::Fp16>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk,
-                                                tc_smem);
+    conv::tc::fwd_body<128, conv::tc::Op::Fp16>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+                                                k_chunk, act, slope, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)

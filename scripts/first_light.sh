@@ -195,7 +195,7 @@ test_binary() {
 phase_parity() {
     begin p2-parity
     parity=()
-    for b in ${PARITY:-cuda_runtime parity_tf32 parity_half emu_parity emu_parity_conv emu_parity_conv_narrow emu_conv_bn_stats \
+    for b in ${PARITY:-cuda_runtime parity_tf32 parity_half emu_parity emu_parity_conv emu_parity_conv_narrow emu_conv_epilogue \
         emu_parity_pool emu_graph nvrtc_compile}; do
         # parity_tf32 / parity_half check the DCGAN shapes against the CPU reference on the host: about 90 s
         # (parity_half: two precisions, not measured yet).

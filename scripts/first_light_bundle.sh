@@ -24,7 +24,7 @@ for a in "$@"; do
 done
 
 out=.gpu-bundle
-tests=(cuda_runtime parity_tf32 parity_half emu_parity emu_parity_conv emu_parity_conv_narrow emu_conv_bn_stats emu_parity_pool
+tests=(cuda_runtime parity_tf32 parity_half emu_parity emu_parity_conv emu_parity_conv_narrow emu_conv_epilogue emu_parity_pool
     emu_graph nvrtc_compile)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

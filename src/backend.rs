@@ -358,6 +358,19 @@ pub struct RmsPropSlot<'a> {
     pub square_avg: &'a mut Tensor,
 }
 
+/// A convolution, then its activation in a pass of its own: [`Backend::conv2d_act`]'s default, and what a
+/// backend that fuses only some activations runs for the others.
+pub fn conv2d_then_act<B: Backend + ?Sized>(
+    b: &B,
+    x: &Tensor,
+    w: &Tensor,
+    p: Conv2dParams,
+    act: Activation,
+) -> Result<Tensor> {
+    let z = b.conv2d(x, w, p)?;
+    b.activation(&z, act)
+}
+
 pub trait Backend: Send + Sync {
     /// Human-readable device name, e.g. "cpu (2 threads)" or "cuda:0 NVIDIA H200 (sm_90)".
     fn name(&self) -> String;
@@ -424,6 +437,18 @@ pub trait Backend: Send + Sync {
         x_shape: [usize; 4],
         p: Conv2dParams,
     ) -> Result<Tensor>;
+    /// [`conv2d`](Backend::conv2d) followed by `act`, for a convolution with no batch norm after it: a backend
+    /// may store the activation of the sums directly (the same values, no pass of its own over the output). The
+    /// default runs the two.
+    fn conv2d_act(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        p: Conv2dParams,
+        act: Activation,
+    ) -> Result<Tensor> {
+        conv2d_then_act(self, x, w, p, act)
+    }
     /// [`conv2d`](Backend::conv2d) for a convolution whose output goes to a training-mode batch norm: also
     /// returns the output's per-channel statistics in parts, gathered while the output was written, for
     /// [`batch_norm_train_from_parts`](Backend::batch_norm_train_from_parts). `None` when this backend or this

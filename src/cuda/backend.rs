@@ -355,7 +355,22 @@ impl Backend for CudaBackend {
     }
 
     fn conv2d(&self, x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
-        Ok(conv::conv2d(self, x, w, p, false)?.0)
+        Ok(conv::conv2d(self, x, w, p, false, None)?.0)
+    }
+
+    fn conv2d_act(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        p: Conv2dParams,
+        act: Activation,
+    ) -> Result<Tensor> {
+        match act {
+            Activation::Relu | Activation::LeakyRelu(_) => {
+                Ok(conv::conv2d(self, x, w, p, false, Some(act))?.0)
+            }
+            Activation::Tanh | Activation::Sigmoid => conv2d_then_act(self, x, w, p, act),
+        }
     }
 
     fn conv2d_with_stats(
@@ -364,7 +379,7 @@ impl Backend for CudaBackend {
         w: &Tensor,
         p: Conv2dParams,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        conv::conv2d(self, x, w, p, true)
+        conv::conv2d(self, x, w, p, true, None)
     }
 
     fn conv2d_backward_data(

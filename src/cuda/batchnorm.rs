@@ -106,7 +106,7 @@ fn ptr(t: &Tensor, be: &CudaBackend) -> Result<KernelArg<'static>> {
 }
 
 /// The fused activation as the kernels' (ActKind, slope) arguments (kernels/act.cuh).
-fn act_args(act: Option<Activation>) -> Result<[KernelArg<'static>; 2]> {
+pub(super) fn act_args(act: Option<Activation>) -> Result<[KernelArg<'static>; 2]> {
     if let Some(a) = act {
         a.check()?;
     }

@@ -17,6 +17,9 @@
 //! large for shared memory. Parameters, activations and
 //! gradients stay f32 in memory either way.
 //!
+//! A forward convolution with no batch norm after it can store ReLU or LeakyReLU of its sums (`act`;
+//! kernels/act.cuh's `epilogue_act`), in its epilogue or, when its reduction is split, in the reduction's.
+//!
 //! Forward and backward data can also hand the batch norm after them their output's per-channel statistics
 //! (`stats`; kernels/tile_stats.cuh): the GEMM kernels gather one part per output tile in their epilogue, or,
 //! when a forward reduction is split, `conv2d_splitk_reduce_stats_f32` one part per chunk of a channel as it sums
@@ -29,12 +32,12 @@
 use anyhow::{ensure, Result};
 
 use super::backend::n_i32;
-use super::batchnorm::{channel_chunks, channel_grid};
+use super::batchnorm::{act_args, channel_chunks, channel_grid};
 use super::conv_narrow;
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
-use crate::backend::Conv2dParams;
 pub use crate::backend::Precision;
+use crate::backend::{Activation, Conv2dParams};
 use crate::ops::conv::ConvGeom as Geom;
 use crate::tensor::{numel, Tensor};
 
@@ -252,7 +255,8 @@ enum Stats {
 /// Runs a split-K GEMM kernel with cfg.grid.z splits of `k_chunk`: straight into `out` when one split
 /// suffices, else into a workspace of partial outputs that `conv2d_splitk_reduce_f32` (or, gathering
 /// statistics, `conv2d_splitk_reduce_stats_f32`) sums in order. Returns the statistics parts ([rows, T, 3])
-/// when asked to gather them.
+/// when asked to gather them. `act` (forward kernels, without statistics): the activation stored in place of
+/// the sums, by the kernel's epilogue or by the reduction of the splits.
 #[allow(clippy::too_many_arguments)]
 fn launch_split(
     be: &CudaBackend,
@@ -263,7 +267,19 @@ fn launch_split(
     sizes: &[KernelArg],
     k_chunk: usize,
     stats: Stats,
+    act: Option<Activation>,
 ) -> Result<Option<Tensor>> {
+    ensure!(
+        act.is_none() || matches!(stats, Stats::Skip),
+        "{kernel}: an activation in the epilogue needs a forward kernel without batch-norm statistics"
+    );
+    ensure!(
+        matches!(
+            act,
+            None | Some(Activation::Relu | Activation::LeakyRelu(_))
+        ),
+        "{kernel}: only ReLU and LeakyReLU run in a convolution's epilogue, not {act:?}"
+    );
     let numel = out.numel();
     let splits = cfg.grid.2 as usize;
     let mut args = vec![KernelArg::Ptr(inputs[0]), KernelArg::Ptr(inputs[1])];
@@ -285,6 +301,10 @@ fn launch_split(
     }
     args.extend_from_slice(sizes);
     args.push(KernelArg::I32(n_i32(k_chunk, kernel)?));
+    if !matches!(stats, Stats::NoArgument) {
+        // Partial sums are no output yet: the reduction applies the activation.
+        args.extend(act_args(if splits == 1 { act } else { None })?);
+    }
     be.launch(kernel, cfg, &args)?;
     let Some(ws) = ws else {
         return Ok(epilogue_parts);
@@ -310,6 +330,7 @@ fn launch_split(
         )?;
         return Ok(Some(parts));
     }
+    let [act, slope] = act_args(act)?;
     be.launch(
         "conv2d_splitk_reduce_f32",
         reduce_cfg(numel),
@@ -318,6 +339,8 @@ fn launch_split(
             out,
             KernelArg::I32(n_i32(numel, kernel)?),
             KernelArg::I32(splits as i32),
+            act,
+            slope,
         ],
     )?;
     Ok(None)
@@ -325,12 +348,14 @@ fn launch_split(
 
 /// x [N, C, H, W], w [O, C, kh, kw] -> y [N, O, Ho, Wo], and with `stats` y's per-channel statistics in parts
 /// ([O, T, 3], kernels/tile_stats.cuh): T output tiles, or T chunks of a channel when the reduction is split.
+/// With `act` (ReLU or LeakyReLU, and no `stats`), y is act of the convolution, applied as it is stored.
 pub fn conv2d(
     be: &CudaBackend,
     x: &Tensor,
     w: &Tensor,
     p: Conv2dParams,
     stats: bool,
+    act: Option<Activation>,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let g = geom("conv2d", x.dims4("conv2d x")?, w.dims4("conv2d w")?, p)?;
     let y = be.alloc(&g.out_shape())?;
@@ -364,6 +389,7 @@ pub fn conv2d(
             },
             false => Stats::Skip,
         },
+        act,
     )?;
     Ok((y, parts))
 }
@@ -460,6 +486,7 @@ pub fn conv2d_backward_weight(
         &g.args(),
         k_chunk,
         Stats::NoArgument,
+        None,
     )?;
     Ok(dw)
 }

@@ -188,7 +188,7 @@ pub fn linear(be: &CudaBackend, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> R
     }
     if g.as_conv(be) {
         let (xs, ws) = g.conv_shapes();
-        let (prod, _) = conv::conv2d(be, &x.reshape(&xs)?, &w.reshape(&ws)?, UNIT, false)?;
+        let (prod, _) = conv::conv2d(be, &x.reshape(&xs)?, &w.reshape(&ws)?, UNIT, false, None)?;
         let Some(b) = b else {
             return prod.reshape(&[g.n, g.out]);
         };

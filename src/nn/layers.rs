@@ -75,6 +75,24 @@ impl Conv2d {
         y.with_context(|| self.describe(store))
     }
 
+    /// [`forward`](Self::forward) then `act`: one op ([`ops::conv2d_act`]) for a convolution, two for a
+    /// transposed one.
+    pub fn forward_act(
+        &self,
+        tape: &mut Tape,
+        store: &ParamStore,
+        x: Var,
+        act: Activation,
+    ) -> Result<Var> {
+        if self.transposed {
+            let y = self.forward(tape, store, x)?;
+            return ops::activation(tape, y, act);
+        }
+        let w = store.var(tape, self.weight);
+        let y = ops::conv2d_act(tape, x, w, self.params, act);
+        y.with_context(|| format!("{} + {act:?}", self.describe(store)))
+    }
+
     /// [`forward`](Self::forward) for a convolution followed by a training-mode batch norm: also the output's
     /// statistics in parts, when the backend gathers them in the convolution's own pass
     /// ([`ops::conv2d_with_stats`]).
@@ -404,6 +422,13 @@ impl Sequential {
                     let act = act_at(i + 2);
                     x = bn.forward(tape, store, y, train, act, parts.as_ref())?;
                     i += 2 + usize::from(act.is_some());
+                }
+                // A convolution and the activation right after it (D's first layer) run as one op: the
+                // convolution stores the activation of its sums where the backend can (same values, one pass
+                // fewer).
+                (Layer::Conv(c), Some(Layer::Act(a))) => {
+                    x = c.forward_act(tape, store, x, *a)?;
+                    i += 2;
                 }
                 // Batch norm and the activation after it run as one fused op (same values, one pass fewer).
                 (Layer::BatchNorm(bn), Some(Layer::Act(a))) => {

@@ -27,7 +27,7 @@ pub fn activation(tape: &mut Tape, x: Var, act: Activation) -> Result<Var> {
 /// dy · act'(x) as tape ops, from the output y = act(x). ReLU's and LeakyReLU's derivative is a constant mask
 /// (their second derivative is zero almost everywhere); tanh' = 1 − y² and σ' = y(1 − y) are written in y, so
 /// they differentiate through y again.
-fn derivative_times(tape: &mut Tape, y: Var, dy: Var, act: Activation) -> Result<Var> {
+pub(crate) fn derivative_times(tape: &mut Tape, y: Var, dy: Var, act: Activation) -> Result<Var> {
     let d = match act {
         Activation::Relu | Activation::LeakyRelu(_) => {
             let yv = tape.value(y);

@@ -13,7 +13,8 @@
 use anyhow::{bail, ensure, Result};
 
 use crate::autograd::{rule, Tape, Var};
-use crate::backend::Conv2dParams;
+use crate::backend::{Activation, Conv2dParams};
+use crate::ops::activation::derivative_times;
 use crate::tensor::Tensor;
 
 /// The sizes of one convolution, validated once: both backends build it for each of the three passes, so the
@@ -107,7 +108,25 @@ pub fn conv2d(tape: &mut Tape, x: Var, w: Var, p: Conv2dParams) -> Result<Var> {
     let (xv, wv) = (tape.value(x), tape.value(w));
     check_same_device("conv2d", xv, wv)?;
     let y = xv.backend().conv2d(xv, wv, p)?;
-    record_conv2d(tape, x, w, p, y)
+    record_conv2d(tape, x, w, p, None, y)
+}
+
+/// [`conv2d`] followed by `act` as one op, for a convolution with no batch norm after it (DCGAN's first D
+/// layer): the backend may store the activation of the sums as it writes them
+/// ([`Backend::conv2d_act`](crate::backend::Backend::conv2d_act)), so the activation costs no pass of its own.
+/// The backward takes dy through the activation from the output, as [`activation`](super::activation) does,
+/// then through the convolution: the gradients are the composition's.
+pub fn conv2d_act(
+    tape: &mut Tape,
+    x: Var,
+    w: Var,
+    p: Conv2dParams,
+    act: Activation,
+) -> Result<Var> {
+    let (xv, wv) = (tape.value(x), tape.value(w));
+    check_same_device("conv2d", xv, wv)?;
+    let y = xv.backend().conv2d_act(xv, wv, p, act)?;
+    record_conv2d(tape, x, w, p, Some(act), y)
 }
 
 /// [`conv2d`] whose output goes to a training-mode batch norm: also the output's per-channel statistics in
@@ -123,7 +142,7 @@ pub fn conv2d_with_stats(
     let (xv, wv) = (tape.value(x), tape.value(w));
     check_same_device("conv2d", xv, wv)?;
     let (y, parts) = xv.backend().conv2d_with_stats(xv, wv, p)?;
-    Ok((record_conv2d(tape, x, w, p, y)?, parts))
+    Ok((record_conv2d(tape, x, w, p, None, y)?, parts))
 }
 
 fn check_same_device(what: &str, x: &Tensor, w: &Tensor) -> Result<()> {
@@ -136,30 +155,50 @@ fn check_same_device(what: &str, x: &Tensor, w: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Puts y = conv2d(x, w) on the tape, with its gradients.
-fn record_conv2d(tape: &mut Tape, x: Var, w: Var, p: Conv2dParams, y: Tensor) -> Result<Var> {
+/// Puts y = conv2d(x, w), or act of it, on the tape, with its gradients: dy goes back through the activation
+/// (from y, as the activation op does) and then through the convolution.
+fn record_conv2d(
+    tape: &mut Tape,
+    x: Var,
+    w: Var,
+    p: Conv2dParams,
+    act: Option<Activation>,
+    y: Tensor,
+) -> Result<Var> {
     let (xv, wv) = (tape.value(x), tape.value(w));
-    let (saved_x, saved_w) = (xv.clone(), wv.clone());
+    let (saved_x, saved_w, saved_y) = (xv.clone(), wv.clone(), y.clone());
     let (x_shape, w_shape) = (xv.dims4("conv2d x")?, wv.dims4("conv2d w")?);
     Ok(tape.push_op_with_rule(
-        "conv2d",
+        if act.is_some() {
+            "conv2d + activation"
+        } else {
+            "conv2d"
+        },
         y,
         &[x, w],
         Box::new(move |dy, need| {
             let b = dy.backend();
+            let dz = act
+                .map(|a| b.activation_backward(&saved_y, dy, a))
+                .transpose()?;
+            let dz = dz.as_ref().unwrap_or(dy);
             let dx = need[0]
-                .then(|| b.conv2d_backward_data(dy, &saved_w, x_shape, p))
+                .then(|| b.conv2d_backward_data(dz, &saved_w, x_shape, p))
                 .transpose()?;
             let dw = need[1]
-                .then(|| b.conv2d_backward_weight(&saved_x, dy, w_shape, p))
+                .then(|| b.conv2d_backward_weight(&saved_x, dz, w_shape, p))
                 .transpose()?;
             Ok(vec![dx, dw])
         }),
         rule(move |t, a| {
             let (x, w) = (a.inputs[0], a.inputs[1]);
+            let dz = match act {
+                Some(f) => derivative_times(t, a.out, a.dy, f)?,
+                None => a.dy,
+            };
             Ok(vec![
-                a.grad(0, || conv_data(t, a.dy, w, x_shape, p))?,
-                a.grad(1, || conv_weight(t, x, a.dy, w_shape, p))?,
+                a.grad(0, || conv_data(t, dz, w, x_shape, p))?,
+                a.grad(1, || conv_weight(t, x, dz, w_shape, p))?,
             ])
         }),
     ))
@@ -382,6 +421,39 @@ mod tests {
     }
 
     test_devices!(second_order_gradients_match_finite_differences => super::second_order);
+
+    /// A convolution and its activation as one op: first- and second-order gradients (a gradient penalty
+    /// differentiates D's first layer twice) for every activation, with the critic's 4×4 stride-2 geometry.
+    fn conv_act(dev: &crate::Device) {
+        let t = |shape: &[usize], seed| test_tensor(shape, seed).to_device(dev).unwrap();
+        let gc = GradCheck::default();
+        let p = params((2, 2), (1, 1));
+        let acts = [
+            Activation::LeakyRelu(0.2),
+            Activation::Relu,
+            Activation::Tanh,
+            Activation::Sigmoid,
+        ];
+        for (i, act) in acts.into_iter().enumerate() {
+            let (x, w) = (
+                t(&[2, 2, 6, 6], 50 + i as u64),
+                t(&[3, 2, 4, 4], 60 + i as u64),
+            );
+            let worst = gc
+                .run(&[x.clone(), w.clone()], |t, v| {
+                    conv2d_act(t, v[0], v[1], p, act)
+                })
+                .unwrap();
+            assert!(worst.is_finite(), "{act:?}");
+            gc.run_second_order(&[x, w], |t, v| {
+                let y = conv2d_act(t, v[0], v[1], p, act)?;
+                crate::ops::mul(t, y, y)
+            })
+            .unwrap();
+        }
+    }
+
+    test_devices!(conv2d_act_gradients_match_finite_differences => super::conv_act);
 
     #[test]
     fn conv2d_gradients_match_finite_differences() {

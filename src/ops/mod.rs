@@ -18,9 +18,11 @@ pub mod random;
 pub mod resize;
 pub mod shape;
 
-pub use activation::{leaky_relu, relu, sigmoid, tanh};
+pub use activation::{activation, leaky_relu, relu, sigmoid, tanh};
 pub use batchnorm::{batch_norm, batch_norm_act, batch_norm_act_from_parts};
-pub use conv::{conv2d, conv2d_with_stats, conv_transpose2d, conv_transpose2d_with_stats};
+pub use conv::{
+    conv2d, conv2d_act, conv2d_with_stats, conv_transpose2d, conv_transpose2d_with_stats,
+};
 pub use elementwise::{add, mean, mul, scale, sum};
 pub use linear::linear;
 pub use loss::bce_with_logits;

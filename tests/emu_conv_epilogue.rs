@@ -1,6 +1,6 @@
-//! Batch-norm statistics gathered by a convolution as it writes its output (kernels/tile_stats.cuh, the
-//! `stats` argument of conv.cu's forward and backward-data kernels), and batch norm from those parts
-//! (`bn_train_fwd_f32`).
+//! What a convolution does beside its sums as it writes its output: the batch-norm statistics it gathers
+//! (kernels/tile_stats.cuh, the `stats` argument of conv.cu's forward and backward-data kernels), with batch norm
+//! from those parts (`bn_train_fwd_f32`); and the activation it applies (`act`, act.cuh's `epilogue_act`).
 //!
 //! For every precision's kernels (the f32 64x64 and 16x128 tiles, the tensor-core 64x128 and 128x128 tiles) and
 //! for forward and backward-data (conv_transpose2d) shapes with partial tiles, stride phases of unequal size and
@@ -261,6 +261,75 @@ fn conv_transpose2d_gathers_its_outputs_statistics() {
                 .unwrap();
             let plain = be.conv2d_backward_data(&dy, &w, xs, params).unwrap();
             check_gathered(&what, &be, (&dx, parts), &plain, &mut rng);
+        }
+    }
+}
+
+/// A convolution that stores ReLU or LeakyReLU of its sums (`conv2d_act`), on every precision's kernels and
+/// with the reduction split or not, against the convolution followed by the activation kernel on the same
+/// backend: the same bits, with one launch fewer. Tanh and sigmoid stay two launches.
+#[test]
+fn conv2d_with_an_activation_stores_the_activation_of_its_sums() {
+    use gan_engine::backend::Activation;
+    let be = backend();
+    let mut rng = ChaCha8Rng::seed_from_u64(44);
+    // Not split (short K; the f32 16x128 tile at 8 rows, the 128-row tile at 100), then split (long K, few tiles).
+    let cases: [FwdCase; 4] = [
+        ("D1-like, 3 -> 24", [2, 3, 13, 11], 24, 4, 2, 1),
+        ("8 rows", [3, 2, 9, 9], 8, 3, 1, 1),
+        ("100 rows", [1, 3, 12, 12], 100, 4, 2, 1),
+        ("split K, D2-like 16 -> 24", [2, 16, 10, 10], 24, 4, 2, 1),
+    ];
+    let acts = [
+        Activation::LeakyRelu(0.2),
+        Activation::Relu,
+        Activation::Tanh,
+    ];
+    for precision in PRECISIONS {
+        be.set_precision(precision);
+        for ((name, xs, o, k, s, p), act) in cases.into_iter().flat_map(|c| acts.map(|a| (c, a))) {
+            let what = format!("{name} at {precision:?}, {act:?}");
+            // Centred inputs: about half the sums are negative.
+            let x = tensor(&be, &uniform(&mut rng, xs.iter().product(), -1.0, 1.0), &xs);
+            let w = tensor(
+                &be,
+                &uniform(&mut rng, o * xs[1] * k * k, -0.4, 0.4),
+                &[o, xs[1], k, k],
+            );
+            let params = Conv2dParams::new(s, p);
+            // Launches, the poison fills of test builds left out.
+            let count = |be: &CudaBackend| {
+                let counts = be.runtime().launch_counts();
+                counts
+                    .iter()
+                    .filter(|c| c.0 != "fill_f32")
+                    .map(|c| c.1)
+                    .sum::<u64>()
+            };
+            let before = count(&be);
+            let fused = be.conv2d_act(&x, &w, params, act).unwrap();
+            let fused_launches = count(&be) - before;
+            let before = count(&be);
+            let z = be.conv2d(&x, &w, params).unwrap();
+            let want = be.activation(&z, act).unwrap();
+            let plain_launches = count(&be) - before;
+            let (got, want) = (fused.to_vec().unwrap(), want.to_vec().unwrap());
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{what}: output differs from the convolution then the activation"
+            );
+            assert!(
+                got.iter().any(|&v| v < 0.0)
+                    == matches!(act, Activation::LeakyRelu(_) | Activation::Tanh)
+            );
+            let saved = u64::from(!matches!(act, Activation::Tanh));
+            assert_eq!(
+                fused_launches + saved,
+                plain_launches,
+                "{what}: launches fused {fused_launches}, apart {plain_launches}"
+            );
         }
     }
 }
