@@ -9,14 +9,16 @@
 #   1 smoke     20 training steps each in fp32, tf32, bf16, fp16 and --cuda-graph
 #   2 parity    the parity suites on the real GPU (parity_half: bf16 / fp16), one test thread; failures rerun
 #               one by one
-#   3 timing    DCGAN-64 iteration at batch 128: ours fp32 / tf32, eager / graph; PyTorch eager TF32 off / on,
-#               graphed TF32 off / on (scripts/torch_dcgan_step.py), all with CUDA events; then the measured peak
-#               (scripts/gpu_peak.py: cuBLAS matmul per precision, copy bandwidth) that "% of peak" divides by;
-#               our kernel launches per iteration at that batch, as the runtime counted them
+#   3 timing    DCGAN-64 iteration at batch 128, the targets' precisions first: ours bf16 / tf32 / fp32 / fp16,
+#               eager, and bf16 / tf32 / fp32 graphed; PyTorch (scripts/torch_dcgan_step.py) eager and graphed under
+#               autocast(bf16), TF32 on and off, and eager under autocast(fp16) with a GradScaler, all with CUDA
+#               events; then the measured peak (scripts/gpu_peak.py: cuBLAS matmul per precision, copy
+#               bandwidth) that "% of peak" divides by; our kernel launches per iteration at that batch, as the
+#               runtime counted them
 #   4 sanitize  compute-sanitizer memcheck, racecheck, initcheck, synccheck on a 2-step training run in fp32 and
 #               tf32, then memcheck on the parity suite
-#   5 ncu       Nsight Compute (--clock-control none) on the conv kernels of one iteration: speed of light,
-#               instruction mix, occupancy
+#   5 ncu       Nsight Compute (--clock-control none) on the conv kernels of one iteration in bf16 and tf32:
+#               speed of light, instruction mix, occupancy
 #   6 bench     per-layer benches, ours and PyTorch, with whatever time is left
 #   7 train     (only when asked: PHASES=7, a call of its own) DCGAN-28 on MNIST for TRAIN_SECONDS, then the run
 #               (config, metrics, samples, generator) packed for FID here; needs a bundle made with --mnist
@@ -207,10 +209,10 @@ phase_parity() {
     end "$((${#parity[@]} - bad))/${#parity[@]} binaries clean; $(printf '%s\n' "${parity[@]}" | grep -v ' 0 failed' | cut -c1-60 | tr '\n' ';')"
 }
 
-phase_timing() {
-    begin p3-timing
-    local rows=() launch_rows=()
-    for mode in fp32 tf32 fp32-graph tf32-graph; do
+# ours_timing MODE...: our iteration per mode (a precision, "-graph" for --cuda-graph), into $rows / $launch_rows.
+ours_timing() {
+    local mode
+    for mode in "$@"; do
         local extra=(--precision "${mode%-graph}")
         [[ $mode == *graph ]] && extra+=(--cuda-graph)
         local shape=(--batch-size "$bench_batch")
@@ -220,12 +222,22 @@ phase_timing() {
         # Counted by the runtime at this batch (the JSON has them by kernel).
         launch_rows+=("$mode$(grep -o 'kernel launches per iteration: .*' "$log_dir/ours-$mode.log" | head -1 | cut -d: -f2-)")
     done
+}
+
+phase_timing() {
+    begin p3-timing
+    local rows=() launch_rows=()
+    # The targets' precisions first, then PyTorch, then the rest: a deadline cuts the least useful rows.
+    ours_timing bf16 bf16-graph tf32 tf32-graph
     if [[ $dev == cuda && ${TORCH:-1} != 0 ]]; then
         # PyTorch with its own libraries: nothing of ours on its library path.
-        run torch 150 env LD_LIBRARY_PATH="$torch_ld" PYTHONUNBUFFERED=1 python3 scripts/torch_dcgan_step.py \
-            --batch "$bench_batch" --modes eager,graph --out "$log_dir/torch.json"
-        while read -r l; do rows+=("$l"); done < <(grep -o 'torch [a-z]* *tf32 o[nf ]*f*: *[0-9.]* ms' "$log_dir/torch.log" |
-            sed -E 's/ +/ /g; s/: / /; s/ ms$//')
+        run torch 180 env LD_LIBRARY_PATH="$torch_ld" PYTHONUNBUFFERED=1 python3 scripts/torch_dcgan_step.py \
+            --batch "$bench_batch" --modes eager,graph --precisions bf16,tf32,fp32,fp16 --out "$log_dir/torch.json"
+        while read -r l; do rows+=("$l"); done < <(grep -oE 'torch [a-z]+ +(fp32|tf32|bf16|fp16): *[0-9.]* ms' \
+            "$log_dir/torch.log" | sed -E 's/ +/ /g; s/: / /; s/ ms$//')
+    fi
+    ours_timing fp32 fp32-graph fp16
+    if [[ $dev == cuda && ${TORCH:-1} != 0 ]]; then
         run peak 60 env LD_LIBRARY_PATH="$torch_ld" python3 scripts/gpu_peak.py --out "$log_dir/peak.json"
         while read -r l; do rows+=("$l"); done < <(grep -o 'peak .*' "$log_dir/peak.log" | sed -E 's/ +/ /g')
     fi
@@ -271,7 +283,7 @@ phase_ncu() {
         end "skipped (no ncu or no GPU)"
         return
     fi
-    for prec in fp32 tf32; do
+    for prec in bf16 tf32; do
         # The conv kernel launches of the first iteration (each of the kernels at each of its DCGAN shapes).
         run "ncu-$prec" 75 ncu --clock-control none --kernel-name regex:conv2d --launch-count 40 \
             --section SpeedOfLight --section InstructionStats --section Occupancy --section LaunchStats \
@@ -291,7 +303,8 @@ phase_bench() {
         end "dry run: bench-ops rc $rc"
         return
     fi
-    for prec in fp32 tf32; do
+    # bf16 first: "the largest conv layers at >= 50 % of the measured dense bf16 peak" is read off these rows.
+    for prec in bf16 tf32 fp32; do
         run "ops-$prec" 90 env GAN_BENCH_DEVICES=cuda GAN_ENGINE_PRECISION="$prec" CRITERION_HOME="$work/criterion-$prec" \
             "$bin/bench-ops" --bench 'cuda conv' --warm-up-time 0.2 --measurement-time 0.5
     done
@@ -301,10 +314,10 @@ phase_bench() {
     run torch-layers 90 env LD_LIBRARY_PATH="$torch_ld" python3 scripts/bench_torch_gpu.py --tf32 off --samples 5 \
         --out "$log_dir/torch_fp32.json"
     # What scripts/benchmarks_md.py reads: the group ids (benchmark.json), estimates and samples.
-    (cd "$work" && find criterion-fp32 criterion-tf32 criterion-layers -path '*new*' \
+    (cd "$work" && find criterion-bf16 criterion-fp32 criterion-tf32 criterion-layers -path '*new*' \
         \( -name estimates.json -o -name benchmark.json -o -name sample.json \) 2>/dev/null |
         tar czf "$log_dir/criterion.tgz" -T -) 2>/dev/null
-    end "ops fp32/tf32, bf16 conv+bn+act layers and torch per-layer rows written (see logs)"
+    end "ops bf16/tf32/fp32, bf16 conv+bn+act layers and torch per-layer rows written (see logs)"
 }
 
 phase_train() {

@@ -9,13 +9,21 @@ inference instead (eval mode, no autograd, a fixed z of --batch latents), the tw
 
 On the CPU (--device cpu) only the eager mode runs, with PyTorch's default threads and environment (run it in
 its own process, as users do: scripts/bench_cpu_vs_torch.py does), timed with the host clock.
-On CUDA, modes, each a row:
-- eager, TF32 off (cuDNN and matmul in FP32): compare with ours at --precision fp32;
-- eager, TF32 on (cuDNN's default; matmul TF32 too): compare with ours at --precision tf32;
+On CUDA, one row per mode and precision (--precisions, default fp32,tf32,bf16):
+- fp32: TF32 off (cuDNN and matmul in FP32): compare with ours at --precision fp32;
+- tf32: TF32 on (cuDNN's default; matmul TF32 too): compare with ours at --precision tf32;
+- bf16: the forward passes and losses under torch.autocast(dtype=torch.bfloat16), PyTorch's mixed precision as its
+  AMP recipe writes it (backward and optimizer steps outside autocast, TF32 flags at their defaults): compare with
+  ours at --precision bf16;
+- fp16: the same under autocast(float16) with a GradScaler (one scaler, a step per optimizer, one update per
+  iteration), eager only: the scaler's step reads the inf check back to the host, which a graph cannot hold;
+modes:
+- eager;
 - graph: the same iteration captured once with torch.cuda.graph (Adam capturable=True) and replayed; z is drawn
-  inside the graph; the five scalars come back in one copy; TF32 off and on;
-- compile: torch.compile(mode="reduce-overhead") of G and D (CUDA graphs under Inductor), if --compile is given
-  and it compiles within the time left.
+  inside the graph; the five scalars come back in one copy; under autocast with its weight cache off, as capture
+  requires;
+- compile: torch.compile(mode="reduce-overhead") of G and D (CUDA graphs under Inductor), TF32 only, if asked
+  for in --modes and it compiles within the time left.
 cuDNN benchmark mode is on, as in the example. Timing: CUDA events (CPU: the host clock) around --steps
 back-to-back iterations after --warmup, --repeat samples, median reported, like ours.
 
@@ -53,35 +61,64 @@ def make(batch, dev, capturable, image_size):
     return netG, netD, optD, optG, real, nz
 
 
-def iteration_fn(netG, netD, optD, optG, real, nz, crit, static_grads=False):
+# Autocast dtype of each precision (None: no autocast).
+AMP = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def set_tf32(precision):
+    """TF32 flags: off for fp32, on for tf32, PyTorch's defaults (cuDNN on, matmul off) under autocast."""
+    cudnn, matmul = {"fp32": (False, False), "tf32": (True, True)}.get(precision, (True, False))
+    torch.backends.cudnn.allow_tf32 = cudnn
+    torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+def iteration_fn(netG, netD, optD, optG, real, nz, crit, static_grads=False, amp=None, scaler=None):
     """The example's iteration; returns the five scalars as 0-d tensors (still on the device). Gradients are
     released between steps (zero_grad's default) unless `static_grads`: a captured graph needs them to stay at
-    their addresses."""
+    their addresses. With `amp` (a dtype) the forward passes and losses run under autocast (its weight cache off
+    when `static_grads`, for graph capture), and with `scaler` the losses are scaled and the steps go through it."""
     batch = real.shape[0]
     dev = real.device
     ones = torch.ones(batch, device=dev)
     zeros = torch.zeros(batch, device=dev)
     z = torch.empty(batch, nz, 1, 1, device=dev)
 
+    def autocast():
+        return torch.autocast(dev.type, dtype=amp, enabled=amp is not None, cache_enabled=not static_grads)
+
+    def backward(loss):
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+
+    def step(opt):
+        if scaler is not None:
+            scaler.step(opt)
+        else:
+            opt.step()
+
     def it():
         netD.zero_grad(set_to_none=not static_grads)
-        out = netD(real).view(-1)
-        err_real = crit(out, ones)
-        err_real.backward()
-        d_x = torch.sigmoid(out).mean()
+        with autocast():
+            out = netD(real).view(-1)
+            err_real = crit(out, ones)
+        backward(err_real)
+        d_x = torch.sigmoid(out.float()).mean()
         z.normal_()
-        fake = netG(z)
-        out = netD(fake.detach()).view(-1)
-        err_fake = crit(out, zeros)
-        err_fake.backward()
-        d_g_z1 = torch.sigmoid(out).mean()
-        optD.step()
+        with autocast():
+            fake = netG(z)
+            out = netD(fake.detach()).view(-1)
+            err_fake = crit(out, zeros)
+        backward(err_fake)
+        d_g_z1 = torch.sigmoid(out.float()).mean()
+        step(optD)
         netG.zero_grad(set_to_none=not static_grads)
-        out = netD(fake).view(-1)
-        err_g = crit(out, ones)
-        err_g.backward()
-        d_g_z2 = torch.sigmoid(out).mean()
-        optG.step()
+        with autocast():
+            out = netD(fake).view(-1)
+            err_g = crit(out, ones)
+        backward(err_g)
+        d_g_z2 = torch.sigmoid(out.float()).mean()
+        step(optG)
+        if scaler is not None:
+            scaler.update()
         return err_real + err_fake, err_g, d_x, d_g_z1, d_g_z2
 
     return it
@@ -109,9 +146,10 @@ def time_events(fn, steps, repeat):
     return out
 
 
-def eager(args, dev):
+def eager(args, dev, precision):
     netG, netD, optD, optG, real, nz = make(args.batch, dev, False, args.image_size)
-    it = iteration_fn(netG, netD, optD, optG, real, nz, nn.BCEWithLogitsLoss())
+    scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
+    it = iteration_fn(netG, netD, optD, optG, real, nz, nn.BCEWithLogitsLoss(), amp=AMP[precision], scaler=scaler)
     last = []
 
     def step():
@@ -123,7 +161,7 @@ def eager(args, dev):
     return time_events(step, args.steps, args.repeat), last
 
 
-def g_infer(args, dev):
+def g_infer(args, dev, precision):
     """G inference as `sample` runs it: eval mode (BN running statistics), no autograd, a fixed z; the images
     are synchronised (CUDA) or computed (CPU) before the clock stops. The scalar read back is one pixel."""
     netG, _, _, _, _, nz = make(args.batch, dev, False, args.image_size)
@@ -132,17 +170,20 @@ def g_infer(args, dev):
     last = []
 
     def step():
-        with torch.no_grad():
-            last[:] = [netG(z)[0, 0, 0, 0].item()]
+        with torch.no_grad(), torch.autocast(dev.type, dtype=AMP[precision], enabled=AMP[precision] is not None):
+            last[:] = [netG(z)[0, 0, 0, 0].float().item()]
 
     for _ in range(args.warmup):
         step()
     return time_events(step, args.steps, args.repeat), last
 
 
-def graphed(args, dev):
+def graphed(args, dev, precision):
+    if precision == "fp16":
+        raise NotImplementedError("fp16 needs a GradScaler, whose step reads the host: not capturable")
     netG, netD, optD, optG, real, nz = make(args.batch, dev, True, args.image_size)
-    it = iteration_fn(netG, netD, optD, optG, real, nz, nn.BCEWithLogitsLoss(), static_grads=True)
+    it = iteration_fn(netG, netD, optD, optG, real, nz, nn.BCEWithLogitsLoss(), static_grads=True,
+                      amp=AMP[precision])
     # Warm-up on a side stream (cuDNN's algorithm search, the optimizers' state), as torch.cuda.graph requires.
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
@@ -164,7 +205,7 @@ def graphed(args, dev):
     return time_events(step, args.steps, args.repeat), last
 
 
-def compiled(args, dev):
+def compiled(args, dev, precision):
     netG, netD, optD, optG, real, nz = make(args.batch, dev, False, args.image_size)
     netG = torch.compile(netG, mode="reduce-overhead")
     netD = torch.compile(netD, mode="reduce-overhead")
@@ -192,6 +233,9 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--modes", default="eager,graph", help="comma-separated: eager, graph, compile")
+    ap.add_argument("--precisions", default="fp32,tf32,bf16",
+                    help="comma-separated, in the order to run: fp32, tf32, bf16, fp16 (CUDA; the CPU runs fp32 "
+                         "unless bf16 is the only one asked for)")
     ap.add_argument("--g-inference", action="store_true",
                     help="time G inference (eval mode, no gradients, batch --batch) instead of the iteration")
     ap.add_argument("--out", required=True)
@@ -207,23 +251,32 @@ def main():
     torch.backends.cudnn.benchmark = True
     rows = []
     runners = {"eager": g_infer if args.g_inference else eager, "graph": graphed, "compile": compiled}
-    for mode in args.modes.split(","):
-        for tf32 in ([False, True] if mode != "compile" and args.device == "cuda" else [args.device == "cuda"]):
-            torch.backends.cudnn.allow_tf32 = tf32
-            torch.backends.cuda.matmul.allow_tf32 = tf32
+    precisions = args.precisions.split(",")
+    bad = [p for p in precisions if p not in AMP]
+    if bad:
+        print(f"torch_dcgan_step: unknown precision(s) {bad}; known: {list(AMP)}", file=sys.stderr)
+        return 2
+    if args.device == "cpu":
+        precisions = ["bf16"] if precisions == ["bf16"] else ["fp32"]
+    for precision in precisions:
+        for mode in args.modes.split(","):
+            if mode == "compile" and precision != "tf32":
+                continue
+            set_tf32(precision)
+            tf32 = torch.backends.cudnn.allow_tf32 and args.device == "cuda"
             t0 = time.time()
             try:
-                samples, last = runners[mode](args, dev)
+                samples, last = runners[mode](args, dev, precision)
             except Exception as e:  # a mode that does not run here is a row saying so, not a lost run
-                rows.append({"mode": mode, "tf32": tf32, "error": f"{type(e).__name__}: {e}"[:500]})
-                print(f"torch {mode:7s} tf32 {'on ' if tf32 else 'off'}: FAILED {type(e).__name__}: {e}"[:300],
-                      flush=True)
+                rows.append({"mode": mode, "precision": precision, "tf32": tf32,
+                             "error": f"{type(e).__name__}: {e}"[:500]})
+                print(f"torch {mode:7s} {precision}: FAILED {type(e).__name__}: {e}"[:300], flush=True)
                 continue
             med = statistics.median(samples)
-            rows.append({"mode": mode, "tf32": tf32, "median_ms": med, "min_ms": min(samples),
-                         "max_ms": max(samples), "samples_ms": samples, "last": last,
+            rows.append({"mode": mode, "precision": precision, "tf32": tf32, "median_ms": med,
+                         "min_ms": min(samples), "max_ms": max(samples), "samples_ms": samples, "last": last,
                          "setup_s": time.time() - t0 - sum(samples) * args.steps / 1e3})
-            where = f"tf32 {'on ' if tf32 else 'off'}" if args.device == "cuda" else "cpu     "
+            where = precision if args.device == "cuda" else f"cpu {precision}"
             print(f"torch {mode:7s} {where}: {med:8.3f} ms per iteration "
                   f"(min {min(samples):.3f}, max {max(samples):.3f}), {args.batch * 1e3 / med:.0f} images/s; "
                   f"last: " + " ".join(f"{v:.4f}" for v in last), flush=True)
