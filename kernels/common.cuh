@@ -14,17 +14,6 @@ __device__ __forceinline__ long long global_thread_id() {
 }
 __device__ __forceinline__ long long grid_stride() { return (long long)gridDim.x * blockDim.x; }
 
-// Multi-tensor launches (Adam, the gradient sums): a list of tensors cut into chunks of a fixed length, one
-// block per chunk, where first_chunk[t] is tensor t's first chunk and first_chunk[ntensors] the number of chunks.
-// Block b's tensor is the last one starting at or before b: a linear scan of at most a list's length, the same for
-// every thread; empty tensors start where the next one does and are passed over.
-__device__ __forceinline__ int list_tensor_of_block(const int* first_chunk, int ntensors) {
-    const int b = (int)blockIdx.x;
-    int t = 0;
-    while (t + 1 < ntensors && first_chunk[t + 1] <= b) ++t;
-    return t;
-}
-
 // ---- reductions -------------------------------------------------------------------------------------------------
 
 // Sum over the 32 lanes of a warp; every lane gets the total. The butterfly (xor) pattern adds the same pairs in

@@ -7,6 +7,7 @@
 //
 // No inline PTX; everything here runs unchanged on the CPU emulation.
 #include "common.cuh"
+#include "tensor_list.cuh"
 
 // y[i] = v. Used to poison fresh outputs with NaN in debug builds and to fill constants.
 extern "C" __global__ void fill_f32(float* __restrict__ y, float v, int n) {
@@ -44,27 +45,11 @@ extern "C" __global__ void add_assign_f32(float* a, const float* b, int n) { bin
 
 // ---- the gradient sums of a parameter used twice in a step, all in one launch ----------------------------------
 // D runs on the real and on the fake batch, so each of its parameters has two gradients, summed before the
-// optimizer reads them. One launch for every parameter (a list as Adam's, in the kernel's parameters) instead of
-// one per parameter; each element is a + b as add_f32 computes it, so the sums are the same bits.
-#define ADD_LIST_MAX 64
-
-// Mirrored by `AddTensorList` in src/cuda/elementwise.rs (#[repr(C)], same field order); both sides assert the size.
-struct AddTensorList {
-    unsigned long long y[ADD_LIST_MAX];
-    unsigned long long a[ADD_LIST_MAX];
-    unsigned long long b[ADD_LIST_MAX];
-    int size[ADD_LIST_MAX];
-    // first_chunk[t]: the first block of tensor t; first_chunk[ntensors] is the number of blocks.
-    int first_chunk[ADD_LIST_MAX + 1];
-    int ntensors;
-};
-static_assert(sizeof(AddTensorList) == 2056, "AddTensorList layout differs from src/cuda/elementwise.rs");
-
-// y_t = a_t + b_t for every tensor t of the list; block b adds chunk b.
-extern "C" __global__ void add_list_f32(const AddTensorList list, int chunk_len) {
-    const int t = list_tensor_of_block(list.first_chunk, list.ntensors);
-    const int start = ((int)blockIdx.x - list.first_chunk[t]) * chunk_len;
-    const int end = min(start + chunk_len, list.size[t]);
+// optimizer reads them: y_t = a_t + b_t for every tensor t of the list (tensor_list.cuh), block b adding chunk b.
+// Each element is a + b as add_f32 computes it, so the sums are the same bits.
+extern "C" __global__ void add_list_f32(const TensorList list, int chunk_len) {
+    int t, start, end;
+    list_chunk(list, chunk_len, t, start, end);
     float* y = reinterpret_cast<float*>(list.y[t]);
     const float* a = reinterpret_cast<const float*>(list.a[t]);
     const float* b = reinterpret_cast<const float*>(list.b[t]);

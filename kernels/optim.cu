@@ -12,6 +12,7 @@
 // in PyTorch's operation order (as src/cpu/adam.rs). The bias corrections are computed in double precision, on
 // the host (adam_step_f32) or, for a captured graph, on the device (adam_schedule_f32). No inline PTX.
 #include "common.cuh"
+#include "tensor_list.cuh"
 
 // Tensors per launch. The list is 2568 bytes, under the 4 KiB that kernel parameters may take on every
 // architecture; a model with more parameter tensors is updated in several launches.
@@ -105,6 +106,25 @@ extern "C" __global__ void adam_step_sched_f32(const AdamTensorList list, int ch
                                                float beta2, float one_minus_beta2, float eps, float weight_decay,
                                                const float* sched) {
     adam_update(list, chunk_len, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, sched[0], sched[1]);
+}
+
+// ---- fp16 loss scaling: GradScaler's unscale and overflow check, all gradients in one launch ---------------------
+// y_t = a_t · inv_scale for every tensor of the list (tensor_list.cuh), written as affine_f32 computes inv·g + 0
+// (two roundings, and -0 becomes +0) so that a backend running affine gives the same bits; *found_inf = 1 where any
+// result is Inf or NaN. Every writer stores the same value, so the race is benign; the flag is zeroed before the
+// launch.
+extern "C" __global__ void unscale_list_f32(const TensorList list, int chunk_len, float inv_scale, float* found_inf) {
+    int t, start, end;
+    list_chunk(list, chunk_len, t, start, end);
+    float* y = reinterpret_cast<float*>(list.y[t]);
+    const float* g = reinterpret_cast<const float*>(list.a[t]);
+    bool bad = false;
+    for (int i = start + (int)threadIdx.x; i < end; i += blockDim.x) {
+        const float v = __fadd_rn(__fmul_rn(inv_scale, g[i]), 0.0f);
+        y[i] = v;
+        bad |= !isfinite(v);
+    }
+    if (bad) *found_inf = 1.0f;
 }
 
 // ---- WGAN training: weight clipping and RMSprop ----------------------------------------------------------------

@@ -547,6 +547,20 @@ pub trait Backend: Send + Sync {
     /// One Adam step over all slots (multi-tensor). PyTorch's formulation (eps added after the bias-corrected
     /// sqrt(v̂)); `weight_decay` is L2 added to the gradient, as torch.optim.Adam does.
     fn adam_step(&self, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()>;
+    /// fp16 loss scaling (GradScaler's unscale): every gradient times `inv_scale`, rounded as
+    /// [`affine`](Backend::affine)`(g, inv_scale, 0)` rounds it, into fresh tensors, and whether any result is
+    /// Inf or NaN (the step is then skipped). A backend may do all of them in one launch and read one flag back.
+    fn unscale_grads(&self, grads: &[&Tensor], inv_scale: f32) -> Result<(Vec<Tensor>, bool)> {
+        let ys = grads
+            .iter()
+            .map(|g| self.affine(g, inv_scale, 0.0))
+            .collect::<Result<Vec<_>>>()?;
+        let mut found_inf = false;
+        for y in &ys {
+            found_inf |= y.to_vec()?.iter().any(|v| !v.is_finite());
+        }
+        Ok((ys, found_inf))
+    }
 
     // ---- pooling and bilinear resize (the InceptionV3 ops FID needs) -----------------------------------------
     /// Max pooling of x [N, C, H, W] (PyTorch MaxPool2d, ceil_mode = false): padded cells are −inf, so they

@@ -122,12 +122,26 @@ fn binary_and_affine_ops_are_bit_exact() {
     }
 }
 
-fn add_list_launches(be: &CudaBackend) -> u64 {
+fn launches_of(be: &CudaBackend, kernel: &str) -> u64 {
     let counts = be.runtime().launch_counts();
-    counts
+    counts.iter().find(|(k, _)| *k == kernel).map_or(0, |c| c.1)
+}
+
+/// `count` tensors of the SIZES (an empty one among them), random in ±3, on the CPU and on the device.
+fn tensor_pairs(
+    be: &Arc<CudaBackend>,
+    rng: &mut ChaCha8Rng,
+    count: usize,
+) -> Vec<(Tensor, Tensor)> {
+    let mut sizes: Vec<usize> = SIZES.to_vec();
+    sizes.insert(3, 0);
+    sizes
         .iter()
-        .find(|(k, _)| *k == "add_list_f32")
-        .map_or(0, |c| c.1)
+        .cycle()
+        .take(count)
+        .enumerate()
+        .map(|(i, &n)| pair(be, &random(rng, n, 3.0), &shape_for(n, i)))
+        .collect()
 }
 
 /// The gradient sums of a step in one launch per 64 pairs: the same bits as `add` pair by pair, for sizes that
@@ -158,9 +172,9 @@ fn add_each_matches_add_pair_by_pair_in_one_launch_per_64() {
             .iter()
             .map(|((_, ag), (_, bg))| (ag, bg))
             .collect();
-        let before = add_list_launches(&be);
+        let before = launches_of(&be, "add_list_f32");
         let got = be.add_each(&dev).unwrap();
-        let launched = add_list_launches(&be) - before;
+        let launched = launches_of(&be, "add_list_f32") - before;
         assert_eq!(launched, count.div_ceil(64) as u64, "{count} pairs");
         let want = CPU.add_each(&cpu).unwrap();
         assert_eq!(got.len(), count);
@@ -172,6 +186,53 @@ fn add_each_matches_add_pair_by_pair_in_one_launch_per_64() {
     let (x, y) = (be.zeros(&[3]).unwrap(), be.zeros(&[4]).unwrap());
     let err = be.add_each(&[(&x, &x), (&x, &y)]).unwrap_err();
     assert!(format!("{err}").contains("add_each"), "{err}");
+}
+
+/// fp16's unscale of every gradient in one launch per 64 tensors: the same bits as the CPU's affine(g, 1/scale,
+/// 0), and the overflow flag raised by any Inf or NaN result (an Inf planted, a NaN planted, a product that
+/// overflows) and by nothing else.
+#[test]
+fn unscale_grads_matches_the_cpu_and_flags_any_non_finite_result() {
+    let be = be();
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let data = tensor_pairs(&be, &mut rng, 70);
+    let inv = 1.0 / 1024.0;
+    for count in [0, 1, 10, 64, 70] {
+        let cpu: Vec<&Tensor> = data[..count].iter().map(|(c, _)| c).collect();
+        let dev: Vec<&Tensor> = data[..count].iter().map(|(_, g)| g).collect();
+        let before = launches_of(&be, "unscale_list_f32");
+        let (got, found) = be.unscale_grads(&dev, inv).unwrap();
+        let launched = launches_of(&be, "unscale_list_f32") - before;
+        assert_eq!(launched, count.div_ceil(64) as u64, "{count} tensors");
+        let (want, want_found) = CPU.unscale_grads(&cpu, inv).unwrap();
+        assert!(!found && !want_found, "{count} finite tensors flagged");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_exact(&format!("unscale of {count}, tensor {i}"), g, w);
+            assert_exact(
+                &format!("cpu unscale {i}"),
+                w,
+                &CPU.affine(cpu[i], inv, 0.0).unwrap(),
+            );
+        }
+    }
+    // One bad value in the 40th tensor (4099 elements, the last of its chunks) flags the whole list.
+    let n = data[40].0.numel();
+    for (bad, scale) in [(f32::INFINITY, inv), (f32::NAN, inv), (3.0e38, 16.0)] {
+        let mut v = data[40].0.to_vec().unwrap();
+        v[n - 1] = bad;
+        let planted = be.from_host(&v, data[40].1.shape()).unwrap();
+        let mut dev: Vec<&Tensor> = data.iter().map(|(_, g)| g).collect();
+        dev[40] = &planted;
+        let (_, found) = be.unscale_grads(&dev, scale).unwrap();
+        assert!(found, "{bad} times {scale} not flagged");
+        let cpu_planted = CPU.from_host(&v, data[40].0.shape()).unwrap();
+        let mut cpu: Vec<&Tensor> = data.iter().map(|(c, _)| c).collect();
+        cpu[40] = &cpu_planted;
+        assert!(
+            CPU.unscale_grads(&cpu, scale).unwrap().1,
+            "cpu: {bad} times {scale}"
+        );
+    }
 }
 
 #[test]
@@ -721,6 +782,7 @@ fn kernel_coverage() {
     let mut acc = be.zeros(&[5, 1]).unwrap();
     be.add_assign(&mut acc, &be.add(&x, &x).unwrap()).unwrap();
     be.add_each(&[(&x, &x)]).unwrap();
+    be.unscale_grads(&[&x], 0.5).unwrap();
     be.mul(&x, &x).unwrap();
     be.affine(&x, 2.0, 1.0).unwrap();
     be.affine_assign(&mut acc, 2.0, 1.0).unwrap();

@@ -228,25 +228,6 @@ impl CudaBackend {
     }
 }
 
-/// The chunk table of a multi-tensor launch (Adam, the gradient sums; `list_tensor_of_block` in
-/// kernels/common.cuh): `first_chunk[t]` is the first chunk of `chunk` elements of tensor t, and the entry after
-/// the last tensor is the number of chunks, which is returned.
-pub fn chunk_table(
-    sizes: impl IntoIterator<Item = usize>,
-    chunk: usize,
-    first_chunk: &mut [i32],
-) -> Result<usize> {
-    let mut chunks = 0usize;
-    let mut t = 0;
-    for n in sizes {
-        first_chunk[t] = n_i32(chunks, "multi-tensor chunks")?;
-        chunks += n.div_ceil(chunk);
-        t += 1;
-    }
-    first_chunk[t] = n_i32(chunks, "multi-tensor chunks")?;
-    Ok(chunks)
-}
-
 /// `n` as a kernel's `int` element count, or an error: kernels index with 32-bit ints.
 pub fn n_i32(n: usize, what: &str) -> Result<i32> {
     ensure!(
@@ -479,6 +460,10 @@ impl Backend for CudaBackend {
 
     fn adam_step(&self, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
         optim::adam_step(self, slots, h)
+    }
+
+    fn unscale_grads(&self, grads: &[&Tensor], inv_scale: f32) -> Result<(Vec<Tensor>, bool)> {
+        optim::unscale_grads(self, grads, inv_scale)
     }
 
     // ---- pooling and bilinear resize ----

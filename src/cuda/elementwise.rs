@@ -3,8 +3,9 @@
 
 use anyhow::{ensure, Result};
 
-use super::backend::{chunk_table, n_i32};
+use super::backend::n_i32;
 use super::runtime::{KernelArg as A, LaunchCfg};
+use super::tensor_list::{self, Entry};
 use super::CudaBackend;
 use crate::tensor::Tensor;
 
@@ -65,27 +66,7 @@ pub fn add(be: &CudaBackend, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(be, "add_f32", a, b)
 }
 
-/// Tensors per `add_list_f32` launch (ADD_LIST_MAX in kernels/elementwise.cu).
-const ADD_LIST_MAX: usize = 64;
-/// Elements per block of `add_list_f32`: 16 for each of its 256 threads.
-const ADD_CHUNK: usize = 4096;
-
-/// The Rust twin of kernels/elementwise.cu's `AddTensorList`: same fields in the same order, `#[repr(C)]`, no
-/// padding (bytemuck's `Pod` derive refuses padding), and both sides assert its size.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct AddTensorList {
-    y: [u64; ADD_LIST_MAX],
-    a: [u64; ADD_LIST_MAX],
-    b: [u64; ADD_LIST_MAX],
-    size: [i32; ADD_LIST_MAX],
-    first_chunk: [i32; ADD_LIST_MAX + 1],
-    ntensors: i32,
-}
-const _: () = assert!(std::mem::size_of::<AddTensorList>() == 2056);
-
-/// a + b for every pair into fresh tensors, one launch per 64 pairs: the list travels as a kernel parameter, as
-/// Adam's does, so a step that sums its gradients this way copies nothing from the host.
+/// a + b for every pair into fresh tensors, one launch per 64 pairs (tensor_list.rs).
 pub fn add_each(be: &CudaBackend, pairs: &[(&Tensor, &Tensor)]) -> Result<Vec<Tensor>> {
     // Check every pair before launching any.
     for (a, b) in pairs {
@@ -98,29 +79,19 @@ pub fn add_each(be: &CudaBackend, pairs: &[(&Tensor, &Tensor)]) -> Result<Vec<Te
         .iter()
         .map(|(a, _)| be.alloc(a.shape()))
         .collect::<Result<Vec<_>>>()?;
-    for (group, ys) in pairs.chunks(ADD_LIST_MAX).zip(sums.chunks(ADD_LIST_MAX)) {
-        let mut list: AddTensorList = bytemuck::Zeroable::zeroed();
-        let sizes = group.iter().map(|(a, _)| a.numel());
-        let chunks = chunk_table(sizes, ADD_CHUNK, &mut list.first_chunk)?;
-        if chunks == 0 {
-            continue; // every tensor is empty
-        }
-        for (t, ((a, b), y)) in group.iter().zip(ys).enumerate() {
-            list.y[t] = be.ptr(y)?;
-            list.a[t] = be.ptr(a)?;
-            list.b[t] = be.ptr(b)?;
-            list.size[t] = a.numel() as i32;
-        }
-        list.ntensors = group.len() as i32;
-        be.launch(
-            "add_list_f32",
-            LaunchCfg::blocks(chunks as u32, BLOCK),
-            &[
-                A::Struct("AddTensorList", bytemuck::bytes_of(&list)),
-                A::I32(ADD_CHUNK as i32),
-            ],
-        )?;
-    }
+    let entries = pairs
+        .iter()
+        .zip(&sums)
+        .map(|((a, b), y)| {
+            Ok(Entry {
+                y: be.ptr(y)?,
+                a: be.ptr(a)?,
+                b: be.ptr(b)?,
+                n: a.numel(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    tensor_list::launch(be, "add_list_f32", &entries, &[])?;
     Ok(sums)
 }
 

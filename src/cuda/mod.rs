@@ -26,6 +26,7 @@ pub mod real;
 pub mod resize;
 pub mod runtime;
 pub mod shape;
+mod tensor_list;
 
 use std::sync::Arc;
 

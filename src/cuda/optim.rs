@@ -1,4 +1,5 @@
-//! Launch code for kernels/optim.cu: multi-tensor Adam, one launch for all parameters (up to 64 tensors); RMSprop
+//! Launch code for kernels/optim.cu: multi-tensor Adam, one launch for all parameters (up to 64 tensors); fp16's
+//! unscale of all gradients in one launch (tensor_list.rs); RMSprop
 //! and weight clipping (WGAN) and the generator average (`--g-ema`), one launch per tensor.
 //!
 //! Adam's tensors (addresses, sizes, first chunk of each) travel as a kernel parameter, an [`AdamTensorList`]:
@@ -8,8 +9,9 @@
 
 use anyhow::{ensure, Result};
 
-use super::backend::{chunk_table, n_i32};
+use super::backend::n_i32;
 use super::runtime::{KernelArg as A, LaunchCfg};
+use super::tensor_list::{self, chunk_table, Entry};
 use super::{CudaBackend, DeviceAlloc};
 use crate::backend::{
     check_clamp, check_ema, ema_one_minus, AdamHyper, AdamSlot, RmsPropHyper, RmsPropSlot,
@@ -160,6 +162,43 @@ fn adam_launches(
         be.launch(kernel, LaunchCfg::blocks(chunks as u32, BLOCK), &args)?;
     }
     Ok(())
+}
+
+/// GradScaler's unscale of every gradient in one launch (`unscale_list_f32`, 64 tensors a launch): fresh
+/// tensors g · inv_scale, and whether any element came out Inf or NaN, from a flag the kernel raises (one value
+/// read back, as PyTorch's GradScaler reads its found_inf).
+pub fn unscale_grads(
+    be: &CudaBackend,
+    grads: &[&Tensor],
+    inv_scale: f32,
+) -> Result<(Vec<Tensor>, bool)> {
+    for g in grads {
+        be.ptr(g)?;
+        n_i32(g.numel(), "unscale")?;
+    }
+    if grads.is_empty() {
+        return Ok((Vec::new(), false));
+    }
+    let ys = grads
+        .iter()
+        .map(|g| be.alloc(g.shape()))
+        .collect::<Result<Vec<_>>>()?;
+    let entries = grads
+        .iter()
+        .zip(&ys)
+        .map(|(g, y)| {
+            Ok(Entry {
+                y: be.ptr(y)?,
+                a: be.ptr(g)?,
+                b: 0,
+                n: g.numel(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let found_inf = be.alloc_zeros(&[1])?;
+    let flag = A::Ptr(be.ptr(&found_inf)?);
+    tensor_list::launch(be, "unscale_list_f32", &entries, &[A::F32(inv_scale), flag])?;
+    Ok((ys, found_inf.scalar()? != 0.0))
 }
 
 // ---- WGAN training: weight clipping and RMSprop; the generator average --------------------------------------

@@ -18,6 +18,7 @@ use crate::autograd::{Gradients, Tape, Var};
 use crate::backend::Precision;
 use crate::nn::params::ParamStore;
 use crate::optim::Optimizer;
+use crate::tensor::Tensor;
 
 /// GradScaler's parameters; the default is PyTorch's (2^16, x2 after 2000 clean steps, x0.5 on overflow).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -110,26 +111,18 @@ impl LossScaler {
     }
 
     /// Multiplies every gradient of `store` by 1 / scale (a new tensor each, as autocast's unscale) and says
-    /// whether any element of them is Inf or NaN. One value is read back from the device.
+    /// whether any element of them is Inf or NaN ([`Backend::unscale_grads`](crate::backend::Backend::unscale_grads):
+    /// one launch and one value read back on CUDA).
     pub fn unscale(&self, store: &mut ParamStore) -> Result<bool> {
         let inv = 1.0 / self.scale;
         let device = store.device.clone();
-        let be = device.backend();
-        let mut total = None;
-        for g in store.grads_mut() {
-            *g = be.affine(g, inv, 0.0)?;
-            // A non-finite element makes the sum Inf or NaN; finite gradients unscaled are far from f32's
-            // overflow, so a false alarm is not a practical concern (and would only skip a step).
-            let s = be.sum(g)?;
-            total = Some(match total {
-                None => s,
-                Some(t) => be.add(&t, &s)?,
-            });
+        let mut grads: Vec<&mut Tensor> = store.grads_mut().collect();
+        let refs: Vec<&Tensor> = grads.iter().map(|g| &**g).collect();
+        let (unscaled, found_inf) = device.backend().unscale_grads(&refs, inv)?;
+        for (g, u) in grads.iter_mut().zip(unscaled) {
+            **g = u;
         }
-        Ok(match total {
-            Some(t) => !t.scalar()?.is_finite(),
-            None => false,
-        })
+        Ok(found_inf)
     }
 }
 
