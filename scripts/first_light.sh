@@ -18,7 +18,8 @@
 #   4 sanitize  compute-sanitizer memcheck, racecheck, initcheck, synccheck on a 2-step training run in fp32 and
 #               tf32, then memcheck on the parity suite
 #   5 ncu       Nsight Compute (--clock-control none) on the conv kernels of one iteration in bf16 and tf32:
-#               speed of light, instruction mix, occupancy
+#               speed of light, instruction mix, occupancy; then every kernel of one bf16 iteration, its duration
+#               only, summed by kernel (scripts/ncu_kernel_times.py)
 #   6 bench     per-layer benches, ours and PyTorch, with whatever time is left
 #   7 train     (only when asked: PHASES=7, a call of its own) DCGAN-28 on MNIST for TRAIN_SECONDS, then the run
 #               (config, metrics, samples, generator) packed for FID here; needs a bundle made with --mnist
@@ -292,7 +293,13 @@ phase_ncu() {
     done
     local n
     n=$(grep -c 'SM Busy\|Compute (SM) Throughput' "$log_dir"/ncu-*.log 2>/dev/null | awk -F: '{s += $2} END {print s + 0}')
-    end "profiled rows: $n"
+    # Every kernel of one bf16 iteration, its duration only (one pass each): where the step's time goes.
+    run ncu-step-bf16 60 ncu --clock-control none --metrics gpu__time_duration.sum --csv "$ge" benchmark \
+        --device cuda --batch-size "$bench_batch" --precision bf16 --warmup 0 --steps 1 --repeat 1
+    python3 scripts/ncu_kernel_times.py "$log_dir/ncu-step-bf16.log" --top 30 --out "$log_dir/ncu-step-bf16.json" \
+        >"$log_dir/step-kernels-bf16.txt" 2>&1
+    sed 's/^/  /' "$log_dir/step-kernels-bf16.txt"
+    end "profiled rows: $n; bf16 step: $(head -1 "$log_dir/step-kernels-bf16.txt")"
 }
 
 phase_bench() {
