@@ -235,3 +235,42 @@ impl ParamStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autograd::Tape;
+    use crate::device::Device;
+    use crate::ops;
+
+    /// A parameter used three times in a step and one used once: the first gets its three gradients summed in
+    /// the tape's order (two rounds of sums), the second its one gradient as it is.
+    fn three_uses(dev: &Device) {
+        let t = |v: &[f32]| Tensor::from_vec(v.to_vec(), &[v.len()], dev).unwrap();
+        let mut store = ParamStore::new(dev);
+        let w = store.add("w", t(&[1.0, 2.0, 3.0]));
+        let u = store.add("u", t(&[0.5, 0.5, 0.5]));
+        let mut tape = Tape::new();
+        let mut loss = None;
+        for k in [1.0f32, 10.0, 100.0] {
+            let wv = store.var(&mut tape, w);
+            let c = tape.constant(t(&[k, 2.0 * k, 3.0 * k]));
+            let prod = ops::mul(&mut tape, wv, c).unwrap();
+            let term = ops::sum(&mut tape, prod).unwrap();
+            loss = Some(match loss {
+                None => term,
+                Some(l) => ops::add(&mut tape, l, term).unwrap(),
+            });
+        }
+        let uv = store.var(&mut tape, u);
+        let su = ops::sum(&mut tape, uv).unwrap();
+        let loss = ops::add(&mut tape, loss.unwrap(), su).unwrap();
+        let grads = tape.backward(loss).unwrap();
+        store.accumulate_grads(&grads).unwrap();
+        let g = |id: ParamId| store.grads[id.0].as_ref().unwrap().to_vec().unwrap();
+        assert_eq!(g(w), [111.0, 222.0, 333.0]);
+        assert_eq!(g(u), [1.0, 1.0, 1.0]);
+    }
+
+    test_devices!(a_parameter_used_three_times_gets_the_sum_of_its_gradients => super::three_uses);
+}
