@@ -215,6 +215,20 @@ fn unscale_grads_matches_the_cpu_and_flags_any_non_finite_result() {
             );
         }
     }
+    // Rounded as affine rounds inv·g + 0: a −0 gradient comes out +0 on both backends (assert_exact takes ±0
+    // as equal, so the bits are compared here).
+    let z = [-0.0f32, 0.0, -1.0];
+    let (zc, zg) = pair(&be, &z, &[3]);
+    let bits = |t: &Tensor| {
+        t.to_vec()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    };
+    let got = bits(&be.unscale_grads(&[&zg], inv).unwrap().0[0]);
+    assert_eq!(got, bits(&CPU.unscale_grads(&[&zc], inv).unwrap().0[0]));
+    assert_eq!(got[0], 0.0f32.to_bits(), "-0 unscaled");
     // One bad value in the 40th tensor (4099 elements, the last of its chunks) flags the whole list.
     let n = data[40].0.numel();
     for (bad, scale) in [(f32::INFINITY, inv), (f32::NAN, inv), (3.0e38, 16.0)] {
