@@ -3,8 +3,8 @@
 
 first_light.sh phase 5 runs `ncu --metrics gpu__time_duration.sum --csv` over one training iteration; this sums
 the durations by kernel name and prints the total, then the kernels by time taken (launches, total µs, share),
-and writes them as JSON beside the log when --out is given. Lines of the program's own output before the CSV
-header are skipped.
+then the same by kernel family (conv forward, batch norm, ...), and writes them as JSON beside the log when --out
+is given. Lines of the program's own output before the CSV header are skipped.
 
     python3 scripts/ncu_kernel_times.py ncu-step-bf16.log --top 25 --out ncu-step-bf16.json
 """
@@ -13,6 +13,19 @@ import argparse
 import csv
 import json
 import sys
+
+# Kernel families for the summary by family: (label, name prefixes), first match wins.
+FAMILIES = [
+    ("conv forward", ("conv2d_fwd",)),
+    ("conv backward data", ("conv2d_bwd_data",)),
+    ("conv backward weight", ("conv2d_bwd_weight",)),
+    ("split-K reductions", ("conv2d_splitk", "linear_splitk")),
+    ("batch norm", ("bn_",)),
+    ("linear", ("linear_",)),
+    ("optimizer and gradient lists", ("adam_", "rmsprop_", "add_list", "unscale_list")),
+    ("activations", ("leaky_relu", "relu", "tanh", "sigmoid")),
+    ("loss", ("bce_",)),
+]
 
 # ncu's unit names (as --print-units prints them) in microseconds.
 UNITS = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3, "second": 1e6, "s": 1e6}
@@ -57,10 +70,20 @@ def main():
     print(f"{launches} launches, {total:.1f} us of kernel time ({args.metric}, summed)")
     for name, k in ranked[: args.top]:
         print(f"  {k['us']:10.1f} us {100 * k['us'] / total:5.1f} %  {k['launches']:4d} x  {name}")
+    families = {}
+    for name, k in by_kernel.items():
+        label = next((lab for lab, pre in FAMILIES if name.startswith(pre)), "other")
+        f = families.setdefault(label, {"launches": 0, "us": 0.0})
+        f["launches"] += k["launches"]
+        f["us"] += k["us"]
+    print("by family:")
+    for label, f in sorted(families.items(), key=lambda kv: -kv[1]["us"]):
+        print(f"  {f['us']:10.1f} us {100 * f['us'] / total:5.1f} %  {f['launches']:4d} x  {label}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"metric": args.metric, "total_us": total, "launches": launches,
-                       "kernels": [{"name": n, **k} for n, k in ranked]}, f, indent=1)
+                       "kernels": [{"name": n, **k} for n, k in ranked],
+                       "families": families}, f, indent=1)
     return 0
 
 
