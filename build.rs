@@ -135,7 +135,7 @@ enum Kind {
 
 /// Structs a kernel may take by value. Each has a `#[repr(C)]` twin on the Rust side, and both sides assert its
 /// size (the launch copies the Rust value's bytes into the kernel's parameter space).
-const PARAM_STRUCTS: &[&str] = &["AdamTensorList", "TensorList"];
+const PARAM_STRUCTS: &[&str] = &["TensorList"];
 
 struct Param {
     kind: Kind,

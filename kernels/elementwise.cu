@@ -45,14 +45,15 @@ extern "C" __global__ void add_assign_f32(float* a, const float* b, int n) { bin
 
 // ---- the gradient sums of a parameter used twice in a step, all in one launch ----------------------------------
 // D runs on the real and on the fake batch, so each of its parameters has two gradients, summed before the
-// optimizer reads them: y_t = a_t + b_t for every tensor t of the list (tensor_list.cuh), block b adding chunk b.
+// optimizer reads them: y_t = a_t + b_t for every tensor t of the list (tensor_list.cuh; slots y, a, b), block b
+// adding chunk b.
 // Each element is a + b as add_f32 computes it, so the sums are the same bits.
 extern "C" __global__ void add_list_f32(const TensorList list, int chunk_len) {
     int t, start, end;
     list_chunk(list, chunk_len, t, start, end);
-    float* y = reinterpret_cast<float*>(list.y[t]);
-    const float* a = reinterpret_cast<const float*>(list.a[t]);
-    const float* b = reinterpret_cast<const float*>(list.b[t]);
+    float* y = list_ptr(list, 0, t);
+    const float* a = list_ptr(list, 1, t);
+    const float* b = list_ptr(list, 2, t);
     for (int i = start + (int)threadIdx.x; i < end; i += blockDim.x) y[i] = AddOp()(a[i], b[i]);
 }
 

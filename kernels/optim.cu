@@ -1,10 +1,10 @@
 // optim.cu — multi-tensor Adam: ONE launch updates every parameter of a model.
 //
-// The tensors travel in the kernel's parameters, not in device memory: an AdamTensorList holds, per tensor, the
-// addresses of param / grad / m / v, its element count and the index of its first chunk (pieces of `chunk_len`
-// elements). Block b updates chunk b. Gradients are fresh tensors every step, so a table in device memory would
-// have to be uploaded every step; parameters are copied by the launch itself (PyTorch's multi_tensor_apply does
-// the same). PyTorch's formulation (torch.optim.Adam, L2 weight decay added to the gradient):
+// The tensors travel in the kernel's parameters, not in device memory: a TensorList (tensor_list.cuh) holds, per
+// tensor, the addresses of param / grad / m / v (slots 0-3), its element count and the index of its first chunk
+// (pieces of `chunk_len` elements). Block b updates chunk b. Gradients are fresh tensors every step, so a table
+// in device memory would have to be uploaded every step; parameters are copied by the launch itself (PyTorch's
+// multi_tensor_apply does the same). PyTorch's formulation (torch.optim.Adam, L2 weight decay added to the gradient):
 //
 //   g = grad + wd * p;  m = torch_lerp(m, g, 1 - β1) (= β1 m + (1 - β1) g);  v = β2 v + (1 - β2) g²
 //   p -= step_size * m / (sqrt(v) / sqrt(1 - β2^t) + eps),   step_size = lr / (1 - β1^t)
@@ -13,23 +13,6 @@
 // the host (adam_step_f32) or, for a captured graph, on the device (adam_schedule_f32). No inline PTX.
 #include "common.cuh"
 #include "tensor_list.cuh"
-
-// Tensors per launch. The list is 2568 bytes, under the 4 KiB that kernel parameters may take on every
-// architecture; a model with more parameter tensors is updated in several launches.
-#define ADAM_LIST_MAX 64
-
-// Mirrored by `AdamTensorList` in src/cuda/optim.rs (#[repr(C)], same field order); both sides assert the size.
-struct AdamTensorList {
-    unsigned long long param[ADAM_LIST_MAX];
-    unsigned long long grad[ADAM_LIST_MAX];
-    unsigned long long m[ADAM_LIST_MAX];
-    unsigned long long v[ADAM_LIST_MAX];
-    int size[ADAM_LIST_MAX];
-    // first_chunk[t]: the first block of tensor t; first_chunk[ntensors] is the number of blocks.
-    int first_chunk[ADAM_LIST_MAX + 1];
-    int ntensors;
-};
-static_assert(sizeof(AdamTensorList) == 2568, "AdamTensorList layout differs from src/cuda/optim.rs");
 
 // The optimizer updates round every product before the sum (__fmul_rn / __fadd_rn), as the CPU backend does:
 // left to itself the compiler contracts x + y·z into one fma, which rounds once, and where the sum cancels (a
@@ -44,16 +27,15 @@ __device__ __forceinline__ float torch_lerp(float a, float b, float w) {
 }
 
 // Block b updates chunk b of the list's tensors with the given bias corrections.
-__device__ __forceinline__ void adam_update(const AdamTensorList& list, int chunk_len, float one_minus_beta1,
+__device__ __forceinline__ void adam_update(const TensorList& list, int chunk_len, float one_minus_beta1,
                                             float beta2, float one_minus_beta2, float eps, float weight_decay,
                                             float step_size, float bias_correction2_sqrt) {
-    const int t = list_tensor_of_block(list.first_chunk, list.ntensors);
-    const int start = ((int)blockIdx.x - list.first_chunk[t]) * chunk_len;
-    const int end = min(start + chunk_len, list.size[t]);
-    float* p = reinterpret_cast<float*>(list.param[t]);
-    const float* g = reinterpret_cast<const float*>(list.grad[t]);
-    float* m = reinterpret_cast<float*>(list.m[t]);
-    float* v = reinterpret_cast<float*>(list.v[t]);
+    int t, start, end;
+    list_chunk(list, chunk_len, t, start, end);
+    float* p = list_ptr(list, 0, t);
+    const float* g = list_ptr(list, 1, t);
+    float* m = list_ptr(list, 2, t);
+    float* v = list_ptr(list, 3, t);
     for (int i = start + (int)threadIdx.x; i < end; i += blockDim.x) {
         float gi = g[i];
         if (weight_decay != 0.0f) gi = mul_add_rn(gi, weight_decay, p[i]);
@@ -67,7 +49,7 @@ __device__ __forceinline__ void adam_update(const AdamTensorList& list, int chun
 }
 
 // The bias corrections as arguments, computed by the host for this step.
-extern "C" __global__ void adam_step_f32(const AdamTensorList list, int chunk_len, float one_minus_beta1,
+extern "C" __global__ void adam_step_f32(const TensorList list, int chunk_len, float one_minus_beta1,
                                          float beta2, float one_minus_beta2, float eps, float weight_decay,
                                          float step_size, float bias_correction2_sqrt) {
     adam_update(list, chunk_len, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, step_size,
@@ -102,22 +84,22 @@ extern "C" __global__ void adam_schedule_f32(unsigned long long* step, float* sc
     sched[1] = (float)sqrt(bc2);
 }
 
-extern "C" __global__ void adam_step_sched_f32(const AdamTensorList list, int chunk_len, float one_minus_beta1,
+extern "C" __global__ void adam_step_sched_f32(const TensorList list, int chunk_len, float one_minus_beta1,
                                                float beta2, float one_minus_beta2, float eps, float weight_decay,
                                                const float* sched) {
     adam_update(list, chunk_len, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, sched[0], sched[1]);
 }
 
 // ---- fp16 loss scaling: GradScaler's unscale and overflow check, all gradients in one launch ---------------------
-// y_t = a_t · inv_scale for every tensor of the list (tensor_list.cuh), written as affine_f32 computes inv·g + 0
-// (two roundings, and -0 becomes +0) so that a backend running affine gives the same bits; *found_inf = 1 where any
-// result is Inf or NaN. Every writer stores the same value, so the race is benign; the flag is zeroed before the
-// launch.
+// y_t = g_t · inv_scale for every tensor of the list (tensor_list.cuh; slots y, g), written as affine_f32
+// computes inv·g + 0 (two roundings, and -0 becomes +0) so that a backend running affine gives the same bits;
+// *found_inf = 1 where any result is Inf or NaN. Every writer stores the same value, so the race is benign; the
+// flag is zeroed before the launch.
 extern "C" __global__ void unscale_list_f32(const TensorList list, int chunk_len, float inv_scale, float* found_inf) {
     int t, start, end;
     list_chunk(list, chunk_len, t, start, end);
-    float* y = reinterpret_cast<float*>(list.y[t]);
-    const float* g = reinterpret_cast<const float*>(list.a[t]);
+    float* y = list_ptr(list, 0, t);
+    const float* g = list_ptr(list, 1, t);
     bool bad = false;
     for (int i = start + (int)threadIdx.x; i < end; i += blockDim.x) {
         const float v = __fadd_rn(__fmul_rn(inv_scale, g[i]), 0.0f);

@@ -13,20 +13,26 @@ __device__ __forceinline__ int list_tensor_of_block(const int* first_chunk, int 
     return t;
 }
 
-// Tensors per launch of the pointwise list kernels.
+// Tensors per launch, and addresses per tensor. The list is 2568 bytes, under the 4 KiB that kernel parameters
+// may take on every architecture; longer lists take several launches.
 #define TENSOR_LIST_MAX 64
+#define TENSOR_LIST_SLOTS 4
 
-// For each tensor: an output y and up to two inputs a, b (unused ones are 0), and its element count.
+// For each tensor: up to four addresses, whose meaning is the kernel's (an output and its inputs; Adam's
+// parameter, gradient and two moments), 0 where a kernel uses fewer; and its element count.
 // Mirrored by `TensorList` in src/cuda/tensor_list.rs (#[repr(C)], same field order); both sides assert the size.
 struct TensorList {
-    unsigned long long y[TENSOR_LIST_MAX];
-    unsigned long long a[TENSOR_LIST_MAX];
-    unsigned long long b[TENSOR_LIST_MAX];
+    unsigned long long ptr[TENSOR_LIST_SLOTS][TENSOR_LIST_MAX];
     int size[TENSOR_LIST_MAX];
     int first_chunk[TENSOR_LIST_MAX + 1];
     int ntensors;
 };
-static_assert(sizeof(TensorList) == 2056, "TensorList layout differs from src/cuda/tensor_list.rs");
+static_assert(sizeof(TensorList) == 2568, "TensorList layout differs from src/cuda/tensor_list.rs");
+
+// Slot `slot` of tensor t as a float pointer.
+__device__ __forceinline__ float* list_ptr(const TensorList& list, int slot, int t) {
+    return reinterpret_cast<float*>(list.ptr[slot][t]);
+}
 
 // This block's range [start, end) of the elements of tensor t.
 __device__ __forceinline__ void list_chunk(const TensorList& list, int chunk_len, int& t, int& start, int& end) {

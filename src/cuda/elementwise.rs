@@ -84,9 +84,7 @@ pub fn add_each(be: &CudaBackend, pairs: &[(&Tensor, &Tensor)]) -> Result<Vec<Te
         .zip(&sums)
         .map(|((a, b), y)| {
             Ok(Entry {
-                y: be.ptr(y)?,
-                a: be.ptr(a)?,
-                b: be.ptr(b)?,
+                ptrs: [be.ptr(y)?, be.ptr(a)?, be.ptr(b)?, 0],
                 n: a.numel(),
             })
         })

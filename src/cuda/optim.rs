@@ -1,44 +1,25 @@
 //! Launch code for kernels/optim.cu: multi-tensor Adam, one launch for all parameters (up to 64 tensors); fp16's
-//! unscale of all gradients in one launch (tensor_list.rs); RMSprop
-//! and weight clipping (WGAN) and the generator average (`--g-ema`), one launch per tensor.
+//! unscale of all gradients in one launch; RMSprop and weight clipping (WGAN) and the generator average
+//! (`--g-ema`), one launch per tensor.
 //!
-//! Adam's tensors (addresses, sizes, first chunk of each) travel as a kernel parameter, an [`AdamTensorList`]:
-//! gradients are fresh tensors every step and land in other blocks of the caching allocator, so a table in
-//! device memory had to be uploaded by every step; a parameter is copied by the launch itself, and a training
-//! step makes no host-to-device copy (tests/emu_train_step.rs holds that).
+//! Adam's tensors (addresses, sizes, first chunk of each) travel as a kernel parameter, a tensor list
+//! (tensor_list.rs): gradients are fresh tensors every step and land in other blocks of the caching allocator, so
+//! a table in device memory had to be uploaded by every step; a parameter is copied by the launch itself, and a
+//! training step makes no host-to-device copy (tests/emu_train_step.rs holds that).
 
 use anyhow::{ensure, Result};
 
 use super::backend::n_i32;
 use super::runtime::{KernelArg as A, LaunchCfg};
-use super::tensor_list::{self, chunk_table, Entry};
+use super::tensor_list::{self, Entry};
 use super::{CudaBackend, DeviceAlloc};
 use crate::backend::{
     check_clamp, check_ema, ema_one_minus, AdamHyper, AdamSlot, RmsPropHyper, RmsPropSlot,
 };
 use crate::tensor::Tensor;
 
-/// Elements per block; 256 threads each update 16 of them.
-const CHUNK: usize = 4096;
+/// Threads per block of the per-tensor kernels.
 const BLOCK: u32 = 256;
-
-/// Tensors per Adam launch (ADAM_LIST_MAX in kernels/optim.cu).
-const LIST_MAX: usize = 64;
-
-/// The Rust twin of kernels/optim.cu's `AdamTensorList`: same fields in the same order, `#[repr(C)]`, no padding
-/// (bytemuck's `Pod` derive refuses padding), and both sides assert its size.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct AdamTensorList {
-    param: [u64; LIST_MAX],
-    grad: [u64; LIST_MAX],
-    m: [u64; LIST_MAX],
-    v: [u64; LIST_MAX],
-    size: [i32; LIST_MAX],
-    first_chunk: [i32; LIST_MAX + 1],
-    ntensors: i32,
-}
-const _: () = assert!(std::mem::size_of::<AdamTensorList>() == 2568);
 
 pub fn adam_step(be: &CudaBackend, slots: &mut [AdamSlot<'_>], h: AdamHyper) -> Result<()> {
     adam_launches(be, slots, h, None)
@@ -123,44 +104,40 @@ fn adam_launches(
             ],
         )?;
     }
-    for group in slots.chunks_mut(LIST_MAX) {
-        let mut list: AdamTensorList = bytemuck::Zeroable::zeroed();
-        let sizes = group.iter().map(|s| s.param.numel());
-        let chunks = chunk_table(sizes, CHUNK, &mut list.first_chunk)?;
-        for (t, s) in group.iter_mut().enumerate() {
-            // In-place updates: copy-on-write first if a tensor shares its storage.
-            list.param[t] = be.ptr_mut(s.param)?;
-            list.grad[t] = be.ptr(s.grad)?;
-            list.m[t] = be.ptr_mut(s.m)?;
-            list.v[t] = be.ptr_mut(s.v)?;
-            list.size[t] = s.param.numel() as i32;
+    // In-place updates: copy-on-write first where a tensor shares its storage.
+    let entries = slots
+        .iter_mut()
+        .map(|s| {
+            Ok(Entry {
+                ptrs: [
+                    be.ptr_mut(s.param)?,
+                    be.ptr(s.grad)?,
+                    be.ptr_mut(s.m)?,
+                    be.ptr_mut(s.v)?,
+                ],
+                n: s.param.numel(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut args = vec![
+        // 1 − β in f64, then rounded: PyTorch's order (see AdamHyper).
+        A::F32((1.0 - h.beta1) as f32),
+        A::F32(h.beta2 as f32),
+        A::F32((1.0 - h.beta2) as f32),
+        A::F32(h.eps),
+        A::F32(h.weight_decay),
+    ];
+    let kernel = match schedule {
+        Some(s) => {
+            args.push(A::Ptr(s.corrections()));
+            "adam_step_sched_f32"
         }
-        list.ntensors = group.len() as i32;
-        if chunks == 0 {
-            continue; // every tensor is empty
+        None => {
+            args.extend(corrections);
+            "adam_step_f32"
         }
-        let mut args = vec![
-            A::Struct("AdamTensorList", bytemuck::bytes_of(&list)),
-            A::I32(CHUNK as i32),
-            // 1 − β in f64, then rounded: PyTorch's order (see AdamHyper).
-            A::F32((1.0 - h.beta1) as f32),
-            A::F32(h.beta2 as f32),
-            A::F32((1.0 - h.beta2) as f32),
-            A::F32(h.eps),
-            A::F32(h.weight_decay),
-        ];
-        let kernel = match schedule {
-            Some(s) => {
-                args.push(A::Ptr(s.corrections()));
-                "adam_step_sched_f32"
-            }
-            None => {
-                args.extend(corrections);
-                "adam_step_f32"
-            }
-        };
-        be.launch(kernel, LaunchCfg::blocks(chunks as u32, BLOCK), &args)?;
-    }
+    };
+    tensor_list::launch(be, kernel, &entries, &args)?;
     Ok(())
 }
 
@@ -188,9 +165,7 @@ pub fn unscale_grads(
         .zip(&ys)
         .map(|(g, y)| {
             Ok(Entry {
-                y: be.ptr(y)?,
-                a: be.ptr(g)?,
-                b: 0,
+                ptrs: [be.ptr(y)?, be.ptr(g)?, 0, 0],
                 n: g.numel(),
             })
         })

@@ -1,7 +1,7 @@
 //! Multi-tensor launches (kernels/tensor_list.cuh): one launch for a list of up to 64 tensors, the list passed
-//! as a kernel parameter, so a training step that runs them copies nothing from the host. Used by the gradient
-//! sums (`add_list_f32`) and fp16's unscale (`unscale_list_f32`); Adam has a list of its own with the same
-//! chunk table.
+//! as a kernel parameter, so a training step that runs them copies nothing from the host. Used by Adam
+//! (`adam_step_f32`, `adam_step_sched_f32`), the gradient sums (`add_list_f32`) and fp16's unscale
+//! (`unscale_list_f32`).
 
 use anyhow::Result;
 
@@ -10,7 +10,7 @@ use super::runtime::{KernelArg as A, LaunchCfg};
 use super::CudaBackend;
 
 /// Tensors per launch (TENSOR_LIST_MAX in kernels/tensor_list.cuh).
-pub(super) const LIST_MAX: usize = 64;
+const LIST_MAX: usize = 64;
 /// Elements per block: 16 for each of its 256 threads.
 const CHUNK: usize = 4096;
 const BLOCK: u32 = 256;
@@ -20,26 +20,26 @@ const BLOCK: u32 = 256;
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct TensorList {
-    y: [u64; LIST_MAX],
-    a: [u64; LIST_MAX],
-    b: [u64; LIST_MAX],
+    ptr: [[u64; LIST_MAX]; SLOTS],
     size: [i32; LIST_MAX],
     first_chunk: [i32; LIST_MAX + 1],
     ntensors: i32,
 }
-const _: () = assert!(std::mem::size_of::<TensorList>() == 2056);
+const _: () = assert!(std::mem::size_of::<TensorList>() == 2568);
 
-/// One tensor of a list: its output, its inputs (0 where the kernel has fewer) and its element count.
+/// Addresses per tensor (TENSOR_LIST_SLOTS).
+const SLOTS: usize = 4;
+
+/// One tensor of a list: the addresses its kernel reads and writes, in the kernel's slot order (0 where it uses
+/// fewer), and its element count.
 pub(super) struct Entry {
-    pub y: u64,
-    pub a: u64,
-    pub b: u64,
+    pub ptrs: [u64; SLOTS],
     pub n: usize,
 }
 
 /// The chunk table of a multi-tensor launch: `first_chunk[t]` is the first chunk of `chunk` elements of tensor
 /// t, and the entry after the last tensor is the number of chunks, which is returned.
-pub(super) fn chunk_table(
+fn chunk_table(
     sizes: impl IntoIterator<Item = usize>,
     chunk: usize,
     first_chunk: &mut [i32],
@@ -65,7 +65,9 @@ pub(super) fn launch(be: &CudaBackend, kernel: &str, entries: &[Entry], extra: &
             continue;
         }
         for (t, e) in group.iter().enumerate() {
-            (list.y[t], list.a[t], list.b[t]) = (e.y, e.a, e.b);
+            for (slot, &p) in e.ptrs.iter().enumerate() {
+                list.ptr[slot][t] = p;
+            }
             list.size[t] = n_i32(e.n, kernel)?;
         }
         list.ntensors = group.len() as i32;
