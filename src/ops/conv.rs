@@ -166,7 +166,9 @@ fn record_conv2d(
     y: Tensor,
 ) -> Result<Var> {
     let (xv, wv) = (tape.value(x), tape.value(w));
-    let (saved_x, saved_w, saved_y) = (xv.clone(), wv.clone(), y.clone());
+    let (saved_x, saved_w) = (xv.clone(), wv.clone());
+    // The output is kept only where the backward takes dy through the activation.
+    let saved_y = act.map(|_| y.clone());
     let (x_shape, w_shape) = (xv.dims4("conv2d x")?, wv.dims4("conv2d w")?);
     Ok(tape.push_op_with_rule(
         if act.is_some() {
@@ -178,8 +180,10 @@ fn record_conv2d(
         &[x, w],
         Box::new(move |dy, need| {
             let b = dy.backend();
-            let dz = act
-                .map(|a| b.activation_backward(&saved_y, dy, a))
+            let dz = saved_y
+                .as_ref()
+                .zip(act)
+                .map(|(y, a)| b.activation_backward(y, dy, a))
                 .transpose()?;
             let dz = dz.as_ref().unwrap_or(dy);
             let dx = need[0]
