@@ -66,3 +66,13 @@ __device__ __forceinline__ float epilogue_act(int act, float slope, float v) {
     if (act == ACT_LEAKY_RELU) return LeakyRelu{slope}.fwd(v);
     return v;
 }
+
+// The gradient a backward-data convolution stores when the activation that made its input is folded into it:
+// act'(y)·v, with y that activation's output at the same index (ReLU and LeakyReLU: a load, a compare and a
+// select, the same bits as their own backward kernels). ACT_NONE stores v and reads nothing.
+__device__ __forceinline__ float epilogue_act_bwd(int act, float slope, const float* __restrict__ y, size_t i,
+                                                  float v) {
+    if (act == ACT_RELU) return Relu{0.0f}.bwd(y[i], v);
+    if (act == ACT_LEAKY_RELU) return LeakyRelu{slope}.bwd(y[i], v);
+    return v;
+}

@@ -21,6 +21,9 @@
 // The activation in the epilogue. A forward convolution with no batch norm after it (DCGAN's first D layer) stores
 // LeakyReLU or ReLU of its sums (act.cuh's epilogue_act), so the activation costs no pass of its own over the
 // output: the same bits as the activation kernel, one write instead of a write, a read and a write.
+// Its backward folds into the next convolution's: that convolution's backward data, whose output is the gradient
+// of the activation's output, stores it already taken through the activation (act.cuh's epilogue_act_bwd, which
+// reads the activation's output at the same index), so the activation's backward costs no pass of its own either.
 //
 // Stride-phase decomposition (backward data). With stride S, an input row ih only receives taps r with
 // r ≡ (ih+PH) mod S. Naively looping over all r and skipping inexact ones wastes (S-1)/S of the work per
@@ -465,7 +468,8 @@ template <int BM, int BN>
 __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, const float* __restrict__ w,
                                               float* __restrict__ dx, float* __restrict__ stats, int N, int C,
                                               int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW,
-                                              int PH, int PW, float (&As)[BK][BM + PAD],
+                                              int PH, int PW, const float* __restrict__ act_y, int act,
+                                              float slope, float (&As)[BK][BM + PAD],
                                               float (&Bs)[BK][BN + PAD]) {
     typedef TileShape<BM, BN> T;
     // This block's phase: input pixels with (ih + PH) % SH == rh and (iw + PW) % SW == rw.
@@ -506,11 +510,12 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
         const int q = qv / Wq;
         const int ih = ih0 + SH * q;
         const int iw = iw0 + SW * (qv - q * Wq);
-        float* xp = dx + (size_t)n * C * H * W + ih * W + iw;
+        const size_t at = (size_t)n * C * H * W + ih * W + iw;
 #pragma unroll
         for (int i = 0; i < T::TM; ++i) {
             const int c = m0 + ty * T::TM + i;
-            if (c < C) xp[(size_t)c * H * W] = acc[i][j];
+            const size_t e = at + (size_t)c * H * W;
+            if (c < C) dx[e] = epilogue_act_bwd(act, slope, act_y, e, acc[i][j]);
         }
     }
     if (stats != nullptr) write_stats<BM, BN>(acc, &Bs[0][0], ncols, col0, m0, C, tile, tiles, stats);
@@ -1185,7 +1190,8 @@ template <int BM, Op OP>
 __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, const float* __restrict__ w,
                                               float* __restrict__ dx, float* __restrict__ stats, int N, int C,
                                               int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW,
-                                              int PH, int PW, float* smem) {
+                                              int PH, int PW, const float* __restrict__ act_y, int act,
+                                              float slope, float* smem) {
     // Stride phase of this block, exactly as in conv::bwd_data_body.
     const int rh = blockIdx.z / SW;
     const int rw = blockIdx.z - rh * SW;
@@ -1222,7 +1228,8 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
             const int q = qv / Wq;
             const int ih = ih0 + SH * q;
             const int iw = iw0 + SW * (qv - q * Wq);
-            dx[(((size_t)n * C + c) * H + ih) * W + iw] = v;
+            const size_t e = (((size_t)n * C + c) * H + ih) * W + iw;
+            dx[e] = epilogue_act_bwd(act, slope, act_y, e, v);
         }
     });
     if (stats != nullptr) write_stats<BM>(acc, smem, ncols, col0, m0, C, tile, tiles, stats);
@@ -1261,6 +1268,9 @@ __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, con
 // phase); forward only without split-K (gridDim.z == 1), whose partial sums are no output yet.
 // act, slope (forward): the activation stored in place of the sum when no batch norm comes next (act.cuh's
 // epilogue_act: ACT_NONE, ACT_RELU or ACT_LEAKY_RELU); ACT_NONE under split-K, where the reduction applies it.
+// act_y, act, slope (backward data): the activation that made the convolution's input, folded into its gradient
+// (act.cuh's epilogue_act_bwd): dx is stored as act'(act_y)·dx, act_y being that activation's output, the
+// convolution's input. ACT_NONE (and act_y null) stores dx itself, as conv_transpose2d's forward does.
 
 // grid = (ceil(N*Ho*Wo / 64), ceil(O / 64), splits); split z covers K range [z*k_chunk, (z+1)*k_chunk) and
 // writes y + z*numel(y) (pass a workspace of splits*numel(y) floats and reduce when splits > 1).
@@ -1283,18 +1293,20 @@ extern "C" __global__ void conv2d_fwd_m16_f32(const float* x, const float* w, fl
 // grid = (ceil(N * ceil(H/SH) * ceil(W/SW) / 64), ceil(C / 64), SH*SW phases). Writes every element of dx.
 extern "C" __global__ void conv2d_bwd_data_f32(const float* dy, const float* w, float* dx, float* stats, int N, int C,
                                                int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW,
-                                               int PH, int PW) {
+                                               int PH, int PW, const float* act_y, int act, float slope) {
     __shared__ float As[conv::BK][64 + conv::PAD];
     __shared__ float Bs[conv::BK][64 + conv::PAD];
-    conv::bwd_data_body<64, 64>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, As, Bs);
+    conv::bwd_data_body<64, 64>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, act_y, act, slope,
+                                As, Bs);
 }
 
 extern "C" __global__ void conv2d_bwd_data_m16_f32(const float* dy, const float* w, float* dx, float* stats, int N,
                                                    int C, int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH,
-                                                   int SW, int PH, int PW) {
+                                                   int SW, int PH, int PW, const float* act_y, int act, float slope) {
     __shared__ float As[conv::BK][16 + conv::PAD];
     __shared__ float Bs[conv::BK][128 + conv::PAD];
-    conv::bwd_data_body<16, 128>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, As, Bs);
+    conv::bwd_data_body<16, 128>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, act_y, act, slope,
+                                As, Bs);
 }
 
 // grid = (ceil(C*KH*KW / 64), ceil(O / 64), splits); split z covers pixels [z*k_chunk, (z+1)*k_chunk) of the
@@ -1354,10 +1366,11 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
     conv2d_bwd_data_tf32(const float* dy, const float* w, float* dx, float* stats, int N, int C, int H, int W, int O,
-                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
+                    const float* act_y, int act, float slope) {
     extern __shared__ __align__(16) float tc_smem[];
     conv::tc::bwd_data_body<64, conv::tc::Op::Tf32>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
-                                                    tc_smem);
+                                                    act_y, act, slope, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
@@ -1378,10 +1391,11 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
     conv2d_bwd_data_m128_tf32(const float* dy, const float* w, float* dx, float* stats, int N, int C, int H, int W,
-                    int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+                    int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
+                    const float* act_y, int act, float slope) {
     extern __shared__ __align__(16) float tc_smem[];
     conv::tc::bwd_data_body<128, conv::tc::Op::Tf32>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
-                                                     tc_smem);
+                                                     act_y, act, slope, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
@@ -1405,10 +1419,11 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
     conv2d_bwd_data_bf16(const float* dy, const float* w, float* dx, float* stats, int N, int C, int H, int W, int O,
-                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
+                    const float* act_y, int act, float slope) {
     extern __shared__ __align__(16) float tc_smem[];
     conv::tc::bwd_data_body<64, conv::tc::Op::Bf16>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
-                                                    tc_smem);
+                                                    act_y, act, slope, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
@@ -1429,10 +1444,11 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
     conv2d_bwd_data_m128_bf16(const float* dy, const float* w, float* dx, float* stats, int N, int C, int H, int W,
-                    int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+                    int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
+                    const float* act_y, int act, float slope) {
     extern __shared__ __align__(16) float tc_smem[];
     conv::tc::bwd_data_body<128, conv::tc::Op::Bf16>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
-                                                     tc_smem);
+                                                     act_y, act, slope, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
@@ -1453,10 +1469,11 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
     conv2d_bwd_data_fp16(const float* dy, const float* w, float* dx, float* stats, int N, int C, int H, int W, int O,
-                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+                    int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
+                    const float* act_y, int act, float slope) {
     extern __shared__ __align__(16) float tc_smem[];
     conv::tc::bwd_data_body<64, conv::tc::Op::Fp16>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
-                                                    tc_smem);
+                                                    act_y, act, slope, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<64>::THREADS)
@@ -1477,10 +1494,11 @@ extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)
     conv2d_bwd_data_m128_fp16(const float* dy, const float* w, float* dx, float* stats, int N, int C, int H, int W,
-                    int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW) {
+                    int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
+                    const float* act_y, int act, float slope) {
     extern __shared__ __align__(16) float tc_smem[];
     conv::tc::bwd_data_body<128, conv::tc::Op::Fp16>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
-                                                     tc_smem);
+                                                     act_y, act, slope, tc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::tc::Tile<128>::THREADS)

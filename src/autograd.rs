@@ -12,12 +12,21 @@
 //! back-propagates through the gradient computation into the parameters. An op without a rule (batch norm,
 //! pooling, resizing) is refused there by name. The first-order closures stay untouched by that walk, so one
 //! `backward` afterwards covers both the forward ops and the recorded gradient ops.
+//!
+//! Folds: an op whose output is an activation's may offer that activation's backward to the op that consumes the
+//! output ([`Tape::offer_fold`]), and a consumer able to take its input gradient on through it claims the offer
+//! ([`Tape::fold_offer`], [`Tape::claim_fold`]); a convolution's input gradient then stores act'(y)·dx as it is
+//! written. The fold is only right when that consumer is the only op that sends the output a gradient, which is
+//! known once the graph is complete: each backward pass turns a claimed fold on where it is, off elsewhere, before
+//! the first closure runs, and both closures read the same [`FoldSwitch`].
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use anyhow::{anyhow, bail, ensure, Result};
 
+use crate::backend::Activation;
 use crate::tensor::Tensor;
 
 /// A handle to a value on the tape.
@@ -60,6 +69,30 @@ impl RuleArgs<'_> {
     }
 }
 
+/// Whether a fold is on in this backward pass: shared by the closures of the activation's op (which then takes
+/// its output's gradient to be the gradient of its pre-activation already) and of the consumer (which then
+/// applies the activation's backward). Off until a backward pass turns it on.
+#[derive(Clone, Default)]
+pub struct FoldSwitch(Rc<Cell<bool>>);
+
+impl FoldSwitch {
+    pub fn new() -> FoldSwitch {
+        FoldSwitch::default()
+    }
+
+    pub fn on(&self) -> bool {
+        self.0.get()
+    }
+}
+
+/// An offered fold as the consumer sees it: the activation, its output y (the consumer's input) and the switch.
+#[derive(Clone)]
+pub struct Fold {
+    pub act: Activation,
+    pub y: Tensor,
+    pub switch: FoldSwitch,
+}
+
 struct Node {
     /// None once released (see [`Tape::release_params`]).
     value: Option<Tensor>,
@@ -70,6 +103,10 @@ struct Node {
     /// The op's name, for the message when [`Tape::grad_graph`] meets an op without a rule.
     name: &'static str,
     rule: Option<GradRule>,
+    /// The activation whose backward this op's closure can leave to the consumer of its output.
+    fold_offer: Option<(Activation, FoldSwitch)>,
+    /// The input (by position) whose producer's fold this op's closure can take over.
+    fold_claim: Option<usize>,
 }
 
 pub struct Tape {
@@ -150,6 +187,8 @@ impl Tape {
             backward: None,
             name: "leaf",
             rule: None,
+            fold_offer: None,
+            fold_claim: None,
         })
     }
 
@@ -164,6 +203,8 @@ impl Tape {
             backward: None,
             name: "leaf",
             rule: None,
+            fold_offer: None,
+            fold_claim: None,
         })
     }
 
@@ -178,6 +219,8 @@ impl Tape {
             backward: None,
             name: "leaf",
             rule: None,
+            fold_offer: None,
+            fold_claim: None,
         })
     }
 
@@ -293,7 +336,60 @@ impl Tape {
             backward,
             name,
             rule,
+            fold_offer: None,
+            fold_claim: None,
         })
+    }
+
+    /// Offers the backward of `act` to the consumer of `out`, the output of an op that applied `act` last and
+    /// whose closure skips it while `switch` is on. Nothing when the op keeps no closure.
+    pub fn offer_fold(&mut self, out: Var, act: Activation, switch: FoldSwitch) {
+        let node = &mut self.nodes[out.0];
+        if node.backward.is_some() {
+            node.fold_offer = Some((act, switch));
+        }
+    }
+
+    /// The fold that the producer of `x` offers, for an op about to consume `x` that can take its gradient on
+    /// through the activation; it must then [`claim_fold`](Tape::claim_fold) once recorded.
+    pub fn fold_offer(&self, x: Var) -> Option<Fold> {
+        let node = &self.nodes[x.0];
+        let (act, switch) = node.fold_offer.clone()?;
+        Some(Fold {
+            act,
+            y: node.value.clone()?,
+            switch,
+        })
+    }
+
+    /// Records that the op `op` takes over the fold offered by the producer of its input `input`.
+    pub fn claim_fold(&mut self, op: Var, input: usize) {
+        let node = &mut self.nodes[op.0];
+        if node.backward.is_some() && input < node.inputs.len() {
+            node.fold_claim = Some(input);
+        }
+    }
+
+    /// Before a backward pass over nodes 0..=end: turns on the fold of each claim whose consumer is the only op
+    /// of the pass with a closure that takes the activation's output, and off every other claimed fold (a
+    /// second consumer's gradient must go through the activation's own backward, summed with the first's).
+    fn arm_folds(&self, end: usize) {
+        let nodes = &self.nodes[..=end];
+        let mut uses = vec![0u32; nodes.len()];
+        for n in nodes.iter().filter(|n| n.backward.is_some()) {
+            for v in &n.inputs {
+                uses[v.0] += 1;
+            }
+        }
+        for n in nodes.iter().filter(|n| n.backward.is_some()) {
+            let Some(v) = n.fold_claim.map(|i| n.inputs[i]) else {
+                continue;
+            };
+            let producer = &self.nodes[v.0];
+            if let Some((_, switch)) = &producer.fold_offer {
+                switch.0.set(uses[v.0] == 1 && producer.backward.is_some());
+            }
+        }
     }
 
     /// The gradients of `out` (seeded with `grad_out`, a tape value of `out`'s shape) with respect to each of
@@ -398,6 +494,7 @@ impl Tape {
             self.nodes[loss.0].requires_grad,
             "backward(): the loss does not depend on anything that requires a gradient"
         );
+        self.arm_folds(loss.0);
         let mut grads: Vec<Option<Tensor>> = vec![None; loss.0 + 1];
         grads[loss.0] = Some(grad_out);
         let mut out = Gradients {

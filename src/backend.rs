@@ -371,6 +371,20 @@ pub fn conv2d_then_act<B: Backend + ?Sized>(
     b.activation(&z, act)
 }
 
+/// A convolution's input gradient, then the backward of the activation whose output y was that input, in a pass
+/// of its own: [`Backend::conv2d_backward_data_act`]'s default.
+pub fn conv2d_backward_data_then_act<B: Backend + ?Sized>(
+    b: &B,
+    dy: &Tensor,
+    w: &Tensor,
+    p: Conv2dParams,
+    act: Activation,
+    y: &Tensor,
+) -> Result<Tensor> {
+    let dx = b.conv2d_backward_data(dy, w, y.dims4("conv2d_backward_data_act y")?, p)?;
+    b.activation_backward(y, &dx, act)
+}
+
 pub trait Backend: Send + Sync {
     /// Human-readable device name, e.g. "cpu (2 threads)" or "cuda:0 NVIDIA H200 (sm_90)".
     fn name(&self) -> String;
@@ -448,6 +462,20 @@ pub trait Backend: Send + Sync {
         act: Activation,
     ) -> Result<Tensor> {
         conv2d_then_act(self, x, w, p, act)
+    }
+    /// [`conv2d_backward_data`](Backend::conv2d_backward_data) of a convolution whose input is y = act(z), taken on
+    /// through that activation: the gradient for z, from y. The autograd tape asks for it when the activation's
+    /// output has no other consumer ([`crate::autograd::Tape::offer_fold`]); a backend may apply the activation's
+    /// backward as it stores the input gradient (the same values, no pass of its own). The default runs the two.
+    fn conv2d_backward_data_act(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        p: Conv2dParams,
+        act: Activation,
+        y: &Tensor,
+    ) -> Result<Tensor> {
+        conv2d_backward_data_then_act(self, dy, w, p, act, y)
     }
     /// [`conv2d`](Backend::conv2d) for a convolution whose output goes to a training-mode batch norm: also
     /// returns the output's per-channel statistics in parts, gathered while the output was written, for

@@ -1,6 +1,7 @@
 //! What a convolution does beside its sums as it writes its output: the batch-norm statistics it gathers
 //! (kernels/tile_stats.cuh, the `stats` argument of conv.cu's forward and backward-data kernels), with batch norm
-//! from those parts (`bn_train_fwd_f32`); and the activation it applies (`act`, act.cuh's `epilogue_act`).
+//! from those parts (`bn_train_fwd_f32`); the activation it applies (`act`, act.cuh's `epilogue_act`); and the
+//! activation whose backward a backward-data convolution takes over (act.cuh's `epilogue_act_bwd`).
 //!
 //! For every precision's kernels (the f32 64x64 and 16x128 tiles, the tensor-core 64x128 and 128x128 tiles) and
 //! for forward and backward-data (conv_transpose2d) shapes with partial tiles, stride phases of unequal size and
@@ -14,7 +15,9 @@
 //! With `GAN_ENGINE_TEST_DEVICE=cuda` the same tests run on the real GPU (cuda:0) instead of the emulation.
 #![cfg(feature = "emulation")]
 
-use gan_engine::backend::{Backend, BatchNormAffine, BatchNormOut, Conv2dParams, RunningStatsMut};
+use gan_engine::backend::{
+    Activation, Backend, BatchNormAffine, BatchNormOut, Conv2dParams, RunningStatsMut,
+};
 use gan_engine::cuda::{CudaBackend, Precision};
 use gan_engine::Tensor;
 use rand::{Rng, SeedableRng};
@@ -265,12 +268,74 @@ fn conv_transpose2d_gathers_its_outputs_statistics() {
     }
 }
 
+/// Launches so far, the poison fills of test builds left out.
+fn all_launches(be: &CudaBackend) -> u64 {
+    let counts = be.runtime().launch_counts();
+    counts
+        .iter()
+        .filter(|c| c.0 != "fill_f32")
+        .map(|c| c.1)
+        .sum()
+}
+
+/// What `f` returns, and the launches it took.
+fn counted<T>(be: &CudaBackend, f: impl FnOnce() -> T) -> (T, u64) {
+    let before = all_launches(be);
+    let out = f();
+    (out, all_launches(be) - before)
+}
+
+/// A fused op's result against the same computed apart on the same backend: the same bits, with `saved` launches
+/// fewer. Returns the values.
+fn check_fused(what: &str, fused: (Tensor, u64), apart: (Tensor, u64), saved: u64) -> Vec<f32> {
+    let ((fused, fused_launches), (apart, apart_launches)) = (fused, apart);
+    let (got, want) = (fused.to_vec().unwrap(), apart.to_vec().unwrap());
+    assert!(
+        got.iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "{what}: differs from the same ops apart"
+    );
+    assert_eq!(
+        fused_launches + saved,
+        apart_launches,
+        "{what}: launches fused {fused_launches}, apart {apart_launches}"
+    );
+    got
+}
+
+/// The activations of the epilogue tests: the two the epilogues apply, and one they leave to its own kernel.
+const EPILOGUE_ACTS: [Activation; 3] = [
+    Activation::LeakyRelu(0.2),
+    Activation::Relu,
+    Activation::Tanh,
+];
+
+/// Runs `check` on every precision's kernels for each case and each of [`EPILOGUE_ACTS`], with a name for its
+/// messages.
+fn each_epilogue_case(
+    be: &CudaBackend,
+    cases: &[FwdCase],
+    mut check: impl FnMut(String, FwdCase, Activation),
+) {
+    for precision in PRECISIONS {
+        be.set_precision(precision);
+        for (case, act) in cases.iter().flat_map(|&c| EPILOGUE_ACTS.map(|a| (c, a))) {
+            check(format!("{} at {precision:?}, {act:?}", case.0), case, act);
+        }
+    }
+}
+
+/// A weight [O, C, k, k] of values in [-0.4, 0.4).
+fn weight(be: &CudaBackend, rng: &mut ChaCha8Rng, [o, c, k]: [usize; 3]) -> Tensor {
+    tensor(be, &uniform(rng, o * c * k * k, -0.4, 0.4), &[o, c, k, k])
+}
+
 /// A convolution that stores ReLU or LeakyReLU of its sums (`conv2d_act`), on every precision's kernels and
 /// with the reduction split or not, against the convolution followed by the activation kernel on the same
 /// backend: the same bits, with one launch fewer. Tanh and sigmoid stay two launches.
 #[test]
 fn conv2d_with_an_activation_stores_the_activation_of_its_sums() {
-    use gan_engine::backend::Activation;
     let be = backend();
     let mut rng = ChaCha8Rng::seed_from_u64(44);
     // Not split (short K; the f32 16x128 tile at 8 rows, the 128-row tile at 100), then split (long K, few tiles).
@@ -280,57 +345,119 @@ fn conv2d_with_an_activation_stores_the_activation_of_its_sums() {
         ("100 rows", [1, 3, 12, 12], 100, 4, 2, 1),
         ("split K, D2-like 16 -> 24", [2, 16, 10, 10], 24, 4, 2, 1),
     ];
-    let acts = [
-        Activation::LeakyRelu(0.2),
-        Activation::Relu,
-        Activation::Tanh,
-    ];
-    for precision in PRECISIONS {
-        be.set_precision(precision);
-        for ((name, xs, o, k, s, p), act) in cases.into_iter().flat_map(|c| acts.map(|a| (c, a))) {
-            let what = format!("{name} at {precision:?}, {act:?}");
-            // Centred inputs: about half the sums are negative.
-            let x = tensor(&be, &uniform(&mut rng, xs.iter().product(), -1.0, 1.0), &xs);
-            let w = tensor(
-                &be,
-                &uniform(&mut rng, o * xs[1] * k * k, -0.4, 0.4),
-                &[o, xs[1], k, k],
-            );
-            let params = Conv2dParams::new(s, p);
-            // Launches, the poison fills of test builds left out.
-            let count = |be: &CudaBackend| {
-                let counts = be.runtime().launch_counts();
-                counts
-                    .iter()
-                    .filter(|c| c.0 != "fill_f32")
-                    .map(|c| c.1)
-                    .sum::<u64>()
-            };
-            let before = count(&be);
-            let fused = be.conv2d_act(&x, &w, params, act).unwrap();
-            let fused_launches = count(&be) - before;
-            let before = count(&be);
+    each_epilogue_case(&be, &cases, |what, (_, xs, o, k, s, p), act| {
+        // Centred inputs: about half the sums are negative.
+        let x = tensor(&be, &uniform(&mut rng, xs.iter().product(), -1.0, 1.0), &xs);
+        let w = weight(&be, &mut rng, [o, xs[1], k]);
+        let params = Conv2dParams::new(s, p);
+        let fused = counted(&be, || be.conv2d_act(&x, &w, params, act).unwrap());
+        let apart = counted(&be, || {
             let z = be.conv2d(&x, &w, params).unwrap();
-            let want = be.activation(&z, act).unwrap();
-            let plain_launches = count(&be) - before;
-            let (got, want) = (fused.to_vec().unwrap(), want.to_vec().unwrap());
-            assert!(
-                got.iter()
-                    .zip(&want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{what}: output differs from the convolution then the activation"
-            );
-            assert!(
-                got.iter().any(|&v| v < 0.0)
-                    == matches!(act, Activation::LeakyRelu(_) | Activation::Tanh)
-            );
-            let saved = u64::from(!matches!(act, Activation::Tanh));
-            assert_eq!(
-                fused_launches + saved,
-                plain_launches,
-                "{what}: launches fused {fused_launches}, apart {plain_launches}"
-            );
+            be.activation(&z, act).unwrap()
+        });
+        let saved = u64::from(!matches!(act, Activation::Tanh));
+        let got = check_fused(&what, fused, apart, saved);
+        assert!(
+            got.iter().any(|&v| v < 0.0)
+                == matches!(act, Activation::LeakyRelu(_) | Activation::Tanh)
+        );
+    });
+}
+
+/// A convolution's input gradient taken on through the activation that made its input
+/// (`conv2d_backward_data_act`, act.cuh's `epilogue_act_bwd` in the backward-data kernels), on every precision's
+/// kernels, against the input gradient followed by the activation's backward kernel on the same backend: the same
+/// bits, with one launch fewer for ReLU and LeakyReLU where the GEMM kernels run. Tanh and the narrow kernels (3
+/// channels) stay two launches.
+#[test]
+fn conv2d_backward_data_takes_its_gradient_through_the_folded_activation() {
+    let be = backend();
+    let mut rng = ChaCha8Rng::seed_from_u64(45);
+    // (name, x [N, C, H, W] = the activation's output, O, kernel, stride, padding).
+    let cases: [FwdCase; 4] = [
+        ("D2-like 20 <- 24, 10x10", [2, 20, 10, 10], 24, 4, 2, 1),
+        ("odd 23x23, 70 rows", [2, 70, 23, 23], 6, 4, 2, 1),
+        ("12 rows", [2, 12, 7, 7], 9, 3, 1, 1),
+        ("narrow, 3 channels", [2, 3, 9, 9], 8, 4, 2, 1),
+    ];
+    each_epilogue_case(&be, &cases, |what, (_, xs, o, k, s, p), act| {
+        let params = Conv2dParams::new(s, p);
+        let (ho, wo) = params.output_size(xs[2], xs[3], k, k).unwrap();
+        let dy_shape = [xs[0], o, ho, wo];
+        let dy = tensor(
+            &be,
+            &uniform(&mut rng, dy_shape.iter().product(), -1.0, 1.0),
+            &dy_shape,
+        );
+        let w = weight(&be, &mut rng, [o, xs[1], k]);
+        // The activation's output, as the forward left it: about half of it at or below zero.
+        let z = tensor(&be, &uniform(&mut rng, xs.iter().product(), -1.0, 1.0), &xs);
+        let y = be.activation(&z, act).unwrap();
+        let fused = counted(&be, || {
+            be.conv2d_backward_data_act(&dy, &w, params, act, &y)
+                .unwrap()
+        });
+        let dx = be.conv2d_backward_data(&dy, &w, xs, params).unwrap();
+        let apart = counted(&be, || {
+            let dx = be.conv2d_backward_data(&dy, &w, xs, params).unwrap();
+            be.activation_backward(&y, &dx, act).unwrap()
+        });
+        let saved = u64::from(!matches!(act, Activation::Tanh) && xs[1] > 4);
+        let got = check_fused(&what, fused, apart, saved);
+        assert_ne!(
+            got,
+            dx.to_vec().unwrap(),
+            "{what}: the activation changed nothing"
+        );
+    });
+}
+
+/// On the tape, D's first two layers (a convolution with its LeakyReLU, then a convolution): the second layer's
+/// input gradient takes over the first's activation backward when it is the activation's only consumer, and
+/// leaves it to the activation when another op also takes the activated output.
+#[test]
+fn the_tape_folds_an_activation_into_its_only_consumer() {
+    use gan_engine::{autograd::Tape, ops};
+    let be = backend();
+    let mut rng = ChaCha8Rng::seed_from_u64(46);
+    let p = Conv2dParams::new(2, 1);
+    let x = tensor(
+        &be,
+        &uniform(&mut rng, 2 * 3 * 16 * 16, -1.0, 1.0),
+        &[2, 3, 16, 16],
+    );
+    let w1 = tensor(
+        &be,
+        &uniform(&mut rng, 8 * 3 * 16, -0.4, 0.4),
+        &[8, 3, 4, 4],
+    );
+    let w2 = tensor(
+        &be,
+        &uniform(&mut rng, 16 * 8 * 16, -0.4, 0.4),
+        &[16, 8, 4, 4],
+    );
+    for second_consumer in [false, true] {
+        let mut tape = Tape::new();
+        let (xv, w1v, w2v) = (
+            tape.constant(x.clone()),
+            tape.leaf(w1.clone()),
+            tape.leaf(w2.clone()),
+        );
+        let a = ops::conv2d_act(&mut tape, xv, w1v, p, Activation::LeakyRelu(0.2)).unwrap();
+        let y = ops::conv2d(&mut tape, a, w2v, p).unwrap();
+        let mut loss = ops::sum(&mut tape, y).unwrap();
+        if second_consumer {
+            let s = ops::sum(&mut tape, a).unwrap();
+            loss = ops::add(&mut tape, loss, s).unwrap();
         }
+        let before = launches(&be, "leaky_relu_bwd_f32");
+        let g = tape.backward(loss).unwrap();
+        assert!(g.get(w1v).is_some() && g.get(w2v).is_some());
+        assert_eq!(
+            launches(&be, "leaky_relu_bwd_f32") - before,
+            u64::from(second_consumer),
+            "LeakyReLU's own backward, second consumer {second_consumer}"
+        );
     }
 }
 
@@ -339,7 +466,6 @@ fn conv2d_with_an_activation_stores_the_activation_of_its_sums() {
 /// output, running statistics and the gradients of x, w, gamma and beta.
 #[test]
 fn conv_then_batch_norm_on_the_tape_matches_cpu() {
-    use gan_engine::backend::Activation;
     use gan_engine::{autograd::Tape, ops, Device};
     let dev = backend().device();
     let mut rng = ChaCha8Rng::seed_from_u64(43);

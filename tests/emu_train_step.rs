@@ -24,7 +24,9 @@ fn state_addresses(be: &CudaBackend, gan: &Gan) -> Vec<u64> {
 /// Kernel launches of a warmed-up step of `tiny_dcgan` at batch 3, poison fills left out. Batch norm and its
 /// activation, batch norm's finalize kernels and its batch counter all run inside other kernels, and so do the
 /// statistics of a batch norm after a convolution and the activation of D's first layer; D's gradient sums are
-/// one launch. A change that adds launches to the step fails here and must raise this with a reason.
+/// one launch. (That activation's backward runs in D's second layer at full width, but not here: with 3 channels
+/// the second layer's input gradient runs on the narrow kernels.) A change that adds launches to the step fails
+/// here and must raise this with a reason.
 const LAUNCH_BUDGET: u64 = 73;
 
 /// (launches, transfers, driver allocations) so far. Launches leave out `fill_f32`: debug builds fill every new

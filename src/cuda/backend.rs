@@ -370,7 +370,26 @@ impl Backend for CudaBackend {
         x_shape: [usize; 4],
         p: Conv2dParams,
     ) -> Result<Tensor> {
-        Ok(conv::conv2d_backward_data(self, dy, w, x_shape, p, false)?.0)
+        Ok(conv::conv2d_backward_data(self, dy, w, x_shape, p, false, None)?.0)
+    }
+
+    fn conv2d_backward_data_act(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        p: Conv2dParams,
+        act: Activation,
+        y: &Tensor,
+    ) -> Result<Tensor> {
+        match act {
+            Activation::Relu | Activation::LeakyRelu(_) => {
+                let x_shape = y.dims4("conv2d_backward_data_act y")?;
+                Ok(conv::conv2d_backward_data(self, dy, w, x_shape, p, false, Some((act, y)))?.0)
+            }
+            Activation::Tanh | Activation::Sigmoid => {
+                conv2d_backward_data_then_act(self, dy, w, p, act, y)
+            }
+        }
     }
 
     fn conv2d_backward_data_with_stats(
@@ -380,7 +399,7 @@ impl Backend for CudaBackend {
         x_shape: [usize; 4],
         p: Conv2dParams,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        conv::conv2d_backward_data(self, dy, w, x_shape, p, true)
+        conv::conv2d_backward_data(self, dy, w, x_shape, p, true, None)
     }
 
     fn conv2d_backward_weight(

@@ -18,7 +18,9 @@
 //! gradients stay f32 in memory either way.
 //!
 //! A forward convolution with no batch norm after it can store ReLU or LeakyReLU of its sums (`act`;
-//! kernels/act.cuh's `epilogue_act`), in its epilogue or, when its reduction is split, in the reduction's.
+//! kernels/act.cuh's `epilogue_act`), in its epilogue or, when its reduction is split, in the reduction's. The
+//! next convolution's backward data can then store its input gradient taken on through that activation
+//! (`epilogue_act_bwd`, from the activation's output), when the tape folds the activation into it.
 //!
 //! Forward and backward data can also hand the batch norm after them their output's per-channel statistics
 //! (`stats`; kernels/tile_stats.cuh): the GEMM kernels gather one part per output tile in their epilogue, or,
@@ -37,7 +39,7 @@ use super::conv_narrow;
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
 pub use crate::backend::Precision;
-use crate::backend::{Activation, Conv2dParams};
+use crate::backend::{Activation, Backend, Conv2dParams};
 use crate::ops::conv::ConvGeom as Geom;
 use crate::tensor::{numel, Tensor};
 
@@ -396,7 +398,9 @@ pub fn conv2d(
 
 /// dx [x_shape] from dy [N, O, Ho, Wo] and w [O, C, kh, kw]. Also conv_transpose2d's forward. With `stats`,
 /// also dx's per-channel statistics in parts ([C, tiles * phases, 3]) when the GEMM kernel runs (not the
-/// narrow ones of conv_narrow).
+/// narrow ones of conv_narrow). With `act` = (ReLU or LeakyReLU, y), x being that activation's output y, dx is
+/// taken on through it as it is stored (kernels/act.cuh's `epilogue_act_bwd`); the narrow routes run the
+/// activation's backward after.
 pub fn conv2d_backward_data(
     be: &CudaBackend,
     dy: &Tensor,
@@ -404,14 +408,32 @@ pub fn conv2d_backward_data(
     x_shape: [usize; 4],
     p: Conv2dParams,
     stats: bool,
+    act: Option<(Activation, &Tensor)>,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let what = "conv2d_backward_data";
     let g = geom(what, x_shape, w.dims4("conv2d_backward_data w")?, p)?;
     let dy_shape = dy.dims4("conv2d_backward_data dy")?;
     g.check_dy(what, dy_shape, "x")?;
+    if let Some((a, y)) = act {
+        ensure!(
+            !stats && matches!(a, Activation::Relu | Activation::LeakyRelu(_)),
+            "{what}: only ReLU and LeakyReLU fold into the epilogue, and not beside statistics ({a:?})"
+        );
+        ensure!(
+            y.shape() == x_shape,
+            "{what}: the activation's output {:?} is not the input's shape {x_shape:?}",
+            y.shape()
+        );
+    }
     let dx = be.alloc(&x_shape)?;
-    if g.n == 0 || conv_narrow::backward_data(be, dy, w, &dx, &g)? {
+    if g.n == 0 {
         return Ok((dx, None));
+    }
+    if conv_narrow::backward_data(be, dy, w, &dx, &g)? {
+        return match act {
+            Some((a, y)) => Ok((be.activation_backward(y, &dx, a)?, None)),
+            None => Ok((dx, None)),
+        };
     }
     // One GEMM per stride phase (grid.z): rows = C, columns = the phase's input pixels. No phase has more than
     // ceil(H/SH) x ceil(W/SW) pixels per image; the grid is sized for that and smaller phases skip the rest.
@@ -447,6 +469,9 @@ pub fn conv2d_backward_data(
         KernelArg::Ptr(parts.as_ref().map(|t| be.ptr(t)).transpose()?.unwrap_or(0)),
     ];
     args.extend_from_slice(&g.args());
+    let act_y = act.map(|(_, y)| be.ptr(y)).transpose()?;
+    args.push(KernelArg::Ptr(act_y.unwrap_or(0)));
+    args.extend(act_args(act.map(|(a, _)| a))?);
     be.launch(&kernel, cfg, &args)?;
     Ok((dx, parts))
 }

@@ -238,7 +238,8 @@ pub fn linear_backward(
     let (xs, ws) = g.conv_shapes();
     let dy4 = || dy.reshape(&[g.n, g.out, 1, 1]);
     let dx = if need_dx && g.as_conv(be) {
-        let (dx, _) = conv::conv2d_backward_data(be, &dy4()?, &w.reshape(&ws)?, xs, UNIT, false)?;
+        let (dx, _) =
+            conv::conv2d_backward_data(be, &dy4()?, &w.reshape(&ws)?, xs, UNIT, false, None)?;
         Some(dx.reshape(&[g.n, g.inp])?)
     } else if need_dx {
         let dx = be.alloc(&[g.n, g.inp])?;
