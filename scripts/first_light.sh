@@ -24,12 +24,17 @@
 #   7 train     (only when asked: PHASES=7, a call of its own) DCGAN-28 on MNIST, TRAIN_STEPS steps in each of
 #               TRAIN_PRECISIONS (bf16 fp32) from one seed, each run capped by TRAIN_SECONDS; the runs (config,
 #               metrics, samples, generator) packed for FID here; needs a bundle made with --mnist
+#   8 sweep     (only when asked) the DCGAN-64 iteration at batch 128, graphed, at SWEEP_PRECISIONS (bf16 tf32)
+#               under each GEMM launch override of src/cuda/tuning.rs: the tensor-core tile (the rule, 64, 128
+#               rows) by the split-K target (the rule, 132, 528 blocks, 1 = never split); two rounds, the second in
+#               reverse order, so that drift shows; what tunes the rules in src/cuda/conv.rs
 #
 #   DEADLINE=450 bash scripts/first_light.sh            # on the GPU machine (device call timeout_s 480)
 #   FIRST_LIGHT_DEVICE=emu bash scripts/first_light.sh  # the dry run here, against the emulated backend
 #   PHASES="0 1 3" bash scripts/first_light.sh          # a subset (a rerun inside the same lease)
 #   PARITY="emu_parity" PHASES=2 bash ...               # phase 2 on some of the parity binaries only
 #   TORCH=0 PHASES=3 bash ...                           # phase 3 without PyTorch and the peak (ours only)
+#   PHASES="5 8 6" bash ...                             # the second call: ncu, the sweep, then the benches
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bundle="${BUNDLE:-.gpu-bundle}"
@@ -200,7 +205,7 @@ phase_parity() {
     begin p2-parity
     parity=()
     for b in ${PARITY:-cuda_runtime parity_tf32 parity_half emu_parity emu_parity_conv emu_parity_conv_narrow emu_conv_epilogue \
-        emu_parity_pool emu_graph nvrtc_compile}; do
+        emu_parity_pool emu_graph emu_gemm_tuning nvrtc_compile}; do
         # parity_tf32 / parity_half check the DCGAN shapes against the CPU reference on the host: about 90 s
         # (parity_half: two precisions, not measured yet).
         test_binary "$b" "$([[ $b == parity_tf32 ]] && echo 150 || { [[ $b == parity_half ]] && echo 240; } || echo 90)"
@@ -328,6 +333,41 @@ phase_bench() {
     end "ops bf16/tf32/fp32, bf16 conv+bn+act layers and torch per-layer rows written (see logs)"
 }
 
+# One sweep point: the iteration under the overrides TILE and BLOCKS ("rule" leaves one unset), its median ms.
+sweep_point() {
+    local prec=$1 tile=$2 blocks=$3 round=$4 env=() shape=(--batch-size "$bench_batch") ms
+    [[ $tile != rule ]] && env+=(GAN_ENGINE_CONV_TILE="$tile")
+    [[ $blocks != rule ]] && env+=(GAN_ENGINE_SPLIT_K_BLOCKS="$blocks")
+    local steps=(--warmup 3 --steps 10 --repeat 3)
+    [[ $dev == emu ]] && shape=("${small[@]}") && steps=(--warmup 1 --steps 1 --repeat 1)
+    local name="$prec-tile$tile-split$blocks-r$round"
+    run "$name" 60 env "${env[@]}" "$ge" benchmark --device "$dev" "${shape[@]}" --precision "$prec" \
+        --cuda-graph "${steps[@]}" --json "$log_dir/$name.json"
+    ms=$(grep -o '[0-9.]* ms per iteration' "$log_dir/$name.log" | head -1 | cut -d' ' -f1)
+    rows+=("$(printf '%-5s tile %-4s split-K target %-4s round %s: %s ms' "$prec" "$tile" "$blocks" "$round" \
+        "${ms:-rc$rc}")")
+}
+
+phase_sweep() {
+    begin p8-sweep
+    local rows=() prec points=() p
+    for prec in ${SWEEP_PRECISIONS:-bf16 tf32}; do
+        points=()
+        for tile in rule 64 128; do
+            for blocks in rule 132 528 1; do points+=("$tile $blocks"); done
+        done
+        for p in "${points[@]}"; do sweep_point "$prec" $p 1; done
+        for ((i = ${#points[@]} - 1; i >= 0; i--)); do sweep_point "$prec" ${points[i]} 2; done
+    done
+    printf '  %s\n' "${rows[@]}" | tee "$log_dir/sweep.txt"
+    local best=()
+    for prec in ${SWEEP_PRECISIONS:-bf16 tf32}; do
+        best+=("$(grep -E "^ *$prec " "$log_dir/sweep.txt" | grep -v 'rc[0-9]' | sort -t: -k2 -g | head -1 |
+            sed 's/^ *//')")
+    done
+    end "b$bench_batch graphed, ${#rows[@]} points; fastest: $(IFS=';'; echo "${best[*]}") (see sweep.txt)"
+}
+
 phase_train() {
     begin p7-train
     local data=$bundle/data/mnist secs=${TRAIN_SECONDS:-150} steps=${TRAIN_STEPS:-8000} res=()
@@ -363,6 +403,7 @@ for p in $phases; do
         5) phase_ncu ;;
         6) phase_bench ;;
         7) phase_train ;;
+        8) phase_sweep ;;
         *) echo "unknown phase $p" >&2 ;;
     esac
 done

@@ -25,7 +25,7 @@ done
 
 out=.gpu-bundle
 tests=(cuda_runtime parity_tf32 parity_half emu_parity emu_parity_conv emu_parity_conv_narrow emu_conv_epilogue emu_parity_pool
-    emu_graph nvrtc_compile)
+    emu_graph emu_gemm_tuning nvrtc_compile)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
@@ -111,9 +111,16 @@ if ((dry)); then
     ls -l "$dry_dir/out"
     n=$(find "$dry_dir/out" -type f | wc -l)
     ((n <= 8)) || { echo "the run left $n files under \$OUT; a device call brings back 8" >&2; exit 1; }
+    echo "== dry run: the sweep, a call of its own (phase 8)"
+    BUNDLE="$dry_dir/bundle" OUT="$dry_dir/out-sweep" FIRST_LIGHT_DEVICE=emu DEADLINE="${DRY_DEADLINE:-900}" \
+        PHASES=8 SWEEP_PRECISIONS=bf16 bash scripts/first_light.sh
+    grep -q '^p8-sweep .* 24 points' "$dry_dir/out-sweep/summary.txt" ||
+        { echo "the sweep did not time its 24 points" >&2; exit 1; }
 fi
 
 echo
 echo "device call (timeout_s 480 leaves the 15-minute lease time for the machine's start and a rerun):"
 echo "  run(command=\"DEADLINE=450 bash scripts/first_light.sh\", carry=[\"$out\"], timeout_s=480)"
+echo "then, if device time is left, the second call:"
+echo "  run(command=\"PHASES=\\\"5 8 6\\\" DEADLINE=300 bash scripts/first_light.sh\", carry=[\"$out\"], timeout_s=330)"
 echo "then give_back, unless a rerun of some phases follows at once: PHASES=\"1 3\" DEADLINE=... bash scripts/first_light.sh"

@@ -115,6 +115,64 @@ fn graph_replay_times_the_same_iteration_as_eager() {
     assert!(graph["graph_kernels"].as_u64().unwrap() > 50, "{graph}");
 }
 
+/// The GEMM launch overrides of a tuning run (src/cuda/tuning.rs) are read when the CUDA backend opens: a bad
+/// value is a clear error naming the variable, and good ones show in the kernels the iteration launches.
+#[test]
+fn tuning_overrides_choose_the_kernels_and_bad_ones_are_clear_errors() {
+    let o = common::cli::bin()
+        .args(["benchmark", "--device", "emu", "--steps", "1"])
+        .env("GAN_ENGINE_CONV_TILE", "96")
+        .output()
+        .unwrap();
+    common::cli::failed(
+        &o,
+        &["benchmark"],
+        1,
+        &["GAN_ENGINE_CONV_TILE=\"96\"", "64 or 128"],
+    );
+    let kernels = |env: &[(&str, &str)]| {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("b.json");
+        let mut args = vec![
+            "benchmark",
+            "--device",
+            "emu",
+            "--image-size",
+            "32",
+            "--precision",
+            "bf16",
+        ];
+        args.extend(common::cli::TINY_MODEL);
+        args.extend(["--warmup", "1", "--steps", "1", "--repeat", "1"]);
+        args.extend(["--json", json.to_str().unwrap()]);
+        let o = common::cli::bin()
+            .args(&args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", common::cli::stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        v["launches_by_kernel"].as_object().unwrap().clone()
+    };
+    let default = kernels(&[]);
+    let tuned = kernels(&[
+        ("GAN_ENGINE_CONV_TILE", "128"),
+        ("GAN_ENGINE_SPLIT_K_BLOCKS", "1"),
+    ]);
+    let has = |k: &serde_json::Map<String, serde_json::Value>, pat: &str| {
+        k.keys().any(|n| n.contains(pat))
+    };
+    assert!(has(&default, "splitk_reduce"), "{default:?}");
+    assert!(!has(&tuned, "splitk_reduce"), "{tuned:?}");
+    assert!(has(&tuned, "_m128_bf16"), "{tuned:?}");
+    let small_tile = |k: &serde_json::Map<String, serde_json::Value>| {
+        k.keys()
+            .any(|n| n.ends_with("_bf16") && n.starts_with("conv2d_") && !n.contains("_m128_"))
+    };
+    assert!(small_tile(&default), "{default:?}");
+    assert!(!small_tile(&tuned), "{tuned:?}");
+}
+
 #[test]
 fn bad_arguments_are_clear_errors() {
     fails(

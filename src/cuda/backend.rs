@@ -9,6 +9,7 @@ use anyhow::{bail, ensure, Result};
 
 use super::alloc::{AllocStats, CachingAllocator, DeviceAlloc, MemPool};
 use super::runtime::{GpuRuntime, KernelArg, LaunchCfg};
+use super::tuning::GemmTuning;
 use super::{activation, batchnorm, conv, elementwise, linear, loss, optim, random, shape};
 use super::{pool, resize};
 use crate::backend::*;
@@ -32,6 +33,8 @@ pub struct CudaBackend {
     precision: std::sync::atomic::AtomicU8,
     /// (address, count) of the arrival counters handed out by [`arrival_counters`](Self::arrival_counters).
     arrivals: std::sync::Mutex<(u64, usize)>,
+    /// The GEMM launch choices overridden for a tuning run (none by default).
+    tuning: std::sync::Mutex<GemmTuning>,
 }
 
 /// Arrival counters allocated at the first request; enough for the batch norms of any usual network.
@@ -51,6 +54,7 @@ impl CudaBackend {
             poison,
             precision: std::sync::atomic::AtomicU8::new(0),
             arrivals: std::sync::Mutex::new((0, 0)),
+            tuning: std::sync::Mutex::new(GemmTuning::default()),
         })
     }
 
@@ -93,6 +97,15 @@ impl CudaBackend {
     pub fn set_precision(&self, p: conv::Precision) {
         self.precision
             .store(p.to_u8(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The GEMM launch choices a tuning run overrides ([`super::tuning`]).
+    pub fn gemm_tuning(&self) -> GemmTuning {
+        *self.tuning.lock().unwrap()
+    }
+
+    pub fn set_gemm_tuning(&self, t: GemmTuning) {
+        *self.tuning.lock().unwrap() = t;
     }
 
     /// This backend as a [`crate::device::Device`].

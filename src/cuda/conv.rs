@@ -124,11 +124,15 @@ fn use_tc(be: &CudaBackend, base: &str, rows: usize, extra_shared: usize) -> Opt
     if rows <= NARROW.0 {
         return None;
     }
-    let t = if rows <= TC_TILES[0].tile.0 {
-        &TC_TILES[0]
-    } else {
-        &TC_TILES[1]
-    };
+    let tile_rows = be
+        .gemm_tuning()
+        .tc_rows
+        .unwrap_or(if rows <= TC_TILES[0].tile.0 {
+            TC_TILES[0].tile.0
+        } else {
+            TC_TILES[1].tile.0
+        });
+    let t = TC_TILES.iter().find(|t| t.tile.0 == tile_rows)?;
     (t.shared_bytes as usize + extra_shared <= MAX_SHARED_BYTES).then(|| Tc {
         tile: t,
         kernel: format!("{base}{}_{suffix}", t.suffix),
@@ -179,16 +183,21 @@ fn tile_for(m: usize) -> ((usize, usize), &'static str) {
 }
 
 /// How to cut a reduction of length `k` when the output has `tiles` tiles: (splits, K range per split, a
-/// multiple of BK). Splits only when the tiles alone cannot fill the GPU and every split keeps at least
-/// MIN_SLICES_PER_SPLIT slices; never yields an empty split.
-pub(crate) fn split_k(tiles: usize, k: usize) -> (usize, usize) {
-    split_k_sliced(tiles, k, BK)
+/// multiple of BK). Splits only when the tiles alone cannot fill the GPU (TARGET_BLOCKS, or the tuning run's
+/// override) and every split keeps at least MIN_SLICES_PER_SPLIT slices; never yields an empty split.
+pub(crate) fn split_k(be: &CudaBackend, tiles: usize, k: usize) -> (usize, usize) {
+    split_k_sliced(target_blocks(be), tiles, k, BK)
+}
+
+/// The blocks a split-K launch aims for.
+fn target_blocks(be: &CudaBackend) -> usize {
+    be.gemm_tuning().split_k_blocks.unwrap_or(TARGET_BLOCKS)
 }
 
 /// [`split_k`] for a kernel whose K slices are `bk` deep: the chunk is a multiple of `bk`.
-fn split_k_sliced(tiles: usize, k: usize, bk: usize) -> (usize, usize) {
+fn split_k_sliced(target: usize, tiles: usize, k: usize, bk: usize) -> (usize, usize) {
     let slices = k.div_ceil(bk).max(1);
-    let wanted = TARGET_BLOCKS.div_ceil(tiles.max(1));
+    let wanted = target.div_ceil(tiles.max(1));
     let splits = wanted
         .min(slices / MIN_SLICES_PER_SPLIT)
         .clamp(1, MAX_SPLITS);
@@ -213,6 +222,7 @@ fn tc_grid(tc: &TcTile, rows: usize, cols: usize, z: usize, extra_shared: usize)
 /// The launch of a split-K GEMM of `rows` x `cols` outputs over a reduction of `k` on `tile` (or on the
 /// tensor-core tile `tc`, with its own block, shared memory and K slice), and its K range per split.
 fn split_launch(
+    be: &CudaBackend,
     tc: Option<&TcTile>,
     extra_shared: usize,
     rows: usize,
@@ -222,10 +232,10 @@ fn split_launch(
 ) -> (LaunchCfg, usize) {
     let tiles = rows.div_ceil(tile.0) * cols.div_ceil(tile.1);
     if let Some(tc) = tc {
-        let (splits, k_chunk) = split_k_sliced(tiles, k, TC_BK);
+        let (splits, k_chunk) = split_k_sliced(target_blocks(be), tiles, k, TC_BK);
         (tc_grid(tc, rows, cols, splits, extra_shared), k_chunk)
     } else {
-        let (splits, k_chunk) = split_k(tiles, k);
+        let (splits, k_chunk) = split_k(be, tiles, k);
         (gemm_grid(rows, cols, tile, splits), k_chunk)
     }
 }
@@ -374,7 +384,7 @@ pub fn conv2d(
         let (tile, suffix) = tile_for(rows);
         (tile, format!("conv2d_fwd{suffix}_f32"))
     };
-    let (cfg, k_chunk) = split_launch(tc.map(|t| t.tile), taps, rows, cols, tile, k);
+    let (cfg, k_chunk) = split_launch(be, tc.map(|t| t.tile), taps, rows, cols, tile, k);
     let parts = launch_split(
         be,
         &kernel,
@@ -501,7 +511,7 @@ pub fn conv2d_backward_weight(
     } else {
         (WIDE, "conv2d_bwd_weight_f32".to_string())
     };
-    let (cfg, k_chunk) = split_launch(tc.map(|t| t.tile), 0, rows, cols, tile, k);
+    let (cfg, k_chunk) = split_launch(be, tc.map(|t| t.tile), 0, rows, cols, tile, k);
     launch_split(
         be,
         &kernel,
@@ -522,12 +532,14 @@ mod tests {
 
     #[test]
     fn split_k_covers_k_without_empty_splits() {
-        for (tiles, k, bk) in [1, 3, 17, 100, 263, 264, 1000]
+        // The default target and a tuning run's overrides, down to 1 (never split).
+        for (target, tiles, k, bk) in [1, 3, 17, 100, 263, 264, 1000]
             .into_iter()
             .flat_map(|t| [1, 15, 16, 17, 48, 100, 1600, 8192, 131072].map(|k| (t, k)))
             .flat_map(|(t, k)| [BK, TC_BK].map(|bk| (t, k, bk)))
+            .flat_map(|(t, k, bk)| [1, 132, TARGET_BLOCKS, 528].map(|g| (g, t, k, bk)))
         {
-            let (splits, chunk) = split_k_sliced(tiles, k, bk);
+            let (splits, chunk) = split_k_sliced(target, tiles, k, bk);
             assert!((1..=MAX_SPLITS).contains(&splits));
             assert_eq!(chunk % bk, 0);
             assert!(
@@ -535,8 +547,8 @@ mod tests {
                 "tiles {tiles} k {k}: {splits} x {chunk}"
             );
             assert!((splits - 1) * chunk < k, "tiles {tiles} k {k}: empty split");
-            if tiles >= TARGET_BLOCKS {
-                assert_eq!(splits, 1);
+            if tiles >= target {
+                assert_eq!(splits, 1, "target {target}, tiles {tiles}");
             }
         }
     }

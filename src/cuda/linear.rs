@@ -103,7 +103,7 @@ fn gemm(
     let kernel = product.kernel();
     let (m, cols, k) = product.dims(g);
     let tiles = m.div_ceil(TILE) * cols.div_ceil(TILE);
-    let (splits, k_chunk) = split_k(tiles, k);
+    let (splits, k_chunk) = split_k(be, tiles, k);
     let ws = if splits > 1 {
         Some(be.alloc(&[splits, m * cols])?)
     } else {

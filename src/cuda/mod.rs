@@ -6,6 +6,7 @@
 //! - [`backend`]: `CudaBackend`, the `Backend` implementation; op families live in their own files
 //!   (elementwise, activation, loss, optim, random, shape, conv with conv_narrow, batchnorm, linear, pool, resize), each one launch helper per op.
 //! - [`alloc`]: the caching allocator behind every tensor.
+//! - [`tuning`]: the GEMM launch choices a tuning run may override (tile, split-K) through the environment.
 
 pub mod activation;
 pub mod alloc;
@@ -27,6 +28,7 @@ pub mod resize;
 pub mod runtime;
 pub mod shape;
 mod tensor_list;
+pub mod tuning;
 
 use std::sync::Arc;
 
@@ -41,9 +43,11 @@ pub use runtime::{launches_between, GpuRuntime, KernelArg, LaunchCfg, TransferCo
 /// The CUDA backend on GPU `ordinal` (real hardware: needs libcuda and libnvrtc at run time), its convolutions
 /// at `precision`.
 pub fn open_cuda(ordinal: usize, precision: Precision) -> Result<Arc<CudaBackend>> {
+    let tuning = tuning::GemmTuning::from_env()?;
     let rt = real::RealRuntime::new(ordinal)?;
     let be = CudaBackend::new(Arc::new(rt));
     be.set_precision(precision);
+    be.set_gemm_tuning(tuning);
     Ok(be)
 }
 
@@ -51,8 +55,10 @@ pub fn open_cuda(ordinal: usize, precision: Precision) -> Result<Arc<CudaBackend
 pub fn open_emulated(precision: Precision) -> Result<Arc<CudaBackend>> {
     #[cfg(feature = "emulation")]
     {
+        let tuning = tuning::GemmTuning::from_env()?;
         let be = CudaBackend::new(Arc::new(emu::EmuRuntime::new()));
         be.set_precision(precision);
+        be.set_gemm_tuning(tuning);
         Ok(be)
     }
     #[cfg(not(feature = "emulation"))]

@@ -1,0 +1,87 @@
+//! Launch choices of the GEMM kernels that a tuning run may override without a rebuild.
+//!
+//! The defaults are rules in conv.rs: the tensor-core tile by the GEMM's rows (64 x 128 up to 64 rows, 128 x 128
+//! above) and split-K until a launch reaches about two waves of an H100 / H200 (`TARGET_BLOCKS`). Both were
+//! chosen by reading, not by timing. A GPU session can time the alternatives in one call (scripts/first_light.sh,
+//! phase 8) through two environment variables, read when a CUDA backend opens:
+//!
+//! - `GAN_ENGINE_CONV_TILE=64|128`: the tensor-core tile rows of every convolution GEMM that runs on the tensor
+//!   cores (more than 16 rows at precision tf32, bf16 or fp16).
+//! - `GAN_ENGINE_SPLIT_K_BLOCKS=N`: the blocks a split-K launch aims for (convolutions and linear layers); 1
+//!   never splits.
+//!
+//! Within one output tile the reduction runs in the same slices and order whichever tile holds it, but the split
+//! rule counts tiles and batch norm merges one statistics part per tile: under an override a result can differ
+//! from the default's in its last bits (the same sums grouped otherwise), on the GPU and on the emulation alike.
+//! An override is for timing; training runs that should be bit-identical to each other leave both unset.
+
+use anyhow::{bail, Result};
+
+/// The overrides; None keeps the rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GemmTuning {
+    /// Rows of the tensor-core tile (64 or 128).
+    pub tc_rows: Option<usize>,
+    /// Blocks a split-K launch aims for (at least 1).
+    pub split_k_blocks: Option<usize>,
+}
+
+pub const TILE_VAR: &str = "GAN_ENGINE_CONV_TILE";
+pub const SPLIT_VAR: &str = "GAN_ENGINE_SPLIT_K_BLOCKS";
+
+impl GemmTuning {
+    /// From the environment; an unset or empty variable keeps the rule, anything unreadable is an error that
+    /// names the variable.
+    pub fn from_env() -> Result<GemmTuning> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        GemmTuning::parse(var(TILE_VAR).as_deref(), var(SPLIT_VAR).as_deref())
+    }
+
+    /// From the two variables' values.
+    pub fn parse(tile: Option<&str>, split_blocks: Option<&str>) -> Result<GemmTuning> {
+        let tc_rows = match tile {
+            None => None,
+            Some("64") => Some(64),
+            Some("128") => Some(128),
+            Some(v) => bail!("{TILE_VAR}={v:?}: the tensor-core tiles have 64 or 128 rows"),
+        };
+        let split_k_blocks = match split_blocks {
+            None => None,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=1 << 20).contains(&n) => Some(n),
+                _ => bail!(
+                    "{SPLIT_VAR}={v:?}: give the blocks a split-K launch aims for, 1 to 1048576"
+                ),
+            },
+        };
+        Ok(GemmTuning {
+            tc_rows,
+            split_k_blocks,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_overrides_and_names_a_bad_value() {
+        assert_eq!(
+            GemmTuning::parse(None, None).unwrap(),
+            GemmTuning::default()
+        );
+        let t = GemmTuning::parse(Some("128"), Some("1")).unwrap();
+        assert_eq!((t.tc_rows, t.split_k_blocks), (Some(128), Some(1)));
+        for (tile, split, var) in [
+            (Some("96"), None, TILE_VAR),
+            (Some("x"), None, TILE_VAR),
+            (None, Some("0"), SPLIT_VAR),
+            (None, Some("-3"), SPLIT_VAR),
+            (None, Some("many"), SPLIT_VAR),
+        ] {
+            let e = GemmTuning::parse(tile, split).unwrap_err().to_string();
+            assert!(e.starts_with(var), "{e}");
+        }
+    }
+}
