@@ -121,6 +121,6 @@ fi
 echo
 echo "device call (timeout_s 480 leaves the 15-minute lease time for the machine's start and a rerun):"
 echo "  run(command=\"DEADLINE=450 bash scripts/first_light.sh\", carry=[\"$out\"], timeout_s=480)"
-echo "then, if device time is left, the second call:"
-echo "  run(command=\"PHASES=\\\"5 8 6\\\" DEADLINE=300 bash scripts/first_light.sh\", carry=[\"$out\"], timeout_s=330)"
+echo "then, if status gives budget_left_s B of at least 120, the second call (S = B - 15, D = S - 30):"
+echo "  run(command=\"PHASES=\\\"5 8 6\\\" DEADLINE=D bash scripts/first_light.sh\", carry=[\"$out\"], timeout_s=S)"
 echo "then give_back, unless a rerun of some phases follows at once: PHASES=\"1 3\" DEADLINE=... bash scripts/first_light.sh"
