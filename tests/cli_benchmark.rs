@@ -152,6 +152,26 @@ fn tuning_overrides_choose_the_kernels_and_bad_ones_are_clear_errors() {
             .unwrap();
         assert!(o.status.success(), "{}", common::cli::stderr(&o));
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        // The JSON and the printed line say which overrides were in force.
+        let var = |name: &str| {
+            let v = env.iter().find(|(k, _)| *k == name)?.1;
+            Some(v.parse::<u64>().unwrap())
+        };
+        let (tile, blocks) = (
+            var("GAN_ENGINE_CONV_TILE"),
+            var("GAN_ENGINE_SPLIT_K_BLOCKS"),
+        );
+        assert_eq!(
+            v["gemm_tuning"],
+            serde_json::json!({"conv_tile": tile, "split_k_blocks": blocks})
+        );
+        let line = stdout(&o);
+        assert_eq!(line.contains(" tile "), tile.is_some(), "{line}");
+        assert_eq!(
+            line.contains(" split-k target "),
+            blocks.is_some(),
+            "{line}"
+        );
         v["launches_by_kernel"].as_object().unwrap().clone()
     };
     let default = kernels(&[]);

@@ -18,6 +18,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 
+use crate::cuda::tuning::GemmTuning;
 use crate::device::Device;
 use crate::nn::models::{ModelConfig, ModelKind};
 use crate::ops::random::RngStream;
@@ -207,14 +208,25 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut sorted = samples_ms.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
+    // A tuning run's GEMM overrides, as the CUDA backend read them when it opened.
+    let tuning = match device.is_cpu() {
+        true => GemmTuning::default(),
+        false => GemmTuning::from_env()?,
+    };
     let what = format!(
-        "{:?}{} b{} ngf {} ndf {}{}",
+        "{:?}{} b{} ngf {} ndf {}{}{}{}",
         a.model,
         a.image_size,
         a.batch_size,
         a.ngf,
         a.ndf,
-        if a.g_inference { " g inference" } else { "" }
+        if a.g_inference { " g inference" } else { "" },
+        tuning
+            .tc_rows
+            .map_or(String::new(), |r| format!(" tile {r}")),
+        tuning
+            .split_k_blocks
+            .map_or(String::new(), |b| format!(" split-k target {b}")),
     )
     .to_lowercase();
     let mode = if a.cuda_graph { "graph" } else { "eager" };
@@ -255,6 +267,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "launches_per_iteration": launches.as_ref().map(|l| l.total),
             "launches_by_kernel": launches.as_ref().map(|l| l.by_kernel.clone()),
             "graph_kernels": graph_kernels,
+            "gemm_tuning": {
+                "conv_tile": tuning.tc_rows,
+                "split_k_blocks": tuning.split_k_blocks,
+            },
         });
         crate::io::atomic::write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
