@@ -350,13 +350,15 @@ sweep_point() {
 
 phase_sweep() {
     begin p8-sweep
-    local rows=() prec points=() p
+    local rows=() prec points=() p i
+    for tile in rule 64 128; do
+        for blocks in rule 132 528 1; do points+=("$tile $blocks"); done
+    done
+    # Every precision's first round before any second round: a deadline then cuts repeats, not precisions.
     for prec in ${SWEEP_PRECISIONS:-bf16 tf32}; do
-        points=()
-        for tile in rule 64 128; do
-            for blocks in rule 132 528 1; do points+=("$tile $blocks"); done
-        done
         for p in "${points[@]}"; do sweep_point "$prec" $p 1; done
+    done
+    for prec in ${SWEEP_PRECISIONS:-bf16 tf32}; do
         for ((i = ${#points[@]} - 1; i >= 0; i--)); do sweep_point "$prec" ${points[i]} 2; done
     done
     printf '  %s\n' "${rows[@]}" | tee "$log_dir/sweep.txt"
