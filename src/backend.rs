@@ -358,33 +358,6 @@ pub struct RmsPropSlot<'a> {
     pub square_avg: &'a mut Tensor,
 }
 
-/// A convolution, then its activation in a pass of its own: [`Backend::conv2d_act`]'s default, and what a
-/// backend that fuses only some activations runs for the others.
-pub fn conv2d_then_act<B: Backend + ?Sized>(
-    b: &B,
-    x: &Tensor,
-    w: &Tensor,
-    p: Conv2dParams,
-    act: Activation,
-) -> Result<Tensor> {
-    let z = b.conv2d(x, w, p)?;
-    b.activation(&z, act)
-}
-
-/// A convolution's input gradient, then the backward of the activation whose output y was that input, in a pass
-/// of its own: [`Backend::conv2d_backward_data_act`]'s default.
-pub fn conv2d_backward_data_then_act<B: Backend + ?Sized>(
-    b: &B,
-    dy: &Tensor,
-    w: &Tensor,
-    p: Conv2dParams,
-    act: Activation,
-    y: &Tensor,
-) -> Result<Tensor> {
-    let dx = b.conv2d_backward_data(dy, w, y.dims4("conv2d_backward_data_act y")?, p)?;
-    b.activation_backward(y, &dx, act)
-}
-
 pub trait Backend: Send + Sync {
     /// Human-readable device name, e.g. "cpu (2 threads)" or "cuda:0 NVIDIA H200 (sm_90)".
     fn name(&self) -> String;
@@ -461,7 +434,8 @@ pub trait Backend: Send + Sync {
         p: Conv2dParams,
         act: Activation,
     ) -> Result<Tensor> {
-        conv2d_then_act(self, x, w, p, act)
+        let z = self.conv2d(x, w, p)?;
+        self.activation(&z, act)
     }
     /// [`conv2d_backward_data`](Backend::conv2d_backward_data) of a convolution whose input is y = act(z), taken on
     /// through that activation: the gradient for z, from y. The autograd tape asks for it when the activation's
@@ -475,7 +449,8 @@ pub trait Backend: Send + Sync {
         act: Activation,
         y: &Tensor,
     ) -> Result<Tensor> {
-        conv2d_backward_data_then_act(self, dy, w, p, act, y)
+        let dx = self.conv2d_backward_data(dy, w, y.dims4("conv2d_backward_data_act y")?, p)?;
+        self.activation_backward(y, &dx, act)
     }
     /// [`conv2d`](Backend::conv2d) for a convolution whose output goes to a training-mode batch norm: also
     /// returns the output's per-channel statistics in parts, gathered while the output was written, for

@@ -359,12 +359,7 @@ impl Backend for CudaBackend {
         p: Conv2dParams,
         act: Activation,
     ) -> Result<Tensor> {
-        match act {
-            Activation::Relu | Activation::LeakyRelu(_) => {
-                Ok(conv::conv2d(self, x, w, p, false, Some(act))?.0)
-            }
-            Activation::Tanh | Activation::Sigmoid => conv2d_then_act(self, x, w, p, act),
-        }
+        Ok(conv::conv2d(self, x, w, p, false, Some(act))?.0)
     }
 
     fn conv2d_with_stats(
@@ -394,15 +389,8 @@ impl Backend for CudaBackend {
         act: Activation,
         y: &Tensor,
     ) -> Result<Tensor> {
-        match act {
-            Activation::Relu | Activation::LeakyRelu(_) => {
-                let x_shape = y.dims4("conv2d_backward_data_act y")?;
-                Ok(conv::conv2d_backward_data(self, dy, w, x_shape, p, false, Some((act, y)))?.0)
-            }
-            Activation::Tanh | Activation::Sigmoid => {
-                conv2d_backward_data_then_act(self, dy, w, p, act, y)
-            }
-        }
+        let x_shape = y.dims4("conv2d_backward_data_act y")?;
+        Ok(conv::conv2d_backward_data(self, dy, w, x_shape, p, false, Some((act, y)))?.0)
     }
 
     fn conv2d_backward_data_with_stats(

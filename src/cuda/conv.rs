@@ -286,10 +286,7 @@ fn launch_split(
         "{kernel}: an activation in the epilogue needs a forward kernel without batch-norm statistics"
     );
     ensure!(
-        matches!(
-            act,
-            None | Some(Activation::Relu | Activation::LeakyRelu(_))
-        ),
+        act.is_none_or(in_epilogue),
         "{kernel}: only ReLU and LeakyReLU run in a convolution's epilogue, not {act:?}"
     );
     let numel = out.numel();
@@ -358,9 +355,16 @@ fn launch_split(
     Ok(None)
 }
 
+/// Whether a convolution's epilogue applies `act` (forward) or its backward (backward data): ReLU and LeakyReLU,
+/// a compare and a select (kernels/act.cuh). The others run as their own kernels after the convolution.
+fn in_epilogue(act: Activation) -> bool {
+    matches!(act, Activation::Relu | Activation::LeakyRelu(_))
+}
+
 /// x [N, C, H, W], w [O, C, kh, kw] -> y [N, O, Ho, Wo], and with `stats` y's per-channel statistics in parts
 /// ([O, T, 3], kernels/tile_stats.cuh): T output tiles, or T chunks of a channel when the reduction is split.
-/// With `act` (ReLU or LeakyReLU, and no `stats`), y is act of the convolution, applied as it is stored.
+/// With `act` (and no `stats`), y is act of the convolution: applied as it is stored where [`in_epilogue`],
+/// by the activation's kernel after otherwise.
 pub fn conv2d(
     be: &CudaBackend,
     x: &Tensor,
@@ -370,6 +374,14 @@ pub fn conv2d(
     act: Option<Activation>,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let g = geom("conv2d", x.dims4("conv2d x")?, w.dims4("conv2d w")?, p)?;
+    ensure!(
+        !(stats && act.is_some()),
+        "conv2d: an activation ({act:?}) is not applied beside batch-norm statistics"
+    );
+    if let Some(a) = act.filter(|&a| !in_epilogue(a)) {
+        let z = conv2d(be, x, w, p, false, None)?.0;
+        return Ok((be.activation(&z, a)?, None));
+    }
     let y = be.alloc(&g.out_shape())?;
     if g.n == 0 {
         return Ok((y, None));
@@ -408,9 +420,9 @@ pub fn conv2d(
 
 /// dx [x_shape] from dy [N, O, Ho, Wo] and w [O, C, kh, kw]. Also conv_transpose2d's forward. With `stats`,
 /// also dx's per-channel statistics in parts ([C, tiles * phases, 3]) when the GEMM kernel runs (not the
-/// narrow ones of conv_narrow). With `act` = (ReLU or LeakyReLU, y), x being that activation's output y, dx is
-/// taken on through it as it is stored (kernels/act.cuh's `epilogue_act_bwd`); the narrow routes run the
-/// activation's backward after.
+/// narrow ones of conv_narrow). With `act` = (an activation, y), x being that activation's output y, dx is
+/// taken on through it: as it is stored where [`in_epilogue`] (kernels/act.cuh's `epilogue_act_bwd`) and the
+/// GEMM kernels run, by the activation's backward kernel after otherwise.
 pub fn conv2d_backward_data(
     be: &CudaBackend,
     dy: &Tensor,
@@ -426,14 +438,18 @@ pub fn conv2d_backward_data(
     g.check_dy(what, dy_shape, "x")?;
     if let Some((a, y)) = act {
         ensure!(
-            !stats && matches!(a, Activation::Relu | Activation::LeakyRelu(_)),
-            "{what}: only ReLU and LeakyReLU fold into the epilogue, and not beside statistics ({a:?})"
+            !stats,
+            "{what}: an activation's backward ({a:?}) is not taken beside batch-norm statistics"
         );
         ensure!(
             y.shape() == x_shape,
             "{what}: the activation's output {:?} is not the input's shape {x_shape:?}",
             y.shape()
         );
+    }
+    if let Some((a, y)) = act.filter(|&(a, _)| !in_epilogue(a)) {
+        let (dx, _) = conv2d_backward_data(be, dy, w, x_shape, p, false, None)?;
+        return Ok((be.activation_backward(y, &dx, a)?, None));
     }
     let dx = be.alloc(&x_shape)?;
     if g.n == 0 {
