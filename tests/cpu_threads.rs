@@ -12,6 +12,9 @@ use gan_engine::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod common;
+use common::bits;
+
 const POOLS: [usize; 4] = [2, 3, 5, 8];
 
 fn cpu() -> Device {
@@ -22,10 +25,6 @@ fn tensor(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
     let n = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
     cpu().backend().from_host(&v, shape).unwrap()
-}
-
-fn bits(t: &Tensor) -> Vec<u32> {
-    t.to_vec().unwrap().iter().map(|x| x.to_bits()).collect()
 }
 
 /// Runs `f` in a pool of each size; adds to `differ` each result that differs from the 1-thread one.

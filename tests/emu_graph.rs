@@ -24,10 +24,6 @@ fn be() -> std::sync::Arc<CudaBackend> {
     }
 }
 
-fn vals(t: &Tensor) -> Vec<u32> {
-    t.to_vec().unwrap().iter().map(|x| x.to_bits()).collect()
-}
-
 #[test]
 fn a_capture_records_without_running_and_each_replay_runs_it_again() {
     let be = be();
@@ -111,7 +107,7 @@ fn state(gan: &Gan) -> Vec<(String, Vec<u32>)> {
     gan.state_tensors()
         .into_iter()
         .enumerate()
-        .map(|(i, t)| (format!("state tensor {i}"), vals(t)))
+        .map(|(i, t)| (format!("state tensor {i}"), common::bits(t)))
         .collect()
 }
 

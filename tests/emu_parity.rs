@@ -21,6 +21,9 @@ use gan_engine::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod common;
+use common::bits;
+
 const SIZES: &[usize] = &[1, 3, 4, 5, 31, 127, 1000, 4099, 70_001];
 
 fn be() -> Arc<CudaBackend> {
@@ -219,13 +222,6 @@ fn unscale_grads_matches_the_cpu_and_flags_any_non_finite_result() {
     // as equal, so the bits are compared here).
     let z = [-0.0f32, 0.0, -1.0];
     let (zc, zg) = pair(&be, &z, &[3]);
-    let bits = |t: &Tensor| {
-        t.to_vec()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect::<Vec<_>>()
-    };
     let got = bits(&be.unscale_grads(&[&zg], inv).unwrap().0[0]);
     assert_eq!(got, bits(&CPU.unscale_grads(&[&zc], inv).unwrap().0[0]));
     assert_eq!(got[0], 0.0f32.to_bits(), "-0 unscaled");

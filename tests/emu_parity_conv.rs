@@ -195,14 +195,7 @@ fn conv2d_is_bitwise_deterministic() {
     let b = dev.backend();
     let a1 = b.conv2d_backward_weight(&x, &dy, [4, 9, 4, 4], p).unwrap();
     let a2 = b.conv2d_backward_weight(&x, &dy, [4, 9, 4, 4], p).unwrap();
-    let bits = |t: &Tensor| {
-        t.to_vec()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(bits(&a1), bits(&a2));
+    assert_eq!(common::bits(&a1), common::bits(&a2));
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! uses only part of this module.
 #![allow(dead_code)]
 
+use gan_engine::Tensor;
+
 pub mod backend;
 pub mod cli;
 pub mod conv;
@@ -9,3 +11,8 @@ pub mod fixture;
 pub mod idx;
 pub mod model;
 pub mod tc;
+
+/// A tensor's values as bit patterns, for comparisons that must tell −0 from +0 and NaN payloads apart.
+pub fn bits(t: &Tensor) -> Vec<u32> {
+    t.to_vec().unwrap().iter().map(|x| x.to_bits()).collect()
+}
