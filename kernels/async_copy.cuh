@@ -49,19 +49,22 @@ __device__ __forceinline__ void cp_async_4(smem_addr dst, const float* src, bool
 #endif
 }
 
-// Four contiguous floats: shared[dst..dst+16) = ok ? src[0..4) : zeros (cp.async.cg: L2 only). dst and src
-// must be 16-byte aligned.
-__device__ __forceinline__ void cp_async_16(smem_addr dst, const float* src, bool ok) {
+// 16 contiguous bytes (four floats, or eight 16-bit values): shared[dst..dst+16) = ok ? src[0..16) : zeros
+// (cp.async.cg: L2 only). dst and src must be 16-byte aligned. The bytes are moved as words, never as floats.
+__device__ __forceinline__ void cp_async_16(smem_addr dst, const void* src, bool ok) {
 #ifdef ASYNC_COPY_PTX
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
-#elif defined(__CUDA_EMU__)
+#else
+    const unsigned int* s = reinterpret_cast<const unsigned int*>(src);
+#if defined(__CUDA_EMU__)
     EmuCopy c = {dst, {0u, 0u, 0u, 0u}, 4};
     if (ok)
-        for (int i = 0; i < 4; ++i) c.data[i] = __float_as_uint(src[i]);
+        for (int i = 0; i < 4; ++i) c.data[i] = s[i];
     emu_cp_async_issue(&c);
 #else
-    float* d = reinterpret_cast<float*>(dst);
-    for (int i = 0; i < 4; ++i) d[i] = ok ? src[i] : 0.0f;
+    unsigned int* d = reinterpret_cast<unsigned int*>(dst);
+    for (int i = 0; i < 4; ++i) d[i] = ok ? s[i] : 0u;
+#endif
 #endif
 }
 

@@ -58,6 +58,7 @@
 #include "mma.cuh"
 #include "tile_stats.cuh"
 #include "act.cuh"
+#include "conv_tc.cuh"
 
 namespace conv {
 
@@ -587,21 +588,15 @@ __device__ __forceinline__ void bwd_weight_body(const float* __restrict__ x, con
 // side. Shared memory (dynamic, conv.rs's TC_TILES): 3 stages x (BM + 128) x 36 x 4 B = 82944 or 110592 B, plus
 // the tap table; two blocks per SM fit. The M <= 16 GEMMs stay on the narrow f32 kernels (conv.rs).
 namespace tc {
-constexpr int BN = 128;
 constexpr int BK = 32;
 constexpr int STAGES = 3;
-constexpr int WM = 32;
-constexpr int WN = 64;
-constexpr int WARPS_N = BN / WN;  // 2 (x 2 along M = 4 warps)
-constexpr int MI = WM / 16;       // mma tiles per warp along M
-constexpr int NI = WN / 8;        // mma tiles per warp along N
-constexpr int LDS = BK + 4;       // floats per shared row (both tiles)
+constexpr int LDS = BK + 4;  // floats per shared row (both tiles)
 // The two row-tile heights: BM = 64 (4 warps, 2 x 2) for GEMMs of up to 64 rows, BM = 128 (8 warps, 4 x 2) for
 // taller ones, which halves each thread's share of the B gather per mma.
 template <int BM_>
 struct Tile {
     static constexpr int BM = BM_;
-    static constexpr int THREADS = (BM / WM) * WARPS_N * 32;  // conv.rs launches the kernel with this block
+    static constexpr int THREADS = tile_threads(BM);  // conv.rs launches the kernel with this block
     static constexpr int A_BYTES = BM * LDS * 4;
     static constexpr int STAGE_BYTES = (BM + BN) * LDS * 4;
     static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
@@ -616,11 +611,6 @@ static_assert(Tile<64>::SMEM_BYTES == 82944 && Tile<128>::SMEM_BYTES == 110592, 
 // stages hold f32 either way; operands are rounded as fragments are loaded (or, for TF32 on the 128-row tile,
 // in shared memory, see ROUND_B_AT_COPY).
 enum class Op { Tf32, Bf16, Fp16 };
-
-// A coordinate no tap brings back in range: marks a column outside the GEMM (its elements become zeros).
-constexpr int FAR = -(1 << 30);
-
-typedef float Acc[MI][NI][4];
 
 // Digits of a reduction index k = (hi * R1 + mid) * R0 + lo, e.g. (c, r, s) of a weight tap with (R1, R0) =
 // (KH, KW). add() steps by another digit set (one of BK, computed once), carrying at most once per digit.
@@ -674,9 +664,6 @@ __device__ __forceinline__ void gather(smem_addr dst, const float* src, int H, i
 // run up to 28 past R, to the value's tap bit and element offset relative to channel q; per slice the walk
 // carries (q, x) of kb across R once and reads one 8-byte entry per k value: no division and no per-value digits.
 constexpr int TAP_TABLE_EXTRA = 28;  // 4 * (8 - 1)
-// Taps a column's mask (tap_mask) can hold; conv.rs runs kernels with more taps on the f32 kernels.
-constexpr int MAX_TAPS = 32;
-static_assert(sizeof(unsigned) * 8 == MAX_TAPS, "one bit per tap");
 struct TapWalk {
     const int2* tab;
     int q, x, dq, dx, R, plane;
@@ -718,21 +705,6 @@ __device__ __forceinline__ void fill_tap_table(int2* tab, int R, int R0, int sgn
         const int a = t / R0;
         tab[x] = make_int2((int)(1u << t), q * plane + sgn * (a * row + t - a * R0));
     }
-}
-
-// The taps t < R (t = a * R0 + b, reading (r + sgn a, s + sgn b)) that land inside [0, H) x [0, W) for a
-// column at (r, s), as bits. Computed once per column, it turns the per-element bounds test of the gather (two
-// adds, two compares) into one AND with the k value's tap bit. A column outside the GEMM (r = FAR) has none.
-__device__ __forceinline__ unsigned tap_mask(int r, int s, int R, int R0, int sgn, int H, int W) {
-    unsigned m = 0;
-    for (int t = 0, a = 0, b = 0; t < R; ++t) {
-        if ((unsigned)(r + sgn * a) < (unsigned)H && (unsigned)(s + sgn * b) < (unsigned)W) m |= 1u << t;
-        if (++b == R0) {
-            b = 0;
-            ++a;
-        }
-    }
-    return m;
 }
 
 // Columns of a tap-table gather: each column's tap_mask and element offset.
@@ -1010,40 +982,17 @@ __device__ __forceinline__ void mainloop(Loader& ld, int slices, float* smem_f, 
     const smem_addr a_lane = ((wm + (lane & 7) + 8 * ((lane >> 3) & 1)) * LDS + 4 * (lane >> 4)) * 4;
     const smem_addr b_lane = T::A_BYTES + ((wn + (lane & 7) + 8 * (lane >> 4)) * LDS + 4 * ((lane >> 3) & 1)) * 4;
 
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < slices) {
-            ld.load(smem + s * T::STAGE_BYTES);
-            ld.advance();
-        }
-        cp_async_commit();  // one group per slice, empty past the end, so the wait count below stays exact
-    }
-    int read = 0, write = STAGES - 1;
-    for (int it = 0; it < slices; ++it) {
-        cp_async_wait<STAGES - 2>();  // this thread's copies of slice `it` have landed
-        if (ROUND_B_AT_COPY) ld.round_b(smem_f + read * (T::STAGE_BYTES / 4));
-        __syncthreads();  // everyone's have (rounded); everyone is done with slice it - 1's stage
-        if (it + STAGES - 1 < slices) {
-            ld.load(smem + write * T::STAGE_BYTES);
-            ld.advance();
-        }
-        cp_async_commit();
-        const smem_addr st = smem + read * T::STAGE_BYTES;
+    const auto landed = [&](int stage) {
+        if (ROUND_B_AT_COPY) ld.round_b(smem_f + stage * (T::STAGE_BYTES / 4));
+    };
+    pipeline<STAGES, T::STAGE_BYTES>(ld, slices, smem, landed, [&](smem_addr st) {
         if constexpr (OP == Op::Tf32) {
 #pragma unroll
             for (int kk = 0; kk < BK; kk += 8) {
                 unsigned int af[MI][4], bf[NI][2];
 #pragma unroll
                 for (int i = 0; i < MI; ++i) ldmatrix_x4(af[i], st + a_lane + (16 * i * LDS + kk) * 4);
-#pragma unroll
-                for (int j = 0; j < NI; j += 2) {
-                    unsigned int r[4];
-                    ldmatrix_x4(r, st + b_lane + (8 * j * LDS + kk) * 4);
-                    bf[j][0] = r[0];
-                    bf[j][1] = r[1];
-                    bf[j + 1][0] = r[2];
-                    bf[j + 1][1] = r[3];
-                }
+                ldmatrix_b(bf, st + b_lane + kk * 4, LDS * 4);
 #pragma unroll
                 for (int i = 0; i < MI; ++i)
 #pragma unroll
@@ -1097,61 +1046,7 @@ __device__ __forceinline__ void mainloop(Loader& ld, int slices, float* smem_f, 
                     for (int j = 0; j < NI; ++j) mma_m16n8k16<F>(acc[i][j], af[i], bf[j], acc[i][j]);
             }
         }
-        read = read + 1 == STAGES ? 0 : read + 1;
-        write = write + 1 == STAGES ? 0 : write + 1;
-    }
-    cp_async_wait<0>();  // nothing may be in flight when the block exits (the trailing groups are empty)
-}
-
-// Hands every accumulator to store(row, col, value) with its global GEMM coordinates (C fragment layout:
-// rows g and g+8, columns 2t and 2t+1 of each mma tile). store does the bounds checks and the index math.
-template <class Store>
-__device__ __forceinline__ void epilogue(const Acc& acc, int m0, int col0, Store store) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int g = lane >> 2, t = lane & 3;
-    const int wm = m0 + (warp / WARPS_N) * WM, wn = col0 + (warp % WARPS_N) * WN;
-#pragma unroll
-    for (int i = 0; i < MI; ++i)
-#pragma unroll
-        for (int j = 0; j < NI; ++j)
-#pragma unroll
-            for (int r = 0; r < 4; ++r)
-                store(wm + 16 * i + g + 8 * (r >> 1), wn + 8 * j + 2 * t + (r & 1), acc[i][j][r]);
-}
-
-// Part `tile` of `tiles` of every row of this block's BM x BN output tile (tile_stats.cuh). In the C fragment
-// layout a row of a warp's tile lives in the 4 lanes of one quad (t = 0..3), which a two-step butterfly adds up
-// (the same bits in all four), and spans WARPS_N warps: WARPS_N contributors per row. `smem`: the pipeline's
-// stages, free after the main loop.
-template <int BM>
-__device__ __forceinline__ void write_stats(const Acc& acc, float* smem, int ncols, int col0, int m0, int rows,
-                                            int tile, int tiles, float* __restrict__ parts) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int g = lane >> 2, t = lane & 3;
-    const int wr = (warp / WARPS_N) * WM, slot = warp % WARPS_N, wc = col0 + slot * WN;
-    static_assert(Tile<BM>::THREADS >= BM && BM * (WARPS_N + 1) * 4 <= Tile<BM>::SMEM_BYTES, "statistics scratch");
-    const auto row_sums = [&](const float* mean, float* out) {
-#pragma unroll
-        for (int i = 0; i < MI; ++i)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int r = wr + 16 * i + g + 8 * h;
-                const float mu = mean != nullptr ? mean[r] : 0.0f;
-                float s = 0.0f;
-#pragma unroll
-                for (int j = 0; j < NI; ++j)
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        if (wc + 8 * j + 2 * t + e >= ncols) continue;
-                        const float d = acc[i][j][2 * h + e] - mu;
-                        s += mean != nullptr ? d * d : d;
-                    }
-                s += __shfl_xor_sync(0xffffffffu, s, 1);
-                s += __shfl_xor_sync(0xffffffffu, s, 2);
-                if (t == 0) out[r * WARPS_N + slot] = s;
-            }
-    };
-    write_tile_stats<BM, WARPS_N>(smem, min(BN, ncols - col0), m0, rows, tile, tiles, parts, row_sums);
+    });
 }
 
 __device__ __forceinline__ int slices_of(int k_begin, int k_end) { return max(0, k_end - k_begin + BK - 1) / BK; }
@@ -1175,15 +1070,7 @@ __device__ __forceinline__ void fwd_body(const float* __restrict__ x, const floa
     Acc acc = {};
     mainloop<BM, OP>(ld, slices_of(k_begin, k_end), smem, acc);
 
-    float* out = y + (size_t)blockIdx.z * N * O * Ho * Wo;
-    const int HoWo = Ho * Wo;
-    epilogue(acc, m0, col0, [&](int o, int p, float v) {
-        if (o < O && p < ncols) {
-            const int n = p / HoWo;
-            out[((size_t)n * O + o) * HoWo + (p - n * HoWo)] = epilogue_act(act, slope, v);
-        }
-    });
-    if (stats != nullptr) write_stats<BM>(acc, smem, ncols, col0, m0, O, blockIdx.x, gridDim.x, stats);
+    forward_epilogue<BM, Tile<BM>::SMEM_BYTES>(acc, y, stats, N, O, Ho * Wo, m0, col0, act, slope, smem);
 }
 
 template <int BM, Op OP>
@@ -1232,7 +1119,7 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
             dx[e] = epilogue_act_bwd(act, slope, act_y, e, v);
         }
     });
-    if (stats != nullptr) write_stats<BM>(acc, smem, ncols, col0, m0, C, tile, tiles, stats);
+    if (stats != nullptr) write_stats<BM, Tile<BM>::SMEM_BYTES>(acc, smem, ncols, col0, m0, C, tile, tiles, stats);
 }
 
 template <int BM, Op OP>
