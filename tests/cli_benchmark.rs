@@ -130,6 +130,17 @@ fn tuning_overrides_choose_the_kernels_and_bad_ones_are_clear_errors() {
         1,
         &["GAN_ENGINE_CONV_TILE=\"96\"", "64 or 128"],
     );
+    let o = common::cli::bin()
+        .args(["benchmark", "--device", "emu", "--steps", "1"])
+        .env("GAN_ENGINE_CONV_LAYOUT", "NHWC")
+        .output()
+        .unwrap();
+    common::cli::failed(
+        &o,
+        &["benchmark"],
+        1,
+        &["GAN_ENGINE_CONV_LAYOUT=\"NHWC\"", "nchw and nhwc"],
+    );
     let kernels = |env: &[(&str, &str)]| {
         let dir = tempfile::tempdir().unwrap();
         let json = dir.path().join("b.json");
@@ -142,7 +153,17 @@ fn tuning_overrides_choose_the_kernels_and_bad_ones_are_clear_errors() {
             "--precision",
             "bf16",
         ];
-        args.extend(common::cli::TINY_MODEL);
+        // ndf 16: D3's input has 32 channels, the channels-last kernel's by default and not under nchw.
+        args.extend([
+            "--ngf",
+            "8",
+            "--ndf",
+            "16",
+            "--nz",
+            "16",
+            "--batch-size",
+            "4",
+        ]);
         args.extend(["--warmup", "1", "--steps", "1", "--repeat", "1"]);
         args.extend(["--json", json.to_str().unwrap()]);
         let o = common::cli::bin()
@@ -161,10 +182,15 @@ fn tuning_overrides_choose_the_kernels_and_bad_ones_are_clear_errors() {
             var("GAN_ENGINE_CONV_TILE"),
             var("GAN_ENGINE_SPLIT_K_BLOCKS"),
         );
+        let layout = env
+            .iter()
+            .find(|(k, _)| *k == "GAN_ENGINE_CONV_LAYOUT")
+            .map(|(_, v)| *v);
         assert_eq!(
             v["gemm_tuning"],
-            serde_json::json!({"conv_tile": tile, "split_k_blocks": blocks})
+            serde_json::json!({"conv_tile": tile, "split_k_blocks": blocks, "conv_layout": layout})
         );
+        assert_eq!(line_has_layout(&stdout(&o)), layout.is_some());
         let line = stdout(&o);
         assert_eq!(line.contains(" tile "), tile.is_some(), "{line}");
         assert_eq!(
@@ -179,6 +205,7 @@ fn tuning_overrides_choose_the_kernels_and_bad_ones_are_clear_errors() {
         ("GAN_ENGINE_CONV_TILE", "128"),
         ("GAN_ENGINE_SPLIT_K_BLOCKS", "1"),
     ]);
+    let nchw = kernels(&[("GAN_ENGINE_CONV_LAYOUT", "nchw")]);
     let has = |k: &serde_json::Map<String, serde_json::Value>, pat: &str| {
         k.keys().any(|n| n.contains(pat))
     };
@@ -191,6 +218,14 @@ fn tuning_overrides_choose_the_kernels_and_bad_ones_are_clear_errors() {
     };
     assert!(small_tile(&default), "{default:?}");
     assert!(!small_tile(&tuned), "{tuned:?}");
+    assert!(has(&default, "conv2d_fwd_nhwc_bf16"), "{default:?}");
+    assert!(has(&default, "to_nhwc_bf16"), "{default:?}");
+    assert!(!has(&nchw, "nhwc"), "{nchw:?}");
+}
+
+/// Whether benchmark's line names a layout override.
+fn line_has_layout(line: &str) -> bool {
+    line.contains(" layout nchw") || line.contains(" layout nhwc")
 }
 
 #[test]

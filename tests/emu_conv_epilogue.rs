@@ -189,15 +189,17 @@ type FwdCase = (&'static str, [usize; 4], usize, usize, usize, usize);
 fn conv2d_gathers_its_outputs_statistics() {
     let be = backend();
     let mut rng = ChaCha8Rng::seed_from_u64(41);
-    // The first four keep K = C*k*k short, so the reduction is not split and the GEMM kernels gather the
-    // statistics in their epilogue; the output tiles are partial in both directions. The last two have few
-    // output tiles and a long K, so the reduction is split and the reduction of the splits gathers them, one
-    // part per chunk of a channel (several chunks in the last one).
-    let cases: [FwdCase; 6] = [
+    // The first five keep K = C*k*k short, so the reduction is not split and the GEMM kernels gather the
+    // statistics in their epilogue; the output tiles are partial in both directions (the fifth, 32 input
+    // channels, on the channels-last kernel at bf16 / fp16). The last two have few output tiles and a long K, so
+    // the reduction is split and the reduction of the splits gathers them, one part per chunk of a channel
+    // (several chunks in the last one).
+    let cases: [FwdCase; 7] = [
         ("D1-like, 3 -> 24", [2, 3, 13, 11], 24, 4, 2, 1),
         ("8 rows (16x128 f32 tile)", [3, 2, 9, 9], 8, 3, 1, 1),
         ("100 rows (128-row tile)", [1, 3, 12, 12], 100, 4, 2, 1),
         ("wide: 3 column tiles", [5, 1, 17, 15], 70, 3, 1, 0),
+        ("channels-last 32 -> 70, 1x1", [2, 32, 9, 9], 70, 1, 1, 0),
         ("split K, D2-like 16 -> 24", [2, 16, 10, 10], 24, 4, 2, 1),
         ("split K, 2 chunks a channel", [2, 40, 47, 45], 3, 3, 1, 0),
     ];
@@ -335,12 +337,21 @@ fn weight(be: &CudaBackend, rng: &mut ChaCha8Rng, [o, c, k]: [usize; 3]) -> Tens
 fn conv2d_with_an_activation_stores_the_activation_of_its_sums() {
     let be = backend();
     let mut rng = ChaCha8Rng::seed_from_u64(44);
-    // Not split (short K; the f32 16x128 tile at 8 rows, the 128-row tile at 100), then split (long K, few tiles).
-    let cases: [FwdCase; 4] = [
+    // Not split (short K; the f32 16x128 tile at 8 rows, the 128-row tile at 100), then split (long K, few tiles);
+    // the last with 32 input channels, on the channels-last kernel at bf16 / fp16.
+    let cases: [FwdCase; 5] = [
         ("D1-like, 3 -> 24", [2, 3, 13, 11], 24, 4, 2, 1),
         ("8 rows", [3, 2, 9, 9], 8, 3, 1, 1),
         ("100 rows", [1, 3, 12, 12], 100, 4, 2, 1),
         ("split K, D2-like 16 -> 24", [2, 16, 10, 10], 24, 4, 2, 1),
+        (
+            "split K, channels-last 32 -> 24",
+            [2, 32, 6, 6],
+            24,
+            4,
+            2,
+            1,
+        ),
     ];
     each_epilogue_case(&be, &cases, |what, (_, xs, o, k, s, p), act| {
         // Centred inputs: about half the sums are negative.

@@ -277,9 +277,12 @@ fn main_loop_is_found_in_ptx() {
     assert_eq!(main_loop(ptx, "k", "fma.rn"), None);
 }
 
-/// The tensor-core conv kernels (`conv2d_*_{tf32,bf16,fp16}`) of the signature table.
-fn tensor_core_kernels() -> Vec<&'static str> {
-    let kernels: Vec<&str> = expected("conv.cu")
+/// The files that hold tensor-core conv kernels: the NCHW path and the channels-last 16-bit forward.
+const TENSOR_CORE_FILES: [&str; 2] = ["conv.cu", "conv_nhwc.cu"];
+
+/// The tensor-core conv kernels (`conv2d_*_{tf32,bf16,fp16}`) of `file` in the signature table.
+fn tensor_core_kernels(file: &str) -> Vec<&'static str> {
+    let kernels: Vec<&str> = expected(file)
         .into_iter()
         .filter(|k| {
             k.starts_with("conv2d") && ["_tf32", "_bf16", "_fp16"].iter().any(|s| k.ends_with(s))
@@ -301,7 +304,7 @@ fn tensor_core_main_loops_per_mma() {
         return;
     }
     let ptx = ptx_of("conv.cu");
-    let kernels = tensor_core_kernels();
+    let kernels = tensor_core_kernels("conv.cu");
     // Before the cp.async pipeline the loops were at 18-25 PTX instructions per mma; the pipelined ones are at
     // 11-16 (docs/perf-notes.md, "TF32 conv main loop"). The ceiling sits just above the worst of them.
     const CEILING: f64 = 17.0;
@@ -338,6 +341,9 @@ const SASS_CEILINGS: &[(&str, [f64; 4])] = &[
     ("conv2d_fwd_m128", [8.1, 12.2, 8.2, 12.2]),
     ("conv2d_bwd_data_m128", [7.8, 11.5, 7.8, 11.5]),
     ("conv2d_bwd_weight_m128", [9.2, 14.0, 9.2, 14.0]),
+    // conv_nhwc.cu: bf16 / fp16 only (the TF32 columns are never read).
+    ("conv2d_fwd_nhwc", [0.0, 3.6, 0.0, 3.7]),
+    ("conv2d_fwd_nhwc_m128", [0.0, 3.3, 0.0, 3.4]),
 ];
 
 /// The architectures the SASS count compiles for.
@@ -571,22 +577,30 @@ fn tensor_core_sass_per_hmma() {
             SASS_NVRTC.0, SASS_NVRTC.1
         );
     }
-    let kernels = tensor_core_kernels();
+    let mut failures = Vec::new();
+    for file in TENSOR_CORE_FILES {
+        sass_per_hmma_of(file, &tool, enforce, &mut failures);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// [`tensor_core_sass_per_hmma`] for the kernels of one file: prints their rows, and adds to `failures` each
+/// kernel without a loop, without a ceiling, or (when `enforce`) above it.
+fn sass_per_hmma_of(file: &str, tool: &Path, enforce: bool, failures: &mut Vec<String>) {
+    let kernels = tensor_core_kernels(file);
     // Both architectures at once: the two compiles of conv.cu are most of this test's time.
     let listings: Vec<Result<String, String>> = std::thread::scope(|s| {
-        let tool = &tool;
         let jobs = SASS_ARCHS.map(|arch| {
-            s.spawn(move || match &*compile_once("conv.cu", arch) {
+            s.spawn(move || match &*compile_once(file, arch) {
                 Ok(c) => disassemble(tool, &c.image),
                 Err(e) => Err(e.clone()),
             })
         });
         jobs.into_iter().map(|j| j.join().unwrap()).collect()
     });
-    let mut failures = Vec::new();
     for (a, (arch, sass)) in SASS_ARCHS.into_iter().zip(listings).enumerate() {
         let sass = sass.unwrap_or_else(|e| panic!("{e}"));
-        println!("conv.cu [{arch}] main loops in SASS");
+        println!("{file} [{arch}] main loops in SASS");
         println!(
             "  {:<28} {:>11} {:>5} {:>9} {:>13} {:>8}",
             "kernel", "SASS instr", "HMMA", "per HMMA", "per m16n8k8", "ceiling"
@@ -619,7 +633,6 @@ fn tensor_core_sass_per_hmma() {
             }
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// Prints the narrow backward-data kernels' loop over output channels (conv_narrow.cu) and holds it under a

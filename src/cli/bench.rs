@@ -214,7 +214,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         false => GemmTuning::from_env()?,
     };
     let what = format!(
-        "{:?}{} b{} ngf {} ndf {}{}{}{}",
+        "{:?}{} b{} ngf {} ndf {}{}{}{}{}",
         a.model,
         a.image_size,
         a.batch_size,
@@ -227,6 +227,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         tuning
             .split_k_blocks
             .map_or(String::new(), |b| format!(" split-k target {b}")),
+        tuning.nhwc.map_or(String::new(), |n| format!(
+            " layout {}",
+            if n { "nhwc" } else { "nchw" }
+        )),
     )
     .to_lowercase();
     let mode = if a.cuda_graph { "graph" } else { "eager" };
@@ -270,6 +274,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "gemm_tuning": {
                 "conv_tile": tuning.tc_rows,
                 "split_k_blocks": tuning.split_k_blocks,
+                "conv_layout": tuning.nhwc.map(|n| if n { "nhwc" } else { "nchw" }),
             },
         });
         crate::io::atomic::write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())

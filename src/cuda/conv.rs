@@ -36,6 +36,7 @@ use anyhow::{ensure, Result};
 use super::backend::n_i32;
 use super::batchnorm::{act_args, channel_chunks, channel_grid};
 use super::conv_narrow;
+use super::conv_nhwc;
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
 pub use crate::backend::Precision;
@@ -396,12 +397,29 @@ pub fn conv2d(
         let (tile, suffix) = tile_for(rows);
         (tile, format!("conv2d_fwd{suffix}_f32"))
     };
-    let (cfg, k_chunk) = split_launch(be, tc.map(|t| t.tile), taps, rows, cols, tile, k);
+    let nhwc = tc
+        .as_ref()
+        .and_then(|t| conv_nhwc::forward_kernel(be, &g, t.tile.tile.0));
+    let (mut cfg, k_chunk) = split_launch(be, tc.map(|t| t.tile), taps, rows, cols, tile, k);
+    // The channels-last kernel reads x and w converted (kept alive until the launch is queued); same tile, grid
+    // and K split as the NCHW kernel, its own shared memory and no tap table.
+    let (kernel, operands) = match nhwc {
+        Some(nk) => {
+            cfg.shared_bytes = nk.shared_bytes as u32;
+            let (xh, wh) = (conv_nhwc::to_nhwc(be, x)?, conv_nhwc::to_nhwc(be, w)?);
+            (nk.kernel, Some((xh, wh)))
+        }
+        None => (kernel, None),
+    };
+    let inputs = match &operands {
+        Some((xh, wh)) => [be.ptr(xh)?, be.ptr(wh)?],
+        None => [be.ptr(x)?, be.ptr(w)?],
+    };
     let parts = launch_split(
         be,
         &kernel,
         cfg,
-        [be.ptr(x)?, be.ptr(w)?],
+        inputs,
         &y,
         &g.args(),
         k_chunk,

@@ -4,7 +4,7 @@
 //! - [`runtime`]: the `GpuRuntime` trait both runtimes implement, launch configs, kernel arguments, and the
 //!   kernel signature table parsed from the sources at build time.
 //! - [`backend`]: `CudaBackend`, the `Backend` implementation; op families live in their own files
-//!   (elementwise, activation, loss, optim, random, shape, conv with conv_narrow, batchnorm, linear, pool, resize), each one launch helper per op.
+//!   (elementwise, activation, loss, optim, random, shape, conv with conv_narrow and conv_nhwc, batchnorm, linear, pool, resize), each one launch helper per op.
 //! - [`alloc`]: the caching allocator behind every tensor.
 //! - [`tuning`]: the GEMM launch choices a tuning run may override (tile, split-K) through the environment.
 
@@ -14,6 +14,7 @@ pub mod backend;
 pub mod batchnorm;
 pub mod conv;
 mod conv_narrow;
+mod conv_nhwc;
 pub mod elementwise;
 #[cfg(feature = "emulation")]
 pub mod emu;

@@ -9,6 +9,9 @@
 //!   cores (more than 16 rows at precision tf32, bf16 or fp16).
 //! - `GAN_ENGINE_SPLIT_K_BLOCKS=N`: the blocks a split-K launch aims for (convolutions and linear layers); 1
 //!   never splits.
+//! - `GAN_ENGINE_CONV_LAYOUT=nchw|nhwc`: whether a bf16 / fp16 forward convolution whose input channels are a
+//!   multiple of 32 converts its operands to channels-last 16-bit values and runs conv_nhwc.rs's kernel (`nhwc`,
+//!   the rule) or gathers them from NCHW f32 (`nchw`). The two sum the same products in another order.
 //!
 //! Within one output tile the reduction runs in the same slices and order whichever tile holds it, but the split
 //! rule counts tiles and batch norm merges one statistics part per tile: under an override a result can differ
@@ -24,21 +27,32 @@ pub struct GemmTuning {
     pub tc_rows: Option<usize>,
     /// Blocks a split-K launch aims for (at least 1).
     pub split_k_blocks: Option<usize>,
+    /// Whether the 16-bit forward convolutions may run channels-last (true) or always NCHW (false).
+    pub nhwc: Option<bool>,
 }
 
 pub const TILE_VAR: &str = "GAN_ENGINE_CONV_TILE";
 pub const SPLIT_VAR: &str = "GAN_ENGINE_SPLIT_K_BLOCKS";
+pub const LAYOUT_VAR: &str = "GAN_ENGINE_CONV_LAYOUT";
 
 impl GemmTuning {
     /// From the environment; an unset or empty variable keeps the rule, anything unreadable is an error that
     /// names the variable.
     pub fn from_env() -> Result<GemmTuning> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        GemmTuning::parse(var(TILE_VAR).as_deref(), var(SPLIT_VAR).as_deref())
+        GemmTuning::parse(
+            var(TILE_VAR).as_deref(),
+            var(SPLIT_VAR).as_deref(),
+            var(LAYOUT_VAR).as_deref(),
+        )
     }
 
-    /// From the two variables' values.
-    pub fn parse(tile: Option<&str>, split_blocks: Option<&str>) -> Result<GemmTuning> {
+    /// From the three variables' values.
+    pub fn parse(
+        tile: Option<&str>,
+        split_blocks: Option<&str>,
+        layout: Option<&str>,
+    ) -> Result<GemmTuning> {
         let tc_rows = match tile {
             None => None,
             Some("64") => Some(64),
@@ -54,9 +68,16 @@ impl GemmTuning {
                 ),
             },
         };
+        let nhwc = match layout {
+            None => None,
+            Some("nhwc") => Some(true),
+            Some("nchw") => Some(false),
+            Some(v) => bail!("{LAYOUT_VAR}={v:?}: the convolution layouts are nchw and nhwc"),
+        };
         Ok(GemmTuning {
             tc_rows,
             split_k_blocks,
+            nhwc,
         })
     }
 }
@@ -68,19 +89,30 @@ mod tests {
     #[test]
     fn parses_the_overrides_and_names_a_bad_value() {
         assert_eq!(
-            GemmTuning::parse(None, None).unwrap(),
+            GemmTuning::parse(None, None, None).unwrap(),
             GemmTuning::default()
         );
-        let t = GemmTuning::parse(Some("128"), Some("1")).unwrap();
-        assert_eq!((t.tc_rows, t.split_k_blocks), (Some(128), Some(1)));
-        for (tile, split, var) in [
-            (Some("96"), None, TILE_VAR),
-            (Some("x"), None, TILE_VAR),
-            (None, Some("0"), SPLIT_VAR),
-            (None, Some("-3"), SPLIT_VAR),
-            (None, Some("many"), SPLIT_VAR),
+        let t = GemmTuning::parse(Some("128"), Some("1"), Some("nchw")).unwrap();
+        assert_eq!(
+            (t.tc_rows, t.split_k_blocks, t.nhwc),
+            (Some(128), Some(1), Some(false))
+        );
+        assert_eq!(
+            GemmTuning::parse(None, None, Some("nhwc")).unwrap().nhwc,
+            Some(true)
+        );
+        for (tile, split, layout, var) in [
+            (Some("96"), None, None, TILE_VAR),
+            (Some("x"), None, None, TILE_VAR),
+            (None, Some("0"), None, SPLIT_VAR),
+            (None, Some("-3"), None, SPLIT_VAR),
+            (None, Some("many"), None, SPLIT_VAR),
+            (None, None, Some("NHWC"), LAYOUT_VAR),
+            (None, None, Some("chw"), LAYOUT_VAR),
         ] {
-            let e = GemmTuning::parse(tile, split).unwrap_err().to_string();
+            let e = GemmTuning::parse(tile, split, layout)
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with(var), "{e}");
         }
     }
