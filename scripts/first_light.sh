@@ -10,7 +10,8 @@
 #   2 parity    the parity suites on the real GPU (parity_half: bf16 / fp16), one test thread; failures rerun
 #               one by one
 #   3 timing    DCGAN-64 iteration at batch 128, the targets' precisions first: ours bf16 / tf32 / fp32 / fp16,
-#               eager, and bf16 / tf32 / fp32 graphed; PyTorch (scripts/torch_dcgan_step.py) eager and graphed under
+#               eager, and bf16 / tf32 / fp32 graphed, and bf16 eager and graphed with the NCHW forward kernels only
+#               (GAN_ENGINE_CONV_LAYOUT=nchw); PyTorch (scripts/torch_dcgan_step.py) eager and graphed under
 #               autocast(bf16), TF32 on and off, and eager under autocast(fp16) with a GradScaler, all with CUDA
 #               events; then the measured peak (scripts/gpu_peak.py: cuBLAS matmul per precision, copy
 #               bandwidth) that "% of peak" divides by; our kernel launches per iteration at that batch, as the
@@ -205,7 +206,7 @@ phase_parity() {
     begin p2-parity
     parity=()
     for b in ${PARITY:-cuda_runtime parity_tf32 parity_half emu_parity emu_parity_conv emu_parity_conv_narrow emu_conv_epilogue \
-        emu_parity_pool emu_graph emu_gemm_tuning nvrtc_compile}; do
+        emu_conv_nhwc emu_parity_pool emu_graph emu_gemm_tuning nvrtc_compile}; do
         # parity_tf32 / parity_half check the DCGAN shapes against the CPU reference on the host: about 90 s
         # (parity_half: two precisions, not measured yet).
         test_binary "$b" "$([[ $b == parity_tf32 ]] && echo 150 || { [[ $b == parity_half ]] && echo 240; } || echo 90)"
@@ -220,11 +221,15 @@ phase_parity() {
 ours_timing() {
     local mode
     for mode in "$@"; do
-        local extra=(--precision "${mode%-graph}")
+        # MODE is PRECISION[-nchw][-graph]; -nchw keeps the 16-bit forward convolutions off the channels-last
+        # kernels (src/cuda/tuning.rs), the A/B of that layout.
+        local prec=${mode%-graph} env=()
+        [[ $prec == *-nchw ]] && prec=${prec%-nchw} && env=(GAN_ENGINE_CONV_LAYOUT=nchw)
+        local extra=(--precision "$prec")
         [[ $mode == *graph ]] && extra+=(--cuda-graph)
         local shape=(--batch-size "$bench_batch")
         [[ $dev == emu ]] && shape=("${small[@]}") && extra+=(--warmup 1 --steps 1 --repeat 2)
-        run "ours-$mode" 60 "$ge" benchmark --device "$dev" "${shape[@]}" "${extra[@]}" --json "$log_dir/ours-$mode.json"
+        run "ours-$mode" 60 env "${env[@]}" "$ge" benchmark --device "$dev" "${shape[@]}" "${extra[@]}" --json "$log_dir/ours-$mode.json"
         rows+=("ours $mode $(grep -o '[0-9.]* ms per iteration' "$log_dir/ours-$mode.log" | head -1 | cut -d' ' -f1)")
         # Counted by the runtime at this batch (the JSON has them by kernel).
         launch_rows+=("$mode$(grep -o 'kernel launches per iteration: .*' "$log_dir/ours-$mode.log" | head -1 | cut -d: -f2-)")
@@ -235,7 +240,7 @@ phase_timing() {
     begin p3-timing
     local rows=() launch_rows=()
     # The targets' precisions first, then PyTorch, then the rest: a deadline cuts the least useful rows.
-    ours_timing bf16 bf16-graph tf32 tf32-graph
+    ours_timing bf16 bf16-graph tf32 tf32-graph bf16-nchw bf16-nchw-graph
     if [[ $dev == cuda && ${TORCH:-1} != 0 ]]; then
         # PyTorch with its own libraries: nothing of ours on its library path.
         run torch 180 env LD_LIBRARY_PATH="$torch_ld" PYTHONUNBUFFERED=1 python3 scripts/torch_dcgan_step.py \
