@@ -1080,46 +1080,22 @@ __device__ __forceinline__ void bwd_data_body(const float* __restrict__ dy, cons
                                               int PH, int PW, const float* __restrict__ act_y, int act,
                                               float slope, float* smem) {
     // Stride phase of this block, exactly as in conv::bwd_data_body.
-    const int rh = blockIdx.z / SW;
-    const int rw = blockIdx.z - rh * SW;
-    const int ih0 = ((rh - PH) % SH + SH) % SH;
-    const int iw0 = ((rw - PW) % SW + SW) % SW;
-    const int Hq = ih0 < H ? (H - ih0 + SH - 1) / SH : 0;
-    const int Wq = iw0 < W ? (W - iw0 + SW - 1) / SW : 0;
-    const int Rt = rh < KH ? (KH - rh + SH - 1) / SH : 0;
-    const int St = rw < KW ? (KW - rw + SW - 1) / SW : 0;
-    const int ncols = N * Hq * Wq;
+    const Phase ph(blockIdx.z, H, W, KH, KW, SH, SW, PH, PW);
     const int col0 = blockIdx.x * BN;
     const int m0 = blockIdx.y * BM;
-    const int tile = blockIdx.z * gridDim.x + blockIdx.x, tiles = gridDim.z * gridDim.x;
-    if (col0 >= ncols) {  // uniform over the block, before any barrier
-        if (stats != nullptr) write_empty_tile_stats<BM>(m0, C, tile, tiles, stats);
-        return;
-    }
-    const int K = O * Rt * St;
+    if (past_phase<BM>(ph, N, C, m0, col0, stats)) return;
+    const int K = O * ph.Rt * ph.St;
 
     Acc acc = {};
     if (K > 0) {  // a phase without taps writes zeros (and its loader's digits would divide by zero)
         int2* tab = reinterpret_cast<int2*>(smem + Tile<BM>::SMEM_BYTES / 4);
-        fill_tap_table(tab, Rt * St, St, -1, Ho * Wo, Wo);
+        fill_tap_table(tab, ph.Rt * ph.St, ph.St, -1, Ho * Wo, Wo);
         __syncthreads();
-        BwdDataLoader<BM> ld(dy, w, C, O, KH, KW, Ho, Wo, Rt, St, rh, rw, SH, SW, Hq, Wq, (ih0 + PH - rh) / SH,
-                             (iw0 + PW - rw) / SW, ncols, m0, col0, K, tab);
+        BwdDataLoader<BM> ld(dy, w, C, O, KH, KW, Ho, Wo, ph.Rt, ph.St, ph.rh, ph.rw, SH, SW, ph.Hq, ph.Wq, ph.ohb0,
+                             ph.owb0, ph.cols(N), m0, col0, K, tab);
         mainloop<BM, OP>(ld, slices_of(0, K), smem, acc);
     }
-
-    epilogue(acc, m0, col0, [&](int c, int p, float v) {
-        if (c < C && p < ncols) {
-            const int n = p / (Hq * Wq);
-            const int qv = p - n * (Hq * Wq);
-            const int q = qv / Wq;
-            const int ih = ih0 + SH * q;
-            const int iw = iw0 + SW * (qv - q * Wq);
-            const size_t e = (((size_t)n * C + c) * H + ih) * W + iw;
-            dx[e] = epilogue_act_bwd(act, slope, act_y, e, v);
-        }
-    });
-    if (stats != nullptr) write_stats<BM, Tile<BM>::SMEM_BYTES>(acc, smem, ncols, col0, m0, C, tile, tiles, stats);
+    bwd_data_epilogue<BM, Tile<BM>::SMEM_BYTES>(acc, dx, stats, N, C, H, W, ph, m0, col0, act_y, act, slope, smem);
 }
 
 template <int BM, Op OP>

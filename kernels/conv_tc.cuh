@@ -159,5 +159,61 @@ __device__ __forceinline__ void forward_epilogue(const Acc& acc, float* __restri
     });
     if (stats != nullptr) write_stats<BM, SMEM_BYTES>(acc, smem, ncols, col0, m0, O, blockIdx.x, gridDim.x, stats);
 }
+
+// One stride phase of a backward-data GEMM, blockIdx.z = rh * SW + rw (conv.cu, "Stride-phase decomposition"):
+// its input pixels (ih0 + SH q, iw0 + SW v) for q < Hq, v < Wq, and its taps r = rh + SH t, s = rw + SW u for
+// t < Rt, u < St, which read dy at (ohb0 + q - t, owb0 + v - u).
+struct Phase {
+    int SH, SW, rh, rw, ih0, iw0, Hq, Wq, Rt, St, ohb0, owb0;
+    __device__ Phase(int z, int H, int W, int KH, int KW, int SH_, int SW_, int PH, int PW) : SH(SH_), SW(SW_) {
+        rh = z / SW;
+        rw = z - rh * SW;
+        ih0 = ((rh - PH) % SH + SH) % SH;
+        iw0 = ((rw - PW) % SW + SW) % SW;
+        Hq = ih0 < H ? (H - ih0 + SH - 1) / SH : 0;
+        Wq = iw0 < W ? (W - iw0 + SW - 1) / SW : 0;
+        Rt = rh < KH ? (KH - rh + SH - 1) / SH : 0;
+        St = rw < KW ? (KW - rw + SW - 1) / SW : 0;
+        ohb0 = (ih0 + PH - rh) / SH;
+        owb0 = (iw0 + PW - rw) / SW;
+    }
+    // The GEMM's columns: the phase's input pixels of all N images.
+    __device__ int cols(int N) const { return N * Hq * Wq; }
+};
+
+// The backward-data epilogue of phase `ph`: dx [N, C, H, W] gets each sum taken through the folded activation
+// (act.cuh's epilogue_act_bwd, from act_y), and with `stats` the batch-norm statistics part of this block's tile
+// (one part per column tile of each phase). `smem`: the pipeline's stages, free after the main loop.
+template <int BM, int SMEM_BYTES>
+__device__ __forceinline__ void bwd_data_epilogue(const Acc& acc, float* __restrict__ dx, float* __restrict__ stats,
+                                                  int N, int C, int H, int W, const Phase& ph, int m0, int col0,
+                                                  const float* __restrict__ act_y, int act, float slope,
+                                                  float* smem) {
+    const int HqWq = ph.Hq * ph.Wq, ncols = ph.cols(N);
+    epilogue(acc, m0, col0, [&](int c, int p, float v) {
+        if (c < C && p < ncols) {
+            const int n = p / HqWq;
+            const int qv = p - n * HqWq;
+            const int q = qv / ph.Wq;
+            const int ih = ph.ih0 + ph.SH * q;
+            const int iw = ph.iw0 + ph.SW * (qv - q * ph.Wq);
+            const size_t e = (((size_t)n * C + c) * H + ih) * W + iw;
+            dx[e] = epilogue_act_bwd(act, slope, act_y, e, v);
+        }
+    });
+    if (stats != nullptr)
+        write_stats<BM, SMEM_BYTES>(acc, smem, ncols, col0, m0, C, blockIdx.z * gridDim.x + blockIdx.x,
+                                    gridDim.z * gridDim.x, stats);
+}
+
+// Whether this block's columns lie past its phase's (the grid is sized for the largest phase): then it computes
+// nothing and, with `stats`, writes an empty part. Uniform over the block, so it may return before any barrier.
+template <int BM>
+__device__ __forceinline__ bool past_phase(const Phase& ph, int N, int C, int m0, int col0, float* stats) {
+    if (col0 < ph.cols(N)) return false;
+    if (stats != nullptr)
+        write_empty_tile_stats<BM>(m0, C, blockIdx.z * gridDim.x + blockIdx.x, gridDim.z * gridDim.x, stats);
+    return true;
+}
 }  // namespace tc
 }  // namespace conv
