@@ -1,26 +1,26 @@
-// conv_nhwc.cu — the bf16 / fp16 forward convolution on channels-last 16-bit operands, and the conversion that
-// makes them.
+// conv_nhwc.cu — the bf16 / fp16 forward and backward-data convolutions on channels-last 16-bit operands, and the
+// conversion that makes them.
 //
 // Why a second layout. conv.cu's tensor-core kernels gather the im2col matrix from NCHW f32: consecutive k are
 // channels (or taps) a whole image plane apart, so every element is its own 4-byte cp.async with its own bounds
 // bit, and the 16-bit kernels convert each operand from f32 as they load fragments. In the 64 x 128 bf16 forward
 // loop that gather is about two thirds of the instructions per HMMA (docs/perf-notes.md). Here the operands are
-// first converted once, in one pass each, to 16-bit values with the channel innermost:
+// first converted once, in one pass each, to 16-bit values with the reduction's channel innermost:
 //
-//   x  [N, C, H, W] f32   ->  xh [N, H, W, C] bf16 / f16      (to_nhwc_*, also for the weights:)
-//   w  [O, C, kh, kw] f32 ->  wh [O, kh, kw, C]               (the same transposition, "images" O, "pixels" kh*kw)
+//   forward        x  [N, C, H, W]   -> [N, H, W, C]     w [O, C, kh, kw] -> [O, kh, kw, C]      K = (tap, c)
+//   backward data  dy [N, O, Ho, Wo] -> [N, Ho, Wo, O]   w [O, C, kh, kw] -> [C, kh, kw, O]      K = (tap, o)
 //
-// and the forward GEMM (M = O, N = N*Ho*Wo, K = kh*kw*C, k ordered tap-major, channel innermost) reads both with
-// 16-byte cp.async: 8 consecutive channels of one tap of one pixel per copy. With C a multiple of 32 (conv_nhwc.rs
-// routes only such layers: DCGAN's D2..D5, not the 3-channel image layer) a BK = 32 slice of K is 32 channels of
-// one tap, so a column's whole slice is 64 contiguous bytes under one tap bit: the bounds test is once per copy,
-// not per element, and no division or table lookup is left in the loop. The shared tiles hold the 16-bit values
+// (to_nhwc_pair_* transposes [n, c, p] to [n, p, c], both operands in one launch; the backward weights are w as
+// [1, O, C*kh*kw].) With the channel
+// count of K a multiple of 32 (conv_nhwc.rs routes only such layers) a BK = 32 slice of K is 32 channels of one
+// tap, so a column's whole slice is 64 contiguous bytes under one tap bit: four 16-byte cp.async, the bounds test
+// once per copy, and no division or table lookup in the loop. The shared tiles hold the 16-bit values
 // themselves, so ldmatrix hands each lane its m16n8k16 fragment directly, with no conversion in the loop.
 //
-// Same GEMM and outputs as conv.cu's conv2d_fwd_{bf16,fp16}: y is NCHW f32, written by the shared epilogue
-// (conv_tc.cuh) with the activation or the batch-norm statistics parts, and split-K writes y + z*numel(y) for
-// conv2d_splitk_reduce_f32. The sum is the same products in another k order (tap-major instead of channel-major),
-// so it equals conv.cu's within f32 rounding, not bit for bit.
+// Same GEMMs and outputs as conv.cu's conv2d_fwd_* / conv2d_bwd_data_* at bf16 / fp16: outputs NCHW f32, written
+// by the shared epilogues (conv_tc.cuh) with the activation (or its folded backward) or the batch-norm statistics
+// parts; split-K (forward) and stride phases (backward data) as there. The sums are the same products in another
+// k order (tap-major instead of channel-major), so they equal conv.cu's within f32 rounding, not bit for bit.
 //
 // Shared memory: STAGES = 4 stages of (BM + 128) rows of BK + 8 16-bit values (80-byte rows: 16-byte aligned,
 // and 8 consecutive rows start 5 x 16 bytes apart mod 128, so ldmatrix's 8 rows of a phase hit 8 distinct
@@ -140,6 +140,81 @@ struct Loader {
     }
 };
 
+// Backward data, one stride phase (conv_tc.cuh's Phase): the same GEMM as conv.cu's, K ordered (t, u, o) with the
+// output channel innermost, so a slice is 32 output channels of one tap (O a multiple of BK). Same thread mapping
+// as Loader.
+//   A[c, k]   = wh[c][r][s][o]                        wh: w as [C, kh, kw, O], (r, s) = (rh + SH t, rw + SW u)
+//   B[k, col] = dyh[n][ohb0 + q - t][owb0 + v - u][o] dyh: dy as [N, Ho, Wo, O], col = (n, q, v)
+template <int BM>
+struct BwdDataLoader {
+    typedef Tile<BM> T;
+    static constexpr int STEP = T::THREADS / 4;
+    static constexpr int NA = BM / STEP;
+    static constexpr int NB = BN / STEP;
+    const unsigned short* w;
+    const unsigned short* dy;
+    int O, St;
+    int a_dt, a_du, b_dt, b_du;  // offset steps of A and B per tap row t and tap column u
+    int a_off[NA];               // each A row's chunk at t = u = 0, o = 0
+    bool a_ok[NA];
+    int b_off[NB];  // each B column's chunk at t = u = 0, o = 0
+    unsigned b_mask[NB];
+    smem_addr a_dst, b_dst;
+    int t, u, tap, o;  // the slice's tap (row, column, index t * St + u) and first output channel
+
+    __device__ BwdDataLoader(const unsigned short* dy_, const unsigned short* w_, int C, int O_, int KH, int KW,
+                             int Ho, int Wo, int SH, int SW, const tc::Phase& ph, int ncols, int m0, int col0)
+        : w(w_), dy(dy_), O(O_), St(ph.St), a_dt(SH * KW * O_), a_du(SW * O_), b_dt(-Wo * O_), b_du(-O_), t(0),
+          u(0), tap(0), o(0) {
+        const int th = threadIdx.x, q = th & 3;
+#pragma unroll
+        for (int i = 0; i < NA; ++i) {
+            const int c = m0 + (th >> 2) + STEP * i;
+            a_ok[i] = c < C;
+            a_off[i] = ((c * KH + ph.rh) * KW + ph.rw) * O + CHUNK * q;
+        }
+        const int HqWq = ph.Hq * ph.Wq;
+#pragma unroll
+        for (int j = 0; j < NB; ++j) {
+            const int p = col0 + (th >> 2) + STEP * j;
+            int r = tc::FAR, s = 0;
+            b_off[j] = 0;
+            if (p < ncols) {
+                const int n = p / HqWq;
+                const int qv = p - n * HqWq;
+                const int qq = qv / ph.Wq;
+                r = ph.ohb0 + qq;
+                s = ph.owb0 + (qv - qq * ph.Wq);
+                b_off[j] = ((n * Ho + r) * Wo + s) * O + CHUNK * q;
+            }
+            b_mask[j] = tc::tap_mask(r, s, ph.Rt * ph.St, ph.St, -1, Ho, Wo);
+        }
+        a_dst = ((th >> 2) * LDH + CHUNK * q) * 2;
+        b_dst = T::A_BYTES + a_dst;
+    }
+    __device__ void load(smem_addr stage) const {
+        const int aoff = t * a_dt + u * a_du + o;
+#pragma unroll
+        for (int i = 0; i < NA; ++i) cp_async_16(stage + a_dst + i * (STEP * LDH * 2), w + (a_off[i] + aoff), a_ok[i]);
+        const unsigned bit = 1u << tap;
+        const int boff = t * b_dt + u * b_du + o;
+#pragma unroll
+        for (int j = 0; j < NB; ++j)
+            cp_async_16(stage + b_dst + j * (STEP * LDH * 2), dy + (b_off[j] + boff), (b_mask[j] & bit) != 0);
+    }
+    __device__ void advance() {
+        o += BK;
+        if (o == O) {  // O is a multiple of BK: a slice never straddles two taps
+            o = 0;
+            ++tap;
+            if (++u == St) {
+                u = 0;
+                ++t;
+            }
+        }
+    }
+};
+
 // acc += the block's A * B over `slices` slices, on conv_tc.cuh's pipeline. Per 16 k a warp loads its 2 A and
 // 8 B fragments with 2 + 4 ldmatrix.x4 straight from the 16-bit tiles and issues 16 mma.
 template <int BM, Half F, class Ld>
@@ -192,16 +267,38 @@ __device__ __forceinline__ void fwd_body(const unsigned int* __restrict__ xh, co
                                                    static_cast<float*>(smem));
 }
 
+// grid = (ceil(N * ceil(H/SH) * ceil(W/SW) / 128), ceil(C / BM), SH*SW phases); writes every element of dx. O
+// must be a multiple of BK.
+template <int BM, Half F>
+__device__ __forceinline__ void bwd_data_body(const unsigned int* __restrict__ dyh, const unsigned int* __restrict__ wh,
+                                              float* __restrict__ dx, float* __restrict__ stats, int N, int C,
+                                              int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW,
+                                              int PH, int PW, const float* __restrict__ act_y, int act,
+                                              float slope, void* smem) {
+    const tc::Phase ph(blockIdx.z, H, W, KH, KW, SH, SW, PH, PW);
+    const int col0 = blockIdx.x * BN;
+    const int m0 = blockIdx.y * BM;
+    if (tc::past_phase<BM>(ph, N, C, m0, col0, stats)) return;
+    Acc acc = {};
+    // A phase without taps (stride larger than the kernel) has no slices and writes zeros.
+    BwdDataLoader<BM> ld(reinterpret_cast<const unsigned short*>(dyh), reinterpret_cast<const unsigned short*>(wh),
+                         C, O, KH, KW, Ho, Wo, SH, SW, ph, ph.cols(N), m0, col0);
+    mainloop<BM, F>(ld, ph.Rt * ph.St * O / BK, smem, acc);
+    tc::bwd_data_epilogue<BM, Tile<BM>::SMEM_BYTES>(acc, dx, stats, N, C, H, W, ph, m0, col0, act_y, act, slope,
+                                                    static_cast<float*>(smem));
+}
+
 // y[n][p][c] = x[n][c][p] rounded to F (to nearest even), for x [N, C, HW] f32 and y [N, HW, C] 16-bit; C even.
-// A block transposes a 64-channel x 32-pixel tile through shared memory: reads run along pixels, writes along
-// channels, two per 32-bit store. grid = (N * ceil(HW / 32), ceil(C / 64)), block = (32, 8).
+// Block `b` of the conversion's N * ceil(HW / 32) * ceil(C / 64) transposes a 64-channel x 32-pixel tile through
+// shared memory: reads run along pixels, writes along channels, two per 32-bit store. block = (32, 8).
 template <Half F>
-__device__ __forceinline__ void to_nhwc_body(const float* __restrict__ x, unsigned int* __restrict__ y, int N, int C,
-                                             int HW) {
+__device__ __forceinline__ void to_nhwc_block(int b, const float* __restrict__ x, unsigned int* __restrict__ y, int N,
+                                              int C, int HW) {
     __shared__ float tile[64][33];
     const int tiles = (HW + 31) / 32;
-    const int n = blockIdx.x / tiles;
-    const int p0 = (blockIdx.x - n * tiles) * 32, c0 = blockIdx.y * 64;
+    const int cb = b / (N * tiles), nt = b - cb * (N * tiles);
+    const int n = nt / tiles;
+    const int p0 = (nt - n * tiles) * 32, c0 = cb * 64;
     const int tx = threadIdx.x, ty = threadIdx.y;
     const float* xn = x + (size_t)n * C * HW;
     for (int i = ty; i < 64; i += 8) {
@@ -211,52 +308,114 @@ __device__ __forceinline__ void to_nhwc_body(const float* __restrict__ x, unsign
     __syncthreads();
     for (int j = ty; j < 32; j += 8) {
         const int p = p0 + j, ch = c0 + 2 * tx;
-        if (p < HW && ch < C) y[(((size_t)n * HW + p) * C + ch) / 2] = pack_half2<F>(tile[2 * tx][j], tile[2 * tx + 1][j]);
+        if (p < HW && ch < C)
+            y[(((size_t)n * HW + p) * C + ch) / 2] = pack_half2<F>(tile[2 * tx][j], tile[2 * tx + 1][j]);
     }
+}
+
+// Blocks of one conversion of to_nhwc_block.
+__device__ __forceinline__ int to_nhwc_blocks(int N, int C, int HW) { return N * ((HW + 31) / 32) * ((C + 63) / 64); }
+
+// Two conversions in one grid: the first to_nhwc_blocks(N1, C1, HW1) blocks convert x1, the rest x2.
+template <Half F>
+__device__ __forceinline__ void to_nhwc_pair(const float* x1, unsigned int* y1, int N1, int C1, int HW1,
+                                             const float* x2, unsigned int* y2, int N2, int C2, int HW2) {
+    const int b = blockIdx.x, first = to_nhwc_blocks(N1, C1, HW1);
+    if (b < first)
+        to_nhwc_block<F>(b, x1, y1, N1, C1, HW1);
+    else
+        to_nhwc_block<F>(b - first, x2, y2, N2, C2, HW2);
 }
 }  // namespace nhwc
 }  // namespace conv
 
 // ---- entry points ------------------------------------------------------------------------------------------
-// conv2d_fwd_nhwc[_m128]_{bf16,fp16}: the arguments of conv.cu's conv2d_fwd_* (stats, act and slope as there),
-// with x and w in the channels-last 16-bit form of to_nhwc_*. blockDim = Tile<BM>::THREADS, dynamic shared memory
+// conv2d_fwd_nhwc[_m128]_{bf16,fp16}: the arguments of conv.cu's conv2d_fwd_* (stats, act and slope as there), with
+// x and w in the channels-last 16-bit form of to_nhwc_pair_*. blockDim = Tile<BM>::THREADS, dynamic shared memory
 // Tile<BM>::SMEM_BYTES.
 extern "C" __global__ void __launch_bounds__(conv::nhwc::Tile<64>::THREADS)
-    conv2d_fwd_nhwc_bf16(const unsigned int* x, const unsigned int* w, float* y, float* stats, int N, int C, int H, int W, int O,
-         int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk, int act, float slope) {
+    conv2d_fwd_nhwc_bf16(const unsigned int* x, const unsigned int* w, float* y, float* stats, int N, int C, int H,
+        int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk, int act,
+        float slope) {
     extern __shared__ __align__(16) unsigned char nhwc_smem[];
     conv::nhwc::fwd_body<64, Half::Bf16>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, act,
-                                        slope, nhwc_smem);
+        slope, nhwc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::nhwc::Tile<64>::THREADS)
-    conv2d_fwd_nhwc_fp16(const unsigned int* x, const unsigned int* w, float* y, float* stats, int N, int C, int H, int W, int O,
-         int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk, int act, float slope) {
+    conv2d_fwd_nhwc_fp16(const unsigned int* x, const unsigned int* w, float* y, float* stats, int N, int C, int H,
+        int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk, int act,
+        float slope) {
     extern __shared__ __align__(16) unsigned char nhwc_smem[];
     conv::nhwc::fwd_body<64, Half::Fp16>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, act,
-                                        slope, nhwc_smem);
+        slope, nhwc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::nhwc::Tile<128>::THREADS)
-    conv2d_fwd_nhwc_m128_bf16(const unsigned int* x, const unsigned int* w, float* y, float* stats, int N, int C, int H, int W, int O,
-         int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk, int act, float slope) {
+    conv2d_fwd_nhwc_m128_bf16(const unsigned int* x, const unsigned int* w, float* y, float* stats, int N, int C,
+        int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk, int act,
+        float slope) {
     extern __shared__ __align__(16) unsigned char nhwc_smem[];
     conv::nhwc::fwd_body<128, Half::Bf16>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, act,
-                                        slope, nhwc_smem);
+        slope, nhwc_smem);
 }
 
 extern "C" __global__ void __launch_bounds__(conv::nhwc::Tile<128>::THREADS)
-    conv2d_fwd_nhwc_m128_fp16(const unsigned int* x, const unsigned int* w, float* y, float* stats, int N, int C, int H, int W, int O,
-         int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk, int act, float slope) {
+    conv2d_fwd_nhwc_m128_fp16(const unsigned int* x, const unsigned int* w, float* y, float* stats, int N, int C,
+        int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk, int act,
+        float slope) {
     extern __shared__ __align__(16) unsigned char nhwc_smem[];
     conv::nhwc::fwd_body<128, Half::Fp16>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, k_chunk, act,
-                                        slope, nhwc_smem);
+        slope, nhwc_smem);
 }
 
-extern "C" __global__ void to_nhwc_bf16(const float* x, unsigned int* y, int N, int C, int HW) {
-    conv::nhwc::to_nhwc_body<Half::Bf16>(x, y, N, C, HW);
+// conv2d_bwd_data_nhwc[_m128]_{bf16,fp16}: the arguments of conv.cu's conv2d_bwd_data_* (stats, act_y, act and
+// slope as there), with dy as [N, Ho, Wo, O] and w as [C, kh, kw, O], both 16-bit (to_nhwc_pair_*). blockDim and
+// dynamic shared memory as the forward's.
+extern "C" __global__ void __launch_bounds__(conv::nhwc::Tile<64>::THREADS)
+    conv2d_bwd_data_nhwc_bf16(const unsigned int* dy, const unsigned int* w, float* dx, float* stats, int N, int C,
+        int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, const float* act_y,
+        int act, float slope) {
+    extern __shared__ __align__(16) unsigned char nhwc_smem[];
+    conv::nhwc::bwd_data_body<64, Half::Bf16>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, act_y,
+        act, slope, nhwc_smem);
 }
 
-extern "C" __global__ void to_nhwc_fp16(const float* x, unsigned int* y, int N, int C, int HW) {
-    conv::nhwc::to_nhwc_body<Half::Fp16>(x, y, N, C, HW);
+extern "C" __global__ void __launch_bounds__(conv::nhwc::Tile<64>::THREADS)
+    conv2d_bwd_data_nhwc_fp16(const unsigned int* dy, const unsigned int* w, float* dx, float* stats, int N, int C,
+        int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, const float* act_y,
+        int act, float slope) {
+    extern __shared__ __align__(16) unsigned char nhwc_smem[];
+    conv::nhwc::bwd_data_body<64, Half::Fp16>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, act_y,
+        act, slope, nhwc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::nhwc::Tile<128>::THREADS)
+    conv2d_bwd_data_nhwc_m128_bf16(const unsigned int* dy, const unsigned int* w, float* dx, float* stats, int N,
+        int C, int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
+        const float* act_y, int act, float slope) {
+    extern __shared__ __align__(16) unsigned char nhwc_smem[];
+    conv::nhwc::bwd_data_body<128, Half::Bf16>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, act_y,
+        act, slope, nhwc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::nhwc::Tile<128>::THREADS)
+    conv2d_bwd_data_nhwc_m128_fp16(const unsigned int* dy, const unsigned int* w, float* dx, float* stats, int N,
+        int C, int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW,
+        const float* act_y, int act, float slope) {
+    extern __shared__ __align__(16) unsigned char nhwc_smem[];
+    conv::nhwc::bwd_data_body<128, Half::Fp16>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW, act_y,
+        act, slope, nhwc_smem);
+}
+
+// to_nhwc_pair_{bf16,fp16}: two conversions in one launch (a convolution's two operands): x1 [N1, C1, HW1] -> y1
+// [N1, HW1, C1] and x2 -> y2 likewise. grid = (to_nhwc_blocks of the first + of the second), block = (32, 8).
+extern "C" __global__ void to_nhwc_pair_bf16(const float* x1, unsigned int* y1, int N1, int C1, int HW1,
+                                             const float* x2, unsigned int* y2, int N2, int C2, int HW2) {
+    conv::nhwc::to_nhwc_pair<Half::Bf16>(x1, y1, N1, C1, HW1, x2, y2, N2, C2, HW2);
+}
+
+extern "C" __global__ void to_nhwc_pair_fp16(const float* x1, unsigned int* y1, int N1, int C1, int HW1,
+                                             const float* x2, unsigned int* y2, int N2, int C2, int HW2) {
+    conv::nhwc::to_nhwc_pair<Half::Fp16>(x1, y1, N1, C1, HW1, x2, y2, N2, C2, HW2);
 }

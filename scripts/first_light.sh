@@ -10,7 +10,7 @@
 #   2 parity    the parity suites on the real GPU (parity_half: bf16 / fp16), one test thread; failures rerun
 #               one by one
 #   3 timing    DCGAN-64 iteration at batch 128, the targets' precisions first: ours bf16 / tf32 / fp32 / fp16,
-#               eager, and bf16 / tf32 / fp32 graphed, and bf16 eager and graphed with the NCHW forward kernels only
+#               eager, and bf16 / tf32 / fp32 graphed, and bf16 eager and graphed with the NCHW kernels only
 #               (GAN_ENGINE_CONV_LAYOUT=nchw); PyTorch (scripts/torch_dcgan_step.py) eager and graphed under
 #               autocast(bf16), TF32 on and off, and eager under autocast(fp16) with a GradScaler, all with CUDA
 #               events; then the measured peak (scripts/gpu_peak.py: cuBLAS matmul per precision, copy
@@ -221,7 +221,7 @@ phase_parity() {
 ours_timing() {
     local mode
     for mode in "$@"; do
-        # MODE is PRECISION[-nchw][-graph]; -nchw keeps the 16-bit forward convolutions off the channels-last
+        # MODE is PRECISION[-nchw][-graph]; -nchw keeps the 16-bit convolutions off the channels-last
         # kernels (src/cuda/tuning.rs), the A/B of that layout.
         local prec=${mode%-graph} env=()
         [[ $prec == *-nchw ]] && prec=${prec%-nchw} && env=(GAN_ENGINE_CONV_LAYOUT=nchw)

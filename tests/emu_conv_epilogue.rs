@@ -233,7 +233,7 @@ fn conv_transpose2d_gathers_its_outputs_statistics() {
     let be = backend();
     let mut rng = ChaCha8Rng::seed_from_u64(42);
     // (name, output x_shape [N, C, H, W] of the transposed conv, its input channels O, kernel, stride, pad).
-    let cases: [FwdCase; 4] = [
+    let cases: [FwdCase; 5] = [
         // G-like 4x4 stride 2: four phases of equal size.
         ("G-like 24 -> 20, 10x10", [2, 20, 10, 10], 24, 4, 2, 1),
         // Odd sizes: phases of unequal size (12x12 and 11x11 pixels per image), so the grid, sized for the
@@ -243,6 +243,15 @@ fn conv_transpose2d_gathers_its_outputs_statistics() {
         ("stride 3 > kernel 2", [2, 17, 8, 7], 5, 2, 3, 0),
         // 12 channels: the 16x128 f32 tile; at the tensor-core precisions the f32 kernels too.
         ("12 rows", [2, 12, 7, 7], 9, 3, 1, 1),
+        // 32 input channels: the channels-last kernel at bf16 / fp16, 3 column tiles, the last past two phases.
+        (
+            "channels-last 32 -> 24, 23x23",
+            [2, 24, 23, 23],
+            32,
+            4,
+            2,
+            1,
+        ),
     ];
     for precision in PRECISIONS {
         be.set_precision(precision);
@@ -382,11 +391,13 @@ fn conv2d_backward_data_takes_its_gradient_through_the_folded_activation() {
     let be = backend();
     let mut rng = ChaCha8Rng::seed_from_u64(45);
     // (name, x [N, C, H, W] = the activation's output, O, kernel, stride, padding).
-    let cases: [FwdCase; 4] = [
+    let cases: [FwdCase; 5] = [
         ("D2-like 20 <- 24, 10x10", [2, 20, 10, 10], 24, 4, 2, 1),
         ("odd 23x23, 70 rows", [2, 70, 23, 23], 6, 4, 2, 1),
         ("12 rows", [2, 12, 7, 7], 9, 3, 1, 1),
         ("narrow, 3 channels", [2, 3, 9, 9], 8, 4, 2, 1),
+        // 32 output channels: the channels-last kernel at bf16 / fp16.
+        ("channels-last 20 <- 32", [2, 20, 10, 10], 32, 4, 2, 1),
     ];
     each_epilogue_case(&be, &cases, |what, (_, xs, o, k, s, p), act| {
         let params = Conv2dParams::new(s, p);

@@ -1,8 +1,8 @@
-//! The channels-last bf16 / fp16 forward convolution (src/cuda/conv_nhwc.rs, kernels/conv_nhwc.cu): its operand
-//! conversion bit for bit against the `half` crate, the convolution against the references of tests/common/tc.rs
-//! at shapes aimed at its loader (one and several slices per tap, split-K chunks starting inside a tap, padding
-//! taps, partial row and column tiles, both tiles), proof that those shapes ran on it, and the layout override
-//! that keeps the NCHW kernel.
+//! The channels-last bf16 / fp16 convolutions (src/cuda/conv_nhwc.rs, kernels/conv_nhwc.cu): their operand
+//! conversion bit for bit against the `half` crate; forward and backward data against the references of
+//! tests/common/tc.rs at shapes aimed at their loaders (one and several slices per tap, split-K chunks starting
+//! inside a tap, padding taps, stride phases of unequal size and without taps, partial row and column tiles, both
+//! tiles), with proof that those shapes ran on them; and the layout override that keeps the NCHW kernels.
 //!
 //! With `GAN_ENGINE_TEST_DEVICE=cuda` the same tests run on the real GPU (cuda:0) instead of the emulation.
 #![cfg(feature = "emulation")]
@@ -27,16 +27,21 @@ fn widen(p: Precision, bits: u16) -> f32 {
     }
 }
 
-/// x [n, c, h, w] through `to_nhwc_*`: every value lands at [n, h, w, c], rounded as the host rounds operands.
-/// Two channel blocks (70 channels, the second 6 deep), pixels not a multiple of the 32-pixel tile, three images;
-/// ties, specials and out-of-range values among the inputs.
+/// Two tensors through one `to_nhwc_pair_*` launch: every value lands at [n, hw, c], rounded as the host rounds
+/// operands. The first has two channel blocks (70 channels, the second 6 deep), pixels not a multiple of the
+/// 32-pixel tile and three images, with ties, specials and out-of-range values among its inputs; the second is a
+/// weight-like [1, 34, 48].
 #[test]
-fn to_nhwc_moves_and_rounds_every_value() {
-    let (n, c, h, w) = (3, 70, 5, 7);
-    let hw = h * w;
+fn to_nhwc_pair_moves_and_rounds_every_value() {
+    let dims = [[3usize, 70, 35], [1, 34, 48]];
     let mut rng = ChaCha8Rng::seed_from_u64(71);
-    let mut xs: Vec<f32> = (0..n * c * hw)
-        .map(|_| rng.gen_range(-2.0f32..2.0) * 2f32.powi(rng.gen_range(-30..20)))
+    let mut inputs: Vec<Vec<f32>> = dims
+        .iter()
+        .map(|d| {
+            (0..d.iter().product::<usize>())
+                .map(|_| rng.gen_range(-2.0f32..2.0) * 2f32.powi(rng.gen_range(-30..20)))
+                .collect()
+        })
         .collect();
     let one = 1.0f32.to_bits();
     let specials = [
@@ -48,120 +53,186 @@ fn to_nhwc_moves_and_rounds_every_value() {
         -0.0,
     ];
     for (i, s) in specials.into_iter().enumerate() {
-        xs[i * 97] = s;
+        inputs[0][i * 97] = s;
     }
     for (precision, name) in HALVES {
         let be = tc::backend(precision);
-        let x = upload(&be, &xs, &[n, c, h, w]);
-        let y = be.alloc(&[n * c * hw / 2]).unwrap();
+        let mut args = Vec::new();
+        let mut keep = Vec::new();
+        let mut blocks = 0;
+        for (d, xs) in dims.iter().zip(&inputs) {
+            let x = upload(&be, xs, d);
+            let y = be.alloc(&[xs.len() / 2]).unwrap();
+            args.extend([A::Ptr(be.ptr(&x).unwrap()), A::Ptr(be.ptr(&y).unwrap())]);
+            args.extend(d.map(|v| A::I32(v as i32)));
+            blocks += d[0] * d[2].div_ceil(32) * d[1].div_ceil(64);
+            keep.push((x, y));
+        }
         be.launch(
-            &format!("to_nhwc_{name}"),
+            &format!("to_nhwc_pair_{name}"),
             LaunchCfg {
-                grid: ((n * hw.div_ceil(32)) as u32, c.div_ceil(64) as u32, 1),
+                grid: (blocks as u32, 1, 1),
                 block: (32, 8, 1),
                 shared_bytes: 0,
             },
-            &[
-                A::Ptr(be.ptr(&x).unwrap()),
-                A::Ptr(be.ptr(&y).unwrap()),
-                A::I32(n as i32),
-                A::I32(c as i32),
-                A::I32(hw as i32),
-            ],
+            &args,
         )
         .unwrap();
-        let words = y.to_vec().unwrap();
-        let halves: Vec<u16> = words
-            .iter()
-            .flat_map(|v| {
-                let b = v.to_bits();
-                [b as u16, (b >> 16) as u16]
-            })
-            .collect();
-        for ni in 0..n {
-            for ci in 0..c {
-                for pi in 0..hw {
-                    let want = precision.round_operand(xs[(ni * c + ci) * hw + pi]);
-                    let got = widen(precision, halves[(ni * hw + pi) * c + ci]);
-                    assert_eq!(
-                        got.to_bits(),
-                        want.to_bits(),
-                        "{name}: [{ni}, {ci}, {pi}]: got {got:e}, want {want:e}"
-                    );
+        for ((&[n, c, hw], xs), (_, y)) in dims.iter().zip(&inputs).zip(&keep) {
+            let halves: Vec<u16> = y
+                .to_vec()
+                .unwrap()
+                .iter()
+                .flat_map(|v| {
+                    let b = v.to_bits();
+                    [b as u16, (b >> 16) as u16]
+                })
+                .collect();
+            for ni in 0..n {
+                for ci in 0..c {
+                    for pi in 0..hw {
+                        let want = precision.round_operand(xs[(ni * c + ci) * hw + pi]);
+                        let got = widen(precision, halves[(ni * hw + pi) * c + ci]);
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{name} {n}x{c}x{hw}: [{ni}, {ci}, {pi}]: got {got:e}, want {want:e}"
+                        );
+                    }
                 }
             }
         }
     }
 }
 
-/// Shapes for the channels-last loader: input channels a multiple of 32.
-fn nhwc_cases() -> Vec<(&'static str, ConvCase)> {
+/// Shapes for the channels-last loaders, with whether forward (input channels a multiple of 32) and backward
+/// data (output channels a multiple of 32) run on them.
+fn nhwc_cases() -> Vec<(&'static str, ConvCase, bool, bool)> {
     vec![
         // One slice per tap, 9 taps, padding: edge columns lose taps; 2 x 63 = 126 columns, one partial tile.
-        ("C=32 3x3 s1 p1, O=40", case(2, 32, 7, 9, 40, 3, p(1, 1))),
+        (
+            "C=32 3x3 s1 p1, O=40",
+            case(2, 32, 7, 9, 40, 3, p(1, 1)),
+            true,
+            false,
+        ),
         // Three slices per tap; 3 column tiles (2 x 12 x 12 = 288 columns), the last partial.
         (
             "C=96 3x3 s1 p1, 288 columns",
             case(2, 96, 12, 12, 24, 3, p(1, 1)),
+            true,
+            false,
         ),
         // K = 96 x 16 = 1536 (48 slices) on one tile: split-K into chunks of 4 slices, which start inside taps.
-        ("C=96 4x4 s2 p1 split", case(1, 96, 4, 4, 24, 4, p(2, 1))),
-        // Padding 2 at stride 1: whole rows of taps outside the image; batch 3.
-        ("C=32 4x4 s1 p2", case(3, 32, 5, 5, 33, 4, p(1, 2))),
+        (
+            "C=96 4x4 s2 p1 split",
+            case(1, 96, 4, 4, 24, 4, p(2, 1)),
+            true,
+            false,
+        ),
+        // Padding 2 at stride 1: whole rows of taps outside the image; batch 3. Backward data too (O = 64).
+        (
+            "C=32 4x4 s1 p2, O=64",
+            case(3, 32, 5, 5, 64, 4, p(1, 2)),
+            true,
+            true,
+        ),
         // 130 rows: two 128-row tiles, the second 2 deep; a 1x1 kernel (one tap).
-        ("C=64 1x1, O=130", case(1, 64, 5, 6, 130, 1, p(1, 0))),
+        (
+            "C=64 1x1, O=130",
+            case(1, 64, 5, 6, 130, 1, p(1, 0)),
+            true,
+            false,
+        ),
         // Stride 2 without padding, 3x3.
-        ("C=32 3x3 s2 p0", case(2, 32, 9, 8, 20, 3, p(2, 0))),
+        (
+            "C=32 3x3 s2 p0",
+            case(2, 32, 9, 8, 20, 3, p(2, 0)),
+            true,
+            false,
+        ),
+        // Backward data, 4 phases of 4 taps: 23 x 23 inputs give phases of 12 x 12, 12 x 11 and 11 x 11 pixels,
+        // so the grid (3 column tiles, sized for the largest) has a tile past the smaller phases' pixels.
+        (
+            "O=32 4x4 s2 p1, 23x23",
+            case(2, 24, 23, 23, 32, 4, p(2, 1)),
+            false,
+            true,
+        ),
+        // Backward data on the 128-row tile (70 input channels), two slices per tap, one phase of 9 taps.
+        (
+            "O=64 3x3 s1 p1, C=70",
+            case(1, 70, 6, 7, 64, 3, p(1, 1)),
+            false,
+            true,
+        ),
+        // Stride 2 with a 1x1 kernel: three of the four phases have no taps (zeros).
+        (
+            "O=32 1x1 s2",
+            case(2, 20, 7, 8, 32, 1, p(2, 0)),
+            false,
+            true,
+        ),
     ]
 }
 
-/// The channels-last kernels' launches so far at `name`'s precision.
-fn nhwc_launches(be: &CudaBackend, name: &str) -> u64 {
-    launches(be, &format!("conv2d_fwd_nhwc_{name}"))
-        + launches(be, &format!("conv2d_fwd_nhwc_m128_{name}"))
+/// The channels-last kernels `base` (`conv2d_fwd` or `conv2d_bwd_data`) launched so far at `name`'s precision.
+fn nhwc_launches(be: &CudaBackend, base: &str, name: &str) -> u64 {
+    launches(be, &format!("{base}_nhwc_{name}")) + launches(be, &format!("{base}_nhwc_m128_{name}"))
 }
 
-/// Every case on the channels-last kernels (one launch each), against the rounded and the f32 references; the
-/// other directions of each case ride along on their NCHW kernels.
+/// Every case's forward and backward data against the rounded and the f32 references (tests/common/tc.rs), each
+/// on the channels-last kernel where the case says so (one launch) and on the NCHW one elsewhere; backward
+/// weight rides along on its NCHW kernel.
 #[test]
-fn channels_last_forward_matches_a_rounded_reference() {
+fn channels_last_convolutions_match_a_rounded_reference() {
     for (precision, name) in HALVES {
         let be = tc::backend(precision);
         let mut rng = ChaCha8Rng::seed_from_u64(72);
-        for (what, c) in nhwc_cases() {
-            let before = nhwc_launches(&be, name);
-            let nchw = launches(&be, &format!("conv2d_fwd_{name}"));
+        for (what, c, fwd, bwd) in nhwc_cases() {
+            let before = ["conv2d_fwd", "conv2d_bwd_data"].map(|b| nhwc_launches(&be, b, name));
             tc::run_case(&be, what, c, &mut rng);
-            assert_eq!(nhwc_launches(&be, name) - before, 1, "{what} [{name}]");
+            let after = ["conv2d_fwd", "conv2d_bwd_data"].map(|b| nhwc_launches(&be, b, name));
             assert_eq!(
-                launches(&be, &format!("conv2d_fwd_{name}")),
-                nchw,
-                "{what} [{name}]: the NCHW kernel ran"
+                after[0] - before[0],
+                u64::from(fwd),
+                "{what} [{name}]: forward"
+            );
+            assert_eq!(
+                after[1] - before[1],
+                u64::from(bwd),
+                "{what} [{name}]: backward data"
             );
         }
     }
 }
 
 /// `GAN_ENGINE_CONV_LAYOUT=nchw` (GemmTuning::nhwc = Some(false)) keeps the NCHW kernels, which pass the same
-/// checks; channels that are not a multiple of 32 never take the channels-last kernels.
+/// checks; channel counts that are not a multiple of 32 never take the channels-last kernels.
 #[test]
 fn the_layout_override_and_other_channel_counts_keep_the_nchw_kernels() {
     let be = tc::backend(Precision::Bf16);
     let mut rng = ChaCha8Rng::seed_from_u64(73);
     let mut cases: Vec<(&str, ConvCase, bool)> = nhwc_cases()
         .into_iter()
-        .take(2)
-        .map(|(w, c)| (w, c, false))
+        .filter(|(w, ..)| w.starts_with("C=32 4x4 s1 p2") || w.starts_with("O=32 4x4"))
+        .map(|(w, c, ..)| (w, c, false))
         .collect();
-    cases.push(("C=48 4x4 s2 p1", case(2, 48, 6, 6, 24, 4, p(2, 1)), true));
+    assert_eq!(cases.len(), 2);
+    cases.push((
+        "C=48 O=40 4x4 s2 p1",
+        case(2, 48, 6, 6, 40, 4, p(2, 1)),
+        true,
+    ));
     for (what, c, default) in cases {
         be.set_gemm_tuning(GemmTuning {
             nhwc: if default { None } else { Some(false) },
             ..GemmTuning::default()
         });
-        let before = nhwc_launches(&be, "bf16");
+        let before = ["conv2d_fwd", "conv2d_bwd_data"].map(|b| nhwc_launches(&be, b, "bf16"));
         tc::run_case(&be, what, c, &mut rng);
-        assert_eq!(nhwc_launches(&be, "bf16"), before, "{what}");
+        let after = ["conv2d_fwd", "conv2d_bwd_data"].map(|b| nhwc_launches(&be, b, "bf16"));
+        assert_eq!(after, before, "{what}");
     }
     be.set_gemm_tuning(GemmTuning::default());
 }

@@ -344,6 +344,8 @@ const SASS_CEILINGS: &[(&str, [f64; 4])] = &[
     // conv_nhwc.cu: bf16 / fp16 only (the TF32 columns are never read).
     ("conv2d_fwd_nhwc", [0.0, 3.6, 0.0, 3.7]),
     ("conv2d_fwd_nhwc_m128", [0.0, 3.3, 0.0, 3.4]),
+    ("conv2d_bwd_data_nhwc", [0.0, 3.6, 0.0, 3.7]),
+    ("conv2d_bwd_data_nhwc_m128", [0.0, 3.5, 0.0, 3.5]),
 ];
 
 /// The architectures the SASS count compiles for.

@@ -15,7 +15,9 @@
 //! narrow GEMMs (3 or 1 channels) stay on the f32 kernels whatever the precision, and so do forward and
 //! backward-data convolutions with more than 32 taps (kh*kw; the gathers keep one bit per tap) or a tap table too
 //! large for shared memory. Parameters, activations and
-//! gradients stay f32 in memory either way.
+//! gradients stay f32 in memory either way. At bf16 / fp16 a forward or backward-data GEMM whose reduction runs
+//! over a multiple of 32 channels converts its two operands to channels-last 16-bit values first and runs
+//! [`conv_nhwc`]'s kernels instead (same tile, grid, split and outputs), unless a tuning run says otherwise.
 //!
 //! A forward convolution with no batch norm after it can store ReLU or LeakyReLU of its sums (`act`;
 //! kernels/act.cuh's `epilogue_act`), in its epilogue or, when its reduction is split, in the reduction's. The
@@ -399,14 +401,18 @@ pub fn conv2d(
     };
     let nhwc = tc
         .as_ref()
-        .and_then(|t| conv_nhwc::forward_kernel(be, &g, t.tile.tile.0));
+        .and_then(|t| conv_nhwc::kernel(be, "conv2d_fwd", g.c, &g, t.tile.tile.0));
     let (mut cfg, k_chunk) = split_launch(be, tc.map(|t| t.tile), taps, rows, cols, tile, k);
     // The channels-last kernel reads x and w converted (kept alive until the launch is queued); same tile, grid
     // and K split as the NCHW kernel, its own shared memory and no tap table.
     let (kernel, operands) = match nhwc {
         Some(nk) => {
             cfg.shared_bytes = nk.shared_bytes as u32;
-            let (xh, wh) = (conv_nhwc::to_nhwc(be, x)?, conv_nhwc::to_nhwc(be, w)?);
+            let (xh, wh) = conv_nhwc::to_nhwc_pair(
+                be,
+                (x, [g.n, g.c, g.h * g.w]),
+                (w, [g.o, g.c, g.kh * g.kw]),
+            )?;
             (nk.kernel, Some((xh, wh)))
         }
         None => (kernel, None),
@@ -497,18 +503,38 @@ pub fn conv2d_backward_data(
         let (tile, suffix) = tile_for(g.c);
         (tile, format!("conv2d_bwd_data{suffix}_f32"))
     };
-    let cfg = if let Some(t) = &tc {
+    let mut cfg = if let Some(t) = &tc {
         tc_grid(t.tile, g.c, cols, sh * sw, taps)
     } else {
         gemm_grid(g.c, cols, tile, sh * sw)
+    };
+    // The channels-last kernel reads dy and w converted: same tile and grid, its own shared memory.
+    let nhwc = tc
+        .as_ref()
+        .and_then(|t| conv_nhwc::kernel(be, "conv2d_bwd_data", g.o, &g, t.tile.tile.0));
+    let (kernel, operands) = match nhwc {
+        Some(nk) => {
+            cfg.shared_bytes = nk.shared_bytes as u32;
+            let (dyh, wh) = conv_nhwc::to_nhwc_pair(
+                be,
+                (dy, [g.n, g.o, g.ho * g.wo]),
+                (w, [1, g.o, g.c * g.kh * g.kw]),
+            )?;
+            (nk.kernel, Some((dyh, wh)))
+        }
+        None => (kernel, None),
+    };
+    let (dy_ptr, w_ptr) = match &operands {
+        Some((dyh, wh)) => (be.ptr(dyh)?, be.ptr(wh)?),
+        None => (be.ptr(dy)?, be.ptr(w)?),
     };
     // One statistics part per column tile of each phase.
     let parts = stats
         .then(|| be.alloc(&[g.c, (cfg.grid.0 * cfg.grid.2) as usize, 3]))
         .transpose()?;
     let mut args = vec![
-        KernelArg::Ptr(be.ptr(dy)?),
-        KernelArg::Ptr(be.ptr(w)?),
+        KernelArg::Ptr(dy_ptr),
+        KernelArg::Ptr(w_ptr),
         KernelArg::Ptr(be.ptr(&dx)?),
         KernelArg::Ptr(parts.as_ref().map(|t| be.ptr(t)).transpose()?.unwrap_or(0)),
     ];

@@ -1,14 +1,20 @@
-//! The bf16 / fp16 forward convolution on channels-last 16-bit operands (`kernels/conv_nhwc.cu`): x and w are
-//! converted once each (`to_nhwc_*`, one pass) to [N, H, W, C] and [O, kh, kw, C] in the precision's format, and
-//! the GEMM reads them with 16-byte copies, 8 channels of one tap at a time. Its main loop issues about a
-//! quarter of the instructions per tensor-core operation of conv.cu's NCHW gather (docs/perf-notes.md).
+//! The bf16 / fp16 forward and backward-data convolutions on channels-last 16-bit operands
+//! (`kernels/conv_nhwc.cu`): the GEMM's two operands are converted (`to_nhwc_pair_*`, one pass over each, one
+//! launch for both) to the precision's format with the reduction's channel innermost, and the GEMM reads them with
+//! 16-byte copies, 8 channels of one tap at a time. Its main loops issue about a quarter of the instructions per
+//! tensor-core operation of conv.cu's NCHW gathers (docs/perf-notes.md).
 //!
-//! Which convolutions: a forward convolution that conv.rs would run on the tensor cores at `Bf16` / `Fp16`,
-//! whose input channels are a multiple of the kernel's 32-deep K slice (so that a slice is one tap's channels;
-//! DCGAN's D2..D5, not the 3-channel image layer), unless `GAN_ENGINE_CONV_LAYOUT=nchw` (tuning.rs) keeps every
-//! one on the NCHW kernels. Its output, activation, statistics and split-K are those of the NCHW kernel.
+//! - Forward: x [N, C, H, W] -> [N, H, W, C], w [O, C, kh, kw] -> [O, kh, kw, C]; K = (tap, c).
+//! - Backward data (conv_transpose2d's forward): dy [N, O, Ho, Wo] -> [N, Ho, Wo, O], w -> [C, kh, kw, O];
+//!   K = (tap, o) within each stride phase.
+//!
+//! Which convolutions: one that conv.rs would run on the tensor cores at `Bf16` / `Fp16` whose reduction channels
+//! (C forward, O backward) are a multiple of the kernels' 32-deep K slice, so that a slice is one tap's channels
+//! (in DCGAN-64: D2..D4 forward and backward, G2..G4 forward and backward; not the image
+//! layers), unless `GAN_ENGINE_CONV_LAYOUT=nchw` (tuning.rs) keeps every one on the NCHW kernels. Outputs,
+//! activation, statistics, split-K and stride phases are those of the NCHW kernels.
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 
 use super::backend::n_i32;
 use super::runtime::{KernelArg, LaunchCfg};
@@ -28,18 +34,23 @@ pub(super) struct NhwcKernel {
     pub shared_bytes: usize,
 }
 
-/// The channels-last kernel for the forward convolution `g` on a tensor-core tile of `tile_rows` rows (the NCHW
-/// choice, so both layouts tile alike), or None when it runs on the NCHW kernels.
-pub(super) fn forward_kernel(be: &CudaBackend, g: &Geom, tile_rows: usize) -> Option<NhwcKernel> {
+/// The channels-last kernel `base` (`conv2d_fwd` or `conv2d_bwd_data`) for a GEMM of `g` whose K runs over
+/// `channels` (the input channels forward, the output channels backward) on a tensor-core tile of `tile_rows`
+/// rows (the NCHW choice, so both layouts tile alike), or None when it runs on the NCHW kernels.
+pub(super) fn kernel(
+    be: &CudaBackend,
+    base: &str,
+    channels: usize,
+    g: &Geom,
+    tile_rows: usize,
+) -> Option<NhwcKernel> {
     let format = match be.precision() {
         crate::backend::Precision::Bf16 => "bf16",
         crate::backend::Precision::Fp16 => "fp16",
         _ => return None,
     };
-    // The conversion's grid runs 64 channels a block along y (at most 65535 blocks).
     let applies = be.gemm_tuning().nhwc.unwrap_or(true)
-        && g.c.is_multiple_of(BK)
-        && g.c <= 64 * 65535
+        && channels.is_multiple_of(BK)
         && g.kh * g.kw <= MAX_TAPS;
     let (suffix, shared_bytes) = match tile_rows {
         64 => ("", 61440),
@@ -47,44 +58,49 @@ pub(super) fn forward_kernel(be: &CudaBackend, g: &Geom, tile_rows: usize) -> Op
         _ => return None,
     };
     applies.then(|| NhwcKernel {
-        kernel: format!("conv2d_fwd_nhwc{suffix}_{format}"),
+        kernel: format!("{base}_nhwc{suffix}_{format}"),
         shared_bytes,
     })
 }
 
-/// `t` ([n, c, h, w] f32, or weights [o, c, kh, kw]) as [n, h, w, c] values of the backend's 16-bit format, two
-/// to an f32 element of the returned buffer (c must be even).
-pub(super) fn to_nhwc(be: &CudaBackend, t: &Tensor) -> Result<Tensor> {
-    let [n, c, h, w] = t.dims4("to_nhwc")?;
-    let hw = h * w;
-    let out = be.alloc(&[(n * c * hw).div_ceil(2)])?;
-    if out.numel() == 0 {
-        return Ok(out);
+/// A convolution operand viewed as [n, c, hw] f32: an image batch [n, c, h, w], or weights [o, c, kh, kw] as
+/// [o, c, kh*kw] or as [1, o, c*kh*kw].
+pub(super) type Operand<'a> = (&'a Tensor, [usize; 3]);
+
+/// Both operands transposed to [n, hw, c] values of the backend's 16-bit format (c even), two to an f32 element of
+/// each returned buffer, in one launch (`to_nhwc_pair_*`).
+pub(super) fn to_nhwc_pair(be: &CudaBackend, a: Operand, b: Operand) -> Result<(Tensor, Tensor)> {
+    let what = "to_nhwc_pair";
+    let mut args = Vec::with_capacity(10);
+    let mut outs = Vec::with_capacity(2);
+    let mut blocks = 0usize;
+    for (t, [n, c, hw]) in [a, b] {
+        ensure!(
+            n * c * hw == t.numel() && c % 2 == 0,
+            "{what}: {:?} is not [{n}, {c} (even), {hw}]",
+            t.shape()
+        );
+        let out = be.alloc(&[(n * c * hw).div_ceil(2)])?;
+        args.push(KernelArg::Ptr(be.ptr(t)?));
+        args.push(KernelArg::Ptr(be.ptr(&out)?));
+        for v in [n, c, hw] {
+            args.push(KernelArg::I32(n_i32(v, what)?));
+        }
+        blocks += n * hw.div_ceil(32) * c.div_ceil(64);
+        outs.push(out);
     }
-    let kernel = match be.precision() {
-        crate::backend::Precision::Fp16 => "to_nhwc_fp16",
-        _ => "to_nhwc_bf16",
-    };
-    let i = |v: usize| n_i32(v, "to_nhwc").map(KernelArg::I32);
-    let cfg = LaunchCfg {
-        grid: (
-            n_i32(n * hw.div_ceil(32), "to_nhwc")? as u32,
-            c.div_ceil(64) as u32,
-            1,
-        ),
-        block: (32, 8, 1),
-        shared_bytes: 0,
-    };
-    be.launch(
-        kernel,
-        cfg,
-        &[
-            KernelArg::Ptr(be.ptr(t)?),
-            KernelArg::Ptr(be.ptr(&out)?),
-            i(n)?,
-            i(c)?,
-            i(hw)?,
-        ],
-    )?;
-    Ok(out)
+    if blocks > 0 {
+        let kernel = match be.precision() {
+            crate::backend::Precision::Fp16 => "to_nhwc_pair_fp16",
+            _ => "to_nhwc_pair_bf16",
+        };
+        let cfg = LaunchCfg {
+            grid: (n_i32(blocks, what)? as u32, 1, 1),
+            block: (32, 8, 1),
+            shared_bytes: 0,
+        };
+        be.launch(kernel, cfg, &args)?;
+    }
+    let b = outs.pop().expect("two outputs");
+    Ok((outs.pop().expect("two outputs"), b))
 }

@@ -9,9 +9,10 @@
 //!   cores (more than 16 rows at precision tf32, bf16 or fp16).
 //! - `GAN_ENGINE_SPLIT_K_BLOCKS=N`: the blocks a split-K launch aims for (convolutions and linear layers); 1
 //!   never splits.
-//! - `GAN_ENGINE_CONV_LAYOUT=nchw|nhwc`: whether a bf16 / fp16 forward convolution whose input channels are a
-//!   multiple of 32 converts its operands to channels-last 16-bit values and runs conv_nhwc.rs's kernel (`nhwc`,
-//!   the rule) or gathers them from NCHW f32 (`nchw`). The two sum the same products in another order.
+//! - `GAN_ENGINE_CONV_LAYOUT=nchw|nhwc`: whether a bf16 / fp16 forward or backward-data convolution whose
+//!   reduction channels are a multiple of 32 converts its operands to channels-last 16-bit values and runs
+//!   conv_nhwc.rs's kernels (`nhwc`, the rule) or gathers them from NCHW f32 (`nchw`). The two sum the same
+//!   products in another order.
 //!
 //! Within one output tile the reduction runs in the same slices and order whichever tile holds it, but the split
 //! rule counts tiles and batch norm merges one statistics part per tile: under an override a result can differ
@@ -27,7 +28,7 @@ pub struct GemmTuning {
     pub tc_rows: Option<usize>,
     /// Blocks a split-K launch aims for (at least 1).
     pub split_k_blocks: Option<usize>,
-    /// Whether the 16-bit forward convolutions may run channels-last (true) or always NCHW (false).
+    /// Whether the 16-bit convolutions may run channels-last (true) or always NCHW (false).
     pub nhwc: Option<bool>,
 }
 
