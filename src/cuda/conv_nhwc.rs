@@ -10,9 +10,9 @@
 //!
 //! Which convolutions: one that conv.rs would run on the tensor cores at `Bf16` / `Fp16` whose reduction channels
 //! (C forward, O backward) are a multiple of the kernels' 32-deep K slice, so that a slice is one tap's channels
-//! (in DCGAN-64: D2..D4 forward and backward, G2..G4 forward and backward; not the image
-//! layers), unless `GAN_ENGINE_CONV_LAYOUT=nchw` (tuning.rs) keeps every one on the NCHW kernels. Outputs,
-//! activation, statistics, split-K and stride phases are those of the NCHW kernels.
+//! (in DCGAN-64: D2..D4 and G2..G4, forward and backward data; not the image layers), unless
+//! `GAN_ENGINE_CONV_LAYOUT=nchw` (tuning.rs) keeps every one on the NCHW kernels. Outputs, activation,
+//! statistics, split-K and stride phases are those of the NCHW kernels.
 
 use anyhow::{ensure, Result};
 
@@ -22,7 +22,7 @@ use super::CudaBackend;
 use crate::ops::conv::ConvGeom as Geom;
 use crate::tensor::Tensor;
 
-/// K depth of one slice (conv_nhwc.cu's `BK`): the input channels must be a multiple of it.
+/// K depth of one slice (conv_nhwc.cu's `BK`): the reduction's channels must be a multiple of it.
 const BK: usize = 32;
 /// Most taps a column's mask holds (conv_tc.cuh's `MAX_TAPS`).
 const MAX_TAPS: usize = 32;
