@@ -61,158 +61,152 @@ struct Tile {
 };
 static_assert(Tile<64>::SMEM_BYTES == 61440 && Tile<128>::SMEM_BYTES == 81920, "conv_nhwc.rs's TILES must match");
 
+// Where a slice starts in K = (tap, channel): the tap (a, b) of the kernel window (index tap = a * R0 + b) and
+// the first of its BK channels, c. The channel count CH is a multiple of BK, so a slice never straddles two taps.
+struct SliceWalk {
+    int a, b, tap, c, CH, R0;
+    // From the first slice (no division: R0 may be 0 for a stride phase without taps, which has no slices).
+    __device__ SliceWalk(int CH_, int R0_) : a(0), b(0), tap(0), c(0), CH(CH_), R0(R0_) {}
+    // From the slice at k (split-K).
+    __device__ SliceWalk(int k, int CH_, int R0_) : CH(CH_), R0(R0_) {
+        tap = k / CH;
+        c = k - tap * CH;
+        a = tap / R0;
+        b = tap - a * R0;
+    }
+    __device__ void advance() {
+        c += BK;
+        if (c == CH) {
+            c = 0;
+            ++tap;
+            if (++b == R0) {
+                b = 0;
+                ++a;
+            }
+        }
+    }
+};
+
 // This thread's copies of a slice. Thread t moves 16-byte chunk (t & 3) of the slice's 64 bytes for rows
 // (t >> 2) + (THREADS / 4) i of A and columns (t >> 2) + (THREADS / 4) j of B: four threads read one row's or
-// column's 64 contiguous bytes, and a warp writes 8 rows x 4 chunks of shared memory.
-//   A[o, k]   = wh[o][k]                         (k = tap * C + c: wh's rows are K long and contiguous)
-//   B[k, col] = xh[n][ih][iw][c], (ih, iw) = (oh*SH - PH + a, ow*SW - PW + b) for tap = a*KW + b
+// column's 64 contiguous bytes, and a warp writes 8 rows x 4 chunks of shared memory. A loader fills in each
+// row's and column's element offset at the first slice (and the columns' tap masks), then issues every slice with
+// the offset by which it moved.
 template <int BM>
-struct Loader {
+struct Copies {
     typedef Tile<BM> T;
     static constexpr int STEP = T::THREADS / 4;  // rows (columns) between a thread's copies
     static constexpr int NA = BM / STEP;         // A copies per thread and slice: 2
     static constexpr int NB = BN / STEP;         // B copies per thread and slice: 4 (BM = 64) or 2
-    const unsigned short* w;
-    const unsigned short* x;
-    int C, W, KW;
-    int a_off[NA];  // element offset of each A row's chunk at k = 0
+    int a_off[NA];
     bool a_ok[NA];
-    int b_off[NB];  // element offset of each B column's chunk at tap (0, 0), channel 0
+    int b_off[NB];
     unsigned b_mask[NB];
     smem_addr a_dst, b_dst;
-    int k;              // the slice's first k
-    int ta, tb, tap, c;  // the slice's tap (row, column, index a*KW + b) and first channel
 
-    __device__ Loader(const unsigned short* x_, const unsigned short* w_, int C_, int H, int W_, int O, int KH,
-                      int KW_, int Ho, int Wo, int SH, int SW, int PH, int PW, int ncols, int m0, int col0,
-                      int k_begin)
-        : w(w_), x(x_), C(C_), W(W_), KW(KW_), k(k_begin) {
-        const int t = threadIdx.x, q = t & 3;
+    __device__ Copies() : a_dst(((threadIdx.x >> 2) * LDH + chunk()) * 2), b_dst(T::A_BYTES + a_dst) {}
+    // This thread's row of A (i < NA) or column of B (i < NB) within the tile, and its chunk's first element.
+    __device__ static int line(int i) { return (threadIdx.x >> 2) + STEP * i; }
+    __device__ static int chunk() { return CHUNK * (threadIdx.x & 3); }
+    // One slice: A row i from a + a_off[i] + a_at, B column j from b + b_off[j] + b_at where the slice's tap bit
+    // is in the column's mask (else zeros).
+    __device__ void issue(smem_addr stage, const unsigned short* a, int a_at, const unsigned short* b, int b_at,
+                          unsigned bit) const {
+#pragma unroll
+        for (int i = 0; i < NA; ++i) cp_async_16(stage + a_dst + i * (STEP * LDH * 2), a + (a_off[i] + a_at), a_ok[i]);
+#pragma unroll
+        for (int j = 0; j < NB; ++j)
+            cp_async_16(stage + b_dst + j * (STEP * LDH * 2), b + (b_off[j] + b_at), (b_mask[j] & bit) != 0);
+    }
+};
+
+// Forward:
+//   A[o, k]   = wh[o][k]                         (k = tap * C + c: wh's rows are K long and contiguous)
+//   B[k, col] = xh[n][ih][iw][c], (ih, iw) = (oh*SH - PH + a, ow*SW - PW + b) for tap = a*KW + b
+template <int BM>
+struct Loader {
+    const unsigned short* w;
+    const unsigned short* x;
+    int W;
+    Copies<BM> cp;
+    SliceWalk walk;
+
+    __device__ Loader(const unsigned short* x_, const unsigned short* w_, int C, int H, int W_, int O, int KH, int KW,
+                      int Ho, int Wo, int SH, int SW, int PH, int PW, int ncols, int m0, int col0, int k_begin)
+        : w(w_), x(x_), W(W_), walk(k_begin, C, KW) {
         const int K = KH * KW * C;
 #pragma unroll
-        for (int i = 0; i < NA; ++i) {
-            const int o = m0 + (t >> 2) + STEP * i;
-            a_ok[i] = o < O;
-            a_off[i] = o * K + CHUNK * q;
+        for (int i = 0; i < Copies<BM>::NA; ++i) {
+            const int o = m0 + cp.line(i);
+            cp.a_ok[i] = o < O;
+            cp.a_off[i] = o * K + cp.chunk();
         }
 #pragma unroll
-        for (int j = 0; j < NB; ++j) {
-            const int p = col0 + (t >> 2) + STEP * j;
+        for (int j = 0; j < Copies<BM>::NB; ++j) {
+            const int p = col0 + cp.line(j);
             int r = tc::FAR, s = 0;
-            b_off[j] = 0;
+            cp.b_off[j] = 0;
             if (p < ncols) {
                 const int n = p / (Ho * Wo);
                 const int pix = p - n * (Ho * Wo);
                 const int oh = pix / Wo;
                 r = oh * SH - PH;
                 s = (pix - oh * Wo) * SW - PW;
-                b_off[j] = ((n * H + r) * W + s) * C + CHUNK * q;
+                cp.b_off[j] = ((n * H + r) * W + s) * C + cp.chunk();
             }
-            b_mask[j] = tc::tap_mask(r, s, KH * KW, KW, 1, H, W);
+            cp.b_mask[j] = tc::tap_mask(r, s, KH * KW, KW, 1, H, W);
         }
-        a_dst = ((t >> 2) * LDH + CHUNK * q) * 2;
-        b_dst = T::A_BYTES + a_dst;
-        tap = k_begin / C;
-        c = k_begin - tap * C;
-        ta = tap / KW;
-        tb = tap - ta * KW;
     }
     __device__ void load(smem_addr stage) const {
-#pragma unroll
-        for (int i = 0; i < NA; ++i) cp_async_16(stage + a_dst + i * (STEP * LDH * 2), w + (a_off[i] + k), a_ok[i]);
-        const unsigned bit = 1u << tap;
-        const int toff = (ta * W + tb) * C + c;
-#pragma unroll
-        for (int j = 0; j < NB; ++j)
-            cp_async_16(stage + b_dst + j * (STEP * LDH * 2), x + (b_off[j] + toff), (b_mask[j] & bit) != 0);
+        const int C = walk.CH;
+        cp.issue(stage, w, walk.tap * C + walk.c, x, (walk.a * W + walk.b) * C + walk.c, 1u << walk.tap);
     }
-    __device__ void advance() {
-        k += BK;
-        c += BK;
-        if (c == C) {  // C is a multiple of BK: a slice never straddles two taps
-            c = 0;
-            ++tap;
-            if (++tb == KW) {
-                tb = 0;
-                ++ta;
-            }
-        }
-    }
+    __device__ void advance() { walk.advance(); }
 };
 
 // Backward data, one stride phase (conv_tc.cuh's Phase): the same GEMM as conv.cu's, K ordered (t, u, o) with the
-// output channel innermost, so a slice is 32 output channels of one tap (O a multiple of BK). Same thread mapping
-// as Loader.
+// output channel innermost, so a slice is 32 output channels of one tap (O a multiple of BK):
 //   A[c, k]   = wh[c][r][s][o]                        wh: w as [C, kh, kw, O], (r, s) = (rh + SH t, rw + SW u)
 //   B[k, col] = dyh[n][ohb0 + q - t][owb0 + v - u][o] dyh: dy as [N, Ho, Wo, O], col = (n, q, v)
 template <int BM>
 struct BwdDataLoader {
-    typedef Tile<BM> T;
-    static constexpr int STEP = T::THREADS / 4;
-    static constexpr int NA = BM / STEP;
-    static constexpr int NB = BN / STEP;
     const unsigned short* w;
     const unsigned short* dy;
-    int O, St;
     int a_dt, a_du, b_dt, b_du;  // offset steps of A and B per tap row t and tap column u
-    int a_off[NA];               // each A row's chunk at t = u = 0, o = 0
-    bool a_ok[NA];
-    int b_off[NB];  // each B column's chunk at t = u = 0, o = 0
-    unsigned b_mask[NB];
-    smem_addr a_dst, b_dst;
-    int t, u, tap, o;  // the slice's tap (row, column, index t * St + u) and first output channel
+    Copies<BM> cp;
+    SliceWalk walk;  // (a, b) = (t, u)
 
-    __device__ BwdDataLoader(const unsigned short* dy_, const unsigned short* w_, int C, int O_, int KH, int KW,
+    __device__ BwdDataLoader(const unsigned short* dy_, const unsigned short* w_, int C, int O, int KH, int KW,
                              int Ho, int Wo, int SH, int SW, const tc::Phase& ph, int ncols, int m0, int col0)
-        : w(w_), dy(dy_), O(O_), St(ph.St), a_dt(SH * KW * O_), a_du(SW * O_), b_dt(-Wo * O_), b_du(-O_), t(0),
-          u(0), tap(0), o(0) {
-        const int th = threadIdx.x, q = th & 3;
+        : w(w_), dy(dy_), a_dt(SH * KW * O), a_du(SW * O), b_dt(-Wo * O), b_du(-O), walk(O, ph.St) {
 #pragma unroll
-        for (int i = 0; i < NA; ++i) {
-            const int c = m0 + (th >> 2) + STEP * i;
-            a_ok[i] = c < C;
-            a_off[i] = ((c * KH + ph.rh) * KW + ph.rw) * O + CHUNK * q;
+        for (int i = 0; i < Copies<BM>::NA; ++i) {
+            const int c = m0 + cp.line(i);
+            cp.a_ok[i] = c < C;
+            cp.a_off[i] = ((c * KH + ph.rh) * KW + ph.rw) * O + cp.chunk();
         }
         const int HqWq = ph.Hq * ph.Wq;
 #pragma unroll
-        for (int j = 0; j < NB; ++j) {
-            const int p = col0 + (th >> 2) + STEP * j;
+        for (int j = 0; j < Copies<BM>::NB; ++j) {
+            const int p = col0 + cp.line(j);
             int r = tc::FAR, s = 0;
-            b_off[j] = 0;
+            cp.b_off[j] = 0;
             if (p < ncols) {
                 const int n = p / HqWq;
                 const int qv = p - n * HqWq;
-                const int qq = qv / ph.Wq;
-                r = ph.ohb0 + qq;
-                s = ph.owb0 + (qv - qq * ph.Wq);
-                b_off[j] = ((n * Ho + r) * Wo + s) * O + CHUNK * q;
+                const int q = qv / ph.Wq;
+                r = ph.ohb0 + q;
+                s = ph.owb0 + (qv - q * ph.Wq);
+                cp.b_off[j] = ((n * Ho + r) * Wo + s) * O + cp.chunk();
             }
-            b_mask[j] = tc::tap_mask(r, s, ph.Rt * ph.St, ph.St, -1, Ho, Wo);
+            cp.b_mask[j] = tc::tap_mask(r, s, ph.Rt * ph.St, ph.St, -1, Ho, Wo);
         }
-        a_dst = ((th >> 2) * LDH + CHUNK * q) * 2;
-        b_dst = T::A_BYTES + a_dst;
     }
     __device__ void load(smem_addr stage) const {
-        const int aoff = t * a_dt + u * a_du + o;
-#pragma unroll
-        for (int i = 0; i < NA; ++i) cp_async_16(stage + a_dst + i * (STEP * LDH * 2), w + (a_off[i] + aoff), a_ok[i]);
-        const unsigned bit = 1u << tap;
-        const int boff = t * b_dt + u * b_du + o;
-#pragma unroll
-        for (int j = 0; j < NB; ++j)
-            cp_async_16(stage + b_dst + j * (STEP * LDH * 2), dy + (b_off[j] + boff), (b_mask[j] & bit) != 0);
+        cp.issue(stage, w, walk.a * a_dt + walk.b * a_du + walk.c, dy, walk.a * b_dt + walk.b * b_du + walk.c,
+                 1u << walk.tap);
     }
-    __device__ void advance() {
-        o += BK;
-        if (o == O) {  // O is a multiple of BK: a slice never straddles two taps
-            o = 0;
-            ++tap;
-            if (++u == St) {
-                u = 0;
-                ++t;
-            }
-        }
-    }
+    __device__ void advance() { walk.advance(); }
 };
 
 // acc += the block's A * B over `slices` slices, on conv_tc.cuh's pipeline. Per 16 k a warp loads its 2 A and

@@ -393,7 +393,7 @@ pub fn conv2d(
     let (rows, cols, k) = (g.o, g.n * g.ho * g.wo, g.c * g.kh * g.kw);
     n_i32(cols, "conv2d")?;
     let (tc, taps) = use_tc_tapped(be, "conv2d_fwd", rows, &g);
-    let (tile, kernel) = if let Some(t) = &tc {
+    let (tile, mut kernel) = if let Some(t) = &tc {
         (t.tile.tile, t.kernel.clone())
     } else {
         let (tile, suffix) = tile_for(rows);
@@ -403,29 +403,19 @@ pub fn conv2d(
         .as_ref()
         .and_then(|t| conv_nhwc::kernel(be, "conv2d_fwd", g.c, &g, t.tile.tile.0));
     let (mut cfg, k_chunk) = split_launch(be, tc.map(|t| t.tile), taps, rows, cols, tile, k);
-    // The channels-last kernel reads x and w converted (kept alive until the launch is queued); same tile, grid
-    // and K split as the NCHW kernel, its own shared memory and no tap table.
-    let (kernel, operands) = match nhwc {
-        Some(nk) => {
-            cfg.shared_bytes = nk.shared_bytes as u32;
-            let (xh, wh) = conv_nhwc::to_nhwc_pair(
-                be,
-                (x, [g.n, g.c, g.h * g.w]),
-                (w, [g.o, g.c, g.kh * g.kw]),
-            )?;
-            (nk.kernel, Some((xh, wh)))
-        }
-        None => (kernel, None),
-    };
-    let inputs = match &operands {
-        Some((xh, wh)) => [be.ptr(xh)?, be.ptr(wh)?],
-        None => [be.ptr(x)?, be.ptr(w)?],
-    };
+    let inputs = conv_nhwc::inputs(
+        be,
+        nhwc,
+        &mut kernel,
+        &mut cfg,
+        (x, [g.n, g.c, g.h * g.w]),
+        (w, [g.o, g.c, g.kh * g.kw]),
+    )?;
     let parts = launch_split(
         be,
         &kernel,
         cfg,
-        inputs,
+        inputs.ptrs,
         &y,
         &g.args(),
         k_chunk,
@@ -497,7 +487,7 @@ pub fn conv2d_backward_data(
         p.stride
     );
     let (tc, taps) = use_tc_tapped(be, "conv2d_bwd_data", g.c, &g);
-    let (tile, kernel) = if let Some(t) = &tc {
+    let (tile, mut kernel) = if let Some(t) = &tc {
         (t.tile.tile, t.kernel.clone())
     } else {
         let (tile, suffix) = tile_for(g.c);
@@ -508,33 +498,24 @@ pub fn conv2d_backward_data(
     } else {
         gemm_grid(g.c, cols, tile, sh * sw)
     };
-    // The channels-last kernel reads dy and w converted: same tile and grid, its own shared memory.
     let nhwc = tc
         .as_ref()
         .and_then(|t| conv_nhwc::kernel(be, "conv2d_bwd_data", g.o, &g, t.tile.tile.0));
-    let (kernel, operands) = match nhwc {
-        Some(nk) => {
-            cfg.shared_bytes = nk.shared_bytes as u32;
-            let (dyh, wh) = conv_nhwc::to_nhwc_pair(
-                be,
-                (dy, [g.n, g.o, g.ho * g.wo]),
-                (w, [1, g.o, g.c * g.kh * g.kw]),
-            )?;
-            (nk.kernel, Some((dyh, wh)))
-        }
-        None => (kernel, None),
-    };
-    let (dy_ptr, w_ptr) = match &operands {
-        Some((dyh, wh)) => (be.ptr(dyh)?, be.ptr(wh)?),
-        None => (be.ptr(dy)?, be.ptr(w)?),
-    };
+    let inputs = conv_nhwc::inputs(
+        be,
+        nhwc,
+        &mut kernel,
+        &mut cfg,
+        (dy, [g.n, g.o, g.ho * g.wo]),
+        (w, [1, g.o, g.c * g.kh * g.kw]),
+    )?;
     // One statistics part per column tile of each phase.
     let parts = stats
         .then(|| be.alloc(&[g.c, (cfg.grid.0 * cfg.grid.2) as usize, 3]))
         .transpose()?;
     let mut args = vec![
-        KernelArg::Ptr(dy_ptr),
-        KernelArg::Ptr(w_ptr),
+        KernelArg::Ptr(inputs.ptrs[0]),
+        KernelArg::Ptr(inputs.ptrs[1]),
         KernelArg::Ptr(be.ptr(&dx)?),
         KernelArg::Ptr(parts.as_ref().map(|t| be.ptr(t)).transpose()?.unwrap_or(0)),
     ];

@@ -63,13 +63,46 @@ pub(super) fn kernel(
     })
 }
 
+/// The GEMM inputs a launch passes: converted channels-last when [`kernel`] chose the channels-last kernel (the
+/// buffers kept alive until the launch is queued), the caller's tensors as given otherwise.
+pub(super) struct Inputs {
+    pub ptrs: [u64; 2],
+    _converted: Option<(Tensor, Tensor)>,
+}
+
+/// Switches a launch to the channels-last kernel `nk` when there is one: its name into `kernel`, its shared memory
+/// into `cfg` (same tile and grid), and the operands converted ([`to_nhwc_pair`]). Without one, `a` and `b` as
+/// they are.
+pub(super) fn inputs(
+    be: &CudaBackend,
+    nk: Option<NhwcKernel>,
+    kernel: &mut String,
+    cfg: &mut LaunchCfg,
+    a: Operand,
+    b: Operand,
+) -> Result<Inputs> {
+    let Some(nk) = nk else {
+        return Ok(Inputs {
+            ptrs: [be.ptr(a.0)?, be.ptr(b.0)?],
+            _converted: None,
+        });
+    };
+    *kernel = nk.kernel;
+    cfg.shared_bytes = nk.shared_bytes as u32;
+    let (ah, bh) = to_nhwc_pair(be, a, b)?;
+    Ok(Inputs {
+        ptrs: [be.ptr(&ah)?, be.ptr(&bh)?],
+        _converted: Some((ah, bh)),
+    })
+}
+
 /// A convolution operand viewed as [n, c, hw] f32: an image batch [n, c, h, w], or weights [o, c, kh, kw] as
 /// [o, c, kh*kw] or as [1, o, c*kh*kw].
 pub(super) type Operand<'a> = (&'a Tensor, [usize; 3]);
 
 /// Both operands transposed to [n, hw, c] values of the backend's 16-bit format (c even), two to an f32 element of
 /// each returned buffer, in one launch (`to_nhwc_pair_*`).
-pub(super) fn to_nhwc_pair(be: &CudaBackend, a: Operand, b: Operand) -> Result<(Tensor, Tensor)> {
+fn to_nhwc_pair(be: &CudaBackend, a: Operand, b: Operand) -> Result<(Tensor, Tensor)> {
     let what = "to_nhwc_pair";
     let mut args = Vec::with_capacity(10);
     let mut outs = Vec::with_capacity(2);
