@@ -50,20 +50,19 @@ __device__ __forceinline__ void cp_async_4(smem_addr dst, const float* src, bool
 }
 
 // 16 contiguous bytes (four floats, or eight 16-bit values): shared[dst..dst+16) = ok ? src[0..16) : zeros
-// (cp.async.cg: L2 only). dst and src must be 16-byte aligned. The bytes are moved as words, never as floats.
+// (cp.async.cg: L2 only). dst and src must be 16-byte aligned (a GPU faults on a misaligned copy); the portable
+// forms move the bytes as one uint4, so the emulator's memcheck reports a misaligned source or destination too.
+// The bytes are moved as words, never as floats.
 __device__ __forceinline__ void cp_async_16(smem_addr dst, const void* src, bool ok) {
 #ifdef ASYNC_COPY_PTX
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
 #else
-    const unsigned int* s = reinterpret_cast<const unsigned int*>(src);
+    const uint4 v = ok ? *reinterpret_cast<const uint4*>(src) : make_uint4(0u, 0u, 0u, 0u);
 #if defined(__CUDA_EMU__)
-    EmuCopy c = {dst, {0u, 0u, 0u, 0u}, 4};
-    if (ok)
-        for (int i = 0; i < 4; ++i) c.data[i] = s[i];
+    const EmuCopy c = {dst, {v.x, v.y, v.z, v.w}, 4};
     emu_cp_async_issue(&c);
 #else
-    unsigned int* d = reinterpret_cast<unsigned int*>(dst);
-    for (int i = 0; i < 4; ++i) d[i] = ok ? s[i] : 0u;
+    *reinterpret_cast<uint4*>(dst) = v;
 #endif
 #endif
 }
@@ -86,8 +85,13 @@ __device__ __forceinline__ void cp_async_wait() {
 #elif defined(__CUDA_EMU__)
     EmuCopy c[16];
     for (int n; (n = emu_cp_async_complete(N, c, 16)) > 0;)
-        for (int i = 0; i < n; ++i)
-            for (int w = 0; w < c[i].words; ++w) reinterpret_cast<unsigned int*>(c[i].dst)[w] = c[i].data[w];
+        for (int i = 0; i < n; ++i) {
+            const unsigned int* w = c[i].data;
+            if (c[i].words == 4)
+                *reinterpret_cast<uint4*>(c[i].dst) = make_uint4(w[0], w[1], w[2], w[3]);
+            else
+                *reinterpret_cast<unsigned int*>(c[i].dst) = w[0];
+        }
 #endif
 }
 

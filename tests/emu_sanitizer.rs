@@ -225,6 +225,30 @@ fn a_misaligned_vector_load_is_reported() {
     }
 }
 
+/// cp.async.cg copies 16 bytes from a 16-byte aligned source only: the emulated copy reports one that is merely
+/// 4-byte aligned, and the aligned twin moves every value.
+#[test]
+fn a_misaligned_16_byte_cp_async_is_reported() {
+    let be = backend(Checks::ALL);
+    let x = ramp(&be, 64);
+    reports(
+        &be,
+        "planted_cp_async_misaligned",
+        1,
+        &[Arg::T(&x), Arg::I(1)],
+        &["memcheck", "misaligned", "uint4"],
+    );
+    let (res, out) = run(
+        &be,
+        "planted_cp_async_misaligned",
+        1,
+        &[Arg::T(&x), Arg::I(0)],
+    );
+    res.unwrap();
+    let xs = x.to_vec().unwrap();
+    assert_eq!(out[..60], xs[..60]);
+}
+
 #[test]
 fn an_uninitialised_shared_read_is_reported_and_reads_poison_unchecked() {
     let be = backend(Checks::ALL);

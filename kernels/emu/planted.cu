@@ -145,3 +145,16 @@ extern "C" __global__ void planted_cp_async_no_wait_ok(float* out, const float* 
     __syncthreads();
     out[t] = s[(t + 1) % 64];
 }
+
+// Threads t < 15 copy 16 bytes from x + 4t + shift into shared memory with cp.async.cg, then write them out.
+// BUG with shift = 1: the source is 4-byte but not 16-byte aligned, which cp.async.cg does not allow (a GPU
+// faults); shift = 0 is the correct twin. x has 64 floats.
+extern "C" __global__ void planted_cp_async_misaligned(float* out, const float* x, int shift) {
+    __shared__ __align__(16) float s[64];
+    const int t = threadIdx.x;
+    if (t < 15) cp_async_16(smem_address(&s[4 * t]), x + 4 * t + shift, true);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    out[t] = t < 60 ? s[t] : 0.0f;
+}
