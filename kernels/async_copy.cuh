@@ -99,17 +99,37 @@ __device__ __forceinline__ void cp_async_wait() {
 // address of row (L & 7) of matrix L >> 3 (16 contiguous bytes, 16-byte aligned), and receives in r[j] word
 // (L & 3) of row (L >> 2) of matrix j. With rows along a TF32 operand's m (or n) and the 4 words along k, that
 // is exactly the m16n8k8 fragment element [g][t] (g = L >> 2, t = L & 3; see mma.cuh). Warp-collective.
+//
+// TRANS (ldmatrix...x4.trans): the same four 8 x 8 matrices of 16-bit values and row addresses, each delivered
+// transposed: lane L receives in r[j] elements (2 (L & 3), L >> 2) and (2 (L & 3) + 1, L >> 2) (row, column) of
+// matrix j, low half first. For an operand stored k-major (rows along k, 8 consecutive m or n values per row) that
+// is the m16n8k16 fragment element pair of mma.cuh: the transpose turns a [k][m] tile into the [m][k] layout the
+// A fragment reads, and a [k][n] tile into B's.
+template <bool TRANS = false>
 __device__ __forceinline__ void ldmatrix_x4(unsigned int (&r)[4], smem_addr row) {
 #ifdef ASYNC_COPY_PTX
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(row));
+    if constexpr (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(row));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(row));
 #else
     const int lane = threadIdx.x & 31;  // kernels using this launch 1-D blocks
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-        const smem_addr src = __shfl_sync(0xffffffffu, row, 8 * j + (lane >> 2));
-        r[j] = *reinterpret_cast<const unsigned int*>(src + 4 * (lane & 3));
+        if constexpr (TRANS) {
+            const smem_addr lo = __shfl_sync(0xffffffffu, row, 8 * j + 2 * (lane & 3));
+            const smem_addr hi = __shfl_sync(0xffffffffu, row, 8 * j + 2 * (lane & 3) + 1);
+            const int col = 2 * (lane >> 2);  // byte offset of column L >> 2
+            r[j] = (unsigned int)*reinterpret_cast<const unsigned short*>(lo + col) |
+                   (unsigned int)*reinterpret_cast<const unsigned short*>(hi + col) << 16;
+        } else {
+            const smem_addr src = __shfl_sync(0xffffffffu, row, 8 * j + (lane >> 2));
+            r[j] = *reinterpret_cast<const unsigned int*>(src + 4 * (lane & 3));
+        }
     }
 #endif
 }

@@ -607,36 +607,6 @@ struct Tile {
 };
 static_assert(Tile<64>::THREADS == 128 && Tile<128>::THREADS == 256, "conv.rs's TC_TILES must match");
 static_assert(Tile<64>::SMEM_BYTES == 82944 && Tile<128>::SMEM_BYTES == 110592, "conv.rs's TC_TILES must match");
-// Operand format of a tensor-core kernel: TF32 on m16n8k8, or bf16 / fp16 on m16n8k16 (mma.cuh). Shared-memory
-// stages hold f32 either way; operands are rounded as fragments are loaded (or, for TF32 on the 128-row tile,
-// in shared memory, see ROUND_B_AT_COPY).
-enum class Op { Tf32, Bf16, Fp16 };
-
-// Digits of a reduction index k = (hi * R1 + mid) * R0 + lo, e.g. (c, r, s) of a weight tap with (R1, R0) =
-// (KH, KW). add() steps by another digit set (one of BK, computed once), carrying at most once per digit.
-struct Digits {
-    int hi, mid, lo;
-    __device__ void set(int k, int R1, int R0) {
-        const int q = k / R0;
-        lo = k - q * R0;
-        hi = q / R1;
-        mid = q - hi * R1;
-    }
-    __device__ void add(const Digits& d, int R1, int R0) {
-        lo += d.lo;
-        mid += d.mid;
-        hi += d.hi;
-        if (lo >= R0) {
-            lo -= R0;
-            ++mid;
-        }
-        if (mid >= R1) {
-            mid -= R1;
-            ++hi;
-        }
-    }
-};
-
 // Positions along the two image axes and an element offset, for N k values or N columns of a gather.
 template <int N>
 struct Coords {
@@ -969,7 +939,9 @@ struct BwdWeightLoader {
 
 // acc += the block's A * B over `slices` BK-slices that `ld` loads one by one (load: issue the current slice's
 // copies into a stage; advance: move to the next slice; round_b: round this thread's landed B copies of a stage).
-// smem_f: the dynamic shared buffer, STAGES stages. OP: the operand format.
+// smem_f: the dynamic shared buffer, STAGES stages. OP: the operand format (conv_tc.cuh's Op); the stages hold f32
+// whatever the format, and operands are rounded as fragments are loaded (or, for TF32 on the 128-row tile, in
+// shared memory, see ROUND_B_AT_COPY).
 template <int BM, Op OP, class Loader>
 __device__ __forceinline__ void mainloop(Loader& ld, int slices, float* smem_f, Acc& acc) {
     typedef Tile<BM> T;

@@ -21,6 +21,9 @@ __host__ __device__ constexpr int tile_threads(int BM) { return (BM / WM) * WARP
 
 typedef float Acc[MI][NI][4];
 
+// Operand format of a tensor-core kernel: TF32 on m16n8k8, or bf16 / fp16 on m16n8k16 (mma.cuh).
+enum class Op { Tf32, Bf16, Fp16 };
+
 // A coordinate no tap brings back in range: marks a column outside the GEMM (its elements become zeros).
 constexpr int FAR = -(1 << 30);
 
@@ -42,6 +45,32 @@ __device__ __forceinline__ unsigned tap_mask(int r, int s, int R, int R0, int sg
     }
     return m;
 }
+
+// Digits of a reduction index k = (hi * R1 + mid) * R0 + lo, e.g. (c, r, s) of a weight tap with (R1, R0) =
+// (KH, KW), or (n, oh, ow) of a pixel. add() steps by another digit set (one of the K slice, computed once),
+// carrying at most once per digit.
+struct Digits {
+    int hi, mid, lo;
+    __device__ void set(int k, int R1, int R0) {
+        const int q = k / R0;
+        lo = k - q * R0;
+        hi = q / R1;
+        mid = q - hi * R1;
+    }
+    __device__ void add(const Digits& d, int R1, int R0) {
+        lo += d.lo;
+        mid += d.mid;
+        hi += d.hi;
+        if (lo >= R0) {
+            lo -= R0;
+            ++mid;
+        }
+        if (mid >= R1) {
+            mid -= R1;
+            ++hi;
+        }
+    }
+};
 
 // The cp.async pipeline of the tensor-core main loops, STAGES deep: the copies of slice s + STAGES - 1 are issued
 // while slice s is multiplied, with one barrier per slice; after it every thread has (a) waited for its own
