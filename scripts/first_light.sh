@@ -224,7 +224,7 @@ phase_parity() {
 ours_timing() {
     local mode
     for mode in "$@"; do
-        # MODE is PRECISION[-nchw][-graph]; -nchw keeps the 16-bit convolutions off the channels-last
+        # MODE is PRECISION[-nchw][-graph]; -nchw keeps the tensor-core convolutions off the channels-last
         # kernels (src/cuda/tuning.rs), the A/B of that layout.
         local prec=${mode%-graph} env=()
         [[ $prec == *-nchw ]] && prec=${prec%-nchw} && env=(GAN_ENGINE_CONV_LAYOUT=nchw)
@@ -243,7 +243,7 @@ phase_timing() {
     begin p3-timing
     local rows=() launch_rows=()
     # The targets' precisions first, then PyTorch, then the rest: a deadline cuts the least useful rows.
-    ours_timing bf16 bf16-graph tf32 tf32-graph bf16-nchw bf16-nchw-graph
+    ours_timing bf16 bf16-graph tf32 tf32-graph bf16-nchw bf16-nchw-graph tf32-nchw
     if [[ $dev == cuda && ${TORCH:-1} != 0 ]]; then
         # PyTorch with its own libraries: nothing of ours on its library path.
         run torch 180 env LD_LIBRARY_PATH="$torch_ld" PYTHONUNBUFFERED=1 python3 scripts/torch_dcgan_step.py \

@@ -1,8 +1,10 @@
-//! The channels-last bf16 / fp16 convolutions (src/cuda/conv_nhwc.rs, kernels/conv_nhwc.cu): their operand
-//! conversion bit for bit against the `half` crate; forward and backward data against the references of
+//! The channels-last TF32 / bf16 / fp16 convolutions (src/cuda/conv_nhwc.rs, kernels/conv_nhwc.cu): their operand
+//! conversion bit for bit against the host's rounding (`Precision::round_operand`, the `half` crate for the 16-bit
+//! formats); the three directions (backward weight at 16 bits only) against the references of
 //! tests/common/tc.rs at shapes aimed at their loaders (one and several slices per tap, split-K chunks starting
-//! inside a tap, padding taps, stride phases of unequal size and without taps, partial row and column tiles, both
-//! tiles), with proof that those shapes ran on them; and the layout override that keeps the NCHW kernels.
+//! inside a tap or an image row, padding taps, stride phases of unequal size and without taps, partial row, column
+//! and K tiles, both tiles, more taps than a mask holds), with proof that those shapes ran on them; and the
+//! layout override that keeps the NCHW kernels.
 //!
 //! With `GAN_ENGINE_TEST_DEVICE=cuda` the same tests run on the real GPU (cuda:0) instead of the emulation.
 #![cfg(feature = "emulation")]
@@ -17,13 +19,27 @@ use common::backend::launches;
 use common::conv::ConvCase;
 use common::tc::{self, case, p, upload};
 
-const HALVES: [(Precision, &str); 2] = [(Precision::Bf16, "bf16"), (Precision::Fp16, "fp16")];
+const FORMATS: [(Precision, &str); 3] = [
+    (Precision::Tf32, "tf32"),
+    (Precision::Bf16, "bf16"),
+    (Precision::Fp16, "fp16"),
+];
 
-/// A 16-bit value of `p`'s format as f32.
-fn widen(p: Precision, bits: u16) -> f32 {
-    match p {
+/// The values of a converted buffer as f32: its words at TF32, else the 16-bit values two to a word, low first.
+fn widen(p: Precision, words: &[f32]) -> Vec<f32> {
+    let half = |bits: u16| match p {
         Precision::Bf16 => half::bf16::from_bits(bits).to_f32(),
         _ => half::f16::from_bits(bits).to_f32(),
+    };
+    match p {
+        Precision::Tf32 => words.to_vec(),
+        _ => words
+            .iter()
+            .flat_map(|v| {
+                let b = v.to_bits();
+                [half(b as u16), half((b >> 16) as u16)]
+            })
+            .collect(),
     }
 }
 
@@ -46,7 +62,7 @@ fn to_nhwc_pair_moves_and_rounds_every_value() {
     let one = 1.0f32.to_bits();
     let specials = [
         f32::from_bits(one + 0x8000), // bf16 tie to even
-        f32::from_bits(one + 0x1000), // fp16 tie to even
+        f32::from_bits(one + 0x1000), // fp16 tie to even, TF32 tie away from zero
         65520.0,                      // fp16 overflow
         5.9604645e-8,                 // fp16's smallest subnormal
         f32::INFINITY,
@@ -55,14 +71,18 @@ fn to_nhwc_pair_moves_and_rounds_every_value() {
     for (i, s) in specials.into_iter().enumerate() {
         inputs[0][i * 97] = s;
     }
-    for (precision, name) in HALVES {
+    for (precision, name) in FORMATS {
         let be = tc::backend(precision);
         let mut args = Vec::new();
         let mut keep = Vec::new();
         let mut blocks = 0;
         for (d, xs) in dims.iter().zip(&inputs) {
             let x = upload(&be, xs, d);
-            let y = be.alloc(&[xs.len() / 2]).unwrap();
+            let words = match precision {
+                Precision::Tf32 => xs.len(),
+                _ => xs.len() / 2,
+            };
+            let y = be.alloc(&[words]).unwrap();
             args.extend([A::Ptr(be.ptr(&x).unwrap()), A::Ptr(be.ptr(&y).unwrap())]);
             args.extend(d.map(|v| A::I32(v as i32)));
             blocks += d[0] * d[2].div_ceil(32) * d[1].div_ceil(64);
@@ -79,20 +99,12 @@ fn to_nhwc_pair_moves_and_rounds_every_value() {
         )
         .unwrap();
         for ((&[n, c, hw], xs), (_, y)) in dims.iter().zip(&inputs).zip(&keep) {
-            let halves: Vec<u16> = y
-                .to_vec()
-                .unwrap()
-                .iter()
-                .flat_map(|v| {
-                    let b = v.to_bits();
-                    [b as u16, (b >> 16) as u16]
-                })
-                .collect();
+            let values = widen(precision, &y.to_vec().unwrap());
             for ni in 0..n {
                 for ci in 0..c {
                     for pi in 0..hw {
                         let want = precision.round_operand(xs[(ni * c + ci) * hw + pi]);
-                        let got = widen(precision, halves[(ni * hw + pi) * c + ci]);
+                        let got = values[(ni * hw + pi) * c + ci];
                         assert_eq!(
                             got.to_bits(),
                             want.to_bits(),
@@ -105,9 +117,10 @@ fn to_nhwc_pair_moves_and_rounds_every_value() {
     }
 }
 
-/// Shapes for the channels-last loaders, with whether forward (input channels a multiple of 32) and backward
-/// data (output channels a multiple of 32) run on them.
-fn nhwc_cases() -> Vec<(&'static str, ConvCase, bool, bool)> {
+/// Shapes for the channels-last loaders, with whether forward (input channels a multiple of 32), backward data
+/// (output channels a multiple of 32) and backward weight (both a multiple of 8, more than 16 output channels)
+/// run on them.
+fn nhwc_cases() -> Vec<(&'static str, ConvCase, bool, bool, bool)> {
     vec![
         // One slice per tap, 9 taps, padding: edge columns lose taps; 2 x 63 = 126 columns, one partial tile.
         (
@@ -115,6 +128,7 @@ fn nhwc_cases() -> Vec<(&'static str, ConvCase, bool, bool)> {
             case(2, 32, 7, 9, 40, 3, p(1, 1)),
             true,
             false,
+            true,
         ),
         // Three slices per tap; 3 column tiles (2 x 12 x 12 = 288 columns), the last partial.
         (
@@ -122,6 +136,7 @@ fn nhwc_cases() -> Vec<(&'static str, ConvCase, bool, bool)> {
             case(2, 96, 12, 12, 24, 3, p(1, 1)),
             true,
             false,
+            true,
         ),
         // K = 96 x 16 = 1536 (48 slices) on one tile: split-K into chunks of 4 slices, which start inside taps.
         (
@@ -129,11 +144,13 @@ fn nhwc_cases() -> Vec<(&'static str, ConvCase, bool, bool)> {
             case(1, 96, 4, 4, 24, 4, p(2, 1)),
             true,
             false,
+            true,
         ),
         // Padding 2 at stride 1: whole rows of taps outside the image; batch 3. Backward data too (O = 64).
         (
             "C=32 4x4 s1 p2, O=64",
             case(3, 32, 5, 5, 64, 4, p(1, 2)),
+            true,
             true,
             true,
         ),
@@ -143,12 +160,14 @@ fn nhwc_cases() -> Vec<(&'static str, ConvCase, bool, bool)> {
             case(1, 64, 5, 6, 130, 1, p(1, 0)),
             true,
             false,
+            false,
         ),
         // Stride 2 without padding, 3x3.
         (
             "C=32 3x3 s2 p0",
             case(2, 32, 9, 8, 20, 3, p(2, 0)),
             true,
+            false,
             false,
         ),
         // Backward data, 4 phases of 4 taps: 23 x 23 inputs give phases of 12 x 12, 12 x 11 and 11 x 11 pixels,
@@ -158,6 +177,7 @@ fn nhwc_cases() -> Vec<(&'static str, ConvCase, bool, bool)> {
             case(2, 24, 23, 23, 32, 4, p(2, 1)),
             false,
             true,
+            true,
         ),
         // Backward data on the 128-row tile (70 input channels), two slices per tap, one phase of 9 taps.
         (
@@ -165,6 +185,7 @@ fn nhwc_cases() -> Vec<(&'static str, ConvCase, bool, bool)> {
             case(1, 70, 6, 7, 64, 3, p(1, 1)),
             false,
             true,
+            false,
         ),
         // Stride 2 with a 1x1 kernel: three of the four phases have no taps (zeros).
         (
@@ -172,67 +193,119 @@ fn nhwc_cases() -> Vec<(&'static str, ConvCase, bool, bool)> {
             case(2, 20, 7, 8, 32, 1, p(2, 0)),
             false,
             true,
+            false,
+        ),
+        // Backward weight: 2 x 12 x 11 = 264 pixels (8 slices and a partial one) split in two chunks of 5 slices,
+        // the second starting inside an image row; 216 columns (3 x 3 taps of 24 channels), the second column
+        // tile partial.
+        (
+            "C=24 O=40 3x3 s1 p1, 12x11",
+            case(2, 24, 12, 11, 40, 3, p(1, 1)),
+            false,
+            false,
+            true,
+        ),
+        // Backward weight on the 128-row tile with a partial second row tile (136 rows), 49 taps (past the masks'
+        // 32: forward and backward data stay on the f32 kernels), 784 columns (7 column tiles, the last 16 wide),
+        // stride 2 and padding 3.
+        (
+            "C=16 O=136 7x7 s2 p3",
+            case(2, 16, 9, 9, 136, 7, p(2, 3)),
+            false,
+            false,
+            true,
+        ),
+        // Backward weight with 8 channels: a copy is a whole tap; 75 pixels.
+        (
+            "C=8 O=24 4x4 s2 p1",
+            case(3, 8, 10, 10, 24, 4, p(2, 1)),
+            false,
+            false,
+            true,
         ),
     ]
 }
 
-/// The channels-last kernels `base` (`conv2d_fwd` or `conv2d_bwd_data`) launched so far at `name`'s precision.
+/// The channels-last kernels of each direction launched so far at `name`'s precision.
+fn nhwc_counts(be: &CudaBackend, name: &str) -> [u64; 3] {
+    DIRECTIONS.map(|b| nhwc_launches(be, b, name))
+}
+
+const DIRECTIONS: [&str; 3] = ["conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_weight"];
+
+/// The channels-last kernels `base` (`conv2d_fwd`, `conv2d_bwd_data` or `conv2d_bwd_weight`) launched so far at
+/// `name`'s precision.
 fn nhwc_launches(be: &CudaBackend, base: &str, name: &str) -> u64 {
     launches(be, &format!("{base}_nhwc_{name}")) + launches(be, &format!("{base}_nhwc_m128_{name}"))
 }
 
-/// Every case's forward and backward data against the rounded and the f32 references (tests/common/tc.rs), each
-/// on the channels-last kernel where the case says so (one launch) and on the NCHW one elsewhere; backward
-/// weight rides along on its NCHW kernel.
+/// Every case's three directions against the rounded and the f32 references (tests/common/tc.rs), each on the
+/// channels-last kernel where the case says so (one launch) and on the NCHW one elsewhere.
 #[test]
 fn channels_last_convolutions_match_a_rounded_reference() {
-    for (precision, name) in HALVES {
+    for (precision, name) in FORMATS {
         let be = tc::backend(precision);
         let mut rng = ChaCha8Rng::seed_from_u64(72);
-        for (what, c, fwd, bwd) in nhwc_cases() {
-            let before = ["conv2d_fwd", "conv2d_bwd_data"].map(|b| nhwc_launches(&be, b, name));
+        for (what, c, fwd, bwd, wgrad) in nhwc_cases() {
+            // Backward weight has no TF32 channels-last kernel.
+            let wgrad = wgrad && precision != Precision::Tf32;
+            let before = nhwc_counts(&be, name);
             tc::run_case(&be, what, c, &mut rng);
-            let after = ["conv2d_fwd", "conv2d_bwd_data"].map(|b| nhwc_launches(&be, b, name));
-            assert_eq!(
-                after[0] - before[0],
-                u64::from(fwd),
-                "{what} [{name}]: forward"
-            );
-            assert_eq!(
-                after[1] - before[1],
-                u64::from(bwd),
-                "{what} [{name}]: backward data"
-            );
+            let after = nhwc_counts(&be, name);
+            for (i, ran) in [fwd, bwd, wgrad].into_iter().enumerate() {
+                assert_eq!(
+                    after[i] - before[i],
+                    u64::from(ran),
+                    "{what} [{name}]: {}",
+                    DIRECTIONS[i]
+                );
+            }
         }
     }
 }
 
 /// `GAN_ENGINE_CONV_LAYOUT=nchw` (GemmTuning::nhwc = Some(false)) keeps the NCHW kernels, which pass the same
-/// checks; channel counts that are not a multiple of 32 never take the channels-last kernels.
+/// checks; channel counts that do not suit a direction's copies keep its NCHW kernel by default.
 #[test]
 fn the_layout_override_and_other_channel_counts_keep_the_nchw_kernels() {
     let be = tc::backend(Precision::Bf16);
     let mut rng = ChaCha8Rng::seed_from_u64(73);
-    let mut cases: Vec<(&str, ConvCase, bool)> = nhwc_cases()
+    let mut cases: Vec<(&str, ConvCase, bool, [bool; 3])> = nhwc_cases()
         .into_iter()
         .filter(|(w, ..)| w.starts_with("C=32 4x4 s1 p2") || w.starts_with("O=32 4x4"))
-        .map(|(w, c, ..)| (w, c, false))
+        .map(|(w, c, ..)| (w, c, false, [false; 3]))
         .collect();
     assert_eq!(cases.len(), 2);
+    // Neither reduction over a multiple of 32 channels, but both counts multiples of 8: backward weight only.
     cases.push((
         "C=48 O=40 4x4 s2 p1",
         case(2, 48, 6, 6, 40, 4, p(2, 1)),
         true,
+        [false, false, true],
     ));
-    for (what, c, default) in cases {
+    // Channels that are not a multiple of 8: no direction.
+    cases.push((
+        "C=36 O=44 3x3 s1 p1",
+        case(2, 36, 5, 5, 44, 3, p(1, 1)),
+        true,
+        [false; 3],
+    ));
+    for (what, c, default, ran) in cases {
         be.set_gemm_tuning(GemmTuning {
             nhwc: if default { None } else { Some(false) },
             ..GemmTuning::default()
         });
-        let before = ["conv2d_fwd", "conv2d_bwd_data"].map(|b| nhwc_launches(&be, b, "bf16"));
+        let before = nhwc_counts(&be, "bf16");
         tc::run_case(&be, what, c, &mut rng);
-        let after = ["conv2d_fwd", "conv2d_bwd_data"].map(|b| nhwc_launches(&be, b, "bf16"));
-        assert_eq!(after, before, "{what}");
+        let after = nhwc_counts(&be, "bf16");
+        for i in 0..3 {
+            assert_eq!(
+                after[i] - before[i],
+                u64::from(ran[i]),
+                "{what}: {}",
+                DIRECTIONS[i]
+            );
+        }
     }
     be.set_gemm_tuning(GemmTuning::default());
 }

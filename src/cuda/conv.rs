@@ -11,13 +11,15 @@
 //! [`Precision`] picks the kernels' arithmetic: `F32` (the default) runs the f32 FMA kernels; `Tf32`, `Bf16`
 //! and `Fp16` run the tensor-core kernels (`*_tf32`: operands rounded to TF32 on mma m16n8k8, like PyTorch's
 //! `allow_tf32`; `*_bf16` / `*_fp16`: operands rounded to nearest even in the 16-bit format on mma m16n8k16, like
-//! autocast; products accumulated in f32 in every case) for every GEMM with more than 16 rows (a 64 x 128 tile up to 64 rows, 128 x 128 above); the
-//! narrow GEMMs (3 or 1 channels) stay on the f32 kernels whatever the precision, and so do forward and
-//! backward-data convolutions with more than 32 taps (kh*kw; the gathers keep one bit per tap) or a tap table too
-//! large for shared memory. Parameters, activations and
-//! gradients stay f32 in memory either way. At bf16 / fp16 a forward or backward-data GEMM whose reduction runs
-//! over a multiple of 32 channels converts its two operands to channels-last 16-bit values first and runs
-//! [`conv_nhwc`]'s kernels instead (same tile, grid, split and outputs), unless a tuning run says otherwise.
+//! autocast; products accumulated in f32 in every case) for every GEMM with more than 16 rows (a 64 x 128 tile
+//! up to 64 rows, 128 x 128 above); the narrow GEMMs (3 or 1 channels) stay on the f32 kernels whatever the
+//! precision, and so do forward and backward-data convolutions with more than 32 taps (kh*kw; the gathers keep
+//! one bit per tap) or a tap table too large for shared memory. Parameters, activations and gradients stay f32
+//! in memory either way. On the tensor cores a GEMM whose channel counts suit [`conv_nhwc`]'s
+//! kernels (forward and backward data: a reduction over a multiple of 32 channels; backward weight, at bf16 /
+//! fp16 only: C and O multiples of 8) converts its two operands to channels-last values of the precision's
+//! format first and runs those kernels instead (same tile, grid, split and outputs), unless a tuning run says
+//! otherwise.
 //!
 //! A forward convolution with no batch norm after it can store ReLU or LeakyReLU of its sums (`act`;
 //! kernels/act.cuh's `epilogue_act`), in its epilogue or, when its reduction is split, in the reduction's. The
@@ -38,7 +40,7 @@ use anyhow::{ensure, Result};
 use super::backend::n_i32;
 use super::batchnorm::{act_args, channel_chunks, channel_grid};
 use super::conv_narrow;
-use super::conv_nhwc;
+use super::conv_nhwc::{self, Gemm};
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
 pub use crate::backend::Precision;
@@ -399,17 +401,16 @@ pub fn conv2d(
         let (tile, suffix) = tile_for(rows);
         (tile, format!("conv2d_fwd{suffix}_f32"))
     };
-    let nhwc = tc
-        .as_ref()
-        .and_then(|t| conv_nhwc::kernel(be, "conv2d_fwd", g.c, &g, t.tile.tile.0));
+    let tile_rows = tc.as_ref().map(|t| t.tile.tile.0);
     let (mut cfg, k_chunk) = split_launch(be, tc.map(|t| t.tile), taps, rows, cols, tile, k);
     let inputs = conv_nhwc::inputs(
         be,
-        nhwc,
+        Gemm::Forward,
+        &g,
+        tile_rows,
         &mut kernel,
         &mut cfg,
-        (x, [g.n, g.c, g.h * g.w]),
-        (w, [g.o, g.c, g.kh * g.kw]),
+        [(x, [g.n, g.c, g.h * g.w]), (w, [g.o, g.c, g.kh * g.kw])],
     )?;
     let parts = launch_split(
         be,
@@ -498,16 +499,17 @@ pub fn conv2d_backward_data(
     } else {
         gemm_grid(g.c, cols, tile, sh * sw)
     };
-    let nhwc = tc
-        .as_ref()
-        .and_then(|t| conv_nhwc::kernel(be, "conv2d_bwd_data", g.o, &g, t.tile.tile.0));
     let inputs = conv_nhwc::inputs(
         be,
-        nhwc,
+        Gemm::BackwardData,
+        &g,
+        tc.as_ref().map(|t| t.tile.tile.0),
         &mut kernel,
         &mut cfg,
-        (dy, [g.n, g.o, g.ho * g.wo]),
-        (w, [1, g.o, g.c * g.kh * g.kw]),
+        [
+            (dy, [g.n, g.o, g.ho * g.wo]),
+            (w, [1, g.o, g.c * g.kh * g.kw]),
+        ],
     )?;
     // One statistics part per column tile of each phase.
     let parts = stats
@@ -547,17 +549,27 @@ pub fn conv2d_backward_weight(
     let (rows, cols, k) = (g.o, g.c * g.kh * g.kw, g.n * g.ho * g.wo);
     n_i32(k, what)?;
     let tc = use_tc(be, "conv2d_bwd_weight", rows, 0);
-    let (tile, kernel) = if let Some(t) = &tc {
+    let (tile, mut kernel) = if let Some(t) = &tc {
         (t.tile.tile, t.kernel.clone())
     } else {
         (WIDE, "conv2d_bwd_weight_f32".to_string())
     };
-    let (cfg, k_chunk) = split_launch(be, tc.map(|t| t.tile), 0, rows, cols, tile, k);
+    let tile_rows = tc.as_ref().map(|t| t.tile.tile.0);
+    let (mut cfg, k_chunk) = split_launch(be, tc.map(|t| t.tile), 0, rows, cols, tile, k);
+    let inputs = conv_nhwc::inputs(
+        be,
+        Gemm::BackwardWeight,
+        &g,
+        tile_rows,
+        &mut kernel,
+        &mut cfg,
+        [(x, [g.n, g.c, g.h * g.w]), (dy, [g.n, g.o, g.ho * g.wo])],
+    )?;
     launch_split(
         be,
         &kernel,
         cfg,
-        [be.ptr(x)?, be.ptr(dy)?],
+        inputs.ptrs,
         &dw,
         &g.args(),
         k_chunk,

@@ -1,64 +1,102 @@
-//! The bf16 / fp16 forward and backward-data convolutions on channels-last 16-bit operands
-//! (`kernels/conv_nhwc.cu`): the GEMM's two operands are converted (`to_nhwc_pair_*`, one pass over each, one
-//! launch for both) to the precision's format with the reduction's channel innermost, and the GEMM reads them with
-//! 16-byte copies, 8 channels of one tap at a time. Its main loops issue about a quarter of the instructions per
-//! tensor-core operation of conv.cu's NCHW gathers (docs/perf-notes.md).
+//! The tensor-core convolutions on channels-last operands (`kernels/conv_nhwc.cu`): the GEMM's two operands are
+//! converted (`to_nhwc_pair_*`, one pass over each, one launch for both) to the precision's format (bf16, fp16, or
+//! f32 rounded to TF32) with the channel innermost, and the GEMM reads them with 16-byte copies, 8 (16-bit) or 4
+//! (TF32) channels of one pixel and tap at a time. Its main loops issue a quarter to a third of the instructions
+//! per tensor-core operation of conv.cu's NCHW gathers (docs/perf-notes.md).
 //!
 //! - Forward: x [N, C, H, W] -> [N, H, W, C], w [O, C, kh, kw] -> [O, kh, kw, C]; K = (tap, c).
 //! - Backward data (conv_transpose2d's forward): dy [N, O, Ho, Wo] -> [N, Ho, Wo, O], w -> [C, kh, kw, O];
 //!   K = (tap, o) within each stride phase.
+//! - Backward weight (bf16 / fp16 only): x and dy as above; K = the pixels of dy, dw's columns (tap, c), both
+//!   tiles read transposed (ldmatrix.trans, which has no 32-bit form).
 //!
-//! Which convolutions: one that conv.rs would run on the tensor cores at `Bf16` / `Fp16` whose reduction channels
-//! (C forward, O backward) are a multiple of the kernels' 32-deep K slice, so that a slice is one tap's channels
-//! (in DCGAN-64: D2..D4 and G2..G4, forward and backward data; not the image layers), unless
-//! `GAN_ENGINE_CONV_LAYOUT=nchw` (tuning.rs) keeps every one on the NCHW kernels. Outputs, activation,
-//! statistics, split-K and stride phases are those of the NCHW kernels.
+//! Which convolutions: one that conv.rs would run on the tensor cores (`Tf32`, `Bf16`, `Fp16`) whose channels fit
+//! the copies ([`Gemm::fits`]: forward and backward data need the reduction's channels, C or O, to be a multiple
+//! of the kernels' 32-deep K slice, so that a slice is one tap's channels; backward weight needs C and O to be
+//! multiples of 8), in DCGAN-64 D2..D4 and G2..G4, not the image layers, unless `GAN_ENGINE_CONV_LAYOUT=nchw`
+//! (tuning.rs) keeps every one on the NCHW kernels. Outputs, activation, statistics, split-K and stride phases
+//! are those of the NCHW kernels.
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
 
 use super::backend::n_i32;
+use super::conv::tc_suffix;
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
+use crate::backend::Precision;
 use crate::ops::conv::ConvGeom as Geom;
 use crate::tensor::Tensor;
 
-/// K depth of one slice (conv_nhwc.cu's `BK`): the reduction's channels must be a multiple of it.
+/// K depth of one slice (conv_nhwc.cu's `BK`): the forward and backward-data reduction channels must be a
+/// multiple of it.
 const BK: usize = 32;
+/// 16-bit values per 16-byte copy (conv_nhwc.cu's `CHUNK`): backward weight's channels must be a multiple of it.
+const CHUNK: usize = 8;
 /// Most taps a column's mask holds (conv_tc.cuh's `MAX_TAPS`).
 const MAX_TAPS: usize = 32;
 
-/// The kernel and its dynamic shared memory for a tensor-core tile of `tile_rows` rows (conv_nhwc.cu's
-/// `Tile<BM>::SMEM_BYTES`: 4 stages of BM + 128 rows of 80 bytes).
-pub(super) struct NhwcKernel {
-    pub kernel: String,
-    pub shared_bytes: usize,
+/// The GEMMs of a convolution that have a channels-last kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Gemm {
+    Forward,
+    BackwardData,
+    BackwardWeight,
 }
 
-/// The channels-last kernel `base` (`conv2d_fwd` or `conv2d_bwd_data`) for a GEMM of `g` whose K runs over
-/// `channels` (the input channels forward, the output channels backward) on a tensor-core tile of `tile_rows`
-/// rows (the NCHW choice, so both layouts tile alike), or None when it runs on the NCHW kernels.
-pub(super) fn kernel(
-    be: &CudaBackend,
-    base: &str,
-    channels: usize,
-    g: &Geom,
-    tile_rows: usize,
-) -> Option<NhwcKernel> {
-    let format = match be.precision() {
-        crate::backend::Precision::Bf16 => "bf16",
-        crate::backend::Precision::Fp16 => "fp16",
-        _ => return None,
-    };
-    let applies = be.gemm_tuning().nhwc.unwrap_or(true)
-        && channels.is_multiple_of(BK)
-        && g.kh * g.kw <= MAX_TAPS;
-    let (suffix, shared_bytes) = match tile_rows {
-        64 => ("", 61440),
-        128 => ("_m128", 81920),
-        _ => return None,
-    };
-    applies.then(|| NhwcKernel {
-        kernel: format!("{base}_nhwc{suffix}_{format}"),
+impl Gemm {
+    fn base(self) -> &'static str {
+        match self {
+            Gemm::Forward => "conv2d_fwd",
+            Gemm::BackwardData => "conv2d_bwd_data",
+            Gemm::BackwardWeight => "conv2d_bwd_weight",
+        }
+    }
+
+    /// Whether the channels-last kernel takes `g`. Forward and backward data: the reduction's channels (C, O) a
+    /// multiple of the slice, so that a slice is one tap's channels, and few enough taps for the masks.
+    /// Backward weight reduces over pixels: both channel counts a multiple of a 16-byte copy.
+    fn fits(self, g: &Geom) -> bool {
+        let taps = g.kh * g.kw <= MAX_TAPS;
+        match self {
+            Gemm::Forward => g.c.is_multiple_of(BK) && taps,
+            Gemm::BackwardData => g.o.is_multiple_of(BK) && taps,
+            Gemm::BackwardWeight => g.c.is_multiple_of(CHUNK) && g.o.is_multiple_of(CHUNK),
+        }
+    }
+
+    /// Dynamic shared memory of the kernel at tensor-core precision `p` on a tile of `tile_rows` rows, or None
+    /// where there is no such kernel (conv_nhwc.cu's `Tile<BM, T>` and `WgradTile<BM>` SMEM_BYTES: 4 stages of
+    /// BM + 128 rows of 80 bytes for 16-bit values, 3 of 144 bytes for TF32; 4 stages of 32 rows of BM + 8 and
+    /// 128 + 8 16-bit values; backward weight has no TF32 kernel).
+    fn shared_bytes(self, p: Precision, tile_rows: usize) -> Option<usize> {
+        let tf32 = p == Precision::Tf32;
+        match (self, tf32, tile_rows) {
+            (Gemm::BackwardWeight, true, _) => None,
+            (Gemm::BackwardWeight, false, 64) => Some(53248),
+            (Gemm::BackwardWeight, false, 128) => Some(69632),
+            (_, true, 64) => Some(82944),
+            (_, true, 128) => Some(110592),
+            (_, false, 64) => Some(61440),
+            (_, false, 128) => Some(81920),
+            _ => None,
+        }
+    }
+}
+
+/// The kernel and its dynamic shared memory for a tensor-core tile.
+struct NhwcKernel {
+    kernel: String,
+    shared_bytes: usize,
+}
+
+/// The channels-last kernel for `gemm` of `g` on a tensor-core tile of `tile_rows` rows (the NCHW choice, so
+/// both layouts tile alike), or None when it runs on the NCHW kernels.
+fn kernel(be: &CudaBackend, gemm: Gemm, g: &Geom, tile_rows: usize) -> Option<NhwcKernel> {
+    let format = tc_suffix(be.precision())?;
+    let shared_bytes = gemm.shared_bytes(be.precision(), tile_rows)?;
+    let suffix = if tile_rows == 128 { "_m128" } else { "" };
+    (be.gemm_tuning().nhwc.unwrap_or(true) && gemm.fits(g)).then(|| NhwcKernel {
+        kernel: format!("{}_nhwc{suffix}_{format}", gemm.base()),
         shared_bytes,
     })
 }
@@ -70,18 +108,19 @@ pub(super) struct Inputs {
     _converted: Option<(Tensor, Tensor)>,
 }
 
-/// Switches a launch to the channels-last kernel `nk` when there is one: its name into `kernel`, its shared memory
-/// into `cfg` (same tile and grid), and the operands converted ([`to_nhwc_pair`]). Without one, `a` and `b` as
-/// they are.
+/// Switches a launch of `gemm` on a tensor-core tile of `tile_rows` rows (None: the f32 kernels) to the
+/// channels-last kernel when there is one ([`kernel`]): its name into `kernel`, its shared memory into `cfg` (same
+/// tile and grid), and the operands converted ([`to_nhwc_pair`]). Without one, the operands as they are.
 pub(super) fn inputs(
     be: &CudaBackend,
-    nk: Option<NhwcKernel>,
+    gemm: Gemm,
+    g: &Geom,
+    tile_rows: Option<usize>,
     kernel: &mut String,
     cfg: &mut LaunchCfg,
-    a: Operand,
-    b: Operand,
+    [a, b]: [Operand; 2],
 ) -> Result<Inputs> {
-    let Some(nk) = nk else {
+    let Some(nk) = tile_rows.and_then(|rows| self::kernel(be, gemm, g, rows)) else {
         return Ok(Inputs {
             ptrs: [be.ptr(a.0)?, be.ptr(b.0)?],
             _converted: None,
@@ -100,10 +139,18 @@ pub(super) fn inputs(
 /// [o, c, kh*kw] or as [1, o, c*kh*kw].
 pub(super) type Operand<'a> = (&'a Tensor, [usize; 3]);
 
-/// Both operands transposed to [n, hw, c] values of the backend's 16-bit format (c even), two to an f32 element of
-/// each returned buffer, in one launch (`to_nhwc_pair_*`).
+/// Both operands transposed to [n, hw, c] values of the backend's tensor-core format (c even), two 16-bit values
+/// or one TF32 value to an f32 element of each returned buffer, in one launch (`to_nhwc_pair_*`).
 fn to_nhwc_pair(be: &CudaBackend, a: Operand, b: Operand) -> Result<(Tensor, Tensor)> {
     let what = "to_nhwc_pair";
+    let p = be.precision();
+    let Some(format) = tc_suffix(p) else {
+        bail!("{what}: no channels-last operands at {p}");
+    };
+    let words = |values: usize| match p {
+        Precision::Tf32 => values,
+        _ => values.div_ceil(2),
+    };
     let mut args = Vec::with_capacity(10);
     let mut outs = Vec::with_capacity(2);
     let mut blocks = 0usize;
@@ -113,7 +160,7 @@ fn to_nhwc_pair(be: &CudaBackend, a: Operand, b: Operand) -> Result<(Tensor, Ten
             "{what}: {:?} is not [{n}, {c} (even), {hw}]",
             t.shape()
         );
-        let out = be.alloc(&[(n * c * hw).div_ceil(2)])?;
+        let out = be.alloc(&[words(n * c * hw)])?;
         args.push(KernelArg::Ptr(be.ptr(t)?));
         args.push(KernelArg::Ptr(be.ptr(&out)?));
         for v in [n, c, hw] {
@@ -123,16 +170,13 @@ fn to_nhwc_pair(be: &CudaBackend, a: Operand, b: Operand) -> Result<(Tensor, Ten
         outs.push(out);
     }
     if blocks > 0 {
-        let kernel = match be.precision() {
-            crate::backend::Precision::Fp16 => "to_nhwc_pair_fp16",
-            _ => "to_nhwc_pair_bf16",
-        };
+        let kernel = format!("to_nhwc_pair_{format}");
         let cfg = LaunchCfg {
             grid: (n_i32(blocks, what)? as u32, 1, 1),
             block: (32, 8, 1),
             shared_bytes: 0,
         };
-        be.launch(kernel, cfg, &args)?;
+        be.launch(&kernel, cfg, &args)?;
     }
     let b = outs.pop().expect("two outputs");
     Ok((outs.pop().expect("two outputs"), b))

@@ -9,10 +9,10 @@
 //!   cores (more than 16 rows at precision tf32, bf16 or fp16).
 //! - `GAN_ENGINE_SPLIT_K_BLOCKS=N`: the blocks a split-K launch aims for (convolutions and linear layers); 1
 //!   never splits.
-//! - `GAN_ENGINE_CONV_LAYOUT=nchw|nhwc`: whether a bf16 / fp16 forward or backward-data convolution whose
-//!   reduction channels are a multiple of 32 converts its operands to channels-last 16-bit values and runs
-//!   conv_nhwc.rs's kernels (`nhwc`, the rule) or gathers them from NCHW f32 (`nchw`). The two sum the same
-//!   products in another order.
+//! - `GAN_ENGINE_CONV_LAYOUT=nchw|nhwc`: whether a tensor-core (TF32, bf16, fp16) convolution GEMM whose
+//!   channels suit conv_nhwc.rs's kernels converts its operands to channels-last values of its format and runs
+//!   those kernels (`nhwc`, the rule) or gathers them from NCHW f32 (`nchw`). The two sum the same products in
+//!   another order.
 //!
 //! Within one output tile the reduction runs in the same slices and order whichever tile holds it, but the split
 //! rule counts tiles and batch norm merges one statistics part per tile: under an override a result can differ
