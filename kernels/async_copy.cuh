@@ -1,5 +1,5 @@
 // async_copy.cuh — asynchronous global -> shared copies (cp.async) and warp-wide shared-memory matrix loads
-// (ldmatrix), for the pipelined tensor-core main loops.
+// (ldmatrix) and single shared words, for the pipelined tensor-core main loops.
 //
 // On a GPU of compute capability 8.0 or newer these are PTX instructions; everywhere else (the CPU emulation,
 // which never defines __CUDA_ARCH__, or an older GPU) a portable form with the same per-lane results:
@@ -131,5 +131,17 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned int (&r)[4], smem_addr row)
             r[j] = *reinterpret_cast<const unsigned int*>(src + 4 * (lane & 3));
         }
     }
+#endif
+}
+
+// One 32-bit word of shared memory (ld.shared.b32): fragment elements that no ldmatrix form delivers, such as
+// TF32 operands stored k-major.
+__device__ __forceinline__ unsigned int ld_shared_u32(smem_addr a) {
+#ifdef ASYNC_COPY_PTX
+    unsigned int v;
+    asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(a));
+    return v;
+#else
+    return *reinterpret_cast<const unsigned int*>(a);
 #endif
 }

@@ -1,5 +1,5 @@
 // conv_nhwc.cu — the tensor-core convolutions on channels-last operands, and the conversion that makes them:
-// forward and backward data at TF32, bf16 and fp16, backward weight at bf16 and fp16.
+// forward, backward data and backward weight at TF32, bf16 and fp16.
 //
 // Why a second layout. conv.cu's tensor-core kernels gather the im2col matrix from NCHW f32: consecutive k are
 // channels (or taps, or pixels) apart in ways no 16-byte copy spans, so every element is its own 4-byte cp.async
@@ -17,9 +17,10 @@
 // (conv_nhwc.rs routes only such layers) a BK = 32 slice of K is 32 channels of one tap, so a column's whole slice
 // is contiguous under one tap bit (64 bytes of 16-bit values, 128 of f32: four or eight 16-byte cp.async), the
 // bounds test once per copy, and no division or table lookup in the loop. Backward weight reduces over pixels and
-// copies 8 channels of one pixel at a time along M and N instead (WgradLoader). The shared tiles hold the
-// format's values themselves, so ldmatrix (.trans for backward weight) hands each lane its m16n8k16 (or TF32
-// m16n8k8) fragment directly, with no conversion in the loop.
+// copies 8 (16-bit) or 4 (f32) channels of one pixel at a time along M and N instead (WgradLoader). The shared
+// tiles hold the format's values themselves, so ldmatrix (.trans for backward weight's 16-bit tiles; plain word
+// loads for its TF32 ones) hands each lane its m16n8k16 (or TF32 m16n8k8) fragment directly, with no conversion
+// in the loop.
 //
 // Same GEMMs and outputs as conv.cu's conv2d_fwd_* / conv2d_bwd_data_* / conv2d_bwd_weight_* of the format:
 // outputs NCHW (dw [O, C, kh, kw]) f32, written by the shared epilogues (conv_tc.cuh) with the activation (or its
@@ -29,7 +30,8 @@
 //
 // Shared memory, forward and backward data (Tile): (BM + 128) rows of BK values and 16 bytes of padding, 4
 // stages of 16-bit values (61440 B for the 64-row tile, 81920 B for the 128-row one) or 3 of f32 (82944 /
-// 110592 B). Backward weight (WgradTile): 4 stages of BK rows of BM + 8 and of 128 + 8 values, 53248 / 69632 B.
+// 110592 B). Backward weight (WgradTile): BK rows of BM + 8 and of 128 + 8 values, 4 stages of 16-bit values
+// (53248 / 69632 B) or 3 of f32 (79872 / 104448 B).
 //
 // Buffers of 16-bit values are passed as `unsigned int*` (two values per word; the kernel signature parser takes
 // no 16-bit pointer type) and addressed as `unsigned short` inside; TF32 buffers are `float*`.
@@ -235,7 +237,7 @@ struct BwdDataLoader {
     __device__ void advance() { walk.advance(); }
 };
 
-// Where a warp's ldmatrix loads of a stage start and how they step: this lane's row address for A's first m16
+// Where a warp's fragment loads of a stage start and how they step: this lane's row address for A's first m16
 // tile and B's first pair of n8 tiles at k = 0, and the byte steps to the next m16 tile of A, the next pair of
 // n8 tiles of B and the next mma's k (16 values of 16 bits, or 8 of TF32: 32 bytes of a row either way).
 struct Frags {
@@ -269,8 +271,50 @@ __device__ __forceinline__ void mma(float (&d)[4], const unsigned int (&a)[4], c
         mma_m16n8k16<half_of(OP)>(d, a, b, d);
 }
 
+// A warp's fragments for mma k step kk of stage st: 2 A and 8 B fragments with 2 + 4 ldmatrix.x4 (.trans for
+// k-major tiles).
+template <bool TRANS>
+__device__ __forceinline__ void ldmatrix_frags(unsigned int (&af)[MI][4], unsigned int (&bf)[NI][2], smem_addr st,
+                                               const Frags& f, int kk) {
+#pragma unroll
+    for (int i = 0; i < MI; ++i) ldmatrix_x4<TRANS>(af[i], st + f.a + i * f.a_tile + kk * f.a_k);
+#pragma unroll
+    for (int j = 0; j < NI; j += 2) {
+        unsigned int r[4];
+        ldmatrix_x4<TRANS>(r, st + f.b + (j / 2) * f.b_pair + kk * f.b_k);
+        bf[j][0] = r[0];
+        bf[j][1] = r[1];
+        bf[j + 1][0] = r[2];
+        bf[j + 1][1] = r[3];
+    }
+}
+
+// The same fragments of the TF32 m16n8k8 mma from k-major f32 tiles (k_major_frags), a word per element: a[0..3]
+// are (m, k) = (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4) and b[0], b[1] are (k, n) = (t, g), (t + 4, g)
+// (mma.cuh). 8 + 16 loads for 16 mma, against 6 ldmatrix for the 16-bit tiles. (Wider loads would need the
+// tile's rows and columns permuted so that a load's values land in the registers one mma reads, and b[0], b[1]
+// lie in two k rows whatever the permutation: 16-byte loads of permuted tiles cost more moves than they save.)
+__device__ __forceinline__ void k_major_words(unsigned int (&af)[MI][4], unsigned int (&bf)[NI][2], smem_addr st,
+                                              const Frags& f, int kk) {
+    const int a_k4 = f.a_k / 2, b_k4 = f.b_k / 2;  // k + 4
+#pragma unroll
+    for (int i = 0; i < MI; ++i) {
+        const smem_addr a = st + f.a + i * f.a_tile + kk * f.a_k;
+        af[i][0] = ld_shared_u32(a);
+        af[i][1] = ld_shared_u32(a + 32);
+        af[i][2] = ld_shared_u32(a + a_k4);
+        af[i][3] = ld_shared_u32(a + a_k4 + 32);
+    }
+#pragma unroll
+    for (int j = 0; j < NI; ++j) {
+        const smem_addr b = st + f.b + (j / 2) * f.b_pair + (j % 2) * 32 + kk * f.b_k;
+        bf[j][0] = ld_shared_u32(b);
+        bf[j][1] = ld_shared_u32(b + b_k4);
+    }
+}
+
 // acc += the block's A * B over `slices` slices, on conv_tc.cuh's pipeline (STAGES deep, stages STAGE_BYTES
-// apart). Per mma k step a warp loads its 2 A and 8 B fragments with 2 + 4 ldmatrix.x4 (.trans when TRANS)
+// apart). Per mma k step a warp loads its fragments (ldmatrix_frags, or k_major_words for k-major TF32 tiles)
 // straight from the tiles and issues 16 mma: no conversion in the loop, the operands are in OP's format already.
 template <int STAGES, int STAGE_BYTES, Op OP, bool TRANS, class Ld>
 __device__ __forceinline__ void mainloop(Ld& ld, int slices, void* smem_v, const Frags& f, Acc& acc) {
@@ -280,17 +324,10 @@ __device__ __forceinline__ void mainloop(Ld& ld, int slices, void* smem_v, const
 #pragma unroll
         for (int kk = 0; kk < BK / K_MMA; ++kk) {
             unsigned int af[MI][4], bf[NI][2];
-#pragma unroll
-            for (int i = 0; i < MI; ++i) ldmatrix_x4<TRANS>(af[i], st + f.a + i * f.a_tile + kk * f.a_k);
-#pragma unroll
-            for (int j = 0; j < NI; j += 2) {
-                unsigned int r[4];
-                ldmatrix_x4<TRANS>(r, st + f.b + (j / 2) * f.b_pair + kk * f.b_k);
-                bf[j][0] = r[0];
-                bf[j][1] = r[1];
-                bf[j + 1][0] = r[2];
-                bf[j + 1][1] = r[3];
-            }
+            if constexpr (OP == Op::Tf32 && TRANS)
+                k_major_words(af, bf, st, f, kk);
+            else
+                ldmatrix_frags<TRANS>(af, bf, st, f, kk);
 #pragma unroll
             for (int i = 0; i < MI; ++i)
 #pragma unroll
@@ -352,55 +389,71 @@ __device__ __forceinline__ void bwd_data_body(const void* __restrict__ dyh, cons
 // pixels p = (n, oh, ow) of dy:
 //   A[o, k]   = dyh[k][o]                                    dyh: dy as [N, Ho, Wo, O] = [K, O]
 //   B[k, col] = xh[n][oh*SH - PH + r][ow*SW - PW + s][c]     xh:  x as [N, H, W, C]
-// Here the operands' contiguous axis is M and N, not K, so both tiles are stored k-major (a shared row per k:
-// BM values of A, BN of B, padded by 8 so that 8 consecutive rows fall in distinct 16-byte bank groups) and read
-// with ldmatrix.trans. A 16-byte copy is 8 output channels of one pixel (A) or 8 input channels of one pixel and
-// tap (B), so O and C must be multiples of 8; there is no tap mask and no limit on taps, as each copy tests its
-// own pixel's bounds. dw is written as [O, C, kh, kw], the columns permuted in the epilogue.
-template <int BM_>
+// Here the operands' contiguous axis is M and N, not K, so both tiles are stored k-major: a shared row per k, BM
+// values of A and BN of B, each padded by 8 values. 16-bit tiles are read with ldmatrix.trans, whose 8 row
+// addresses of a phase are 8 consecutive k: rows BM / 8 + 1 (odd) 16-byte groups apart fall in 8 distinct bank
+// groups. TF32 tiles have no 32-bit ldmatrix.trans and are read a word per fragment element: a warp's 32 words
+// are 4 rows k x 8 consecutive m (or n), and rows 8 banks apart (BM + 8 = 8 mod 32) put them in 32 distinct
+// banks. A 16-byte copy is 8 (16-bit) or 4 (f32) output channels of one pixel (A) or input channels of one pixel
+// and tap (B), so O and C must be multiples of 8 (conv_nhwc.rs asks that of every format); there is no tap mask
+// and no limit on taps, as each copy tests its own pixel's bounds. dw is written as [O, C, kh, kw], the columns
+// permuted in the epilogue.
+template <int BM_, class T>
 struct WgradTile {
     static constexpr int BM = BM_;
     static constexpr int THREADS = tc::tile_threads(BM);
-    static constexpr int CHUNK = Tile<BM, unsigned short>::CHUNK;    // 16-bit values per 16-byte copy
-    static constexpr int STAGES = Tile<BM, unsigned short>::STAGES;  // as deep as the other 16-bit kernels
-    static constexpr int LDA = BM + CHUNK;                           // 16-bit values per shared row of A
-    static constexpr int LDB = BN + CHUNK;
-    static constexpr int A_BYTES = BK * LDA * 2;
-    static constexpr int STAGE_BYTES = A_BYTES + BK * LDB * 2;
+    static constexpr int CHUNK = Tile<BM, T>::CHUNK;    // values per 16-byte copy
+    static constexpr int STAGES = Tile<BM, T>::STAGES;  // as deep as the format's other kernels
+    static constexpr int LDA = BM + 8;                  // values per shared row of A
+    static constexpr int LDB = BN + 8;
+    static constexpr int A_BYTES = BK * LDA * sizeof(T);
+    static constexpr int STAGE_BYTES = A_BYTES + BK * LDB * sizeof(T);
     static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
 };
-static_assert(WgradTile<64>::SMEM_BYTES == 53248 && WgradTile<128>::SMEM_BYTES == 69632,
+static_assert(WgradTile<64, unsigned short>::SMEM_BYTES == 53248 &&
+                  WgradTile<128, unsigned short>::SMEM_BYTES == 69632 &&
+                  WgradTile<64, float>::SMEM_BYTES == 79872 && WgradTile<128, float>::SMEM_BYTES == 104448,
               "conv_nhwc.rs's shared sizes must match");
 
-// k-major tiles read by ldmatrix.trans: matrix L >> 3 of A is m +0 / +8 (bit 0) x k +0 / +8 (bit 1), each
-// lane addressing row k of 8 consecutive m; of B it is k +0 / +8 (bit 0) x columns +0 / +8 (bit 1).
-template <int BM>
+// k-major tiles. 16-bit, read by ldmatrix.trans: matrix L >> 3 of A is m +0 / +8 (bit 0) x k +0 / +8 (bit 1),
+// each lane addressing row k of 8 consecutive m; of B it is k +0 / +8 (bit 0) x columns +0 / +8 (bit 1). TF32,
+// read a word at a time (k_major_words): lane (g, t) = (L >> 2, L & 3) addresses element (k = t, m = g) of its
+// A tile and (k = t, n = g) of its first n8 tile of B; the fragment's other elements are m + 8 (32 bytes on) and
+// k + 4 (half a k step on), the next n8 tile 32 bytes on.
+template <class TT>
 __device__ __forceinline__ Frags k_major_frags() {
-    typedef WgradTile<BM> T;
+    constexpr int V = TT::A_BYTES / (BK * TT::LDA);  // bytes per value
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int wm = (warp / WARPS_N) * WM, wn = (warp % WARPS_N) * WN;
-    return {(smem_addr)((((lane & 7) + 8 * (lane >> 4)) * T::LDA + wm + 8 * ((lane >> 3) & 1)) * 2),
-            (smem_addr)(T::A_BYTES + (((lane & 7) + 8 * ((lane >> 3) & 1)) * T::LDB + wn + 8 * (lane >> 4)) * 2),
-            16 * 2, 16 * 2, 16 * T::LDA * 2, 16 * T::LDB * 2};
+    if constexpr (V == 4) {
+        const int g = lane >> 2, t = lane & 3;
+        return {(smem_addr)((t * TT::LDA + wm + g) * 4), (smem_addr)(TT::A_BYTES + (t * TT::LDB + wn + g) * 4),
+                16 * 4, 16 * 4, 8 * TT::LDA * 4, 8 * TT::LDB * 4};
+    } else {
+        return {(smem_addr)((((lane & 7) + 8 * (lane >> 4)) * TT::LDA + wm + 8 * ((lane >> 3) & 1)) * 2),
+                (smem_addr)(TT::A_BYTES + (((lane & 7) + 8 * ((lane >> 3) & 1)) * TT::LDB + wn + 8 * (lane >> 4)) * 2),
+                16 * 2, 16 * 2, 16 * TT::LDA * 2, 16 * TT::LDB * 2};
+    }
 }
 
-// The backward-weight copies of a slice. A: thread t moves chunk t % (BM / 8) of k rows t / (BM / 8) + 16 i, one
-// output pixel's 8 channels at a time (a row is BM / 8 consecutive chunks of dyh). B: thread t owns one k row
+// The backward-weight copies of a slice (CHUNK values per 16-byte copy: 8 of 16 bits, 4 of f32). A: thread t
+// moves chunk t % (BM / CHUNK) of k rows t / (BM / CHUNK) + A_STEP i, one output pixel's CHUNK channels at a time
+// (a row is BM / CHUNK consecutive chunks of dyh). B: thread t owns one k row
 // (one pixel) and the column chunks (t % TPR) + TPR j, TPR = THREADS / BK threads per row, so a pixel's (n, oh,
 // ow) digits advance once per slice (no division) and TPR consecutive threads read TPR * 16 contiguous bytes of
 // one tap. Each column chunk keeps its tap's (r, s) and element offset from the pixel's.
-template <int BM>
+template <int BM, class T>
 struct WgradLoader {
-    typedef WgradTile<BM> T;
-    static constexpr int CHUNK = T::CHUNK;
-    static constexpr int A_CHUNKS = BM / CHUNK;          // chunks per A row
-    static constexpr int A_STEP = T::THREADS / A_CHUNKS;  // k rows between a thread's A copies: 16
-    static constexpr int NA = BK / A_STEP;               // A copies per thread and slice: 2
-    static constexpr int TPR = T::THREADS / BK;          // threads per B row: 4 (BM = 64) or 8
-    static constexpr int NB = BN / CHUNK / TPR;          // B copies per thread and slice: 4 or 2
+    typedef WgradTile<BM, T> TT;
+    static constexpr int CHUNK = TT::CHUNK;
+    static constexpr int A_CHUNKS = BM / CHUNK;            // chunks per A row
+    static constexpr int A_STEP = TT::THREADS / A_CHUNKS;  // k rows between a thread's A copies: 16 or 8
+    static constexpr int NA = BK / A_STEP;                 // A copies per thread and slice: 2 or 4
+    static constexpr int TPR = TT::THREADS / BK;           // threads per B row: 4 (BM = 64) or 8
+    static constexpr int NB = BN / CHUNK / TPR;            // B copies per thread and slice: 2 to 8
     static_assert(NA * A_STEP == BK && TPR * NB * CHUNK == BN, "every element copied once");
-    const unsigned short* dy;
-    const unsigned short* x;
+    const T* dy;
+    const T* x;
     int O, H, W, C, SH, SW, PH, PW, Ho, Wo, k_end;
     int ka, a_off;  // this thread's first A row (k) and its element offset, for the current slice
     bool a_ok;      // its chunk's channels lie below O
@@ -409,7 +462,7 @@ struct WgradLoader {
     int b_r[NB], b_s[NB], b_off[NB];
     smem_addr a_dst, b_dst;
 
-    __device__ WgradLoader(const unsigned short* x_, const unsigned short* dy_, int C_, int H_, int W_, int O_, int KW,
+    __device__ WgradLoader(const T* x_, const T* dy_, int C_, int H_, int W_, int O_, int KW,
                            int Ho_, int Wo_, int SH_, int SW_, int PH_, int PW_, int ncols, int m0, int col0,
                            int k_begin, int k_end_)
         : dy(dy_), x(x_), O(O_), H(H_), W(W_), C(C_), SH(SH_), SW(SW_), PH(PH_), PW(PW_), Ho(Ho_), Wo(Wo_),
@@ -419,7 +472,7 @@ struct WgradLoader {
         ka = k_begin + t / A_CHUNKS;
         a_off = ka * O + o;
         a_ok = o < O;
-        a_dst = ((t / A_CHUNKS) * T::LDA + CHUNK * (t % A_CHUNKS)) * 2;
+        a_dst = ((t / A_CHUNKS) * TT::LDA + CHUNK * (t % A_CHUNKS)) * sizeof(T);
         kb = k_begin + t / TPR;
         pix.set(kb, Ho, Wo);
         step.set(BK, Ho, Wo);
@@ -436,12 +489,12 @@ struct WgradLoader {
                 b_off[j] = (b_r[j] * W + b_s[j]) * C + (col - tap * C);
             }
         }
-        b_dst = T::A_BYTES + ((t / TPR) * T::LDB + CHUNK * (t % TPR)) * 2;
+        b_dst = TT::A_BYTES + ((t / TPR) * TT::LDB + CHUNK * (t % TPR)) * sizeof(T);
     }
     __device__ void load(smem_addr stage) const {
 #pragma unroll
         for (int i = 0; i < NA; ++i)
-            cp_async_16(stage + a_dst + i * (A_STEP * T::LDA * 2), dy + (a_off + i * A_STEP * O),
+            cp_async_16(stage + a_dst + i * (A_STEP * TT::LDA * sizeof(T)), dy + (a_off + i * A_STEP * O),
                         a_ok && ka + i * A_STEP < k_end);
         const int r0 = pix.mid * SH - PH, s0 = pix.lo * SW - PW;
         const int base = ((pix.hi * H + r0) * W + s0) * C;
@@ -449,7 +502,7 @@ struct WgradLoader {
 #pragma unroll
         for (int j = 0; j < NB; ++j) {
             const bool ok = kok && (unsigned)(r0 + b_r[j]) < (unsigned)H && (unsigned)(s0 + b_s[j]) < (unsigned)W;
-            cp_async_16(stage + b_dst + j * (TPR * CHUNK * 2), x + (base + b_off[j]), ok);
+            cp_async_16(stage + b_dst + j * (TPR * CHUNK * sizeof(T)), x + (base + b_off[j]), ok);
         }
     }
     __device__ void advance() {
@@ -474,12 +527,13 @@ __device__ __forceinline__ void bwd_weight_body(const void* __restrict__ xh, con
     const int k_begin = blockIdx.z * k_chunk;
     const int k_end = min(N * Ho * Wo, k_begin + k_chunk);
 
-    WgradLoader<BM> ld(static_cast<const unsigned short*>(xh), static_cast<const unsigned short*>(dyh), C, H, W, O,
-                       KW, Ho, Wo, SH, SW, PH, PW, ncols, m0, col0, k_begin, k_end);
+    typedef typename Elem<OP>::T T;
+    typedef WgradTile<BM, T> TT;
+    WgradLoader<BM, T> ld(static_cast<const T*>(xh), static_cast<const T*>(dyh), C, H, W, O, KW, Ho, Wo, SH, SW,
+                          PH, PW, ncols, m0, col0, k_begin, k_end);
     Acc acc = {};
-    static_assert(OP != Op::Tf32, "backward weight reads 16-bit tiles with ldmatrix.trans");
-    mainloop<WgradTile<BM>::STAGES, WgradTile<BM>::STAGE_BYTES, OP, true>(
-        ld, (max(0, k_end - k_begin) + BK - 1) / BK, smem, k_major_frags<BM>(), acc);
+    mainloop<TT::STAGES, TT::STAGE_BYTES, OP, true>(ld, (max(0, k_end - k_begin) + BK - 1) / BK, smem,
+                                                    k_major_frags<TT>(), acc);
 
     float* out = dw + (size_t)blockIdx.z * O * ncols;
     tc::epilogue(acc, m0, col0, [&](int o, int col, float v) {
@@ -654,9 +708,17 @@ extern "C" __global__ void __launch_bounds__(conv::tc::tile_threads(128))
         PW, act_y, act, slope, nhwc_smem);
 }
 
-// conv2d_bwd_weight_nhwc[_m128]_{bf16,fp16}: the arguments of conv.cu's conv2d_bwd_weight_*, with x as
-// [N, H, W, C] and dy as [N, Ho, Wo, O], both 16-bit (to_nhwc_pair_*). blockDim = WgradTile<BM>::THREADS, dynamic
-// shared memory WgradTile<BM>::SMEM_BYTES.
+// conv2d_bwd_weight_nhwc[_m128]_{tf32,bf16,fp16}: the arguments of conv.cu's conv2d_bwd_weight_*, with x as
+// [N, H, W, C] and dy as [N, Ho, Wo, O] (to_nhwc_pair_*). blockDim = WgradTile<BM, T>::THREADS, dynamic shared
+// memory WgradTile<BM, T>::SMEM_BYTES.
+extern "C" __global__ void __launch_bounds__(conv::tc::tile_threads(64))
+    conv2d_bwd_weight_nhwc_tf32(const float* x, const float* dy, float* dw, int N,
+        int C, int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    extern __shared__ __align__(16) unsigned char nhwc_smem[];
+    conv::nhwc::bwd_weight_body<64, conv::tc::Op::Tf32>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+        k_chunk, nhwc_smem);
+}
+
 extern "C" __global__ void __launch_bounds__(conv::tc::tile_threads(64))
     conv2d_bwd_weight_nhwc_bf16(const unsigned int* x, const unsigned int* dy, float* dw, int N,
         int C, int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
@@ -670,6 +732,14 @@ extern "C" __global__ void __launch_bounds__(conv::tc::tile_threads(64))
         int C, int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
     extern __shared__ __align__(16) unsigned char nhwc_smem[];
     conv::nhwc::bwd_weight_body<64, conv::tc::Op::Fp16>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+        k_chunk, nhwc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::tile_threads(128))
+    conv2d_bwd_weight_nhwc_m128_tf32(const float* x, const float* dy, float* dw, int N,
+        int C, int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    extern __shared__ __align__(16) unsigned char nhwc_smem[];
+    conv::nhwc::bwd_weight_body<128, conv::tc::Op::Tf32>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
         k_chunk, nhwc_smem);
 }
 

@@ -247,8 +247,6 @@ fn channels_last_convolutions_match_a_rounded_reference() {
         let be = tc::backend(precision);
         let mut rng = ChaCha8Rng::seed_from_u64(72);
         for (what, c, fwd, bwd, wgrad) in nhwc_cases() {
-            // Backward weight has no TF32 channels-last kernel.
-            let wgrad = wgrad && precision != Precision::Tf32;
             let before = nhwc_counts(&be, name);
             tc::run_case(&be, what, c, &mut rng);
             let after = nhwc_counts(&be, name);

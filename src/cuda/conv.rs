@@ -16,10 +16,9 @@
 //! precision, and so do forward and backward-data convolutions with more than 32 taps (kh*kw; the gathers keep
 //! one bit per tap) or a tap table too large for shared memory. Parameters, activations and gradients stay f32
 //! in memory either way. On the tensor cores a GEMM whose channel counts suit [`conv_nhwc`]'s
-//! kernels (forward and backward data: a reduction over a multiple of 32 channels; backward weight, at bf16 /
-//! fp16 only: C and O multiples of 8) converts its two operands to channels-last values of the precision's
-//! format first and runs those kernels instead (same tile, grid, split and outputs), unless a tuning run says
-//! otherwise.
+//! kernels (forward and backward data: a reduction over a multiple of 32 channels; backward weight: C and O
+//! multiples of 8) converts its two operands to channels-last values of the precision's format first and runs
+//! those kernels instead (same tile, grid, split and outputs), unless a tuning run says otherwise.
 //!
 //! A forward convolution with no batch norm after it can store ReLU or LeakyReLU of its sums (`act`;
 //! kernels/act.cuh's `epilogue_act`), in its epilogue or, when its reduction is split, in the reduction's. The

@@ -7,8 +7,9 @@
 //! - Forward: x [N, C, H, W] -> [N, H, W, C], w [O, C, kh, kw] -> [O, kh, kw, C]; K = (tap, c).
 //! - Backward data (conv_transpose2d's forward): dy [N, O, Ho, Wo] -> [N, Ho, Wo, O], w -> [C, kh, kw, O];
 //!   K = (tap, o) within each stride phase.
-//! - Backward weight (bf16 / fp16 only): x and dy as above; K = the pixels of dy, dw's columns (tap, c), both
-//!   tiles read transposed (ldmatrix.trans, which has no 32-bit form).
+//! - Backward weight: x and dy as above; K = the pixels of dy, dw's columns (tap, c), both tiles stored k-major
+//!   and read transposed (ldmatrix.trans at 16 bits; at TF32, which no ldmatrix form transposes, a word per
+//!   fragment element).
 //!
 //! Which convolutions: one that conv.rs would run on the tensor cores (`Tf32`, `Bf16`, `Fp16`) whose channels fit
 //! the copies ([`Gemm::fits`]: forward and backward data need the reduction's channels, C or O, to be a multiple
@@ -65,13 +66,14 @@ impl Gemm {
     }
 
     /// Dynamic shared memory of the kernel at tensor-core precision `p` on a tile of `tile_rows` rows, or None
-    /// where there is no such kernel (conv_nhwc.cu's `Tile<BM, T>` and `WgradTile<BM>` SMEM_BYTES: 4 stages of
-    /// BM + 128 rows of 80 bytes for 16-bit values, 3 of 144 bytes for TF32; 4 stages of 32 rows of BM + 8 and
-    /// 128 + 8 16-bit values; backward weight has no TF32 kernel).
+    /// where there is no such kernel (conv_nhwc.cu's `Tile<BM, T>` and `WgradTile<BM, T>` SMEM_BYTES: 4 stages of
+    /// BM + 128 rows of 80 bytes for 16-bit values, 3 of 144 bytes for TF32; 32 rows of BM + 8 and 128 + 8
+    /// values, 4 stages of 16-bit values or 3 of f32).
     fn shared_bytes(self, p: Precision, tile_rows: usize) -> Option<usize> {
         let tf32 = p == Precision::Tf32;
         match (self, tf32, tile_rows) {
-            (Gemm::BackwardWeight, true, _) => None,
+            (Gemm::BackwardWeight, true, 64) => Some(79872),
+            (Gemm::BackwardWeight, true, 128) => Some(104448),
             (Gemm::BackwardWeight, false, 64) => Some(53248),
             (Gemm::BackwardWeight, false, 128) => Some(69632),
             (_, true, 64) => Some(82944),
