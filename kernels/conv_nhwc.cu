@@ -12,8 +12,8 @@
 //   backward data    dy [N, O, Ho, Wo] -> [N, Ho, Wo, O]   w [O, C, kh, kw] -> [C, kh, kw, O]    K = (tap, o)
 //   backward weight  x  -> [N, H, W, C]                    dy -> [N, Ho, Wo, O]                  K = (n, oh, ow)
 //
-// (to_nhwc_pair_* transposes [n, c, p] to [n, p, c], both operands in one launch; the backward-data weights are
-// w as [1, O, C*kh*kw].) Forward and backward data reduce over channels: with that count a multiple of 32
+// (to_nhwc_pair_* transposes [n, c, p] to [n, p, c], both operands in one launch, and to_nhwc_triple_* the three
+// of a backward whose two GEMMs share one; the backward-data weights are w as [1, O, C*kh*kw].) Forward and backward data reduce over channels: with that count a multiple of 32
 // (conv_nhwc.rs routes only such layers) a BK = 32 slice of K is 32 channels of one tap, so a column's whole slice
 // is contiguous under one tap bit (64 bytes of 16-bit values, 128 of f32: four or eight 16-byte cp.async), the
 // bounds test once per copy, and no division or table lookup in the loop. Backward weight reduces over pixels and
@@ -578,15 +578,27 @@ __device__ __forceinline__ void to_nhwc_block(int b, const float* __restrict__ x
 // Blocks of one conversion of to_nhwc_block.
 __device__ __forceinline__ int to_nhwc_blocks(int N, int C, int HW) { return N * ((HW + 31) / 32) * ((C + 63) / 64); }
 
-// Two conversions in one grid: the first to_nhwc_blocks(N1, C1, HW1) blocks convert x1, the rest x2.
+// Two conversions in one grid: of blocks b..., the first to_nhwc_blocks(N1, C1, HW1) convert x1, the rest x2.
 template <Op OP>
-__device__ __forceinline__ void to_nhwc_pair(const float* x1, void* y1, int N1, int C1, int HW1, const float* x2,
-                                             void* y2, int N2, int C2, int HW2) {
-    const int b = blockIdx.x, first = to_nhwc_blocks(N1, C1, HW1);
+__device__ __forceinline__ void to_nhwc_pair(int b, const float* x1, void* y1, int N1, int C1, int HW1,
+                                             const float* x2, void* y2, int N2, int C2, int HW2) {
+    const int first = to_nhwc_blocks(N1, C1, HW1);
     if (b < first)
         to_nhwc_block<OP>(b, x1, y1, N1, C1, HW1);
     else
         to_nhwc_block<OP>(b - first, x2, y2, N2, C2, HW2);
+}
+
+// Three conversions in one grid (x1's blocks first, then x2's, then x3's).
+template <Op OP>
+__device__ __forceinline__ void to_nhwc_triple(const float* x1, void* y1, int N1, int C1, int HW1, const float* x2,
+                                               void* y2, int N2, int C2, int HW2, const float* x3, void* y3, int N3,
+                                               int C3, int HW3) {
+    const int b = blockIdx.x, first = to_nhwc_blocks(N1, C1, HW1);
+    if (b < first)
+        to_nhwc_block<OP>(b, x1, y1, N1, C1, HW1);
+    else
+        to_nhwc_pair<OP>(b - first, x2, y2, N2, C2, HW2, x3, y3, N3, C3, HW3);
 }
 }  // namespace nhwc
 }  // namespace conv
@@ -764,15 +776,35 @@ extern "C" __global__ void __launch_bounds__(conv::tc::tile_threads(128))
 // (32, 8).
 extern "C" __global__ void to_nhwc_pair_tf32(const float* x1, float* y1, int N1, int C1, int HW1,
     const float* x2, float* y2, int N2, int C2, int HW2) {
-    conv::nhwc::to_nhwc_pair<conv::tc::Op::Tf32>(x1, y1, N1, C1, HW1, x2, y2, N2, C2, HW2);
+    conv::nhwc::to_nhwc_pair<conv::tc::Op::Tf32>(blockIdx.x, x1, y1, N1, C1, HW1, x2, y2, N2, C2, HW2);
 }
 
 extern "C" __global__ void to_nhwc_pair_bf16(const float* x1, unsigned int* y1, int N1, int C1, int HW1,
     const float* x2, unsigned int* y2, int N2, int C2, int HW2) {
-    conv::nhwc::to_nhwc_pair<conv::tc::Op::Bf16>(x1, y1, N1, C1, HW1, x2, y2, N2, C2, HW2);
+    conv::nhwc::to_nhwc_pair<conv::tc::Op::Bf16>(blockIdx.x, x1, y1, N1, C1, HW1, x2, y2, N2, C2, HW2);
 }
 
 extern "C" __global__ void to_nhwc_pair_fp16(const float* x1, unsigned int* y1, int N1, int C1, int HW1,
     const float* x2, unsigned int* y2, int N2, int C2, int HW2) {
-    conv::nhwc::to_nhwc_pair<conv::tc::Op::Fp16>(x1, y1, N1, C1, HW1, x2, y2, N2, C2, HW2);
+    conv::nhwc::to_nhwc_pair<conv::tc::Op::Fp16>(blockIdx.x, x1, y1, N1, C1, HW1, x2, y2, N2, C2, HW2);
+}
+
+// to_nhwc_triple_{tf32,bf16,fp16}: three conversions in one launch (the operands of a convolution's two backward
+// GEMMs, the one they share converted once), as to_nhwc_pair_*. grid = (to_nhwc_blocks of all three), block =
+// (32, 8).
+extern "C" __global__ void to_nhwc_triple_tf32(const float* x1, float* y1, int N1, int C1, int HW1,
+    const float* x2, float* y2, int N2, int C2, int HW2, const float* x3, float* y3, int N3, int C3, int HW3) {
+    conv::nhwc::to_nhwc_triple<conv::tc::Op::Tf32>(x1, y1, N1, C1, HW1, x2, y2, N2, C2, HW2, x3, y3, N3, C3, HW3);
+}
+
+extern "C" __global__ void to_nhwc_triple_bf16(const float* x1, unsigned int* y1, int N1, int C1, int HW1,
+    const float* x2, unsigned int* y2, int N2, int C2, int HW2, const float* x3, unsigned int* y3, int N3, int C3,
+    int HW3) {
+    conv::nhwc::to_nhwc_triple<conv::tc::Op::Bf16>(x1, y1, N1, C1, HW1, x2, y2, N2, C2, HW2, x3, y3, N3, C3, HW3);
+}
+
+extern "C" __global__ void to_nhwc_triple_fp16(const float* x1, unsigned int* y1, int N1, int C1, int HW1,
+    const float* x2, unsigned int* y2, int N2, int C2, int HW2, const float* x3, unsigned int* y3, int N3, int C3,
+    int HW3) {
+    conv::nhwc::to_nhwc_triple<conv::tc::Op::Fp16>(x1, y1, N1, C1, HW1, x2, y2, N2, C2, HW2, x3, y3, N3, C3, HW3);
 }

@@ -483,6 +483,41 @@ pub trait Backend: Send + Sync {
         w_shape: [usize; 4],
         p: Conv2dParams,
     ) -> Result<Tensor>;
+    /// Both gradients of y = conv2d(x, w) from dy: dx as
+    /// [`conv2d_backward_data`](Backend::conv2d_backward_data), or, with `act` = (an activation, x), as
+    /// [`conv2d_backward_data_act`](Backend::conv2d_backward_data_act); and dw as
+    /// [`conv2d_backward_weight`](Backend::conv2d_backward_weight). A backend may share work between the two (the
+    /// CUDA one converts dy for its channels-last kernels once). The default runs them one after the other.
+    fn conv2d_backward(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        w: &Tensor,
+        p: Conv2dParams,
+        act: Option<(Activation, &Tensor)>,
+    ) -> Result<(Tensor, Tensor)> {
+        let dx = match act {
+            Some((a, y)) => self.conv2d_backward_data_act(dy, w, p, a, y)?,
+            None => self.conv2d_backward_data(dy, w, x.dims4("conv2d_backward x")?, p)?,
+        };
+        let dw = self.conv2d_backward_weight(x, dy, w.dims4("conv2d_backward w")?, p)?;
+        Ok((dx, dw))
+    }
+    /// Both gradients of a transposed convolution y = [`conv2d_backward_data`](Backend::conv2d_backward_data)
+    /// (x, w) from dy: dx = [`conv2d`](Backend::conv2d) (dy, w) and dw =
+    /// [`conv2d_backward_weight`](Backend::conv2d_backward_weight) (dy, x). A backend may share work between the
+    /// two, as in [`conv2d_backward`](Backend::conv2d_backward). The default runs them one after the other.
+    fn conv_transpose2d_backward(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        w: &Tensor,
+        p: Conv2dParams,
+    ) -> Result<(Tensor, Tensor)> {
+        let dx = self.conv2d(dy, w, p)?;
+        let dw = self.conv2d_backward_weight(dy, x, w.dims4("conv_transpose2d_backward w")?, p)?;
+        Ok((dx, dw))
+    }
 
     // ---- batch norm over [N, C, H, W] (BatchNorm2d) or [N, C] (BatchNorm1d) --------------------------------
     // `act`: an activation applied to the output in the same pass (DCGAN's BN + ReLU / LeakyReLU), `None` for

@@ -221,6 +221,7 @@ fn tuning_overrides_choose_the_kernels_and_bad_ones_are_clear_errors() {
     assert!(has(&default, "conv2d_fwd_nhwc_bf16"), "{default:?}");
     assert!(has(&default, "conv2d_bwd_weight_nhwc_bf16"), "{default:?}");
     assert!(has(&default, "to_nhwc_pair_bf16"), "{default:?}");
+    assert!(has(&default, "to_nhwc_triple_bf16"), "{default:?}");
     assert!(!has(&nchw, "nhwc"), "{nchw:?}");
 }
 

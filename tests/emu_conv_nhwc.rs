@@ -9,8 +9,10 @@
 //! With `GAN_ENGINE_TEST_DEVICE=cuda` the same tests run on the real GPU (cuda:0) instead of the emulation.
 #![cfg(feature = "emulation")]
 
+use gan_engine::backend::{Activation, Backend};
 use gan_engine::cuda::tuning::GemmTuning;
 use gan_engine::cuda::{CudaBackend, KernelArg as A, LaunchCfg, Precision};
+use gan_engine::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -258,6 +260,97 @@ fn channels_last_convolutions_match_a_rounded_reference() {
                     DIRECTIONS[i]
                 );
             }
+        }
+    }
+}
+
+/// The bits of each tensor.
+fn bits(ts: [&Tensor; 2]) -> [Vec<u32>; 2] {
+    ts.map(|t| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect())
+}
+
+/// A convolution's backward with both gradients (`Backend::conv2d_backward`, with and without a folded
+/// activation) and a transposed convolution's (`conv_transpose2d_backward`): the same bits as the two GEMMs
+/// called one by one, with one `to_nhwc_triple_*` launch for the three operands and no pair where both GEMMs run
+/// channels-last, and the pairs as before where only one does.
+#[test]
+fn a_backward_converts_the_operand_both_gemms_read_once() {
+    let act = Activation::LeakyRelu(0.2);
+    for (precision, name) in FORMATS {
+        let be = tc::backend(precision);
+        let mut rng = ChaCha8Rng::seed_from_u64(74);
+        // (case, whether backward data / forward and backward weight both run channels-last)
+        for (c, shared) in [
+            (case(3, 32, 5, 5, 64, 4, p(1, 2)), true),
+            (case(2, 24, 12, 11, 40, 3, p(1, 1)), false),
+        ] {
+            let what = format!("{c:?} [{name}]");
+            let x = upload(
+                &be,
+                &tc::random(&mut rng, c.x_shape().iter().product()),
+                &c.x_shape(),
+            );
+            let w = upload(
+                &be,
+                &tc::random(&mut rng, c.w_shape().iter().product()),
+                &c.w_shape(),
+            );
+            let dy = upload(
+                &be,
+                &tc::random(&mut rng, c.y_shape().iter().product()),
+                &c.y_shape(),
+            );
+            let y = upload(
+                &be,
+                &tc::random(&mut rng, c.x_shape().iter().product()),
+                &c.x_shape(),
+            );
+            let counts = |be: &CudaBackend| {
+                [
+                    launches(be, &format!("to_nhwc_pair_{name}")),
+                    launches(be, &format!("to_nhwc_triple_{name}")),
+                ]
+            };
+            let expect = |before: [u64; 2], after: [u64; 2], one_by_one: u64| {
+                let want = if shared { [0, 1] } else { [one_by_one, 0] };
+                assert_eq!([after[0] - before[0], after[1] - before[1]], want, "{what}");
+            };
+
+            for fold in [None, Some((act, &y))] {
+                let dx = match fold {
+                    Some((a, y)) => be.conv2d_backward_data_act(&dy, &w, c.p, a, y),
+                    None => be.conv2d_backward_data(&dy, &w, c.x_shape(), c.p),
+                }
+                .unwrap();
+                let dw = be
+                    .conv2d_backward_weight(&x, &dy, c.w_shape(), c.p)
+                    .unwrap();
+                let before = counts(&be);
+                let both = be.conv2d_backward(&dy, &x, &w, c.p, fold).unwrap();
+                expect(before, counts(&be), 1);
+                assert_eq!(
+                    bits([&both.0, &both.1]),
+                    bits([&dx, &dw]),
+                    "{what} fold {fold:?}"
+                );
+            }
+
+            // The transposed convolution of this case maps y's shape to x's: its input is dy, its output's
+            // gradient has x's shape.
+            let g = y;
+            let dxin = be.conv2d(&g, &w, c.p).unwrap();
+            let dw = be
+                .conv2d_backward_weight(&g, &dy, c.w_shape(), c.p)
+                .unwrap();
+            let before = counts(&be);
+            let both = be.conv_transpose2d_backward(&g, &dy, &w, c.p).unwrap();
+            // Unshared, forward (C = 24) stays NCHW: only backward weight converts.
+            expect(before, counts(&be), 1);
+            assert_eq!(
+                bits([&both.0, &both.1]),
+                bits([&dxin, &dw]),
+                "{what} transposed"
+            );
         }
     }
 }

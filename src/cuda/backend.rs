@@ -413,6 +413,27 @@ impl Backend for CudaBackend {
         conv::conv2d_backward_weight(self, x, dy, w_shape, p)
     }
 
+    fn conv2d_backward(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        w: &Tensor,
+        p: Conv2dParams,
+        act: Option<(Activation, &Tensor)>,
+    ) -> Result<(Tensor, Tensor)> {
+        conv::conv2d_backward(self, dy, x, w, p, act)
+    }
+
+    fn conv_transpose2d_backward(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        w: &Tensor,
+        p: Conv2dParams,
+    ) -> Result<(Tensor, Tensor)> {
+        conv::conv_transpose2d_backward(self, dy, x, w, p)
+    }
+
     fn batch_norm_train(
         &self,
         x: &Tensor,

@@ -39,7 +39,7 @@ use anyhow::{ensure, Result};
 use super::backend::n_i32;
 use super::batchnorm::{act_args, channel_chunks, channel_grid};
 use super::conv_narrow;
-use super::conv_nhwc::{self, Gemm};
+use super::conv_nhwc::{self, Converted, Gemm};
 use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
 pub use crate::backend::Precision;
@@ -377,13 +377,26 @@ pub fn conv2d(
     stats: bool,
     act: Option<Activation>,
 ) -> Result<(Tensor, Option<Tensor>)> {
+    forward(be, x, w, p, stats, act, &Converted::default())
+}
+
+/// [`conv2d`], its channels-last operands taken from `ahead` where they were converted already.
+fn forward(
+    be: &CudaBackend,
+    x: &Tensor,
+    w: &Tensor,
+    p: Conv2dParams,
+    stats: bool,
+    act: Option<Activation>,
+    ahead: &Converted,
+) -> Result<(Tensor, Option<Tensor>)> {
     let g = geom("conv2d", x.dims4("conv2d x")?, w.dims4("conv2d w")?, p)?;
     ensure!(
         !(stats && act.is_some()),
         "conv2d: an activation ({act:?}) is not applied beside batch-norm statistics"
     );
     if let Some(a) = act.filter(|&a| !in_epilogue(a)) {
-        let z = conv2d(be, x, w, p, false, None)?.0;
+        let z = forward(be, x, w, p, false, None, ahead)?.0;
         return Ok((be.activation(&z, a)?, None));
     }
     let y = be.alloc(&g.out_shape())?;
@@ -393,7 +406,7 @@ pub fn conv2d(
     // GEMM: rows = O, columns = N*Ho*Wo output pixels, K = C*kh*kw.
     let (rows, cols, k) = (g.o, g.n * g.ho * g.wo, g.c * g.kh * g.kw);
     n_i32(cols, "conv2d")?;
-    let (tc, taps) = use_tc_tapped(be, "conv2d_fwd", rows, &g);
+    let (tc, taps) = forward_tc(be, &g);
     let (tile, mut kernel) = if let Some(t) = &tc {
         (t.tile.tile, t.kernel.clone())
     } else {
@@ -410,6 +423,7 @@ pub fn conv2d(
         &mut kernel,
         &mut cfg,
         [(x, [g.n, g.c, g.h * g.w]), (w, [g.o, g.c, g.kh * g.kw])],
+        ahead,
     )?;
     let parts = launch_split(
         be,
@@ -446,6 +460,21 @@ pub fn conv2d_backward_data(
     stats: bool,
     act: Option<(Activation, &Tensor)>,
 ) -> Result<(Tensor, Option<Tensor>)> {
+    backward_data(be, dy, w, x_shape, p, stats, act, &Converted::default())
+}
+
+/// [`conv2d_backward_data`], its channels-last operands taken from `ahead` where they were converted already.
+#[allow(clippy::too_many_arguments)]
+fn backward_data(
+    be: &CudaBackend,
+    dy: &Tensor,
+    w: &Tensor,
+    x_shape: [usize; 4],
+    p: Conv2dParams,
+    stats: bool,
+    act: Option<(Activation, &Tensor)>,
+    ahead: &Converted,
+) -> Result<(Tensor, Option<Tensor>)> {
     let what = "conv2d_backward_data";
     let g = geom(what, x_shape, w.dims4("conv2d_backward_data w")?, p)?;
     let dy_shape = dy.dims4("conv2d_backward_data dy")?;
@@ -462,7 +491,7 @@ pub fn conv2d_backward_data(
         );
     }
     if let Some((a, y)) = act.filter(|&(a, _)| !in_epilogue(a)) {
-        let (dx, _) = conv2d_backward_data(be, dy, w, x_shape, p, false, None)?;
+        let (dx, _) = backward_data(be, dy, w, x_shape, p, false, None, ahead)?;
         return Ok((be.activation_backward(y, &dx, a)?, None));
     }
     let dx = be.alloc(&x_shape)?;
@@ -486,7 +515,7 @@ pub fn conv2d_backward_data(
         "{what}: stride {:?} gives more phases than a grid can hold",
         p.stride
     );
-    let (tc, taps) = use_tc_tapped(be, "conv2d_bwd_data", g.c, &g);
+    let (tc, taps) = backward_data_tc(be, &g);
     let (tile, mut kernel) = if let Some(t) = &tc {
         (t.tile.tile, t.kernel.clone())
     } else {
@@ -509,6 +538,7 @@ pub fn conv2d_backward_data(
             (dy, [g.n, g.o, g.ho * g.wo]),
             (w, [1, g.o, g.c * g.kh * g.kw]),
         ],
+        ahead,
     )?;
     // One statistics part per column tile of each phase.
     let parts = stats
@@ -536,6 +566,18 @@ pub fn conv2d_backward_weight(
     w_shape: [usize; 4],
     p: Conv2dParams,
 ) -> Result<Tensor> {
+    backward_weight(be, x, dy, w_shape, p, &Converted::default())
+}
+
+/// [`conv2d_backward_weight`], its channels-last operands taken from `ahead` where they were converted already.
+fn backward_weight(
+    be: &CudaBackend,
+    x: &Tensor,
+    dy: &Tensor,
+    w_shape: [usize; 4],
+    p: Conv2dParams,
+    ahead: &Converted,
+) -> Result<Tensor> {
     let what = "conv2d_backward_weight";
     let g = geom(what, x.dims4("conv2d_backward_weight x")?, w_shape, p)?;
     let dy_shape = dy.dims4("conv2d_backward_weight dy")?;
@@ -547,7 +589,7 @@ pub fn conv2d_backward_weight(
     // GEMM: rows = O, columns = C*kh*kw weight taps, K = N*Ho*Wo pixels (long: split across blocks).
     let (rows, cols, k) = (g.o, g.c * g.kh * g.kw, g.n * g.ho * g.wo);
     n_i32(k, what)?;
-    let tc = use_tc(be, "conv2d_bwd_weight", rows, 0);
+    let tc = backward_weight_tc(be, &g);
     let (tile, mut kernel) = if let Some(t) = &tc {
         (t.tile.tile, t.kernel.clone())
     } else {
@@ -563,6 +605,7 @@ pub fn conv2d_backward_weight(
         &mut kernel,
         &mut cfg,
         [(x, [g.n, g.c, g.h * g.w]), (dy, [g.n, g.o, g.ho * g.wo])],
+        ahead,
     )?;
     launch_split(
         be,
@@ -576,6 +619,103 @@ pub fn conv2d_backward_weight(
         None,
     )?;
     Ok(dw)
+}
+
+/// The tensor-core kernel of each GEMM of `g` (None: the f32 kernels), with the forward and backward-data tap
+/// tables' shared bytes: what the launches above choose, and what [`conv2d_backward`] and
+/// [`conv_transpose2d_backward`] look ahead at.
+fn forward_tc(be: &CudaBackend, g: &Geom) -> (Option<Tc>, usize) {
+    use_tc_tapped(be, "conv2d_fwd", g.o, g)
+}
+fn backward_data_tc(be: &CudaBackend, g: &Geom) -> (Option<Tc>, usize) {
+    use_tc_tapped(be, "conv2d_bwd_data", g.c, g)
+}
+fn backward_weight_tc(be: &CudaBackend, g: &Geom) -> Option<Tc> {
+    use_tc(be, "conv2d_bwd_weight", g.o, 0)
+}
+
+/// Whether `gemm` of `g` will run on a channels-last kernel, reading converted operands.
+fn converts(be: &CudaBackend, gemm: Gemm, g: &Geom) -> bool {
+    let tc = match gemm {
+        Gemm::Forward => forward_tc(be, g).0,
+        Gemm::BackwardData if conv_narrow::takes_backward_data(be, g) => None,
+        Gemm::BackwardData => backward_data_tc(be, g).0,
+        Gemm::BackwardWeight => backward_weight_tc(be, g),
+    };
+    g.n > 0 && conv_nhwc::converts(be, gemm, g, tc.map(|t| t.tile.tile.0))
+}
+
+/// Both gradients of a convolution, dx as [`conv2d_backward_data`] (with `act`) and dw as
+/// [`conv2d_backward_weight`]. When both GEMMs run on channels-last kernels their three operands are converted
+/// in one launch, dy, which both read, once.
+pub fn conv2d_backward(
+    be: &CudaBackend,
+    dy: &Tensor,
+    x: &Tensor,
+    w: &Tensor,
+    p: Conv2dParams,
+    act: Option<(Activation, &Tensor)>,
+) -> Result<(Tensor, Tensor)> {
+    let what = "conv2d_backward";
+    let (x_shape, w_shape) = (x.dims4("conv2d_backward x")?, w.dims4("conv2d_backward w")?);
+    let g = geom(what, x_shape, w_shape, p)?;
+    g.check_dy(what, dy.dims4("conv2d_backward dy")?, "x")?;
+    let ahead = if converts(be, Gemm::BackwardData, &g) && converts(be, Gemm::BackwardWeight, &g) {
+        conv_nhwc::convert_ahead(
+            be,
+            &[
+                (dy, [g.n, g.o, g.ho * g.wo]),
+                (w, [1, g.o, g.c * g.kh * g.kw]),
+                (x, [g.n, g.c, g.h * g.w]),
+            ],
+        )?
+    } else {
+        Converted::default()
+    };
+    let (dx, _) = backward_data(be, dy, w, x_shape, p, false, act, &ahead)?;
+    let dw = backward_weight(be, x, dy, w_shape, p, &ahead)?;
+    Ok((dx, dw))
+}
+
+/// Both gradients of a transposed convolution y = [`conv2d_backward_data`] (x, w) from dy (y's gradient): dx =
+/// [`conv2d`] (dy, w) and dw = [`conv2d_backward_weight`] (dy, x). When both GEMMs run on channels-last kernels
+/// their three operands are converted in one launch, dy, which both read, once.
+pub fn conv_transpose2d_backward(
+    be: &CudaBackend,
+    dy: &Tensor,
+    x: &Tensor,
+    w: &Tensor,
+    p: Conv2dParams,
+) -> Result<(Tensor, Tensor)> {
+    let what = "conv_transpose2d_backward";
+    let w_shape = w.dims4("conv_transpose2d_backward w")?;
+    // The convolution whose input gradient y is: its input is dy's shape, its output x's.
+    let g = geom(what, dy.dims4("conv_transpose2d_backward dy")?, w_shape, p)?;
+    ensure!(
+        x.shape() == g.out_shape(),
+        "{what}: x has shape {:?}, but the transposed convolution of w {w_shape:?} (stride {:?}, padding {:?}) \
+         that gives dy's {:?} takes {:?}",
+        x.shape(),
+        p.stride,
+        p.padding,
+        dy.shape(),
+        g.out_shape()
+    );
+    let ahead = if converts(be, Gemm::Forward, &g) && converts(be, Gemm::BackwardWeight, &g) {
+        conv_nhwc::convert_ahead(
+            be,
+            &[
+                (dy, [g.n, g.c, g.h * g.w]),
+                (w, [g.o, g.c, g.kh * g.kw]),
+                (x, [g.n, g.o, g.ho * g.wo]),
+            ],
+        )?
+    } else {
+        Converted::default()
+    };
+    let (dx, _) = forward(be, dy, w, p, false, None, &ahead)?;
+    let dw = backward_weight(be, dy, x, w_shape, p, &ahead)?;
+    Ok((dx, dw))
 }
 
 #[cfg(test)]

@@ -47,6 +47,15 @@ pub(crate) fn narrow_taps(g: &Geom) -> Option<usize> {
     (g.c <= MAX_C && g.kh * g.kw <= MAX_TAPS).then_some(bound)
 }
 
+/// Whether [`backward_data`] runs `g` itself rather than leaving it to the GEMM kernels.
+pub(super) fn takes_backward_data(be: &CudaBackend, g: &Geom) -> bool {
+    if is_plain_product(g) {
+        !(g.kh * g.kw == 1 && be.precision().is_half())
+    } else {
+        narrow_taps(g).is_some()
+    }
+}
+
 /// Writes dx for `g` (N > 0, shapes validated by the caller) when one of this module's shapes applies and
 /// returns true; returns false, launching nothing, otherwise.
 pub(super) fn backward_data(
@@ -56,10 +65,10 @@ pub(super) fn backward_data(
     dx: &Tensor,
     g: &Geom,
 ) -> Result<bool> {
+    if !takes_backward_data(be, g) {
+        return Ok(false);
+    }
     if is_plain_product(g) {
-        if g.kh * g.kw == 1 && be.precision().is_half() {
-            return Ok(false);
-        }
         linear::matmul(be, dy, w, dx, (g.n, g.o, g.c * g.kh * g.kw))?;
         return Ok(true);
     }

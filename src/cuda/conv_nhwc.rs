@@ -1,7 +1,8 @@
 //! The tensor-core convolutions on channels-last operands (`kernels/conv_nhwc.cu`): the GEMM's two operands are
 //! converted (`to_nhwc_pair_*`, one pass over each, one launch for both) to the precision's format (bf16, fp16, or
 //! f32 rounded to TF32) with the channel innermost, and the GEMM reads them with 16-byte copies, 8 (16-bit) or 4
-//! (TF32) channels of one pixel and tap at a time. Its main loops issue a quarter to a third of the instructions
+//! (TF32) channels of one pixel and tap at a time. A backward whose two GEMMs both run here converts their three
+//! operands in one launch (`to_nhwc_triple_*`, [`convert_ahead`]): the gradient they share once. Its main loops issue a quarter to a third of the instructions
 //! per tensor-core operation of conv.cu's NCHW gathers (docs/perf-notes.md).
 //!
 //! - Forward: x [N, C, H, W] -> [N, H, W, C], w [O, C, kh, kw] -> [O, kh, kw, C]; K = (tap, c).
@@ -103,6 +104,39 @@ fn kernel(be: &CudaBackend, gemm: Gemm, g: &Geom, tile_rows: usize) -> Option<Nh
     })
 }
 
+/// Whether a launch of `gemm` on a tensor-core tile of `tile_rows` rows (None: the f32 kernels) runs on the
+/// channels-last kernel and so reads converted operands.
+pub(super) fn converts(be: &CudaBackend, gemm: Gemm, g: &Geom, tile_rows: Option<usize>) -> bool {
+    tile_rows.is_some_and(|rows| kernel(be, gemm, g, rows).is_some())
+}
+
+/// Operands already converted for the GEMMs about to run ([`convert_ahead`]), found again by source address and
+/// view.
+#[derive(Default)]
+pub(super) struct Converted(Vec<(u64, [usize; 3], Tensor)>);
+
+impl Converted {
+    fn find(&self, be: &CudaBackend, (t, view): Operand) -> Result<Option<Tensor>> {
+        let ptr = be.ptr(t)?;
+        Ok(self
+            .0
+            .iter()
+            .find(|(p, v, _)| *p == ptr && *v == view)
+            .map(|(.., c)| c.clone()))
+    }
+}
+
+/// `ops` converted in one launch ([`to_nhwc`]), for the GEMMs of one convolution's backward that share an
+/// operand: [`inputs`] finds them instead of converting again.
+pub(super) fn convert_ahead(be: &CudaBackend, ops: &[Operand]) -> Result<Converted> {
+    let converted = to_nhwc(be, ops)?;
+    let mut ahead = Vec::with_capacity(ops.len());
+    for (&(t, view), c) in ops.iter().zip(converted) {
+        ahead.push((be.ptr(t)?, view, c));
+    }
+    Ok(Converted(ahead))
+}
+
 /// The GEMM inputs a launch passes: converted channels-last when [`kernel`] chose the channels-last kernel (the
 /// buffers kept alive until the launch is queued), the caller's tensors as given otherwise.
 pub(super) struct Inputs {
@@ -112,7 +146,9 @@ pub(super) struct Inputs {
 
 /// Switches a launch of `gemm` on a tensor-core tile of `tile_rows` rows (None: the f32 kernels) to the
 /// channels-last kernel when there is one ([`kernel`]): its name into `kernel`, its shared memory into `cfg` (same
-/// tile and grid), and the operands converted ([`to_nhwc_pair`]). Without one, the operands as they are.
+/// tile and grid), and the operands converted ([`to_nhwc`], in one launch) unless `ahead` has them already.
+/// Without one, the operands as they are.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn inputs(
     be: &CudaBackend,
     gemm: Gemm,
@@ -120,17 +156,31 @@ pub(super) fn inputs(
     tile_rows: Option<usize>,
     kernel: &mut String,
     cfg: &mut LaunchCfg,
-    [a, b]: [Operand; 2],
+    ops: [Operand; 2],
+    ahead: &Converted,
 ) -> Result<Inputs> {
     let Some(nk) = tile_rows.and_then(|rows| self::kernel(be, gemm, g, rows)) else {
         return Ok(Inputs {
-            ptrs: [be.ptr(a.0)?, be.ptr(b.0)?],
+            ptrs: [be.ptr(ops[0].0)?, be.ptr(ops[1].0)?],
             _converted: None,
         });
     };
     *kernel = nk.kernel;
     cfg.shared_bytes = nk.shared_bytes as u32;
-    let (ah, bh) = to_nhwc_pair(be, a, b)?;
+    let mut found = [ahead.find(be, ops[0])?, ahead.find(be, ops[1])?];
+    let missing: Vec<Operand> = ops
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(&op, _)| op)
+        .collect();
+    let mut fresh = to_nhwc(be, &missing)?.into_iter();
+    for f in found.iter_mut().filter(|f| f.is_none()) {
+        *f = fresh.next();
+    }
+    let [Some(ah), Some(bh)] = found else {
+        bail!("{}: an operand was not converted", kernel);
+    };
     Ok(Inputs {
         ptrs: [be.ptr(&ah)?, be.ptr(&bh)?],
         _converted: Some((ah, bh)),
@@ -141,22 +191,29 @@ pub(super) fn inputs(
 /// [o, c, kh*kw] or as [1, o, c*kh*kw].
 pub(super) type Operand<'a> = (&'a Tensor, [usize; 3]);
 
-/// Both operands transposed to [n, hw, c] values of the backend's tensor-core format (c even), two 16-bit values
-/// or one TF32 value to an f32 element of each returned buffer, in one launch (`to_nhwc_pair_*`).
-fn to_nhwc_pair(be: &CudaBackend, a: Operand, b: Operand) -> Result<(Tensor, Tensor)> {
-    let what = "to_nhwc_pair";
+/// Each operand transposed to [n, hw, c] values of the backend's tensor-core format (c even), two 16-bit values or
+/// one TF32 value to an f32 element of each returned buffer, all in one launch: `to_nhwc_pair_*` for one or two
+/// (one: the second empty), `to_nhwc_triple_*` for three.
+fn to_nhwc(be: &CudaBackend, ops: &[Operand]) -> Result<Vec<Tensor>> {
+    let what = "to_nhwc";
     let p = be.precision();
     let Some(format) = tc_suffix(p) else {
         bail!("{what}: no channels-last operands at {p}");
+    };
+    let kernel = match ops.len() {
+        0 => return Ok(Vec::new()),
+        1 | 2 => format!("to_nhwc_pair_{format}"),
+        3 => format!("to_nhwc_triple_{format}"),
+        n => bail!("{what}: {n} operands in one launch"),
     };
     let words = |values: usize| match p {
         Precision::Tf32 => values,
         _ => values.div_ceil(2),
     };
-    let mut args = Vec::with_capacity(10);
-    let mut outs = Vec::with_capacity(2);
+    let mut args = Vec::with_capacity(15);
+    let mut outs = Vec::with_capacity(ops.len());
     let mut blocks = 0usize;
-    for (t, [n, c, hw]) in [a, b] {
+    for &(t, [n, c, hw]) in ops {
         ensure!(
             n * c * hw == t.numel() && c % 2 == 0,
             "{what}: {:?} is not [{n}, {c} (even), {hw}]",
@@ -171,8 +228,13 @@ fn to_nhwc_pair(be: &CudaBackend, a: Operand, b: Operand) -> Result<(Tensor, Ten
         blocks += n * hw.div_ceil(32) * c.div_ceil(64);
         outs.push(out);
     }
+    if ops.len() == 1 {
+        // The pair kernel's second conversion, empty: no blocks, never read.
+        let first = args[..2].to_vec();
+        args.extend(first);
+        args.extend([0, 0, 0].map(KernelArg::I32));
+    }
     if blocks > 0 {
-        let kernel = format!("to_nhwc_pair_{format}");
         let cfg = LaunchCfg {
             grid: (n_i32(blocks, what)? as u32, 1, 1),
             block: (32, 8, 1),
@@ -180,6 +242,5 @@ fn to_nhwc_pair(be: &CudaBackend, a: Operand, b: Operand) -> Result<(Tensor, Ten
         };
         be.launch(&kernel, cfg, &args)?;
     }
-    let b = outs.pop().expect("two outputs");
-    Ok((outs.pop().expect("two outputs"), b))
+    Ok(outs)
 }

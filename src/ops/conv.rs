@@ -197,8 +197,14 @@ fn record_conv2d(
                 _ => None,
             };
             let dz = dz.as_ref().unwrap_or(dy);
+            let fold = claimed.as_ref().filter(|f| f.switch.on());
+            if need[0] && need[1] {
+                let act = fold.map(|f| (f.act, &f.y));
+                let (dx, dw) = b.conv2d_backward(dz, &saved_x, &saved_w, p, act)?;
+                return Ok(vec![Some(dx), Some(dw)]);
+            }
             let dx = need[0]
-                .then(|| match claimed.as_ref().filter(|f| f.switch.on()) {
+                .then(|| match fold {
                     Some(f) => b.conv2d_backward_data_act(dz, &saved_w, p, f.act, &f.y),
                     None => b.conv2d_backward_data(dz, &saved_w, x_shape, p),
                 })
@@ -255,6 +261,10 @@ fn record_conv_data(tape: &mut Tape, dy: Var, w: Var, p: Conv2dParams, y: Tensor
         &[dy, w],
         Box::new(move |g, need| {
             let b = g.backend();
+            if need[0] && need[1] {
+                let (ddy, dw) = b.conv_transpose2d_backward(g, &saved_dy, &saved_w, p)?;
+                return Ok(vec![Some(ddy), Some(dw)]);
+            }
             let ddy = need[0].then(|| b.conv2d(g, &saved_w, p)).transpose()?;
             let dw = need[1]
                 .then(|| b.conv2d_backward_weight(g, &saved_dy, w_shape, p))
