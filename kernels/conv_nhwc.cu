@@ -12,15 +12,15 @@
 //   backward data    dy [N, O, Ho, Wo] -> [N, Ho, Wo, O]   w [O, C, kh, kw] -> [C, kh, kw, O]    K = (tap, o)
 //   backward weight  x  -> [N, H, W, C]                    dy -> [N, Ho, Wo, O]                  K = (n, oh, ow)
 //
-// (to_nhwc_pair_* transposes [n, c, p] to [n, p, c], both operands in one launch, and to_nhwc_triple_* the three
-// of a backward whose two GEMMs share one; the backward-data weights are w as [1, O, C*kh*kw].) Forward and backward data reduce over channels: with that count a multiple of 32
-// (conv_nhwc.rs routes only such layers) a BK = 32 slice of K is 32 channels of one tap, so a column's whole slice
-// is contiguous under one tap bit (64 bytes of 16-bit values, 128 of f32: four or eight 16-byte cp.async), the
-// bounds test once per copy, and no division or table lookup in the loop. Backward weight reduces over pixels and
-// copies 8 (16-bit) or 4 (f32) channels of one pixel at a time along M and N instead (WgradLoader). The shared
-// tiles hold the format's values themselves, so ldmatrix (.trans for backward weight's 16-bit tiles; plain word
-// loads for its TF32 ones) hands each lane its m16n8k16 (or TF32 m16n8k8) fragment directly, with no conversion
-// in the loop.
+// (to_nhwc_pair_* transposes [n, c, p] to [n, p, c], both operands in one launch, and to_nhwc_triple_* the three of
+// a backward whose two GEMMs share one; the backward-data weights are w as [1, O, C*kh*kw].) Forward and backward
+// data reduce over channels: with that count a multiple of 32 (conv_nhwc.rs routes only such layers) a BK = 32
+// slice of K is 32 channels of one tap, so a column's whole slice is contiguous under one tap bit (64 bytes of
+// 16-bit values, 128 of f32: four or eight 16-byte cp.async), the bounds test once per copy, and no division or
+// table lookup in the loop. Backward weight reduces over pixels and copies 8 (16-bit) or 4 (f32) channels of one
+// pixel at a time along M and N instead (WgradLoader). The shared tiles hold the format's values themselves, so
+// ldmatrix (.trans for backward weight's 16-bit tiles; plain word loads for its TF32 ones) hands each lane its
+// m16n8k16 (or TF32 m16n8k8) fragment directly, with no conversion in the loop.
 //
 // Same GEMMs and outputs as conv.cu's conv2d_fwd_* / conv2d_bwd_data_* / conv2d_bwd_weight_* of the format:
 // outputs NCHW (dw [O, C, kh, kw]) f32, written by the shared epilogues (conv_tc.cuh) with the activation (or its

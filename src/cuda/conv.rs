@@ -18,7 +18,9 @@
 //! in memory either way. On the tensor cores a GEMM whose channel counts suit [`conv_nhwc`]'s
 //! kernels (forward and backward data: a reduction over a multiple of 32 channels; backward weight: C and O
 //! multiples of 8) converts its two operands to channels-last values of the precision's format first and runs
-//! those kernels instead (same tile, grid, split and outputs), unless a tuning run says otherwise.
+//! those kernels instead (same tile, grid, split and outputs), unless a tuning run says otherwise. Asked for both
+//! gradients at once ([`conv2d_backward`], [`conv_transpose2d_backward`]), two such GEMMs convert their three
+//! operands in one launch.
 //!
 //! A forward convolution with no batch norm after it can store ReLU or LeakyReLU of its sums (`act`;
 //! kernels/act.cuh's `epilogue_act`), in its epilogue or, when its reduction is split, in the reduction's. The

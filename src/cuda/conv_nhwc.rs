@@ -2,8 +2,9 @@
 //! converted (`to_nhwc_pair_*`, one pass over each, one launch for both) to the precision's format (bf16, fp16, or
 //! f32 rounded to TF32) with the channel innermost, and the GEMM reads them with 16-byte copies, 8 (16-bit) or 4
 //! (TF32) channels of one pixel and tap at a time. A backward whose two GEMMs both run here converts their three
-//! operands in one launch (`to_nhwc_triple_*`, [`convert_ahead`]): the gradient they share once. Its main loops issue a quarter to a third of the instructions
-//! per tensor-core operation of conv.cu's NCHW gathers (docs/perf-notes.md).
+//! operands in one launch (`to_nhwc_triple_*`, [`convert_ahead`]), the gradient they share once. The main loops
+//! issue a quarter to a third of the instructions per tensor-core operation of conv.cu's NCHW gathers
+//! (docs/perf-notes.md).
 //!
 //! - Forward: x [N, C, H, W] -> [N, H, W, C], w [O, C, kh, kw] -> [O, kh, kw, C]; K = (tap, c).
 //! - Backward data (conv_transpose2d's forward): dy [N, O, Ho, Wo] -> [N, Ho, Wo, O], w -> [C, kh, kw, O];
