@@ -400,6 +400,7 @@ __device__ __forceinline__ void bwd_data_body(const void* __restrict__ dyh, cons
 // permuted in the epilogue.
 template <int BM_, class T>
 struct WgradTile {
+    typedef T Value;
     static constexpr int BM = BM_;
     static constexpr int THREADS = tc::tile_threads(BM);
     static constexpr int CHUNK = Tile<BM, T>::CHUNK;    // values per 16-byte copy
@@ -422,10 +423,9 @@ static_assert(WgradTile<64, unsigned short>::SMEM_BYTES == 53248 &&
 // k + 4 (half a k step on), the next n8 tile 32 bytes on.
 template <class TT>
 __device__ __forceinline__ Frags k_major_frags() {
-    constexpr int V = TT::A_BYTES / (BK * TT::LDA);  // bytes per value
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int wm = (warp / WARPS_N) * WM, wn = (warp % WARPS_N) * WN;
-    if constexpr (V == 4) {
+    if constexpr (sizeof(typename TT::Value) == 4) {
         const int g = lane >> 2, t = lane & 3;
         return {(smem_addr)((t * TT::LDA + wm + g) * 4), (smem_addr)(TT::A_BYTES + (t * TT::LDB + wn + g) * 4),
                 16 * 4, 16 * 4, 8 * TT::LDA * 4, 8 * TT::LDB * 4};
@@ -436,12 +436,12 @@ __device__ __forceinline__ Frags k_major_frags() {
     }
 }
 
-// The backward-weight copies of a slice (CHUNK values per 16-byte copy: 8 of 16 bits, 4 of f32). A: thread t
-// moves chunk t % (BM / CHUNK) of k rows t / (BM / CHUNK) + A_STEP i, one output pixel's CHUNK channels at a time
-// (a row is BM / CHUNK consecutive chunks of dyh). B: thread t owns one k row
-// (one pixel) and the column chunks (t % TPR) + TPR j, TPR = THREADS / BK threads per row, so a pixel's (n, oh,
-// ow) digits advance once per slice (no division) and TPR consecutive threads read TPR * 16 contiguous bytes of
-// one tap. Each column chunk keeps its tap's (r, s) and element offset from the pixel's.
+// The backward-weight copies of a slice (CHUNK values per 16-byte copy: 8 of 16 bits, 4 of f32). A: thread t moves
+// chunk t % (BM / CHUNK) of k rows t / (BM / CHUNK) + A_STEP i, one output pixel's CHUNK channels at a time (a row
+// is BM / CHUNK consecutive chunks of dyh). B: thread t owns one k row (one pixel) and the column chunks (t % TPR)
+// + TPR j, TPR = THREADS / BK threads per row, so a pixel's (n, oh, ow) digits advance once per slice (no division)
+// and TPR consecutive threads read TPR * 16 contiguous bytes of one tap. Each column chunk keeps its tap's (r, s)
+// and element offset from the pixel's.
 template <int BM, class T>
 struct WgradLoader {
     typedef WgradTile<BM, T> TT;

@@ -285,25 +285,14 @@ fn a_backward_converts_the_operand_both_gemms_read_once() {
             (case(2, 24, 12, 11, 40, 3, p(1, 1)), false),
         ] {
             let what = format!("{c:?} [{name}]");
-            let x = upload(
-                &be,
-                &tc::random(&mut rng, c.x_shape().iter().product()),
-                &c.x_shape(),
-            );
-            let w = upload(
-                &be,
-                &tc::random(&mut rng, c.w_shape().iter().product()),
-                &c.w_shape(),
-            );
-            let dy = upload(
-                &be,
-                &tc::random(&mut rng, c.y_shape().iter().product()),
-                &c.y_shape(),
-            );
-            let y = upload(
-                &be,
-                &tc::random(&mut rng, c.x_shape().iter().product()),
-                &c.x_shape(),
+            let mut random = |shape: [usize; 4]| {
+                upload(&be, &tc::random(&mut rng, shape.iter().product()), &shape)
+            };
+            let (x, w, dy, y) = (
+                random(c.x_shape()),
+                random(c.w_shape()),
+                random(c.y_shape()),
+                random(c.x_shape()),
             );
             let counts = |be: &CudaBackend| {
                 [
