@@ -1,5 +1,5 @@
-// conv_nhwc.cu — the tensor-core convolutions on channels-last operands, and the conversion that makes them:
-// forward, backward data and backward weight at TF32, bf16 and fp16.
+// conv_nhwc.cu — the tile convolutions on channels-last operands, and the conversion that makes them: forward,
+// backward data and backward weight at TF32, bf16 and fp16 on the tensor cores, and at FP32 on the FMA units.
 //
 // Why a second layout. conv.cu's tensor-core kernels gather the im2col matrix from NCHW f32: consecutive k are
 // channels (or taps, or pixels) apart in ways no 16-byte copy spans, so every element is its own 4-byte cp.async
@@ -21,6 +21,11 @@
 // pixel at a time along M and N instead (WgradLoader). The shared tiles hold the format's values themselves, so
 // ldmatrix (.trans for backward weight's 16-bit tiles; plain word loads for its TF32 ones) hands each lane its
 // m16n8k16 (or TF32 m16n8k8) fragment directly, with no conversion in the loop.
+//
+// FP32. The same tiles, loaders, pipeline and epilogues serve plain f32 operands (converted without rounding):
+// instead of ldmatrix and mma, each lane multiplies the accumulators an mma would have handed it, from 16-byte
+// (or, k-major, 4- and 8-byte) shared loads, about 1.1 SASS instructions per FFMA where conv.cu's one-stage NCHW
+// f32 kernels issue about 3 (docs/perf-notes.md).
 //
 // Same GEMMs and outputs as conv.cu's conv2d_fwd_* / conv2d_bwd_data_* / conv2d_bwd_weight_* of the format:
 // outputs NCHW (dw [O, C, kh, kw]) f32, written by the shared epilogues (conv_tc.cuh) with the activation (or its
@@ -56,14 +61,18 @@ using tc::WN;
 
 constexpr int BK = 32;  // k per slice: 32 channels of one tap (forward, backward data) or 32 pixels
 
-// The values a kernel of format OP keeps in memory and in its shared tiles: 16-bit (bf16, fp16) or f32 already
-// rounded to TF32.
+// The values a kernel of format OP keeps in memory and in its shared tiles: 16-bit (bf16, fp16), f32 already
+// rounded to TF32, or f32 as it is (F32).
 template <Op OP>
 struct Elem {
     typedef unsigned short T;
 };
 template <>
 struct Elem<Op::Tf32> {
+    typedef float T;
+};
+template <>
+struct Elem<Op::F32> {
     typedef float T;
 };
 
@@ -313,27 +322,114 @@ __device__ __forceinline__ void k_major_words(unsigned int (&af)[MI][4], unsigne
     }
 }
 
-// acc += the block's A * B over `slices` slices, on conv_tc.cuh's pipeline (STAGES deep, stages STAGE_BYTES
-// apart). Per mma k step a warp loads its fragments (ldmatrix_frags, or k_major_words for k-major TF32 tiles)
-// straight from the tiles and issues 16 mma: no conversion in the loop, the operands are in OP's format already.
-template <int STAGES, int STAGE_BYTES, Op OP, bool TRANS, class Ld>
-__device__ __forceinline__ void mainloop(Ld& ld, int slices, void* smem_v, const Frags& f, Acc& acc) {
-    constexpr int K_MMA = OP == Op::Tf32 ? 8 : 16;
-    const smem_addr smem = smem_address(smem_v);
-    tc::pipeline<STAGES, STAGE_BYTES>(ld, slices, smem, [](int) {}, [&](smem_addr st) {
+// The FP32 kernels' products of one stage of f32 tiles, on the FMA units. Lane (g, t) = (L >> 2, L & 3) owns the
+// accumulators of mma.cuh's C fragment layout: rows g and g + 8 of each of the warp's MI m16 tiles, columns 2t and
+// 2t + 1 of each of its NI n8 tiles, 4 rows x 16 columns. Per k it reads 4 A and 16 B values for 64 FMAs.
+//
+// k-inner tiles (forward, backward data: a shared row of BK values per m or n): a 16-byte load brings 4
+// consecutive k of one row, so 4 k steps cost 4 + 16 loads for 256 FMAs. The 8 lanes of a 16-byte load's phase
+// read 2 rows of A, or 4 rows of B (columns 2t + e), 36 floats (4 banks) apart: distinct banks, or broadcasts.
+// The loop over k stays rolled: unrolled, the compiler hoists a whole stage's loads and needs more than the 128
+// registers of two 256-thread blocks per SM (the 128-row kernels spilled).
+template <class TT>
+__device__ __forceinline__ void ffma_k_inner(Acc& acc, const float* __restrict__ st) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    constexpr int LD = TT::LD;
+    const float* a = st + ((warp / WARPS_N) * WM + g) * LD;
+    const float* b = st + (TT::BM + (warp % WARPS_N) * WN + 2 * t) * LD;
+#pragma unroll 1
+    for (int k = 0; k < BK; k += 4) {
+        float4 av[MI][2];
 #pragma unroll
-        for (int kk = 0; kk < BK / K_MMA; ++kk) {
-            unsigned int af[MI][4], bf[NI][2];
-            if constexpr (OP == Op::Tf32 && TRANS)
-                k_major_words(af, bf, st, f, kk);
-            else
-                ldmatrix_frags<TRANS>(af, bf, st, f, kk);
+        for (int i = 0; i < MI; ++i)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) av[i][h] = *reinterpret_cast<const float4*>(a + (16 * i + 8 * h) * LD + k);
+#pragma unroll
+        for (int j = 0; j < NI; ++j) {
+            float4 bv[2];
+#pragma unroll
+            for (int e = 0; e < 2; ++e) bv[e] = *reinterpret_cast<const float4*>(b + (8 * j + e) * LD + k);
 #pragma unroll
             for (int i = 0; i < MI; ++i)
 #pragma unroll
-                for (int j = 0; j < NI; ++j) mma<OP>(acc[i][j], af[i], bf[j]);
+                for (int h = 0; h < 2; ++h)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        float& c = acc[i][j][2 * h + e];
+                        c = fmaf(av[i][h].x, bv[e].x, c);
+                        c = fmaf(av[i][h].y, bv[e].y, c);
+                        c = fmaf(av[i][h].z, bv[e].z, c);
+                        c = fmaf(av[i][h].w, bv[e].w, c);
+                    }
         }
-    });
+    }
+}
+
+// k-major tiles (backward weight: a shared row of BM values of A and BN of B per k): per k, A's 4 rows are 4 words
+// (g, g + 8, g + 16, g + 24: the warp's 32 lanes read 8 consecutive words), B's 16 columns 8 pairs (8-byte
+// loads of columns 2t, 2t + 1): 12 loads for 64 FMAs.
+template <class TT>
+__device__ __forceinline__ void ffma_k_major(Acc& acc, const float* __restrict__ st) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const float* a = st + (warp / WARPS_N) * WM + g;
+    const float* b = st + TT::A_BYTES / 4 + (warp % WARPS_N) * WN + 2 * t;
+#pragma unroll 4
+    for (int k = 0; k < BK; ++k) {
+        float av[MI][2];
+#pragma unroll
+        for (int i = 0; i < MI; ++i)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) av[i][h] = a[k * TT::LDA + 16 * i + 8 * h];
+#pragma unroll
+        for (int j = 0; j < NI; ++j) {
+            const float2 bv = *reinterpret_cast<const float2*>(b + k * TT::LDB + 8 * j);
+#pragma unroll
+            for (int i = 0; i < MI; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    acc[i][j][2 * h] = fmaf(av[i][h], bv.x, acc[i][j][2 * h]);
+                    acc[i][j][2 * h + 1] = fmaf(av[i][h], bv.y, acc[i][j][2 * h + 1]);
+                }
+        }
+    }
+}
+
+// acc += the block's A * B over `slices` slices, on conv_tc.cuh's pipeline (STAGES deep, stages STAGE_BYTES
+// apart). Per mma k step a warp loads its fragments (ldmatrix_frags, or k_major_words for k-major TF32 tiles)
+// straight from the tiles and issues 16 mma: no conversion in the loop, the operands are in OP's format already.
+// F32 multiplies on the FMA units instead (ffma_k_inner, ffma_k_major), reading the stage through an ordinary
+// pointer, `f` unused.
+template <int STAGES, int STAGE_BYTES, Op OP, bool TRANS, class TT, class Ld>
+__device__ __forceinline__ void mainloop(Ld& ld, int slices, void* smem_v, const Frags& f, Acc& acc) {
+    constexpr int K_MMA = OP == Op::Tf32 ? 8 : 16;
+    const smem_addr smem = smem_address(smem_v);
+    if constexpr (OP == Op::F32) {
+        const char* base = static_cast<const char*>(smem_v);
+        tc::pipeline<STAGES, STAGE_BYTES>(ld, slices, smem, [](int) {}, [&](smem_addr st) {
+            const float* stage = reinterpret_cast<const float*>(base + (st - smem));
+            if constexpr (TRANS)
+                ffma_k_major<TT>(acc, stage);
+            else
+                ffma_k_inner<TT>(acc, stage);
+        });
+    } else {
+        tc::pipeline<STAGES, STAGE_BYTES>(ld, slices, smem, [](int) {}, [&](smem_addr st) {
+#pragma unroll
+            for (int kk = 0; kk < BK / K_MMA; ++kk) {
+                unsigned int af[MI][4], bf[NI][2];
+                if constexpr (OP == Op::Tf32 && TRANS)
+                    k_major_words(af, bf, st, f, kk);
+                else
+                    ldmatrix_frags<TRANS>(af, bf, st, f, kk);
+#pragma unroll
+                for (int i = 0; i < MI; ++i)
+#pragma unroll
+                    for (int j = 0; j < NI; ++j) mma<OP>(acc[i][j], af[i], bf[j]);
+            }
+        });
+    }
 }
 
 // grid = (ceil(N*Ho*Wo / 128), ceil(O / BM), splits); split z covers k in [z*k_chunk, min(K, (z+1)*k_chunk)),
@@ -355,7 +451,7 @@ __device__ __forceinline__ void fwd_body(const void* __restrict__ xh, const void
     Loader<BM, T> ld(static_cast<const T*>(xh), static_cast<const T*>(wh), C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH,
                      PW, ncols, m0, col0, k_begin);
     Acc acc = {};
-    mainloop<TT::STAGES, TT::STAGE_BYTES, OP, false>(ld, max(0, k_end - k_begin) / BK, smem, k_inner_frags<TT>(),
+    mainloop<TT::STAGES, TT::STAGE_BYTES, OP, false, TT>(ld, max(0, k_end - k_begin) / BK, smem, k_inner_frags<TT>(),
                                                      acc);
 
     tc::forward_epilogue<BM, TT::SMEM_BYTES>(acc, y, stats, N, O, Ho * Wo, m0, col0, act, slope,
@@ -380,7 +476,7 @@ __device__ __forceinline__ void bwd_data_body(const void* __restrict__ dyh, cons
     typedef Tile<BM, T> TT;
     BwdDataLoader<BM, T> ld(static_cast<const T*>(dyh), static_cast<const T*>(wh), C, O, KH, KW, Ho, Wo, SH, SW, ph,
                             ph.cols(N), m0, col0);
-    mainloop<TT::STAGES, TT::STAGE_BYTES, OP, false>(ld, ph.Rt * ph.St * O / BK, smem, k_inner_frags<TT>(), acc);
+    mainloop<TT::STAGES, TT::STAGE_BYTES, OP, false, TT>(ld, ph.Rt * ph.St * O / BK, smem, k_inner_frags<TT>(), acc);
     tc::bwd_data_epilogue<BM, TT::SMEM_BYTES>(acc, dx, stats, N, C, H, W, ph, m0, col0, act_y, act, slope,
                                                     static_cast<float*>(smem));
 }
@@ -532,7 +628,7 @@ __device__ __forceinline__ void bwd_weight_body(const void* __restrict__ xh, con
     WgradLoader<BM, T> ld(static_cast<const T*>(xh), static_cast<const T*>(dyh), C, H, W, O, KW, Ho, Wo, SH, SW,
                           PH, PW, ncols, m0, col0, k_begin, k_end);
     Acc acc = {};
-    mainloop<TT::STAGES, TT::STAGE_BYTES, OP, true>(ld, (max(0, k_end - k_begin) + BK - 1) / BK, smem,
+    mainloop<TT::STAGES, TT::STAGE_BYTES, OP, true, TT>(ld, (max(0, k_end - k_begin) + BK - 1) / BK, smem,
                                                     k_major_frags<TT>(), acc);
 
     float* out = dw + (size_t)blockIdx.z * O * ncols;
@@ -570,6 +666,8 @@ __device__ __forceinline__ void to_nhwc_block(int b, const float* __restrict__ x
         const float lo = tile[2 * tx][j], hi = tile[2 * tx + 1][j];
         if constexpr (OP == Op::Tf32)
             static_cast<float2*>(y)[pair] = make_float2(round_tf32(lo), round_tf32(hi));
+        else if constexpr (OP == Op::F32)
+            static_cast<float2*>(y)[pair] = make_float2(lo, hi);
         else
             static_cast<unsigned int*>(y)[pair] = pack_half2<half_of(OP)>(lo, hi);
     }
@@ -771,9 +869,66 @@ extern "C" __global__ void __launch_bounds__(conv::tc::tile_threads(128))
         k_chunk, nhwc_smem);
 }
 
-// to_nhwc_pair_{tf32,bf16,fp16}: two conversions in one launch (a convolution's two operands): x1 [N1, C1, HW1]
-// -> y1 [N1, HW1, C1] and x2 -> y2 likewise. grid = (to_nhwc_blocks of the first + of the second), block =
-// (32, 8).
+// conv2d_fwd_nhwc[_m128]_f32, conv2d_bwd_data_nhwc[_m128]_f32, conv2d_bwd_weight_nhwc[_m128]_f32: the FP32
+// kernels, plain f32 products on the FMA units with the tiles, pipeline and epilogues of the TF32 ones, on
+// operands transposed unrounded by to_nhwc_pair_f32 / to_nhwc_triple_f32. Arguments, blockDim and dynamic shared
+// memory as the TF32 kernels'. The 128-row ones are held to 128 registers (two blocks of 256 threads per SM, as
+// their shared memory allows); unbounded, the compiler takes ~240 to hoist a stage's loads.
+extern "C" __global__ void __launch_bounds__(conv::tc::tile_threads(64))
+    conv2d_fwd_nhwc_f32(const float* x, const float* w, float* y, float* stats, int N, int C, int H,
+        int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk, int act,
+        float slope) {
+    extern __shared__ __align__(16) unsigned char nhwc_smem[];
+    conv::nhwc::fwd_body<64, conv::tc::Op::F32>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+        k_chunk, act, slope, nhwc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::tile_threads(128), 2)
+    conv2d_fwd_nhwc_m128_f32(const float* x, const float* w, float* y, float* stats, int N, int C, int H,
+        int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk, int act,
+        float slope) {
+    extern __shared__ __align__(16) unsigned char nhwc_smem[];
+    conv::nhwc::fwd_body<128, conv::tc::Op::F32>(x, w, y, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+        k_chunk, act, slope, nhwc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::tile_threads(64))
+    conv2d_bwd_data_nhwc_f32(const float* dy, const float* w, float* dx, float* stats, int N, int C,
+        int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, const float* act_y,
+        int act, float slope) {
+    extern __shared__ __align__(16) unsigned char nhwc_smem[];
+    conv::nhwc::bwd_data_body<64, conv::tc::Op::F32>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH,
+        PW, act_y, act, slope, nhwc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::tile_threads(128), 2)
+    conv2d_bwd_data_nhwc_m128_f32(const float* dy, const float* w, float* dx, float* stats, int N, int C,
+        int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, const float* act_y,
+        int act, float slope) {
+    extern __shared__ __align__(16) unsigned char nhwc_smem[];
+    conv::nhwc::bwd_data_body<128, conv::tc::Op::F32>(dy, w, dx, stats, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH,
+        PW, act_y, act, slope, nhwc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::tile_threads(64))
+    conv2d_bwd_weight_nhwc_f32(const float* x, const float* dy, float* dw, int N,
+        int C, int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    extern __shared__ __align__(16) unsigned char nhwc_smem[];
+    conv::nhwc::bwd_weight_body<64, conv::tc::Op::F32>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+        k_chunk, nhwc_smem);
+}
+
+extern "C" __global__ void __launch_bounds__(conv::tc::tile_threads(128), 2)
+    conv2d_bwd_weight_nhwc_m128_f32(const float* x, const float* dy, float* dw, int N,
+        int C, int H, int W, int O, int KH, int KW, int Ho, int Wo, int SH, int SW, int PH, int PW, int k_chunk) {
+    extern __shared__ __align__(16) unsigned char nhwc_smem[];
+    conv::nhwc::bwd_weight_body<128, conv::tc::Op::F32>(x, dy, dw, N, C, H, W, O, KH, KW, Ho, Wo, SH, SW, PH, PW,
+        k_chunk, nhwc_smem);
+}
+
+// to_nhwc_pair_{tf32,bf16,fp16,f32}: two conversions in one launch (a convolution's two operands): x1 [N1, C1,
+// HW1] -> y1 [N1, HW1, C1] and x2 -> y2 likewise (f32: transposed, not rounded). grid = (to_nhwc_blocks of the
+// first + of the second), block = (32, 8).
 extern "C" __global__ void to_nhwc_pair_tf32(const float* x1, float* y1, int N1, int C1, int HW1,
     const float* x2, float* y2, int N2, int C2, int HW2) {
     conv::nhwc::to_nhwc_pair<conv::tc::Op::Tf32>(blockIdx.x, x1, y1, N1, C1, HW1, x2, y2, N2, C2, HW2);
@@ -789,7 +944,12 @@ extern "C" __global__ void to_nhwc_pair_fp16(const float* x1, unsigned int* y1, 
     conv::nhwc::to_nhwc_pair<conv::tc::Op::Fp16>(blockIdx.x, x1, y1, N1, C1, HW1, x2, y2, N2, C2, HW2);
 }
 
-// to_nhwc_triple_{tf32,bf16,fp16}: three conversions in one launch (the operands of a convolution's two backward
+extern "C" __global__ void to_nhwc_pair_f32(const float* x1, float* y1, int N1, int C1, int HW1,
+    const float* x2, float* y2, int N2, int C2, int HW2) {
+    conv::nhwc::to_nhwc_pair<conv::tc::Op::F32>(blockIdx.x, x1, y1, N1, C1, HW1, x2, y2, N2, C2, HW2);
+}
+
+// to_nhwc_triple_{tf32,bf16,fp16,f32}: three conversions in one launch (the operands of a convolution's two backward
 // GEMMs, the one they share converted once), as to_nhwc_pair_*. grid = (to_nhwc_blocks of all three), block =
 // (32, 8).
 extern "C" __global__ void to_nhwc_triple_tf32(const float* x1, float* y1, int N1, int C1, int HW1,
@@ -807,4 +967,9 @@ extern "C" __global__ void to_nhwc_triple_fp16(const float* x1, unsigned int* y1
     const float* x2, unsigned int* y2, int N2, int C2, int HW2, const float* x3, unsigned int* y3, int N3, int C3,
     int HW3) {
     conv::nhwc::to_nhwc_triple<conv::tc::Op::Fp16>(x1, y1, N1, C1, HW1, x2, y2, N2, C2, HW2, x3, y3, N3, C3, HW3);
+}
+
+extern "C" __global__ void to_nhwc_triple_f32(const float* x1, float* y1, int N1, int C1, int HW1,
+    const float* x2, float* y2, int N2, int C2, int HW2, const float* x3, float* y3, int N3, int C3, int HW3) {
+    conv::nhwc::to_nhwc_triple<conv::tc::Op::F32>(x1, y1, N1, C1, HW1, x2, y2, N2, C2, HW2, x3, y3, N3, C3, HW3);
 }

@@ -1,6 +1,7 @@
-// conv_tc.cuh — what the tensor-core convolution kernels (conv.cu's NCHW path, conv_nhwc.cu's channels-last
-// one) share: the output tile each warp computes, the epilogue that hands its accumulators out, the batch-norm
-// statistics taken from them, and the per-column tap mask of the forward and backward-data gathers.
+// conv_tc.cuh — what the tile convolution kernels (conv.cu's tensor-core NCHW path, conv_nhwc.cu's channels-last
+// one, tensor-core and FP32) share: the output tile each warp computes, the epilogue that hands its accumulators
+// out, the batch-norm statistics taken from them, and the per-column tap mask of the forward and backward-data
+// gathers.
 //
 // The warp tile: 32 x 64 outputs per warp, 2 x 8 mma tiles of 16 x 8 with f32 accumulators in mma.cuh's C
 // fragment layout (64 per thread); a block is BM / 32 warps down its rows times 2 across its 128 columns.
@@ -21,8 +22,10 @@ __host__ __device__ constexpr int tile_threads(int BM) { return (BM / WM) * WARP
 
 typedef float Acc[MI][NI][4];
 
-// Operand format of a tensor-core kernel: TF32 on m16n8k8, or bf16 / fp16 on m16n8k16 (mma.cuh).
-enum class Op { Tf32, Bf16, Fp16 };
+// Operand format of a tile kernel: TF32 on m16n8k8, or bf16 / fp16 on m16n8k16 (mma.cuh); or F32, plain f32
+// products on the FMA units (conv_nhwc.cu's FP32 kernels), each lane computing the accumulators an mma would hand
+// it, so that the epilogues below serve it unchanged.
+enum class Op { Tf32, Bf16, Fp16, F32 };
 
 // A coordinate no tap brings back in range: marks a column outside the GEMM (its elements become zeros).
 constexpr int FAR = -(1 << 30);

@@ -1,6 +1,7 @@
-//! The channels-last TF32 / bf16 / fp16 convolutions (src/cuda/conv_nhwc.rs, kernels/conv_nhwc.cu): their operand
-//! conversion bit for bit against the host's rounding (`Precision::round_operand`, the `half` crate for the 16-bit
-//! formats); the three directions (backward weight at 16 bits only) against the references of
+//! The channels-last TF32 / bf16 / fp16 convolutions and the FP32 ones (src/cuda/conv_nhwc.rs,
+//! kernels/conv_nhwc.cu): their operand conversion bit for bit against the host's rounding
+//! (`Precision::round_operand`: the `half` crate for the 16-bit formats, none at F32); the three directions against
+//! the references of
 //! tests/common/tc.rs at shapes aimed at their loaders (one and several slices per tap, split-K chunks starting
 //! inside a tap or an image row, padding taps, stride phases of unequal size and without taps, partial row, column
 //! and K tiles, both tiles, more taps than a mask holds), with proof that those shapes ran on them; and the
@@ -21,20 +22,22 @@ use common::backend::launches;
 use common::conv::ConvCase;
 use common::tc::{self, case, p, upload};
 
-const FORMATS: [(Precision, &str); 3] = [
+const FORMATS: [(Precision, &str); 4] = [
     (Precision::Tf32, "tf32"),
     (Precision::Bf16, "bf16"),
     (Precision::Fp16, "fp16"),
+    (Precision::F32, "f32"),
 ];
 
-/// The values of a converted buffer as f32: its words at TF32, else the 16-bit values two to a word, low first.
+/// The values of a converted buffer as f32: its words at TF32 and F32, else the 16-bit values two to a word, low
+/// first.
 fn widen(p: Precision, words: &[f32]) -> Vec<f32> {
     let half = |bits: u16| match p {
         Precision::Bf16 => half::bf16::from_bits(bits).to_f32(),
         _ => half::f16::from_bits(bits).to_f32(),
     };
     match p {
-        Precision::Tf32 => words.to_vec(),
+        Precision::Tf32 | Precision::F32 => words.to_vec(),
         _ => words
             .iter()
             .flat_map(|v| {
@@ -81,7 +84,7 @@ fn to_nhwc_pair_moves_and_rounds_every_value() {
         for (d, xs) in dims.iter().zip(&inputs) {
             let x = upload(&be, xs, d);
             let words = match precision {
-                Precision::Tf32 => xs.len(),
+                Precision::Tf32 | Precision::F32 => xs.len(),
                 _ => xs.len() / 2,
             };
             let y = be.alloc(&[words]).unwrap();

@@ -8,7 +8,7 @@
 //! (forward, backward weight) or the stride phases (backward data). The split count depends only on the
 //! shapes, so the emulation and every GPU compute bit-identical sums in the same order.
 //!
-//! [`Precision`] picks the kernels' arithmetic: `F32` (the default) runs the f32 FMA kernels; `Tf32`, `Bf16`
+//! [`Precision`] picks the kernels' arithmetic: `F32` (the default) runs f32 FMA kernels; `Tf32`, `Bf16`
 //! and `Fp16` run the tensor-core kernels (`*_tf32`: operands rounded to TF32 on mma m16n8k8, like PyTorch's
 //! `allow_tf32`; `*_bf16` / `*_fp16`: operands rounded to nearest even in the 16-bit format on mma m16n8k16, like
 //! autocast; products accumulated in f32 in every case) for every GEMM with more than 16 rows (a 64 x 128 tile
@@ -18,9 +18,11 @@
 //! in memory either way. On the tensor cores a GEMM whose channel counts suit [`conv_nhwc`]'s
 //! kernels (forward and backward data: a reduction over a multiple of 32 channels; backward weight: C and O
 //! multiples of 8) converts its two operands to channels-last values of the precision's format first and runs
-//! those kernels instead (same tile, grid, split and outputs), unless a tuning run says otherwise. Asked for both
-//! gradients at once ([`conv2d_backward`], [`conv_transpose2d_backward`]), two such GEMMs convert their three
-//! operands in one launch.
+//! those kernels instead (same tile, grid, split and outputs), unless a tuning run says otherwise. At `F32` such a
+//! GEMM with more than 16 rows runs conv_nhwc's FP32 kernels, on the tensor-core tiles, pipeline and split-K with
+//! plain f32 products; the others run conv.cu's NCHW f32 kernels. Asked for both gradients at once
+//! ([`conv2d_backward`], [`conv_transpose2d_backward`]), two channels-last GEMMs convert their three operands in
+//! one launch.
 //!
 //! A forward convolution with no batch norm after it can store ReLU or LeakyReLU of its sums (`act`;
 //! kernels/act.cuh's `epilogue_act`), in its epilogue or, when its reduction is split, in the reduction's. The
@@ -122,11 +124,9 @@ struct Tc {
     kernel: String,
 }
 
-/// The tensor-core kernel `base` for a GEMM with `rows` rows that needs `extra_shared` bytes of shared memory
-/// beside the tile's, or None when it runs on the f32 kernels (precision F32, narrow GEMMs, kernels too large
-/// for the tap table to fit).
-fn use_tc(be: &CudaBackend, base: &str, rows: usize, extra_shared: usize) -> Option<Tc> {
-    let suffix = tc_suffix(be.precision())?;
+/// The tensor-core tile for a GEMM with `rows` rows (a tuning run's choice, or 64 rows up to 64, 128 above), or
+/// None for a narrow GEMM (the f32 kernels' 16-row tile).
+fn tc_tile(be: &CudaBackend, rows: usize) -> Option<&'static TcTile> {
     if rows <= NARROW.0 {
         return None;
     }
@@ -138,10 +138,28 @@ fn use_tc(be: &CudaBackend, base: &str, rows: usize, extra_shared: usize) -> Opt
         } else {
             TC_TILES[1].tile.0
         });
-    let t = TC_TILES.iter().find(|t| t.tile.0 == tile_rows)?;
+    TC_TILES.iter().find(|t| t.tile.0 == tile_rows)
+}
+
+/// The tensor-core kernel `base` for a GEMM with `rows` rows that needs `extra_shared` bytes of shared memory
+/// beside the tile's, or None when it runs on the f32 kernels (precision F32, narrow GEMMs, kernels too large
+/// for the tap table to fit).
+fn use_tc(be: &CudaBackend, base: &str, rows: usize, extra_shared: usize) -> Option<Tc> {
+    let suffix = tc_suffix(be.precision())?;
+    let t = tc_tile(be, rows)?;
     (t.shared_bytes as usize + extra_shared <= MAX_SHARED_BYTES).then(|| Tc {
         tile: t,
         kernel: format!("{base}{}_{suffix}", t.suffix),
+    })
+}
+
+/// At F32, the channels-last FP32 kernel `base` for `gemm` of `g` with `rows` rows, on the tensor-core tile (and
+/// so with their split-K), when conv_nhwc.rs takes that GEMM; None otherwise: the NCHW f32 kernels.
+fn use_f32_nhwc(be: &CudaBackend, gemm: Gemm, base: &str, rows: usize, g: &Geom) -> Option<Tc> {
+    let t = tc_tile(be, rows)?;
+    conv_nhwc::converts(be, gemm, g, Some(t.tile.0)).then(|| Tc {
+        tile: t,
+        kernel: format!("{base}_nhwc{}_f32", t.suffix),
     })
 }
 
@@ -623,16 +641,28 @@ fn backward_weight(
     Ok(dw)
 }
 
-/// The tensor-core kernel of each GEMM of `g` (None: the f32 kernels), with the forward and backward-data tap
-/// tables' shared bytes: what the launches above choose, and what [`conv2d_backward`] and
-/// [`conv_transpose2d_backward`] look ahead at.
+/// The tile kernel of each GEMM of `g` (None: the NCHW f32 kernels): tensor-core, or at F32 the channels-last
+/// FP32 one; with the forward and backward-data tap tables' shared bytes. What the launches above choose, and what
+/// [`conv2d_backward`] and [`conv_transpose2d_backward`] look ahead at.
 fn forward_tc(be: &CudaBackend, g: &Geom) -> (Option<Tc>, usize) {
+    if be.precision() == Precision::F32 {
+        return (use_f32_nhwc(be, Gemm::Forward, "conv2d_fwd", g.o, g), 0);
+    }
     use_tc_tapped(be, "conv2d_fwd", g.o, g)
 }
 fn backward_data_tc(be: &CudaBackend, g: &Geom) -> (Option<Tc>, usize) {
+    if be.precision() == Precision::F32 {
+        return (
+            use_f32_nhwc(be, Gemm::BackwardData, "conv2d_bwd_data", g.c, g),
+            0,
+        );
+    }
     use_tc_tapped(be, "conv2d_bwd_data", g.c, g)
 }
 fn backward_weight_tc(be: &CudaBackend, g: &Geom) -> Option<Tc> {
+    if be.precision() == Precision::F32 {
+        return use_f32_nhwc(be, Gemm::BackwardWeight, "conv2d_bwd_weight", g.o, g);
+    }
     use_tc(be, "conv2d_bwd_weight", g.o, 0)
 }
 

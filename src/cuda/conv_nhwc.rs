@@ -1,10 +1,11 @@
-//! The tensor-core convolutions on channels-last operands (`kernels/conv_nhwc.cu`): the GEMM's two operands are
-//! converted (`to_nhwc_pair_*`, one pass over each, one launch for both) to the precision's format (bf16, fp16, or
-//! f32 rounded to TF32) with the channel innermost, and the GEMM reads them with 16-byte copies, 8 (16-bit) or 4
-//! (TF32) channels of one pixel and tap at a time. A backward whose two GEMMs both run here converts their three
-//! operands in one launch (`to_nhwc_triple_*`, [`convert_ahead`]), the gradient they share once. The main loops
-//! issue a quarter to a third of the instructions per tensor-core operation of conv.cu's NCHW gathers
-//! (docs/perf-notes.md).
+//! The tile convolutions on channels-last operands (`kernels/conv_nhwc.cu`): the GEMM's two operands are
+//! converted (`to_nhwc_pair_*`, one pass over each, one launch for both) to the precision's format (bf16, fp16, f32
+//! rounded to TF32, or f32 as it is at `F32`) with the channel innermost, and the GEMM reads them with 16-byte
+//! copies, 8 (16-bit) or 4 (f32) channels of one pixel and tap at a time. At TF32, bf16 and fp16 the products run
+//! on the tensor cores; at F32 the same tiles, pipeline and epilogues multiply on the FMA units. A backward whose
+//! two GEMMs both run here converts their three operands in one launch (`to_nhwc_triple_*`, [`convert_ahead`]),
+//! the gradient they share once. The main loops issue a quarter to a third of the instructions per tensor-core
+//! operation of conv.cu's NCHW gathers, and at F32 about 1.1 per FFMA against their ~3 (docs/perf-notes.md).
 //!
 //! - Forward: x [N, C, H, W] -> [N, H, W, C], w [O, C, kh, kw] -> [O, kh, kw, C]; K = (tap, c).
 //! - Backward data (conv_transpose2d's forward): dy [N, O, Ho, Wo] -> [N, Ho, Wo, O], w -> [C, kh, kw, O];
@@ -13,12 +14,12 @@
 //!   and read transposed (ldmatrix.trans at 16 bits; at TF32, which no ldmatrix form transposes, a word per
 //!   fragment element).
 //!
-//! Which convolutions: one that conv.rs would run on the tensor cores (`Tf32`, `Bf16`, `Fp16`) whose channels fit
-//! the copies ([`Gemm::fits`]: forward and backward data need the reduction's channels, C or O, to be a multiple
-//! of the kernels' 32-deep K slice, so that a slice is one tap's channels; backward weight needs C and O to be
-//! multiples of 8), in DCGAN-64 D2..D4 and G2..G4, not the image layers, unless `GAN_ENGINE_CONV_LAYOUT=nchw`
-//! (tuning.rs) keeps every one on the NCHW kernels. Outputs, activation, statistics, split-K and stride phases
-//! are those of the NCHW kernels.
+//! Which convolutions: one that conv.rs would run on the tensor cores (`Tf32`, `Bf16`, `Fp16`), or at `F32` on a
+//! tensor-core tile (more than 16 rows), whose channels fit the copies ([`Gemm::fits`]: forward and backward data
+//! need the reduction's channels, C or O, to be a multiple of the kernels' 32-deep K slice, so that a slice is one
+//! tap's channels; backward weight needs C and O to be multiples of 8), in DCGAN-64 D2..D4 and G2..G4, not the
+//! image layers, unless `GAN_ENGINE_CONV_LAYOUT=nchw` (tuning.rs) keeps every one on the NCHW kernels. Outputs,
+//! activation, statistics, split-K and stride phases are those of the NCHW kernels.
 
 use anyhow::{bail, ensure, Result};
 
@@ -67,13 +68,13 @@ impl Gemm {
         }
     }
 
-    /// Dynamic shared memory of the kernel at tensor-core precision `p` on a tile of `tile_rows` rows, or None
-    /// where there is no such kernel (conv_nhwc.cu's `Tile<BM, T>` and `WgradTile<BM, T>` SMEM_BYTES: 4 stages of
-    /// BM + 128 rows of 80 bytes for 16-bit values, 3 of 144 bytes for TF32; 32 rows of BM + 8 and 128 + 8
+    /// Dynamic shared memory of the kernel at precision `p` on a tile of `tile_rows` rows, or None where there is
+    /// no such kernel (conv_nhwc.cu's `Tile<BM, T>` and `WgradTile<BM, T>` SMEM_BYTES: 4 stages of BM + 128 rows
+    /// of 80 bytes for 16-bit values, 3 of 144 bytes for f32 values (TF32, F32); 32 rows of BM + 8 and 128 + 8
     /// values, 4 stages of 16-bit values or 3 of f32).
     fn shared_bytes(self, p: Precision, tile_rows: usize) -> Option<usize> {
-        let tf32 = p == Precision::Tf32;
-        match (self, tf32, tile_rows) {
+        let f32_values = matches!(p, Precision::Tf32 | Precision::F32);
+        match (self, f32_values, tile_rows) {
             (Gemm::BackwardWeight, true, 64) => Some(79872),
             (Gemm::BackwardWeight, true, 128) => Some(104448),
             (Gemm::BackwardWeight, false, 64) => Some(53248),
@@ -93,10 +94,16 @@ struct NhwcKernel {
     shared_bytes: usize,
 }
 
-/// The channels-last kernel for `gemm` of `g` on a tensor-core tile of `tile_rows` rows (the NCHW choice, so
-/// both layouts tile alike), or None when it runs on the NCHW kernels.
+/// The suffix of the channels-last kernels and conversions of precision `p`: the tensor-core formats', and `f32`
+/// for the FP32 kernels (plain f32 products on the FMA units, operands transposed but not rounded).
+pub(super) fn format(p: Precision) -> &'static str {
+    tc_suffix(p).unwrap_or("f32")
+}
+
+/// The channels-last kernel for `gemm` of `g` on a tile of `tile_rows` rows (the tensor-core tile the NCHW
+/// kernels would use, so both layouts tile alike), or None when it runs on the NCHW kernels.
 fn kernel(be: &CudaBackend, gemm: Gemm, g: &Geom, tile_rows: usize) -> Option<NhwcKernel> {
-    let format = tc_suffix(be.precision())?;
+    let format = format(be.precision());
     let shared_bytes = gemm.shared_bytes(be.precision(), tile_rows)?;
     let suffix = if tile_rows == 128 { "_m128" } else { "" };
     (be.gemm_tuning().nhwc.unwrap_or(true) && gemm.fits(g)).then(|| NhwcKernel {
@@ -198,9 +205,7 @@ pub(super) type Operand<'a> = (&'a Tensor, [usize; 3]);
 fn to_nhwc(be: &CudaBackend, ops: &[Operand]) -> Result<Vec<Tensor>> {
     let what = "to_nhwc";
     let p = be.precision();
-    let Some(format) = tc_suffix(p) else {
-        bail!("{what}: no channels-last operands at {p}");
-    };
+    let format = format(p);
     let kernel = match ops.len() {
         0 => return Ok(Vec::new()),
         1 | 2 => format!("to_nhwc_pair_{format}"),
@@ -208,7 +213,7 @@ fn to_nhwc(be: &CudaBackend, ops: &[Operand]) -> Result<Vec<Tensor>> {
         n => bail!("{what}: {n} operands in one launch"),
     };
     let words = |values: usize| match p {
-        Precision::Tf32 => values,
+        Precision::Tf32 | Precision::F32 => values,
         _ => values.div_ceil(2),
     };
     let mut args = Vec::with_capacity(15);
