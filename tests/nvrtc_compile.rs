@@ -439,13 +439,28 @@ fn hmma_k8_units(line: &str) -> Option<usize> {
 /// the function runs from its `.text.KERNEL:` line to the next function's; instruction lines start with their
 /// address comment (`/*0a10*/`), labels are `.L_x_N:`, branches `BRA` to `` `(.L_x_N) ``.
 fn sass_main_loop(sass: &str, kernel: &str) -> Option<SassLoop> {
+    let body = sass_loop(sass, kernel, |l| hmma_k8_units(l).is_some())?;
+    Some(SassLoop {
+        instructions: body.len(),
+        hmma: body.iter().filter_map(|l| hmma_k8_units(l)).count(),
+        k8_units: body.iter().filter_map(|l| hmma_k8_units(l)).sum(),
+    })
+}
+
+/// The instruction lines of the innermost loop of `kernel` in `sass` that holds an `is_work` instruction
+/// ([`sass_main_loop`]'s rule).
+fn sass_loop<'a>(
+    sass: &'a str,
+    kernel: &str,
+    is_work: impl Fn(&str) -> bool,
+) -> Option<Vec<&'a str>> {
     let mut lines = sass.lines().map(str::trim);
     let header = format!(".text.{kernel}:");
     lines.by_ref().find(|l| *l == header)?;
     let function: Vec<&str> = lines
         .take_while(|l| !(l.starts_with(".text.") && l.ends_with(':')))
         .collect();
-    let body = innermost_loop(
+    innermost_loop(
         &function,
         |l| l.strip_suffix(':').filter(|name| name.starts_with(".L")),
         |l| {
@@ -459,13 +474,8 @@ fn sass_main_loop(sass: &str, kernel: &str) -> Option<SassLoop> {
             )
         },
         |l| l.starts_with("/*"),
-        |l| hmma_k8_units(l).is_some(),
-    )?;
-    Some(SassLoop {
-        instructions: body.len(),
-        hmma: body.iter().filter_map(|l| hmma_k8_units(l)).count(),
-        k8_units: body.iter().filter_map(|l| hmma_k8_units(l)).sum(),
-    })
+        is_work,
+    )
 }
 
 #[test]
@@ -530,16 +540,10 @@ fn nvdisasm_is_required_where_it_must_be() {
     assert!(err.contains("failed"), "{err}");
 }
 
-/// Prints each tensor-core conv kernel's main loop in SASS, what the GPU issues, for sm_80 and sm_90: NVRTC's
-/// cubin disassembled by nvdisasm, the loop found by the rule of [`main_loop`] (static count: every instruction of
-/// the loop body once). Fails above the kernel's ceiling in [`SASS_CEILINGS`] (with NVRTC [`SASS_NVRTC`]), and
-/// when nvdisasm is wanted (GAN_ENGINE_NVDISASM or CI set, see [`find_nvdisasm`]; searched on PATH, then in
-/// [`TOOLKIT_BIN`]) but missing or failing.
-#[test]
-fn tensor_core_sass_per_hmma() {
-    if !nvrtc_or_skip() {
-        return;
-    }
+/// The nvdisasm for a SASS count (see [`find_nvdisasm`]; searched on PATH, then in [`TOOLKIT_BIN`]) and whether
+/// the ceilings hold (NVRTC [`SASS_NVRTC`]); None, with a loud SKIPPED line naming `test`, where there is none
+/// and none is required.
+fn sass_tool(test: &str) -> Option<(PathBuf, bool)> {
     let mut search: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
@@ -552,10 +556,8 @@ fn tensor_core_sass_per_hmma() {
     ) {
         Ok(Some(tool)) => tool,
         Ok(None) => {
-            eprintln!(
-                "\n\n*** SKIPPED tensor_core_sass_per_hmma: no nvdisasm (set GAN_ENGINE_NVDISASM) ***\n\n"
-            );
-            return;
+            eprintln!("\n\n*** SKIPPED {test}: no nvdisasm (set GAN_ENGINE_NVDISASM) ***\n\n");
+            return None;
         }
         Err(e) => panic!("{e}"),
     };
@@ -576,14 +578,103 @@ fn tensor_core_sass_per_hmma() {
     let enforce = (major, minor) == SASS_NVRTC;
     if !enforce {
         eprintln!(
-            "\n\n*** tensor_core_sass_per_hmma: NVRTC {major}.{minor}, not {}.{} (the ceilings' compiler): counts \
-             printed, ceilings not held ***\n\n",
+            "\n\n*** {test}: NVRTC {major}.{minor}, not {}.{} (the ceilings' compiler): counts printed, \
+             ceilings not held ***\n\n",
             SASS_NVRTC.0, SASS_NVRTC.1
         );
     }
+    Some((tool, enforce))
+}
+
+/// Prints each tensor-core conv kernel's main loop in SASS, what the GPU issues, for sm_80 and sm_90: NVRTC's
+/// cubin disassembled by nvdisasm, the loop found by the rule of [`main_loop`] (static count: every instruction of
+/// the loop body once). Fails above the kernel's ceiling in [`SASS_CEILINGS`] (with NVRTC [`SASS_NVRTC`]), and
+/// when nvdisasm is wanted (GAN_ENGINE_NVDISASM or CI set, see [`find_nvdisasm`]; searched on PATH, then in
+/// [`TOOLKIT_BIN`]) but missing or failing.
+#[test]
+fn tensor_core_sass_per_hmma() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let Some((tool, enforce)) = sass_tool("tensor_core_sass_per_hmma") else {
+        return;
+    };
     let mut failures = Vec::new();
     for file in TENSOR_CORE_FILES {
         sass_per_hmma_of(file, &tool, enforce, &mut failures);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// SASS instructions per FFMA allowed in the main loop of each channels-last FP32 kernel (conv_nhwc.cu, the
+/// `_f32` suffix taken off), [`SASS_ARCHS`] in order. About 3 % above the counts when they were set
+/// (docs/perf-notes.md, "Channels-last FP32").
+const FP32_SASS_CEILINGS: &[(&str, [f64; 2])] = &[
+    ("conv2d_fwd_nhwc", [1.14, 1.14]),
+    ("conv2d_fwd_nhwc_m128", [1.14, 1.14]),
+    ("conv2d_bwd_data_nhwc", [1.14, 1.14]),
+    ("conv2d_bwd_data_nhwc_m128", [1.14, 1.14]),
+    ("conv2d_bwd_weight_nhwc", [1.25, 1.25]),
+    ("conv2d_bwd_weight_nhwc_m128", [1.29, 1.29]),
+];
+
+/// [`tensor_core_sass_per_hmma`] for the channels-last FP32 kernels, whose work is FFMA: prints each main loop's
+/// instructions, FFMAs and shared loads (LDS) per FFMA, and holds them under [`FP32_SASS_CEILINGS`]. A loop of
+/// nothing but FFMAs would be 1.0.
+#[test]
+fn fp32_sass_per_ffma() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let Some((tool, enforce)) = sass_tool("fp32_sass_per_ffma") else {
+        return;
+    };
+    let file = "conv_nhwc.cu";
+    let kernels: Vec<&str> = expected(file)
+        .into_iter()
+        .filter(|k| k.starts_with("conv2d") && k.ends_with("_f32"))
+        .collect();
+    assert_eq!(kernels.len(), FP32_SASS_CEILINGS.len(), "{kernels:?}");
+    let is_ffma = |l: &str| l.contains(" FFMA ");
+    let mut failures = Vec::new();
+    for (a, arch) in SASS_ARCHS.into_iter().enumerate() {
+        let sass = match &*compile_once(file, arch) {
+            Ok(c) => disassemble(&tool, &c.image).unwrap_or_else(|e| panic!("{e}")),
+            Err(e) => panic!("{e}"),
+        };
+        println!("{file} [{arch}] FP32 main loops in SASS");
+        println!(
+            "  {:<32} {:>11} {:>5} {:>5} {:>9} {:>8}",
+            "kernel", "SASS instr", "FFMA", "LDS", "per FFMA", "ceiling"
+        );
+        for k in &kernels {
+            let Some(body) = sass_loop(&sass, k, is_ffma) else {
+                failures.push(format!("{k} [{arch}]: no loop with an FFMA in its SASS"));
+                continue;
+            };
+            let ffma = body.iter().filter(|l| is_ffma(l)).count();
+            let lds = body.iter().filter(|l| l.contains(" LDS")).count();
+            let per = body.len() as f64 / ffma as f64;
+            let stem = k.strip_suffix("_f32").unwrap();
+            let ceiling = FP32_SASS_CEILINGS
+                .iter()
+                .find(|(s, _)| *s == stem)
+                .map(|(_, c)| c[a]);
+            println!(
+                "  {k:<32} {:>11} {ffma:>5} {lds:>5} {per:>9.2} {:>8}",
+                body.len(),
+                ceiling.map_or("none".to_string(), |c| format!("{c:.2}"))
+            );
+            hold(
+                &mut failures,
+                &format!("{k} [{arch}]"),
+                "FP32_SASS_CEILINGS",
+                ceiling,
+                per,
+                "FFMA",
+                enforce,
+            );
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -628,13 +719,15 @@ fn sass_per_hmma_of(file: &str, tool: &Path, enforce: bool, failures: &mut Vec<S
                 m.instructions as f64 / m.k8_units as f64,
                 ceiling.map_or("none".to_string(), |c| format!("{c:.1}"))
             );
-            match ceiling {
-                None => failures.push(format!("{k} [{arch}]: no entry in SASS_CEILINGS")),
-                Some(c) if enforce && per > c => failures.push(format!(
-                    "{k} [{arch}]: {per:.2} SASS instructions per HMMA, ceiling {c}"
-                )),
-                Some(_) => {}
-            }
+            hold(
+                failures,
+                &format!("{k} [{arch}]"),
+                "SASS_CEILINGS",
+                ceiling,
+                per,
+                "HMMA",
+                enforce,
+            );
         }
     }
 }
@@ -661,5 +754,25 @@ fn narrow_bwd_data_loops_per_fma() {
             m.instructions, m.work
         );
         assert!(per <= ceiling, "{k}: {per:.2} instructions per FMA");
+    }
+}
+
+/// Adds to `failures` a kernel (`what`) without a ceiling in `table`, or, when `enforce`, one whose SASS
+/// instructions `per` unit of work lie above it.
+fn hold(
+    failures: &mut Vec<String>,
+    what: &str,
+    table: &str,
+    ceiling: Option<f64>,
+    per: f64,
+    unit: &str,
+    enforce: bool,
+) {
+    match ceiling {
+        None => failures.push(format!("{what}: no entry in {table}")),
+        Some(c) if enforce && per > c => failures.push(format!(
+            "{what}: {per:.3} SASS instructions per {unit}, ceiling {c}"
+        )),
+        Some(_) => {}
     }
 }
