@@ -10,8 +10,8 @@
 #   2 parity    the parity suites on the real GPU (parity_half: bf16 / fp16), one test thread; failures rerun
 #               one by one
 #   3 timing    DCGAN-64 iteration at batch 128, the targets' precisions first: ours bf16 / tf32 / fp32 / fp16,
-#               eager, and bf16 / tf32 / fp32 graphed, and bf16 eager and graphed with the NCHW kernels only
-#               (GAN_ENGINE_CONV_LAYOUT=nchw); PyTorch (scripts/torch_dcgan_step.py) eager and graphed under
+#               eager, and bf16 / tf32 / fp32 graphed, and bf16, tf32 and fp32 with the NCHW kernels only
+#               (GAN_ENGINE_CONV_LAYOUT=nchw: the channels-last kernels' A/B); PyTorch (scripts/torch_dcgan_step.py) eager and graphed under
 #               autocast(bf16), TF32 on and off, and eager under autocast(fp16) with a GradScaler, all with CUDA
 #               events; then the measured peak (scripts/gpu_peak.py: cuBLAS matmul per precision, copy
 #               bandwidth) that "% of peak" divides by; our kernel launches per iteration at that batch, as the
@@ -251,7 +251,7 @@ phase_timing() {
         while read -r l; do rows+=("$l"); done < <(grep -oE 'torch [a-z]+ +(fp32|tf32|bf16|fp16): *[0-9.]* ms' \
             "$log_dir/torch.log" | sed -E 's/ +/ /g; s/: / /; s/ ms$//')
     fi
-    ours_timing fp32 fp32-graph fp16
+    ours_timing fp32 fp32-graph fp32-nchw fp16
     if [[ $dev == cuda && ${TORCH:-1} != 0 ]]; then
         run peak 60 env LD_LIBRARY_PATH="$torch_ld" python3 scripts/gpu_peak.py --out "$log_dir/peak.json"
         while read -r l; do rows+=("$l"); done < <(grep -o 'peak .*' "$log_dir/peak.log" | sed -E 's/ +/ /g')
