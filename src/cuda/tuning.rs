@@ -5,14 +5,15 @@
 //! chosen by reading, not by timing. A GPU session can time the alternatives in one call (scripts/first_light.sh,
 //! phase 8) through two environment variables, read when a CUDA backend opens:
 //!
-//! - `GAN_ENGINE_CONV_TILE=64|128`: the tensor-core tile rows of every convolution GEMM that runs on the tensor
-//!   cores (more than 16 rows at precision tf32, bf16 or fp16).
+//! - `GAN_ENGINE_CONV_TILE=64|128`: the tensor-core tile rows of every convolution GEMM that runs on one (more
+//!   than 16 rows at precision tf32, bf16 or fp16; at fp32, those on the channels-last kernels).
 //! - `GAN_ENGINE_SPLIT_K_BLOCKS=N`: the blocks a split-K launch aims for (convolutions and linear layers); 1
 //!   never splits.
-//! - `GAN_ENGINE_CONV_LAYOUT=nchw|nhwc`: whether a tensor-core (TF32, bf16, fp16) convolution GEMM whose
-//!   channels suit conv_nhwc.rs's kernels converts its operands to channels-last values of its format and runs
-//!   those kernels (`nhwc`, the rule) or gathers them from NCHW f32 (`nchw`). The two sum the same products in
-//!   another order.
+//! - `GAN_ENGINE_CONV_LAYOUT=nchw|nhwc`: whether a convolution GEMM on a tensor-core tile (TF32, bf16, fp16; or
+//!   FP32 with more than 16 rows) whose channels suit conv_nhwc.rs's kernels converts its operands to
+//!   channels-last values of its format (f32 as they are at FP32) and runs those kernels (`nhwc`, the rule) or
+//!   runs the NCHW ones (`nchw`: the tensor-core gathers from NCHW f32, or conv.cu's FP32 kernels). The two sum the
+//!   same products in another order.
 //!
 //! Within one output tile the reduction runs in the same slices and order whichever tile holds it, but the split
 //! rule counts tiles and batch norm merges one statistics part per tile: under an override a result can differ
@@ -28,7 +29,7 @@ pub struct GemmTuning {
     pub tc_rows: Option<usize>,
     /// Blocks a split-K launch aims for (at least 1).
     pub split_k_blocks: Option<usize>,
-    /// Whether the 16-bit convolutions may run channels-last (true) or always NCHW (false).
+    /// Whether the convolutions may run channels-last (true) or always NCHW (false).
     pub nhwc: Option<bool>,
 }
 
