@@ -328,7 +328,8 @@ __device__ __forceinline__ void k_major_words(unsigned int (&af)[MI][4], unsigne
 //
 // k-inner tiles (forward, backward data: a shared row of BK values per m or n): a 16-byte load brings 4
 // consecutive k of one row, so 4 k steps cost 4 + 16 loads for 256 FMAs. The 8 lanes of a 16-byte load's phase
-// read 2 rows of A, or 4 rows of B (columns 2t + e), 36 floats (4 banks) apart: distinct banks, or broadcasts.
+// read 2 adjacent rows of A (36 floats, 4 banks apart) or 4 rows of B (columns 2t + e, 72 floats, 8 banks apart),
+// each row's 4 banks distinct, the other lanes broadcasts.
 // The loop over k stays rolled: unrolled, the compiler hoists a whole stage's loads and needs more than the 128
 // registers of two 256-thread blocks per SM (the 128-row kernels spilled).
 template <class TT>
