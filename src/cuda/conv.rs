@@ -153,16 +153,6 @@ fn use_tc(be: &CudaBackend, base: &str, rows: usize, extra_shared: usize) -> Opt
     })
 }
 
-/// At F32, the channels-last FP32 kernel `base` for `gemm` of `g` with `rows` rows, on the tensor-core tile (and
-/// so with their split-K), when conv_nhwc.rs takes that GEMM; None otherwise: the NCHW f32 kernels.
-fn use_f32_nhwc(be: &CudaBackend, gemm: Gemm, base: &str, rows: usize, g: &Geom) -> Option<Tc> {
-    let t = tc_tile(be, rows)?;
-    conv_nhwc::converts(be, gemm, g, Some(t.tile.0)).then(|| Tc {
-        tile: t,
-        kernel: format!("{base}_nhwc{}_f32", t.suffix),
-    })
-}
-
 /// The shared shape checks of [`Geom::new`], plus the kernels' limit: they index with i32, so every
 /// tensor and every GEMM extent must fit.
 fn geom(what: &str, x: [usize; 4], w: [usize; 4], p: Conv2dParams) -> Result<Geom> {
@@ -426,7 +416,7 @@ fn forward(
     // GEMM: rows = O, columns = N*Ho*Wo output pixels, K = C*kh*kw.
     let (rows, cols, k) = (g.o, g.n * g.ho * g.wo, g.c * g.kh * g.kw);
     n_i32(cols, "conv2d")?;
-    let (tc, taps) = forward_tc(be, &g);
+    let (tc, taps) = gemm_kernel(be, Gemm::Forward, &g);
     let (tile, mut kernel) = if let Some(t) = &tc {
         (t.tile.tile, t.kernel.clone())
     } else {
@@ -535,7 +525,7 @@ fn backward_data(
         "{what}: stride {:?} gives more phases than a grid can hold",
         p.stride
     );
-    let (tc, taps) = backward_data_tc(be, &g);
+    let (tc, taps) = gemm_kernel(be, Gemm::BackwardData, &g);
     let (tile, mut kernel) = if let Some(t) = &tc {
         (t.tile.tile, t.kernel.clone())
     } else {
@@ -609,7 +599,7 @@ fn backward_weight(
     // GEMM: rows = O, columns = C*kh*kw weight taps, K = N*Ho*Wo pixels (long: split across blocks).
     let (rows, cols, k) = (g.o, g.c * g.kh * g.kw, g.n * g.ho * g.wo);
     n_i32(k, what)?;
-    let tc = backward_weight_tc(be, &g);
+    let tc = gemm_kernel(be, Gemm::BackwardWeight, &g).0;
     let (tile, mut kernel) = if let Some(t) = &tc {
         (t.tile.tile, t.kernel.clone())
     } else {
@@ -641,38 +631,30 @@ fn backward_weight(
     Ok(dw)
 }
 
-/// The tile kernel of each GEMM of `g` (None: the NCHW f32 kernels): tensor-core, or at F32 the channels-last
-/// FP32 one; with the forward and backward-data tap tables' shared bytes. What the launches above choose, and what
-/// [`conv2d_backward`] and [`conv_transpose2d_backward`] look ahead at.
-fn forward_tc(be: &CudaBackend, g: &Geom) -> (Option<Tc>, usize) {
+/// The tile kernel `gemm` of `g` runs on (None: the NCHW f32 kernels), with the forward and backward-data tap
+/// tables' shared bytes: tensor-core at TF32, bf16 and fp16; at F32 the channels-last FP32 kernel on the
+/// tensor-core tile (and so with its split-K) where conv_nhwc.rs takes the GEMM. What the launches above choose,
+/// and what [`conv2d_backward`] and [`conv_transpose2d_backward`] look ahead at.
+fn gemm_kernel(be: &CudaBackend, gemm: Gemm, g: &Geom) -> (Option<Tc>, usize) {
+    let rows = if gemm == Gemm::BackwardData { g.c } else { g.o };
     if be.precision() == Precision::F32 {
-        return (use_f32_nhwc(be, Gemm::Forward, "conv2d_fwd", g.o, g), 0);
+        let tc = tc_tile(be, rows).and_then(|tile| {
+            let kernel = conv_nhwc::kernel_name(be, gemm, g, tile.tile.0)?;
+            Some(Tc { tile, kernel })
+        });
+        return (tc, 0);
     }
-    use_tc_tapped(be, "conv2d_fwd", g.o, g)
-}
-fn backward_data_tc(be: &CudaBackend, g: &Geom) -> (Option<Tc>, usize) {
-    if be.precision() == Precision::F32 {
-        return (
-            use_f32_nhwc(be, Gemm::BackwardData, "conv2d_bwd_data", g.c, g),
-            0,
-        );
+    match gemm {
+        Gemm::BackwardWeight => (use_tc(be, gemm.base(), rows, 0), 0),
+        _ => use_tc_tapped(be, gemm.base(), rows, g),
     }
-    use_tc_tapped(be, "conv2d_bwd_data", g.c, g)
-}
-fn backward_weight_tc(be: &CudaBackend, g: &Geom) -> Option<Tc> {
-    if be.precision() == Precision::F32 {
-        return use_f32_nhwc(be, Gemm::BackwardWeight, "conv2d_bwd_weight", g.o, g);
-    }
-    use_tc(be, "conv2d_bwd_weight", g.o, 0)
 }
 
 /// Whether `gemm` of `g` will run on a channels-last kernel, reading converted operands.
 fn converts(be: &CudaBackend, gemm: Gemm, g: &Geom) -> bool {
     let tc = match gemm {
-        Gemm::Forward => forward_tc(be, g).0,
         Gemm::BackwardData if conv_narrow::takes_backward_data(be, g) => None,
-        Gemm::BackwardData => backward_data_tc(be, g).0,
-        Gemm::BackwardWeight => backward_weight_tc(be, g),
+        _ => gemm_kernel(be, gemm, g).0,
     };
     g.n > 0 && conv_nhwc::converts(be, gemm, g, tc.map(|t| t.tile.tile.0))
 }

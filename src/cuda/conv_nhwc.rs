@@ -48,7 +48,8 @@ pub(super) enum Gemm {
 }
 
 impl Gemm {
-    fn base(self) -> &'static str {
+    /// The GEMM's kernel names before the layout and format (`conv2d_fwd`, ...).
+    pub(super) fn base(self) -> &'static str {
         match self {
             Gemm::Forward => "conv2d_fwd",
             Gemm::BackwardData => "conv2d_bwd_data",
@@ -96,7 +97,7 @@ struct NhwcKernel {
 
 /// The suffix of the channels-last kernels and conversions of precision `p`: the tensor-core formats', and `f32`
 /// for the FP32 kernels (plain f32 products on the FMA units, operands transposed but not rounded).
-pub(super) fn format(p: Precision) -> &'static str {
+fn format(p: Precision) -> &'static str {
     tc_suffix(p).unwrap_or("f32")
 }
 
@@ -110,6 +111,16 @@ fn kernel(be: &CudaBackend, gemm: Gemm, g: &Geom, tile_rows: usize) -> Option<Nh
         kernel: format!("{}_nhwc{suffix}_{format}", gemm.base()),
         shared_bytes,
     })
+}
+
+/// The name of [`kernel`]: the channels-last kernel for `gemm` of `g` on a tile of `tile_rows` rows, or None.
+pub(super) fn kernel_name(
+    be: &CudaBackend,
+    gemm: Gemm,
+    g: &Geom,
+    tile_rows: usize,
+) -> Option<String> {
+    kernel(be, gemm, g, tile_rows).map(|k| k.kernel)
 }
 
 /// Whether a launch of `gemm` on a tensor-core tile of `tile_rows` rows (None: the f32 kernels) runs on the
