@@ -680,6 +680,11 @@ pub trait Backend: Send + Sync {
     fn graph_capture(&self) -> Option<&dyn GraphCapture> {
         None
     }
+    /// Values copied into another layout for the backend's own kernels so far (CUDA: the convolutions'
+    /// channels-last operands; graph replays not included); None where a backend keeps no such count.
+    fn relayout_values(&self) -> Option<u64> {
+        None
+    }
     /// Kernel launches so far, per kernel, where the backend launches kernels (CUDA, real or emulated; graph
     /// replays not included); None on the CPU.
     fn launch_counts(&self) -> Option<Vec<(&'static str, u64)>> {

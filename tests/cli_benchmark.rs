@@ -119,28 +119,18 @@ fn graph_replay_times_the_same_iteration_as_eager() {
 /// value is a clear error naming the variable, and good ones show in the kernels the iteration launches.
 #[test]
 fn tuning_overrides_choose_the_kernels_and_bad_ones_are_clear_errors() {
-    let o = common::cli::bin()
-        .args(["benchmark", "--device", "emu", "--steps", "1"])
-        .env("GAN_ENGINE_CONV_TILE", "96")
-        .output()
-        .unwrap();
-    common::cli::failed(
-        &o,
-        &["benchmark"],
-        1,
-        &["GAN_ENGINE_CONV_TILE=\"96\"", "64 or 128"],
-    );
-    let o = common::cli::bin()
-        .args(["benchmark", "--device", "emu", "--steps", "1"])
-        .env("GAN_ENGINE_CONV_LAYOUT", "NHWC")
-        .output()
-        .unwrap();
-    common::cli::failed(
-        &o,
-        &["benchmark"],
-        1,
-        &["GAN_ENGINE_CONV_LAYOUT=\"NHWC\"", "nchw and nhwc"],
-    );
+    for (var, value, says) in [
+        ("GAN_ENGINE_CONV_TILE", "96", "64 or 128"),
+        ("GAN_ENGINE_CONV_LAYOUT", "NHWC", "nchw and nhwc"),
+        ("GAN_ENGINE_CONV_REUSE", "1", "on keeps"),
+    ] {
+        let o = common::cli::bin()
+            .args(["benchmark", "--device", "emu", "--steps", "1"])
+            .env(var, value)
+            .output()
+            .unwrap();
+        common::cli::failed(&o, &["benchmark"], 1, &[&format!("{var}={value:?}"), says]);
+    }
     let kernels = |env: &[(&str, &str)]| {
         let dir = tempfile::tempdir().unwrap();
         let json = dir.path().join("b.json");
@@ -182,15 +172,18 @@ fn tuning_overrides_choose_the_kernels_and_bad_ones_are_clear_errors() {
             var("GAN_ENGINE_CONV_TILE"),
             var("GAN_ENGINE_SPLIT_K_BLOCKS"),
         );
-        let layout = env
-            .iter()
-            .find(|(k, _)| *k == "GAN_ENGINE_CONV_LAYOUT")
-            .map(|(_, v)| *v);
+        let named = |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+        let (layout, reuse) = (
+            named("GAN_ENGINE_CONV_LAYOUT"),
+            named("GAN_ENGINE_CONV_REUSE"),
+        );
         assert_eq!(
             v["gemm_tuning"],
-            serde_json::json!({"conv_tile": tile, "split_k_blocks": blocks, "conv_layout": layout})
+            serde_json::json!({"conv_tile": tile, "split_k_blocks": blocks, "conv_layout": layout,
+                "conv_reuse": reuse})
         );
         assert_eq!(line_has_layout(&stdout(&o)), layout.is_some());
+        assert_eq!(stdout(&o).contains(" operand reuse off"), reuse.is_some());
         let line = stdout(&o);
         assert_eq!(line.contains(" tile "), tile.is_some(), "{line}");
         assert_eq!(
@@ -198,14 +191,18 @@ fn tuning_overrides_choose_the_kernels_and_bad_ones_are_clear_errors() {
             blocks.is_some(),
             "{line}"
         );
-        v["launches_by_kernel"].as_object().unwrap().clone()
+        (
+            v["launches_by_kernel"].as_object().unwrap().clone(),
+            v["converted_values_per_iteration"].as_f64().unwrap(),
+        )
     };
-    let default = kernels(&[]);
-    let tuned = kernels(&[
+    let (default, converted) = kernels(&[]);
+    let (tuned, _) = kernels(&[
         ("GAN_ENGINE_CONV_TILE", "128"),
         ("GAN_ENGINE_SPLIT_K_BLOCKS", "1"),
     ]);
-    let nchw = kernels(&[("GAN_ENGINE_CONV_LAYOUT", "nchw")]);
+    let (nchw, none) = kernels(&[("GAN_ENGINE_CONV_LAYOUT", "nchw")]);
+    let (fresh, converted_fresh) = kernels(&[("GAN_ENGINE_CONV_REUSE", "off")]);
     let has = |k: &serde_json::Map<String, serde_json::Value>, pat: &str| {
         k.keys().any(|n| n.contains(pat))
     };
@@ -221,8 +218,15 @@ fn tuning_overrides_choose_the_kernels_and_bad_ones_are_clear_errors() {
     assert!(has(&default, "conv2d_fwd_nhwc_bf16"), "{default:?}");
     assert!(has(&default, "conv2d_bwd_weight_nhwc_bf16"), "{default:?}");
     assert!(has(&default, "to_nhwc_pair_bf16"), "{default:?}");
-    assert!(has(&default, "to_nhwc_triple_bf16"), "{default:?}");
+    // Without kept copies a backward converts its three operands in one launch; with them x's forward copy is
+    // reused, and fewer values are converted.
+    assert!(has(&fresh, "to_nhwc_triple_bf16"), "{fresh:?}");
+    assert!(
+        0.0 < converted && converted < converted_fresh,
+        "{converted} vs {converted_fresh}"
+    );
     assert!(!has(&nchw, "nhwc"), "{nchw:?}");
+    assert_eq!(none, 0.0);
 }
 
 /// Whether benchmark's line names a layout override.

@@ -289,8 +289,10 @@ fn all_launches(be: &CudaBackend) -> u64 {
         .sum()
 }
 
-/// What `f` returns, and the launches it took.
+/// What `f` returns, and the launches it took, from a backend that kept no channels-last operand copy of an
+/// earlier call (src/cuda/operand_cache.rs), so that what is compared converts alike.
 fn counted<T>(be: &CudaBackend, f: impl FnOnce() -> T) -> (T, u64) {
+    be.forget_operands();
     let before = all_launches(be);
     let out = f();
     (out, all_launches(be) - before)

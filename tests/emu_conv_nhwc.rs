@@ -275,7 +275,8 @@ fn bits(ts: [&Tensor; 2]) -> [Vec<u32>; 2] {
 /// A convolution's backward with both gradients (`Backend::conv2d_backward`, with and without a folded
 /// activation) and a transposed convolution's (`conv_transpose2d_backward`): the same bits as the two GEMMs
 /// called one by one, with one `to_nhwc_triple_*` launch for the three operands and no pair where both GEMMs run
-/// channels-last, and the pairs as before where only one does.
+/// channels-last, and the pairs as before where only one does (from no kept copies: tests/emu_operand_reuse.rs
+/// covers what they save).
 #[test]
 fn a_backward_converts_the_operand_both_gemms_read_once() {
     let act = Activation::LeakyRelu(0.2);
@@ -317,6 +318,8 @@ fn a_backward_converts_the_operand_both_gemms_read_once() {
                 let dw = be
                     .conv2d_backward_weight(&x, &dy, c.w_shape(), c.p)
                     .unwrap();
+                // From no kept copies (the calls above left theirs), as a backward whose operands are new.
+                be.forget_operands();
                 let before = counts(&be);
                 let both = be.conv2d_backward(&dy, &x, &w, c.p, fold).unwrap();
                 expect(before, counts(&be), 1);
@@ -334,6 +337,7 @@ fn a_backward_converts_the_operand_both_gemms_read_once() {
             let dw = be
                 .conv2d_backward_weight(&g, &dy, c.w_shape(), c.p)
                 .unwrap();
+            be.forget_operands();
             let before = counts(&be);
             let both = be.conv_transpose2d_backward(&g, &dy, &w, c.p).unwrap();
             // Unshared, forward (C = 24) stays NCHW: only backward weight converts.

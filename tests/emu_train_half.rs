@@ -8,7 +8,7 @@
 
 use gan_engine::checkpoint::{OPT_D_PREFIX, OPT_G_PREFIX};
 use gan_engine::cuda::{open_emulated, Precision};
-use gan_engine::nn::models::{ModelConfig, ModelKind};
+use gan_engine::nn::models::ModelConfig;
 use gan_engine::ops::random::RngStream;
 use gan_engine::train::config::{AdamSettings, LossKind};
 use gan_engine::train::Gan;
@@ -18,15 +18,7 @@ mod common;
 use common::cli::{fails, ok, stderr, tiny_train};
 
 fn model() -> ModelConfig {
-    ModelConfig {
-        kind: ModelKind::Dcgan,
-        image_size: 28,
-        channels: 1,
-        nz: 16,
-        ngf: 12,
-        ndf: 12,
-        ..ModelConfig::default()
-    }
+    common::model::dcgan28(12, 16)
 }
 
 const STEPS: usize = 8;

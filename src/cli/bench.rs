@@ -148,6 +148,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut samples_ms = Vec::with_capacity(a.repeat);
     let mut timer = "host clock";
     let launches_before = be.launch_counts();
+    let converted_before = be.relayout_values();
     for _ in 0..a.repeat {
         let mut run = || -> Result<()> {
             for _ in 0..a.steps {
@@ -174,6 +175,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .zip(be.launch_counts())
         .map(|(before, after)| Launches::per_iteration(&before, &after, a.repeat * a.steps));
     let graph_kernels = graph.as_ref().map(StepGraph::launches);
+    // Values converted to channels-last per iteration, as the host issued them: eager runs only (a replay's
+    // conversions are inside the graph).
+    let converted = converted_before
+        .zip(be.relayout_values())
+        .filter(|_| graph.is_none())
+        .map(|(before, after)| (after - before) as f64 / (a.repeat * a.steps) as f64);
     // What the last iteration computed, checked finite: a benchmark of a broken step measures nothing.
     let (last_text, last_json) = match (images, last) {
         (Some(y), _) => {
@@ -214,7 +221,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         false => GemmTuning::from_env()?,
     };
     let what = format!(
-        "{:?}{} b{} ngf {} ndf {}{}{}{}{}",
+        "{:?}{} b{} ngf {} ndf {}{}{}{}{}{}",
         a.model,
         a.image_size,
         a.batch_size,
@@ -230,6 +237,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         tuning.nhwc.map_or(String::new(), |n| format!(
             " layout {}",
             if n { "nhwc" } else { "nchw" }
+        )),
+        tuning.reuse.map_or(String::new(), |r| format!(
+            " operand reuse {}",
+            if r { "on" } else { "off" }
         )),
     )
     .to_lowercase();
@@ -249,6 +260,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
             format!(" besides one graph replay of {n} kernels")
         });
         println!("kernel launches per iteration: {}{replay}", l.total);
+    }
+    if let Some(v) = converted {
+        println!("values converted to channels-last per iteration: {v:.0}");
     }
     if let Some(path) = &a.json {
         let doc = serde_json::json!({
@@ -271,10 +285,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "launches_per_iteration": launches.as_ref().map(|l| l.total),
             "launches_by_kernel": launches.as_ref().map(|l| l.by_kernel.clone()),
             "graph_kernels": graph_kernels,
+            "converted_values_per_iteration": converted,
             "gemm_tuning": {
                 "conv_tile": tuning.tc_rows,
                 "split_k_blocks": tuning.split_k_blocks,
                 "conv_layout": tuning.nhwc.map(|n| if n { "nhwc" } else { "nchw" }),
+                "conv_reuse": tuning.reuse.map(|r| if r { "on" } else { "off" }),
             },
         });
         crate::io::atomic::write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())

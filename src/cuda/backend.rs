@@ -8,6 +8,7 @@ use std::sync::{Arc, Weak};
 use anyhow::{bail, ensure, Result};
 
 use super::alloc::{AllocStats, CachingAllocator, DeviceAlloc, MemPool};
+use super::operand_cache::OperandCache;
 use super::runtime::{GpuRuntime, KernelArg, LaunchCfg};
 use super::tuning::GemmTuning;
 use super::{activation, batchnorm, conv, elementwise, linear, loss, optim, random, shape};
@@ -35,6 +36,10 @@ pub struct CudaBackend {
     arrivals: std::sync::Mutex<(u64, usize)>,
     /// The GEMM launch choices overridden for a tuning run (none by default).
     tuning: std::sync::Mutex<GemmTuning>,
+    /// Channels-last copies of convolution operands kept for reuse ([`super::operand_cache`]).
+    operands: std::sync::Mutex<OperandCache>,
+    /// Values the host has asked to convert to channels-last so far (a graph's replays not counted).
+    converted: std::sync::atomic::AtomicU64,
 }
 
 /// Arrival counters allocated at the first request; enough for the batch norms of any usual network.
@@ -55,6 +60,8 @@ impl CudaBackend {
             precision: std::sync::atomic::AtomicU8::new(0),
             arrivals: std::sync::Mutex::new((0, 0)),
             tuning: std::sync::Mutex::new(GemmTuning::default()),
+            operands: std::sync::Mutex::new(OperandCache::default()),
+            converted: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -106,6 +113,59 @@ impl CudaBackend {
 
     pub fn set_gemm_tuning(&self, t: GemmTuning) {
         *self.tuning.lock().unwrap() = t;
+        self.forget_operands();
+    }
+
+    /// The channels-last copy of `t` viewed as `view` ([n, c, hw]) in `format` that an earlier conversion kept
+    /// ([`super::operand_cache`]), if any.
+    pub(super) fn kept_operand(
+        &self,
+        t: &Tensor,
+        view: [usize; 3],
+        format: &str,
+    ) -> Result<Option<Arc<dyn DeviceMemory>>> {
+        let source = &self.buffer(t)?.mem;
+        Ok(self.operands.lock().unwrap().find(source, view, format))
+    }
+
+    /// Keeps `copy`, the channels-last conversion of `t` viewed as `view` in `format`, for the next GEMM that
+    /// reads it, until `t` is written or dropped; unless the tuning run turned reuse off.
+    pub(super) fn keep_operand(
+        &self,
+        t: &Tensor,
+        view: [usize; 3],
+        format: &'static str,
+        copy: &Tensor,
+    ) -> Result<()> {
+        if self.gemm_tuning().reuse.unwrap_or(true) {
+            let (source, copy) = (&self.buffer(t)?.mem, self.buffer(copy)?.mem.clone());
+            self.operands
+                .lock()
+                .unwrap()
+                .keep(source, view, format, copy);
+        }
+        Ok(())
+    }
+
+    /// Counts `n` values converted to channels-last.
+    pub(super) fn count_converted(&self, n: usize) {
+        self.converted
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Values converted to channels-last so far, as the host issued them (a graph's replays not counted).
+    pub fn converted_values(&self) -> u64 {
+        self.converted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Operand copies kept now (tests).
+    pub fn kept_operands(&self) -> usize {
+        self.operands.lock().unwrap().len()
+    }
+
+    /// Forgets every kept operand copy (their sources may change without an in-place op this backend sees).
+    pub fn forget_operands(&self) {
+        self.operands.lock().unwrap().clear();
     }
 
     /// This backend as a [`crate::device::Device`].
@@ -194,6 +254,11 @@ impl CudaBackend {
         }
     }
 
+    /// A tensor's device memory (shared with it); error if the tensor is not on this backend.
+    pub(super) fn memory(&self, t: &Tensor) -> Result<Arc<dyn DeviceMemory>> {
+        Ok(self.buffer(t)?.mem.clone())
+    }
+
     /// Device address of a tensor's data; error if the tensor is not on this backend.
     pub fn ptr(&self, t: &Tensor) -> Result<u64> {
         Ok(self.buffer(t)?.mem.ptr())
@@ -214,7 +279,9 @@ impl CudaBackend {
             let shape = t.shape().to_vec();
             *t = self.wrap(mem, &shape);
         }
-        self.ptr(t)
+        let mem = &self.buffer(t)?.mem;
+        self.operands.lock().unwrap().forget(mem);
+        Ok(mem.ptr())
     }
 
     /// Launches a kernel (arguments checked against its parsed signature; errors name the kernel).
@@ -603,6 +670,10 @@ impl Backend for CudaBackend {
         Some(self.rt.launch_counts())
     }
 
+    fn relayout_values(&self) -> Option<u64> {
+        Some(self.converted_values())
+    }
+
     fn synchronize(&self) -> Result<()> {
         self.rt.synchronize()
     }
@@ -653,6 +724,7 @@ impl GraphCapture for CudaBackend {
             dst.shape()
         );
         let p = self.ptr(dst)?;
+        self.operands.lock().unwrap().forget(&self.buffer(dst)?.mem);
         match self.ptr(src) {
             Ok(s) => self.rt.dtod(p, s, src.numel() * 4),
             Err(_) => self.htod_bytes(p, bytemuck::cast_slice(&src.to_vec()?)),
@@ -675,11 +747,38 @@ impl GraphCapture for CudaBackend {
         self.alloc.close_pool()
     }
 
+    // A copy kept from before the capture would be read by the graph but never made again by it, and one made
+    // in the capture is only valid where the replay is: both are forgotten.
     fn begin_capture(&self) -> Result<()> {
+        self.forget_operands();
         self.rt.begin_capture()
     }
 
     fn end_capture(&self) -> Result<Box<dyn DeviceGraph>> {
-        self.rt.end_capture()
+        self.forget_operands();
+        Ok(Box::new(ForgetOnReplay {
+            graph: self.rt.end_capture()?,
+            be: self.me.clone(),
+        }))
+    }
+}
+
+/// A captured graph whose replays make the backend forget its kept operand copies: a replay writes the weights
+/// and activations it recorded without an op the backend sees.
+struct ForgetOnReplay {
+    graph: Box<dyn DeviceGraph>,
+    be: Weak<CudaBackend>,
+}
+
+impl DeviceGraph for ForgetOnReplay {
+    fn replay(&self) -> Result<()> {
+        if let Some(be) = self.be.upgrade() {
+            be.forget_operands();
+        }
+        self.graph.replay()
+    }
+
+    fn launches(&self) -> usize {
+        self.graph.launches()
     }
 }

@@ -4,8 +4,11 @@
 //! copies, 8 (16-bit) or 4 (f32) channels of one pixel and tap at a time. At TF32, bf16 and fp16 the products run
 //! on the tensor cores; at F32 the same tiles, pipeline and epilogues multiply on the FMA units. A backward whose
 //! two GEMMs both run here converts their three operands in one launch (`to_nhwc_triple_*`, [`convert_ahead`]),
-//! the gradient they share once. The main loops issue a quarter to a third of the instructions per tensor-core
-//! operation of conv.cu's NCHW gathers, and at F32 about 1.1 per FFMA against their ~3 (docs/perf-notes.md).
+//! the gradient they share once. Every copy is kept while its source is alive and unwritten (operand_cache.rs), so
+//! a weight is converted once between optimizer steps and an activation's forward copy serves its backward weight;
+//! a launch converts only what no earlier one left. The main loops issue a quarter to a third of the instructions
+//! per tensor-core operation of conv.cu's NCHW gathers, and at F32 about 1.1 per FFMA against their ~3
+//! (docs/perf-notes.md).
 //!
 //! - Forward: x [N, C, H, W] -> [N, H, W, C], w [O, C, kh, kw] -> [O, kh, kw, C]; K = (tap, c).
 //! - Backward data (conv_transpose2d's forward): dy [N, O, Ho, Wo] -> [N, Ho, Wo, O], w -> [C, kh, kw, O];
@@ -21,7 +24,9 @@
 //! image layers, unless `GAN_ENGINE_CONV_LAYOUT=nchw` (tuning.rs) keeps every one on the NCHW kernels. Outputs,
 //! activation, statistics, split-K and stride phases are those of the NCHW kernels.
 
-use anyhow::{bail, ensure, Result};
+use std::sync::Arc;
+
+use anyhow::{bail, ensure, Context, Result};
 
 use super::backend::n_i32;
 use super::conv::tc_suffix;
@@ -29,7 +34,7 @@ use super::runtime::{KernelArg, LaunchCfg};
 use super::CudaBackend;
 use crate::backend::Precision;
 use crate::ops::conv::ConvGeom as Geom;
-use crate::tensor::Tensor;
+use crate::tensor::{DeviceMemory, Tensor};
 
 /// K depth of one slice (conv_nhwc.cu's `BK`): the forward and backward-data reduction channels must be a
 /// multiple of it.
@@ -129,13 +134,16 @@ pub(super) fn converts(be: &CudaBackend, gemm: Gemm, g: &Geom, tile_rows: Option
     tile_rows.is_some_and(|rows| kernel(be, gemm, g, rows).is_some())
 }
 
+/// A channels-last copy of an operand, device memory of its own.
+type Twin = Arc<dyn DeviceMemory>;
+
 /// Operands already converted for the GEMMs about to run ([`convert_ahead`]), found again by source address and
 /// view.
 #[derive(Default)]
-pub(super) struct Converted(Vec<(u64, [usize; 3], Tensor)>);
+pub(super) struct Converted(Vec<(u64, [usize; 3], Twin)>);
 
 impl Converted {
-    fn find(&self, be: &CudaBackend, (t, view): Operand) -> Result<Option<Tensor>> {
+    fn find(&self, be: &CudaBackend, (t, view): Operand) -> Result<Option<Twin>> {
         let ptr = be.ptr(t)?;
         Ok(self
             .0
@@ -145,27 +153,61 @@ impl Converted {
     }
 }
 
-/// `ops` converted in one launch ([`to_nhwc`]), for the GEMMs of one convolution's backward that share an
-/// operand: [`inputs`] finds them instead of converting again.
+/// `ops` converted ahead, for the GEMMs of one convolution's backward that share an operand: [`inputs`] finds
+/// them instead of converting again.
 pub(super) fn convert_ahead(be: &CudaBackend, ops: &[Operand]) -> Result<Converted> {
-    let converted = to_nhwc(be, ops)?;
+    let copies = copies(be, ops, &Converted::default())?;
     let mut ahead = Vec::with_capacity(ops.len());
-    for (&(t, view), c) in ops.iter().zip(converted) {
+    for (&(t, view), c) in ops.iter().zip(copies) {
         ahead.push((be.ptr(t)?, view, c));
     }
     Ok(Converted(ahead))
 }
 
+/// The channels-last copy of each of `ops`: from `ahead`, or kept by the backend from an earlier conversion
+/// (operand_cache.rs), or converted now, all that are missing in one launch ([`to_nhwc`]) and kept for reuse.
+fn copies(be: &CudaBackend, ops: &[Operand], ahead: &Converted) -> Result<Vec<Twin>> {
+    let format = format(be.precision());
+    let mut found = Vec::with_capacity(ops.len());
+    for &op in ops {
+        let f = match ahead.find(be, op)? {
+            Some(c) => Some(c),
+            None => be.kept_operand(op.0, op.1, format)?,
+        };
+        found.push(f);
+    }
+    let missing: Vec<Operand> = ops
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(&op, _)| op)
+        .collect();
+    let mut fresh = missing.iter().zip(to_nhwc(be, &missing)?);
+    let mut copies = Vec::with_capacity(ops.len());
+    for f in found {
+        let c = match f {
+            Some(c) => c,
+            None => {
+                let (&(t, view), copy) = fresh.next().context("an operand was not converted")?;
+                be.keep_operand(t, view, format, &copy)?;
+                be.memory(&copy)?
+            }
+        };
+        copies.push(c);
+    }
+    Ok(copies)
+}
+
 /// The GEMM inputs a launch passes: converted channels-last when [`kernel`] chose the channels-last kernel (the
-/// buffers kept alive until the launch is queued), the caller's tensors as given otherwise.
+/// copies held until the launch is queued), the caller's tensors as given otherwise.
 pub(super) struct Inputs {
     pub ptrs: [u64; 2],
-    _converted: Option<(Tensor, Tensor)>,
+    _copies: Vec<Twin>,
 }
 
 /// Switches a launch of `gemm` on a tensor-core tile of `tile_rows` rows (None: the f32 kernels) to the
 /// channels-last kernel when there is one ([`kernel`]): its name into `kernel`, its shared memory into `cfg` (same
-/// tile and grid), and the operands converted ([`to_nhwc`], in one launch) unless `ahead` has them already.
+/// tile and grid), and the operands' channels-last copies ([`copies`]: from `ahead`, kept, or converted now).
 /// Without one, the operands as they are.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn inputs(
@@ -181,28 +223,15 @@ pub(super) fn inputs(
     let Some(nk) = tile_rows.and_then(|rows| self::kernel(be, gemm, g, rows)) else {
         return Ok(Inputs {
             ptrs: [be.ptr(ops[0].0)?, be.ptr(ops[1].0)?],
-            _converted: None,
+            _copies: Vec::new(),
         });
     };
     *kernel = nk.kernel;
     cfg.shared_bytes = nk.shared_bytes as u32;
-    let mut found = [ahead.find(be, ops[0])?, ahead.find(be, ops[1])?];
-    let missing: Vec<Operand> = ops
-        .iter()
-        .zip(&found)
-        .filter(|(_, f)| f.is_none())
-        .map(|(&op, _)| op)
-        .collect();
-    let mut fresh = to_nhwc(be, &missing)?.into_iter();
-    for f in found.iter_mut().filter(|f| f.is_none()) {
-        *f = fresh.next();
-    }
-    let [Some(ah), Some(bh)] = found else {
-        bail!("{}: an operand was not converted", kernel);
-    };
+    let copies = copies(be, &ops, ahead)?;
     Ok(Inputs {
-        ptrs: [be.ptr(&ah)?, be.ptr(&bh)?],
-        _converted: Some((ah, bh)),
+        ptrs: [copies[0].ptr(), copies[1].ptr()],
+        _copies: copies,
     })
 }
 
@@ -243,6 +272,7 @@ fn to_nhwc(be: &CudaBackend, ops: &[Operand]) -> Result<Vec<Tensor>> {
             args.push(KernelArg::I32(n_i32(v, what)?));
         }
         blocks += n * hw.div_ceil(32) * c.div_ceil(64);
+        be.count_converted(n * c * hw);
         outs.push(out);
     }
     if ops.len() == 1 {

@@ -4,7 +4,8 @@
 //! - [`runtime`]: the `GpuRuntime` trait both runtimes implement, launch configs, kernel arguments, and the
 //!   kernel signature table parsed from the sources at build time.
 //! - [`backend`]: `CudaBackend`, the `Backend` implementation; op families live in their own files
-//!   (elementwise, activation, loss, optim, random, shape, conv with conv_narrow and conv_nhwc, batchnorm, linear, pool, resize), each one launch helper per op.
+//!   (elementwise, activation, loss, optim, random, shape, conv with conv_narrow and conv_nhwc, batchnorm,
+//!   linear, pool, resize), each one launch helper per op; [`operand_cache`] keeps conv_nhwc's operand copies.
 //! - [`alloc`]: the caching allocator behind every tensor.
 //! - [`tuning`]: the GEMM launch choices a tuning run may override (tile, split-K) through the environment.
 
@@ -21,6 +22,7 @@ pub mod emu;
 pub mod linear;
 pub mod loss;
 pub mod nvrtc;
+mod operand_cache;
 pub mod optim;
 pub mod pool;
 pub mod random;

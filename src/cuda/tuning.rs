@@ -3,7 +3,7 @@
 //! The defaults are rules in conv.rs: the tensor-core tile by the GEMM's rows (64 x 128 up to 64 rows, 128 x 128
 //! above) and split-K until a launch reaches about two waves of an H100 / H200 (`TARGET_BLOCKS`). Both were
 //! chosen by reading, not by timing. A GPU session can time the alternatives in one call (scripts/first_light.sh,
-//! phase 8) through two environment variables, read when a CUDA backend opens:
+//! phase 8) through environment variables, read when a CUDA backend opens:
 //!
 //! - `GAN_ENGINE_CONV_TILE=64|128`: the tensor-core tile rows of every convolution GEMM that runs on one (more
 //!   than 16 rows at precision tf32, bf16 or fp16; at fp32, those on the channels-last kernels).
@@ -14,11 +14,17 @@
 //!   channels-last values of its format (f32 as they are at FP32) and runs those kernels (`nhwc`, the rule) or
 //!   runs the NCHW ones (`nchw`: the tensor-core gathers from NCHW f32, or conv.cu's FP32 kernels). The two sum the
 //!   same products in another order.
+//! - `GAN_ENGINE_CONV_REUSE=on|off`: whether the channels-last copies of the convolutions' operands are kept
+//!   while their sources are unchanged (operand_cache.rs: a weight converted once between optimizer steps, an
+//!   activation's forward copy read again by its backward weight; `on`, the rule) or made for each GEMM and
+//!   dropped after it (`off`). The same values either way: the A/B of the conversion passes it saves against the
+//!   memory the copies hold.
 //!
 //! Within one output tile the reduction runs in the same slices and order whichever tile holds it, but the split
 //! rule counts tiles and batch norm merges one statistics part per tile: under an override a result can differ
 //! from the default's in its last bits (the same sums grouped otherwise), on the GPU and on the emulation alike.
-//! An override is for timing; training runs that should be bit-identical to each other leave both unset.
+//! An override is for timing; training runs that should be bit-identical to each other leave the tile, split and
+//! layout unset.
 
 use anyhow::{bail, Result};
 
@@ -31,11 +37,14 @@ pub struct GemmTuning {
     pub split_k_blocks: Option<usize>,
     /// Whether the convolutions may run channels-last (true) or always NCHW (false).
     pub nhwc: Option<bool>,
+    /// Whether channels-last operand copies are kept for reuse (true) or dropped after each GEMM (false).
+    pub reuse: Option<bool>,
 }
 
 pub const TILE_VAR: &str = "GAN_ENGINE_CONV_TILE";
 pub const SPLIT_VAR: &str = "GAN_ENGINE_SPLIT_K_BLOCKS";
 pub const LAYOUT_VAR: &str = "GAN_ENGINE_CONV_LAYOUT";
+pub const REUSE_VAR: &str = "GAN_ENGINE_CONV_REUSE";
 
 impl GemmTuning {
     /// From the environment; an unset or empty variable keeps the rule, anything unreadable is an error that
@@ -46,14 +55,16 @@ impl GemmTuning {
             var(TILE_VAR).as_deref(),
             var(SPLIT_VAR).as_deref(),
             var(LAYOUT_VAR).as_deref(),
+            var(REUSE_VAR).as_deref(),
         )
     }
 
-    /// From the three variables' values.
+    /// From the four variables' values.
     pub fn parse(
         tile: Option<&str>,
         split_blocks: Option<&str>,
         layout: Option<&str>,
+        reuse: Option<&str>,
     ) -> Result<GemmTuning> {
         let tc_rows = match tile {
             None => None,
@@ -76,10 +87,19 @@ impl GemmTuning {
             Some("nchw") => Some(false),
             Some(v) => bail!("{LAYOUT_VAR}={v:?}: the convolution layouts are nchw and nhwc"),
         };
+        let reuse = match reuse {
+            None => None,
+            Some("on") => Some(true),
+            Some("off") => Some(false),
+            Some(v) => {
+                bail!("{REUSE_VAR}={v:?}: on keeps converted operands for reuse, off does not")
+            }
+        };
         Ok(GemmTuning {
             tc_rows,
             split_k_blocks,
             nhwc,
+            reuse,
         })
     }
 }
@@ -91,28 +111,28 @@ mod tests {
     #[test]
     fn parses_the_overrides_and_names_a_bad_value() {
         assert_eq!(
-            GemmTuning::parse(None, None, None).unwrap(),
+            GemmTuning::parse(None, None, None, None).unwrap(),
             GemmTuning::default()
         );
-        let t = GemmTuning::parse(Some("128"), Some("1"), Some("nchw")).unwrap();
+        let t = GemmTuning::parse(Some("128"), Some("1"), Some("nchw"), Some("off")).unwrap();
         assert_eq!(
-            (t.tc_rows, t.split_k_blocks, t.nhwc),
-            (Some(128), Some(1), Some(false))
+            (t.tc_rows, t.split_k_blocks, t.nhwc, t.reuse),
+            (Some(128), Some(1), Some(false), Some(false))
         );
-        assert_eq!(
-            GemmTuning::parse(None, None, Some("nhwc")).unwrap().nhwc,
-            Some(true)
-        );
-        for (tile, split, layout, var) in [
-            (Some("96"), None, None, TILE_VAR),
-            (Some("x"), None, None, TILE_VAR),
-            (None, Some("0"), None, SPLIT_VAR),
-            (None, Some("-3"), None, SPLIT_VAR),
-            (None, Some("many"), None, SPLIT_VAR),
-            (None, None, Some("NHWC"), LAYOUT_VAR),
-            (None, None, Some("chw"), LAYOUT_VAR),
+        let t = GemmTuning::parse(None, None, Some("nhwc"), Some("on")).unwrap();
+        assert_eq!((t.nhwc, t.reuse), (Some(true), Some(true)));
+        for (tile, split, layout, reuse, var) in [
+            (Some("96"), None, None, None, TILE_VAR),
+            (Some("x"), None, None, None, TILE_VAR),
+            (None, Some("0"), None, None, SPLIT_VAR),
+            (None, Some("-3"), None, None, SPLIT_VAR),
+            (None, Some("many"), None, None, SPLIT_VAR),
+            (None, None, Some("NHWC"), None, LAYOUT_VAR),
+            (None, None, Some("chw"), None, LAYOUT_VAR),
+            (None, None, None, Some("1"), REUSE_VAR),
+            (None, None, None, Some("ON"), REUSE_VAR),
         ] {
-            let e = GemmTuning::parse(tile, split, layout)
+            let e = GemmTuning::parse(tile, split, layout, reuse)
                 .unwrap_err()
                 .to_string();
             assert!(e.starts_with(var), "{e}");

@@ -16,3 +16,17 @@ pub fn tiny_dcgan() -> ModelConfig {
         ..ModelConfig::default()
     }
 }
+
+/// A 28×28 grayscale DCGAN with latent size `nz` and both widths `width` (its layers have `width`, 2·`width` and
+/// 4·`width` channels).
+pub fn dcgan28(width: usize, nz: usize) -> ModelConfig {
+    ModelConfig {
+        kind: ModelKind::Dcgan,
+        image_size: 28,
+        channels: 1,
+        nz,
+        ngf: width,
+        ndf: width,
+        ..ModelConfig::default()
+    }
+}
