@@ -11,7 +11,8 @@
 #               one by one
 #   3 timing    DCGAN-64 iteration at batch 128, the targets' precisions first: ours bf16 / tf32 / fp32 / fp16,
 #               eager, and bf16 / tf32 / fp32 graphed, and bf16, tf32 and fp32 with the NCHW kernels only
-#               (GAN_ENGINE_CONV_LAYOUT=nchw: the channels-last kernels' A/B); PyTorch (scripts/torch_dcgan_step.py) eager and graphed under
+#               (GAN_ENGINE_CONV_LAYOUT=nchw: the channels-last kernels' A/B), and last bf16 converting every
+#               GEMM's operands afresh (GAN_ENGINE_CONV_REUSE=off: the kept copies' A/B); PyTorch (scripts/torch_dcgan_step.py) eager and graphed under
 #               autocast(bf16), TF32 on and off, and eager under autocast(fp16) with a GradScaler, all with CUDA
 #               events; then the measured peak (scripts/gpu_peak.py: cuBLAS matmul per precision, copy
 #               bandwidth) that "% of peak" divides by; our kernel launches per iteration at that batch, as the
@@ -206,7 +207,7 @@ phase_parity() {
     begin p2-parity
     parity=()
     for b in ${PARITY:-cuda_runtime parity_tf32 parity_half emu_parity emu_parity_conv emu_parity_conv_narrow emu_conv_epilogue \
-        emu_conv_nhwc emu_parity_pool emu_graph emu_gemm_tuning nvrtc_compile}; do
+        emu_conv_nhwc emu_parity_pool emu_graph emu_gemm_tuning emu_operand_reuse nvrtc_compile}; do
         # parity_tf32 / parity_half check the DCGAN shapes against the CPU reference on the host: about 90 s
         # (parity_half: two precisions, not measured yet). nvrtc_compile compiles every kernel file for three
         # targets, one test at a time: 139 s in the dry run on the 2-core development machine (2026-12-05).
@@ -224,10 +225,12 @@ phase_parity() {
 ours_timing() {
     local mode
     for mode in "$@"; do
-        # MODE is PRECISION[-nchw][-graph]; -nchw keeps the tensor-core convolutions off the channels-last
-        # kernels (src/cuda/tuning.rs), the A/B of that layout.
+        # MODE is PRECISION[-nchw|-noreuse][-graph]; -nchw keeps the tensor-core convolutions off the channels-last
+        # kernels, -noreuse converts their operands for every GEMM instead of keeping the copies (src/cuda/tuning.rs):
+        # the A/B of that layout and of that reuse.
         local prec=${mode%-graph} env=()
         [[ $prec == *-nchw ]] && prec=${prec%-nchw} && env=(GAN_ENGINE_CONV_LAYOUT=nchw)
+        [[ $prec == *-noreuse ]] && prec=${prec%-noreuse} && env=(GAN_ENGINE_CONV_REUSE=off)
         local extra=(--precision "$prec")
         [[ $mode == *graph ]] && extra+=(--cuda-graph)
         local shape=(--batch-size "$bench_batch")
@@ -251,7 +254,7 @@ phase_timing() {
         while read -r l; do rows+=("$l"); done < <(grep -oE 'torch [a-z]+ +(fp32|tf32|bf16|fp16): *[0-9.]* ms' \
             "$log_dir/torch.log" | sed -E 's/ +/ /g; s/: / /; s/ ms$//')
     fi
-    ours_timing fp32 fp32-graph fp32-nchw fp16
+    ours_timing fp32 fp32-graph fp32-nchw fp16 bf16-noreuse
     if [[ $dev == cuda && ${TORCH:-1} != 0 ]]; then
         run peak 60 env LD_LIBRARY_PATH="$torch_ld" python3 scripts/gpu_peak.py --out "$log_dir/peak.json"
         while read -r l; do rows+=("$l"); done < <(grep -o 'peak .*' "$log_dir/peak.log" | sed -E 's/ +/ /g')

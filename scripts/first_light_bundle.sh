@@ -25,7 +25,7 @@ done
 
 out=.gpu-bundle
 tests=(cuda_runtime parity_tf32 parity_half emu_parity emu_parity_conv emu_parity_conv_narrow emu_conv_epilogue emu_conv_nhwc
-    emu_parity_pool emu_graph emu_gemm_tuning nvrtc_compile)
+    emu_parity_pool emu_graph emu_gemm_tuning emu_operand_reuse nvrtc_compile)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
