@@ -204,7 +204,7 @@ fn train(reuse: bool, graphed: bool) -> Run {
         .collect();
     let z = be.from_host(&values(2 * 16, 9), &[2, 16]).unwrap();
     let mut tape = Tape::new();
-    let before = (conversions(&be, "bf16"), be.converted_values());
+    let before = (conversions(&be, "bf16"), be.relayout_values().unwrap());
     let mut metrics = Vec::new();
     let mut samples = Vec::new();
     let mut graph: Option<StepGraph> = None;
@@ -228,7 +228,7 @@ fn train(reuse: bool, graphed: bool) -> Run {
         samples,
         state: gan.state_tensors().into_iter().map(bits).collect(),
         conversions: conversions(&be, "bf16") - before.0,
-        values: be.converted_values() - before.1,
+        values: be.relayout_values().unwrap() - before.1,
     }
 }
 

@@ -135,10 +135,10 @@ impl CudaBackend {
         t: &Tensor,
         view: [usize; 3],
         format: &'static str,
-        copy: &Tensor,
+        copy: Arc<dyn DeviceMemory>,
     ) -> Result<()> {
         if self.gemm_tuning().reuse.unwrap_or(true) {
-            let (source, copy) = (&self.buffer(t)?.mem, self.buffer(copy)?.mem.clone());
+            let source = &self.buffer(t)?.mem;
             self.operands
                 .lock()
                 .unwrap()
@@ -151,11 +151,6 @@ impl CudaBackend {
     pub(super) fn count_converted(&self, n: usize) {
         self.converted
             .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Values converted to channels-last so far, as the host issued them (a graph's replays not counted).
-    pub fn converted_values(&self) -> u64 {
-        self.converted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Operand copies kept now (tests).
@@ -671,7 +666,7 @@ impl Backend for CudaBackend {
     }
 
     fn relayout_values(&self) -> Option<u64> {
-        Some(self.converted_values())
+        Some(self.converted.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn synchronize(&self) -> Result<()> {
@@ -723,8 +718,9 @@ impl GraphCapture for CudaBackend {
             src.shape(),
             dst.shape()
         );
-        let p = self.ptr(dst)?;
-        self.operands.lock().unwrap().forget(&self.buffer(dst)?.mem);
+        let mem = &self.buffer(dst)?.mem;
+        self.operands.lock().unwrap().forget(mem);
+        let p = mem.ptr();
         match self.ptr(src) {
             Ok(s) => self.rt.dtod(p, s, src.numel() * 4),
             Err(_) => self.htod_bytes(p, bytemuck::cast_slice(&src.to_vec()?)),

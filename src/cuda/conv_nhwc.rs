@@ -189,8 +189,9 @@ fn copies(be: &CudaBackend, ops: &[Operand], ahead: &Converted) -> Result<Vec<Tw
             Some(c) => c,
             None => {
                 let (&(t, view), copy) = fresh.next().context("an operand was not converted")?;
-                be.keep_operand(t, view, format, &copy)?;
-                be.memory(&copy)?
+                let twin = be.memory(&copy)?;
+                be.keep_operand(t, view, format, twin.clone())?;
+                twin
             }
         };
         copies.push(c);
